@@ -1,0 +1,44 @@
+//! The pure engine of dockmesh.
+//!
+//! **Architecture Invariant:** this crate performs no I/O. It depends on no adapter crate, no
+//! tokio (dev-dependency only), no bollard, sqlx or axum. Time comes in as a value (or through the
+//! [`ports::Clock`] port); ids through the [`ports::IdGen`] port. It never reads the system clock,
+//! the environment, files or the network. Its decisions are deterministic functions of their inputs.
+//!
+//! **Architecture Invariant:** every host, local or remote, is a [`ports::HostRuntime`]. Core does
+//! not know the difference.
+//!
+//! **Architecture Invariant:** every state change of a migration, drain or rollout is persisted
+//! through the [`ports::Store`] before the action it allows is taken, so a restarted server resumes
+//! from the store, never from memory.
+//!
+//! Modules:
+//! - [`version`]: lenient version parsing, upgrade rule presets, `check` and multi-hop `plan`.
+//! - [`schema`]: the schema guard (up to date / pending / refuse).
+//! - [`rollout`]: agent upgrade policy, drift, the evaluator tick.
+//! - [`preflight`]: checks over host and stack snapshots.
+//! - [`migration`]: the stack migration state machine, its event log, and the async driver.
+//! - [`drain`]: planning the migration of every stack off a host.
+//! - [`audit`]: the audit event model and the hash chain rule.
+//! - [`ports`]: the traits adapters implement.
+//! - `testing` (feature `testing`): in-memory fakes and a conformance suite per port.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod drain;
+pub mod manifest;
+pub mod migration;
+pub mod ports;
+pub mod preflight;
+pub mod records;
+pub mod rollout;
+pub mod schema;
+pub mod snapshot;
+pub mod types;
+pub mod version;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use types::{AgentId, HostId, MigrationId, StackFiles};

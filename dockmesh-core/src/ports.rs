@@ -1,0 +1,424 @@
+//! The seams of dockmesh: traits that adapters implement and the driver calls.
+//!
+//! Every trait is object safe (`Arc<dyn Store>`, `Arc<dyn HostRuntime>`). The `testing` feature
+//! has an in-memory fake of each and a conformance suite each adapter runs against itself.
+
+use crate::audit::{AuditEntry, AuditEvent, AuditQuery, ChainVerification};
+use crate::drain::DrainRecord;
+use crate::manifest::VolumeManifest;
+use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
+use crate::records::{DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::rollout::{AgentRecord, RolloutRecord};
+use crate::snapshot::HostSnapshot;
+use crate::types::{AgentId, HostId, MigrationId, StackFiles};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// The source of time. Core never reads the system clock itself.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The source of new ids.
+pub trait IdGen: Send + Sync {
+    /// A new unique id.
+    fn new_id(&self) -> uuid::Uuid;
+}
+
+/// An error of a [`Store`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The thing asked for does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The write conflicts with what is stored (an active migration for the stack, a stale
+    /// event sequence number, a duplicate id). Nothing was written.
+    #[error("conflict: {what}")]
+    Conflict {
+        /// What conflicts.
+        what: String,
+    },
+    /// Stored data could not be read back (corrupt or written by an incompatible version).
+    #[error("stored data is unreadable: {what}")]
+    Corrupt {
+        /// What could not be read.
+        what: String,
+    },
+    /// The backend failed.
+    #[error("store backend error: {message}")]
+    Backend {
+        /// What failed.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    /// A backend error from any error value.
+    pub fn backend(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// The persistent state of a dockmesh server.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // --- agents / hosts ---
+    /// Insert or replace an agent record.
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// One agent.
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError>;
+    /// Every agent, ordered by id.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Remove an agent. Removing an unknown agent is not an error.
+    async fn delete_agent(&self, id: &AgentId) -> Result<(), StoreError>;
+
+    // --- tokens ---
+    /// Store a new token (by hash). A duplicate hash is a conflict.
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Present a token: checks expiry and, atomically, spends a one-time token.
+    async fn use_token(&self, hash: &str, now: Timestamp) -> Result<TokenUse, StoreError>;
+    /// Every token record, ordered by creation time.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Remove a token. Removing an unknown token is not an error.
+    async fn delete_token(&self, hash: &str) -> Result<(), StoreError>;
+
+    // --- stacks ---
+    /// Insert or replace a stack.
+    async fn put_stack(&self, stack: &StackRecord) -> Result<(), StoreError>;
+    /// One stack.
+    async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError>;
+    /// Every stack, ordered by name.
+    async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError>;
+    /// Remove a stack and its deploy history. Removing an unknown stack is not an error.
+    async fn delete_stack(&self, name: &str) -> Result<(), StoreError>;
+    /// Append to a stack's deploy history.
+    async fn append_deploy(&self, record: &DeployRecord) -> Result<(), StoreError>;
+    /// A stack's deploy history, oldest first.
+    async fn deploy_history(&self, stack: &str) -> Result<Vec<DeployRecord>, StoreError>;
+
+    // --- migrations ---
+    /// Record a new migration. A conflict when the stack already has an active migration or the
+    /// id exists; nothing is written then.
+    async fn create_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError>;
+    /// Append one event to a migration's log. `seq` is the number of events already in the log;
+    /// when it differs (another writer got there first) this is a conflict and nothing is written.
+    /// An event for which [`MigrationEvent::ends_activity`] is true makes the migration inactive.
+    async fn append_migration_event(
+        &self,
+        id: MigrationId,
+        seq: u64,
+        event: &MigrationEvent,
+    ) -> Result<(), StoreError>;
+    /// One migration with its whole event log.
+    async fn load_migration(&self, id: MigrationId) -> Result<Option<StoredMigration>, StoreError>;
+    /// Every migration (or only the active ones), newest first.
+    async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError>;
+
+    // --- drains ---
+    /// Insert or replace a drain.
+    async fn put_drain(&self, drain: &DrainRecord) -> Result<(), StoreError>;
+    /// One drain.
+    async fn get_drain(&self, id: uuid::Uuid) -> Result<Option<DrainRecord>, StoreError>;
+    /// Every drain, newest first.
+    async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError>;
+
+    // --- rollout ---
+    /// The agent upgrade policy and evaluator state (the defaults when never set).
+    async fn get_rollout(&self) -> Result<RolloutRecord, StoreError>;
+    /// Replace the policy and evaluator state.
+    async fn put_rollout(&self, record: &RolloutRecord) -> Result<(), StoreError>;
+
+    // --- audit ---
+    /// Append an event to the hash-chained audit log; returns the stored entry.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError>;
+    /// Query the audit log, newest first.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Walk the whole chain and report the first broken link.
+    async fn verify_audit(&self) -> Result<ChainVerification, StoreError>;
+
+    // --- leases ---
+    /// Take or renew the lease `name` for `owner` until `until`. Succeeds when the lease is free,
+    /// already held by `owner`, or held by another owner whose lease expired before `now`.
+    async fn claim_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Give a lease up. Only its holder can release it; anything else is a no-op.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// A place audit events go to.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Record one event.
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> AuditSink for S {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.append_audit(&event).await.map(|_| ())
+    }
+}
+
+/// What kind of problem a [`HostRuntime`] ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RuntimeErrorKind {
+    /// The host or its engine cannot be reached.
+    Unreachable,
+    /// A stack, volume or image does not exist.
+    NotFound,
+    /// The compose file or its `.env` is invalid or uses something unsupported.
+    InvalidStack,
+    /// Something with that name already exists, or a port is taken.
+    Conflict,
+    /// A service did not become healthy.
+    Unhealthy,
+    /// Data failed verification, or a tar stream was refused.
+    Integrity,
+    /// Anything else the engine reported.
+    Engine,
+}
+
+/// An error of a [`HostRuntime`]: what kind, and what happened in words.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RuntimeError {
+    /// What kind of error.
+    pub kind: RuntimeErrorKind,
+    /// What happened, for a person.
+    pub message: String,
+    /// The underlying error.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl RuntimeError {
+    /// An error of `kind` with a message.
+    pub fn new(kind: RuntimeErrorKind, message: impl Into<String>) -> Self {
+        RuntimeError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attach the underlying error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+/// State of one container of a stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    /// Container name.
+    pub name: String,
+    /// The service it belongs to.
+    pub service: String,
+    /// Engine state (`created`, `running`, `exited`, …).
+    pub state: String,
+    /// Health (`healthy`, `unhealthy`, `starting`) when the service has a healthcheck.
+    pub health: Option<String>,
+}
+
+/// State of a stack on one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackStatus {
+    /// One entry per container.
+    pub containers: Vec<ContainerStatus>,
+}
+
+impl StackStatus {
+    /// True when at least one container exists and every one is running.
+    pub fn all_running(&self) -> bool {
+        !self.containers.is_empty() && self.containers.iter().all(|c| c.state == "running")
+    }
+    /// True when any container is running.
+    pub fn any_running(&self) -> bool {
+        self.containers.iter().any(|c| c.state == "running")
+    }
+}
+
+/// What a deploy changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployReport {
+    /// Services whose containers were created.
+    pub created: Vec<String>,
+    /// Services whose containers were recreated because their definition changed.
+    pub recreated: Vec<String>,
+    /// Services left as they were.
+    pub unchanged: Vec<String>,
+}
+
+/// Health of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    /// The service.
+    pub service: String,
+    /// Healthy (or running and stable, without a healthcheck).
+    pub healthy: bool,
+    /// What was seen, in words.
+    pub detail: String,
+}
+
+/// Health of a stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// One entry per service.
+    pub services: Vec<ServiceHealth>,
+}
+
+impl HealthReport {
+    /// True when every service is healthy (and there is at least one).
+    pub fn healthy(&self) -> bool {
+        !self.services.is_empty() && self.services.iter().all(|s| s.healthy)
+    }
+    /// The unhealthy services, `service: detail; …`.
+    pub fn failure_summary(&self) -> String {
+        self.services
+            .iter()
+            .filter(|s| !s.healthy)
+            .map(|s| format!("{}: {}", s.service, s.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A stream of tar bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
+/// Told the number of bytes moved so far, as they flow.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A progress callback that ignores its input.
+pub fn no_progress() -> Progress {
+    Arc::new(|_| {})
+}
+
+/// Where an export leaves the manifest it computed once its stream has been read to the end.
+#[derive(Clone, Default)]
+pub struct ManifestSlot(Arc<Mutex<Option<Result<VolumeManifest, String>>>>);
+
+impl std::fmt::Debug for ManifestSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ManifestSlot")
+    }
+}
+
+impl ManifestSlot {
+    /// Fill the slot (the exporter does this when its stream ends).
+    pub fn fill(&self, manifest: Result<VolumeManifest, String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest);
+    }
+    /// Take the manifest. An error when the stream was not read to the end or the export failed.
+    pub fn take(&self) -> Result<VolumeManifest, RuntimeError> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(Ok(m)) => Ok(m),
+            Some(Err(e)) => Err(RuntimeError::new(RuntimeErrorKind::Integrity, e)),
+            None => Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                "the export's manifest is not available: its stream was not read to the end",
+            )),
+        }
+    }
+}
+
+/// A volume export in progress: the tar stream and, once it has been read to the end, the
+/// manifest of what it contained.
+pub struct VolumeExport {
+    /// The tar stream.
+    pub stream: ByteStream,
+    /// The manifest, filled when the stream ends.
+    pub manifest: ManifestSlot,
+}
+
+/// Which volume to import into: its name and the labels it is created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeTarget {
+    /// The volume name.
+    pub name: String,
+    /// Labels to create it with (Compose's, so `docker compose` recognises it).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One Docker host, local or remote. Every method is idempotent unless it says otherwise.
+#[async_trait]
+pub trait HostRuntime: Send + Sync {
+    /// The host's id.
+    fn host_id(&self) -> &HostId;
+
+    /// What the host looks like now: resources, engine, ports, images, stacks, volumes.
+    async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError>;
+
+    /// Store a stack's files on the host (replacing earlier ones).
+    async fn write_stack_files(&self, files: &StackFiles) -> Result<(), RuntimeError>;
+    /// Read back a stack's files, if the host has them.
+    async fn read_stack_files(&self, stack: &str) -> Result<Option<StackFiles>, RuntimeError>;
+    /// Remove a stack's files.
+    async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError>;
+
+    /// Create or update the stack's containers, networks and volumes and start them. A second
+    /// deploy of the same files changes nothing; a changed service is recreated.
+    async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError>;
+    /// Stop the stack's containers (they are kept).
+    async fn stop_stack(&self, stack: &str) -> Result<(), RuntimeError>;
+    /// Start the stack's existing containers.
+    async fn start_stack(&self, stack: &str) -> Result<(), RuntimeError>;
+    /// Remove the stack's containers and networks; its volumes too when `volumes` is true.
+    async fn remove_stack(&self, stack: &str, volumes: bool) -> Result<(), RuntimeError>;
+    /// State of each container of the stack (empty when it has none).
+    async fn stack_status(&self, stack: &str) -> Result<StackStatus, RuntimeError>;
+    /// Wait until every service is healthy, or its own budget runs out; the report names each
+    /// service that failed and why.
+    async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError>;
+
+    /// Export a named volume as a tar stream; the manifest is computed while it streams.
+    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError>;
+    /// Create the volume (or empty it, if it exists) and fill it from a tar stream. Refuses a
+    /// hostile stream before writing anything outside the volume. Returns the manifest of what
+    /// the volume holds afterwards.
+    async fn import_volume(
+        &self,
+        volume: &VolumeTarget,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError>;
+    /// Remove a named volume. Removing a missing volume is not an error.
+    async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError>;
+}
+
+/// The set of hosts the server can reach.
+#[async_trait]
+pub trait Fleet: Send + Sync {
+    /// The runtime of one host, when it is known and reachable.
+    async fn host(&self, id: &HostId) -> Result<Arc<dyn HostRuntime>, RuntimeError>;
+    /// Send an agent the order to upgrade itself.
+    async fn dispatch_upgrade(
+        &self,
+        agent: &AgentId,
+        order: &crate::rollout::UpgradeOrder,
+    ) -> Result<(), RuntimeError>;
+}

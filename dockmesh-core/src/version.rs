@@ -1,0 +1,1 @@
+//! Version parsing, upgrade rules and plans.
