@@ -1,0 +1,1 @@
+//! Lossless export and import of named volumes as tar streams, with manifests.
