@@ -1,0 +1,637 @@
+//! Conformance suites: the promises of each port, checked against any implementation.
+
+use crate::audit::{AuditEvent, AuditQuery, MIGRATION_START, STACK_DEPLOY};
+use crate::drain::{DrainPlan, DrainRecord};
+use crate::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec};
+use crate::ports::{HostRuntime, Store, StoreError, VolumeTarget, no_progress};
+use crate::records::{DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
+use crate::rollout::{AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState};
+use crate::types::{HostId, MigrationId, StackFiles};
+use jiff::{SignedDuration, Timestamp};
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).expect("valid timestamp")
+}
+
+/// Check every promise of the [`Store`] port. `store` must be empty.
+pub async fn store_conformance(store: &dyn Store) {
+    agents(store).await;
+    tokens(store).await;
+    stacks(store).await;
+    migrations(store).await;
+    drains(store).await;
+    rollout(store).await;
+    audit(store).await;
+    leases(store).await;
+}
+
+async fn agents(store: &dyn Store) {
+    assert!(
+        store.list_agents().await.unwrap().is_empty(),
+        "store must start empty"
+    );
+    let mut a = AgentRecord {
+        id: HostId::from("host-b"),
+        name: "b".into(),
+        version: "1.2.3".into(),
+        commit: Some("abc".into()),
+        protocol_version: 1,
+        arch: "x86_64".into(),
+        docker_version: "28.2.2".into(),
+        last_seen: Some(t(1)),
+        connection: ConnectionState::Connected,
+        upgrade: UpgradeState::InFlight {
+            since: t(2),
+            target_version: "1.3.0".into(),
+        },
+    };
+    store.upsert_agent(&a).await.unwrap();
+    let mut a2 = a.clone();
+    a2.id = HostId::from("host-a");
+    a2.upgrade = UpgradeState::Idle;
+    store.upsert_agent(&a2).await.unwrap();
+    assert_eq!(
+        store.get_agent(&a.id).await.unwrap(),
+        Some(a.clone()),
+        "agent round trip"
+    );
+    a.version = "1.3.0".into();
+    a.upgrade = UpgradeState::PendingManual {
+        since: t(3),
+        reason: "no network".into(),
+    };
+    store.upsert_agent(&a).await.unwrap();
+    let all = store.list_agents().await.unwrap();
+    assert_eq!(
+        all,
+        vec![a2.clone(), a.clone()],
+        "agents are listed by id, upsert replaces"
+    );
+    store.delete_agent(&a2.id).await.unwrap();
+    store.delete_agent(&a2.id).await.unwrap();
+    assert_eq!(
+        store.get_agent(&a2.id).await.unwrap(),
+        None,
+        "deleted agent is gone"
+    );
+}
+
+async fn tokens(store: &dyn Store) {
+    let tok = |hash: &str, one_time: bool, expires: Option<Timestamp>, created: i64| TokenRecord {
+        hash: hash.into(),
+        kind: TokenKind::Enrollment,
+        name: format!("token {hash}"),
+        created_at: t(created),
+        expires_at: expires,
+        one_time,
+        used_at: None,
+    };
+    store
+        .put_token(&tok("h1", true, Some(t(100)), 1))
+        .await
+        .unwrap();
+    store.put_token(&tok("h2", false, None, 2)).await.unwrap();
+    store
+        .put_token(&tok("h3", false, Some(t(10)), 3))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store.put_token(&tok("h1", false, None, 4)).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a duplicate token hash is a conflict"
+    );
+    assert_eq!(
+        store.use_token("nope", t(5)).await.unwrap(),
+        TokenUse::Unknown
+    );
+    match store.use_token("h1", t(5)).await.unwrap() {
+        TokenUse::Accepted { token } => assert_eq!(token.used_at, Some(t(5)), "spent at use"),
+        other => panic!("a fresh one-time token is accepted, got {other:?}"),
+    }
+    assert_eq!(
+        store.use_token("h1", t(6)).await.unwrap(),
+        TokenUse::AlreadyUsed,
+        "a one-time token works once"
+    );
+    for _ in 0..2 {
+        assert!(matches!(
+            store.use_token("h2", t(7)).await.unwrap(),
+            TokenUse::Accepted { .. }
+        ));
+    }
+    assert_eq!(
+        store.use_token("h3", t(10)).await.unwrap(),
+        TokenUse::Expired
+    );
+    let hashes: Vec<_> = store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.hash)
+        .collect();
+    assert_eq!(hashes, ["h1", "h2", "h3"], "tokens listed by creation time");
+    store.delete_token("h2").await.unwrap();
+    assert_eq!(
+        store.use_token("h2", t(8)).await.unwrap(),
+        TokenUse::Unknown
+    );
+}
+
+async fn stacks(store: &dyn Store) {
+    let s = StackRecord {
+        name: "web".into(),
+        compose: "services:\n  app:\n    image: x\n".into(),
+        env: Some("A=1\n".into()),
+        host: Some(HostId::from("h1")),
+        updated_at: t(1),
+    };
+    let mut s2 = s.clone();
+    s2.name = "api".into();
+    s2.env = None;
+    s2.host = None;
+    store.put_stack(&s).await.unwrap();
+    store.put_stack(&s2).await.unwrap();
+    assert_eq!(store.get_stack("web").await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.list_stacks().await.unwrap(),
+        vec![s2.clone(), s.clone()],
+        "by name"
+    );
+    let d = |stack: &str, at: i64, action: &str| DeployRecord {
+        stack: stack.into(),
+        at: t(at),
+        host: HostId::from("h1"),
+        action: action.into(),
+        actor: "alice".into(),
+    };
+    store.append_deploy(&d("web", 1, "deploy")).await.unwrap();
+    store.append_deploy(&d("api", 2, "deploy")).await.unwrap();
+    store.append_deploy(&d("web", 3, "stop")).await.unwrap();
+    assert_eq!(
+        store.deploy_history("web").await.unwrap(),
+        vec![d("web", 1, "deploy"), d("web", 3, "stop")],
+        "history oldest first, per stack"
+    );
+    store.delete_stack("web").await.unwrap();
+    assert_eq!(store.get_stack("web").await.unwrap(), None);
+    assert!(
+        store.deploy_history("web").await.unwrap().is_empty(),
+        "history goes with the stack"
+    );
+    assert_eq!(store.deploy_history("api").await.unwrap().len(), 1);
+}
+
+fn spec(n: u128, stack: &str, at: i64) -> MigrationSpec {
+    MigrationSpec {
+        id: MigrationId(uuid::Uuid::from_u128(n)),
+        stack: stack.into(),
+        source: HostId::from("src"),
+        target: HostId::from("dst"),
+        requested_at: t(at),
+        requested_by: "alice".into(),
+        retention: DEFAULT_RETENTION,
+    }
+}
+
+async fn migrations(store: &dyn Store) {
+    let m1 = spec(1, "shop", 1);
+    store.create_migration(&m1).await.unwrap();
+    assert!(
+        matches!(
+            store.create_migration(&spec(2, "shop", 2)).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "one active migration per stack"
+    );
+    assert!(
+        matches!(
+            store.create_migration(&spec(1, "other", 2)).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "duplicate id is a conflict"
+    );
+    let events = [
+        MigrationEvent::SourceStopped { at: t(2) },
+        MigrationEvent::VolumeTransferStarted {
+            at: t(3),
+            volume: "shop_db".into(),
+        },
+        MigrationEvent::VolumeVerified {
+            at: t(4),
+            volume: "shop_db".into(),
+            bytes: 42,
+            digest: "ab".repeat(32),
+        },
+    ];
+    for (i, e) in events.iter().enumerate() {
+        store
+            .append_migration_event(m1.id, i as u64, e)
+            .await
+            .unwrap();
+    }
+    assert!(
+        matches!(
+            store
+                .append_migration_event(m1.id, 1, &MigrationEvent::FilesShipped { at: t(5) })
+                .await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a stale sequence number is a conflict"
+    );
+    assert!(matches!(
+        store
+            .append_migration_event(MigrationId(uuid::Uuid::from_u128(99)), 0, &events[0])
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let loaded = store.load_migration(m1.id).await.unwrap().expect("stored");
+    assert_eq!(loaded.spec, m1);
+    assert_eq!(loaded.events, events.to_vec(), "events round trip in order");
+    assert_eq!(store.list_migrations(true).await.unwrap().len(), 1);
+    store
+        .append_migration_event(m1.id, 3, &MigrationEvent::Failed { at: t(6) })
+        .await
+        .unwrap();
+    assert!(
+        store.list_migrations(true).await.unwrap().is_empty(),
+        "failed is not active"
+    );
+    let m2 = spec(2, "shop", 7);
+    store
+        .create_migration(&m2)
+        .await
+        .expect("a new migration once the last one ended");
+    let all = store.list_migrations(false).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|m| m.spec.id).collect();
+    assert_eq!(ids, vec![m2.id, m1.id], "newest first");
+    assert_eq!(
+        store
+            .load_migration(MigrationId(uuid::Uuid::from_u128(77)))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn drains(store: &dyn Store) {
+    let d = |n: u128, at: i64| DrainRecord {
+        id: uuid::Uuid::from_u128(n),
+        created_at: t(at),
+        plan: DrainPlan {
+            host: HostId::from("h1"),
+            entries: vec![],
+        },
+        migrations: vec![MigrationId(uuid::Uuid::from_u128(n + 100))],
+    };
+    store.put_drain(&d(1, 1)).await.unwrap();
+    store.put_drain(&d(2, 2)).await.unwrap();
+    let mut changed = d(1, 1);
+    changed
+        .migrations
+        .push(MigrationId(uuid::Uuid::from_u128(5)));
+    store.put_drain(&changed).await.unwrap();
+    assert_eq!(
+        store.get_drain(changed.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        store.list_drains().await.unwrap(),
+        vec![d(2, 2), changed],
+        "newest first"
+    );
+}
+
+async fn rollout(store: &dyn Store) {
+    assert_eq!(
+        store.get_rollout().await.unwrap(),
+        RolloutRecord::default(),
+        "defaults"
+    );
+    let mut r = RolloutRecord::default();
+    r.policy.mode = RolloutMode::Staged;
+    r.policy.staged.percent = 25;
+    r.policy.staged.min_gap = SignedDuration::from_mins(7);
+    r.state.waves = 2;
+    r.state.last_wave_at = Some(t(9));
+    store.put_rollout(&r).await.unwrap();
+    assert_eq!(store.get_rollout().await.unwrap(), r, "rollout round trip");
+}
+
+async fn audit(store: &dyn Store) {
+    let base = store
+        .query_audit(&AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len() as u64;
+    let mut entries = Vec::new();
+    for i in 0..7 {
+        let action = if i % 2 == 0 {
+            MIGRATION_START
+        } else {
+            STACK_DEPLOY
+        };
+        let ev = AuditEvent::new(t(100 + i), "alice", action, format!("s{}", i % 3))
+            .with("i", i.to_string());
+        entries.push(store.append_audit(&ev).await.unwrap());
+    }
+    for w in entries.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "sequence numbers increase by one");
+        assert_eq!(
+            w[1].prev_hash, w[0].hash,
+            "each entry chains to the one before"
+        );
+    }
+    assert_eq!(entries[0].seq, base + 1);
+    let page1 = store
+        .query_audit(&AuditQuery {
+            action: Some(MIGRATION_START.into()),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page1.len(), 2);
+    assert_eq!(page1[0], entries[6], "newest first");
+    assert_eq!(page1[1], entries[4]);
+    let page2 = store
+        .query_audit(&AuditQuery {
+            action: Some(MIGRATION_START.into()),
+            limit: 2,
+            before_seq: Some(page1[1].seq),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page2,
+        vec![entries[2].clone(), entries[0].clone()],
+        "the cursor pages on"
+    );
+    let by_target = store
+        .query_audit(&AuditQuery {
+            target: Some("s1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_target, vec![entries[4].clone(), entries[1].clone()]);
+    let ranged = store
+        .query_audit(&AuditQuery {
+            since: Some(t(102)),
+            until: Some(t(104)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ranged,
+        vec![entries[3].clone(), entries[2].clone()],
+        "since inclusive, until exclusive"
+    );
+    let v = store.verify_audit().await.unwrap();
+    assert_eq!(v.first_broken, None, "an untouched chain verifies");
+    assert_eq!(v.entries_checked, base + 7);
+}
+
+async fn leases(store: &dyn Store) {
+    assert!(
+        store
+            .claim_lease("evaluator", "a", t(10), t(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_lease("evaluator", "b", t(20), t(5))
+            .await
+            .unwrap(),
+        "held"
+    );
+    assert!(
+        store
+            .claim_lease("evaluator", "a", t(30), t(6))
+            .await
+            .unwrap(),
+        "renew"
+    );
+    assert!(
+        !store
+            .claim_lease("evaluator", "b", t(40), t(29))
+            .await
+            .unwrap(),
+        "renewed lease held"
+    );
+    assert!(
+        store
+            .claim_lease("evaluator", "b", t(40), t(31))
+            .await
+            .unwrap(),
+        "expired: taken over"
+    );
+    store.release_lease("evaluator", "a").await.unwrap();
+    assert!(
+        !store
+            .claim_lease("evaluator", "a", t(50), t(32))
+            .await
+            .unwrap(),
+        "only the holder releases"
+    );
+    store.release_lease("evaluator", "b").await.unwrap();
+    assert!(
+        store
+            .claim_lease("evaluator", "a", t(50), t(33))
+            .await
+            .unwrap(),
+        "released lease is free"
+    );
+    assert!(
+        store.claim_lease("other", "b", t(50), t(33)).await.unwrap(),
+        "leases are independent"
+    );
+}
+
+/// What [`host_runtime_conformance`] needs from the environment of the runtime under test.
+#[derive(Debug, Clone)]
+pub struct RuntimeFixture {
+    /// A stack that deploys and becomes healthy on this runtime. The stack must not exist yet.
+    pub stack: StackFiles,
+    /// The same stack with one service changed (the deploy must report it recreated).
+    pub changed: StackFiles,
+    /// A named volume the stack's deploy creates (engine name, e.g. `<stack>_data`).
+    pub volume: String,
+    /// A volume name that does not exist yet, to import into.
+    pub scratch_volume: String,
+}
+
+/// Check every promise of the [`HostRuntime`] port against a runtime.
+pub async fn host_runtime_conformance(rt: &dyn HostRuntime, fx: &RuntimeFixture) {
+    let name = fx.stack.name.as_str();
+    let snap = rt.snapshot().await.expect("snapshot");
+    assert!(snap.online, "a reachable host reports itself online");
+    assert_eq!(&snap.host, rt.host_id());
+    assert!(
+        !snap.stacks.contains_key(name),
+        "the fixture stack must not exist yet"
+    );
+    assert!(rt.stack_status(name).await.unwrap().containers.is_empty());
+
+    rt.write_stack_files(&fx.stack).await.expect("write files");
+    assert_eq!(
+        rt.read_stack_files(name).await.unwrap(),
+        Some(fx.stack.clone()),
+        "files round trip"
+    );
+    assert_eq!(rt.read_stack_files("no-such-stack").await.unwrap(), None);
+
+    let first = rt.deploy(&fx.stack).await.expect("deploy");
+    assert!(
+        !first.created.is_empty(),
+        "a first deploy creates services: {first:?}"
+    );
+    let health = rt.wait_healthy(name).await.expect("wait healthy");
+    assert!(
+        health.healthy(),
+        "the fixture stack becomes healthy: {health:?}"
+    );
+    assert!(rt.stack_status(name).await.unwrap().all_running());
+    let again = rt.deploy(&fx.stack).await.expect("second deploy");
+    assert!(
+        again.created.is_empty() && again.recreated.is_empty(),
+        "a second deploy of the same files changes nothing: {again:?}"
+    );
+    let changed = rt.deploy(&fx.changed).await.expect("changed deploy");
+    assert!(
+        !changed.recreated.is_empty(),
+        "a changed service is recreated: {changed:?}"
+    );
+
+    let snap = rt.snapshot().await.unwrap();
+    let st = snap
+        .stacks
+        .get(name)
+        .expect("the snapshot lists the deployed stack");
+    assert!(
+        st.volumes.iter().any(|v| v.name == fx.volume),
+        "the snapshot lists the stack's volume"
+    );
+    assert!(snap.volumes.contains(&fx.volume));
+
+    rt.stop_stack(name).await.expect("stop");
+    rt.stop_stack(name).await.expect("stop is idempotent");
+    assert!(
+        !rt.stack_status(name).await.unwrap().any_running(),
+        "stopped"
+    );
+    rt.start_stack(name).await.expect("start");
+    rt.start_stack(name).await.expect("start is idempotent");
+    assert!(
+        rt.stack_status(name).await.unwrap().all_running(),
+        "started again"
+    );
+
+    rt.stop_stack(name).await.unwrap();
+    let export = rt.export_volume(&fx.volume).await.expect("export");
+    let source_labels = st
+        .volumes
+        .iter()
+        .find(|v| v.name == fx.volume)
+        .unwrap()
+        .labels
+        .clone();
+    let imported = rt
+        .import_volume(
+            &VolumeTarget {
+                name: fx.scratch_volume.clone(),
+                labels: source_labels,
+            },
+            export.stream,
+            no_progress(),
+        )
+        .await
+        .expect("import");
+    let exported = export
+        .manifest
+        .take()
+        .expect("the export's manifest once streamed");
+    assert_eq!(
+        exported.first_difference(&imported),
+        None,
+        "an imported volume equals its source"
+    );
+    assert!(
+        rt.export_volume("dockmesh-no-such-volume").await.is_err(),
+        "exporting a missing volume is an error"
+    );
+    rt.remove_volume(&fx.scratch_volume)
+        .await
+        .expect("remove volume");
+    rt.remove_volume(&fx.scratch_volume)
+        .await
+        .expect("removing a missing volume is fine");
+    assert!(
+        !rt.snapshot()
+            .await
+            .unwrap()
+            .volumes
+            .contains(&fx.scratch_volume)
+    );
+
+    rt.remove_stack(name, false)
+        .await
+        .expect("remove keeping volumes");
+    assert!(rt.stack_status(name).await.unwrap().containers.is_empty());
+    assert!(
+        rt.snapshot().await.unwrap().volumes.contains(&fx.volume),
+        "volumes kept unless asked"
+    );
+    rt.remove_stack(name, true)
+        .await
+        .expect("remove with volumes");
+    rt.remove_stack(name, true)
+        .await
+        .expect("remove is idempotent");
+    assert!(
+        !rt.snapshot().await.unwrap().volumes.contains(&fx.volume),
+        "volumes removed when asked"
+    );
+    rt.remove_stack_files(name).await.expect("remove files");
+    assert_eq!(rt.read_stack_files(name).await.unwrap(), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeHost, MemStore};
+
+    #[tokio::test]
+    async fn the_memory_store_conforms() {
+        store_conformance(&MemStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_host_conforms() {
+        let host = FakeHost::new("h1");
+        let stack = StackFiles {
+            name: "web".into(),
+            compose: "v1".into(),
+            env: None,
+        };
+        let changed = StackFiles {
+            compose: "v2".into(),
+            ..stack.clone()
+        };
+        let fx = RuntimeFixture {
+            stack,
+            changed,
+            volume: "web_data".into(),
+            scratch_volume: "scratch".into(),
+        };
+        host_runtime_conformance(&host, &fx).await;
+    }
+}

@@ -1,0 +1,762 @@
+//! In-memory fakes of the ports.
+
+use crate::audit::{AuditEntry, AuditEvent, AuditQuery, ChainVerification, verify_chain};
+use crate::drain::DrainRecord;
+use crate::manifest::{EntryKind, ManifestEntry, VolumeManifest};
+use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
+use crate::ports::{
+    ByteStream, Clock, ContainerStatus, DeployReport, Fleet, HealthReport, HostRuntime, IdGen,
+    ManifestSlot, Progress, RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, Store,
+    StoreError, VolumeExport, VolumeTarget,
+};
+use crate::records::{DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::rollout::{AgentRecord, RolloutRecord, UpgradeOrder};
+use crate::snapshot::{HostSnapshot, StackSnapshot, VolumeUsage};
+use crate::types::{AgentId, HostId, MigrationId, StackFiles};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A clock that says what it is told.
+#[derive(Debug)]
+pub struct FixedClock(Mutex<Timestamp>);
+
+impl FixedClock {
+    /// A clock at `t`.
+    pub fn new(t: Timestamp) -> Self {
+        FixedClock(Mutex::new(t))
+    }
+    /// Move the clock.
+    pub fn set(&self, t: Timestamp) {
+        *lock(&self.0) = t;
+    }
+    /// Move the clock forward.
+    pub fn advance(&self, d: jiff::SignedDuration) {
+        let mut g = lock(&self.0);
+        *g += d;
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        *lock(&self.0)
+    }
+}
+
+/// Ids 1, 2, 3, … as UUIDs.
+#[derive(Debug, Default)]
+pub struct SeqIds(AtomicU64);
+
+impl IdGen for SeqIds {
+    fn new_id(&self) -> uuid::Uuid {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        uuid::Uuid::from_u128(n as u128)
+    }
+}
+
+#[derive(Default)]
+struct MemInner {
+    agents: BTreeMap<AgentId, AgentRecord>,
+    tokens: BTreeMap<String, TokenRecord>,
+    stacks: BTreeMap<String, StackRecord>,
+    deploys: Vec<DeployRecord>,
+    migrations: BTreeMap<MigrationId, (StoredMigration, bool)>,
+    drains: BTreeMap<uuid::Uuid, DrainRecord>,
+    rollout: Option<RolloutRecord>,
+    audit: Vec<AuditEntry>,
+    leases: HashMap<String, (String, Timestamp)>,
+}
+
+/// An in-memory [`Store`].
+#[derive(Default)]
+pub struct MemStore {
+    inner: Mutex<MemInner>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        lock(&self.inner)
+            .agents
+            .insert(agent.id.clone(), agent.clone());
+        Ok(())
+    }
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        Ok(lock(&self.inner).agents.get(id).cloned())
+    }
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        Ok(lock(&self.inner).agents.values().cloned().collect())
+    }
+    async fn delete_agent(&self, id: &AgentId) -> Result<(), StoreError> {
+        lock(&self.inner).agents.remove(id);
+        Ok(())
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        if g.tokens.contains_key(&token.hash) {
+            return Err(StoreError::Conflict {
+                what: "a token with this hash exists".into(),
+            });
+        }
+        g.tokens.insert(token.hash.clone(), token.clone());
+        Ok(())
+    }
+    async fn use_token(&self, hash: &str, now: Timestamp) -> Result<TokenUse, StoreError> {
+        let mut g = lock(&self.inner);
+        let Some(t) = g.tokens.get_mut(hash) else {
+            return Ok(TokenUse::Unknown);
+        };
+        if t.expires_at.is_some_and(|e| e <= now) {
+            return Ok(TokenUse::Expired);
+        }
+        if t.one_time {
+            if t.used_at.is_some() {
+                return Ok(TokenUse::AlreadyUsed);
+            }
+            t.used_at = Some(now);
+        }
+        Ok(TokenUse::Accepted { token: t.clone() })
+    }
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut v: Vec<_> = lock(&self.inner).tokens.values().cloned().collect();
+        v.sort_by(|a, b| (a.created_at, &a.hash).cmp(&(b.created_at, &b.hash)));
+        Ok(v)
+    }
+    async fn delete_token(&self, hash: &str) -> Result<(), StoreError> {
+        lock(&self.inner).tokens.remove(hash);
+        Ok(())
+    }
+
+    async fn put_stack(&self, stack: &StackRecord) -> Result<(), StoreError> {
+        lock(&self.inner)
+            .stacks
+            .insert(stack.name.clone(), stack.clone());
+        Ok(())
+    }
+    async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError> {
+        Ok(lock(&self.inner).stacks.get(name).cloned())
+    }
+    async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError> {
+        Ok(lock(&self.inner).stacks.values().cloned().collect())
+    }
+    async fn delete_stack(&self, name: &str) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        g.stacks.remove(name);
+        g.deploys.retain(|d| d.stack != name);
+        Ok(())
+    }
+    async fn append_deploy(&self, record: &DeployRecord) -> Result<(), StoreError> {
+        lock(&self.inner).deploys.push(record.clone());
+        Ok(())
+    }
+    async fn deploy_history(&self, stack: &str) -> Result<Vec<DeployRecord>, StoreError> {
+        Ok(lock(&self.inner)
+            .deploys
+            .iter()
+            .filter(|d| d.stack == stack)
+            .cloned()
+            .collect())
+    }
+
+    async fn create_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        if g.migrations.contains_key(&spec.id) {
+            return Err(StoreError::Conflict {
+                what: format!("migration {} exists", spec.id),
+            });
+        }
+        if let Some((m, _)) = g
+            .migrations
+            .values()
+            .find(|(m, active)| *active && m.spec.stack == spec.stack)
+        {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "stack {} already has an active migration ({})",
+                    spec.stack, m.spec.id
+                ),
+            });
+        }
+        g.migrations.insert(
+            spec.id,
+            (
+                StoredMigration {
+                    spec: spec.clone(),
+                    events: Vec::new(),
+                },
+                true,
+            ),
+        );
+        Ok(())
+    }
+    async fn append_migration_event(
+        &self,
+        id: MigrationId,
+        seq: u64,
+        event: &MigrationEvent,
+    ) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        let Some((m, active)) = g.migrations.get_mut(&id) else {
+            return Err(StoreError::NotFound {
+                what: format!("migration {id}"),
+            });
+        };
+        if m.events.len() as u64 != seq {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "migration {id} has {} events, not {seq}: another writer appended first",
+                    m.events.len()
+                ),
+            });
+        }
+        m.events.push(event.clone());
+        if event.ends_activity() {
+            *active = false;
+        }
+        Ok(())
+    }
+    async fn load_migration(&self, id: MigrationId) -> Result<Option<StoredMigration>, StoreError> {
+        Ok(lock(&self.inner)
+            .migrations
+            .get(&id)
+            .map(|(m, _)| m.clone()))
+    }
+    async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError> {
+        let g = lock(&self.inner);
+        let mut v: Vec<_> = g
+            .migrations
+            .values()
+            .filter(|(_, a)| !active_only || *a)
+            .map(|(m, _)| m.clone())
+            .collect();
+        v.sort_by(|a, b| (b.spec.requested_at, b.spec.id).cmp(&(a.spec.requested_at, a.spec.id)));
+        Ok(v)
+    }
+
+    async fn put_drain(&self, drain: &DrainRecord) -> Result<(), StoreError> {
+        lock(&self.inner).drains.insert(drain.id, drain.clone());
+        Ok(())
+    }
+    async fn get_drain(&self, id: uuid::Uuid) -> Result<Option<DrainRecord>, StoreError> {
+        Ok(lock(&self.inner).drains.get(&id).cloned())
+    }
+    async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError> {
+        let mut v: Vec<_> = lock(&self.inner).drains.values().cloned().collect();
+        v.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        Ok(v)
+    }
+
+    async fn get_rollout(&self) -> Result<RolloutRecord, StoreError> {
+        Ok(lock(&self.inner).rollout.clone().unwrap_or_default())
+    }
+    async fn put_rollout(&self, record: &RolloutRecord) -> Result<(), StoreError> {
+        lock(&self.inner).rollout = Some(record.clone());
+        Ok(())
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError> {
+        let mut g = lock(&self.inner);
+        let prev = g.audit.last().map(|e| (e.seq, e.hash.as_str()));
+        let entry = AuditEntry::chain(prev, event.clone());
+        g.audit.push(entry.clone());
+        Ok(entry)
+    }
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let g = lock(&self.inner);
+        Ok(g.audit
+            .iter()
+            .rev()
+            .filter(|e| query.matches(e))
+            .take(query.effective_limit() as usize)
+            .cloned()
+            .collect())
+    }
+    async fn verify_audit(&self) -> Result<ChainVerification, StoreError> {
+        Ok(verify_chain(&lock(&self.inner).audit))
+    }
+
+    async fn claim_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut g = lock(&self.inner);
+        let free = match g.leases.get(name) {
+            None => true,
+            Some((o, u)) => o == owner || *u < now,
+        };
+        if free {
+            g.leases.insert(name.to_owned(), (owner.to_owned(), until));
+        }
+        Ok(free)
+    }
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        if g.leases.get(name).is_some_and(|(o, _)| o == owner) {
+            g.leases.remove(name);
+        }
+        Ok(())
+    }
+}
+
+/// An operation of a [`FakeHost`], for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FakeOp {
+    /// `snapshot`
+    Snapshot,
+    /// `write_stack_files`
+    WriteFiles,
+    /// `deploy`
+    Deploy,
+    /// `stop_stack`
+    Stop,
+    /// `start_stack`
+    Start,
+    /// `remove_stack`
+    Remove,
+    /// `wait_healthy` (fails by reporting unhealthy)
+    Health,
+    /// `export_volume`
+    Export,
+    /// `import_volume`
+    Import,
+    /// `import_volume` succeeds but the stored data is altered (a verification failure)
+    CorruptImport,
+    /// `remove_volume`
+    RemoveVolume,
+}
+
+/// What a fake host holds for one stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeStack {
+    /// Files written to the host.
+    pub files: Option<StackFiles>,
+    /// Whether containers exist.
+    pub deployed: bool,
+    /// Whether they run.
+    pub running: bool,
+    /// Memory the stack uses when running.
+    pub memory: u64,
+}
+
+#[derive(Default)]
+struct HostInner {
+    online: bool,
+    stacks: BTreeMap<String, FakeStack>,
+    volumes: BTreeMap<String, (BTreeMap<String, String>, Vec<u8>)>,
+    faults: BTreeMap<FakeOp, u32>,
+    calls: Vec<String>,
+}
+
+/// An in-memory [`HostRuntime`] with fault injection. Volume content is an opaque byte string;
+/// its manifest is one file entry holding the content's hash.
+pub struct FakeHost {
+    id: HostId,
+    inner: Mutex<HostInner>,
+    snapshot_base: HostSnapshot,
+}
+
+/// A plausible snapshot of an empty online host with 8 GiB memory and 100 GiB disk.
+pub fn fake_snapshot(host: &HostId) -> HostSnapshot {
+    let mut s = HostSnapshot::offline(host.clone(), Timestamp::UNIX_EPOCH);
+    s.online = true;
+    s.memory_total = 8 << 30;
+    s.memory_used = 1 << 30;
+    s.disk_total = 100 << 30;
+    s.disk_used = 10 << 30;
+    s.arch = "x86_64".into();
+    s.docker_version = "28.2.2".into();
+    s.docker_api_version = "1.47".into();
+    s
+}
+
+impl FakeHost {
+    /// An online, empty host.
+    pub fn new(id: impl Into<HostId>) -> Self {
+        let id = id.into();
+        FakeHost {
+            snapshot_base: fake_snapshot(&id),
+            id,
+            inner: Mutex::new(HostInner {
+                online: true,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Make the next `times` calls of `op` fail.
+    pub fn fail(&self, op: FakeOp, times: u32) {
+        lock(&self.inner).faults.insert(op, times);
+    }
+
+    /// Take the host off line (every call fails) or bring it back.
+    pub fn set_online(&self, online: bool) {
+        lock(&self.inner).online = online;
+    }
+
+    /// Create a running stack with these volumes (name → content) directly, as if deployed.
+    pub fn seed_stack(&self, files: StackFiles, volumes: &[(&str, &[u8])], memory: u64) {
+        let mut g = lock(&self.inner);
+        for (name, data) in volumes {
+            let labels =
+                BTreeMap::from([("com.docker.compose.project".to_owned(), files.name.clone())]);
+            g.volumes
+                .insert((*name).to_owned(), (labels, data.to_vec()));
+        }
+        g.stacks.insert(
+            files.name.clone(),
+            FakeStack {
+                files: Some(files),
+                deployed: true,
+                running: true,
+                memory,
+            },
+        );
+    }
+
+    /// What the host holds for a stack.
+    pub fn stack(&self, name: &str) -> Option<FakeStack> {
+        lock(&self.inner).stacks.get(name).cloned()
+    }
+
+    /// A volume's content.
+    pub fn volume(&self, name: &str) -> Option<Vec<u8>> {
+        lock(&self.inner).volumes.get(name).map(|v| v.1.clone())
+    }
+
+    /// Names of every volume.
+    pub fn volume_names(&self) -> Vec<String> {
+        lock(&self.inner).volumes.keys().cloned().collect()
+    }
+
+    /// Every call made so far (`op stack-or-volume`).
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.inner).calls.clone()
+    }
+
+    /// True when the host holds nothing of `stack`: no containers, files or volumes labelled with it.
+    pub fn holds_nothing_of(&self, stack: &str) -> bool {
+        let g = lock(&self.inner);
+        let s = g.stacks.get(stack);
+        s.is_none_or(|s| !s.deployed && s.files.is_none())
+            && !g.volumes.values().any(|(labels, _)| {
+                labels.get("com.docker.compose.project").map(String::as_str) == Some(stack)
+            })
+    }
+
+    fn enter(&self, op: FakeOp, what: &str) -> Result<MutexGuard<'_, HostInner>, RuntimeError> {
+        let mut g = lock(&self.inner);
+        g.calls.push(format!("{op:?} {what}"));
+        if !g.online {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("host {} is offline", self.id),
+            ));
+        }
+        if let Some(n) = g.faults.get_mut(&op)
+            && *n > 0
+        {
+            *n -= 1;
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Engine,
+                format!("injected fault in {op:?} on {}", self.id),
+            ));
+        }
+        Ok(g)
+    }
+
+    fn take_fault(g: &mut HostInner, op: FakeOp) -> bool {
+        match g.faults.get_mut(&op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn manifest_of(data: &[u8]) -> VolumeManifest {
+    VolumeManifest::new(vec![ManifestEntry {
+        path: "data".into(),
+        kind: EntryKind::File,
+        size: data.len() as u64,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        sha256: Some(hex::encode(Sha256::digest(data))),
+    }])
+}
+
+#[async_trait]
+impl HostRuntime for FakeHost {
+    fn host_id(&self) -> &HostId {
+        &self.id
+    }
+
+    async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
+        let g = self.enter(FakeOp::Snapshot, "")?;
+        let mut s = self.snapshot_base.clone();
+        for (name, st) in &g.stacks {
+            if !st.deployed {
+                continue;
+            }
+            let volumes = g
+                .volumes
+                .iter()
+                .filter(|(_, (l, _))| {
+                    l.get("com.docker.compose.project").map(String::as_str) == Some(name)
+                })
+                .map(|(v, (l, d))| VolumeUsage {
+                    name: v.clone(),
+                    bytes: Some(d.len() as u64),
+                    labels: l.clone(),
+                })
+                .collect();
+            s.stacks.insert(
+                name.clone(),
+                StackSnapshot {
+                    name: name.clone(),
+                    services: vec!["app".into()],
+                    volumes,
+                    memory_used: Some(if st.running { st.memory } else { 0 }),
+                    running: st.running,
+                    ..Default::default()
+                },
+            );
+        }
+        s.volumes = g.volumes.keys().cloned().collect::<BTreeSet<_>>();
+        Ok(s)
+    }
+
+    async fn write_stack_files(&self, files: &StackFiles) -> Result<(), RuntimeError> {
+        let mut g = self.enter(FakeOp::WriteFiles, &files.name)?;
+        g.stacks.entry(files.name.clone()).or_default().files = Some(files.clone());
+        Ok(())
+    }
+    async fn read_stack_files(&self, stack: &str) -> Result<Option<StackFiles>, RuntimeError> {
+        let g = self.enter(FakeOp::Snapshot, stack)?;
+        Ok(g.stacks.get(stack).and_then(|s| s.files.clone()))
+    }
+    async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError> {
+        let mut g = self.enter(FakeOp::Remove, stack)?;
+        if let Some(s) = g.stacks.get_mut(stack) {
+            s.files = None;
+        }
+        Ok(())
+    }
+
+    async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
+        let mut g = self.enter(FakeOp::Deploy, &files.name)?;
+        let volume = format!("{}_data", files.name);
+        g.volumes.entry(volume).or_insert_with(|| {
+            (
+                BTreeMap::from([("com.docker.compose.project".to_owned(), files.name.clone())]),
+                Vec::new(),
+            )
+        });
+        let s = g.stacks.entry(files.name.clone()).or_default();
+        let unchanged = s.deployed && s.running && s.files.as_ref() == Some(files);
+        let mut report = DeployReport::default();
+        if unchanged {
+            report.unchanged.push("app".into());
+        } else if s.deployed {
+            report.recreated.push("app".into());
+        } else {
+            report.created.push("app".into());
+        }
+        s.files = Some(files.clone());
+        s.deployed = true;
+        s.running = true;
+        Ok(report)
+    }
+    async fn stop_stack(&self, stack: &str) -> Result<(), RuntimeError> {
+        let mut g = self.enter(FakeOp::Stop, stack)?;
+        match g.stacks.get_mut(stack) {
+            Some(s) if s.deployed => {
+                s.running = false;
+                Ok(())
+            }
+            _ => Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                format!("stack {stack} has no containers on {}", self.id),
+            )),
+        }
+    }
+    async fn start_stack(&self, stack: &str) -> Result<(), RuntimeError> {
+        let mut g = self.enter(FakeOp::Start, stack)?;
+        match g.stacks.get_mut(stack) {
+            Some(s) if s.deployed => {
+                s.running = true;
+                Ok(())
+            }
+            _ => Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                format!("stack {stack} has no containers on {}", self.id),
+            )),
+        }
+    }
+    async fn remove_stack(&self, stack: &str, volumes: bool) -> Result<(), RuntimeError> {
+        let mut g = self.enter(FakeOp::Remove, stack)?;
+        if let Some(s) = g.stacks.get_mut(stack) {
+            s.deployed = false;
+            s.running = false;
+        }
+        if volumes {
+            g.volumes.retain(|_, (l, _)| {
+                l.get("com.docker.compose.project").map(String::as_str) != Some(stack)
+            });
+        }
+        Ok(())
+    }
+    async fn stack_status(&self, stack: &str) -> Result<StackStatus, RuntimeError> {
+        let g = self.enter(FakeOp::Snapshot, stack)?;
+        let mut st = StackStatus::default();
+        if let Some(s) = g.stacks.get(stack).filter(|s| s.deployed) {
+            st.containers.push(ContainerStatus {
+                name: format!("{stack}-app-1"),
+                service: "app".into(),
+                state: if s.running { "running" } else { "exited" }.into(),
+                health: None,
+            });
+        }
+        Ok(st)
+    }
+    async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError> {
+        let mut g = self.enter(FakeOp::Snapshot, stack)?;
+        let injected = Self::take_fault(&mut g, FakeOp::Health);
+        let running = g.stacks.get(stack).is_some_and(|s| s.deployed && s.running);
+        let healthy = running && !injected;
+        let detail = if injected {
+            "healthcheck failed (injected)".to_owned()
+        } else if running {
+            "running".to_owned()
+        } else {
+            "not running".to_owned()
+        };
+        Ok(HealthReport {
+            services: vec![ServiceHealth {
+                service: "app".into(),
+                healthy,
+                detail,
+            }],
+        })
+    }
+
+    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
+        let g = self.enter(FakeOp::Export, volume)?;
+        let Some((_, data)) = g.volumes.get(volume) else {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                format!("volume {volume} not found on {}", self.id),
+            ));
+        };
+        let data = data.clone();
+        let slot = ManifestSlot::default();
+        slot.fill(Ok(manifest_of(&data)));
+        let chunks: Vec<Result<Bytes, RuntimeError>> = data
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Ok(VolumeExport {
+            stream: futures_util::stream::iter(chunks).boxed(),
+            manifest: slot,
+        })
+    }
+    async fn import_volume(
+        &self,
+        volume: &VolumeTarget,
+        mut data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        drop(self.enter(FakeOp::Import, &volume.name)?);
+        let mut buf = Vec::new();
+        while let Some(chunk) = data.next().await {
+            buf.extend_from_slice(&chunk?);
+            progress(buf.len() as u64);
+        }
+        let mut g = lock(&self.inner);
+        if Self::take_fault(&mut g, FakeOp::CorruptImport) {
+            buf.push(b'!');
+        }
+        let m = manifest_of(&buf);
+        g.volumes
+            .insert(volume.name.clone(), (volume.labels.clone(), buf));
+        Ok(m)
+    }
+    async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
+        let mut g = self.enter(FakeOp::RemoveVolume, volume)?;
+        g.volumes.remove(volume);
+        Ok(())
+    }
+}
+
+/// A fleet of [`FakeHost`]s.
+#[derive(Default)]
+pub struct FakeFleet {
+    hosts: Mutex<BTreeMap<HostId, Arc<FakeHost>>>,
+    upgrades: Mutex<Vec<(AgentId, UpgradeOrder)>>,
+}
+
+impl FakeFleet {
+    /// An empty fleet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Add a host.
+    pub fn add(&self, host: Arc<FakeHost>) {
+        lock(&self.hosts).insert(host.host_id().clone(), host);
+    }
+    /// One host.
+    pub fn get(&self, id: &str) -> Arc<FakeHost> {
+        lock(&self.hosts)
+            .get(&HostId::from(id))
+            .cloned()
+            .expect("host is in the fake fleet")
+    }
+    /// Upgrade orders dispatched so far.
+    pub fn upgrades(&self) -> Vec<(AgentId, UpgradeOrder)> {
+        lock(&self.upgrades).clone()
+    }
+}
+
+#[async_trait]
+impl Fleet for FakeFleet {
+    async fn host(&self, id: &HostId) -> Result<Arc<dyn HostRuntime>, RuntimeError> {
+        lock(&self.hosts)
+            .get(id)
+            .cloned()
+            .map(|h| h as Arc<dyn HostRuntime>)
+            .ok_or_else(|| {
+                RuntimeError::new(RuntimeErrorKind::NotFound, format!("unknown host {id}"))
+            })
+    }
+    async fn dispatch_upgrade(
+        &self,
+        agent: &AgentId,
+        order: &UpgradeOrder,
+    ) -> Result<(), RuntimeError> {
+        lock(&self.upgrades).push((agent.clone(), order.clone()));
+        Ok(())
+    }
+}
