@@ -1,6 +1,7 @@
 //! The migration event log: the facts a migration is rebuilt from.
 
 use crate::preflight::PreflightReport;
+use crate::snapshot::VolumeUsage;
 use crate::types::{HostId, MigrationId};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ pub struct MigrationSpec {
 }
 
 /// A forward step of a migration; named in failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Pre-flight checks.
@@ -69,6 +70,9 @@ pub enum MigrationEvent {
         at: Timestamp,
         /// The report.
         report: PreflightReport,
+        /// The stack's named volumes on the source, to be moved.
+        #[serde(default)]
+        volumes: Vec<VolumeUsage>,
     },
     /// The stack was stopped on the source (containers kept).
     SourceStopped {

@@ -1,5 +1,19 @@
 //! Stack migration: the sans-IO state machine, its event log, and the async driver.
+//!
+//! The flow: requested → pre-flight passed → source stopped → volumes transferred (each
+//! verified by comparing manifests) → files shipped → target started → target healthy →
+//! committed (source kept for the retention window). From committed: rollback while the window
+//! is open, or purge of the source. A failure before the commit is compensated (the target is
+//! cleaned, the source restarted) and the migration ends `failed` with the step and reason.
+//!
+//! **Architecture Invariant:** the migration is its event log. [`Migration::replay`] rebuilds it;
+//! the driver persists each outcome before taking the next action and resumes after a crash by
+//! re-issuing the next (idempotent) command. A restart never marks a migration failed.
 
+// mod driver; (enabled once preflight::run lands)
 mod event;
+mod machine;
 
+// pub use driver::{DriveError, Driver, MigrationRequest, ProgressEvent};
 pub use event::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, Step, StoredMigration};
+pub use machine::{Command, Migration, Phase, RequestError, TransitionError};
