@@ -234,7 +234,11 @@ impl Driver {
         self.run(id).await
     }
 
-    async fn record(&self, m: &mut Migration, event: MigrationEvent) -> Result<(), DriveError> {
+    pub(super) async fn record(
+        &self,
+        m: &mut Migration,
+        event: MigrationEvent,
+    ) -> Result<(), DriveError> {
         let id = m.spec().id;
         self.store
             .append_migration_event(id, m.event_count(), &event)
@@ -372,7 +376,11 @@ impl Driver {
 
     /// Run one command; forward-step failures become `StepFailed` events, failures during
     /// compensation, rollback or purge are returned for a later retry.
-    async fn execute(&self, m: &Migration, cmd: Command) -> Result<MigrationEvent, DriveError> {
+    pub(super) async fn execute(
+        &self,
+        m: &Migration,
+        cmd: Command,
+    ) -> Result<MigrationEvent, DriveError> {
         let spec = m.spec().clone();
         let now = || self.clock.now();
         let fail = |step: Step, reason: String| MigrationEvent::StepFailed {

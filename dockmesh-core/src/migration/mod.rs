@@ -17,3 +17,8 @@ mod machine;
 // pub use driver::{DriveError, Driver, MigrationRequest, ProgressEvent};
 pub use event::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, Step, StoredMigration};
 pub use machine::{Command, Migration, Phase, RequestError, TransitionError};
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,0 @@
-//! Version parsing, upgrade rules and plans.
