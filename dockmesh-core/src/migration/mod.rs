@@ -10,12 +10,15 @@
 //! the driver persists each outcome before taking the next action and resumes after a crash by
 //! re-issuing the next (idempotent) command. A restart never marks a migration failed.
 
-// mod driver; (enabled once preflight::run lands)
+mod driver;
 mod event;
 mod machine;
 
-// pub use driver::{DriveError, Driver, MigrationRequest, ProgressEvent};
+pub use driver::{DriveError, Driver, MigrationRequest, ProgressEvent};
 pub use event::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, Step, StoredMigration};
 pub use machine::{Command, Migration, Phase, RequestError, TransitionError};
 
-// #[cfg(test)] mod model; #[cfg(test)] mod tests; (enabled with the driver)
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
