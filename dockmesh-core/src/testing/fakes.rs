@@ -246,7 +246,7 @@ impl Store for MemStore {
             .filter(|(_, a)| !active_only || *a)
             .map(|(m, _)| m.clone())
             .collect();
-        v.sort_by(|a, b| (b.spec.requested_at, b.spec.id).cmp(&(a.spec.requested_at, a.spec.id)));
+        v.sort_by_key(|m| std::cmp::Reverse((m.spec.requested_at, m.spec.id)));
         Ok(v)
     }
 
@@ -259,7 +259,7 @@ impl Store for MemStore {
     }
     async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError> {
         let mut v: Vec<_> = lock(&self.inner).drains.values().cloned().collect();
-        v.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        v.sort_by_key(|d| std::cmp::Reverse((d.created_at, d.id)));
         Ok(v)
     }
 
