@@ -27,6 +27,7 @@
 
 pub mod audit;
 pub mod drain;
+pub mod fleet;
 pub mod manifest;
 pub mod migration;
 pub mod ports;
