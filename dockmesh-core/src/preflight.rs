@@ -933,8 +933,8 @@ pub(crate) mod test_support {
             })
     }
 
-    /// A random host named `id`, with resources in steps of 100 MiB, and random stacks from
-    /// `stack_names`.
+    /// A random host named `id`, with resources in steps of 100 MiB, mostly x86_64 and API
+    /// 1.47, and random stacks from `stack_names`.
     pub(crate) fn arb_host(
         id: String,
         stack_names: Vec<String>,
@@ -945,22 +945,33 @@ pub(crate) mod test_support {
             .collect();
         (
             proptest::bool::weighted(0.85),
-            (0u64..80, 0u64..80, 0u64..150, 0u64..150),
-            prop::sample::select(vec!["x86_64", "amd64", "aarch64", ""]),
-            prop::sample::select(vec!["1.41", "1.47", "1.9", "1.47.0", "x"]),
+            (0u64..40, 0u64..80, 0u64..40, 0u64..150),
+            prop_oneof![
+                8 => Just("x86_64"),
+                1 => Just("amd64"),
+                1 => Just("aarch64"),
+                1 => Just(""),
+            ],
+            prop_oneof![
+                8 => Just("1.47"),
+                1 => Just("1.47.0"),
+                1 => Just("1.41"),
+                1 => Just("1.9"),
+                1 => Just("x"),
+            ],
             prop::collection::btree_set(8000u16..8012, 0..3),
             prop::collection::btree_set(0usize..IMAGE_POOL.len(), 0..4),
             stacks,
             prop::collection::btree_set("[a-c]_v[0-2]", 0..2),
         )
             .prop_map(
-                move |(online, (mt, mu, dt, du), arch, api, ports, imgs, stacks, vols)| {
+                move |(online, (mu, mf, du, df), arch, api, ports, imgs, stacks, vols)| {
                     let mut h = host(&id);
                     h.online = online;
-                    h.memory_total = mt * 100 * MIB;
                     h.memory_used = mu * 100 * MIB;
-                    h.disk_total = dt * 100 * MIB;
+                    h.memory_total = (mu + mf) * 100 * MIB;
                     h.disk_used = du * 100 * MIB;
+                    h.disk_total = (du + df) * 100 * MIB;
                     h.arch = arch.into();
                     h.docker_api_version = api.into();
                     h.ports_in_use = ports
