@@ -484,7 +484,7 @@ mod tests {
             p.entries[0].reason,
             "b leaves the most memory free after placement (6.8 GiB), among 1 target that fit; \
              warning images: b lacks 1 image: redis:7 (30.0 MiB); images are not transferred, so the target must pull them from a registry or have them loaded before the migration, otherwise the stack will not start there and the migration rolls back to the source; \
-             warning bind_mounts: 1 bind mount is not moved, make their host paths exist on the target: app: /srv/s → /data"
+             warning bind_mounts: 1 bind mount is not moved, make its host path exist on the target: app: /srv/s → /data"
         );
     }
 
