@@ -3,6 +3,61 @@
 //! An agent is *drifted* when the version string it reports differs from the server's version
 //! string (string equality, not semver order): an agent that reports the server's version is up
 //! to date and is never sent an upgrade again.
+//!
+//! The evaluator is sans-IO: [`tick`] takes the time, the policy, the evaluator state, the
+//! [`UpgradeOrder`] of the server's release and a borrowed slice of agents, and returns what should
+//! happen ([`TickOutcome`]): the agents to send the order to, the upgrade state of each agent that
+//! changes, the next [`RolloutState`] and the audit events. The caller persists the new states
+//! and events, then dispatches.
+//!
+//! # Rules
+//!
+//! Resolving upgrades in flight (every mode):
+//! - an agent that reports the version it was sent (or the server's version) is back to `idle`;
+//! - one that has not after [`RolloutPolicy::upgrade_timeout`] (measured from the dispatch) is
+//!   `failed`, and the rollout's failure count grows by one;
+//! - a `requested`, `failed` or `pending_manual` agent that already reports the server's version
+//!   is back to `idle`: there is nothing left to do for it.
+//!
+//! Dispatching (only to agents that are connected and drifted; never to an upgrade in flight):
+//! - **operator requests** (`requested`, see [`request_upgrade`]) are dispatched in every mode,
+//!   **including while the rollout is halted**: a halt stops the evaluator from spreading an
+//!   upgrade on its own, while a request names one agent and is the operator's explicit decision;
+//! - **manual** mode dispatches nothing else;
+//! - **auto** mode dispatches every drifted, connected, `idle` agent at each evaluation;
+//! - **staged** mode dispatches a wave of `idle` drifted connected agents, in the order given
+//!   (the store lists agents by id), when at least [`StagedPolicy::min_gap`] has passed since the
+//!   last wave. The first wave of a rollout is `canaries` agents when that is set; every other
+//!   wave is `ceil(percent × drifted / 100)`, at least 1, where *drifted* is the number of agents
+//!   drifted in this rollout (the most seen drifted at once since the server's version last
+//!   changed, so waves keep their size as agents catch up);
+//! - a `failed` agent is not retried and a `pending_manual` agent is not sent the order again:
+//!   an operator request re-dispatches either.
+//!
+//! Halting: in staged mode, once the failures of the rollout reach
+//! [`StagedPolicy::halt_after_failures`] (0 disables halting), the rollout is halted and no
+//! automatic dispatch happens in any mode until an operator calls [`resume`]. A rollout starts
+//! when the evaluator first sees a server version: its wave count and failure count start from
+//! zero then (a halt stays until resumed).
+//!
+//! To have the failures of one wave halt the next, keep `min_gap` at least `upgrade_timeout`
+//! (both default to 5 minutes).
+
+mod error;
+mod ops;
+mod tick;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::RolloutError;
+pub use ops::{
+    AgentReport, PolicyChange, ReportOutcome, Resumed, evaluation_due, handle_report,
+    next_evaluation_due, request_upgrade, resume, set_policy,
+};
+pub use tick::{Automatic, Dispatch, TickOutcome, Transition, Trigger, run_now, tick};
+pub use view::{AgentRef, AgentView};
 
 use crate::types::AgentId;
 use jiff::{SignedDuration, Timestamp};
@@ -19,6 +74,17 @@ pub enum RolloutMode {
     Auto,
     /// Waves of a percentage of the drifted agents, with a minimum gap between waves.
     Staged,
+}
+
+impl RolloutMode {
+    /// The mode's name as users see it (`manual`, `auto`, `staged`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutMode::Manual => "manual",
+            RolloutMode::Auto => "auto",
+            RolloutMode::Staged => "staged",
+        }
+    }
 }
 
 /// Settings of the staged mode.
@@ -157,14 +223,21 @@ pub struct Halt {
 pub struct RolloutState {
     /// Set when failures halted a staged rollout; only an operator's resume clears it.
     pub halted: Option<Halt>,
-    /// When the last wave was dispatched.
+    /// When the last staged wave was dispatched (the gap to the next wave counts from here).
     pub last_wave_at: Option<Timestamp>,
-    /// Waves dispatched so far in this rollout.
+    /// Staged waves dispatched so far in this rollout (auto mode and operator requests do not count).
     pub waves: u32,
     /// Failures counted since the rollout started or was last resumed.
     pub failures: u32,
     /// When the evaluator last ran.
     pub last_evaluated_at: Option<Timestamp>,
+    /// The server version this rollout brings agents to (set by the first evaluation that sees it).
+    #[serde(default)]
+    pub rollout_version: Option<String>,
+    /// The number of agents drifted in this rollout: the most seen drifted at once since the
+    /// rollout started. Staged waves are a percentage of it.
+    #[serde(default)]
+    pub wave_base: u64,
 }
 
 /// The policy and the evaluator state, stored together.
