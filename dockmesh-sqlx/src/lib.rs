@@ -1,1 +1,44 @@
-//! placeholder
+//! The dockmesh [`Store`](dockmesh_core::ports::Store) on SQLite (the embedded default) and
+//! PostgreSQL, through sqlx: schema migrations guarded against newer and modified databases, a
+//! hash-chained audit log, leases, and verified backup bundles that restore across backends.
+//!
+//! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
+//! Only the root binary assembles adapters.
+//!
+//! **Architecture Invariant:** opening a database runs the schema guard before anything is
+//! written. A database that is newer than the binary, whose applied migrations differ from the
+//! binary's, that has a gap, or a half-applied migration, is refused untouched.
+//!
+//! **Architecture Invariant:** one SQL text serves both backends; the `on!` macro expands each
+//! body once per backend so each is type-checked against its own driver. Queries are runtime
+//! `query_as` with `FromRow`; no query needs a database at build time.
+//!
+//! **Architecture Invariant:** a backup bundle is a logical, backend-neutral export of every
+//! table, so one restore path serves SQLite → SQLite, SQLite → PostgreSQL and back. Every file of
+//! a bundle is checked against its manifest before anything is changed.
+//!
+//! Code map:
+//! - [`store`]: [`SqlStore`], the `Store` implementation, opening and migrating.
+//! - [`schema`]: the embedded migrations, their reversible/irreversible declarations, the
+//!   [`SchemaReport`] of where a database stands.
+//! - [`backup`]: bundles: writing, verifying, restoring.
+//! - `catalog`, `dump`: the table catalog and the logical export/import behind bundles.
+//! - [`ts`]: timestamps that sort on both backends.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backup;
+mod catalog;
+mod dump;
+mod error;
+mod guard;
+pub mod schema;
+pub mod store;
+mod target;
+pub mod ts;
+
+pub use backup::{BackupReport, RestoreOptions, RestoreReport};
+pub use error::{BundleError, SchemaRefusal, SqlStoreError};
+pub use schema::{Backend, MigrationInfo, SchemaReport, SchemaStatus};
+pub use store::{OpenReport, SqlStore};
+pub use target::{DbTarget, SQLITE_FILE_NAME};

@@ -1,0 +1,206 @@
+//! Every table a backup holds, with the logical kind of each column.
+//!
+//! The kinds are what make a bundle backend-neutral: a `Ts` column is `TIMESTAMPTZ` on
+//! PostgreSQL and fixed-width text on SQLite, a `Uuid` column is `UUID` or a 16-byte blob, a
+//! `Json` column is `JSONB` or text; in a bundle each is one canonical JSON value. A test checks
+//! that this catalog names exactly the columns of the live schema on both backends.
+//!
+//! `_sqlx_migrations` is not exported (its checksums belong to one backend's SQL; the manifest
+//! carries the schema version instead) and neither is `schema_notes` (rebuilt from the binary).
+
+/// The logical kind of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Int,
+    Bool,
+    Ts,
+    Json,
+    Uuid,
+}
+
+/// One table.
+#[derive(Debug)]
+pub(crate) struct Table {
+    /// Its name.
+    pub name: &'static str,
+    /// The schema version that creates it.
+    pub since: i64,
+    /// The order rows are exported in (a unique key, so exports are deterministic).
+    pub order_by: &'static str,
+    /// Its columns.
+    pub columns: &'static [(&'static str, Kind)],
+    /// Whether the migration that creates it also seeds rows (replaced on import).
+    pub seeded: bool,
+}
+
+use Kind::*;
+
+/// Every exported table, in an order that respects foreign keys (parents first).
+pub(crate) const TABLES: &[Table] = &[
+    Table {
+        name: "agents",
+        since: 1,
+        order_by: "id",
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("version", Text),
+            ("commit_sha", Text),
+            ("protocol_version", Int),
+            ("arch", Text),
+            ("docker_version", Text),
+            ("last_seen", Ts),
+            ("connection", Text),
+            ("upgrade", Json),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "tokens",
+        since: 1,
+        order_by: "hash",
+        columns: &[
+            ("hash", Text),
+            ("kind", Text),
+            ("name", Text),
+            ("created_at", Ts),
+            ("expires_at", Ts),
+            ("one_time", Bool),
+            ("used_at", Ts),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "stacks",
+        since: 1,
+        order_by: "name",
+        columns: &[
+            ("name", Text),
+            ("compose", Text),
+            ("env", Text),
+            ("host", Text),
+            ("updated_at", Ts),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "deploys",
+        since: 1,
+        order_by: "id",
+        columns: &[
+            ("id", Int),
+            ("stack", Text),
+            ("at", Ts),
+            ("host", Text),
+            ("action", Text),
+            ("actor", Text),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "rollout",
+        since: 1,
+        order_by: "id",
+        columns: &[("id", Int), ("policy", Json), ("state", Json)],
+        seeded: false,
+    },
+    Table {
+        name: "leases",
+        since: 1,
+        order_by: "name",
+        columns: &[("name", Text), ("owner", Text), ("held_until", Ts)],
+        seeded: false,
+    },
+    Table {
+        name: "migrations",
+        since: 2,
+        order_by: "id",
+        columns: &[
+            ("id", Uuid),
+            ("stack", Text),
+            ("source", Text),
+            ("target", Text),
+            ("requested_at", Ts),
+            ("requested_by", Text),
+            ("retention", Text),
+            ("active", Bool),
+            ("event_count", Int),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "migration_events",
+        since: 2,
+        order_by: "migration_id, seq",
+        columns: &[
+            ("migration_id", Uuid),
+            ("seq", Int),
+            ("kind", Text),
+            ("at", Ts),
+            ("body", Json),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "drains",
+        since: 2,
+        order_by: "id",
+        columns: &[
+            ("id", Uuid),
+            ("created_at", Ts),
+            ("plan", Json),
+            ("migrations", Json),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "audit_log",
+        since: 3,
+        order_by: "seq",
+        columns: &[
+            ("seq", Int),
+            ("at", Ts),
+            ("actor", Text),
+            ("action", Text),
+            ("target", Text),
+            ("detail", Json),
+            ("prev_hash", Text),
+            ("hash", Text),
+        ],
+        seeded: false,
+    },
+    Table {
+        name: "audit_head",
+        since: 3,
+        order_by: "id",
+        columns: &[("id", Int), ("seq", Int), ("hash", Text)],
+        seeded: true,
+    },
+];
+
+/// The tables that exist at schema version `version`.
+pub(crate) fn tables_at(version: i64) -> impl Iterator<Item = &'static Table> {
+    TABLES.iter().filter(move |t| t.since <= version)
+}
+
+/// The table called `name`.
+pub(crate) fn table(name: &str) -> Option<&'static Table> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+impl Table {
+    /// `col1, col2, …`
+    pub fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The path of its export inside a bundle.
+    pub fn bundle_path(&self) -> String {
+        format!("database/{}.jsonl", self.name)
+    }
+}

@@ -1,0 +1,1445 @@
+//! [`SqlStore`]: the [`Store`] port on SQLite and PostgreSQL.
+//!
+//! One SQL text serves both backends (`$N` placeholders, `ON CONFLICT … DO UPDATE`,
+//! `RETURNING`, partial unique indexes: SQLite and PostgreSQL both have them). The [`on!`] macro
+//! expands a body once per backend, so each is type-checked against its own driver.
+
+use crate::error::SqlStoreError;
+use crate::schema::{self, AppliedRow, Backend, MigrationInfo, SchemaReport, SchemaStatus};
+use crate::target::DbTarget;
+use crate::ts::{Ts, truncate_micros};
+use async_trait::async_trait;
+use dockmesh_core::audit::{
+    AuditEntry, AuditEvent, AuditQuery, BrokenLink, ChainVerification, ChainVerifier, GENESIS_HASH,
+    SERVER_SCHEMA_MIGRATE,
+};
+use dockmesh_core::drain::{DrainPlan, DrainRecord};
+use dockmesh_core::migration::{MigrationEvent, MigrationSpec, StoredMigration};
+use dockmesh_core::ports::{Store, StoreError};
+use dockmesh_core::records::{DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
+use dockmesh_core::rollout::{
+    AgentRecord, ConnectionState, RolloutPolicy, RolloutRecord, RolloutState, UpgradeState,
+};
+use dockmesh_core::types::{AgentId, HostId, MigrationId};
+use futures_util::TryStreamExt;
+use jiff::{SignedDuration, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::QueryBuilder;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a SQLite connection waits for a lock held by another writer.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL advisory lock key held while the schema guard and the migrations run, so
+/// that several servers sharing one database migrate it once.
+const PG_SCHEMA_LOCK: i64 = 0x646f_636b_6d65_7368; // "dockmesh"
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$p` bound to the pool of whichever backend `$pool` holds.
+macro_rules! on {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::store::Pool::Sqlite($p) => {
+                #[allow(dead_code)]
+                type Db = sqlx::Sqlite;
+                $body
+            }
+            $crate::store::Pool::Postgres($p) => {
+                #[allow(dead_code)]
+                type Db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on;
+
+/// Insert one chained entry into `audit_log` through `$exec`.
+macro_rules! insert_audit {
+    ($exec:expr, $entry:expr) => {{
+        let entry: &AuditEntry = $entry;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(to_i64(entry.seq, "audit sequence number")?)
+        .bind(Ts::new(entry.event.at))
+        .bind(entry.event.actor.as_str())
+        .bind(entry.event.action.as_str())
+        .bind(entry.event.target.as_str())
+        .bind(Json(&entry.event.detail))
+        .bind(entry.prev_hash.as_str())
+        .bind(entry.hash.as_str())
+        .execute($exec)
+        .await
+        .map_err(se("append to the audit log"))
+    }};
+}
+
+/// The dockmesh [`Store`] on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: Pool,
+    target: DbTarget,
+}
+
+/// What happened when a database was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Schema version before opening.
+    pub from: i64,
+    /// Schema version now.
+    pub to: i64,
+    /// The migrations applied by this open, in order.
+    pub applied: Vec<i64>,
+}
+
+pub(crate) fn sqlite_options(path: &std::path::Path, create: bool) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true)
+}
+
+pub(crate) async fn connect(target: &DbTarget, create: bool) -> Result<Pool, SqlStoreError> {
+    let connect_err = |source| SqlStoreError::Connect {
+        url: target.display(),
+        source,
+    };
+    match target {
+        DbTarget::Sqlite { path } => {
+            if create
+                && let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|source| SqlStoreError::Io {
+                    what: "creating the directory of the SQLite database".into(),
+                    path: parent.to_owned(),
+                    safe: "Nothing was changed",
+                    source,
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(sqlite_options(path, create))
+                .await
+                .map_err(connect_err)?;
+            Ok(Pool::Sqlite(pool))
+        }
+        DbTarget::Postgres { url } => {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| SqlStoreError::InvalidUrl {
+                url: target.display(),
+                reason: e.to_string(),
+            })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Ok(Pool::Postgres(pool))
+        }
+    }
+}
+
+fn read_err(what: &str) -> impl FnOnce(sqlx::Error) -> SqlStoreError + '_ {
+    move |source| SqlStoreError::Database {
+        what: what.to_owned(),
+        safe: "Nothing was changed.",
+        source,
+    }
+}
+
+const SQLITE_TABLE_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)";
+const PG_TABLE_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)";
+
+/// Whether a table exists, and the schema state, read without writing anything.
+pub(crate) async fn inspect(pool: &Pool) -> Result<SchemaReport, SqlStoreError> {
+    let backend = pool.backend();
+    let (applied, notes) = on!(pool, p => {
+        let mut conn = p.acquire().await.map_err(read_err("connecting"))?;
+        read_state::<Db>(&mut conn, backend).await?
+    });
+    Ok(SchemaReport::decide(backend, &applied, &notes))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct NoteRow {
+    version: i64,
+    description: String,
+    reversible: bool,
+    note: String,
+}
+
+pub(crate) async fn read_state<DB>(
+    conn: &mut DB::Connection,
+    backend: Backend,
+) -> Result<(Vec<AppliedRow>, BTreeMap<i64, MigrationInfo>), SqlStoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> AppliedRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> NoteRow: sqlx::FromRow<'r, DB::Row>,
+    for<'r> (bool,): sqlx::FromRow<'r, DB::Row>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let exists_sql = match backend {
+        Backend::Sqlite => SQLITE_TABLE_EXISTS,
+        Backend::Postgres => PG_TABLE_EXISTS,
+    };
+    let exists = |name: &'static str| {
+        sqlx::query_as::<DB, (bool,)>(exists_sql).bind(name)
+    };
+    let (has_migrations,) = exists("_sqlx_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(read_err("reading the schema version"))?;
+    if !has_migrations {
+        return Ok((Vec::new(), BTreeMap::new()));
+    }
+    let applied: Vec<AppliedRow> = sqlx::query_as::<DB, AppliedRow>(
+        "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(read_err("reading the applied schema migrations"))?;
+    let (has_notes,) = exists("schema_notes")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(read_err("reading the schema notes"))?;
+    let mut notes = BTreeMap::new();
+    if has_notes {
+        let rows: Vec<NoteRow> = sqlx::query_as::<DB, NoteRow>(
+            "SELECT version, description, reversible, note FROM schema_notes ORDER BY version",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(read_err("reading the schema notes"))?;
+        for r in rows {
+            notes.insert(
+                r.version,
+                MigrationInfo {
+                    version: r.version,
+                    description: r.description,
+                    reversible: r.reversible,
+                    note: r.note,
+                },
+            );
+        }
+    }
+    Ok((applied, notes))
+}
+
+impl Pool {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        on!(self, p => p.close().await)
+    }
+}
+
+impl SqlStore {
+    /// Open (creating a SQLite file if needed) the database at `url` (`sqlite://PATH` or
+    /// `postgres://…`), run the schema guard, and apply pending migrations.
+    pub async fn open_url(url: &str) -> Result<SqlStore, SqlStoreError> {
+        Self::open(&DbTarget::parse(url)?).await
+    }
+
+    /// Open the database at `target`: the schema guard runs first and refuses (without writing
+    /// anything) a database that is newer than this binary, has a modified applied migration,
+    /// a gap, or a half-applied migration. Pending migrations are then applied, in order, each
+    /// in its own transaction; when any were, one line `Database migration from A -> B complete`
+    /// is logged and an audit event `server.schema_migrate` is recorded.
+    pub async fn open(target: &DbTarget) -> Result<SqlStore, SqlStoreError> {
+        Ok(Self::open_reporting(target).await?.0)
+    }
+
+    /// [`SqlStore::open`], also telling what the open did to the schema.
+    pub async fn open_reporting(target: &DbTarget) -> Result<(SqlStore, OpenReport), SqlStoreError> {
+        let pool = connect(target, true).await?;
+        let store = SqlStore {
+            pool,
+            target: target.clone(),
+        };
+        match store.migrate_to(None).await {
+            Ok(report) => Ok((store, report)),
+            Err(e) => {
+                store.pool.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Where the database at `target` stands against this binary, without changing anything
+    /// (a missing SQLite file is reported as an empty database and is not created).
+    pub async fn status(target: &DbTarget) -> Result<SchemaReport, SqlStoreError> {
+        if let DbTarget::Sqlite { path } = target
+            && !path.exists()
+        {
+            return Ok(SchemaReport::decide(
+                Backend::Sqlite,
+                &[],
+                &BTreeMap::new(),
+            ));
+        }
+        let pool = match target {
+            DbTarget::Sqlite { path } => {
+                let opts = SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(opts)
+                        .await
+                        .map_err(|source| SqlStoreError::Connect {
+                            url: target.display(),
+                            source,
+                        })?,
+                )
+            }
+            DbTarget::Postgres { .. } => connect(target, false).await?,
+        };
+        let report = inspect(&pool).await;
+        pool.close().await;
+        report
+    }
+
+    /// Where this database stands against this binary.
+    pub async fn schema_report(&self) -> Result<SchemaReport, SqlStoreError> {
+        inspect(&self.pool).await
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// Where the database is.
+    pub fn target(&self) -> &DbTarget {
+        &self.target
+    }
+
+    /// Close every connection (SQLite checkpoints its WAL into the database file).
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    /// Run the guard and apply pending migrations up to `upto` (all when `None`).
+    pub(crate) async fn migrate_to(&self, upto: Option<i64>) -> Result<OpenReport, SqlStoreError> {
+        let backend = self.backend();
+        let migrator = schema::migrator(backend);
+        let (before, applied_now) = on!(&self.pool, p => {
+            let mut conn = p.acquire().await.map_err(read_err("connecting"))?;
+            if backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(PG_SCHEMA_LOCK)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(read_err("taking the schema lock"))?;
+            }
+            let result = async {
+                let (applied, notes) = read_state::<Db>(&mut conn, backend).await?;
+                let report = SchemaReport::decide(backend, &applied, &notes);
+                if let Some(refusal) = report.refusal() {
+                    return Err(SqlStoreError::Refused(refusal));
+                }
+                let pending: Vec<i64> = match &report.status {
+                    SchemaStatus::Pending { versions } => versions
+                        .iter()
+                        .copied()
+                        .filter(|v| upto.is_none_or(|u| *v <= u))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if !pending.is_empty() {
+                    migrator
+                        .run_direct(upto, &mut *conn, false)
+                        .await
+                        .map_err(|source| SqlStoreError::Migrate {
+                            from: report.database_version,
+                            source,
+                        })?;
+                }
+                Ok((report.database_version, pending))
+            }
+            .await;
+            if backend == Backend::Postgres {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(PG_SCHEMA_LOCK)
+                    .execute(&mut *conn)
+                    .await;
+            }
+            result?
+        });
+        let to = applied_now.last().copied().unwrap_or(before);
+        self.write_notes().await?;
+        if !applied_now.is_empty() {
+            tracing::info!("Database migration from {before} -> {to} complete");
+            let versions = applied_now
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let event = AuditEvent::new(
+                Timestamp::now(),
+                "system",
+                SERVER_SCHEMA_MIGRATE,
+                "database",
+            )
+            .with("from", before.to_string())
+            .with("to", to.to_string())
+            .with("migrations", versions)
+            .with("backend", backend.to_string())
+            .with("dockmesh_version", env!("CARGO_PKG_VERSION"));
+            // The audit table arrives with migration 3: a partial migration may stop before it.
+            if to >= AUDIT_SCHEMA_VERSION {
+                self.append_audit(&event)
+                    .await
+                    .map_err(|e| SqlStoreError::Database {
+                        what: format!("recording the audit event {SERVER_SCHEMA_MIGRATE}"),
+                        safe: "The schema migrations were applied and committed.",
+                        source: sqlx::Error::Protocol(e.to_string()),
+                    })?;
+            }
+        }
+        Ok(OpenReport {
+            from: before,
+            to,
+            applied: applied_now,
+        })
+    }
+
+    /// Record what each known migration declares in `schema_notes` (when it is missing there).
+    async fn write_notes(&self) -> Result<(), SqlStoreError> {
+        let known = schema::known_migrations(self.backend());
+        on!(&self.pool, p => {
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM schema_notes")
+                .fetch_one(p)
+                .await
+                .map_err(read_err("reading the schema notes"))?;
+            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+                .fetch_all(p)
+                .await
+                .map_err(read_err("reading the applied schema migrations"))?;
+            let wanted: Vec<&MigrationInfo> =
+                known.iter().filter(|k| applied.contains(&k.version)).collect();
+            if count != wanted.len() as i64 {
+                let mut tx = p.begin().await.map_err(read_err("writing the schema notes"))?;
+                for k in wanted {
+                    sqlx::query(
+                        "INSERT INTO schema_notes (version, description, reversible, note) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO UPDATE SET \
+                         description = excluded.description, reversible = excluded.reversible, \
+                         note = excluded.note",
+                    )
+                    .bind(k.version)
+                    .bind(&k.description)
+                    .bind(k.reversible)
+                    .bind(&k.note)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(read_err("writing the schema notes"))?;
+                }
+                tx.commit().await.map_err(read_err("writing the schema notes"))?;
+            }
+            Ok::<(), SqlStoreError>(())
+        })
+    }
+
+    /// Append many events to the audit log in one transaction (bulk import, benchmarks).
+    pub async fn append_audit_batch(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("append to the audit log"))?;
+            let (mut seq, mut hash): (i64, String) = sqlx::query_as(
+                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(se("read the audit chain head"))?;
+            let mut out = Vec::with_capacity(events.len());
+            for event in events {
+                let mut event = event.clone();
+                event.at = truncate_micros(event.at);
+                let prev = if seq == 0 { None } else { Some((seq as u64, hash.as_str())) };
+                let entry = AuditEntry::chain(prev, event);
+                insert_audit!(&mut *tx, &entry)?;
+                seq = entry.seq as i64;
+                hash = entry.hash.clone();
+                out.push(entry);
+            }
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("move the audit chain head"))?;
+            tx.commit().await.map_err(se("append to the audit log"))?;
+            Ok(out)
+        })
+    }
+
+    /// The lease `name`: its holder and until when, if anyone holds it.
+    pub async fn lease(&self, name: &str) -> Result<Option<(String, Timestamp)>, StoreError> {
+        on!(&self.pool, p => {
+            let row: Option<(String, Ts)> =
+                sqlx::query_as("SELECT owner, held_until FROM leases WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(se("read a lease"))?;
+            Ok(row.map(|(o, t)| (o, t.0)))
+        })
+    }
+}
+
+/// The schema version that creates the audit log.
+const AUDIT_SCHEMA_VERSION: i64 = 3;
+
+/// Map a driver error to a [`StoreError`], naming the operation.
+fn se(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| store_err(op, e)
+}
+
+fn store_err(op: &str, e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt {
+            what: format!("{op}: {e}"),
+        },
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+            what: format!("{op}: {}", db.message()),
+        },
+        _ => StoreError::backend(
+            format!("could not {op}; the change, if any, was rolled back"),
+            e,
+        ),
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { what: what.into() }
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Conflict {
+        what: format!("{what} {v} is too large to store"),
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    id: String,
+    name: String,
+    version: String,
+    commit_sha: Option<String>,
+    protocol_version: i64,
+    arch: String,
+    docker_version: String,
+    last_seen: Option<Ts>,
+    connection: String,
+    upgrade: Json<UpgradeState>,
+}
+
+impl AgentRow {
+    fn into_record(self) -> Result<AgentRecord, StoreError> {
+        let connection = match self.connection.as_str() {
+            "connected" => ConnectionState::Connected,
+            "disconnected" => ConnectionState::Disconnected,
+            other => {
+                return Err(corrupt(format!(
+                    "agent {}: unknown connection state {other:?}",
+                    self.id
+                )));
+            }
+        };
+        Ok(AgentRecord {
+            protocol_version: u32::try_from(self.protocol_version).map_err(|_| {
+                corrupt(format!(
+                    "agent {}: protocol version {} out of range",
+                    self.id, self.protocol_version
+                ))
+            })?,
+            id: HostId(self.id),
+            name: self.name,
+            version: self.version,
+            commit: self.commit_sha,
+            arch: self.arch,
+            docker_version: self.docker_version,
+            last_seen: self.last_seen.map(|t| t.0),
+            connection,
+            upgrade: self.upgrade.0,
+        })
+    }
+}
+
+fn connection_text(c: ConnectionState) -> &'static str {
+    match c {
+        ConnectionState::Connected => "connected",
+        ConnectionState::Disconnected => "disconnected",
+    }
+}
+
+fn kind_text(k: TokenKind) -> &'static str {
+    match k {
+        TokenKind::Enrollment => "enrollment",
+        TokenKind::Api => "api",
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    hash: String,
+    kind: String,
+    name: String,
+    created_at: Ts,
+    expires_at: Option<Ts>,
+    one_time: bool,
+    used_at: Option<Ts>,
+}
+
+impl TokenRow {
+    fn into_record(self) -> Result<TokenRecord, StoreError> {
+        let kind = match self.kind.as_str() {
+            "enrollment" => TokenKind::Enrollment,
+            "api" => TokenKind::Api,
+            other => return Err(corrupt(format!("token: unknown kind {other:?}"))),
+        };
+        Ok(TokenRecord {
+            hash: self.hash,
+            kind,
+            name: self.name,
+            created_at: self.created_at.0,
+            expires_at: self.expires_at.map(|t| t.0),
+            one_time: self.one_time,
+            used_at: self.used_at.map(|t| t.0),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StackRow {
+    name: String,
+    compose: String,
+    env: Option<String>,
+    host: Option<String>,
+    updated_at: Ts,
+}
+
+impl StackRow {
+    fn into_record(self) -> StackRecord {
+        StackRecord {
+            name: self.name,
+            compose: self.compose,
+            env: self.env,
+            host: self.host.map(HostId),
+            updated_at: self.updated_at.0,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DeployRow {
+    stack: String,
+    at: Ts,
+    host: String,
+    action: String,
+    actor: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct MigrationRow {
+    id: uuid::Uuid,
+    stack: String,
+    source: String,
+    target: String,
+    requested_at: Ts,
+    requested_by: String,
+    retention: String,
+}
+
+impl MigrationRow {
+    fn into_spec(self) -> Result<MigrationSpec, StoreError> {
+        let retention = SignedDuration::from_str(&self.retention).map_err(|e| {
+            corrupt(format!(
+                "migration {}: retention {:?}: {e}",
+                self.id, self.retention
+            ))
+        })?;
+        Ok(MigrationSpec {
+            id: MigrationId(self.id),
+            stack: self.stack,
+            source: HostId(self.source),
+            target: HostId(self.target),
+            requested_at: self.requested_at.0,
+            requested_by: self.requested_by,
+            retention,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    migration_id: uuid::Uuid,
+    body: Json<MigrationEvent>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DrainRow {
+    id: uuid::Uuid,
+    created_at: Ts,
+    plan: Json<DrainPlan>,
+    migrations: Json<Vec<MigrationId>>,
+}
+
+impl DrainRow {
+    fn into_record(self) -> DrainRecord {
+        DrainRecord {
+            id: self.id,
+            created_at: self.created_at.0,
+            plan: self.plan.0,
+            migrations: self.migrations.0,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    at: Ts,
+    actor: String,
+    action: String,
+    target: String,
+    detail: Json<BTreeMap<String, String>>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl AuditRow {
+    fn into_entry(self) -> Result<AuditEntry, StoreError> {
+        Ok(AuditEntry {
+            seq: u64::try_from(self.seq)
+                .map_err(|_| corrupt(format!("audit entry with sequence number {}", self.seq)))?,
+            event: AuditEvent {
+                at: self.at.0,
+                actor: self.actor,
+                action: self.action,
+                target: self.target,
+                detail: self.detail.0,
+            },
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, hash";
+const AGENT_COLUMNS: &str = "SELECT id, name, version, commit_sha, protocol_version, arch, docker_version, last_seen, connection, upgrade FROM agents";
+const TOKEN_COLUMNS: &str =
+    "SELECT hash, kind, name, created_at, expires_at, one_time, used_at FROM tokens";
+const MIGRATION_COLUMNS: &str = "SELECT id, stack, source, target, requested_at, requested_by, retention FROM migrations";
+
+fn group_events(
+    rows: Vec<EventRow>,
+) -> HashMap<uuid::Uuid, Vec<MigrationEvent>> {
+    let mut out: HashMap<uuid::Uuid, Vec<MigrationEvent>> = HashMap::new();
+    for r in rows {
+        out.entry(r.migration_id).or_default().push(r.body.0);
+    }
+    out
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO agents (id, name, version, commit_sha, protocol_version, arch, docker_version, \
+                 last_seen, connection, upgrade) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, version = excluded.version, \
+                 commit_sha = excluded.commit_sha, protocol_version = excluded.protocol_version, \
+                 arch = excluded.arch, docker_version = excluded.docker_version, \
+                 last_seen = excluded.last_seen, connection = excluded.connection, upgrade = excluded.upgrade",
+            )
+            .bind(agent.id.as_str())
+            .bind(&agent.name)
+            .bind(&agent.version)
+            .bind(agent.commit.as_deref())
+            .bind(i64::from(agent.protocol_version))
+            .bind(&agent.arch)
+            .bind(&agent.docker_version)
+            .bind(agent.last_seen.map(Ts::new))
+            .bind(connection_text(agent.connection))
+            .bind(Json(&agent.upgrade))
+            .execute(p)
+            .await
+            .map_err(se("store an agent"))?;
+            Ok(())
+        })
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        let sql = const_format(AGENT_COLUMNS, " WHERE id = $1");
+        on!(&self.pool, p => {
+            let row: Option<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id.as_str())
+                .fetch_optional(p)
+                .await
+                .map_err(se("read an agent"))?;
+            row.map(AgentRow::into_record).transpose()
+        })
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let sql = const_format(AGENT_COLUMNS, " ORDER BY id");
+        on!(&self.pool, p => {
+            let rows: Vec<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await
+                .map_err(se("list agents"))?;
+            rows.into_iter().map(AgentRow::into_record).collect()
+        })
+    }
+
+    async fn delete_agent(&self, id: &AgentId) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query("DELETE FROM agents WHERE id = $1")
+                .bind(id.as_str())
+                .execute(p)
+                .await
+                .map_err(se("delete an agent"))?;
+            Ok(())
+        })
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO tokens (hash, kind, name, created_at, expires_at, one_time, used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&token.hash)
+            .bind(kind_text(token.kind))
+            .bind(&token.name)
+            .bind(Ts::new(token.created_at))
+            .bind(token.expires_at.map(Ts::new))
+            .bind(token.one_time)
+            .bind(token.used_at.map(Ts::new))
+            .execute(p)
+            .await
+            .map_err(|e| match store_err("store a token", e) {
+                StoreError::Conflict { .. } => StoreError::Conflict {
+                    what: "a token with this hash already exists; nothing was stored".into(),
+                },
+                other => other,
+            })?;
+            Ok(())
+        })
+    }
+
+    async fn use_token(&self, hash: &str, now: Timestamp) -> Result<TokenUse, StoreError> {
+        let now = Ts::new(now);
+        let sql = const_format(TOKEN_COLUMNS, " WHERE hash = $1");
+        on!(&self.pool, p => {
+            // Spending a one-time token is one conditional UPDATE: of two concurrent uses, one
+            // changes the row and the other sees it used.
+            let spent = sqlx::query(
+                "UPDATE tokens SET used_at = $2 WHERE hash = $1 AND one_time = TRUE \
+                 AND used_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(hash)
+            .bind(now)
+            .execute(p)
+            .await
+            .map_err(se("use a token"))?
+            .rows_affected()
+                == 1;
+            let row: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(hash)
+                .fetch_optional(p)
+                .await
+                .map_err(se("read a token"))?;
+            let Some(row) = row else {
+                return Ok(TokenUse::Unknown);
+            };
+            let token = row.into_record()?;
+            if spent {
+                return Ok(TokenUse::Accepted { token });
+            }
+            if token.expires_at.is_some_and(|e| e <= now.0) {
+                return Ok(TokenUse::Expired);
+            }
+            if token.one_time {
+                return Ok(TokenUse::AlreadyUsed);
+            }
+            Ok(TokenUse::Accepted { token })
+        })
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = const_format(TOKEN_COLUMNS, " ORDER BY created_at, hash");
+        on!(&self.pool, p => {
+            let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await
+                .map_err(se("list tokens"))?;
+            rows.into_iter().map(TokenRow::into_record).collect()
+        })
+    }
+
+    async fn delete_token(&self, hash: &str) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query("DELETE FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .execute(p)
+                .await
+                .map_err(se("delete a token"))?;
+            Ok(())
+        })
+    }
+
+    async fn put_stack(&self, stack: &StackRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO stacks (name, compose, env, host, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO UPDATE SET compose = excluded.compose, env = excluded.env, \
+                 host = excluded.host, updated_at = excluded.updated_at",
+            )
+            .bind(&stack.name)
+            .bind(&stack.compose)
+            .bind(stack.env.as_deref())
+            .bind(stack.host.as_ref().map(|h| h.as_str()))
+            .bind(Ts::new(stack.updated_at))
+            .execute(p)
+            .await
+            .map_err(se("store a stack"))?;
+            Ok(())
+        })
+    }
+
+    async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let row: Option<StackRow> = sqlx::query_as(
+                "SELECT name, compose, env, host, updated_at FROM stacks WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(p)
+            .await
+            .map_err(se("read a stack"))?;
+            Ok(row.map(StackRow::into_record))
+        })
+    }
+
+    async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let rows: Vec<StackRow> = sqlx::query_as(
+                "SELECT name, compose, env, host, updated_at FROM stacks ORDER BY name",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(se("list stacks"))?;
+            Ok(rows.into_iter().map(StackRow::into_record).collect())
+        })
+    }
+
+    async fn delete_stack(&self, name: &str) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("delete a stack"))?;
+            sqlx::query("DELETE FROM deploys WHERE stack = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("delete a stack's deploy history"))?;
+            sqlx::query("DELETE FROM stacks WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("delete a stack"))?;
+            tx.commit().await.map_err(se("delete a stack"))?;
+            Ok(())
+        })
+    }
+
+    async fn append_deploy(&self, record: &DeployRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO deploys (stack, at, host, action, actor) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&record.stack)
+            .bind(Ts::new(record.at))
+            .bind(record.host.as_str())
+            .bind(&record.action)
+            .bind(&record.actor)
+            .execute(p)
+            .await
+            .map_err(se("append to a stack's deploy history"))?;
+            Ok(())
+        })
+    }
+
+    async fn deploy_history(&self, stack: &str) -> Result<Vec<DeployRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let rows: Vec<DeployRow> = sqlx::query_as(
+                "SELECT stack, at, host, action, actor FROM deploys WHERE stack = $1 ORDER BY id",
+            )
+            .bind(stack)
+            .fetch_all(p)
+            .await
+            .map_err(se("read a stack's deploy history"))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| DeployRecord {
+                    stack: r.stack,
+                    at: r.at.0,
+                    host: HostId(r.host),
+                    action: r.action,
+                    actor: r.actor,
+                })
+                .collect())
+        })
+    }
+
+    async fn create_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+        let result = on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO migrations (id, stack, source, target, requested_at, requested_by, \
+                 retention, active, event_count) VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, 0)",
+            )
+            .bind(spec.id.0)
+            .bind(&spec.stack)
+            .bind(spec.source.as_str())
+            .bind(spec.target.as_str())
+            .bind(Ts::new(spec.requested_at))
+            .bind(&spec.requested_by)
+            .bind(spec.retention.to_string())
+            .execute(p)
+            .await
+            .map(|_| ())
+            .map_err(se("record a migration"))
+        });
+        match result {
+            Err(StoreError::Conflict { .. }) => {
+                // Name what conflicts: the id, or the stack's active migration.
+                let (exists, active) = on!(&self.pool, p => {
+                    let exists: Option<uuid::Uuid> =
+                        sqlx::query_scalar("SELECT id FROM migrations WHERE id = $1")
+                            .bind(spec.id.0)
+                            .fetch_optional(p)
+                            .await
+                            .map_err(se("read a migration"))?;
+                    let active: Option<uuid::Uuid> = sqlx::query_scalar(
+                        "SELECT id FROM migrations WHERE stack = $1 AND active = TRUE",
+                    )
+                    .bind(&spec.stack)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(se("read a migration"))?;
+                    (exists, active)
+                });
+                let what = if exists.is_some() {
+                    format!("migration {} already exists; nothing was written", spec.id)
+                } else if let Some(other) = active {
+                    format!(
+                        "stack {} already has an active migration ({other}); nothing was written: \
+                         wait for it to finish or fail",
+                        spec.stack
+                    )
+                } else {
+                    format!(
+                        "migration {} of stack {} conflicts with a concurrent write; nothing was written",
+                        spec.id, spec.stack
+                    )
+                };
+                Err(StoreError::Conflict { what })
+            }
+            other => other,
+        }
+    }
+
+    async fn append_migration_event(
+        &self,
+        id: MigrationId,
+        seq: u64,
+        event: &MigrationEvent,
+    ) -> Result<(), StoreError> {
+        let seq_i = to_i64(seq, "event sequence number")?;
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("append a migration event"))?;
+            // The optimistic check and the lock in one statement: it changes the row only when
+            // the log has exactly `seq` events.
+            let moved = sqlx::query(
+                "UPDATE migrations SET event_count = event_count + 1, \
+                 active = (active AND NOT $3) WHERE id = $1 AND event_count = $2",
+            )
+            .bind(id.0)
+            .bind(seq_i)
+            .bind(event.ends_activity())
+            .execute(&mut *tx)
+            .await
+            .map_err(se("append a migration event"))?
+            .rows_affected();
+            if moved != 1 {
+                let count: Option<i64> =
+                    sqlx::query_scalar("SELECT event_count FROM migrations WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(se("read a migration"))?;
+                return Err(match count {
+                    None => StoreError::NotFound {
+                        what: format!("migration {id}"),
+                    },
+                    Some(n) => StoreError::Conflict {
+                        what: format!(
+                            "migration {id} has {n} events, not {seq}: another writer appended first; \
+                             nothing was written, reload the migration"
+                        ),
+                    },
+                });
+            }
+            sqlx::query(
+                "INSERT INTO migration_events (migration_id, seq, kind, at, body) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.0)
+            .bind(seq_i)
+            .bind(event.kind())
+            .bind(Ts::new(event.at()))
+            .bind(Json(event))
+            .execute(&mut *tx)
+            .await
+            .map_err(se("append a migration event"))?;
+            tx.commit().await.map_err(se("append a migration event"))?;
+            Ok(())
+        })
+    }
+
+    async fn load_migration(&self, id: MigrationId) -> Result<Option<StoredMigration>, StoreError> {
+        let sql = const_format(MIGRATION_COLUMNS, " WHERE id = $1");
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("read a migration"))?;
+            let row: Option<MigrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(se("read a migration"))?;
+            let Some(row) = row else { return Ok(None) };
+            let events: Vec<EventRow> = sqlx::query_as(
+                "SELECT migration_id, body FROM migration_events WHERE migration_id = $1 ORDER BY seq",
+            )
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(se("read a migration's events"))?;
+            tx.commit().await.map_err(se("read a migration"))?;
+            Ok(Some(StoredMigration {
+                spec: row.into_spec()?,
+                events: events.into_iter().map(|e| e.body.0).collect(),
+            }))
+        })
+    }
+
+    async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError> {
+        let filter = if active_only { " WHERE active = TRUE" } else { "" };
+        let sql = format!("{MIGRATION_COLUMNS}{filter} ORDER BY requested_at DESC, id DESC");
+        let events_sql = if active_only {
+            "SELECT e.migration_id, e.body FROM migration_events e JOIN migrations m \
+             ON m.id = e.migration_id WHERE m.active = TRUE ORDER BY e.migration_id, e.seq"
+        } else {
+            "SELECT migration_id, body FROM migration_events ORDER BY migration_id, seq"
+        };
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("list migrations"))?;
+            let rows: Vec<MigrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(se("list migrations"))?;
+            let events: Vec<EventRow> = sqlx::query_as(events_sql)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(se("list migration events"))?;
+            tx.commit().await.map_err(se("list migrations"))?;
+            let mut events = group_events(events);
+            rows.into_iter()
+                .map(|r| {
+                    let evs = events.remove(&r.id).unwrap_or_default();
+                    Ok(StoredMigration {
+                        spec: r.into_spec()?,
+                        events: evs,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn put_drain(&self, drain: &DrainRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO drains (id, created_at, plan, migrations) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET created_at = excluded.created_at, \
+                 plan = excluded.plan, migrations = excluded.migrations",
+            )
+            .bind(drain.id)
+            .bind(Ts::new(drain.created_at))
+            .bind(Json(&drain.plan))
+            .bind(Json(&drain.migrations))
+            .execute(p)
+            .await
+            .map_err(se("store a drain"))?;
+            Ok(())
+        })
+    }
+
+    async fn get_drain(&self, id: uuid::Uuid) -> Result<Option<DrainRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let row: Option<DrainRow> =
+                sqlx::query_as("SELECT id, created_at, plan, migrations FROM drains WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(se("read a drain"))?;
+            Ok(row.map(DrainRow::into_record))
+        })
+    }
+
+    async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let rows: Vec<DrainRow> = sqlx::query_as(
+                "SELECT id, created_at, plan, migrations FROM drains ORDER BY created_at DESC, id DESC",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(se("list drains"))?;
+            Ok(rows.into_iter().map(DrainRow::into_record).collect())
+        })
+    }
+
+    async fn get_rollout(&self) -> Result<RolloutRecord, StoreError> {
+        on!(&self.pool, p => {
+            let row: Option<(Json<RolloutPolicy>, Json<RolloutState>)> =
+                sqlx::query_as("SELECT policy, state FROM rollout WHERE id = 1")
+                    .fetch_optional(p)
+                    .await
+                    .map_err(se("read the rollout policy"))?;
+            Ok(row
+                .map(|(policy, state)| RolloutRecord {
+                    policy: policy.0,
+                    state: state.0,
+                })
+                .unwrap_or_default())
+        })
+    }
+
+    async fn put_rollout(&self, record: &RolloutRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO rollout (id, policy, state) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET policy = excluded.policy, state = excluded.state",
+            )
+            .bind(Json(&record.policy))
+            .bind(Json(&record.state))
+            .execute(p)
+            .await
+            .map_err(se("store the rollout policy"))?;
+            Ok(())
+        })
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError> {
+        let mut event = event.clone();
+        event.at = truncate_micros(event.at);
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("append to the audit log"))?;
+            // Touching the head first takes the write lock (SQLite) / the row lock (PostgreSQL)
+            // before reading it, so concurrent appends queue up instead of forking the chain.
+            let (seq, hash): (i64, String) = sqlx::query_as(
+                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(se("read the audit chain head"))?;
+            let prev = if seq == 0 { None } else { Some((seq as u64, hash.as_str())) };
+            let entry = AuditEntry::chain(prev, event);
+            insert_audit!(&mut *tx, &entry)?;
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(to_i64(entry.seq, "audit sequence number")?)
+                .bind(entry.hash.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(se("move the audit chain head"))?;
+            tx.commit().await.map_err(se("append to the audit log"))?;
+            Ok(entry)
+        })
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let before = query
+            .before_seq
+            .map(|b| to_i64(b, "audit cursor"))
+            .transpose()?;
+        let limit = i64::from(query.effective_limit());
+        on!(&self.pool, p => {
+            let mut qb = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+            if let Some(a) = &query.action {
+                qb.push(" AND action = ").push_bind(a.clone());
+            }
+            if let Some(t) = &query.target {
+                qb.push(" AND target = ").push_bind(t.clone());
+            }
+            if let Some(s) = query.since {
+                qb.push(" AND at >= ").push_bind(Ts::new(s));
+            }
+            if let Some(u) = query.until {
+                // `until` is exclusive: an event at 10.0000005 s is stored as 10.000000 s, so
+                // compare against the truncated bound rounded up.
+                let u_trunc = truncate_micros(u);
+                let bound = if u_trunc == u { u } else { u_trunc + SignedDuration::from_micros(1) };
+                qb.push(" AND at < ").push_bind(Ts::new(bound));
+            }
+            if let Some(b) = before {
+                qb.push(" AND seq < ").push_bind(b);
+            }
+            qb.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+            let rows: Vec<AuditRow> = qb
+                .build_query_as()
+                .fetch_all(p)
+                .await
+                .map_err(se("query the audit log"))?;
+            rows.into_iter().map(AuditRow::into_entry).collect()
+        })
+    }
+
+    async fn verify_audit(&self) -> Result<ChainVerification, StoreError> {
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("verify the audit log"))?;
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(se("read the audit chain head"))?;
+            let mut verifier = ChainVerifier::default();
+            let mut last: (u64, String) = (0, GENESIS_HASH.to_owned());
+            let mut broken = false;
+            {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq");
+                let mut rows = sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await.map_err(se("read the audit log"))? {
+                    let entry = row.into_entry()?;
+                    if !verifier.push(&entry) {
+                        broken = true;
+                        break;
+                    }
+                    last = (entry.seq, entry.hash);
+                }
+            }
+            tx.commit().await.map_err(se("verify the audit log"))?;
+            let mut result = verifier.finish();
+            if !broken {
+                result.first_broken = head_mismatch(head, &last);
+            }
+            Ok(result)
+        })
+    }
+
+    async fn claim_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        on!(&self.pool, p => {
+            // One statement: take a free lease, renew our own, or take over an expired one.
+            let changed = sqlx::query(
+                "INSERT INTO leases (name, owner, held_until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until \
+                 WHERE leases.owner = excluded.owner OR leases.held_until < $4",
+            )
+            .bind(name)
+            .bind(owner)
+            .bind(Ts::new(until))
+            .bind(Ts::new(now))
+            .execute(p)
+            .await
+            .map_err(se("claim a lease"))?
+            .rows_affected();
+            Ok(changed == 1)
+        })
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
+                .bind(name)
+                .bind(owner)
+                .execute(p)
+                .await
+                .map_err(se("release a lease"))?;
+            Ok(())
+        })
+    }
+}
+
+/// Compare the newest entry of an intact chain with the recorded head.
+pub(crate) fn head_mismatch(head: Option<(i64, String)>, last: &(u64, String)) -> Option<BrokenLink> {
+    let (last_seq, last_hash) = (last.0, last.1.as_str());
+    let Some((head_seq, head_hash)) = head else {
+        return Some(BrokenLink {
+            seq: last_seq + 1,
+            reason: "the recorded head of the chain is missing".into(),
+        });
+    };
+    let head_seq = u64::try_from(head_seq).unwrap_or(0);
+    if head_seq > last_seq {
+        Some(BrokenLink {
+            seq: last_seq + 1,
+            reason: format!(
+                "the chain ends at entry {last_seq} but its recorded head is entry {head_seq}: \
+                 the newest entries were removed"
+            ),
+        })
+    } else if head_seq < last_seq {
+        Some(BrokenLink {
+            seq: head_seq + 1,
+            reason: format!(
+                "entries after the recorded head {head_seq} were added outside the store"
+            ),
+        })
+    } else if head_hash != last_hash {
+        Some(BrokenLink {
+            seq: last_seq,
+            reason: "the newest entry does not match the recorded head's hash".into(),
+        })
+    } else {
+        None
+    }
+}
+
+fn const_format(a: &str, b: &str) -> String {
+    format!("{a}{b}")
+}
