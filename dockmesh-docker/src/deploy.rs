@@ -1,0 +1,1029 @@
+//! Deploying, stopping, starting and removing stacks, and their status.
+//!
+//! A deploy works in two phases:
+//! 1. **Checks, before anything is created.** The files are read and resolved
+//!    ([`crate::compose`]); every image must already be on the host (nothing can be pulled), every
+//!    external volume and network must exist, and no foreign container may hold a name the stack
+//!    needs. A failure here leaves the engine untouched.
+//! 2. **Changes, undone on failure.** Networks and volumes are created when missing; services are
+//!    created, kept or recreated in `depends_on` order, each started once its dependencies are
+//!    started (`service_started`) or healthy (`service_healthy`). A service is recreated only when
+//!    the hash of its resolved definition (with the image id) differs from the
+//!    [`labels::CONFIG_HASH`] label of its container. A recreated service's old container is
+//!    stopped and renamed aside, not removed, until the whole deploy succeeded. When anything
+//!    fails (a port already in use, a dependency that never becomes healthy), everything this
+//!    deploy did is undone in reverse: new containers removed, old ones renamed back and restarted,
+//!    new networks and volumes removed.
+//!
+//! After a successful deploy, containers of the stack that belong to no service of the file
+//! (services that were removed from it) are removed; their volumes are kept.
+
+use crate::DockerRuntime;
+use crate::compose::{self, DependCondition, MountKind, ServiceSpec, StackSpec};
+use crate::error::{engine, engine_message, is_not_found};
+use crate::health;
+use crate::labels::{self, container_name, summary_label, summary_name};
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, EndpointSettings, HealthConfig, HostConfig, Mount,
+    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, RenameContainerOptionsBuilder,
+};
+use dockmesh_core::ports::{
+    ContainerStatus, DeployReport, RuntimeError, RuntimeErrorKind, StackStatus,
+};
+use dockmesh_core::types::StackFiles;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+/// Bumped when the way containers are built from a service changes, so that such a change
+/// recreates them.
+const HASH_FORMAT: u32 = 1;
+
+const UNCHANGED_SUFFIX: &str = "Nothing was changed on the engine.";
+
+/// Read and resolve a stack's files (env_files are read from the stack directory).
+pub(crate) async fn load_spec(files: &StackFiles, dir: &Path) -> Result<StackSpec, RuntimeError> {
+    let files_owned = files.clone();
+    let dir_owned = dir.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || {
+        compose::load(&files_owned, &dir_owned, &|p: &Path| {
+            std::fs::read_to_string(p)
+        })
+    })
+    .await
+    .map_err(|e| {
+        RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!("reading stack `{}`: {e}", files.name),
+        )
+    })?;
+    loaded.map_err(|e| {
+        let message = format!(
+            "stack `{}` cannot be deployed: {e}. {UNCHANGED_SUFFIX}",
+            files.name
+        );
+        RuntimeError::new(RuntimeErrorKind::InvalidStack, message).with_source(e)
+    })
+}
+
+/// The hash of a service's resolved definition, stored in [`labels::CONFIG_HASH`].
+pub(crate) fn config_hash(spec: &StackSpec, service: &ServiceSpec, image_id: &str) -> String {
+    #[derive(Serialize)]
+    struct HashInput<'a> {
+        format: u32,
+        service: &'a ServiceSpec,
+        image_id: &'a str,
+        dir: &'a Path,
+    }
+    let input = HashInput {
+        format: HASH_FORMAT,
+        service,
+        image_id,
+        dir: &spec.dir,
+    };
+    let json = serde_json::to_vec(&input).expect("a service definition serialises");
+    hex::encode(Sha256::digest(&json))
+}
+
+enum Action {
+    Create,
+    Keep { id: String, running: bool },
+    Recreate { id: String, running: bool },
+}
+
+struct Planned<'a> {
+    service: &'a ServiceSpec,
+    image_id: String,
+    hash: String,
+    action: Action,
+}
+
+/// What a deploy changed so far, to undo it.
+#[derive(Default)]
+struct Undo {
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    created: Vec<String>,
+    started: Vec<String>,
+    replaced: Vec<Replaced>,
+}
+
+struct Replaced {
+    old_id: String,
+    name: String,
+    was_running: bool,
+    new_id: Option<String>,
+}
+
+fn is_running(c: &ContainerSummary) -> bool {
+    c.state.map(|s| s.to_string()) == Some("running".into())
+}
+
+pub(crate) async fn deploy(
+    rt: &DockerRuntime,
+    files: &StackFiles,
+) -> Result<DeployReport, RuntimeError> {
+    let project = files.name.as_str();
+    let spec = load_spec(files, &rt.stack_dir(project)).await?;
+    let image_ids = check_images(rt, &spec).await?;
+    check_external(rt, &spec).await?;
+    let existing = labels::project_containers(&rt.docker, project).await?;
+    let plan = plan(rt, &spec, &image_ids, &existing).await?;
+
+    let mut undo = Undo::default();
+    match execute(rt, &spec, &plan, &mut undo).await {
+        Ok(report) => {
+            finish(rt, &spec, &undo, &existing).await;
+            Ok(report)
+        }
+        Err(err) => {
+            let problems = rollback(rt, &undo).await;
+            let mut err = err;
+            if problems.is_empty() {
+                err.message = format!(
+                    "{} This deploy's changes were rolled back: the stack is as it was before.",
+                    err.message
+                );
+            } else {
+                err.message = format!(
+                    "{} Rolling this deploy back also failed, so some changes remain: {}",
+                    err.message,
+                    problems.join("; ")
+                );
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Every image must be on the host already. Returns the image id of each service.
+async fn check_images(
+    rt: &DockerRuntime,
+    spec: &StackSpec,
+) -> Result<BTreeMap<String, String>, RuntimeError> {
+    let mut ids = BTreeMap::new();
+    let mut missing = Vec::new();
+    for s in &spec.services {
+        match rt.docker.inspect_image(&s.image).await {
+            Ok(img) => {
+                ids.insert(s.name.clone(), img.id.unwrap_or_default());
+            }
+            Err(e) if is_not_found(&e) => {
+                missing.push(format!("image `{}` of service `{}`", s.image, s.name))
+            }
+            Err(e) => {
+                return Err(engine(
+                    format!("looking up image `{}` of service `{}`", s.image, s.name),
+                    e,
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(RuntimeError::new(
+            RuntimeErrorKind::NotFound,
+            format!(
+                "stack `{}` cannot be deployed on host {}: {} not on this host, and images are never pulled. \
+                 Load the image on the host (docker load) and deploy again. {UNCHANGED_SUFFIX}",
+                spec.project,
+                rt.host,
+                if missing.len() == 1 {
+                    format!("{} is", missing[0])
+                } else {
+                    format!("{} are", missing.join(", "))
+                }
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
+async fn check_external(rt: &DockerRuntime, spec: &StackSpec) -> Result<(), RuntimeError> {
+    for v in spec.volumes.values().filter(|v| v.external) {
+        if let Err(e) = rt.docker.inspect_volume(&v.engine_name).await {
+            if is_not_found(&e) {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::NotFound,
+                    format!(
+                        "stack `{}`: volume `{}` is declared external but does not exist on host {}; create it \
+                         (docker volume create {}) and deploy again. {UNCHANGED_SUFFIX}",
+                        spec.project, v.engine_name, rt.host, v.engine_name
+                    ),
+                ));
+            }
+            return Err(engine(format!("looking up volume `{}`", v.engine_name), e));
+        }
+    }
+    for n in spec.networks.values().filter(|n| n.external) {
+        if let Err(e) = rt.docker.inspect_network(&n.engine_name, None).await {
+            if is_not_found(&e) {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::NotFound,
+                    format!(
+                        "stack `{}`: network `{}` is declared external but does not exist on host {}; create it \
+                         (docker network create {}) and deploy again. {UNCHANGED_SUFFIX}",
+                        spec.project, n.engine_name, rt.host, n.engine_name
+                    ),
+                ));
+            }
+            return Err(engine(format!("looking up network `{}`", n.engine_name), e));
+        }
+    }
+    Ok(())
+}
+
+async fn plan<'a>(
+    rt: &DockerRuntime,
+    spec: &'a StackSpec,
+    image_ids: &BTreeMap<String, String>,
+    existing: &[ContainerSummary],
+) -> Result<Vec<Planned<'a>>, RuntimeError> {
+    let by_name: HashMap<String, &ContainerSummary> =
+        existing.iter().map(|c| (summary_name(c), c)).collect();
+    let mut plan = Vec::new();
+    for s in &spec.services {
+        let name = container_name(&spec.project, &s.name);
+        let image_id = image_ids.get(&s.name).cloned().unwrap_or_default();
+        let hash = config_hash(spec, s, &image_id);
+        let action = match by_name.get(&name) {
+            Some(c) => {
+                let id = c.id.clone().unwrap_or_default();
+                if summary_label(c, labels::CONFIG_HASH) == Some(hash.as_str())
+                    && summary_label(c, labels::SERVICE) == Some(s.name.as_str())
+                {
+                    Action::Keep {
+                        id,
+                        running: is_running(c),
+                    }
+                } else {
+                    Action::Recreate {
+                        id,
+                        running: is_running(c),
+                    }
+                }
+            }
+            None => {
+                match rt.docker.inspect_container(&name, None).await {
+                    Ok(_) => {
+                        return Err(RuntimeError::new(
+                            RuntimeErrorKind::Conflict,
+                            format!(
+                                "stack `{}`: a container named `{name}` already exists on host {} and does not belong to the stack; \
+                                 rename or remove it and deploy again. {UNCHANGED_SUFFIX}",
+                                spec.project, rt.host
+                            ),
+                        ));
+                    }
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(engine(format!("looking up container `{name}`"), e)),
+                }
+                Action::Create
+            }
+        };
+        plan.push(Planned {
+            service: s,
+            image_id,
+            hash,
+            action,
+        });
+    }
+    Ok(plan)
+}
+
+async fn execute(
+    rt: &DockerRuntime,
+    spec: &StackSpec,
+    plan: &[Planned<'_>],
+    undo: &mut Undo,
+) -> Result<DeployReport, RuntimeError> {
+    for n in spec.networks.values().filter(|n| !n.external) {
+        if ensure_network(rt, spec, n).await? {
+            undo.networks.push(n.engine_name.clone());
+        }
+    }
+    for v in spec.volumes.values().filter(|v| !v.external) {
+        if ensure_volume(rt, spec, v).await? {
+            undo.volumes.push(v.engine_name.clone());
+        }
+    }
+    let mut report = DeployReport::default();
+    for p in plan {
+        let s = p.service;
+        let name = container_name(&spec.project, &s.name);
+        wait_dependencies(
+            rt,
+            &spec.project,
+            &s.name,
+            s.depends_on.iter().map(|(d, c)| (d.clone(), *c)),
+        )
+        .await?;
+        match &p.action {
+            Action::Keep { id, running } => {
+                if !running {
+                    start_container(rt, &s.name, id, &s.ports).await?;
+                    undo.started.push(id.clone());
+                }
+                report.unchanged.push(s.name.clone());
+            }
+            Action::Create => {
+                let id = create_container(rt, spec, p, &name).await?;
+                undo.created.push(id.clone());
+                start_container(rt, &s.name, &id, &s.ports).await?;
+                report.created.push(s.name.clone());
+            }
+            Action::Recreate { id, running } => {
+                if *running {
+                    rt.docker.stop_container(id, None).await.map_err(|e| {
+                        engine(
+                            format!("stopping the old container of service `{}`", s.name),
+                            e,
+                        )
+                    })?;
+                }
+                let aside = format!("{name}-replaced-{}", &id[..id.len().min(12)]);
+                rename(rt, id, &aside).await?;
+                undo.replaced.push(Replaced {
+                    old_id: id.clone(),
+                    name: name.clone(),
+                    was_running: *running,
+                    new_id: None,
+                });
+                let new_id = create_container(rt, spec, p, &name).await?;
+                if let Some(r) = undo.replaced.last_mut() {
+                    r.new_id = Some(new_id.clone());
+                }
+                start_container(rt, &s.name, &new_id, &s.ports).await?;
+                report.recreated.push(s.name.clone());
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Wait until each dependency meets its condition.
+async fn wait_dependencies(
+    rt: &DockerRuntime,
+    project: &str,
+    service: &str,
+    deps: impl Iterator<Item = (String, DependCondition)>,
+) -> Result<(), RuntimeError> {
+    for (dep, cond) in deps {
+        let container = container_name(project, &dep);
+        let inspected = rt
+            .docker
+            .inspect_container(&container, None)
+            .await
+            .map_err(|e| engine(format!("service `{service}` depends on `{dep}`, whose container cannot be inspected"), e))?;
+        match cond {
+            DependCondition::ServiceStarted => {
+                let running = inspected
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.running)
+                    .unwrap_or(false);
+                if !running {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Unhealthy,
+                        format!("service `{service}` depends on `{dep}`, which is not running."),
+                    ));
+                }
+            }
+            DependCondition::ServiceHealthy => {
+                if health::healthcheck_of(&inspected).is_none() {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::InvalidStack,
+                        format!(
+                            "service `{service}` waits for `{dep}` to be healthy, but `{dep}` has no healthcheck; \
+                             give it one or use condition service_started."
+                        ),
+                    ));
+                }
+                let h = health::wait_service(rt, &dep, &container).await;
+                if !h.healthy {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Unhealthy,
+                        format!(
+                            "service `{service}` waits for `{dep}` to be healthy, but `{dep}` did not become healthy: {}.",
+                            h.detail
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_network(
+    rt: &DockerRuntime,
+    spec: &StackSpec,
+    n: &compose::NetworkSpec,
+) -> Result<bool, RuntimeError> {
+    match rt.docker.inspect_network(&n.engine_name, None).await {
+        Ok(_) => Ok(false),
+        Err(e) if is_not_found(&e) => {
+            let mut labels: HashMap<String, String> = n.labels.clone().into_iter().collect();
+            labels.insert(labels::PROJECT.into(), spec.project.clone());
+            labels.insert(labels::NETWORK.into(), n.key.clone());
+            let request = NetworkCreateRequest {
+                name: n.engine_name.clone(),
+                driver: n.driver.clone(),
+                internal: Some(n.internal),
+                attachable: Some(n.attachable),
+                options: Some(n.driver_opts.clone().into_iter().collect()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            rt.docker
+                .create_network(request)
+                .await
+                .map_err(|e| engine(format!("creating network `{}`", n.engine_name), e))?;
+            Ok(true)
+        }
+        Err(e) => Err(engine(format!("looking up network `{}`", n.engine_name), e)),
+    }
+}
+
+async fn ensure_volume(
+    rt: &DockerRuntime,
+    spec: &StackSpec,
+    v: &compose::VolumeSpec,
+) -> Result<bool, RuntimeError> {
+    match rt.docker.inspect_volume(&v.engine_name).await {
+        Ok(existing) => {
+            if existing.labels.get(labels::PROJECT) != Some(&spec.project) {
+                tracing::warn!(
+                    volume = %v.engine_name,
+                    stack = %spec.project,
+                    "volume already exists and was not created for this stack; using it as it is"
+                );
+            }
+            Ok(false)
+        }
+        Err(e) if is_not_found(&e) => {
+            let mut labels: HashMap<String, String> = v.labels.clone().into_iter().collect();
+            labels.insert(labels::PROJECT.into(), spec.project.clone());
+            labels.insert(labels::VOLUME.into(), v.key.clone());
+            let request = VolumeCreateRequest {
+                name: Some(v.engine_name.clone()),
+                driver: v.driver.clone(),
+                driver_opts: Some(v.driver_opts.clone().into_iter().collect()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            rt.docker
+                .create_volume(request)
+                .await
+                .map_err(|e| engine(format!("creating volume `{}`", v.engine_name), e))?;
+            Ok(true)
+        }
+        Err(e) => Err(engine(format!("looking up volume `{}`", v.engine_name), e)),
+    }
+}
+
+fn restart_policy(text: Option<&str>) -> Option<RestartPolicy> {
+    let text = text?;
+    let (name, max) = match text {
+        "no" => (RestartPolicyNameEnum::NO, None),
+        "always" => (RestartPolicyNameEnum::ALWAYS, None),
+        "unless-stopped" => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        "on-failure" => (RestartPolicyNameEnum::ON_FAILURE, None),
+        other => (
+            RestartPolicyNameEnum::ON_FAILURE,
+            other
+                .strip_prefix("on-failure:")
+                .and_then(|n| n.parse::<i64>().ok()),
+        ),
+    };
+    Some(RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: max,
+    })
+}
+
+/// The engine's container definition of a service.
+pub(crate) fn container_body(
+    spec: &StackSpec,
+    s: &ServiceSpec,
+    image_id: &str,
+    hash: &str,
+) -> ContainerCreateBody {
+    let mut labels: HashMap<String, String> = s.labels.clone().into_iter().collect();
+    let compose_file = spec.dir.join(crate::files::COMPOSE_FILE);
+    for (k, v) in [
+        (labels::PROJECT, spec.project.clone()),
+        (labels::SERVICE, s.name.clone()),
+        (labels::CONTAINER_NUMBER, "1".to_owned()),
+        (labels::ONEOFF, "False".to_owned()),
+        (labels::WORKING_DIR, spec.dir.display().to_string()),
+        (labels::CONFIG_FILES, compose_file.display().to_string()),
+        (
+            labels::DEPENDS_ON,
+            s.depends_on
+                .iter()
+                .map(|(d, c)| format!("{d}:{}:false", c.as_str()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (labels::IMAGE, image_id.to_owned()),
+        (labels::CONFIG_HASH, hash.to_owned()),
+    ] {
+        labels.insert(k.to_owned(), v);
+    }
+    let mut exposed: Vec<String> = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &s.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: Some(p.host_port.map(|n| n.to_string()).unwrap_or_default()),
+            });
+    }
+    let mut mounts = Vec::new();
+    let mut binds = Vec::new();
+    for m in &s.mounts {
+        match m.kind {
+            MountKind::Volume => mounts.push(Mount {
+                target: Some(m.target.clone()),
+                source: Some(m.source.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            }),
+            // The legacy bind syntax creates a missing host directory, as Compose's short syntax does.
+            MountKind::Bind => binds.push(format!(
+                "{}:{}{}",
+                m.source,
+                m.target,
+                if m.read_only { ":ro" } else { "" }
+            )),
+        }
+    }
+    let first_network = s.networks.values().next();
+    let networking_config = first_network.map(|n| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            n.engine_name.clone(),
+            endpoint(&s.name, &n.aliases),
+        )])),
+    });
+    let healthcheck = s.healthcheck.as_ref().map(|h| HealthConfig {
+        test: h.test.clone(),
+        interval: h.interval_ns,
+        timeout: h.timeout_ns,
+        retries: h.retries,
+        start_period: h.start_period_ns,
+        ..Default::default()
+    });
+    let mut env: Vec<String> = s
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.sort();
+    ContainerCreateBody {
+        image: Some(s.image.clone()),
+        cmd: s.command.clone(),
+        entrypoint: s.entrypoint.clone(),
+        env: Some(env),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        stop_timeout: s.stop_grace_period,
+        host_config: Some(HostConfig {
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            binds: (!binds.is_empty()).then_some(binds),
+            restart_policy: restart_policy(s.restart.as_deref()),
+            memory: s.mem_limit,
+            network_mode: first_network.map(|n| n.engine_name.clone()),
+            ..Default::default()
+        }),
+        networking_config,
+        ..Default::default()
+    }
+}
+
+fn endpoint(service: &str, aliases: &[String]) -> EndpointSettings {
+    let mut all = vec![service.to_owned()];
+    all.extend(aliases.iter().cloned());
+    EndpointSettings {
+        aliases: Some(all),
+        ..Default::default()
+    }
+}
+
+async fn create_container(
+    rt: &DockerRuntime,
+    spec: &StackSpec,
+    p: &Planned<'_>,
+    name: &str,
+) -> Result<String, RuntimeError> {
+    let s = p.service;
+    let body = container_body(spec, s, &p.image_id, &p.hash);
+    let options = CreateContainerOptionsBuilder::new().name(name).build();
+    let created = rt
+        .docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| engine(format!("creating the container of service `{}`", s.name), e))?;
+    for n in s.networks.values().skip(1) {
+        let request = NetworkConnectRequest {
+            container: created.id.clone(),
+            endpoint_config: Some(endpoint(&s.name, &n.aliases)),
+        };
+        if let Err(e) = rt.docker.connect_network(&n.engine_name, request).await {
+            // The container is not started yet: remove it so the caller's undo list stays exact.
+            let _ = rt
+                .docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+            return Err(engine(
+                format!(
+                    "connecting service `{}` to network `{}`",
+                    s.name, n.engine_name
+                ),
+                e,
+            ));
+        }
+    }
+    Ok(created.id)
+}
+
+fn is_port_conflict(e: &BollardError) -> bool {
+    let m = engine_message(e);
+    m.contains("port is already allocated") || m.contains("address already in use")
+}
+
+async fn start_container(
+    rt: &DockerRuntime,
+    service: &str,
+    id: &str,
+    ports: &[compose::PortSpec],
+) -> Result<(), RuntimeError> {
+    match rt.docker.start_container(id, None).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_port_conflict(&e) => {
+            let published: Vec<String> = ports
+                .iter()
+                .filter_map(|p| p.host_port.map(|h| format!("{h}/{}", p.protocol)))
+                .collect();
+            let message = format!(
+                "service `{service}` cannot start on host {}: a host port it publishes ({}) is already in use ({}). \
+                 Free the port or change the mapping in compose.yaml, then deploy again.",
+                rt.host,
+                published.join(", "),
+                engine_message(&e)
+            );
+            Err(RuntimeError::new(RuntimeErrorKind::Conflict, message).with_source(e))
+        }
+        Err(e) => Err(engine(
+            format!("starting the container of service `{service}`"),
+            e,
+        )),
+    }
+}
+
+async fn rename(rt: &DockerRuntime, id: &str, name: &str) -> Result<(), RuntimeError> {
+    rt.docker
+        .rename_container(id, RenameContainerOptionsBuilder::new().name(name).build())
+        .await
+        .map_err(|e| engine(format!("renaming container {id} to {name}"), e))
+}
+
+async fn force_remove(rt: &DockerRuntime, id: &str) -> Result<(), BollardError> {
+    match rt
+        .docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+    {
+        Err(e) if is_not_found(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// Undo a failed deploy; returns what could not be undone.
+async fn rollback(rt: &DockerRuntime, undo: &Undo) -> Vec<String> {
+    let mut problems = Vec::new();
+    for id in undo.created.iter().rev() {
+        if let Err(e) = force_remove(rt, id).await {
+            problems.push(format!(
+                "removing new container {id}: {}",
+                engine_message(&e)
+            ));
+        }
+    }
+    for r in undo.replaced.iter().rev() {
+        if let Some(new_id) = &r.new_id
+            && let Err(e) = force_remove(rt, new_id).await
+        {
+            problems.push(format!(
+                "removing new container {new_id}: {}",
+                engine_message(&e)
+            ));
+            continue;
+        }
+        if let Err(e) = rt
+            .docker
+            .rename_container(
+                &r.old_id,
+                RenameContainerOptionsBuilder::new().name(&r.name).build(),
+            )
+            .await
+        {
+            problems.push(format!(
+                "renaming the old container back to {}: {}",
+                r.name,
+                engine_message(&e)
+            ));
+            continue;
+        }
+        if r.was_running
+            && let Err(e) = rt.docker.start_container(&r.old_id, None).await
+        {
+            problems.push(format!(
+                "restarting the old container {}: {}",
+                r.name,
+                engine_message(&e)
+            ));
+        }
+    }
+    for id in undo.started.iter().rev() {
+        if let Err(e) = rt.docker.stop_container(id, None).await
+            && !is_not_found(&e)
+        {
+            problems.push(format!(
+                "stopping container {id} again: {}",
+                engine_message(&e)
+            ));
+        }
+    }
+    for n in undo.networks.iter().rev() {
+        if let Err(e) = rt.docker.remove_network(n).await
+            && !is_not_found(&e)
+        {
+            problems.push(format!("removing new network {n}: {}", engine_message(&e)));
+        }
+    }
+    for v in undo.volumes.iter().rev() {
+        if let Err(e) = rt
+            .docker
+            .remove_volume(v, None::<RemoveVolumeOptions>)
+            .await
+            && !is_not_found(&e)
+        {
+            problems.push(format!("removing new volume {v}: {}", engine_message(&e)));
+        }
+    }
+    problems
+}
+
+/// After a successful deploy: drop replaced containers and containers of services no longer in the file.
+async fn finish(rt: &DockerRuntime, spec: &StackSpec, undo: &Undo, existing: &[ContainerSummary]) {
+    for r in &undo.replaced {
+        if let Err(e) = force_remove(rt, &r.old_id).await {
+            tracing::warn!(container = %r.old_id, error = %engine_message(&e), "could not remove a replaced container");
+        }
+    }
+    let replaced: BTreeSet<&str> = undo.replaced.iter().map(|r| r.old_id.as_str()).collect();
+    let wanted: BTreeSet<String> = spec
+        .services
+        .iter()
+        .map(|s| container_name(&spec.project, &s.name))
+        .collect();
+    for c in existing {
+        let id = c.id.as_deref().unwrap_or_default();
+        if replaced.contains(id) || wanted.contains(&summary_name(c)) {
+            continue;
+        }
+        tracing::info!(stack = %spec.project, container = %summary_name(c), "removing a container no service of the stack uses");
+        if let Err(e) = rt.docker.stop_container(id, None).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(container = %summary_name(c), error = %engine_message(&e), "could not stop an orphan container");
+        }
+        if let Err(e) = force_remove(rt, id).await {
+            tracing::warn!(container = %summary_name(c), error = %engine_message(&e), "could not remove an orphan container");
+        }
+    }
+}
+
+/// The stack's containers in dependency order (dependencies first), from their labels.
+fn dependency_order(containers: Vec<ContainerSummary>) -> Vec<ContainerSummary> {
+    let mut remaining = containers;
+    let mut placed: BTreeSet<String> = BTreeSet::new();
+    let services: BTreeSet<String> = remaining
+        .iter()
+        .filter_map(|c| summary_label(c, labels::SERVICE).map(str::to_owned))
+        .collect();
+    let mut ordered = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let ready = remaining.iter().position(|c| {
+            summary_label(c, labels::DEPENDS_ON)
+                .map(labels::parse_depends_on)
+                .unwrap_or_default()
+                .iter()
+                .all(|(d, _)| placed.contains(d) || !services.contains(d))
+        });
+        // A cycle in labels (not possible from a valid file): keep the listed order.
+        let c = remaining.remove(ready.unwrap_or(0));
+        if let Some(s) = summary_label(&c, labels::SERVICE) {
+            placed.insert(s.to_owned());
+        }
+        ordered.push(c);
+    }
+    ordered
+}
+
+fn no_containers(rt: &DockerRuntime, stack: &str) -> RuntimeError {
+    RuntimeError::new(
+        RuntimeErrorKind::NotFound,
+        format!(
+            "stack `{stack}` has no containers on host {}: deploy it first",
+            rt.host
+        ),
+    )
+}
+
+pub(crate) async fn stop(rt: &DockerRuntime, stack: &str) -> Result<(), RuntimeError> {
+    let containers = labels::project_containers(&rt.docker, stack).await?;
+    if containers.is_empty() {
+        return Err(no_containers(rt, stack));
+    }
+    for c in dependency_order(containers).iter().rev() {
+        if !is_running(c) && c.state.map(|s| s.to_string()) != Some("restarting".into()) {
+            continue;
+        }
+        let id = c.id.as_deref().unwrap_or_default();
+        match rt.docker.stop_container(id, None).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(engine(
+                    format!("stopping container {} of stack `{stack}`", summary_name(c)),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn start(rt: &DockerRuntime, stack: &str) -> Result<(), RuntimeError> {
+    let containers = labels::project_containers(&rt.docker, stack).await?;
+    if containers.is_empty() {
+        return Err(no_containers(rt, stack));
+    }
+    for c in dependency_order(containers) {
+        let service = summary_label(&c, labels::SERVICE)
+            .unwrap_or_default()
+            .to_owned();
+        let deps = summary_label(&c, labels::DEPENDS_ON)
+            .map(labels::parse_depends_on)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(d, cond)| {
+                let cond = if cond == "service_healthy" {
+                    DependCondition::ServiceHealthy
+                } else {
+                    DependCondition::ServiceStarted
+                };
+                (d, cond)
+            });
+        wait_dependencies(rt, stack, &service, deps).await?;
+        if is_running(&c) {
+            continue;
+        }
+        let id = c.id.as_deref().unwrap_or_default();
+        start_container(rt, &service, id, &[]).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn remove(
+    rt: &DockerRuntime,
+    stack: &str,
+    volumes: bool,
+) -> Result<(), RuntimeError> {
+    let containers = labels::project_containers(&rt.docker, stack).await?;
+    for c in dependency_order(containers).iter().rev() {
+        let id = c.id.as_deref().unwrap_or_default();
+        if is_running(c) {
+            match rt.docker.stop_container(id, None).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(engine(
+                        format!("stopping container {} of stack `{stack}`", summary_name(c)),
+                        e,
+                    ));
+                }
+            }
+        }
+        force_remove(rt, id).await.map_err(|e| {
+            engine(
+                format!("removing container {} of stack `{stack}`", summary_name(c)),
+                e,
+            )
+        })?;
+    }
+    let filter = HashMap::from([("label", vec![format!("{}={stack}", labels::PROJECT)])]);
+    let networks = rt
+        .docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .map_err(|e| engine(format!("listing the networks of stack `{stack}`"), e))?;
+    for n in networks {
+        let name = n.name.unwrap_or_default();
+        match rt.docker.remove_network(&name).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(engine(
+                    format!("removing network `{name}` of stack `{stack}`"),
+                    e,
+                ));
+            }
+        }
+    }
+    if volumes {
+        let list = rt
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::new().filters(&filter).build(),
+            ))
+            .await
+            .map_err(|e| engine(format!("listing the volumes of stack `{stack}`"), e))?;
+        for v in list.volumes.unwrap_or_default() {
+            match rt
+                .docker
+                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(engine(
+                        format!("removing volume `{}` of stack `{stack}`", v.name),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn status(rt: &DockerRuntime, stack: &str) -> Result<StackStatus, RuntimeError> {
+    let containers = labels::project_containers(&rt.docker, stack).await?;
+    let mut out = StackStatus::default();
+    for c in containers {
+        let name = summary_name(&c);
+        let id = c.id.clone().unwrap_or_default();
+        let inspected = match rt.docker.inspect_container(&id, None).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(engine(format!("inspecting container {name}"), e)),
+        };
+        let state = inspected.state.as_ref();
+        out.containers.push(ContainerStatus {
+            name,
+            service: summary_label(&c, labels::SERVICE)
+                .unwrap_or_default()
+                .to_owned(),
+            state: state
+                .and_then(|s| s.status)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            health: state
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+        });
+    }
+    Ok(out)
+}

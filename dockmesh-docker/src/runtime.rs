@@ -1,0 +1,340 @@
+//! [`DockerRuntime`]: connecting to an engine, and the [`HostRuntime`] it implements.
+
+use crate::error::engine;
+use async_trait::async_trait;
+use bollard::Docker;
+use dockmesh_core::manifest::VolumeManifest;
+use dockmesh_core::ports::{
+    ByteStream, DeployReport, HealthReport, HostRuntime, Progress, RuntimeError, RuntimeErrorKind,
+    StackStatus, VolumeExport, VolumeTarget,
+};
+use dockmesh_core::snapshot::HostSnapshot;
+use dockmesh_core::types::{HostId, StackFiles};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The default engine socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// Where the engine listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A unix socket path (the engine is on this machine).
+    Unix(PathBuf),
+    /// `host:port` of an engine listening on plain TCP.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// Parse `unix:///path`, `/path`, `tcp://host:port` or `http://host:port`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(format!("engine endpoint {text:?} has no socket path"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        if text.starts_with('/') {
+            return Ok(Endpoint::Unix(PathBuf::from(text)));
+        }
+        for scheme in ["tcp://", "http://"] {
+            if let Some(addr) = text.strip_prefix(scheme) {
+                let addr = addr.trim_end_matches('/');
+                if addr.is_empty() || !addr.contains(':') {
+                    return Err(format!(
+                        "engine endpoint {text:?} needs a host and a port (tcp://host:2375)"
+                    ));
+                }
+                return Ok(Endpoint::Tcp(addr.to_owned()));
+            }
+        }
+        Err(format!(
+            "engine endpoint {text:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port (TLS endpoints are not supported)"
+        ))
+    }
+
+    /// The endpoint named by `DOCKER_HOST`, when it is set and not empty.
+    pub fn from_env() -> Option<Result<Self, String>> {
+        std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Endpoint::parse(v.trim()))
+    }
+
+    /// True when the engine runs on this machine (a unix socket): then the host's own
+    /// `/proc/meminfo` and filesystem describe the engine's host.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Endpoint::Unix(_))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// How to reach the engine and where stack files live.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DockerConfig {
+    /// The engine; `None` means `DOCKER_HOST` when set, else [`DEFAULT_SOCKET`].
+    pub endpoint: Option<Endpoint>,
+    /// Where stack files are kept: `<stacks_dir>/<stack>/compose.yaml` and `.env`.
+    pub stacks_dir: PathBuf,
+    /// Time limit of one engine request. Stopping containers, health waits and volume streams
+    /// can take long, so this is generous.
+    pub request_timeout: Duration,
+    /// How long a service without a healthcheck must stay running to count as healthy.
+    pub stable_grace: Duration,
+    /// Added to each healthcheck's own budget (start_period + interval × retries + timeout).
+    pub health_margin: Duration,
+    /// Time between two looks at the engine while waiting.
+    pub poll_interval: Duration,
+}
+
+impl DockerConfig {
+    /// The defaults, with stack files under `stacks_dir`.
+    pub fn new(stacks_dir: impl Into<PathBuf>) -> Self {
+        DockerConfig {
+            endpoint: None,
+            stacks_dir: stacks_dir.into(),
+            request_timeout: Duration::from_secs(3600),
+            stable_grace: Duration::from_secs(3),
+            health_margin: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+
+    /// Use this engine instead of `DOCKER_HOST` or the default socket.
+    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// Set how long a service without a healthcheck must stay running.
+    pub fn with_stable_grace(mut self, grace: Duration) -> Self {
+        self.stable_grace = grace;
+        self
+    }
+
+    /// Set the margin added to healthcheck budgets.
+    pub fn with_health_margin(mut self, margin: Duration) -> Self {
+        self.health_margin = margin;
+        self
+    }
+
+    /// Set the engine request time limit.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+}
+
+/// One Docker engine as a dockmesh [`HostRuntime`].
+pub struct DockerRuntime {
+    pub(crate) host: HostId,
+    pub(crate) docker: Docker,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) api_version: String,
+    pub(crate) config: DockerConfig,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("host", &self.host)
+            .field("endpoint", &self.endpoint)
+            .field("api_version", &self.api_version)
+            .field("stacks_dir", &self.config.stacks_dir)
+            .finish()
+    }
+}
+
+impl DockerRuntime {
+    /// Connect to the engine, negotiate the API version, and check that it answers.
+    pub async fn connect(host: HostId, config: DockerConfig) -> Result<Self, RuntimeError> {
+        let endpoint = match &config.endpoint {
+            Some(e) => e.clone(),
+            None => match Endpoint::from_env() {
+                Some(parsed) => parsed.map_err(|m| {
+                    RuntimeError::new(RuntimeErrorKind::Unreachable, format!("DOCKER_HOST: {m}"))
+                })?,
+                None => Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)),
+            },
+        };
+        let timeout = config.request_timeout.as_secs().max(1);
+        let docker = match &endpoint {
+            Endpoint::Unix(path) => Docker::connect_with_unix(
+                &path.to_string_lossy(),
+                timeout,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Endpoint::Tcp(addr) => Docker::connect_with_http(
+                &format!("tcp://{addr}"),
+                timeout,
+                bollard::API_DEFAULT_VERSION,
+            ),
+        }
+        .map_err(|e| engine(format!("connecting to the Docker engine at {endpoint}"), e))?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            engine(
+                format!("negotiating the API version with the Docker engine at {endpoint}"),
+                e,
+            )
+        })?;
+        let v = docker.client_version();
+        let api_version = format!("{}.{}", v.major_version, v.minor_version);
+        docker
+            .ping()
+            .await
+            .map_err(|e| engine(format!("pinging the Docker engine at {endpoint}"), e))?;
+        Ok(DockerRuntime {
+            host,
+            docker,
+            endpoint,
+            api_version,
+            config,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The bollard client, on the negotiated API version.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Where the engine listens.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The API version agreed with the engine (e.g. `1.41`).
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// The configuration this runtime was connected with.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// The directory holding a stack's files.
+    pub fn stack_dir(&self, stack: &str) -> PathBuf {
+        self.config.stacks_dir.join(stack)
+    }
+
+    /// The stacks directory.
+    pub fn stacks_dir(&self) -> &Path {
+        &self.config.stacks_dir
+    }
+
+    /// Serialise the operations on one stack (deploys, stops, starts, removals).
+    pub(crate) async fn lock_stack(&self, stack: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(stack.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// A stack name that is safe to use in paths and engine names.
+pub(crate) fn checked_stack(stack: &str) -> Result<(), RuntimeError> {
+    dockmesh_core::types::validate_stack_name(stack)
+        .map_err(|m| RuntimeError::new(RuntimeErrorKind::InvalidStack, m))
+}
+
+#[async_trait]
+impl HostRuntime for DockerRuntime {
+    fn host_id(&self) -> &HostId {
+        &self.host
+    }
+
+    async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
+        crate::snapshot::host_snapshot(self).await
+    }
+
+    async fn write_stack_files(&self, files: &StackFiles) -> Result<(), RuntimeError> {
+        checked_stack(&files.name)?;
+        crate::files::write(&self.config.stacks_dir, files).await
+    }
+
+    async fn read_stack_files(&self, stack: &str) -> Result<Option<StackFiles>, RuntimeError> {
+        checked_stack(stack)?;
+        crate::files::read(&self.config.stacks_dir, stack).await
+    }
+
+    async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError> {
+        checked_stack(stack)?;
+        crate::files::remove(&self.config.stacks_dir, stack).await
+    }
+
+    async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
+        checked_stack(&files.name)?;
+        let _guard = self.lock_stack(&files.name).await;
+        crate::deploy::deploy(self, files).await
+    }
+
+    async fn stop_stack(&self, stack: &str) -> Result<(), RuntimeError> {
+        checked_stack(stack)?;
+        let _guard = self.lock_stack(stack).await;
+        crate::deploy::stop(self, stack).await
+    }
+
+    async fn start_stack(&self, stack: &str) -> Result<(), RuntimeError> {
+        checked_stack(stack)?;
+        let _guard = self.lock_stack(stack).await;
+        crate::deploy::start(self, stack).await
+    }
+
+    async fn remove_stack(&self, stack: &str, volumes: bool) -> Result<(), RuntimeError> {
+        checked_stack(stack)?;
+        let _guard = self.lock_stack(stack).await;
+        crate::deploy::remove(self, stack, volumes).await
+    }
+
+    async fn stack_status(&self, stack: &str) -> Result<StackStatus, RuntimeError> {
+        checked_stack(stack)?;
+        crate::deploy::status(self, stack).await
+    }
+
+    async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError> {
+        checked_stack(stack)?;
+        crate::health::wait_stack(self, stack).await
+    }
+
+    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
+        let _ = volume;
+        Err(volume_transfer_missing("export"))
+    }
+
+    async fn import_volume(
+        &self,
+        volume: &VolumeTarget,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let _ = (volume, data, progress);
+        Err(volume_transfer_missing("import"))
+    }
+
+    async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
+        let _ = volume;
+        Err(volume_transfer_missing("removal"))
+    }
+}
+
+fn volume_transfer_missing(what: &str) -> RuntimeError {
+    RuntimeError::new(
+        RuntimeErrorKind::Engine,
+        format!("volume {what} is not built yet in dockmesh-docker; nothing was changed"),
+    )
+}
