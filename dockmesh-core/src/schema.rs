@@ -205,7 +205,7 @@ pub enum SchemaRefusal {
         "the database schema is at version {database}, newer than this binary knows ({}): it \
          was migrated by a newer dockmesh. Nothing was changed. Restore the backup taken before \
          that upgrade, or install a dockmesh at least as new as the one that migrated it",
-        match .binary { Some(v) => format!("its latest migration is {v}"), None => "it knows no migration".to_owned() }
+        binary_words(*.binary)
     )]
     NewerThanBinary {
         /// The database's latest applied migration.
@@ -257,6 +257,14 @@ pub enum SchemaRefusal {
         /// The database's latest applied migration.
         latest_applied: i64,
     },
+}
+
+/// What the binary knows, for [`SchemaRefusal::NewerThanBinary`].
+fn binary_words(binary: Option<i64>) -> String {
+    match binary {
+        Some(v) => format!("its latest migration is {v}"),
+        None => "it knows no migration".to_owned(),
+    }
 }
 
 /// `migration 3` / `migrations 3, 4`.

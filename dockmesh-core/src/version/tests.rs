@@ -404,7 +404,8 @@ fn plan_edge_cases() {
     // Pre-releases in the list are not stepping stones unless allowed.
     check_plan(
         "dtr: 1.0.0 -> 1.2.0 via 1.1.0-rc.1",
-        "error: no upgrade path from 1.0.0 to 1.2.0 through the given releases: a 1.1.x release is missing from the list (1.0.0 → 1.2.0 skips minor 1.1; upgrade to a 1.1.x \
+        "error: no upgrade path from 1.0.0 to 1.2.0 through the given releases: a 1.1.x \
+         release is missing from the list (1.0.0 → 1.2.0 skips minor 1.1; upgrade to a 1.1.x \
          release first)",
     );
     check_plan(
