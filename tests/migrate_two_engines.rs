@@ -1,0 +1,416 @@
+//! A stack migration between two real Docker engines: the stack's named volume moves with every
+//! byte, mode, owner and link intact (checked with the engines' own tools, outside dockmesh),
+//! the source is kept for the rollback window, a rollback brings it back, and a target that
+//! never becomes healthy leaves the source running and the target holding nothing.
+//!
+//! Needs the main engine (`DOCKER_HOST` or the default socket) and a second one whose address is
+//! in `DOCKMESH_TEST_DOCKER_HOST_B` (`scripts/start-second-engine.sh` starts one).
+
+use dockmesh_core::HostId;
+use dockmesh_core::fleet::StaticFleet;
+use dockmesh_core::migration::{
+    DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, Step,
+};
+use dockmesh_core::ports::{Clock, HostRuntime, Store};
+use dockmesh_core::records::StackRecord;
+use dockmesh_core::testing::{MemStore, SeqIds};
+use dockmesh_core::types::StackFiles;
+use dockmesh_docker::{DockerConfig, DockerRuntime, Endpoint};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+const IMAGE: &str = "dockmesh-test/busybox:1";
+
+struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+fn required() -> bool {
+    std::env::var("DOCKMESH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The two engines' addresses, or `None` (with the reason printed) when they are not there.
+fn engines() -> Option<(String, String)> {
+    let a = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let b = match std::env::var("DOCKMESH_TEST_DOCKER_HOST_B") {
+        Ok(b) => b,
+        Err(_) => {
+            let why = "DOCKMESH_TEST_DOCKER_HOST_B is not set (run scripts/start-second-engine.sh)";
+            assert!(!required(), "{why}, and DOCKMESH_REQUIRE_SERVICES=1");
+            eprintln!("skipping: {why}");
+            return None;
+        }
+    };
+    for e in [&a, &b] {
+        let ok = docker(e, &["info", "--format", "{{.ServerVersion}}"]).is_ok();
+        if !ok {
+            let why = format!("the Docker engine at {e} does not answer");
+            assert!(!required(), "{why}, and DOCKMESH_REQUIRE_SERVICES=1");
+            eprintln!("skipping: {why}");
+            return None;
+        }
+    }
+    Some((a, b))
+}
+
+/// Run the docker CLI against one engine; stdout on success.
+fn docker(host: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .env("DOCKER_HOST", host)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "docker {args:?} on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Everything about a volume's tree, computed inside a container by busybox: path, type and
+/// mode, owner, size, mtime, link target, content hash.
+fn describe_volume(host: &str, volume: &str) -> String {
+    let script = r#"cd /v && find . | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then echo "$f link $(stat -c '%u:%g %Y' "$f") -> $(readlink "$f")";
+  elif [ -f "$f" ]; then echo "$f $(stat -c '%f %u:%g %s %Y %h' "$f") $(sha256sum < "$f" | cut -c1-64)";
+  else echo "$f $(stat -c '%f %u:%g %Y' "$f")"; fi; done"#;
+    docker(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{volume}:/v:ro"),
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .expect("describe volume")
+}
+
+struct Stack {
+    name: String,
+    a: String,
+    b: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for host in [&self.a, &self.b] {
+            let ids = docker(
+                host,
+                &[
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={}", self.name),
+                ],
+            )
+            .unwrap_or_default();
+            for id in ids.split_whitespace() {
+                let _ = docker(host, &["rm", "-f", id]);
+            }
+            let vols = docker(
+                host,
+                &[
+                    "volume",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("name={}", self.name),
+                ],
+            )
+            .unwrap_or_default();
+            for v in vols.split_whitespace() {
+                let _ = docker(host, &["volume", "rm", "-f", v]);
+            }
+            let nets = docker(
+                host,
+                &[
+                    "network",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("name={}", self.name),
+                ],
+            )
+            .unwrap_or_default();
+            for n in nets.split_whitespace() {
+                let _ = docker(host, &["network", "rm", n]);
+            }
+            let _ = docker(host, &["rmi", &format!("dockmesh-test/{}:1", self.name)]);
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}x{nanos}", std::process::id())
+}
+
+fn compose(image: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "mkdir -p /data/site && exec httpd -f -p 8080 -h /data/site"]
+    volumes:
+      - data:/data
+    healthcheck:
+      test: ["CMD", "sh", "-c", "test -e /healthy && wget -q -O /dev/null http://127.0.0.1:8080/"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+volumes:
+  data:
+"#
+    )
+}
+
+async fn runtime(id: &str, endpoint: &str, dir: &std::path::Path) -> Arc<DockerRuntime> {
+    let config = DockerConfig::new(dir.join(id))
+        .with_endpoint(Endpoint::parse(endpoint).expect("endpoint"))
+        .with_health_margin(Duration::from_secs(5));
+    Arc::new(
+        DockerRuntime::connect(HostId::from(id), config)
+            .await
+            .expect("connect"),
+    )
+}
+
+/// Tag an image on an engine under `tag`, with `/healthy` present or not.
+fn image_with_health(host: &str, tag: &str, healthy: bool) {
+    if healthy {
+        let c = unique("mk");
+        docker(
+            host,
+            &[
+                "run",
+                "--name",
+                &c,
+                "--network",
+                "none",
+                IMAGE,
+                "touch",
+                "/healthy",
+            ],
+        )
+        .unwrap();
+        docker(host, &["commit", &c, tag]).unwrap();
+        docker(host, &["rm", "-f", &c]).unwrap();
+    } else {
+        docker(host, &["tag", IMAGE, tag]).unwrap();
+    }
+}
+
+struct Setup {
+    stack: Stack,
+    driver: Driver,
+    store: Arc<MemStore>,
+    a: Arc<DockerRuntime>,
+    b: Arc<DockerRuntime>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(healthy_on_target: bool) -> Option<Setup> {
+    let (ea, eb) = engines()?;
+    let name = unique("dmmig");
+    let stack = Stack {
+        name: name.clone(),
+        a: ea.clone(),
+        b: eb.clone(),
+    };
+    let tag = format!("dockmesh-test/{name}:1");
+    image_with_health(&ea, &tag, true);
+    image_with_health(&eb, &tag, healthy_on_target);
+    let dir = tempfile::tempdir().unwrap();
+    let a = runtime("engine-a", &ea, dir.path()).await;
+    let b = runtime("engine-b", &eb, dir.path()).await;
+    let files = StackFiles {
+        name: name.clone(),
+        compose: compose(&tag),
+        env: None,
+    };
+    a.write_stack_files(&files).await.unwrap();
+    a.deploy(&files).await.expect("deploy on the source");
+    // Fill the volume outside dockmesh: every kind of entry.
+    let fill = r#"set -e; cd /data; mkdir -p site empty "dir with space/ünïcödé"
+echo '<h1>shop</h1>' > site/index.html
+dd if=/dev/urandom of=big.bin bs=1M count=24 2>/dev/null
+printf 'héllo wörld\n' > "dir with space/ünïcödé/naïve file.txt"
+ln -s site/index.html link-to-index; ln -s /etc/passwd absolute-link
+echo shared > hard1; ln hard1 hard2
+echo secret > owned; chown 1234:5678 owned; chmod 0640 owned
+touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 empty"#;
+    docker(
+        &ea,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{name}_data:/data"),
+            IMAGE,
+            "sh",
+            "-c",
+            fill,
+        ],
+    )
+    .expect("fill the volume");
+    let health = a.wait_healthy(&name).await.unwrap();
+    assert!(health.healthy(), "the source stack is healthy: {health:?}");
+
+    let store = Arc::new(MemStore::new());
+    store
+        .put_stack(&StackRecord {
+            name: name.clone(),
+            compose: files.compose.clone(),
+            env: None,
+            host: Some(HostId::from("engine-a")),
+            updated_at: jiff::Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let fleet = StaticFleet::new().with(a.clone()).with(b.clone());
+    let driver = Driver::new(
+        store.clone(),
+        Arc::new(fleet),
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::default()),
+    );
+    Some(Setup {
+        stack,
+        driver,
+        store,
+        a,
+        b,
+        _dir: dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_moves_to_another_engine_with_its_data_and_rolls_back() {
+    let Some(s) = setup(true).await else { return };
+    let name = s.stack.name.clone();
+    let volume = format!("{name}_data");
+    let before = describe_volume(&s.stack.a, &volume);
+    assert!(
+        before.contains("owned 81a0 1234:5678"),
+        "fixture has an owned file:\n{before}"
+    );
+
+    let id = s
+        .driver
+        .start(MigrationRequest {
+            stack: name.clone(),
+            target: HostId::from("engine-b"),
+            by: "test".into(),
+            retention: DEFAULT_RETENTION,
+        })
+        .await
+        .unwrap();
+    let m = s.driver.run(id).await.expect("the migration runs");
+    assert_eq!(m.phase(), Phase::Committed, "failure: {:?}", m.failure());
+
+    let after = describe_volume(&s.stack.b, &volume);
+    assert_eq!(
+        before, after,
+        "the target volume is identical to the source, entry by entry"
+    );
+    assert!(
+        s.b.stack_status(&name).await.unwrap().all_running(),
+        "the target runs"
+    );
+    assert!(
+        !s.a.stack_status(&name).await.unwrap().any_running(),
+        "the source is stopped"
+    );
+    assert_eq!(
+        describe_volume(&s.stack.a, &volume),
+        before,
+        "the source volume is kept as it was"
+    );
+    let rec = s.store.get_stack(&name).await.unwrap().unwrap();
+    assert_eq!(rec.host, Some(HostId::from("engine-b")));
+
+    let m = s.driver.rollback(id, "test").await.expect("rollback");
+    assert_eq!(m.phase(), Phase::RolledBack);
+    assert!(
+        s.a.stack_status(&name).await.unwrap().all_running(),
+        "the source runs again"
+    );
+    assert!(
+        !s.b.stack_status(&name).await.unwrap().any_running(),
+        "the target is stopped"
+    );
+    let rec = s.store.get_stack(&name).await.unwrap().unwrap();
+    assert_eq!(rec.host, Some(HostId::from("engine-a")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_becomes_healthy_is_undone_and_the_source_runs_again() {
+    let Some(s) = setup(false).await else { return };
+    let name = s.stack.name.clone();
+    let volume = format!("{name}_data");
+    let before = describe_volume(&s.stack.a, &volume);
+    let id = s
+        .driver
+        .start(MigrationRequest {
+            stack: name.clone(),
+            target: HostId::from("engine-b"),
+            by: "test".into(),
+            retention: DEFAULT_RETENTION,
+        })
+        .await
+        .unwrap();
+    let m = match s.driver.run(id).await {
+        Ok(m) => m,
+        Err(DriveError::Retry { .. }) => panic!("compensation should not need a retry here"),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(m.phase(), Phase::Failed);
+    let (step, reason) = m.failure().unwrap();
+    assert_eq!(*step, Step::TargetHealth, "{reason}");
+    assert!(
+        reason.contains("web"),
+        "the reason names the service: {reason}"
+    );
+    assert!(
+        s.a.stack_status(&name).await.unwrap().all_running(),
+        "the source runs again"
+    );
+    assert_eq!(
+        describe_volume(&s.stack.a, &volume),
+        before,
+        "source data untouched"
+    );
+    assert!(
+        s.b.stack_status(&name).await.unwrap().containers.is_empty(),
+        "no container left on the target"
+    );
+    let vols = docker(&s.stack.b, &["volume", "ls", "-q"]).unwrap();
+    assert!(
+        !vols.contains(&name),
+        "no volume left on the target: {vols}"
+    );
+    assert_eq!(
+        s.b.read_stack_files(&name).await.unwrap(),
+        None,
+        "no files left on the target"
+    );
+}
