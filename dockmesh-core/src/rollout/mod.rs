@@ -56,7 +56,9 @@ pub use ops::{
     AgentReport, PolicyChange, ReportOutcome, Resumed, evaluation_due, handle_report,
     next_evaluation_due, request_upgrade, resume, set_policy,
 };
-pub use tick::{Automatic, Dispatch, TickOutcome, Transition, Trigger, run_now, tick};
+pub use tick::{
+    Automatic, Dispatch, TickOutcome, Transition, Trigger, apply_changes, run_now, tick,
+};
 pub use view::{AgentRef, AgentView};
 
 use crate::types::AgentId;

@@ -2,7 +2,7 @@
 //! fleets over many ticks.
 
 use super::*;
-use crate::audit::{AGENT_UPGRADE_POLICY, AGENT_UPGRADE_RUN, STACK_DEPLOY};
+use crate::audit::{AGENT_UPGRADE_POLICY, AGENT_UPGRADE_RUN, AuditEvent, STACK_DEPLOY};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
@@ -17,13 +17,21 @@ fn mins(m: i64) -> SignedDuration {
     SignedDuration::from_mins(m)
 }
 
-fn order() -> UpgradeOrder {
-    UpgradeOrder {
+fn order() -> &'static UpgradeOrder {
+    static ORDER: std::sync::LazyLock<UpgradeOrder> = std::sync::LazyLock::new(|| UpgradeOrder {
         version: SERVER.into(),
         binary: "dockmesh-1.5.0-x86_64-linux".into(),
         sha256: "ab".repeat(32),
         signature: None,
-    }
+    });
+    &ORDER
+}
+
+/// Every change of the outcome as (agent id, kind of the new state).
+fn changes<'a>(out: &'a TickOutcome<'_>) -> Vec<(&'a str, &'static str)> {
+    out.upgrade_changes()
+        .map(|(_, id, to)| (id.as_str(), kind(&to)))
+        .collect()
 }
 
 fn agent(id: &str, version: &str, connected: bool, upgrade: UpgradeState) -> AgentRecord {
@@ -113,29 +121,28 @@ fn kind(u: &UpgradeState) -> &'static str {
 /// Run one tick at `now` and check the agents dispatched and the transitions (agent id and the
 /// kind of its new state). Returns the outcome for further checks.
 #[track_caller]
-fn check(
+fn check<'a>(
     now: Timestamp,
     policy: &RolloutPolicy,
     state: &RolloutState,
-    agents: &[AgentRecord],
+    agents: &'a [AgentRecord],
     dispatched: &[&str],
     transitions: &[(&str, &str)],
-) -> TickOutcome {
-    let out = tick(now, policy, state, &order(), agents);
+) -> TickOutcome<'a> {
+    let out = tick(now, policy, state, order(), agents);
     let got: Vec<&str> = out.dispatches.iter().map(|d| d.agent.as_str()).collect();
     assert_eq!(got, dispatched, "dispatched agents");
-    let got: Vec<(&str, &str)> = out
-        .transitions
-        .iter()
-        .map(|t| (t.agent.as_str(), kind(&t.to)))
-        .collect();
-    assert_eq!(got, transitions, "transitions");
+    assert_eq!(changes(&out), transitions, "transitions");
     for d in &out.dispatches {
         assert_eq!(
-            agents[d.index].id, d.agent,
+            agents[d.index].id, *d.agent,
             "dispatch index names the agent"
         );
     }
+    for (index, id, _) in out.upgrade_changes() {
+        assert_eq!(agents[index].id, *id, "change index names the agent");
+    }
+    assert_eq!(out.audit_event_count(), out.audit_events().count());
     assert_eq!(out.state.last_evaluated_at, Some(now));
     out
 }
@@ -179,7 +186,7 @@ fn an_up_to_date_fleet_gets_nothing_in_any_mode() {
             &[],
             &[],
         );
-        assert!(out.events.is_empty());
+        assert_eq!(out.audit_events().count(), 0);
         assert_eq!(out.drifted, 0);
     }
 }
@@ -217,7 +224,7 @@ fn auto_dispatches_every_drifted_connected_idle_agent_and_nothing_else() {
     // Auto mode does not count waves: a later switch to staged starts with its canaries.
     assert_eq!(out.state.waves, 0);
     assert_eq!(out.state.last_wave_at, None);
-    match &out.transitions[0].to {
+    match &out.upgrade_changes().next().unwrap().2 {
         UpgradeState::InFlight {
             since,
             target_version,
@@ -227,6 +234,44 @@ fn auto_dispatches_every_drifted_connected_idle_agent_and_nothing_else() {
         }
         other => panic!("expected in flight, got {other:?}"),
     }
+}
+
+#[test]
+fn requests_and_automatic_dispatches_come_out_in_slice_order() {
+    let agents = vec![
+        idle("a", OLD),
+        agent("b", OLD, true, requested()),
+        idle("c", OLD),
+        agent("d", SERVER, true, in_flight(t(-5), SERVER)),
+        agent("e", OLD, true, requested()),
+        idle("f", OLD),
+    ];
+    let out = check(
+        t(0),
+        &policy(RolloutMode::Auto),
+        &RolloutState::default(),
+        &agents,
+        &["a", "b", "c", "e", "f"],
+        &[
+            ("a", "in_flight"),
+            ("b", "in_flight"),
+            ("c", "in_flight"),
+            ("d", "idle"),
+            ("e", "in_flight"),
+            ("f", "in_flight"),
+        ],
+    );
+    let triggers: Vec<Trigger> = out.dispatches.iter().map(|d| d.trigger).collect();
+    assert_eq!(
+        triggers,
+        [
+            Trigger::Auto,
+            Trigger::Requested,
+            Trigger::Auto,
+            Trigger::Requested,
+            Trigger::Auto
+        ]
+    );
 }
 
 #[test]
@@ -248,16 +293,17 @@ fn auto_with_nothing_eligible_says_so() {
 
 #[test]
 fn manual_dispatches_nothing_by_itself() {
+    let fleet = drifted_fleet(5);
     let out = check(
         t(0),
         &policy(RolloutMode::Manual),
         &RolloutState::default(),
-        &drifted_fleet(5),
+        &fleet,
         &[],
         &[],
     );
     assert_eq!(out.automatic, Automatic::Manual);
-    assert!(out.events.is_empty());
+    assert_eq!(out.audit_events().count(), 0);
 }
 
 #[test]
@@ -406,7 +452,8 @@ fn an_upgrade_to_an_older_target_completes_and_the_agent_is_sent_the_new_one() {
         &["a"],
         &[("a", "in_flight")],
     );
-    assert_eq!(out.transitions.len(), 1, "one transition per agent");
+    assert_eq!(out.upgrade_changes().count(), 1, "one change per agent");
+    assert!(out.transitions.is_empty());
 }
 
 #[test]
@@ -529,7 +576,8 @@ fn a_reported_failure_counts_and_halts_the_staged_rollout_at_the_next_tick() {
         rollout_version: Some(SERVER.into()),
         ..state
     };
-    let out = check(t(2), &staged(10, 0, 1), &state, &drifted_fleet(3), &[], &[]);
+    let fleet = drifted_fleet(3);
+    let out = check(t(2), &staged(10, 0, 1), &state, &fleet, &[], &[]);
     assert_eq!(out.automatic, Automatic::Halted);
 }
 
@@ -586,7 +634,7 @@ fn staged_wave_size_is_the_ceiling_of_the_percentage_and_at_least_one() {
             t(0),
             &staged(c.percent, 0, 1),
             &RolloutState::default(),
-            &order(),
+            order(),
             &agents,
         );
         assert_eq!(
@@ -617,7 +665,7 @@ fn the_percentage_counts_every_drifted_agent_of_the_rollout() {
         t(0),
         &staged(10, 0, 1),
         &RolloutState::default(),
-        &order(),
+        order(),
         &agents,
     );
     assert_eq!(out.dispatches.len(), 3);
@@ -630,7 +678,7 @@ fn the_percentage_counts_every_drifted_agent_of_the_rollout() {
     };
     assert_eq!(state.wave_base, 30);
     let agents: Vec<AgentRecord> = drifted_fleet(10);
-    let out = tick(t(600), &staged(10, 0, 1), &state, &order(), &agents);
+    let out = tick(t(600), &staged(10, 0, 1), &state, order(), &agents);
     assert_eq!(out.dispatches.len(), 3);
 }
 
@@ -655,7 +703,9 @@ fn canaries_go_first_then_percentage_waves_after_the_gap() {
             count: 2
         }
     );
-    out.apply(&mut agents);
+    let state = out.state.clone();
+    let changes = out.owned_changes();
+    apply_changes(&mut agents, changes);
     // The canaries upgrade.
     agents[0].version = SERVER.into();
     agents[1].version = SERVER.into();
@@ -663,7 +713,7 @@ fn canaries_go_first_then_percentage_waves_after_the_gap() {
     let early = check(
         t(299),
         &policy,
-        &out.state,
+        &state,
         &agents,
         &[],
         &[("a00", "idle"), ("a01", "idle")],
@@ -673,7 +723,7 @@ fn canaries_go_first_then_percentage_waves_after_the_gap() {
     let out = check(
         t(300),
         &policy,
-        &out.state,
+        &state,
         &agents,
         &["a02", "a03", "a04", "a05", "a06"],
         &[
@@ -692,12 +742,13 @@ fn canaries_go_first_then_percentage_waves_after_the_gap() {
 
 #[test]
 fn fewer_agents_than_canaries_makes_a_smaller_canary_wave() {
+    let fleet = drifted_fleet(2);
     let out = tick(
         t(0),
         &staged(10, 5, 1),
         &RolloutState::default(),
-        &order(),
-        &drifted_fleet(2),
+        order(),
+        &fleet,
     );
     assert_eq!(out.dispatches.len(), 2);
     assert_eq!(
@@ -741,7 +792,8 @@ fn the_minimum_gap_between_waves_is_enforced() {
             rollout_version: Some(SERVER.into()),
             ..RolloutState::default()
         };
-        let out = tick(t(0), &staged(10, 0, 1), &state, &order(), &drifted_fleet(5));
+        let fleet = drifted_fleet(5);
+        let out = tick(t(0), &staged(10, 0, 1), &state, order(), &fleet);
         assert_eq!(
             out.dispatches.len(),
             c.dispatched,
@@ -786,21 +838,18 @@ fn failures_halt_a_staged_rollout_until_an_operator_resumes() {
     assert_eq!(halt.at, t(0));
     assert!(halt.reason.contains("1 upgrade failure"), "{}", halt.reason);
     // Still halted at later ticks, the gap long passed. The requested agent upgraded.
-    out.apply(&mut agents);
+    let state = out.state.clone();
+    let changes = out.owned_changes();
+    apply_changes(&mut agents, changes);
     agents[3].version = SERVER.into();
-    let later = check(
-        t(3600),
-        &policy,
-        &out.state,
-        &agents,
-        &[],
-        &[("asked", "idle")],
-    );
-    later.apply(&mut agents);
+    let later = check(t(3600), &policy, &state, &agents, &[], &[("asked", "idle")]);
     assert_eq!(later.automatic, Automatic::Halted);
     assert_eq!(later.state.halted, Some(halt.clone()));
+    let state = later.state.clone();
+    let changes = later.owned_changes();
+    apply_changes(&mut agents, changes);
     // The operator resumes: the next tick dispatches the remaining idle agents, not the failed one.
-    let resumed = resume(t(3700), "ops", &later.state).unwrap();
+    let resumed = resume(t(3700), "ops", &state).unwrap();
     assert_eq!(resumed.state.halted, None);
     assert_eq!(resumed.state.failures, 0);
     assert_eq!(resumed.event.action, AGENT_UPGRADE_POLICY);
@@ -857,7 +906,7 @@ fn the_halt_threshold_is_the_number_of_failures() {
             t(0),
             &staged(100, 0, c.halt_after),
             &state,
-            &order(),
+            order(),
             &agents,
         );
         assert_eq!(out.state.failures, c.failures_before + 1);
@@ -879,7 +928,7 @@ fn failures_do_not_halt_auto_mode_but_a_halt_stops_it() {
         t(0),
         &policy(RolloutMode::Auto),
         &RolloutState::default(),
-        &order(),
+        order(),
         &agents,
     );
     assert_eq!(out.state.failures, 1);
@@ -893,13 +942,8 @@ fn failures_do_not_halt_auto_mode_but_a_halt_stops_it() {
         }),
         ..out.state
     };
-    let out = tick(
-        t(60),
-        &policy(RolloutMode::Auto),
-        &halted,
-        &order(),
-        &drifted_fleet(2),
-    );
+    let fleet = drifted_fleet(2);
+    let out = tick(t(60), &policy(RolloutMode::Auto), &halted, order(), &fleet);
     assert_eq!(out.automatic, Automatic::Halted);
     assert!(out.dispatches.is_empty());
 }
@@ -919,7 +963,8 @@ fn a_new_server_version_starts_a_new_rollout_and_keeps_a_halt() {
         rollout_version: Some(OLD.into()),
         wave_base: 500,
     };
-    let out = tick(t(0), &staged(10, 0, 1), &state, &order(), &drifted_fleet(3));
+    let fleet = drifted_fleet(3);
+    let out = tick(t(0), &staged(10, 0, 1), &state, order(), &fleet);
     assert_eq!(
         out.state,
         RolloutState {
@@ -933,13 +978,8 @@ fn a_new_server_version_starts_a_new_rollout_and_keeps_a_halt() {
         }
     );
     // The same version again: the rollout continues.
-    let again = tick(
-        t(60),
-        &staged(10, 0, 1),
-        &out.state,
-        &order(),
-        &drifted_fleet(2),
-    );
+    let fleet = drifted_fleet(2);
+    let again = tick(t(60), &staged(10, 0, 1), &out.state, order(), &fleet);
     assert_eq!(again.state.wave_base, 3);
 }
 
@@ -952,11 +992,12 @@ fn a_dispatch_is_audited_as_stack_deploy_agent_upgrade() {
         t(0),
         &policy(RolloutMode::Auto),
         &RolloutState::default(),
-        &order(),
+        order(),
         &agents,
     );
-    assert_eq!(out.events.len(), 1);
-    let e = &out.events[0];
+    let events: Vec<AuditEvent> = out.audit_events().collect();
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
     assert_eq!(e.at, t(0));
     assert_eq!(e.actor, "system");
     assert_eq!(e.action, STACK_DEPLOY);
@@ -983,18 +1024,20 @@ fn run_now_is_one_evaluation_recorded_as_agent_upgrade_run() {
     let agents = drifted_fleet(2);
     let policy = policy(RolloutMode::Auto);
     let state = RolloutState::default();
-    let ran = run_now(t(0), "alice", &policy, &state, &order(), &agents);
-    let ticked = tick(t(0), &policy, &state, &order(), &agents);
+    let ran = run_now(t(0), "alice", &policy, &state, order(), &agents);
+    let ticked = tick(t(0), &policy, &state, order(), &agents);
     assert_eq!(ran.dispatches, ticked.dispatches);
     assert_eq!(ran.transitions, ticked.transitions);
     assert_eq!(ran.state, ticked.state);
-    assert_eq!(ran.events.len(), 3);
-    let first = &ran.events[0];
+    let events: Vec<AuditEvent> = ran.audit_events().collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(ran.audit_event_count(), 3);
+    let first = &events[0];
     assert_eq!(first.action, AGENT_UPGRADE_RUN);
     assert_eq!(first.actor, "alice");
     assert_eq!(first.detail["mode"], "auto");
     assert_eq!(first.detail["server_version"], SERVER);
-    assert!(ran.events[1..].iter().all(|e| e.actor == "alice"
+    assert!(events[1..].iter().all(|e| e.actor == "alice"
         && e.action == STACK_DEPLOY
         && e.detail["action"] == "agent-upgrade"));
     // Run now still honours the staged gap.
@@ -1003,9 +1046,9 @@ fn run_now_is_one_evaluation_recorded_as_agent_upgrade_run() {
         rollout_version: Some(SERVER.into()),
         ..RolloutState::default()
     };
-    let ran = run_now(t(0), "alice", &staged(10, 0, 1), &state, &order(), &agents);
+    let ran = run_now(t(0), "alice", &staged(10, 0, 1), &state, order(), &agents);
     assert!(ran.dispatches.is_empty());
-    assert_eq!(ran.events.len(), 1);
+    assert_eq!(ran.audit_events().count(), 1);
 }
 
 #[test]
@@ -1057,7 +1100,8 @@ fn the_evaluator_is_due_one_interval_after_the_last_run() {
     let never = RolloutState::default();
     assert_eq!(next_evaluation_due(&never, &p), None);
     assert!(evaluation_due(t(0), &never, &p));
-    let out = tick(t(0), &p, &never, &order(), &[idle("a", SERVER)]);
+    let agents = [idle("a", SERVER)];
+    let out = tick(t(0), &p, &never, order(), &agents);
     assert_eq!(next_evaluation_due(&out.state, &p), Some(t(60)));
     assert!(!evaluation_due(t(59), &out.state, &p));
     assert!(evaluation_due(t(60), &out.state, &p));
@@ -1104,11 +1148,11 @@ fn borrowed_views_give_the_same_outcome_as_records() {
     ];
     let p = staged(50, 0, 5);
     let s = RolloutState::default();
-    let by_record = tick(t(0), &p, &s, &order(), &agents);
+    let by_record = tick(t(0), &p, &s, order(), &agents);
     let refs: Vec<&AgentRecord> = agents.iter().collect();
     let views: Vec<AgentRef<'_>> = agents.iter().map(AgentRef::from).collect();
-    assert_eq!(tick(t(0), &p, &s, &order(), &refs), by_record);
-    assert_eq!(tick(t(0), &p, &s, &order(), &views), by_record);
+    assert_eq!(tick(t(0), &p, &s, order(), &refs), by_record);
+    assert_eq!(tick(t(0), &p, &s, order(), &views), by_record);
 }
 
 // --- property tests ---
@@ -1333,12 +1377,13 @@ proptest! {
             }
 
             let before = records.clone();
-            let out = tick(now, &policy, &state, &order, &records);
+            let out = tick(now, &policy, &state, order, &before);
+            let changes = out.owned_changes();
 
-            // At most one transition per agent.
+            // At most one change per agent.
             let mut seen = std::collections::BTreeSet::new();
-            for tr in &out.transitions {
-                prop_assert!(seen.insert(tr.index), "two transitions for {}", tr.agent);
+            for (index, _) in &changes {
+                prop_assert!(seen.insert(*index), "two changes for {}", before[*index].id);
             }
             let halted_before = state.halted.is_some();
             let halted_after = out.state.halted.is_some();
@@ -1364,9 +1409,9 @@ proptest! {
                     pre.upgrade,
                     UpgradeState::Failed { .. } | UpgradeState::PendingManual { .. }
                 ), "{} retried automatically", pre.id);
-                let tr = out.transitions.iter().find(|t| t.index == d.index);
+                let change = changes.iter().find(|(i, _)| *i == d.index);
                 prop_assert_eq!(
-                    tr.map(|t| &t.to),
+                    change.map(|(_, to)| to),
                     Some(&UpgradeState::InFlight { since: now, target_version: SERVER.into() })
                 );
                 automatic += u64::from(d.trigger.is_automatic());
@@ -1406,17 +1451,17 @@ proptest! {
                 prop_assert!(halted_after, "failures reached the threshold without a halt");
             }
 
-            out.apply(&mut records);
-            for tr in &out.transitions {
-                match tr.to {
+            state = out.state;
+            for (index, to) in &changes {
+                match to {
                     UpgradeState::InFlight { since, .. } => {
-                        outstanding[tr.index] = true;
-                        acting[tr.index] = Some(since);
+                        outstanding[*index] = true;
+                        acting[*index] = Some(*since);
                     }
-                    _ => outstanding[tr.index] = false,
+                    _ => outstanding[*index] = false,
                 }
             }
-            state = out.state;
+            apply_changes(&mut records, changes);
         }
     }
 
@@ -1477,14 +1522,15 @@ proptest! {
                     records[i].version = SERVER.into();
                 }
             }
-            let out = tick(now, &policy, &state, &order, &records);
+            let out = tick(now, &policy, &state, order, &records);
             prop_assert_eq!(out.state.failures, 0);
             for d in &out.dispatches {
                 dispatched[d.index] += 1;
                 sent[d.index] = Some(now);
             }
-            out.apply(&mut records);
+            let changes = out.owned_changes();
             state = out.state;
+            apply_changes(&mut records, changes);
             if records.iter().all(|r| r.connection == ConnectionState::Disconnected
                 || (r.version == SERVER && r.upgrade == UpgradeState::Idle))
             {

@@ -43,24 +43,26 @@ impl Trigger {
     }
 }
 
-/// One agent to send the upgrade order to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dispatch {
+/// One agent to send the upgrade order to. Its upgrade state becomes `in_flight` (since the
+/// tick's time, to the server's version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dispatch<'a> {
     /// Position of the agent in the slice given to the tick.
     pub index: usize,
     /// The agent.
-    pub agent: AgentId,
+    pub agent: &'a AgentId,
     /// Why it is sent the order.
     pub trigger: Trigger,
 }
 
-/// One agent whose upgrade state changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transition {
+/// One agent whose upgrade state changes without being dispatched: an upgrade in flight that
+/// completed or failed, a request or failure that no longer applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition<'a> {
     /// Position of the agent in the slice given to the tick.
     pub index: usize,
     /// The agent.
-    pub agent: AgentId,
+    pub agent: &'a AgentId,
     /// Its new upgrade state.
     pub to: UpgradeState,
 }
@@ -91,38 +93,109 @@ pub enum Automatic {
     },
 }
 
-/// The result of one evaluation.
+/// The result of one evaluation, borrowing the agents' ids and the order from the tick's inputs
+/// (nothing is copied per agent, so a tick over a million agents stays cheap).
 ///
-/// Persist `state`, the `transitions` and the `events` first, then send [`UpgradeOrder`] to every
-/// agent of `dispatches` (each one already has a transition to `in_flight`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TickOutcome {
+/// To carry it out: persist [`state`](Self::state), every agent's new upgrade state
+/// ([`upgrade_changes`](Self::upgrade_changes)) and the [`audit_events`](Self::audit_events),
+/// then send the [`UpgradeOrder`] to every agent of [`dispatches`](Self::dispatches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickOutcome<'a> {
     /// Agents to send the upgrade order to, by position in the slice.
-    pub dispatches: Vec<Dispatch>,
-    /// Upgrade state changes (at most one per agent), by position in the slice.
-    pub transitions: Vec<Transition>,
+    pub dispatches: Vec<Dispatch<'a>>,
+    /// Upgrade state changes of agents not dispatched, by position in the slice. With the
+    /// dispatches, at most one change per agent.
+    pub transitions: Vec<Transition<'a>>,
     /// The evaluator state after this tick.
     pub state: RolloutState,
-    /// Audit events, in order.
-    pub events: Vec<AuditEvent>,
     /// What was decided about automatic dispatch.
     pub automatic: Automatic,
     /// Agents whose reported version differs from the server's at this tick.
     pub drifted: u64,
     /// Drifted, connected, idle agents the automatic dispatch could choose from.
     pub eligible: u64,
+    now: Timestamp,
+    actor: &'a str,
+    order: &'a UpgradeOrder,
+    run_event: Option<AuditEvent>,
 }
 
-impl TickOutcome {
-    /// Apply the transitions to the records the tick was computed over (the same slice, in the
-    /// same order).
-    ///
-    /// # Panics
-    /// When `agents` is shorter than the slice the tick saw.
-    pub fn apply(&self, agents: &mut [super::AgentRecord]) {
-        for t in &self.transitions {
-            agents[t.index].upgrade = t.to.clone();
+impl<'a> TickOutcome<'a> {
+    /// When the tick ran.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// The upgrade state a dispatched agent moves to.
+    pub fn in_flight_state(&self) -> UpgradeState {
+        UpgradeState::InFlight {
+            since: self.now,
+            target_version: self.order.version.clone(),
         }
+    }
+
+    /// Every agent whose upgrade state changes, with its new state, in slice order: the
+    /// [`transitions`](Self::transitions) and the dispatched agents (to `in_flight`).
+    pub fn upgrade_changes(&self) -> impl Iterator<Item = (usize, &'a AgentId, UpgradeState)> + '_ {
+        let mut dispatches = self.dispatches.iter().peekable();
+        let mut transitions = self.transitions.iter().peekable();
+        std::iter::from_fn(move || {
+            let take_dispatch = match (dispatches.peek(), transitions.peek()) {
+                (Some(d), Some(t)) => d.index < t.index,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return None,
+            };
+            if take_dispatch {
+                let d = dispatches.next()?;
+                Some((d.index, d.agent, self.in_flight_state()))
+            } else {
+                let t = transitions.next()?;
+                Some((t.index, t.agent, t.to.clone()))
+            }
+        })
+    }
+
+    /// The changes as owned values, to apply once the agents are no longer borrowed.
+    pub fn owned_changes(&self) -> Vec<(usize, UpgradeState)> {
+        self.upgrade_changes().map(|(i, _, s)| (i, s)).collect()
+    }
+
+    /// How many audit events [`audit_events`](Self::audit_events) yields.
+    pub fn audit_event_count(&self) -> usize {
+        self.dispatches.len() + usize::from(self.run_event.is_some())
+    }
+
+    /// The audit events of this tick, in order: for "run now", the `agent.upgrade_run` event
+    /// first; then one `stack.deploy` event with detail `action=agent-upgrade` per dispatch,
+    /// carrying the agent id, the server version, the binary and the trigger. They are built on
+    /// demand, one at a time, so that a large wave is persisted without holding every event.
+    pub fn audit_events(&self) -> impl Iterator<Item = AuditEvent> + '_ {
+        self.run_event
+            .iter()
+            .cloned()
+            .chain(self.dispatches.iter().map(|d| self.dispatch_event(d)))
+    }
+
+    /// The audit event recording one dispatch.
+    pub fn dispatch_event(&self, d: &Dispatch<'_>) -> AuditEvent {
+        AuditEvent::new(self.now, self.actor, STACK_DEPLOY, d.agent.as_str())
+            .with("action", "agent-upgrade")
+            .with("agent", d.agent.as_str())
+            .with("server_version", self.order.version.as_str())
+            .with("binary", self.order.binary.as_str())
+            .with("trigger", d.trigger.as_str())
+    }
+}
+
+/// Set the upgrade state of each agent named by position, as returned by
+/// [`TickOutcome::owned_changes`] for the same slice.
+///
+/// # Panics
+/// When a position is outside `agents`.
+pub fn apply_changes(agents: &mut [super::AgentRecord], changes: Vec<(usize, UpgradeState)>) {
+    for (index, upgrade) in changes {
+        agents[index].upgrade = upgrade;
     }
 }
 
@@ -140,13 +213,13 @@ enum Effective {
 /// `order` is what dispatched agents are sent; its `version` is the server's version string, the
 /// one drift is measured against. The events' actor is `system`. See the [module
 /// documentation](super) for the rules.
-pub fn tick<A: AgentView>(
+pub fn tick<'a, A: AgentView>(
     now: Timestamp,
     policy: &RolloutPolicy,
     state: &RolloutState,
-    order: &UpgradeOrder,
-    agents: &[A],
-) -> TickOutcome {
+    order: &'a UpgradeOrder,
+    agents: &'a [A],
+) -> TickOutcome<'a> {
     evaluate(now, SYSTEM_ACTOR, policy, state, order, agents, None)
 }
 
@@ -154,29 +227,29 @@ pub fn tick<A: AgentView>(
 /// audit event ahead of the evaluation's own events (which also name `actor`).
 ///
 /// It follows exactly the rules of [`tick`]: the staged gap and a halt still hold.
-pub fn run_now<A: AgentView>(
+pub fn run_now<'a, A: AgentView>(
     now: Timestamp,
-    actor: &str,
+    actor: &'a str,
     policy: &RolloutPolicy,
     state: &RolloutState,
-    order: &UpgradeOrder,
-    agents: &[A],
-) -> TickOutcome {
+    order: &'a UpgradeOrder,
+    agents: &'a [A],
+) -> TickOutcome<'a> {
     let run = AuditEvent::new(now, actor, AGENT_UPGRADE_RUN, "agents")
         .with("mode", policy.mode.as_str())
         .with("server_version", order.version.as_str());
     evaluate(now, actor, policy, state, order, agents, Some(run))
 }
 
-fn evaluate<A: AgentView>(
+fn evaluate<'a, A: AgentView>(
     now: Timestamp,
-    actor: &str,
+    actor: &'a str,
     policy: &RolloutPolicy,
     state: &RolloutState,
-    order: &UpgradeOrder,
-    agents: &[A],
-    leading_event: Option<AuditEvent>,
-) -> TickOutcome {
+    order: &'a UpgradeOrder,
+    agents: &'a [A],
+    run_event: Option<AuditEvent>,
+) -> TickOutcome<'a> {
     let server = order.version.as_str();
     let mut next = state.clone();
     if next.rollout_version.as_deref() != Some(server) {
@@ -188,10 +261,10 @@ fn evaluate<A: AgentView>(
     }
     next.last_evaluated_at = Some(now);
 
-    let mut transitions: Vec<Transition> = Vec::new();
-    let mut dispatches: Vec<Dispatch> = Vec::new();
+    let mut transitions: Vec<Transition<'a>> = Vec::new();
+    let mut dispatches: Vec<Dispatch<'a>> = Vec::new();
     // Drifted, connected, idle agents, in slice order; `true` when the agent already has a
-    // transition (an upgrade that just completed to an older target).
+    // transition (an upgrade to an older target that completed at this tick).
     let mut eligible: Vec<(usize, bool)> = Vec::new();
     let mut drifted: u64 = 0;
 
@@ -199,9 +272,9 @@ fn evaluate<A: AgentView>(
         let version = agent.reported_version();
         let is_drifted = version != server;
         drifted += u64::from(is_drifted);
-        let upgrade = agent.upgrade_state();
+        let id = agent.agent_id();
         let mut changed = false;
-        let effective = match upgrade {
+        let effective = match agent.upgrade_state() {
             UpgradeState::Idle => Effective::Idle,
             UpgradeState::InFlight {
                 since,
@@ -211,14 +284,14 @@ fn evaluate<A: AgentView>(
                     changed = true;
                     transitions.push(Transition {
                         index,
-                        agent: agent.agent_id().clone(),
+                        agent: id,
                         to: UpgradeState::Idle,
                     });
                     Effective::Idle
                 } else if now.duration_since(*since) >= policy.upgrade_timeout {
                     transitions.push(Transition {
                         index,
-                        agent: agent.agent_id().clone(),
+                        agent: id,
                         to: UpgradeState::Failed {
                             at: now,
                             reason: format!(
@@ -242,7 +315,7 @@ fn evaluate<A: AgentView>(
             {
                 transitions.push(Transition {
                     index,
-                    agent: agent.agent_id().clone(),
+                    agent: id,
                     to: UpgradeState::Idle,
                 });
                 Effective::Settled
@@ -254,14 +327,11 @@ fn evaluate<A: AgentView>(
             continue;
         }
         match effective {
-            Effective::Requested => {
-                dispatches.push(Dispatch {
-                    index,
-                    agent: agent.agent_id().clone(),
-                    trigger: Trigger::Requested,
-                });
-                transitions.push(in_flight(index, agent.agent_id(), now, server));
-            }
+            Effective::Requested => dispatches.push(Dispatch {
+                index,
+                agent: id,
+                trigger: Trigger::Requested,
+            }),
             Effective::Idle => eligible.push((index, changed)),
             Effective::InFlight | Effective::Settled => {}
         }
@@ -324,53 +394,49 @@ fn evaluate<A: AgentView>(
         }
     };
 
-    let loop_transitions = transitions.len();
-    for &(index, changed) in &eligible[..take] {
-        let id = agents[index].agent_id();
-        dispatches.push(Dispatch {
+    let chosen = &eligible[..take];
+    let mut superseded = false;
+    let automatic_dispatches = chosen.iter().map(|&(index, changed)| {
+        superseded |= changed;
+        Dispatch {
             index,
-            agent: id.clone(),
+            agent: agents[index].agent_id(),
             trigger,
-        });
-        let t = in_flight(index, id, now, server);
-        if changed {
-            // The agent finished an upgrade to an older target at this tick: one transition only.
-            let at = transitions[..loop_transitions]
-                .binary_search_by_key(&index, |t| t.index)
-                .expect("a changed agent has a transition");
-            transitions[at] = t;
-        } else {
-            transitions.push(t);
         }
-    }
-    if take > 0 && !dispatches.is_sorted_by_key(|d| d.index) {
-        dispatches.sort_unstable_by_key(|d| d.index);
-    }
-    if !transitions.is_sorted_by_key(|t| t.index) {
-        transitions.sort_unstable_by_key(|t| t.index);
-    }
-
-    let mut events = Vec::with_capacity(dispatches.len() + usize::from(leading_event.is_some()));
-    events.extend(leading_event);
-    for d in &dispatches {
-        events.push(
-            AuditEvent::new(now, actor, STACK_DEPLOY, d.agent.as_str())
-                .with("action", "agent-upgrade")
-                .with("agent", d.agent.as_str())
-                .with("server_version", server)
-                .with("binary", order.binary.as_str())
-                .with("trigger", d.trigger.as_str()),
-        );
+    });
+    // Both lists are in slice order: merge them.
+    let dispatches = if dispatches.is_empty() {
+        automatic_dispatches.collect()
+    } else if chosen.is_empty() {
+        dispatches
+    } else {
+        merge_by_index(dispatches, automatic_dispatches, chosen.len())
+    };
+    if superseded {
+        // An agent that finished an upgrade to an older target and is dispatched again at this
+        // tick has one change only: the dispatch.
+        let mut redispatched = chosen
+            .iter()
+            .filter(|(_, c)| *c)
+            .map(|(i, _)| *i)
+            .peekable();
+        transitions.retain(|t| {
+            while redispatched.next_if(|&i| i < t.index).is_some() {}
+            redispatched.next_if_eq(&t.index).is_none()
+        });
     }
 
     TickOutcome {
         dispatches,
         transitions,
         state: next,
-        events,
         automatic,
         drifted,
         eligible: eligible.len() as u64,
+        now,
+        actor,
+        order,
+        run_event,
     }
 }
 
@@ -392,15 +458,22 @@ pub(crate) fn wave_limit(
     }
 }
 
-fn in_flight(index: usize, agent: &AgentId, now: Timestamp, server: &str) -> Transition {
-    Transition {
-        index,
-        agent: agent.clone(),
-        to: UpgradeState::InFlight {
-            since: now,
-            target_version: server.to_owned(),
-        },
+/// Merge two lists of dispatches, each in slice order, into one in slice order.
+fn merge_by_index<'a>(
+    requested: Vec<Dispatch<'a>>,
+    automatic: impl Iterator<Item = Dispatch<'a>>,
+    automatic_len: usize,
+) -> Vec<Dispatch<'a>> {
+    let mut out = Vec::with_capacity(requested.len() + automatic_len);
+    let mut requested = requested.into_iter().peekable();
+    for d in automatic {
+        while let Some(r) = requested.next_if(|r| r.index < d.index) {
+            out.push(r);
+        }
+        out.push(d);
     }
+    out.extend(requested);
+    out
 }
 
 /// `t + d`, saturating at the ends of the time line.
