@@ -179,7 +179,11 @@ impl RestoreReport {
     /// Human lines, as `dockmesh restore` prints them.
     pub fn lines(&self) -> Vec<String> {
         let m = &self.manifest;
-        let verb = if self.dry_run { "would restore" } else { "restored" };
+        let verb = if self.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
         let mut out = vec![
             format!(
                 "bundle: made by dockmesh {} from {} at {}, schema version {}",
@@ -219,7 +223,11 @@ impl RestoreReport {
     }
 }
 
-fn io_err(what: impl Into<String>, path: &Path, safe: &'static str) -> impl FnOnce(io::Error) -> SqlStoreError {
+fn io_err(
+    what: impl Into<String>,
+    path: &Path,
+    safe: &'static str,
+) -> impl FnOnce(io::Error) -> SqlStoreError {
     let what = what.into();
     let path = path.to_owned();
     move |source| SqlStoreError::Io {
@@ -274,13 +282,25 @@ pub async fn backup(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&out_dir).map_err(io_err("creating the bundle's directory", &out_dir, BACKUP_SAFE))?;
+    fs::create_dir_all(&out_dir).map_err(io_err(
+        "creating the bundle's directory",
+        &out_dir,
+        BACKUP_SAFE,
+    ))?;
     let staging = tempfile::Builder::new()
         .prefix(".dockmesh-backup-")
         .tempdir_in(&out_dir)
-        .map_err(io_err("creating a staging directory", &out_dir, BACKUP_SAFE))?;
+        .map_err(io_err(
+            "creating a staging directory",
+            &out_dir,
+            BACKUP_SAFE,
+        ))?;
     let db_dir = staging.path().join("database");
-    fs::create_dir_all(&db_dir).map_err(io_err("creating a staging directory", &db_dir, BACKUP_SAFE))?;
+    fs::create_dir_all(&db_dir).map_err(io_err(
+        "creating a staging directory",
+        &db_dir,
+        BACKUP_SAFE,
+    ))?;
 
     let created_at = Timestamp::now();
     let (schema_version, tables) = export_database(target, staging.path()).await?;
@@ -300,8 +320,11 @@ pub async fn backup(
     // Hash every staged file (they are private to this backup and no longer change).
     let mut files = Vec::new();
     for rel in walk_files(staging.path())? {
-        let (size, sha256) = hash_file(&staging.path().join(&rel))
-            .map_err(io_err("hashing a staged file", &staging.path().join(&rel), BACKUP_SAFE))?;
+        let (size, sha256) = hash_file(&staging.path().join(&rel)).map_err(io_err(
+            "hashing a staged file",
+            &staging.path().join(&rel),
+            BACKUP_SAFE,
+        ))?;
         files.push(ManifestFile {
             path: rel,
             size,
@@ -322,14 +345,20 @@ pub async fn backup(
 
     let partial = out_dir.join(format!(
         ".{}.partial",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into())
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into())
     ));
     let result = write_tar(&partial, staging.path(), &manifest, &manifest_bytes);
     if let Err(e) = result {
         let _ = fs::remove_file(&partial);
         return Err(e);
     }
-    fs::rename(&partial, out).map_err(io_err("moving the finished bundle into place", out, BACKUP_SAFE))?;
+    fs::rename(&partial, out).map_err(io_err(
+        "moving the finished bundle into place",
+        out,
+        BACKUP_SAFE,
+    ))?;
     let bytes = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(BackupReport {
         path: out.to_owned(),
@@ -347,8 +376,10 @@ fn write_tar(
 ) -> Result<(), SqlStoreError> {
     let err = |what: &str| io_err(what.to_owned(), partial, BACKUP_SAFE);
     let file = File::create(partial).map_err(err("creating the bundle"))?;
-    let mut enc = zstd::Encoder::new(BufWriter::new(file), 3).map_err(err("starting compression"))?;
-    enc.include_checksum(true).map_err(err("starting compression"))?;
+    let mut enc =
+        zstd::Encoder::new(BufWriter::new(file), 3).map_err(err("starting compression"))?;
+    enc.include_checksum(true)
+        .map_err(err("starting compression"))?;
     let mut tar = tar::Builder::new(enc);
     let mtime = u64::try_from(manifest.created_at.as_second()).unwrap_or(0);
     let header = |path: &str, size: u64, mode: u32, kind: tar::EntryType| {
@@ -360,8 +391,14 @@ fn write_tar(
         let _ = path;
         h
     };
-    let mut h = header(MANIFEST, manifest_bytes.len() as u64, 0o644, tar::EntryType::Regular);
-    tar.append_data(&mut h, MANIFEST, manifest_bytes).map_err(err("writing manifest.json"))?;
+    let mut h = header(
+        MANIFEST,
+        manifest_bytes.len() as u64,
+        0o644,
+        tar::EntryType::Regular,
+    );
+    tar.append_data(&mut h, MANIFEST, manifest_bytes)
+        .map_err(err("writing manifest.json"))?;
     // Directories first (so that empty ones are restored too), then the files in manifest order.
     for dir in walk_dirs(staging).map_err(err("listing the staged files"))? {
         let mut h = header(&dir, 0, 0o755, tar::EntryType::Directory);
@@ -373,11 +410,15 @@ fn write_tar(
         let mut src = File::open(&path).map_err(err("reading a staged file"))?;
         let mode = file_mode(&path);
         let mut h = header(&f.path, f.size, mode, tar::EntryType::Regular);
-        tar.append_data(&mut h, &f.path, &mut src).map_err(err("writing a file"))?;
+        tar.append_data(&mut h, &f.path, &mut src)
+            .map_err(err("writing a file"))?;
     }
     let enc = tar.into_inner().map_err(err("finishing the archive"))?;
     let buf = enc.finish().map_err(err("finishing compression"))?;
-    let file = buf.into_inner().map_err(|e| e.into_error()).map_err(err("flushing the bundle"))?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(err("flushing the bundle"))?;
     file.sync_all().map_err(err("syncing the bundle to disk"))?;
     Ok(())
 }
@@ -385,7 +426,9 @@ fn write_tar(
 #[cfg(unix)]
 fn file_mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o644)
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o644)
 }
 
 #[cfg(not(unix))]
@@ -407,7 +450,11 @@ fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
 /// Regular files under `root`, as sorted `/`-separated relative paths.
 fn walk_files(root: &Path) -> Result<Vec<String>, SqlStoreError> {
     let mut out = Vec::new();
-    walk(root, root, &mut out, false).map_err(io_err("listing the staged files", root, BACKUP_SAFE))?;
+    walk(root, root, &mut out, false).map_err(io_err(
+        "listing the staged files",
+        root,
+        BACKUP_SAFE,
+    ))?;
     out.sort();
     Ok(out)
 }
@@ -444,7 +491,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>, dirs: bool) -> io::Resul
 }
 
 /// Copy a directory tree (regular files and directories; other entries are skipped and named).
-fn copy_tree(src: &Path, dst: &Path, rel: &str, skipped: &mut Vec<String>) -> Result<(), SqlStoreError> {
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    rel: &str,
+    skipped: &mut Vec<String>,
+) -> Result<(), SqlStoreError> {
     fs::create_dir_all(dst).map_err(io_err("staging a directory", dst, BACKUP_SAFE))?;
     let mut entries: Vec<_> = fs::read_dir(src)
         .map_err(io_err("reading a data directory", src, BACKUP_SAFE))?
@@ -453,13 +505,19 @@ fn copy_tree(src: &Path, dst: &Path, rel: &str, skipped: &mut Vec<String>) -> Re
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ty = e.file_type().map_err(io_err("reading a data directory", &e.path(), BACKUP_SAFE))?;
+        let ty =
+            e.file_type()
+                .map_err(io_err("reading a data directory", &e.path(), BACKUP_SAFE))?;
         let child_rel = format!("{rel}/{name}");
         if ty.is_dir() {
             copy_tree(&e.path(), &dst.join(&name), &child_rel, skipped)?;
         } else if ty.is_file() {
             let to = dst.join(&name);
-            fs::copy(e.path(), &to).map_err(io_err("copying a data file", &e.path(), BACKUP_SAFE))?;
+            fs::copy(e.path(), &to).map_err(io_err(
+                "copying a data file",
+                &e.path(),
+                BACKUP_SAFE,
+            ))?;
         } else {
             skipped.push(format!("{child_rel} (not a regular file or directory)"));
         }
@@ -495,13 +553,17 @@ async fn export_database(
             let pool = connect(target, false).await?;
             check_backupable(&pool).await?;
             let snapshot = staging.join("snapshot.sqlite");
-            let Pool::Sqlite(p) = &pool else { unreachable!("a SQLite target opens a SQLite pool") };
+            let Pool::Sqlite(p) = &pool else {
+                unreachable!("a SQLite target opens a SQLite pool")
+            };
             let vacuum = sqlx::query("VACUUM INTO $1")
                 .bind(snapshot.to_string_lossy().into_owned())
                 .execute(p)
                 .await;
             pool.close().await;
-            vacuum.map_err(db_err("taking a consistent snapshot of the SQLite database (VACUUM INTO)"))?;
+            vacuum.map_err(db_err(
+                "taking a consistent snapshot of the SQLite database (VACUUM INTO)",
+            ))?;
             let opts = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(&snapshot)
                 .read_only(true);
@@ -509,7 +571,8 @@ async fn export_database(
                 .await
                 .map_err(db_err("opening the snapshot"))?;
             let result = async {
-                let (applied, notes) = read_state::<sqlx::Sqlite>(&mut conn, Backend::Sqlite).await?;
+                let (applied, notes) =
+                    read_state::<sqlx::Sqlite>(&mut conn, Backend::Sqlite).await?;
                 let report = schema::SchemaReport::decide(Backend::Sqlite, &applied, &notes);
                 let mut tables = BTreeMap::new();
                 for t in catalog::tables_at(report.database_version) {
@@ -528,14 +591,17 @@ async fn export_database(
         DbTarget::Postgres { .. } => {
             let pool = connect(target, false).await?;
             check_backupable(&pool).await?;
-            let Pool::Postgres(p) = &pool else { unreachable!("a PostgreSQL target opens a PostgreSQL pool") };
+            let Pool::Postgres(p) = &pool else {
+                unreachable!("a PostgreSQL target opens a PostgreSQL pool")
+            };
             let mut conn = p.acquire().await.map_err(db_err("connecting"))?;
             let result = async {
                 let mut tx = conn
                     .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .await
                     .map_err(db_err("starting the snapshot transaction"))?;
-                let (applied, notes) = read_state::<sqlx::Postgres>(&mut tx, Backend::Postgres).await?;
+                let (applied, notes) =
+                    read_state::<sqlx::Postgres>(&mut tx, Backend::Postgres).await?;
                 let report = schema::SchemaReport::decide(Backend::Postgres, &applied, &notes);
                 let mut tables = BTreeMap::new();
                 for t in catalog::tables_at(report.database_version) {
@@ -544,7 +610,9 @@ async fn export_database(
                     finish_writer(&path, w)?;
                     tables.insert(t.name.to_owned(), n);
                 }
-                tx.commit().await.map_err(db_err("ending the snapshot transaction"))?;
+                tx.commit()
+                    .await
+                    .map_err(db_err("ending the snapshot transaction"))?;
                 Ok::<_, SqlStoreError>((report.database_version, tables))
             }
             .await;
@@ -562,7 +630,8 @@ fn table_writer(staging: &Path, t: &Table) -> Result<(PathBuf, BufWriter<File>),
 }
 
 fn finish_writer(path: &Path, mut w: BufWriter<File>) -> Result<(), SqlStoreError> {
-    w.flush().map_err(io_err("writing a table export", path, BACKUP_SAFE))
+    w.flush()
+        .map_err(io_err("writing a table export", path, BACKUP_SAFE))
 }
 
 /// Refuse to back up a database this binary cannot read faithfully.
@@ -621,7 +690,13 @@ fn safe_entry_path(bundle: &Path, raw: &Path, is_dir: bool) -> Result<String, Sq
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            _ => return Err(unexpected(bundle, &shown, "an absolute path or one that climbs out with `..`")),
+            _ => {
+                return Err(unexpected(
+                    bundle,
+                    &shown,
+                    "an absolute path or one that climbs out with `..`",
+                ));
+            }
         }
     }
     let rel = parts.join("/");
@@ -639,23 +714,26 @@ fn safe_entry_path(bundle: &Path, raw: &Path, is_dir: bool) -> Result<String, Sq
         None => false,
     };
     if !ok {
-        return Err(unexpected(bundle, &shown, "not a manifest, table export, stacks/ or ca/ entry"));
+        return Err(unexpected(
+            bundle,
+            &shown,
+            "not a manifest, table export, stacks/ or ca/ entry",
+        ));
     }
     Ok(rel)
 }
 
 /// Read the whole bundle into `staging`, checking it against its manifest.
 fn read_bundle(bundle: &Path, staging: &Path) -> Result<Manifest, SqlStoreError> {
-    let file = File::open(bundle).map_err(|e| unreadable(bundle, None, format!("cannot open it: {e}")))?;
+    let file =
+        File::open(bundle).map_err(|e| unreadable(bundle, None, format!("cannot open it: {e}")))?;
     let decoder = zstd::Decoder::new(BufReader::new(file))
         .map_err(|e| unreadable(bundle, None, format!("not a zstd stream: {e}")))?;
     let mut archive = tar::Archive::new(decoder);
     let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut last: Option<String> = None;
     {
-        let entries = archive
-            .entries()
-            .map_err(|e| unreadable(bundle, None, e))?;
+        let entries = archive.entries().map_err(|e| unreadable(bundle, None, e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| unreadable(bundle, last.as_deref(), e))?;
             let kind = entry.header().entry_type();
@@ -700,7 +778,14 @@ fn read_bundle(bundle: &Path, staging: &Path) -> Result<Manifest, SqlStoreError>
     // Read the compressed stream to its very end so that the zstd checksum is checked too.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| {
-        unreadable(bundle, None, format!("after the last file ({}): {e}", last.as_deref().unwrap_or("none")))
+        unreadable(
+            bundle,
+            None,
+            format!(
+                "after the last file ({}): {e}",
+                last.as_deref().unwrap_or("none")
+            ),
+        )
     })?;
 
     let Some(_) = seen.get(MANIFEST) else {
@@ -710,7 +795,8 @@ fn read_bundle(bundle: &Path, staging: &Path) -> Result<Manifest, SqlStoreError>
             "manifest.json is missing: the bundle is truncated or is not a dockmesh bundle",
         ));
     };
-    let manifest_text = fs::read(staging.join(MANIFEST)).map_err(|e| unreadable(bundle, Some(MANIFEST), e))?;
+    let manifest_text =
+        fs::read(staging.join(MANIFEST)).map_err(|e| unreadable(bundle, Some(MANIFEST), e))?;
     let manifest: Manifest = serde_json::from_slice(&manifest_text)
         .map_err(|e| mismatch(bundle, MANIFEST, format!("is not a valid manifest: {e}")))?;
     if manifest.format != BUNDLE_FORMAT {
@@ -726,7 +812,11 @@ fn read_bundle(bundle: &Path, staging: &Path) -> Result<Manifest, SqlStoreError>
     let mut listed = BTreeSet::new();
     for f in &manifest.files {
         if !listed.insert(f.path.as_str()) {
-            return Err(mismatch(bundle, MANIFEST, format!("lists {} twice", f.path)));
+            return Err(mismatch(
+                bundle,
+                MANIFEST,
+                format!("lists {} twice", f.path),
+            ));
         }
         match seen.get(&f.path) {
             None => {
@@ -778,17 +868,29 @@ fn verify_bundle(bundle: &Path, staging: &Path) -> Result<Verified, SqlStoreErro
         return Err(mismatch(
             bundle,
             MANIFEST,
-            format!("declares schema version {}, which no migration has", manifest.schema_version),
+            format!(
+                "declares schema version {}, which no migration has",
+                manifest.schema_version
+            ),
         ));
     }
     let mut rows = Vec::new();
     for t in catalog::tables_at(manifest.schema_version) {
         let path = t.bundle_path();
         let Some(expected) = manifest.tables.get(t.name) else {
-            return Err(mismatch(bundle, MANIFEST, format!("does not list table {}", t.name)));
+            return Err(mismatch(
+                bundle,
+                MANIFEST,
+                format!("does not list table {}", t.name),
+            ));
         };
-        let f = File::open(staging.join(&path))
-            .map_err(|_| mismatch(bundle, &path, "is missing: every table of the schema must be in the bundle"))?;
+        let f = File::open(staging.join(&path)).map_err(|_| {
+            mismatch(
+                bundle,
+                &path,
+                "is missing: every table of the schema must be in the bundle",
+            )
+        })?;
         let mut parsed = Vec::new();
         for (i, line) in BufReader::new(f).lines().enumerate() {
             let line = line.map_err(|e| unreadable(bundle, Some(&path), e))?;
@@ -808,7 +910,10 @@ fn verify_bundle(bundle: &Path, staging: &Path) -> Result<Verified, SqlStoreErro
             return Err(mismatch(
                 bundle,
                 MANIFEST,
-                format!("lists table {name}, which schema version {} does not have", manifest.schema_version),
+                format!(
+                    "lists table {name}, which schema version {} does not have",
+                    manifest.schema_version
+                ),
             ));
         }
     }
@@ -833,14 +938,24 @@ fn verify_bundle_chain(
     let mut last = (0u64, dockmesh_core::audit::GENESIS_HASH.to_owned());
     for (i, r) in log.iter().enumerate() {
         let entry = entry_from_cells(r).ok_or_else(|| {
-            mismatch(bundle, path, format!("line {} is not an audit entry", i + 1))
+            mismatch(
+                bundle,
+                path,
+                format!("line {} is not an audit entry", i + 1),
+            )
         })?;
         if !v.push(&entry) {
-            let b = v.finish().first_broken.expect("a refused entry is a broken link");
+            let b = v
+                .finish()
+                .first_broken
+                .expect("a refused entry is a broken link");
             return Err(mismatch(
                 bundle,
                 path,
-                format!("holds an audit chain broken at entry {}: {}", b.seq, b.reason),
+                format!(
+                    "holds an audit chain broken at entry {}: {}",
+                    b.seq, b.reason
+                ),
             ));
         }
         last = (entry.seq, entry.hash);
@@ -857,7 +972,10 @@ fn verify_bundle_chain(
         return Err(mismatch(
             bundle,
             "database/audit_head.jsonl",
-            format!("does not match the audit chain at entry {}: {}", b.seq, b.reason),
+            format!(
+                "does not match the audit chain at entry {}: {}",
+                b.seq, b.reason
+            ),
         ));
     }
     Ok(v.finish().entries_checked)
@@ -953,7 +1071,10 @@ async fn existing_data(target: &DbTarget) -> Result<Option<BTreeMap<String, i64>
         }
         if matches!(report.status, SchemaStatus::RefusedNewer { .. }) {
             counts.insert(
-                format!("(tables of schema version {}, unknown to this binary)", report.database_version),
+                format!(
+                    "(tables of schema version {}, unknown to this binary)",
+                    report.database_version
+                ),
                 1,
             );
         }
@@ -967,7 +1088,10 @@ async fn existing_data(target: &DbTarget) -> Result<Option<BTreeMap<String, i64>
 /// Audit entries that count as data (the schema-migration entries do not).
 macro_rules! data_audit_rows {
     ($f:ident, $conn:ty) => {
-        async fn $f(conn: &mut $conn, exists_sql: &'static str) -> Result<Option<i64>, SqlStoreError> {
+        async fn $f(
+            conn: &mut $conn,
+            exists_sql: &'static str,
+        ) -> Result<Option<i64>, SqlStoreError> {
             let db = |source| SqlStoreError::Database {
                 what: "counting the audit entries".into(),
                 safe: "Nothing was changed.",
@@ -1012,18 +1136,34 @@ pub async fn restore(
 ) -> Result<RestoreReport, SqlStoreError> {
     let staging = match data_dir {
         Some(dd) if !options.dry_run => {
-            fs::create_dir_all(dd).map_err(io_err("creating the data directory", dd, RESTORE_SAFE))?;
-            tempfile::Builder::new().prefix(".dockmesh-restore-").tempdir_in(dd)
+            fs::create_dir_all(dd).map_err(io_err(
+                "creating the data directory",
+                dd,
+                RESTORE_SAFE,
+            ))?;
+            tempfile::Builder::new()
+                .prefix(".dockmesh-restore-")
+                .tempdir_in(dd)
         }
-        _ => tempfile::Builder::new().prefix("dockmesh-restore-").tempdir(),
+        _ => tempfile::Builder::new()
+            .prefix("dockmesh-restore-")
+            .tempdir(),
     }
-    .map_err(io_err("creating a staging directory", Path::new("."), RESTORE_SAFE))?;
+    .map_err(io_err(
+        "creating a staging directory",
+        Path::new("."),
+        RESTORE_SAFE,
+    ))?;
 
     let staged = staging.path().to_owned();
     let bundle_owned = bundle.to_owned();
     let verified = tokio::task::spawn_blocking(move || verify_bundle(&bundle_owned, &staged))
         .await
-        .map_err(|e| SqlStoreError::RestoreRefused(format!("verifying the bundle stopped: {e}. Nothing was changed")))??;
+        .map_err(|e| {
+            SqlStoreError::RestoreRefused(format!(
+                "verifying the bundle stopped: {e}. Nothing was changed"
+            ))
+        })??;
 
     let existing = existing_data(target).await?;
     let replaced_data = existing.as_ref().is_some_and(|c| !c.is_empty());
@@ -1035,8 +1175,13 @@ pub async fn restore(
             .collect::<Vec<_>>()
             .join(", ");
         let keep = match target {
-            DbTarget::Sqlite { path } => format!("the current file is kept as {}.pre-restore-<time>", path.display()),
-            DbTarget::Postgres { .. } => "the current tables are kept in the schema dockmesh_pre_restore_<time>".into(),
+            DbTarget::Sqlite { path } => format!(
+                "the current file is kept as {}.pre-restore-<time>",
+                path.display()
+            ),
+            DbTarget::Postgres { .. } => {
+                "the current tables are kept in the schema dockmesh_pre_restore_<time>".into()
+            }
         };
         return Err(SqlStoreError::RestoreRefused(format!(
             "the database {} holds data ({what}); the restore would replace it. Nothing was changed. \
@@ -1111,7 +1256,9 @@ pub async fn restore(
                     &dest,
                     "The database was restored; the data directory's files were not.",
                 ))?;
-                report.kept.push(format!("the replaced {d}/ as {}", kept.display()));
+                report
+                    .kept
+                    .push(format!("the replaced {d}/ as {}", kept.display()));
             }
             fs::rename(staging.path().join(d), &dest).map_err(io_err(
                 format!("moving the restored {d}/ into place"),
@@ -1126,11 +1273,14 @@ pub async fn restore(
 /// Rows per table, imported in one transaction on one connection.
 macro_rules! import_all {
     ($m:ident, $conn:expr, $rows:expr) => {{
-        let mut tx = $conn.begin().await.map_err(|source| SqlStoreError::Database {
-            what: "starting the restore transaction".into(),
-            safe: RESTORE_SAFE,
-            source,
-        })?;
+        let mut tx = $conn
+            .begin()
+            .await
+            .map_err(|source| SqlStoreError::Database {
+                what: "starting the restore transaction".into(),
+                safe: RESTORE_SAFE,
+                source,
+            })?;
         for (t, rows) in $rows {
             if t.seeded {
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", t.name)))
@@ -1144,17 +1294,23 @@ macro_rules! import_all {
             }
             dump::$m::import_rows(&mut tx, t, rows).await?;
         }
-        tx.commit().await.map_err(|source| SqlStoreError::Database {
-            what: "committing the restore".into(),
-            safe: RESTORE_SAFE,
-            source,
-        })?;
+        tx.commit()
+            .await
+            .map_err(|source| SqlStoreError::Database {
+                what: "committing the restore".into(),
+                safe: RESTORE_SAFE,
+                source,
+            })?;
     }};
 }
 
 /// Apply the binary's migrations up to `version` on one connection (no audit event: the
 /// restored log brings its own history).
-async fn migrate_fresh<C: sqlx::migrate::Migrate>(backend: Backend, conn: &mut C, version: i64) -> Result<(), SqlStoreError> {
+async fn migrate_fresh<C: sqlx::migrate::Migrate>(
+    backend: Backend,
+    conn: &mut C,
+    version: i64,
+) -> Result<(), SqlStoreError> {
     schema::migrator(backend)
         .run_direct(Some(version), conn, false)
         .await
@@ -1196,11 +1352,13 @@ async fn restore_sqlite(
                 safe: RESTORE_SAFE,
                 source,
             })?;
-        conn.close().await.map_err(|source| SqlStoreError::Database {
-            what: "closing the restored database".into(),
-            safe: RESTORE_SAFE,
-            source,
-        })?;
+        conn.close()
+            .await
+            .map_err(|source| SqlStoreError::Database {
+                what: "closing the restored database".into(),
+                safe: RESTORE_SAFE,
+                source,
+            })?;
         Ok::<(), SqlStoreError>(())
     }
     .await;
@@ -1219,7 +1377,9 @@ async fn restore_sqlite(
         )
         .await
         {
-            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut c).await;
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut c)
+                .await;
             let _ = c.close().await;
         }
         let keep = path.with_file_name(format!("{name}.pre-restore-{now}"));
@@ -1266,17 +1426,22 @@ async fn restore_postgres(
             source,
         }
     };
-    let opts: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e: sqlx::Error| SqlStoreError::InvalidUrl {
-        url: target.display(),
-        reason: e.to_string(),
-    })?;
+    let opts: sqlx::postgres::PgConnectOptions =
+        url.parse()
+            .map_err(|e: sqlx::Error| SqlStoreError::InvalidUrl {
+                url: target.display(),
+                reason: e.to_string(),
+            })?;
     let mut conn = sqlx::PgConnection::connect_with(&opts)
         .await
         .map_err(|source| SqlStoreError::Connect {
             url: target.display(),
             source,
         })?;
-    let mut tx = conn.begin().await.map_err(db("starting the restore transaction"))?;
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(db("starting the restore transaction"))?;
     let schema_name: Option<String> = sqlx::query_scalar("SELECT current_schema()")
         .fetch_one(&mut *tx)
         .await
@@ -1288,11 +1453,12 @@ async fn restore_postgres(
                 .into(),
         ));
     };
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1")
-        .bind(&schema_name)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("listing the current tables"))?;
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1")
+            .bind(&schema_name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("listing the current tables"))?;
     let mut kept = None;
     if tables > 0 {
         let keep = format!("dockmesh_pre_restore_{now}");
@@ -1304,11 +1470,16 @@ async fn restore_postgres(
         )))
         .execute(&mut *tx)
         .await
-        .map_err(db("keeping the current schema aside (ALTER SCHEMA … RENAME)"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", quote(&schema_name))))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("creating a fresh schema"))?;
+        .map_err(db(
+            "keeping the current schema aside (ALTER SCHEMA … RENAME)",
+        ))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {}",
+            quote(&schema_name)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating a fresh schema"))?;
         kept = Some(format!(
             "the replaced tables in PostgreSQL schema {keep} (drop it with `DROP SCHEMA {keep} CASCADE` once the restore is confirmed)"
         ));
@@ -1329,4 +1500,3 @@ async fn restore_postgres(
     let _ = conn.close().await;
     Ok(kept)
 }
-

@@ -28,7 +28,11 @@ pub(crate) enum Cell {
 }
 
 /// Check one line of a bundle's table export and turn it into cells in column order.
-pub(crate) fn parse_row(table: &Table, line_no: u64, line: &str) -> Result<Vec<Cell>, SqlStoreError> {
+pub(crate) fn parse_row(
+    table: &Table,
+    line_no: u64,
+    line: &str,
+) -> Result<Vec<Cell>, SqlStoreError> {
     let obj: Map<String, Value> =
         serde_json::from_str(line).map_err(|e| bad_row(table, line_no, e))?;
     if obj.len() != table.columns.len() {
@@ -47,7 +51,13 @@ pub(crate) fn parse_row(table: &Table, line_no: u64, line: &str) -> Result<Vec<C
         let v = obj
             .get(*col)
             .ok_or_else(|| bad_row(table, line_no, format!("column {col} is missing")))?;
-        let wrong = || bad_row(table, line_no, format!("column {col} holds {v}, not a {kind:?}"));
+        let wrong = || {
+            bad_row(
+                table,
+                line_no,
+                format!("column {col} holds {v}, not a {kind:?}"),
+            )
+        };
         let cell = match (kind, v) {
             (Kind::Json, v) => Cell::Json(v.clone()),
             (Kind::Text, Value::Null) => Cell::Text(None),
@@ -110,9 +120,9 @@ macro_rules! backend_dump {
                             Kind::Text => row
                                 .try_get::<Option<String>, _>(i)
                                 .map(|v| v.map(Value::String)),
-                            Kind::Int => row
-                                .try_get::<Option<i64>, _>(i)
-                                .map(|v| v.map(Value::from)),
+                            Kind::Int => {
+                                row.try_get::<Option<i64>, _>(i).map(|v| v.map(Value::from))
+                            }
                             Kind::Bool => row
                                 .try_get::<Option<bool>, _>(i)
                                 .map(|v| v.map(Value::Bool)),

@@ -36,7 +36,11 @@ impl std::fmt::Display for SchemaRefusal {
                  taken before the upgrade with `dockmesh restore --from FILE`.{irreversible}",
                 db = r.database_version,
                 bin = r.binary_version,
-                u = unknown.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                u = unknown
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             SchemaStatus::RefusedModified { version } => write!(
                 f,
@@ -54,7 +58,11 @@ impl std::fmt::Display for SchemaRefusal {
                  order. The database was not modified. Restore a backup with `dockmesh restore --from FILE`.",
                 db = r.database_version,
                 bin = r.binary_version,
-                m = missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                m = missing
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             SchemaStatus::RefusedDirty { version } => write!(
                 f,

@@ -94,12 +94,31 @@ mod tests {
 
     #[test]
     fn decisions() {
-        check(&[], Decision::Pending { versions: vec![1, 2, 3] });
-        check(&[a(1)], Decision::Pending { versions: vec![2, 3] });
-        check(&[a(1), a(2), a(3)], Decision::UpToDate);
-        check(&[a(1), a(2), a(3), a(4)], Decision::Newer { unknown: vec![4] });
         check(
-            &[a(1), Applied { version: 2, checksum: vec![9] }],
+            &[],
+            Decision::Pending {
+                versions: vec![1, 2, 3],
+            },
+        );
+        check(
+            &[a(1)],
+            Decision::Pending {
+                versions: vec![2, 3],
+            },
+        );
+        check(&[a(1), a(2), a(3)], Decision::UpToDate);
+        check(
+            &[a(1), a(2), a(3), a(4)],
+            Decision::Newer { unknown: vec![4] },
+        );
+        check(
+            &[
+                a(1),
+                Applied {
+                    version: 2,
+                    checksum: vec![9],
+                },
+            ],
             Decision::Modified { version: 2 },
         );
         check(&[a(1), a(3)], Decision::Gap { missing: vec![2] });

@@ -307,7 +307,10 @@ impl SchemaReport {
 }
 
 fn join(v: &[i64]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -344,7 +347,10 @@ mod tests {
                 Err(()) => assert!(got.is_err(), "{sql} should be refused"),
             }
         };
-        check("-- dockmesh: reversible\nCREATE TABLE x (a INT);", Ok((true, "")));
+        check(
+            "-- dockmesh: reversible\nCREATE TABLE x (a INT);",
+            Ok((true, "")),
+        );
         check(
             "-- dockmesh: irreversible: drops a column\nALTER TABLE x DROP a;",
             Ok((false, "drops a column")),

@@ -23,12 +23,12 @@ use dockmesh_core::rollout::{
 use dockmesh_core::types::{AgentId, HostId, MigrationId};
 use futures_util::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
+use sqlx::QueryBuilder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::types::Json;
-use sqlx::QueryBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
@@ -167,8 +167,7 @@ fn read_err(what: &str) -> impl FnOnce(sqlx::Error) -> SqlStoreError + '_ {
 
 const SQLITE_TABLE_EXISTS: &str =
     "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)";
-const PG_TABLE_EXISTS: &str =
-    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)";
+const PG_TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)";
 
 /// Whether a table exists, and the schema state, read without writing anything.
 pub(crate) async fn inspect(pool: &Pool) -> Result<SchemaReport, SqlStoreError> {
@@ -205,9 +204,7 @@ where
         Backend::Sqlite => SQLITE_TABLE_EXISTS,
         Backend::Postgres => PG_TABLE_EXISTS,
     };
-    let exists = |name: &'static str| {
-        sqlx::query_as::<DB, (bool,)>(exists_sql).bind(name)
-    };
+    let exists = |name: &'static str| sqlx::query_as::<DB, (bool,)>(exists_sql).bind(name);
     let (has_migrations,) = exists("_sqlx_migrations")
         .fetch_one(&mut *conn)
         .await
@@ -278,7 +275,9 @@ impl SqlStore {
     }
 
     /// [`SqlStore::open`], also telling what the open did to the schema.
-    pub async fn open_reporting(target: &DbTarget) -> Result<(SqlStore, OpenReport), SqlStoreError> {
+    pub async fn open_reporting(
+        target: &DbTarget,
+    ) -> Result<(SqlStore, OpenReport), SqlStoreError> {
         let pool = connect(target, true).await?;
         let store = SqlStore {
             pool,
@@ -299,11 +298,7 @@ impl SqlStore {
         if let DbTarget::Sqlite { path } = target
             && !path.exists()
         {
-            return Ok(SchemaReport::decide(
-                Backend::Sqlite,
-                &[],
-                &BTreeMap::new(),
-            ));
+            return Ok(SchemaReport::decide(Backend::Sqlite, &[], &BTreeMap::new()));
         }
         let pool = match target {
             DbTarget::Sqlite { path } => {
@@ -763,11 +758,10 @@ const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, 
 const AGENT_COLUMNS: &str = "SELECT id, name, version, commit_sha, protocol_version, arch, docker_version, last_seen, connection, upgrade FROM agents";
 const TOKEN_COLUMNS: &str =
     "SELECT hash, kind, name, created_at, expires_at, one_time, used_at FROM tokens";
-const MIGRATION_COLUMNS: &str = "SELECT id, stack, source, target, requested_at, requested_by, retention FROM migrations";
+const MIGRATION_COLUMNS: &str =
+    "SELECT id, stack, source, target, requested_at, requested_by, retention FROM migrations";
 
-fn group_events(
-    rows: Vec<EventRow>,
-) -> HashMap<uuid::Uuid, Vec<MigrationEvent>> {
+fn group_events(rows: Vec<EventRow>) -> HashMap<uuid::Uuid, Vec<MigrationEvent>> {
     let mut out: HashMap<uuid::Uuid, Vec<MigrationEvent>> = HashMap::new();
     for r in rows {
         out.entry(r.migration_id).or_default().push(r.body.0);
@@ -1165,7 +1159,11 @@ impl Store for SqlStore {
     }
 
     async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError> {
-        let filter = if active_only { " WHERE active = TRUE" } else { "" };
+        let filter = if active_only {
+            " WHERE active = TRUE"
+        } else {
+            ""
+        };
         let sql = format!("{MIGRATION_COLUMNS}{filter} ORDER BY requested_at DESC, id DESC");
         let events_sql = if active_only {
             "SELECT e.migration_id, e.body FROM migration_events e JOIN migrations m \
@@ -1406,7 +1404,10 @@ impl Store for SqlStore {
 }
 
 /// Compare the newest entry of an intact chain with the recorded head.
-pub(crate) fn head_mismatch(head: Option<(i64, String)>, last: &(u64, String)) -> Option<BrokenLink> {
+pub(crate) fn head_mismatch(
+    head: Option<(i64, String)>,
+    last: &(u64, String),
+) -> Option<BrokenLink> {
     let (last_seq, last_hash) = (last.0, last.1.as_str());
     let Some((head_seq, head_hash)) = head else {
         return Some(BrokenLink {

@@ -102,7 +102,9 @@ mod tests {
         assert!(DbTarget::parse("sqlite::memory:").is_err());
         assert!(DbTarget::parse("mysql://x").is_err());
         assert!(DbTarget::parse("sqlite://").is_err());
-        let shown = DbTarget::parse("postgres://u:secret@h/db").unwrap().display();
+        let shown = DbTarget::parse("postgres://u:secret@h/db")
+            .unwrap()
+            .display();
         assert!(!shown.contains("secret"), "{shown}");
     }
 }

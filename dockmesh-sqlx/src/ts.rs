@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(Ts::new(t).to_text(), "2027-01-15T08:00:00.000000Z");
         let t = Timestamp::from_nanosecond(1_800_000_000_123_456_789).unwrap();
         assert_eq!(Ts::new(t).to_text(), "2027-01-15T08:00:00.123456Z");
-        assert_eq!(Ts::parse("2027-01-15T08:00:00.123456Z").unwrap(), Ts::new(t));
+        assert_eq!(
+            Ts::parse("2027-01-15T08:00:00.123456Z").unwrap(),
+            Ts::new(t)
+        );
     }
 
     proptest! {

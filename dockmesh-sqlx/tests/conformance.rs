@@ -8,7 +8,9 @@ use dockmesh_sqlx::SqlStore;
 #[tokio::test]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open(&common::sqlite_in(dir.path())).await.unwrap();
+    let store = SqlStore::open(&common::sqlite_in(dir.path()))
+        .await
+        .unwrap();
     store_conformance(&store).await;
     store.close().await;
 }

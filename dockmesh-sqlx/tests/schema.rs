@@ -55,15 +55,15 @@ async fn fingerprint(target: &DbTarget) -> String {
             .fetch_all(&mut c)
             .await
             .unwrap();
-            let t: Vec<(String,)> =
-                sqlx::query_as("SELECT name FROM sqlite_master ORDER BY name")
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap();
-            let a: Vec<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq")
+            let t: Vec<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master ORDER BY name")
                 .fetch_all(&mut c)
                 .await
                 .unwrap();
+            let a: Vec<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
             c.close().await.unwrap();
             format!("{m:?}\n{t:?}\n{a:?}")
         }
@@ -81,10 +81,11 @@ async fn fingerprint(target: &DbTarget) -> String {
             .fetch_all(&mut c)
             .await
             .unwrap();
-            let a: Vec<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq")
-                .fetch_all(&mut c)
-                .await
-                .unwrap();
+            let a: Vec<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
             c.close().await.unwrap();
             format!("{m:?}\n{t:?}\n{a:?}")
         }
@@ -126,24 +127,40 @@ async fn newer_database_is_refused_untouched(target: DbTarget) {
     let before = fingerprint(&target).await;
     let bytes = file_bytes(&target);
 
-    let err = SqlStore::open(&target).await.expect_err("a newer database is refused");
+    let err = SqlStore::open(&target)
+        .await
+        .expect_err("a newer database is refused");
     let msg = err.to_string();
     assert!(matches!(err, SqlStoreError::Refused(_)), "{err:?}");
     assert!(msg.contains("99"), "names the database's version: {msg}");
     assert!(msg.contains(" 3"), "names the binary's version: {msg}");
-    assert!(msg.contains("not modified") || msg.contains("Nothing was changed"), "{msg}");
+    assert!(
+        msg.contains("not modified") || msg.contains("Nothing was changed"),
+        "{msg}"
+    );
     assert!(msg.contains("restore"), "says what to do: {msg}");
-    assert!(msg.contains("rewrites every stack"), "names the irreversible migration: {msg}");
+    assert!(
+        msg.contains("rewrites every stack"),
+        "names the irreversible migration: {msg}"
+    );
 
     assert_eq!(fingerprint(&target).await, before, "nothing changed");
-    assert_eq!(file_bytes(&target), bytes, "the database file is byte for byte the same");
+    assert_eq!(
+        file_bytes(&target),
+        bytes,
+        "the database file is byte for byte the same"
+    );
 
     let report = SqlStore::status(&target).await.unwrap();
     assert_eq!(report.database_version, 99);
     assert_eq!(report.binary_version, 3);
     assert!(report.status.is_refused());
     assert_eq!(
-        report.irreversible_between.iter().map(|m| m.version).collect::<Vec<_>>(),
+        report
+            .irreversible_between
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>(),
         vec![99],
         "the newer database's own notes name its irreversible migration"
     );
@@ -158,7 +175,8 @@ async fn sqlite_newer_database_is_refused_untouched() {
 
 #[tokio::test]
 async fn postgres_newer_database_is_refused_untouched() {
-    let Some(db) = common::PgDb::create("postgres_newer_database_is_refused_untouched").await else {
+    let Some(db) = common::PgDb::create("postgres_newer_database_is_refused_untouched").await
+    else {
         return;
     };
     newer_database_is_refused_untouched(db.target()).await;
@@ -176,10 +194,15 @@ async fn modified_migration_is_refused_untouched(target: DbTarget) {
     .await;
     let before = fingerprint(&target).await;
     let bytes = file_bytes(&target);
-    let err = SqlStore::open(&target).await.expect_err("a modified migration is refused");
+    let err = SqlStore::open(&target)
+        .await
+        .expect_err("a modified migration is refused");
     let msg = err.to_string();
     assert!(msg.contains("migration 2"), "{msg}");
-    assert!(msg.contains("not modified") || msg.contains("Nothing was changed"), "{msg}");
+    assert!(
+        msg.contains("not modified") || msg.contains("Nothing was changed"),
+        "{msg}"
+    );
     assert_eq!(fingerprint(&target).await, before);
     assert_eq!(file_bytes(&target), bytes);
     assert!(matches!(
@@ -218,15 +241,23 @@ async fn gap_and_half_applied_migrations_are_refused() {
     let dir2 = tempfile::tempdir().unwrap();
     let target2 = common::sqlite_in(dir2.path());
     SqlStore::open(&target2).await.unwrap().close().await;
-    exec(&target2, "UPDATE _sqlx_migrations SET success = FALSE WHERE version = 3").await;
-    let err = SqlStore::open(&target2).await.expect_err("a half-applied migration is refused");
+    exec(
+        &target2,
+        "UPDATE _sqlx_migrations SET success = FALSE WHERE version = 3",
+    )
+    .await;
+    let err = SqlStore::open(&target2)
+        .await
+        .expect_err("a half-applied migration is refused");
     assert!(err.to_string().contains("did not finish"), "{err}");
 }
 
 /// A database at version 1 (as an older dockmesh left it) is reported pending and migrated
 /// forward in order, with the audit event recorded.
 async fn pending_migrations_apply_in_order(target: DbTarget) {
-    let migrator = Migrator::new(migrations_dir(target.backend())).await.unwrap();
+    let migrator = Migrator::new(migrations_dir(target.backend()))
+        .await
+        .unwrap();
     match &target {
         DbTarget::Sqlite { path } => {
             let opts = sqlx::sqlite::SqliteConnectOptions::new()
@@ -244,8 +275,16 @@ async fn pending_migrations_apply_in_order(target: DbTarget) {
     }
     let report = SqlStore::status(&target).await.unwrap();
     assert_eq!(report.database_version, 1);
-    assert_eq!(report.status, SchemaStatus::Pending { versions: vec![2, 3] });
-    assert!(report.irreversible_between.is_empty(), "2 and 3 are reversible");
+    assert_eq!(
+        report.status,
+        SchemaStatus::Pending {
+            versions: vec![2, 3]
+        }
+    );
+    assert!(
+        report.irreversible_between.is_empty(),
+        "2 and 3 are reversible"
+    );
     assert!(
         report.lines().iter().any(|l| l.contains("pending: 1 -> 3")),
         "{:?}",
@@ -253,7 +292,10 @@ async fn pending_migrations_apply_in_order(target: DbTarget) {
     );
 
     let (store, opened) = SqlStore::open_reporting(&target).await.unwrap();
-    assert_eq!((opened.from, opened.to, opened.applied.clone()), (1, 3, vec![2, 3]));
+    assert_eq!(
+        (opened.from, opened.to, opened.applied.clone()),
+        (1, 3, vec![2, 3])
+    );
     let events = store
         .query_audit(&AuditQuery {
             action: Some(SERVER_SCHEMA_MIGRATE.into()),
@@ -265,7 +307,10 @@ async fn pending_migrations_apply_in_order(target: DbTarget) {
     assert_eq!(events[0].event.detail["from"], "1");
     assert_eq!(events[0].event.detail["to"], "3");
     assert_eq!(events[0].event.detail["migrations"], "2,3");
-    assert_eq!(store.schema_report().await.unwrap().status, SchemaStatus::UpToDate);
+    assert_eq!(
+        store.schema_report().await.unwrap().status,
+        SchemaStatus::UpToDate
+    );
     store.close().await;
 
     // Opening an up-to-date database applies nothing and records nothing.
@@ -302,30 +347,50 @@ async fn status_of_a_missing_database_creates_nothing() {
     let target = common::sqlite_in(dir.path());
     let report = SqlStore::status(&target).await.unwrap();
     assert_eq!(report.database_version, 0);
-    assert_eq!(report.status, SchemaStatus::Pending { versions: vec![1, 2, 3] });
     assert_eq!(
-        report.irreversible_between.iter().map(|m| m.version).collect::<Vec<_>>(),
+        report.status,
+        SchemaStatus::Pending {
+            versions: vec![1, 2, 3]
+        }
+    );
+    assert_eq!(
+        report
+            .irreversible_between
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>(),
         vec![1],
         "the first schema is declared irreversible"
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file was created");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no file was created"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_database_is_wal_with_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open(&common::sqlite_in(dir.path())).await.unwrap();
+    let store = SqlStore::open(&common::sqlite_in(dir.path()))
+        .await
+        .unwrap();
     store.close().await;
     let path = dir.path().join("dockmesh.db");
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
     c.close().await.unwrap();
     // Foreign keys are enforced on the store's connections: an event of an unknown migration
     // cannot be inserted behind the store's back through them either.
-    let store = SqlStore::open(&common::sqlite_in(dir.path())).await.unwrap();
+    let store = SqlStore::open(&common::sqlite_in(dir.path()))
+        .await
+        .unwrap();
     let r = store
         .append_migration_event(
             dockmesh_core::MigrationId(uuid::Uuid::from_u128(5)),
@@ -335,6 +400,9 @@ async fn sqlite_database_is_wal_with_foreign_keys() {
             },
         )
         .await;
-    assert!(matches!(r, Err(dockmesh_core::ports::StoreError::NotFound { .. })));
+    assert!(matches!(
+        r,
+        Err(dockmesh_core::ports::StoreError::NotFound { .. })
+    ));
     store.close().await;
 }
