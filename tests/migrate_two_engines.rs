@@ -9,14 +9,14 @@
 use dockmesh_core::HostId;
 use dockmesh_core::fleet::StaticFleet;
 use dockmesh_core::migration::{
-    DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, Step,
+    Command, DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, Step,
 };
 use dockmesh_core::ports::{Clock, HostRuntime, Store};
 use dockmesh_core::records::StackRecord;
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;
 use dockmesh_docker::{DockerConfig, DockerRuntime, Endpoint};
-use std::process::Command;
+use std::process::Command as Process;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +59,7 @@ fn engines() -> Option<(String, String)> {
 
 /// Run the docker CLI against one engine; stdout on success.
 fn docker(host: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
+    let out = Process::new("docker")
         .env("DOCKER_HOST", host)
         .args(args)
         .output()
@@ -220,13 +220,14 @@ fn image_with_health(host: &str, tag: &str, healthy: bool) {
 struct Setup {
     stack: Stack,
     driver: Driver,
-    store: Arc<MemStore>,
+    store: Arc<dyn Store>,
+    fleet: Arc<StaticFleet>,
     a: Arc<DockerRuntime>,
     b: Arc<DockerRuntime>,
     _dir: tempfile::TempDir,
 }
 
-async fn setup(healthy_on_target: bool) -> Option<Setup> {
+async fn setup(healthy_on_target: bool, store: Arc<dyn Store>) -> Option<Setup> {
     let (ea, eb) = engines()?;
     let name = unique("dmmig");
     let stack = Stack {
@@ -275,7 +276,6 @@ touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 e
     let health = a.wait_healthy(&name).await.unwrap();
     assert!(health.healthy(), "the source stack is healthy: {health:?}");
 
-    let store = Arc::new(MemStore::new());
     store
         .put_stack(&StackRecord {
             name: name.clone(),
@@ -286,10 +286,10 @@ touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 e
         })
         .await
         .unwrap();
-    let fleet = StaticFleet::new().with(a.clone()).with(b.clone());
+    let fleet = Arc::new(StaticFleet::new().with(a.clone()).with(b.clone()));
     let driver = Driver::new(
         store.clone(),
-        Arc::new(fleet),
+        fleet.clone(),
         Arc::new(SystemClock),
         Arc::new(SeqIds::default()),
     );
@@ -297,6 +297,7 @@ touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 e
         stack,
         driver,
         store,
+        fleet,
         a,
         b,
         _dir: dir,
@@ -305,7 +306,9 @@ touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_moves_to_another_engine_with_its_data_and_rolls_back() {
-    let Some(s) = setup(true).await else { return };
+    let Some(s) = setup(true, Arc::new(MemStore::new())).await else {
+        return;
+    };
     let name = s.stack.name.clone();
     let volume = format!("{name}_data");
     let before = describe_volume(&s.stack.a, &volume);
@@ -364,7 +367,9 @@ async fn a_stack_moves_to_another_engine_with_its_data_and_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_never_becomes_healthy_is_undone_and_the_source_runs_again() {
-    let Some(s) = setup(false).await else { return };
+    let Some(s) = setup(false, Arc::new(MemStore::new())).await else {
+        return;
+    };
     let name = s.stack.name.clone();
     let volume = format!("{name}_data");
     let before = describe_volume(&s.stack.a, &volume);
@@ -413,4 +418,86 @@ async fn a_target_that_never_becomes_healthy_is_undone_and_the_source_runs_again
         None,
         "no files left on the target"
     );
+}
+
+/// The server crashes in the middle of streaming the volumes (leaving half a volume on the
+/// target): a new process opens the same
+/// SQLite database, replays the migration's log and finishes it. Nothing is marked failed
+/// because of the restart, and the data arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_resumes_from_the_database_and_finishes() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db_dir.path().join("dockmesh.db").display());
+    let store: Arc<dyn Store> = Arc::new(dockmesh_sqlx::SqlStore::open_url(&url).await.unwrap());
+    let Some(s) = setup(true, store).await else {
+        return;
+    };
+    let name = s.stack.name.clone();
+    let volume = format!("{name}_data");
+    let before = describe_volume(&s.stack.a, &volume);
+    let id = s
+        .driver
+        .start(MigrationRequest {
+            stack: name.clone(),
+            target: HostId::from("engine-b"),
+            by: "test".into(),
+            retention: DEFAULT_RETENTION,
+        })
+        .await
+        .unwrap();
+    // Run until the volume transfer has begun, then "crash": drop the driver and the store.
+    let mut m = s.driver.load(id).await.unwrap();
+    while !matches!(m.next_command(), Some(Command::TransferVolume(_))) {
+        assert!(
+            s.driver.step(&mut m).await.unwrap(),
+            "the migration settled early: {:?}",
+            m.failure()
+        );
+    }
+    assert_eq!(m.phase(), Phase::SourceStopped);
+    drop(m);
+    // The crashed process had written part of the volume on the target.
+    docker(
+        &s.stack.b,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{volume}:/v"),
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /v/site && echo half > /v/site/index.html && echo junk > /v/partial",
+        ],
+    )
+    .unwrap();
+    let fleet = s.fleet.clone();
+    drop(s.driver);
+    drop(s.store);
+
+    let reopened: Arc<dyn Store> = Arc::new(
+        dockmesh_sqlx::SqlStore::open_url(&url)
+            .await
+            .expect("reopen"),
+    );
+    let driver = Driver::new(
+        reopened.clone(),
+        fleet,
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::default()),
+    );
+    let resumed = driver.load(id).await.unwrap();
+    assert_eq!(
+        resumed.phase(),
+        Phase::SourceStopped,
+        "the log survives the restart"
+    );
+    let m = driver.run(id).await.expect("the migration resumes");
+    assert_eq!(m.phase(), Phase::Committed, "failure: {:?}", m.failure());
+    assert_eq!(describe_volume(&s.stack.b, &volume), before);
+    assert!(s.b.stack_status(&name).await.unwrap().all_running());
+    let rec = reopened.get_stack(&name).await.unwrap().unwrap();
+    assert_eq!(rec.host, Some(HostId::from("engine-b")));
 }
