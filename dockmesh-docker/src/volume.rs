@@ -1,1 +1,0 @@
-//! Lossless export and import of named volumes as tar streams, with manifests.

@@ -1,0 +1,429 @@
+//! Export, import and removal of volumes on the engine.
+
+use super::Limits;
+use super::carrier::{Carrier, MOUNT, ensure_carrier_image, remove_carriers};
+use super::error::{Refusal, StreamError};
+use super::policy::Layout;
+use super::transform::TarTransform;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
+use bytes::Bytes;
+use dockmesh_core::manifest::VolumeManifest;
+use dockmesh_core::ports::{
+    ByteStream, ManifestSlot, Progress, RuntimeError, RuntimeErrorKind, VolumeExport, VolumeTarget,
+};
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long an import's upload may take before the engine is considered stuck. The request is
+/// answered only once the whole stream has been extracted, so this bounds a whole transfer.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The HTTP status of an engine error, when the engine answered.
+pub(crate) fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// A [`RuntimeError`] for an engine error, classified by what the engine answered.
+pub(crate) fn engine_error(what: &str, e: DockerError) -> RuntimeError {
+    let kind = match &e {
+        DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        } => RuntimeErrorKind::NotFound,
+        DockerError::DockerResponseServerError {
+            status_code: 409, ..
+        } => RuntimeErrorKind::Conflict,
+        DockerError::DockerResponseServerError { .. }
+        | DockerError::DockerStreamError { .. }
+        | DockerError::JsonDataError { .. }
+        | DockerError::JsonSerdeError { .. } => RuntimeErrorKind::Engine,
+        _ => RuntimeErrorKind::Unreachable,
+    };
+    RuntimeError::new(kind, format!("{what} failed: {e}")).with_source(e)
+}
+
+/// What to do about a refused stream, in words.
+fn hint(e: &StreamError) -> &'static str {
+    match e.refusal() {
+        Some(Refusal::SpecialFile { .. }) => {
+            "Device nodes and FIFOs are not moved: remove them from the source volume (the \
+             software that uses them creates them again) and retry."
+        }
+        Some(Refusal::SymlinkOutside { .. }) => {
+            "A symbolic link in a volume must point inside it: make the link relative to a path \
+             inside the volume, or remove it, and retry."
+        }
+        Some(Refusal::PathTooLong { .. } | Refusal::NameTooLong { .. }) => {
+            "Shorten the path in the source volume and retry."
+        }
+        Some(_) | None => {
+            "The stream is not a dockmesh volume export, or it was damaged or tampered with on \
+             the way: check the source host and retry the transfer."
+        }
+    }
+}
+
+fn export_refused(volume: &str, e: StreamError) -> RuntimeError {
+    let hint = hint(&e);
+    RuntimeError::new(
+        RuntimeErrorKind::Integrity,
+        format!(
+            "volume {volume} cannot be exported: {e}. The volume was only read and is \
+             unchanged. {hint}"
+        ),
+    )
+    .with_source(e)
+}
+
+fn import_refused(volume: &str, e: StreamError) -> RuntimeError {
+    let hint = hint(&e);
+    RuntimeError::new(
+        RuntimeErrorKind::Integrity,
+        format!(
+            "import into volume {volume} refused: {e}. The refused entry was not written and \
+             nothing was written outside the volume; the partly written volume is removed and \
+             the source is unchanged. {hint}"
+        ),
+    )
+    .with_source(e)
+}
+
+fn read_stream_error(volume: &str, e: StreamError) -> RuntimeError {
+    RuntimeError::new(
+        RuntimeErrorKind::Integrity,
+        format!(
+            "volume {volume} could not be read back after the import: {e}. It is removed; \
+             check the engine's storage and retry."
+        ),
+    )
+    .with_source(e)
+}
+
+/// Export the named volume as a tar stream ([`Layout::Transfer`]). The manifest is computed as
+/// the stream flows and put in the returned slot when it ends, or the error when it fails. The
+/// volume is only read; stop the containers that write to it first for a consistent copy.
+pub async fn export_volume(docker: &Docker, volume: &str) -> Result<VolumeExport, RuntimeError> {
+    match docker.inspect_volume(volume).await {
+        Ok(_) => {}
+        Err(e) if status_of(&e) == Some(404) => {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                format!(
+                    "volume {volume} does not exist on this host, so nothing was exported; \
+                     check the name with `docker volume ls`"
+                ),
+            )
+            .with_source(e));
+        }
+        Err(e) => return Err(engine_error(&format!("looking up volume {volume}"), e)),
+    }
+    ensure_carrier_image(docker).await?;
+    let carrier = Carrier::create(docker, volume).await?;
+    let body = download(docker, &carrier);
+    let slot = ManifestSlot::default();
+    let state = ExportState {
+        volume: volume.to_owned(),
+        body,
+        transform: TarTransform::new(Layout::Carrier, Some(Layout::Transfer), Limits::default())
+            .with_manifest(),
+        carrier: Some(carrier),
+        slot: slot.clone(),
+        done: false,
+    };
+    Ok(VolumeExport {
+        stream: stream::unfold(state, export_step).boxed(),
+        manifest: slot,
+    })
+}
+
+fn download(docker: &Docker, carrier: &Carrier) -> BoxStream<'static, Result<Bytes, DockerError>> {
+    let options = DownloadFromContainerOptions { path: MOUNT.into() };
+    docker
+        .download_from_container(carrier.id(), Some(options))
+        .boxed()
+}
+
+struct ExportState {
+    volume: String,
+    body: BoxStream<'static, Result<Bytes, DockerError>>,
+    transform: TarTransform,
+    carrier: Option<Carrier>,
+    slot: ManifestSlot,
+    done: bool,
+}
+
+async fn export_step(mut st: ExportState) -> Option<(Result<Bytes, RuntimeError>, ExportState)> {
+    loop {
+        if let Some(bytes) = st.transform.pop() {
+            return Some((Ok(bytes), st));
+        }
+        if st.done {
+            return None;
+        }
+        let failure = match st.body.next().await {
+            Some(Ok(chunk)) => match st.transform.push(chunk) {
+                Ok(()) => continue,
+                Err(e) => export_refused(&st.volume, e),
+            },
+            Some(Err(e)) => {
+                engine_error(&format!("reading volume {} from the engine", st.volume), e)
+            }
+            None => match st.transform.finish() {
+                Ok(manifest) => {
+                    if let Some(carrier) = st.carrier.take()
+                        && let Err(e) = carrier.remove().await
+                    {
+                        tracing::warn!(volume = %st.volume, error = %e, "removing the export's carrier failed");
+                    }
+                    st.slot.fill(Ok(manifest.unwrap_or_default()));
+                    st.done = true;
+                    continue;
+                }
+                Err(e) => export_refused(&st.volume, e),
+            },
+        };
+        st.done = true;
+        st.slot.fill(Err(failure.message.clone()));
+        if let Some(carrier) = st.carrier.take() {
+            let _ = carrier.remove().await;
+        }
+        return Some((Err(failure), st));
+    }
+}
+
+/// Import a tar stream ([`Layout::Transfer`], as [`export_volume`] produces) into the named
+/// volume. The volume is created with the target's labels; an existing one is replaced (removed
+/// and created again with the same driver and options) unless a container uses it, which is a
+/// conflict. Every entry is checked before it reaches the engine, and a refused stream leaves no
+/// volume behind. `progress` is told the number of stream bytes read so far, as they flow.
+///
+/// The stream is read to its end, so an export's manifest slot is filled when this returns. The
+/// returned manifest is computed from what the volume holds afterwards (read back from the
+/// engine), for the caller to compare with the source's.
+pub async fn import_volume(
+    docker: &Docker,
+    target: &VolumeTarget,
+    data: ByteStream,
+    progress: Progress,
+) -> Result<VolumeManifest, RuntimeError> {
+    let volume = target.name.as_str();
+    ensure_carrier_image(docker).await?;
+    prepare_volume(docker, target).await?;
+    let carrier = match Carrier::create(docker, volume).await {
+        Ok(c) => c,
+        Err(e) => return Err(discard(docker, volume, e).await),
+    };
+    let failure: Arc<Mutex<Option<RuntimeError>>> = Arc::default();
+    let body = upload_body(UploadState {
+        volume: volume.to_owned(),
+        data,
+        transform: TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default()),
+        progress,
+        moved: 0,
+        failure: failure.clone(),
+        done: false,
+    });
+    let options = UploadToContainerOptions {
+        path: "/".into(),
+        ..Default::default()
+    };
+    let uploaded = docker
+        .clone()
+        .with_timeout(UPLOAD_TIMEOUT)
+        .upload_to_container(carrier.id(), Some(options), bollard::body_try_stream(body))
+        .await;
+    let refused = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let result = match (refused, uploaded) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(engine_error(
+            &format!("writing the stream into volume {volume}"),
+            e,
+        )),
+        (None, Ok(())) => read_back(docker, &carrier, volume).await,
+    };
+    let removed = carrier.remove().await;
+    match result {
+        Ok(manifest) => {
+            removed?;
+            Ok(manifest)
+        }
+        Err(e) => Err(discard(docker, volume, e).await),
+    }
+}
+
+/// Remove the volume after a failed import and say so in the error.
+async fn discard(docker: &Docker, volume: &str, e: RuntimeError) -> RuntimeError {
+    match remove_volume(docker, volume).await {
+        Ok(()) => e,
+        Err(cleanup) => RuntimeError {
+            message: format!(
+                "{}; removing the partly written volume {volume} failed as well ({cleanup}): \
+                 remove it with `docker volume rm {volume}` before retrying",
+                e.message
+            ),
+            ..e
+        },
+    }
+}
+
+/// Create the target volume, replacing an existing one.
+async fn prepare_volume(docker: &Docker, target: &VolumeTarget) -> Result<(), RuntimeError> {
+    let volume = target.name.as_str();
+    remove_carriers(docker, volume).await?;
+    let mut request = VolumeCreateRequest {
+        name: Some(volume.to_owned()),
+        labels: Some(
+            target
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    match docker.inspect_volume(volume).await {
+        Ok(existing) => {
+            docker
+                .remove_volume(
+                    volume,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await
+                .map_err(|e| {
+                    if status_of(&e) == Some(409) {
+                        RuntimeError::new(
+                        RuntimeErrorKind::Conflict,
+                        format!(
+                            "volume {volume} already exists and a container uses it, so it cannot \
+                             be replaced by the import; nothing was written. Remove the containers \
+                             that use it (`docker ps -a --filter volume={volume}`) or import under \
+                             another name"
+                        ),
+                    )
+                    .with_source(e)
+                    } else {
+                        engine_error(&format!("removing the existing volume {volume}"), e)
+                    }
+                })?;
+            request.driver = Some(existing.driver);
+            request.driver_opts = Some(existing.options);
+        }
+        Err(e) if status_of(&e) == Some(404) => {}
+        Err(e) => return Err(engine_error(&format!("looking up volume {volume}"), e)),
+    }
+    docker
+        .create_volume(request)
+        .await
+        .map_err(|e| engine_error(&format!("creating volume {volume}"), e))?;
+    Ok(())
+}
+
+struct UploadState {
+    volume: String,
+    data: ByteStream,
+    transform: TarTransform,
+    progress: Progress,
+    moved: u64,
+    failure: Arc<Mutex<Option<RuntimeError>>>,
+    done: bool,
+}
+
+/// The request body of an import: the checked, re-written stream. On a refusal or a failing
+/// source it records the error and ends with an I/O error, which aborts the request.
+fn upload_body(
+    state: UploadState,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(bytes) = st.transform.pop() {
+                return Some((Ok(bytes), st));
+            }
+            if st.done {
+                return None;
+            }
+            let failure = match st.data.next().await {
+                Some(Ok(chunk)) => {
+                    if !chunk.is_empty() {
+                        st.moved += chunk.len() as u64;
+                        (st.progress)(st.moved);
+                    }
+                    match st.transform.push(chunk) {
+                        Ok(()) => continue,
+                        Err(e) => import_refused(&st.volume, e),
+                    }
+                }
+                Some(Err(e)) => RuntimeError {
+                    message: format!(
+                        "the stream for volume {} failed: {}; the partly written volume is \
+                         removed",
+                        st.volume, e.message
+                    ),
+                    ..e
+                },
+                None => match st.transform.finish() {
+                    Ok(_) => {
+                        st.done = true;
+                        continue;
+                    }
+                    Err(e) => import_refused(&st.volume, e),
+                },
+            };
+            st.done = true;
+            let message = failure.message.clone();
+            *st.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+            return Some((Err(std::io::Error::other(message)), st));
+        }
+    })
+}
+
+/// The manifest of what the carrier's volume holds now.
+async fn read_back(
+    docker: &Docker,
+    carrier: &Carrier,
+    volume: &str,
+) -> Result<VolumeManifest, RuntimeError> {
+    let mut body = download(docker, carrier);
+    let mut check = TarTransform::new(Layout::Carrier, None, Limits::default()).with_manifest();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            engine_error(&format!("reading volume {volume} back after the import"), e)
+        })?;
+        check
+            .push(chunk)
+            .map_err(|e| read_stream_error(volume, e))?;
+    }
+    let manifest = check.finish().map_err(|e| read_stream_error(volume, e))?;
+    Ok(manifest.unwrap_or_default())
+}
+
+/// Remove a named volume (and any carrier left behind for it). A missing volume is fine; a
+/// volume that a container uses is a conflict and is kept.
+pub async fn remove_volume(docker: &Docker, volume: &str) -> Result<(), RuntimeError> {
+    remove_carriers(docker, volume).await?;
+    match docker
+        .remove_volume(
+            volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) if status_of(&e) == Some(409) => Err(RuntimeError::new(
+            RuntimeErrorKind::Conflict,
+            format!(
+                "volume {volume} is used by a container and was kept; remove the containers that \
+                 use it first (`docker ps -a --filter volume={volume}`)"
+            ),
+        )
+        .with_source(e)),
+        Err(e) => Err(engine_error(&format!("removing volume {volume}"), e)),
+    }
+}

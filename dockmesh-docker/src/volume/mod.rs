@@ -1,0 +1,104 @@
+//! Lossless export and import of named volumes as tar streams, with manifests.
+//!
+//! # How
+//!
+//! No helper image is pulled and no tool inside a stack's images is needed. The volume is
+//! mounted at `/v` of a *carrier* container that is created but never started, from a tiny local
+//! image made from an empty tar ([`CARRIER_IMAGE`], built on first use with the engine's image
+//! import, so it works on an engine without a registry). The engine's archive endpoints do the
+//! file system work: `GET /containers/{id}/archive?path=/v` reads the volume as a tar stream and
+//! `PUT /containers/{id}/archive?path=/` extracts one into it. The carrier is removed when the
+//! transfer ends, whether it succeeded or not.
+//!
+//! Every stream passes through a [`TarTransform`]: an incremental tar reader (push based, so it
+//! runs inline on the async stream without a blocking thread, and bounded in memory: content
+//! bytes are handed on in the chunks they arrived in) followed by the entry checker and a writer
+//! that emits every accepted entry again in one canonical POSIX pax form. An export rewrites the
+//! engine's `v/…` names into the [`Layout::Transfer`] form (`./` and relative paths) and computes
+//! the [`VolumeManifest`] as the bytes flow; an import checks the incoming stream and hands the
+//! engine only headers written here, named `v/…` ([`Layout::Carrier`]). The root entry carries
+//! the volume root's own owner, mode and mtime; extracting at `/` with the `v/` prefix is what
+//! makes the engine apply them (it skips metadata of an entry named `.`).
+//!
+//! After the import the volume is read back through the same endpoint and its manifest computed
+//! from what the engine actually stored: that is what [`import_volume`] returns, for the caller
+//! to compare with the export's manifest.
+//!
+//! # What is moved exactly
+//!
+//! Regular files (content, size), directories (also empty ones), symbolic links (never
+//! followed, target kept byte for byte), hard links (as links to the first path of the inode),
+//! permission bits including setuid, setgid and sticky, numeric owner uid/gid, modification
+//! times in whole seconds, names with any bytes but `/` and NUL (spaces, non-ASCII, invalid
+//! UTF-8), large files (sizes over 8 GiB through PAX records), and the `security.capability`
+//! extended attribute (the only one the engine's archive reader exports).
+//!
+//! Not kept, because the engine's archive endpoint does not carry them: sub-second parts of
+//! modification times (the engine truncates them to seconds on export, so both manifests agree),
+//! access and change times, extended attributes other than `security.capability`, and the holes
+//! of sparse files (their content is moved exactly, the zeros are written out on the target).
+//! Unix sockets in a volume are skipped by the engine. Device nodes and FIFOs are refused.
+//!
+//! # What a stream must look like
+//!
+//! Refused, with an error that names the entry, before the entry reaches the engine:
+//! absolute paths, `..` components, empty or `.` components, paths or names over the
+//! [`Limits`], entries whose parent is not a directory that came earlier (so nothing is ever
+//! written through a symbolic link), the same path twice, a stream that does not start with its
+//! root directory, symbolic links whose target is absolute or leads out of the volume (checked
+//! lexically per entry, then once more when the stream ends with every link of the stream
+//! followed), hard links to anything but a regular file earlier in the stream, device nodes,
+//! FIFOs, sparse and other non-portable entry types, content on directories or links, PAX
+//! global headers, repeated or contradicting extension headers (a GNU long name *and* a PAX
+//! path), extension headers over the limit, absurd sizes and owner ids, bad checksums, and
+//! anything after the end-of-archive marker but zeros.
+
+mod carrier;
+mod engine;
+mod error;
+mod manifest;
+mod policy;
+mod reader;
+#[cfg(test)]
+mod tests;
+mod transform;
+mod writer;
+
+pub use carrier::{CARRIER_IMAGE, CARRIER_LABEL, ensure_carrier_image};
+pub use engine::{export_volume, import_volume, remove_volume};
+pub use error::{Refusal, StreamError};
+pub use manifest::escape_path;
+pub use policy::Layout;
+pub use transform::TarTransform;
+
+/// Bounds on what a tar stream may contain. The defaults fit any volume a Linux file system can
+/// hold; they exist so that a hostile stream cannot make the checker use unbounded memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Longest path (or link target) in bytes. Default 4096 (Linux `PATH_MAX`).
+    pub max_path: usize,
+    /// Longest path component in bytes. Default 255 (Linux `NAME_MAX`).
+    pub max_name: usize,
+    /// Largest PAX or GNU long-name extension header. Default 64 KiB.
+    pub max_extension: u64,
+    /// Largest regular file. Default 16 TiB (the ext4 limit).
+    pub max_entry_size: u64,
+    /// Most entries in one stream. Default 50 million.
+    pub max_entries: u64,
+    /// Most zero bytes accepted after the end-of-archive marker. Default 1 MiB.
+    pub max_trailing: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_path: 4096,
+            max_name: 255,
+            max_extension: 64 * 1024,
+            max_entry_size: 16 << 40,
+            max_entries: 50_000_000,
+            max_trailing: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The rules an entry must follow to be written into a volume.
+//!
+//! Every entry's path is normalised and must stay inside the volume; it must come after its
+//! parent directory and appear once; links must stay inside the volume; hard links must point at
+//! a regular file that came earlier. Because no path may pass through a symbolic link and every
+//! hard link names an earlier regular file, extracting an accepted stream never follows a link,
+//! so nothing can be written outside the volume.
+
+use super::Limits;
+use super::error::{Refusal, StreamError};
+use super::manifest::escape_path;
+use super::reader::{Mtime, RawEntry, RawKind};
+use std::collections::HashMap;
+
+/// How the entries of a tar stream are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layout {
+    /// dockmesh's transfer format (and `tar -C DIR .`): the root is `./`, other entries are
+    /// relative to it, with or without a leading `./`. What an export produces and an import
+    /// reads.
+    Transfer,
+    /// What the engine's archive endpoint reads and writes for the volume mounted at `/v` of a
+    /// carrier container: the root is `v/`, every other entry starts with `v/`.
+    Carrier,
+}
+
+impl Layout {
+    /// The name of the root entry in this layout.
+    pub(crate) fn root(self) -> &'static [u8] {
+        match self {
+            Layout::Transfer => b"./",
+            Layout::Carrier => b"v/",
+        }
+    }
+
+    /// What comes before the relative path of every other entry (and of hard link targets).
+    pub(crate) fn prefix(self) -> &'static [u8] {
+        match self {
+            Layout::Transfer => b"",
+            Layout::Carrier => b"v/",
+        }
+    }
+}
+
+/// What an accepted entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CheckedKind {
+    File {
+        size: u64,
+    },
+    Dir,
+    /// The target exactly as stored.
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// The normalised path of the regular file it links to.
+    HardLink {
+        target: Vec<u8>,
+    },
+}
+
+/// An accepted entry: its path relative to the volume root (empty for the root itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checked {
+    pub path: Vec<u8>,
+    pub kind: CheckedKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: Mtime,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+enum Node {
+    Dir,
+    File,
+    HardLink,
+    Symlink(Box<[u8]>),
+}
+
+/// The entries seen so far and the rules for the next one.
+#[derive(Debug)]
+pub(crate) struct Checker {
+    layout: Layout,
+    limits: Limits,
+    nodes: HashMap<Box<[u8]>, Node>,
+    entries: u64,
+    /// Symbolic links in stream order (path, offset), checked again once the tree is complete.
+    symlinks: Vec<(Box<[u8]>, u64)>,
+}
+
+fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    path.split(|&b| b == b'/')
+}
+
+fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => &[],
+    }
+}
+
+impl Checker {
+    pub(crate) fn new(layout: Layout, limits: Limits) -> Self {
+        Checker {
+            layout,
+            limits,
+            nodes: HashMap::new(),
+            entries: 0,
+            symlinks: Vec::new(),
+        }
+    }
+
+    /// The relative path of a name in this layout (empty for the root).
+    fn normalize(&self, name: &[u8], dir: bool) -> Result<Vec<u8>, Refusal> {
+        if name.first() == Some(&b'/') {
+            return Err(Refusal::AbsolutePath);
+        }
+        let mut rest = name;
+        if let Some(r) = rest.strip_suffix(b"/") {
+            if !dir {
+                return Err(Refusal::TrailingSlash);
+            }
+            rest = r;
+        }
+        match self.layout {
+            Layout::Transfer => {
+                if rest == b"." {
+                    return Ok(Vec::new());
+                }
+                if let Some(r) = rest.strip_prefix(b"./") {
+                    rest = r;
+                }
+            }
+            Layout::Carrier => {
+                if rest == b"v" {
+                    return Ok(Vec::new());
+                }
+                if components(rest).any(|c| c == b"..") {
+                    return Err(Refusal::ParentTraversal);
+                }
+                rest = rest
+                    .strip_prefix(b"v/")
+                    .ok_or(Refusal::OutsideRoot { root: "v/".into() })?;
+            }
+        }
+        if components(rest).any(|c| c == b"..") {
+            return Err(Refusal::ParentTraversal);
+        }
+        if rest.len() > self.limits.max_path {
+            return Err(Refusal::PathTooLong {
+                len: rest.len(),
+                limit: self.limits.max_path,
+            });
+        }
+        for c in components(rest) {
+            if c.is_empty() || c == b"." {
+                return Err(Refusal::NonCanonicalPath);
+            }
+            if c.len() > self.limits.max_name {
+                return Err(Refusal::NameTooLong {
+                    len: c.len(),
+                    limit: self.limits.max_name,
+                });
+            }
+        }
+        Ok(rest.to_vec())
+    }
+
+    /// Accept or refuse the next entry.
+    pub(crate) fn check(&mut self, raw: RawEntry) -> Result<Checked, StreamError> {
+        let refuse = |reason| StreamError::Refused {
+            path: escape_path(&raw.name),
+            offset: raw.offset,
+            reason,
+        };
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(refuse(Refusal::TooManyEntries {
+                limit: self.limits.max_entries,
+            }));
+        }
+        let path = self
+            .normalize(&raw.name, raw.kind == RawKind::Dir)
+            .map_err(refuse)?;
+        if self.nodes.is_empty() || path.is_empty() {
+            if !(self.nodes.is_empty() && path.is_empty() && raw.kind == RawKind::Dir) {
+                return Err(refuse(Refusal::RootFirst));
+            }
+        } else {
+            if self.nodes.contains_key(path.as_slice()) {
+                return Err(refuse(Refusal::Duplicate));
+            }
+            let parent = parent(&path);
+            let what = match self.nodes.get(parent) {
+                Some(Node::Dir) => None,
+                Some(Node::Symlink(_)) => Some("a symbolic link"),
+                Some(_) => Some("not a directory"),
+                None => Some("missing (a directory must come before what it holds)"),
+            };
+            if let Some(what) = what {
+                return Err(refuse(Refusal::BadParent {
+                    parent: escape_path(parent),
+                    what,
+                }));
+            }
+        }
+        let (kind, node) = match raw.kind {
+            RawKind::File => (CheckedKind::File { size: raw.size }, Node::File),
+            RawKind::Dir => (CheckedKind::Dir, Node::Dir),
+            RawKind::Symlink => {
+                let target = raw.link.clone();
+                self.check_symlink(&path, &target).map_err(refuse)?;
+                self.symlinks.push((path.clone().into(), raw.offset));
+                (
+                    CheckedKind::Symlink {
+                        target: target.clone(),
+                    },
+                    Node::Symlink(target.into()),
+                )
+            }
+            RawKind::HardLink => {
+                let target = self.normalize(&raw.link, false).map_err(|r| {
+                    refuse(match r {
+                        Refusal::AbsolutePath
+                        | Refusal::ParentTraversal
+                        | Refusal::OutsideRoot { .. } => Refusal::HardLinkOutside {
+                            target: escape_path(&raw.link),
+                        },
+                        other => other,
+                    })
+                })?;
+                if !matches!(self.nodes.get(target.as_slice()), Some(Node::File)) {
+                    return Err(refuse(Refusal::HardLinkTarget {
+                        target: escape_path(&raw.link),
+                    }));
+                }
+                (CheckedKind::HardLink { target }, Node::HardLink)
+            }
+        };
+        self.nodes.insert(path.clone().into(), node);
+        Ok(Checked {
+            path,
+            kind,
+            mode: raw.mode,
+            uid: raw.uid,
+            gid: raw.gid,
+            mtime: raw.mtime,
+            xattrs: raw.xattrs,
+        })
+    }
+
+    /// The target of a symbolic link at `path` must be relative and, read lexically from the
+    /// link's directory, stay inside the volume.
+    fn check_symlink(&self, path: &[u8], target: &[u8]) -> Result<(), Refusal> {
+        let outside = || Refusal::SymlinkOutside {
+            target: escape_path(target),
+        };
+        if target.is_empty() {
+            return Err(Refusal::EmptySymlink);
+        }
+        if target.len() > self.limits.max_path {
+            return Err(Refusal::PathTooLong {
+                len: target.len(),
+                limit: self.limits.max_path,
+            });
+        }
+        if target.first() == Some(&b'/') {
+            return Err(outside());
+        }
+        let mut depth = components(parent(path)).filter(|c| !c.is_empty()).count();
+        for c in components(target) {
+            match c {
+                b"" | b"." => {}
+                b".." => depth = depth.checked_sub(1).ok_or_else(outside)?,
+                _ => depth += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `target`, read from the directory of the link at `link`, ends up once every link of
+    /// the stream on the way is followed (as the kernel would, up to 40 links): `true` when it
+    /// leaves the volume.
+    fn resolves_outside(&self, link: &[u8], target: &[u8]) -> bool {
+        let mut dir: Vec<&[u8]> = components(parent(link)).filter(|c| !c.is_empty()).collect();
+        let mut todo: Vec<&[u8]> = components(target).rev().collect();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    if dir.pop().is_none() {
+                        return true;
+                    }
+                }
+                name => {
+                    dir.push(name);
+                    let key = dir.join(&b'/');
+                    if let Some(Node::Symlink(t)) = self.nodes.get(key.as_slice()) {
+                        hops += 1;
+                        if hops > 40 {
+                            // The kernel gives up (ELOOP): the link leads nowhere.
+                            return false;
+                        }
+                        dir.pop();
+                        if t.first() == Some(&b'/') {
+                            return true;
+                        }
+                        todo.extend(components(t).rev());
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// The stream is complete: check every symbolic link again against the whole tree, since a
+    /// link may leave the volume only by way of other links.
+    pub(crate) fn finish(&self) -> Result<(), StreamError> {
+        if self.nodes.is_empty() {
+            return Err(StreamError::Refused {
+                path: String::new(),
+                offset: 0,
+                reason: Refusal::RootFirst,
+            });
+        }
+        for (path, offset) in &self.symlinks {
+            if let Some(Node::Symlink(target)) = self.nodes.get(path)
+                && self.resolves_outside(path, target)
+            {
+                let mut name = self.layout.prefix().to_vec();
+                name.extend_from_slice(path);
+                return Err(StreamError::Refused {
+                    path: escape_path(&name),
+                    offset: *offset,
+                    reason: Refusal::SymlinkOutside {
+                        target: escape_path(target),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(kind: RawKind, name: &str, link: &str) -> RawEntry {
+        RawEntry {
+            offset: 0,
+            kind,
+            name: name.as_bytes().to_vec(),
+            link: link.as_bytes().to_vec(),
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: Mtime::default(),
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn checker_with(entries: &[(RawKind, &str, &str)]) -> Checker {
+        let mut c = Checker::new(Layout::Transfer, Limits::default());
+        c.check(raw(RawKind::Dir, "./", "")).expect("root");
+        for (kind, name, link) in entries {
+            c.check(raw(*kind, name, link))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        c
+    }
+
+    /// One check per rule: the entry after the fixture is refused with `expected` (or accepted
+    /// when `expected` is `None`).
+    fn check(prior: &[(RawKind, &str, &str)], next: (RawKind, &str, &str), expected: Option<&str>) {
+        let mut c = checker_with(prior);
+        let got = c.check(raw(next.0, next.1, next.2)).err().map(|e| match e {
+            StreamError::Refused { reason, .. } => format!("{reason:?}"),
+            other => format!("{other:?}"),
+        });
+        match (expected, got) {
+            (None, None) => {}
+            (Some(want), Some(got)) => {
+                assert!(got.starts_with(want), "{next:?}: got {got}, want {want}")
+            }
+            (want, got) => panic!("{next:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    use RawKind::*;
+
+    #[test]
+    fn paths_must_stay_inside_and_be_canonical() {
+        check(&[], (File, "a", ""), None);
+        check(&[], (File, "./a", ""), None);
+        check(&[], (File, "/etc/passwd", ""), Some("AbsolutePath"));
+        check(&[], (File, "../x", ""), Some("ParentTraversal"));
+        check(&[], (File, "./../x", ""), Some("ParentTraversal"));
+        check(
+            &[(Dir, "d/", "")],
+            (File, "d/../../x", ""),
+            Some("ParentTraversal"),
+        );
+        check(
+            &[(Dir, "d/", "")],
+            (File, "d//x", ""),
+            Some("NonCanonicalPath"),
+        );
+        check(
+            &[(Dir, "d/", "")],
+            (File, "d/./x", ""),
+            Some("NonCanonicalPath"),
+        );
+        check(&[], (File, "", ""), Some("NonCanonicalPath"));
+        check(&[], (File, "a/", ""), Some("TrailingSlash"));
+        let long = "x".repeat(256);
+        check(&[], (File, &long, ""), Some("NameTooLong"));
+        let deep = vec!["d"; 2100].join("/");
+        check(&[], (File, &deep, ""), Some("PathTooLong"));
+    }
+
+    #[test]
+    fn the_root_comes_first_and_once() {
+        let mut c = Checker::new(Layout::Transfer, Limits::default());
+        let e = c.check(raw(File, "a", "")).unwrap_err();
+        assert_eq!(e.refusal(), Some(&Refusal::RootFirst));
+        let mut c = Checker::new(Layout::Transfer, Limits::default());
+        assert!(
+            c.check(raw(File, ".", "")).is_err(),
+            "a root that is not a directory"
+        );
+        check(&[], (Dir, ".", ""), Some("RootFirst"));
+        assert!(
+            Checker::new(Layout::Transfer, Limits::default())
+                .finish()
+                .is_err(),
+            "an empty stream"
+        );
+    }
+
+    #[test]
+    fn parents_come_first_are_directories_and_paths_appear_once() {
+        check(&[], (File, "d/x", ""), Some("BadParent"));
+        check(&[(File, "f", "")], (File, "f/x", ""), Some("BadParent"));
+        check(
+            &[(Symlink, "s", "d"), (Dir, "d/", "")],
+            (File, "s/x", ""),
+            Some("BadParent"),
+        );
+        check(&[(File, "a", "")], (File, "./a", ""), Some("Duplicate"));
+        check(&[(Dir, "d/", "")], (Dir, "d", ""), Some("Duplicate"));
+    }
+
+    #[test]
+    fn symlinks_stay_inside() {
+        check(&[], (Symlink, "s", "a/b"), None);
+        check(&[(Dir, "d/", "")], (Symlink, "d/s", "../a"), None);
+        check(&[], (Symlink, "s", "/etc"), Some("SymlinkOutside"));
+        check(&[], (Symlink, "s", ".."), Some("SymlinkOutside"));
+        check(&[], (Symlink, "s", "a/../../b"), Some("SymlinkOutside"));
+        check(
+            &[(Dir, "d/", "")],
+            (Symlink, "d/s", "../../a"),
+            Some("SymlinkOutside"),
+        );
+        check(&[], (Symlink, "s", ""), Some("EmptySymlink"));
+    }
+
+    #[test]
+    fn a_symlink_that_leaves_through_another_link_is_caught_at_the_end() {
+        // d/up -> .. is the root; d/s -> up/.. then leaves the volume.
+        let c = checker_with(&[
+            (Dir, "d/", ""),
+            (Symlink, "d/up", ".."),
+            (Symlink, "d/s", "up/.."),
+        ]);
+        let e = c.finish().unwrap_err();
+        assert_eq!(e.entry_path(), Some("d/s"));
+        // A link to a link that stays inside is fine, and so is a loop.
+        let c = checker_with(&[
+            (Dir, "d/", ""),
+            (Symlink, "d/up", ".."),
+            (Symlink, "d/s", "up/d"),
+            (Symlink, "l1", "l2"),
+            (Symlink, "l2", "l1"),
+        ]);
+        c.finish().expect("inside");
+    }
+
+    #[test]
+    fn hard_links_point_at_earlier_regular_files_inside() {
+        check(&[(File, "f", "")], (HardLink, "h", "f"), None);
+        check(&[(File, "f", "")], (HardLink, "h", "./f"), None);
+        check(&[], (HardLink, "h", "/etc/passwd"), Some("HardLinkOutside"));
+        check(&[], (HardLink, "h", "../x"), Some("HardLinkOutside"));
+        check(&[], (HardLink, "h", "later"), Some("HardLinkTarget"));
+        check(
+            &[(Dir, "d/", "")],
+            (HardLink, "h", "d"),
+            Some("HardLinkTarget"),
+        );
+        check(
+            &[(Symlink, "s", "x")],
+            (HardLink, "h", "s"),
+            Some("HardLinkTarget"),
+        );
+        check(
+            &[(File, "f", ""), (HardLink, "h", "f")],
+            (HardLink, "h2", "h"),
+            Some("HardLinkTarget"),
+        );
+    }
+
+    #[test]
+    fn the_carrier_layout_is_rooted_at_v() {
+        let mut c = Checker::new(Layout::Carrier, Limits::default());
+        assert_eq!(c.check(raw(Dir, "v/", "")).expect("root").path, b"");
+        assert_eq!(c.check(raw(File, "v/a", "")).expect("a").path, b"a");
+        let f = c.check(raw(HardLink, "v/h", "v/a")).expect("link");
+        assert_eq!(
+            f.kind,
+            CheckedKind::HardLink {
+                target: b"a".to_vec()
+            }
+        );
+        let e = c.check(raw(File, "w/a", "")).unwrap_err();
+        assert!(matches!(e.refusal(), Some(Refusal::OutsideRoot { .. })));
+        let e = c.check(raw(File, "v/../a", "")).unwrap_err();
+        assert_eq!(e.refusal(), Some(&Refusal::ParentTraversal));
+        let e = c.check(raw(HardLink, "v/h2", "a")).unwrap_err();
+        assert!(matches!(e.refusal(), Some(Refusal::HardLinkOutside { .. })));
+    }
+
+    #[test]
+    fn the_entry_count_is_bounded() {
+        let limits = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        let mut c = Checker::new(Layout::Transfer, limits);
+        c.check(raw(Dir, "./", "")).unwrap();
+        c.check(raw(File, "a", "")).unwrap();
+        let e = c.check(raw(File, "b", "")).unwrap_err();
+        assert!(matches!(e.refusal(), Some(Refusal::TooManyEntries { .. })));
+    }
+}
