@@ -156,6 +156,18 @@ fn count_drifted(b: Bencher) {
     });
 }
 
+/// Baseline for the all-drifted fleet.
+#[divan::bench(sample_count = 30)]
+fn count_drifted_every_agent_drifted(b: Bencher) {
+    let agents = &*ALL_DRIFTED;
+    b.bench_local(|| {
+        black_box(agents)
+            .iter()
+            .filter(|a| a.version != black_box(SERVER))
+            .count()
+    });
+}
+
 /// Staged mode (10% waves, no canaries): a wave of 30,000 plus 16,667 operator requests.
 #[divan::bench(sample_count = 30)]
 fn tick_staged(b: Bencher) {
