@@ -1019,12 +1019,7 @@ async fn existing_data(target: &DbTarget) -> Result<Option<BTreeMap<String, i64>
         DbTarget::Sqlite { path } => Pool::Sqlite(
             sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(
-                    sqlx::sqlite::SqliteConnectOptions::new()
-                        .filename(path)
-                        .read_only(true)
-                        .busy_timeout(store::SQLITE_BUSY_TIMEOUT),
-                )
+                .connect_with(store::sqlite_inspect_options(path))
                 .await
                 .map_err(|source| SqlStoreError::Connect {
                     url: target.display(),
@@ -1499,4 +1494,50 @@ async fn restore_postgres(
     tx.commit().await.map_err(db("committing the restore"))?;
     let _ = conn.close().await;
     Ok(kept)
+}
+
+impl SqlStore {
+    /// Every row of every table, each column in the canonical form a bundle uses, keyed by
+    /// table name (rows in key order). For inspection and for comparing two databases, whatever
+    /// their backends.
+    pub async fn dump_tables(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<serde_json::Value>>, SqlStoreError> {
+        let version = self.schema_report().await?.database_version;
+        let mut out = BTreeMap::new();
+        for t in catalog::tables_at(version) {
+            let mut buf: Vec<u8> = Vec::new();
+            match &self.pool {
+                Pool::Sqlite(p) => {
+                    let mut c = p
+                        .acquire()
+                        .await
+                        .map_err(|source| SqlStoreError::Database {
+                            what: "connecting".into(),
+                            safe: "Nothing was changed.",
+                            source,
+                        })?;
+                    dump::sqlite::export_table(&mut c, t, &mut buf).await?;
+                }
+                Pool::Postgres(p) => {
+                    let mut c = p
+                        .acquire()
+                        .await
+                        .map_err(|source| SqlStoreError::Database {
+                            what: "connecting".into(),
+                            safe: "Nothing was changed.",
+                            source,
+                        })?;
+                    dump::postgres::export_table(&mut c, t, &mut buf).await?;
+                }
+            }
+            let rows = buf
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).expect("the exporter writes JSON"))
+                .collect();
+            out.insert(t.name.to_owned(), rows);
+        }
+        Ok(out)
+    }
 }

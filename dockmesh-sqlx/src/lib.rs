@@ -37,7 +37,9 @@ pub mod store;
 mod target;
 pub mod ts;
 
-pub use backup::{BackupReport, RestoreOptions, RestoreReport};
+pub use backup::{
+    BackupReport, Manifest, ManifestFile, RestoreOptions, RestoreReport, backup, restore,
+};
 pub use error::{BundleError, SchemaRefusal, SqlStoreError};
 pub use schema::{Backend, MigrationInfo, SchemaReport, SchemaStatus};
 pub use store::{OpenReport, SqlStore};

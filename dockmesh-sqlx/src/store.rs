@@ -116,6 +116,16 @@ pub(crate) fn sqlite_options(path: &std::path::Path, create: bool) -> SqliteConn
         .foreign_keys(true)
 }
 
+/// Options to look at an existing SQLite database without changing it: no file is created and
+/// no journal mode is set. (A read-only connection would leave `-wal`/`-shm` files behind; a
+/// read-write one that only reads removes them again when it closes.)
+pub(crate) fn sqlite_inspect_options(path: &std::path::Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+}
+
 pub(crate) async fn connect(target: &DbTarget, create: bool) -> Result<Pool, SqlStoreError> {
     let connect_err = |source| SqlStoreError::Connect {
         url: target.display(),
@@ -302,10 +312,7 @@ impl SqlStore {
         }
         let pool = match target {
             DbTarget::Sqlite { path } => {
-                let opts = SqliteConnectOptions::new()
-                    .filename(path)
-                    .read_only(true)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                let opts = sqlite_inspect_options(path);
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(1)

@@ -11,6 +11,13 @@ pub fn sqlite_in(dir: &Path) -> DbTarget {
     DbTarget::sqlite_in(dir)
 }
 
+/// A SQLite database file.
+pub fn sqlite_in_file(path: &Path) -> DbTarget {
+    DbTarget::Sqlite {
+        path: path.to_owned(),
+    }
+}
+
 /// The admin URL of the test PostgreSQL, or `None` (with the reason printed) when it is not
 /// configured. Under `DOCKMESH_REQUIRE_SERVICES=1` a missing PostgreSQL fails the test.
 pub fn postgres_url(test: &str) -> Option<String> {
