@@ -312,8 +312,7 @@ impl HostRuntime for DockerRuntime {
     }
 
     async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        let _ = volume;
-        Err(volume_transfer_missing("export"))
+        crate::volume::export_volume(&self.docker, volume).await
     }
 
     async fn import_volume(
@@ -322,19 +321,10 @@ impl HostRuntime for DockerRuntime {
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
-        let _ = (volume, data, progress);
-        Err(volume_transfer_missing("import"))
+        crate::volume::import_volume(&self.docker, volume, data, progress).await
     }
 
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
-        let _ = volume;
-        Err(volume_transfer_missing("removal"))
+        crate::volume::remove_volume(&self.docker, volume).await
     }
-}
-
-fn volume_transfer_missing(what: &str) -> RuntimeError {
-    RuntimeError::new(
-        RuntimeErrorKind::Engine,
-        format!("volume {what} is not built yet in dockmesh-docker; nothing was changed"),
-    )
 }
