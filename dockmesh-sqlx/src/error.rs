@@ -2,7 +2,7 @@
 //!
 //! (The [`dockmesh_core::ports::Store`] methods return core's `StoreError`.)
 
-use crate::schema::{SchemaReport, SchemaStatus};
+use crate::schema::SchemaReport;
 use std::path::PathBuf;
 
 /// The schema guard refused a database. Nothing was written to it.
@@ -15,69 +15,34 @@ pub struct SchemaRefusal {
 impl std::fmt::Display for SchemaRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = &self.report;
-        let irreversible = if r.irreversible_between.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " Irreversible migrations between them: {}.",
+        match &r.refusal {
+            Some(text) => write!(f, "{text}")?,
+            None => write!(
+                f,
+                "the database (schema version {}) is not refused by this binary (schema version {})",
+                r.database_version, r.binary_version
+            )?,
+        }
+        if r.status.is_refused() {
+            write!(
+                f,
+                " (database schema version {}, this binary's {}; the database was not modified; \
+                 to go back to an earlier state use `dockmesh restore --from FILE`)",
+                r.database_version, r.binary_version
+            )?;
+        }
+        if !r.irreversible_between.is_empty() {
+            write!(
+                f,
+                ". Irreversible migrations between them (going back across these needs a restore): {}",
                 r.irreversible_between
                     .iter()
                     .map(|m| format!("{} {} ({})", m.version, m.description, m.note))
                     .collect::<Vec<_>>()
                     .join("; ")
-            )
-        };
-        match &r.status {
-            SchemaStatus::RefusedNewer { unknown } => write!(
-                f,
-                "the database schema is version {db}, newer than this dockmesh binary's schema version {bin} \
-                 (it has migrations {u} that this binary does not know: a newer dockmesh migrated it). \
-                 The database was not modified. Install the newer dockmesh binary, or restore the backup \
-                 taken before the upgrade with `dockmesh restore --from FILE`.{irreversible}",
-                db = r.database_version,
-                bin = r.binary_version,
-                u = unknown
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            SchemaStatus::RefusedModified { version } => write!(
-                f,
-                "applied schema migration {version} of the database (schema version {db}) differs from \
-                 the migration {version} this dockmesh binary carries (schema version {bin}): its checksum \
-                 changed. The database was not modified. Use the dockmesh binary that migrated this \
-                 database, or restore a backup with `dockmesh restore --from FILE`.",
-                db = r.database_version,
-                bin = r.binary_version,
-            ),
-            SchemaStatus::RefusedGap { missing } => write!(
-                f,
-                "the database (schema version {db}) lacks migrations {m} that come before its newest \
-                 applied one; this dockmesh binary (schema version {bin}) will not fill them in out of \
-                 order. The database was not modified. Restore a backup with `dockmesh restore --from FILE`.",
-                db = r.database_version,
-                bin = r.binary_version,
-                m = missing
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            SchemaStatus::RefusedDirty { version } => write!(
-                f,
-                "schema migration {version} of the database started and did not finish (schema version {db}, \
-                 binary {bin}). The database was not modified further. Restore the backup taken before the \
-                 upgrade with `dockmesh restore --from FILE`.",
-                db = r.database_version,
-                bin = r.binary_version,
-            ),
-            SchemaStatus::UpToDate | SchemaStatus::Pending { .. } => write!(
-                f,
-                "the database (schema version {}) is not refused by this binary (schema version {})",
-                r.database_version, r.binary_version
-            ),
+            )?;
         }
+        Ok(())
     }
 }
 

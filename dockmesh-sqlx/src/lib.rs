@@ -31,7 +31,6 @@ pub mod backup;
 mod catalog;
 mod dump;
 mod error;
-mod guard;
 pub mod schema;
 pub mod store;
 mod target;

@@ -14,7 +14,7 @@
 //! `schema_notes` table, so that an older binary that meets a newer database can still name the
 //! irreversible migrations it does not know.
 
-use crate::guard::{self, Applied, Decision, Known};
+use dockmesh_core::schema::{self as guard, AppliedMigration, KnownMigration};
 use sqlx::migrate::{Migration, Migrator};
 use std::collections::BTreeMap;
 
@@ -114,16 +114,12 @@ pub fn binary_version(backend: Backend) -> i64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn known_for_guard(backend: Backend) -> Vec<Known> {
+pub(crate) fn known_for_guard(backend: Backend) -> Vec<KnownMigration> {
     migrator(backend)
         .iter()
         .map(|m| {
             let info = info_of(m);
-            Known {
-                version: m.version,
-                checksum: m.checksum.to_vec(),
-                reversible: info.reversible,
-            }
+            KnownMigration::new(m.version, info.description, m.checksum.to_vec(), info.reversible)
         })
         .collect()
 }
@@ -148,6 +144,8 @@ pub struct SchemaReport {
     pub binary_version: i64,
     /// The verdict.
     pub status: SchemaStatus,
+    /// For a refusal: what happened, what was kept safe and what to do.
+    pub refusal: Option<String>,
     /// Irreversible migrations between the two versions (in either direction), with what they
     /// declare. A downgrade across one of them needs a restore from a backup.
     pub irreversible_between: Vec<MigrationInfo>,
@@ -169,6 +167,12 @@ pub enum SchemaStatus {
         /// The versions this binary does not know.
         unknown: Vec<i64>,
     },
+    /// The database has applied migrations this binary does not know, below its newest known one
+    /// (a different build migrated it).
+    RefusedUnknown {
+        /// The unknown versions.
+        versions: Vec<i64>,
+    },
     /// An applied migration differs from the one this binary carries (its checksum changed).
     RefusedModified {
         /// The version whose checksum differs.
@@ -179,6 +183,8 @@ pub enum SchemaStatus {
         /// The versions missing below the newest applied one.
         missing: Vec<i64>,
     },
+    /// Refused for a reason this binary has no finer name for (see the report's refusal text).
+    RefusedOther,
     /// A migration started and did not finish (sqlx marked it failed).
     RefusedDirty {
         /// The version left half-applied.
@@ -203,44 +209,76 @@ impl SchemaReport {
     ) -> SchemaReport {
         let binary = binary_version(backend);
         let database = applied.iter().map(|a| a.version).max().unwrap_or(0);
+        let mut refusal = None;
         let status = if let Some(dirty) = applied.iter().find(|a| !a.success) {
+            refusal = Some(format!(
+                "schema migration {v} of the database started and did not finish (the database is at \
+                 schema version {database}, this binary at {binary}). Nothing was changed. Restore the \
+                 backup taken before the upgrade",
+                v = dirty.version
+            ));
             SchemaStatus::RefusedDirty {
                 version: dirty.version,
             }
         } else {
-            let applied: Vec<Applied> = applied
+            let applied: Vec<AppliedMigration> = applied
                 .iter()
-                .map(|a| Applied {
-                    version: a.version,
-                    checksum: a.checksum.clone(),
-                })
+                .map(|a| AppliedMigration::new(a.version, a.checksum.clone()))
                 .collect();
-            match guard::decide(&known_for_guard(backend), &applied) {
-                Decision::UpToDate => SchemaStatus::UpToDate,
-                Decision::Pending { versions } => SchemaStatus::Pending { versions },
-                Decision::Newer { unknown } => SchemaStatus::RefusedNewer { unknown },
-                Decision::Modified { version } => SchemaStatus::RefusedModified { version },
-                Decision::Gap { missing } => SchemaStatus::RefusedGap { missing },
+            let known = known_for_guard(backend);
+            match guard::check(&known, &applied) {
+                Ok(guard::SchemaStatus::UpToDate { .. }) => SchemaStatus::UpToDate,
+                Ok(guard::SchemaStatus::Pending { migrations, .. }) => SchemaStatus::Pending {
+                    versions: migrations.iter().map(|m| m.version).collect(),
+                },
+                Err(e) => {
+                    refusal = Some(e.to_string());
+                    match e {
+                        guard::SchemaRefusal::NewerThanBinary { .. } => SchemaStatus::RefusedNewer {
+                            unknown: applied
+                                .iter()
+                                .map(|a| a.version)
+                                .filter(|v| !known.iter().any(|k| k.version == *v))
+                                .collect(),
+                        },
+                        guard::SchemaRefusal::UnknownApplied { versions, .. } => {
+                            SchemaStatus::RefusedUnknown { versions }
+                        }
+                        guard::SchemaRefusal::Modified { version, .. } => {
+                            SchemaStatus::RefusedModified { version }
+                        }
+                        guard::SchemaRefusal::Gap { missing, .. } => SchemaStatus::RefusedGap { missing },
+                        other => {
+                            refusal = Some(other.to_string());
+                            SchemaStatus::RefusedOther
+                        }
+                    }
+                }
             }
         };
-        let (lo, hi) = if database <= binary {
-            (database, binary)
-        } else {
-            (binary, database)
-        };
-        let mut by_version: BTreeMap<i64, MigrationInfo> = notes.clone();
+        // Every migration either side knows: the binary's own, and for versions it does not
+        // know, what the database's notes say.
+        let mut all: BTreeMap<i64, KnownMigration> = notes
+            .values()
+            .map(|n| (n.version, KnownMigration::new(n.version, n.description.clone(), Vec::new(), n.reversible)))
+            .collect();
+        let mut infos: BTreeMap<i64, MigrationInfo> = notes.clone();
         for k in known_migrations(backend) {
-            by_version.insert(k.version, k);
+            all.insert(k.version, KnownMigration::new(k.version, k.description.clone(), Vec::new(), k.reversible));
+            infos.insert(k.version, k);
         }
-        let irreversible_between = by_version
-            .into_values()
-            .filter(|m| m.version > lo && m.version <= hi && !m.reversible)
+        let all: Vec<KnownMigration> = all.into_values().collect();
+        let (hi, lo) = (database.max(binary), database.min(binary));
+        let irreversible_between = guard::irreversible_between(&all, hi, lo)
+            .into_iter()
+            .filter_map(|m| infos.get(&m.version).cloned())
             .collect();
         SchemaReport {
             backend,
             database_version: database,
             binary_version: binary,
             status,
+            refusal,
             irreversible_between,
         }
     }
@@ -274,6 +312,14 @@ impl SchemaReport {
             SchemaStatus::RefusedNewer { unknown } => format!(
                 "status: refused: the database is newer than this binary (migrations {} are unknown to it)",
                 join(unknown)
+            ),
+            SchemaStatus::RefusedUnknown { versions } => format!(
+                "status: refused: the database has applied migrations {} that this binary does not know",
+                join(versions)
+            ),
+            SchemaStatus::RefusedOther => format!(
+                "status: refused: {}",
+                self.refusal.as_deref().unwrap_or("the schema guard refused the database")
             ),
             SchemaStatus::RefusedModified { version } => format!(
                 "status: refused: applied migration {version} differs from the one this binary carries"
