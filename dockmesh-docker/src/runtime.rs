@@ -58,10 +58,27 @@ impl Endpoint {
 
     /// The endpoint named by `DOCKER_HOST`, when it is set and not empty.
     pub fn from_env() -> Option<Result<Self, String>> {
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| Endpoint::parse(v.trim()))
+        Endpoint::from_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())
+    }
+
+    /// The endpoint a `DOCKER_HOST` value names (`None` when unset or empty).
+    pub fn from_docker_host(value: Option<&str>) -> Option<Result<Self, String>> {
+        value
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| Endpoint::parse(v).map_err(|e| format!("DOCKER_HOST: {e}")))
+    }
+
+    /// The endpoint to use: the configured one, else `DOCKER_HOST`, else [`DEFAULT_SOCKET`].
+    pub fn resolve(
+        configured: Option<&Endpoint>,
+        docker_host: Option<&str>,
+    ) -> Result<Self, String> {
+        match configured {
+            Some(e) => Ok(e.clone()),
+            None => Endpoint::from_docker_host(docker_host)
+                .unwrap_or_else(|| Ok(Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)))),
+        }
     }
 
     /// True when the engine runs on this machine (a unix socket): then the host's own
@@ -161,15 +178,11 @@ impl fmt::Debug for DockerRuntime {
 impl DockerRuntime {
     /// Connect to the engine, negotiate the API version, and check that it answers.
     pub async fn connect(host: HostId, config: DockerConfig) -> Result<Self, RuntimeError> {
-        let endpoint = match &config.endpoint {
-            Some(e) => e.clone(),
-            None => match Endpoint::from_env() {
-                Some(parsed) => parsed.map_err(|m| {
-                    RuntimeError::new(RuntimeErrorKind::Unreachable, format!("DOCKER_HOST: {m}"))
-                })?,
-                None => Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET)),
-            },
-        };
+        let endpoint = Endpoint::resolve(
+            config.endpoint.as_ref(),
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+        )
+        .map_err(|m| RuntimeError::new(RuntimeErrorKind::Unreachable, m))?;
         let timeout = config.request_timeout.as_secs().max(1);
         let docker = match &endpoint {
             Endpoint::Unix(path) => Docker::connect_with_unix(
@@ -326,5 +339,73 @@ impl HostRuntime for DockerRuntime {
 
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         crate::volume::remove_volume(&self.docker, volume).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let ok: &[(&str, Endpoint)] = &[
+            (
+                "unix:///var/run/docker.sock",
+                Endpoint::Unix("/var/run/docker.sock".into()),
+            ),
+            (
+                "/run/user/1000/docker.sock",
+                Endpoint::Unix("/run/user/1000/docker.sock".into()),
+            ),
+            ("tcp://10.0.0.5:2375", Endpoint::Tcp("10.0.0.5:2375".into())),
+            (
+                "http://localhost:2375/",
+                Endpoint::Tcp("localhost:2375".into()),
+            ),
+        ];
+        for (text, want) in ok {
+            assert_eq!(&Endpoint::parse(text).unwrap(), want, "{text}");
+        }
+        for bad in [
+            "unix://",
+            "tcp://host",
+            "https://h:2376",
+            "ssh://me@h",
+            "docker.sock",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Endpoint::Tcp("h:1".into()).to_string(), "tcp://h:1");
+        assert_eq!(Endpoint::Unix("/s".into()).to_string(), "unix:///s");
+        assert!(Endpoint::Unix("/s".into()).is_local() && !Endpoint::Tcp("h:1".into()).is_local());
+    }
+
+    #[test]
+    fn which_endpoint_is_used() {
+        let explicit = Endpoint::Tcp("h:1".into());
+        assert_eq!(
+            Endpoint::resolve(Some(&explicit), Some("unix:///x")).unwrap(),
+            explicit,
+            "configured wins"
+        );
+        assert_eq!(
+            Endpoint::resolve(None, Some("unix:///x")).unwrap(),
+            Endpoint::Unix("/x".into()),
+            "then DOCKER_HOST"
+        );
+        assert_eq!(
+            Endpoint::resolve(None, Some("  ")).unwrap(),
+            Endpoint::Unix(DEFAULT_SOCKET.into()),
+            "empty is unset"
+        );
+        assert_eq!(
+            Endpoint::resolve(None, None).unwrap(),
+            Endpoint::Unix(DEFAULT_SOCKET.into())
+        );
+        assert!(
+            Endpoint::resolve(None, Some("ssh://h"))
+                .unwrap_err()
+                .contains("DOCKER_HOST")
+        );
     }
 }

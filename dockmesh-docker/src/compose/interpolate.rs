@@ -400,7 +400,8 @@ mod tests {
 
     #[test]
     fn env_files() {
-        let cases: &[(&str, Result<&[(&str, &str)], &str>)] = &[
+        type Case<'a> = (&'a str, Result<&'a [(&'a str, &'a str)], &'a str>);
+        let cases: &[Case] = &[
             ("", Ok(&[])),
             ("# comment\n\nA=1\n", Ok(&[("A", "1")])),
             ("A = spaced  \n", Ok(&[("A", "spaced")])),

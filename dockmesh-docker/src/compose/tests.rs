@@ -594,7 +594,8 @@ fn short_ports() {
 
 #[test]
 fn short_mounts() {
-    let cases: &[(&str, (MountKind, &str, &str, bool))] = &[
+    type Case<'a> = (&'a str, (MountKind, &'a str, &'a str, bool));
+    let cases: &[Case] = &[
         ("data:/data", (MountKind::Volume, "data", "/data", false)),
         ("data:/data:ro", (MountKind::Volume, "data", "/data", true)),
         ("data:/data:rw", (MountKind::Volume, "data", "/data", false)),
