@@ -119,7 +119,12 @@ pub(crate) fn known_for_guard(backend: Backend) -> Vec<KnownMigration> {
         .iter()
         .map(|m| {
             let info = info_of(m);
-            KnownMigration::new(m.version, info.description, m.checksum.to_vec(), info.reversible)
+            KnownMigration::new(
+                m.version,
+                info.description,
+                m.checksum.to_vec(),
+                info.reversible,
+            )
         })
         .collect()
 }
@@ -221,12 +226,12 @@ impl SchemaReport {
                 version: dirty.version,
             }
         } else {
-            let applied: Vec<AppliedMigration> = applied
+            let applied_for_guard: Vec<AppliedMigration> = applied
                 .iter()
                 .map(|a| AppliedMigration::new(a.version, a.checksum.clone()))
                 .collect();
             let known = known_for_guard(backend);
-            match guard::check(&known, &applied) {
+            match guard::check(&known, &applied_for_guard) {
                 Ok(guard::SchemaStatus::UpToDate { .. }) => SchemaStatus::UpToDate,
                 Ok(guard::SchemaStatus::Pending { migrations, .. }) => SchemaStatus::Pending {
                     versions: migrations.iter().map(|m| m.version).collect(),
@@ -234,20 +239,24 @@ impl SchemaReport {
                 Err(e) => {
                     refusal = Some(e.to_string());
                     match e {
-                        guard::SchemaRefusal::NewerThanBinary { .. } => SchemaStatus::RefusedNewer {
-                            unknown: applied
-                                .iter()
-                                .map(|a| a.version)
-                                .filter(|v| !known.iter().any(|k| k.version == *v))
-                                .collect(),
-                        },
+                        guard::SchemaRefusal::NewerThanBinary { .. } => {
+                            SchemaStatus::RefusedNewer {
+                                unknown: applied
+                                    .iter()
+                                    .map(|a| a.version)
+                                    .filter(|v| !known.iter().any(|k| k.version == *v))
+                                    .collect(),
+                            }
+                        }
                         guard::SchemaRefusal::UnknownApplied { versions, .. } => {
                             SchemaStatus::RefusedUnknown { versions }
                         }
                         guard::SchemaRefusal::Modified { version, .. } => {
                             SchemaStatus::RefusedModified { version }
                         }
-                        guard::SchemaRefusal::Gap { missing, .. } => SchemaStatus::RefusedGap { missing },
+                        guard::SchemaRefusal::Gap { missing, .. } => {
+                            SchemaStatus::RefusedGap { missing }
+                        }
                         other => {
                             refusal = Some(other.to_string());
                             SchemaStatus::RefusedOther
@@ -260,12 +269,43 @@ impl SchemaReport {
         // know, what the database's notes say.
         let mut all: BTreeMap<i64, KnownMigration> = notes
             .values()
-            .map(|n| (n.version, KnownMigration::new(n.version, n.description.clone(), Vec::new(), n.reversible)))
+            .map(|n| {
+                (
+                    n.version,
+                    KnownMigration::new(n.version, n.description.clone(), Vec::new(), n.reversible),
+                )
+            })
             .collect();
         let mut infos: BTreeMap<i64, MigrationInfo> = notes.clone();
         for k in known_migrations(backend) {
-            all.insert(k.version, KnownMigration::new(k.version, k.description.clone(), Vec::new(), k.reversible));
+            all.insert(
+                k.version,
+                KnownMigration::new(k.version, k.description.clone(), Vec::new(), k.reversible),
+            );
             infos.insert(k.version, k);
+        }
+        // An applied migration neither this binary nor the database's notes describe: assume
+        // the worst (it cannot be undone).
+        for a in applied {
+            if let std::collections::btree_map::Entry::Vacant(slot) = all.entry(a.version) {
+                slot.insert(KnownMigration::new(
+                    a.version,
+                    a.description.clone(),
+                    Vec::new(),
+                    false,
+                ));
+                infos.insert(
+                    a.version,
+                    MigrationInfo {
+                        version: a.version,
+                        description: a.description.clone(),
+                        reversible: false,
+                        note: "applied by another dockmesh that did not record whether it can be \
+                               undone: assume it cannot"
+                            .into(),
+                    },
+                );
+            }
         }
         let all: Vec<KnownMigration> = all.into_values().collect();
         let (hi, lo) = (database.max(binary), database.min(binary));
@@ -310,12 +350,12 @@ impl SchemaReport {
                 join(versions)
             ),
             SchemaStatus::RefusedNewer { unknown } => format!(
-                "status: refused: the database is newer than this binary (migrations {} are unknown to it)",
-                join(unknown)
+                "status: refused: the database is newer than this binary (it has {} unknown to it)",
+                plural("migration", unknown)
             ),
             SchemaStatus::RefusedUnknown { versions } => format!(
-                "status: refused: the database has applied migrations {} that this binary does not know",
-                join(versions)
+                "status: refused: the database has applied {} that this binary does not know",
+                plural("migration", versions)
             ),
             SchemaStatus::RefusedOther => format!(
                 "status: refused: {}",
@@ -350,6 +390,10 @@ impl SchemaReport {
         }
         out
     }
+}
+
+fn plural(noun: &str, v: &[i64]) -> String {
+    format!("{noun}{} {}", if v.len() == 1 { "" } else { "s" }, join(v))
 }
 
 fn join(v: &[i64]) -> String {

@@ -1,5 +1,7 @@
 //! Command-line interface: one module per command group.
 
+pub mod backup;
+pub mod db;
 pub mod upgrade;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +22,13 @@ enum Command {
     /// Version rules: check an upgrade, plan a multi-hop upgrade.
     #[command(subcommand)]
     Upgrade(upgrade::UpgradeCommand),
+    /// The database: schema status, apply pending migrations.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Write a verified backup bundle of the database, stacks and CA material.
+    Backup(backup::BackupArgs),
+    /// Restore a backup bundle (verified before anything is changed).
+    Restore(backup::RestoreArgs),
 }
 
 /// Run a parsed command line; the exit code says whether it succeeded.
@@ -30,5 +39,8 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Upgrade(cmd) => upgrade::run(cmd),
+        Command::Db(cmd) => db::run(cmd),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
     }
 }

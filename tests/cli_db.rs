@@ -1,0 +1,335 @@
+//! `dockmesh db status|migrate`, `dockmesh backup` and `dockmesh restore`, run as a user runs
+//! them.
+
+use dockmesh_core::ports::Store;
+use dockmesh_core::records::StackRecord;
+use dockmesh_sqlx::{DbTarget, SqlStore};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dockmesh(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dockmesh"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("DOCKMESH_DATA_DIR")
+        .env_remove("DOCKMESH_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Put a stack into the database of a data directory (as a running server would).
+fn add_stack(data_dir: &Path, name: &str) {
+    rt().block_on(async {
+        let store = SqlStore::open(&DbTarget::sqlite_in(data_dir))
+            .await
+            .unwrap();
+        store
+            .put_stack(&StackRecord {
+                name: name.into(),
+                compose: "services: {}\n".into(),
+                env: None,
+                host: None,
+                updated_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    });
+}
+
+fn stacks(data_dir: &Path) -> Vec<String> {
+    rt().block_on(async {
+        let store = SqlStore::open(&DbTarget::sqlite_in(data_dir))
+            .await
+            .unwrap();
+        let v = store
+            .list_stacks()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        store.close().await;
+        v
+    })
+}
+
+#[test]
+fn status_then_migrate_then_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dockmesh(&["db", "status", "--data-dir", "data"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("database schema version: 0"), "{out}");
+    assert!(out.contains("binary schema version: 3"), "{out}");
+    assert!(out.contains("status: pending: 0 -> 3"), "{out}");
+    assert!(
+        out.contains("irreversible migrations between 0 and 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 core:"),
+        "lists the irreversible migration: {out}"
+    );
+    assert!(!dir.path().join("data").exists(), "status creates nothing");
+
+    let o = dockmesh(&["db", "migrate", "--data-dir", "data"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        err.contains("Database migration from 0 -> 3 complete"),
+        "{err}"
+    );
+    assert!(out.contains("status: up to date"), "{out}");
+
+    let o = dockmesh(&["db", "migrate", "--data-dir", "data"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        !err.contains("Database migration"),
+        "nothing to migrate: {err}"
+    );
+    assert!(out.contains("nothing to apply"), "{out}");
+
+    let o = dockmesh(&["db", "status", "--json"], dir.path());
+    assert!(o.status.success());
+    let o = Command::new(env!("CARGO_BIN_EXE_dockmesh"))
+        .args(["db", "status", "--json"])
+        .current_dir(dir.path())
+        .env("DOCKMESH_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["status"]["status"], "up_to_date",
+        "$DOCKMESH_DATA_DIR is honoured"
+    );
+    assert_eq!(v["database_version"], 3);
+}
+
+#[test]
+fn a_newer_database_is_refused_by_status_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(
+        dockmesh(&["db", "migrate", "--data-dir", "data"], dir.path())
+            .status
+            .success()
+    );
+    rt().block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", data.join("dockmesh.db").display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (4, 'later', TRUE, X'00', 1)",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    });
+    let before = std::fs::read(data.join("dockmesh.db")).unwrap();
+    let o = dockmesh(&["db", "status", "--data-dir", "data"], dir.path());
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("status: refused"), "{out}");
+    let o = dockmesh(&["db", "migrate", "--data-dir", "data"], dir.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("version 4") && err.contains("3"),
+        "names both versions: {err}"
+    );
+    assert!(err.contains("restore"), "says what to do: {err}");
+    assert_eq!(
+        std::fs::read(data.join("dockmesh.db")).unwrap(),
+        before,
+        "not modified"
+    );
+}
+
+#[test]
+fn backup_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    add_stack(&src, "shop");
+    std::fs::create_dir_all(src.join("stacks/shop")).unwrap();
+    std::fs::write(src.join("stacks/shop/compose.yaml"), "services: {}\n").unwrap();
+    std::fs::create_dir_all(src.join("ca")).unwrap();
+    std::fs::write(src.join("ca/ca.pem"), "cert").unwrap();
+
+    let o = dockmesh(
+        &["backup", "--out", "b.tar.zst", "--data-dir", "src"],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("wrote b.tar.zst"), "{out}");
+    assert!(out.contains("stacks: 1"), "{out}");
+    assert!(out.contains("data directory: stacks, ca"), "{out}");
+
+    // Dry run into a new data directory: reports, creates nothing.
+    let o = dockmesh(
+        &[
+            "restore",
+            "--from",
+            "b.tar.zst",
+            "--data-dir",
+            "dst",
+            "--dry-run",
+        ],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("would restore") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert!(!dir.path().join("dst").exists());
+
+    let o = dockmesh(
+        &["restore", "--from", "b.tar.zst", "--data-dir", "dst"],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("restored into"), "{out}");
+    assert_eq!(stacks(&dir.path().join("dst")), vec!["shop"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dst/ca/ca.pem")).unwrap(),
+        "cert"
+    );
+
+    // The restored directory now holds data: a second restore needs --force.
+    add_stack(&dir.path().join("dst"), "other");
+    let o = dockmesh(
+        &["restore", "--from", "b.tar.zst", "--data-dir", "dst"],
+        dir.path(),
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        stacks(&dir.path().join("dst")),
+        vec!["other", "shop"],
+        "nothing changed"
+    );
+    let o = dockmesh(
+        &[
+            "restore",
+            "--from",
+            "b.tar.zst",
+            "--data-dir",
+            "dst",
+            "--force",
+        ],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("kept: the replaced database as"), "{out}");
+    assert_eq!(stacks(&dir.path().join("dst")), vec!["shop"]);
+
+    // One flipped byte: refused, nothing changed.
+    let mut bytes = std::fs::read(dir.path().join("b.tar.zst")).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(dir.path().join("bad.tar.zst"), &bytes).unwrap();
+    let o = dockmesh(
+        &["restore", "--from", "bad.tar.zst", "--data-dir", "fresh"],
+        dir.path(),
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.tar.zst"), "names the bundle: {err}");
+    assert!(
+        !dir.path().join("fresh/dockmesh.db").exists(),
+        "nothing restored"
+    );
+}
+
+#[test]
+fn postgres_migrate_and_backup_into_sqlite() {
+    let Ok(admin) = std::env::var("DOCKMESH_TEST_POSTGRES_URL") else {
+        if std::env::var("DOCKMESH_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("DOCKMESH_TEST_POSTGRES_URL is not set but DOCKMESH_REQUIRE_SERVICES=1");
+        }
+        eprintln!(
+            "postgres_migrate_and_backup_into_sqlite: skipped: DOCKMESH_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    use sqlx::Connection;
+    let name = format!("dockmesh_cli_{}", std::process::id());
+    let url = {
+        let cut = admin.rfind('/').unwrap();
+        format!("{}/{}", &admin[..cut], name)
+    };
+    rt().block_on(async {
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = dockmesh(&["db", "migrate", "--database-url", &url], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        err.contains("Database migration from 0 -> 3 complete"),
+        "{err}"
+    );
+    assert!(out.contains("backend: postgres"), "{out}");
+    assert!(
+        !out.contains("dockmesh_test:dockmesh_test@"),
+        "the password is not printed: {out}"
+    );
+    let o = dockmesh(
+        &["backup", "--out", "pg.tar.zst", "--database-url", &url],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = dockmesh(
+        &["restore", "--from", "pg.tar.zst", "--data-dir", "lite"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = dockmesh(&["db", "status", "--data-dir", "lite"], dir.path());
+    assert!(text(&o).0.contains("status: up to date"));
+    rt().block_on(async {
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    });
+}
