@@ -21,7 +21,9 @@
 use crate::DockerRuntime;
 use crate::error::engine;
 use crate::labels::{self, summary_label};
-use bollard::models::{ContainerStatsResponse, ContainerSummary, PortSummaryTypeEnum};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStatsResponse, ContainerSummary, PortSummaryTypeEnum,
+};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, StatsOptionsBuilder,
 };
@@ -51,35 +53,39 @@ pub(crate) async fn host_snapshot(rt: &DockerRuntime) -> Result<HostSnapshot, Ru
             return Err(err);
         }
     };
-    let info = rt
-        .docker
-        .info()
-        .await
-        .map_err(|e| engine("reading the engine's system information", e))?;
-    let containers = rt
-        .docker
-        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).build()))
-        .await
-        .map_err(|e| engine("listing containers", e))?;
-    let images = rt
-        .docker
-        .list_images(Some(ListImagesOptionsBuilder::new().build()))
-        .await
-        .map_err(|e| engine("listing images", e))?;
-    let volumes = rt
-        .docker
-        .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
-        .await
-        .map_err(|e| engine("listing volumes", e))?
-        .volumes
-        .unwrap_or_default();
-    let df = crate::rawapi::get_json(
-        &rt.endpoint,
-        &rt.api_version,
-        "/system/df",
-        rt.config.request_timeout,
-    )
-    .await?;
+    let (info, containers, images, volumes, df) = tokio::try_join!(
+        async {
+            rt.docker
+                .info()
+                .await
+                .map_err(|e| engine("reading the engine's system information", e))
+        },
+        async {
+            rt.docker
+                .list_containers(Some(ListContainersOptionsBuilder::new().all(true).build()))
+                .await
+                .map_err(|e| engine("listing containers", e))
+        },
+        async {
+            rt.docker
+                .list_images(Some(ListImagesOptionsBuilder::new().build()))
+                .await
+                .map_err(|e| engine("listing images", e))
+        },
+        async {
+            rt.docker
+                .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+                .await
+                .map_err(|e| engine("listing volumes", e))
+                .map(|v| v.volumes.unwrap_or_default())
+        },
+        crate::rawapi::get_json(
+            &rt.endpoint,
+            &rt.api_version,
+            "/system/df",
+            rt.config.request_timeout
+        ),
+    )?;
     let volume_sizes = volume_sizes(&df);
 
     let running: Vec<&ContainerSummary> = containers
@@ -150,6 +156,23 @@ pub(crate) async fn host_snapshot(rt: &DockerRuntime) -> Result<HostSnapshot, Ru
             by_stack.entry(project.to_owned()).or_default().push(c);
         }
     }
+    // A container removed while the snapshot is taken is left out, not an error.
+    let inspected: HashMap<String, ContainerInspectResponse> =
+        futures_util::future::try_join_all(by_stack.values().flatten().map(|c| async move {
+            let id = c.id.clone().unwrap_or_default();
+            match rt.docker.inspect_container(&id, None).await {
+                Ok(i) => Ok(Some((id, i))),
+                Err(e) if crate::error::is_not_found(&e) => Ok(None),
+                Err(e) => Err(engine(
+                    format!("inspecting container {}", labels::summary_name(c)),
+                    e,
+                )),
+            }
+        }))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut stacks = BTreeMap::new();
     for (name, members) in by_stack {
         let mut st = StackSnapshot {
@@ -167,12 +190,9 @@ pub(crate) async fn host_snapshot(rt: &DockerRuntime) -> Result<HostSnapshot, Ru
                 .to_owned();
             services.insert(service.clone());
             let id = c.id.clone().unwrap_or_default();
-            let inspected = rt.docker.inspect_container(&id, None).await.map_err(|e| {
-                engine(
-                    format!("inspecting container {}", labels::summary_name(c)),
-                    e,
-                )
-            })?;
+            let Some(inspected) = inspected.get(&id) else {
+                continue;
+            };
             let reference = inspected
                 .config
                 .as_ref()
