@@ -441,4 +441,26 @@ mod tests {
             "only the file's own variables are returned"
         );
     }
+
+    proptest::proptest! {
+        /// Any text with its `$` doubled comes back exactly: escaping is lossless.
+        #[test]
+        fn escaped_text_round_trips(text in "\\PC*") {
+            let escaped = text.replace('$', "$$");
+            proptest::prop_assert_eq!(interpolate(&escaped, &vars()).unwrap(), text);
+        }
+
+        /// A default is used exactly when the variable is unset (or empty, with `:-`).
+        #[test]
+        fn defaults_apply_only_when_unset(value in "[a-z0-9]{0,8}", default in "[a-z0-9]{1,8}", set in proptest::bool::ANY) {
+            let mut v = Vars::new();
+            if set {
+                v.insert("X".into(), value.clone());
+            }
+            let colon = interpolate(&format!("${{X:-{default}}}"), &v).unwrap();
+            let plain = interpolate(&format!("${{X-{default}}}"), &v).unwrap();
+            proptest::prop_assert_eq!(colon, if set && !value.is_empty() { value.clone() } else { default.clone() });
+            proptest::prop_assert_eq!(plain, if set { value } else { default });
+        }
+    }
 }

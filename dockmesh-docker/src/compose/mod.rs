@@ -401,7 +401,19 @@ fn interpolate_tree(
                 path.pop();
             }
         }
-        Value::Tagged(t) => interpolate_tree(&mut t.value, path, vars)?,
+        Value::Tagged(t) => {
+            return Err(ComposeError::Invalid {
+                location: if path.is_empty() {
+                    "top level".into()
+                } else {
+                    path.join(".")
+                },
+                message: format!(
+                    "the YAML tag `{}` is not supported (Compose's `!reset` and `!override` only make sense across several files)",
+                    t.tag
+                ),
+            });
+        }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())

@@ -513,6 +513,11 @@ fn invalid_files_give_clear_errors() {
             &["`other`", "stack is `shop`"],
         ),
         (
+            "services:\n  web:\n    image: x\n    ports: !reset []\n",
+            None,
+            &["services.web.ports", "YAML tag `!reset`"],
+        ),
+        (
             "services:\n  web:\n    image: x\n",
             Some("BROKEN LINE"),
             &[".env line 1"],
