@@ -119,6 +119,7 @@ struct Replaced {
     old_id: String,
     name: String,
     was_running: bool,
+    renamed: bool,
     new_id: Option<String>,
 }
 
@@ -339,6 +340,14 @@ async fn execute(
                 report.created.push(s.name.clone());
             }
             Action::Recreate { id, running } => {
+                // Recorded first, so that a failure of any step below is undone.
+                undo.replaced.push(Replaced {
+                    old_id: id.clone(),
+                    name: name.clone(),
+                    was_running: *running,
+                    renamed: false,
+                    new_id: None,
+                });
                 if *running {
                     rt.docker.stop_container(id, None).await.map_err(|e| {
                         engine(
@@ -349,12 +358,9 @@ async fn execute(
                 }
                 let aside = format!("{name}-replaced-{}", &id[..id.len().min(12)]);
                 rename(rt, id, &aside).await?;
-                undo.replaced.push(Replaced {
-                    old_id: id.clone(),
-                    name: name.clone(),
-                    was_running: *running,
-                    new_id: None,
-                });
+                if let Some(r) = undo.replaced.last_mut() {
+                    r.renamed = true;
+                }
                 let new_id = create_container(rt, spec, p, &name).await?;
                 if let Some(r) = undo.replaced.last_mut() {
                     r.new_id = Some(new_id.clone());
@@ -744,13 +750,14 @@ async fn rollback(rt: &DockerRuntime, undo: &Undo) -> Vec<String> {
             ));
             continue;
         }
-        if let Err(e) = rt
-            .docker
-            .rename_container(
-                &r.old_id,
-                RenameContainerOptionsBuilder::new().name(&r.name).build(),
-            )
-            .await
+        if r.renamed
+            && let Err(e) = rt
+                .docker
+                .rename_container(
+                    &r.old_id,
+                    RenameContainerOptionsBuilder::new().name(&r.name).build(),
+                )
+                .await
         {
             problems.push(format!(
                 "renaming the old container back to {}: {}",
