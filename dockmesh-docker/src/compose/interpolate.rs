@@ -194,6 +194,7 @@ fn braced(inner: &str, whole: &str, vars: &Vars) -> Result<String, Interpolation
 
 /// Why an env file could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 #[error("{file} line {line}: {reason}")]
 pub struct EnvFileError {
     /// Which file (`.env`, or the `env_file` path).
