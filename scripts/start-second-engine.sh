@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Start a second, private Docker engine on this machine so that migrations between two real
 # engines can be tested. Its socket is /tmp/dockmesh-engine-b/docker.sock; its data lives under
-# /tmp/dockmesh-engine-b. No bridge, no iptables: it touches nothing of the main engine.
-# Loads the test image into it. Idempotent. The last line printed is the `export` to eval.
+# /tmp/dockmesh-engine-b. It gets its own bridge interface (dmb0) and no iptables rules, so it
+# touches nothing of the main engine (an engine started with `--bridge=none` removes the main
+# engine's docker0). Loads the test image into it. Idempotent. The last line printed is the
+# `export` to eval.
 set -euo pipefail
 root=/tmp/dockmesh-engine-b
 sock="$root/docker.sock"
+bridge=dmb0
 export_line="export DOCKMESH_TEST_DOCKER_HOST_B=unix://$sock"
 mkdir -p "$root"
 if ! DOCKER_HOST="unix://$sock" docker info >/dev/null 2>&1; then
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add "$bridge" type bridge
+    ip addr add 10.213.7.1/24 dev "$bridge"
+    ip link set "$bridge" up
+  fi
   echo '{}' > "$root/daemon.json"
   nohup dockerd --config-file "$root/daemon.json" --data-root "$root/data" --exec-root "$root/exec" \
-    --pidfile "$root/dockerd.pid" -H "unix://$sock" --bridge=none --iptables=false --ip6tables=false \
+    --pidfile "$root/dockerd.pid" -H "unix://$sock" --bridge="$bridge" --iptables=false --ip6tables=false \
     > "$root/dockerd.log" 2>&1 &
   for _ in $(seq 1 60); do
     DOCKER_HOST="unix://$sock" docker info >/dev/null 2>&1 && break
