@@ -108,18 +108,35 @@ impl Carrier {
 }
 
 impl Drop for Carrier {
+    /// A carrier dropped before [`Carrier::remove`] (an export stream dropped half way, a
+    /// cancelled import) is removed on a thread of its own, so the removal also happens when the
+    /// caller's runtime is shutting down.
     fn drop(&mut self) {
         if self.removed {
             return;
         }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let docker = self.docker.clone();
-            let id = std::mem::take(&mut self.id);
-            handle.spawn(async move {
-                if let Err(e) = remove_container(&docker, &id).await {
-                    tracing::warn!(container = %id, error = %e, "removing a volume carrier failed");
-                }
-            });
+        let docker = self.docker.clone();
+        let id = std::mem::take(&mut self.id);
+        let cleanup = move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let result = match runtime {
+                Ok(rt) => rt.block_on(remove_container(&docker, &id)),
+                Err(e) => Err(RuntimeError::new(
+                    dockmesh_core::ports::RuntimeErrorKind::Engine,
+                    format!("no runtime to remove the carrier with: {e}"),
+                )),
+            };
+            if let Err(e) = result {
+                tracing::warn!(container = %id, error = %e, "removing a volume carrier failed");
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("dockmesh-carrier-cleanup".into())
+            .spawn(cleanup)
+        {
+            tracing::warn!(error = %e, "could not start the volume carrier cleanup");
         }
     }
 }

@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 /// assert_eq!(err.entry_path(), Some("/etc/passwd"));
 /// ```
 pub struct TarTransform {
+    input: Layout,
     reader: Reader,
     checker: Checker,
     manifest: Option<ManifestBuilder>,
@@ -59,6 +60,7 @@ impl TarTransform {
     /// (or writing nothing when `output` is `None`).
     pub fn new(input: Layout, output: Option<Layout>, limits: Limits) -> Self {
         TarTransform {
+            input,
             reader: Reader::new(limits),
             checker: Checker::new(input, limits),
             manifest: None,
@@ -136,7 +138,7 @@ impl TarTransform {
             self.failed = true;
             self.out.clear();
         }
-        result
+        result.map_err(|e| relative(e, self.input))
     }
 
     /// The next piece of output, if any is ready.
@@ -154,7 +156,7 @@ impl TarTransform {
         if let Err(e) = result {
             self.failed = true;
             self.out.clear();
-            return Err(e);
+            return Err(relative(e, self.input));
         }
         if self.output.is_some() {
             self.out.push_back(Bytes::from_static(&ZERO_BLOCK));
@@ -162,5 +164,28 @@ impl TarTransform {
         }
         self.failed = true;
         Ok(self.manifest.take().map(ManifestBuilder::finish))
+    }
+}
+
+/// Name a refused entry relative to the volume root: the carrier's `v/` prefix means nothing to
+/// the person reading the error.
+fn relative(e: StreamError, input: Layout) -> StreamError {
+    match e {
+        StreamError::Refused {
+            path,
+            offset,
+            reason,
+        } if input == Layout::Carrier => {
+            let path = match path.as_str() {
+                "v" | "v/" => ".".to_owned(),
+                p => p.strip_prefix("v/").unwrap_or(p).to_owned(),
+            };
+            StreamError::Refused {
+                path,
+                offset,
+                reason,
+            }
+        }
+        other => other,
     }
 }

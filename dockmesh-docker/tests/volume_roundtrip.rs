@@ -1,0 +1,573 @@
+//! Volume export and import on the real engine: every kind of entry survives a round trip (seen
+//! by the manifests *and* by busybox `stat`/`sha256sum`/`ls` outside dockmesh), hostile streams
+//! are refused by name and leave the engine as it was, and failures clean up after themselves.
+//!
+//! Skips (printing why) without an engine, except under `DOCKMESH_REQUIRE_SERVICES=1`.
+
+mod support_volume;
+
+use bollard::Docker;
+use dockmesh_core::manifest::EntryKind;
+use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind, VolumeTarget, no_progress};
+use dockmesh_docker::volume::{self, CARRIER_IMAGE};
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use support_volume::*;
+
+/// Fills `/v` with every kind of entry: a 200 MB file, a sparse file, an empty directory,
+/// relative and dangling symbolic links, a hard link, setuid/setgid/sticky modes, owners,
+/// old mtimes (on links too), names with spaces, non-ASCII, invalid UTF-8, a newline, `%`, a
+/// `.wh.` prefix, and a path longer than a ustar header holds.
+const FILL: &str = r#"
+set -e
+cd /v
+mkdir -p "dir with space/nested" empty "ünïcödé" deep
+echo hello > "dir with space/file one.txt"
+printf 'x' > "ünïcödé/日本語.txt"
+printf 'bad' > "$(printf 'bad\377name')"
+printf 'nl' > "$(printf 'new\nline')"
+printf 'pct' > "100% sure"
+touch .wh.not-a-whiteout
+long=deep/$(printf 'a%.0s' $(seq 1 120))
+mkdir -p "$long"
+printf 'long' > "$long/$(printf 'b%.0s' $(seq 1 150))"
+dd if=/dev/urandom of=big.bin bs=1M count=200 2>/dev/null
+truncate -s 64M sparse.bin
+printf 'middle' | dd of=sparse.bin bs=1 seek=33554432 conv=notrunc 2>/dev/null
+printf 'tail' | dd of=sparse.bin bs=1 seek=67108860 conv=notrunc 2>/dev/null
+head -c 100000 /dev/urandom | gzip > "dir with space/nested/data.gz"
+ln -s "dir with space/file one.txt" rel-link
+ln -s does-not-exist dangling
+ln -s ../../empty "dir with space/nested/up-link"
+ln "dir with space/file one.txt" hardlink
+chmod 4755 "dir with space/file one.txt"
+chmod 2750 "dir with space/nested"
+chmod 1777 empty
+chmod 0600 "ünïcödé/日本語.txt"
+chmod 0444 big.bin
+chown 1234:5678 "ünïcödé/日本語.txt"
+chown 3000000:4000000 sparse.bin
+chown -h 42:43 rel-link
+chown 999:998 .
+chmod 0750 .
+touch -d "2001-02-03 04:05:06" "dir with space/file one.txt" big.bin
+touch -h -d "1999-12-31 23:59:59" rel-link
+touch -d "1980-01-01 00:00:00" empty "dir with space/nested" "dir with space" deep "ünïcödé" .
+"#;
+
+/// What busybox sees in `/v`, with names NUL-sorted so both volumes list in the same order:
+/// type, mode, owner, mtime, link count and link target of everything, size of everything but
+/// directories, SHA-256 of every file, and `ls -l` of every directory (without block totals).
+const LIST: &str = r#"
+set -e
+cd /v
+find . -print0 | sort -z | xargs -0 stat -c '%n|%F|%a|%u|%g|%Y|%h|%N'
+find . ! -type d -print0 | sort -z | xargs -0 stat -c '%n|%s'
+find . -type f -print0 | sort -z | xargs -0 sha256sum
+ls -lAnR --full-time . | grep -v "^total"
+[ "dir with space/file one.txt" -ef hardlink ] && echo "hard link shares its inode"
+"#;
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "com.docker.compose.project".to_owned(),
+            "voltest".to_owned(),
+        ),
+        ("com.docker.compose.volume".to_owned(), "data".to_owned()),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_entry_survives_export_and_import() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let src = cleanup.volume(&unique("src"));
+    let dst = cleanup.volume(&unique("dst"));
+    docker_ok(&["volume", "create", &src]);
+    sh(&[(&src, "/v")], FILL);
+
+    let started = std::time::Instant::now();
+    let export = volume::export_volume(&docker, &src).await.expect("export");
+    let streamed = Arc::new(Mutex::new(0u64));
+    let counted = {
+        let streamed = streamed.clone();
+        export
+            .stream
+            .inspect(move |c| {
+                if let Ok(c) = c {
+                    *streamed.lock().unwrap() += c.len() as u64;
+                }
+            })
+            .boxed()
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let progress = {
+        let seen = seen.clone();
+        Arc::new(move |n| seen.lock().unwrap().push(n))
+    };
+    let target = VolumeTarget {
+        name: dst.clone(),
+        labels: labels(),
+    };
+    let imported = volume::import_volume(&docker, &target, counted, progress)
+        .await
+        .expect("import");
+    let exported = export
+        .manifest
+        .take()
+        .expect("the manifest is there once the stream was read");
+    eprintln!(
+        "round trip of {} content bytes in {:?}",
+        exported.content_bytes(),
+        started.elapsed()
+    );
+
+    // The manifests: equal, and they really hold every kind of entry.
+    assert_eq!(exported.first_difference(&imported), None);
+    assert_eq!(exported, imported);
+    let get = |p: &str| {
+        exported
+            .entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p} in the manifest"))
+    };
+    let root = get(".");
+    assert_eq!((root.mode, root.uid, root.gid), (0o750, 999, 998));
+    assert_eq!(root.mtime, 315_532_800);
+    assert_eq!(get("big.bin").size, 200 << 20);
+    assert_eq!(get("big.bin").mode, 0o444);
+    assert_eq!(get("sparse.bin").size, 64 << 20);
+    assert_eq!(
+        (get("sparse.bin").uid, get("sparse.bin").gid),
+        (3_000_000, 4_000_000)
+    );
+    assert_eq!(get("dir with space/file one.txt").mode, 0o4755);
+    assert_eq!(get("dir with space/file one.txt").mtime, 981_173_106);
+    assert_eq!(get("dir with space/nested").mode, 0o2750);
+    assert_eq!(get("empty").mode, 0o1777);
+    assert_eq!(get("empty").kind, EntryKind::Dir);
+    assert_eq!(
+        get("rel-link").kind,
+        EntryKind::Symlink {
+            target: "dir with space/file one.txt".into()
+        }
+    );
+    assert_eq!(
+        (get("rel-link").uid, get("rel-link").mtime),
+        (42, 946_684_799)
+    );
+    assert_eq!(
+        get("dangling").kind,
+        EntryKind::Symlink {
+            target: "does-not-exist".into()
+        }
+    );
+    assert_eq!(
+        get("hardlink").kind,
+        EntryKind::HardLink {
+            target: "dir with space/file one.txt".into()
+        }
+    );
+    assert_eq!(get("ünïcödé/日本語.txt").uid, 1234);
+    get("bad%FFname");
+    get("new\nline");
+    get("100%25 sure");
+    get(".wh.not-a-whiteout");
+    assert!(exported.entries.iter().any(|e| e.path.len() > 250));
+
+    // Progress: told as the bytes flowed, ending with all of them.
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 10, "progress reported as data flowed");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(seen.last().copied(), Some(*streamed.lock().unwrap()));
+
+    // Outside dockmesh: busybox sees the same tree in both volumes.
+    let before = sh(&[(&src, "/v")], LIST);
+    let after = sh(&[(&dst, "/v")], LIST);
+    let text = String::from_utf8_lossy(&after);
+    assert!(text.contains("hard link shares its inode"), "{text}");
+    assert!(text.contains("./big.bin|regular file|444|0|0|981173106|1|"));
+    assert!(text.contains("./dir with space/file one.txt|regular file|4755|0|0|981173106|2|"));
+    assert!(text.contains("./empty|directory|1777|"));
+    assert!(text.contains("./sparse.bin|regular file|644|3000000|4000000|"));
+    assert!(text.contains(".|directory|750|999|998|315532800|"));
+    if before != after {
+        let a = String::from_utf8_lossy(&before);
+        for (x, y) in a.lines().zip(text.lines()) {
+            if x != y {
+                panic!("source and target differ:\n  {x}\n  {y}");
+            }
+        }
+        panic!("source and target listings differ in length");
+    }
+
+    // The target volume carries the labels it was created with.
+    let inspected = docker.inspect_volume(&dst).await.unwrap();
+    for (k, v) in labels() {
+        assert_eq!(inspected.labels.get(&k), Some(&v));
+    }
+    // Sparse files: content identical; holes are not kept (measured here, printed).
+    let blocks = |vol: &str| {
+        String::from_utf8(sh(&[(vol, "/v")], "du -k /v/sparse.bin | cut -f1"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    eprintln!(
+        "sparse.bin (64 MiB): {} KiB allocated on the source, {} KiB on the target",
+        blocks(&src),
+        blocks(&dst)
+    );
+    assert!(carriers_of(&src).is_empty() && carriers_of(&dst).is_empty());
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Import `parts` (plus an end-of-archive marker) into a fresh volume; it must be refused naming
+/// `path`, and leave no volume, no carrier and nothing at `escape` on the host.
+async fn assert_refused(docker: &Docker, what: &str, parts: Vec<Vec<u8>>, path: &str) {
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("hostile"));
+    let mut data = [tar_dir(b"./"), tar_file(b"ok.bin", &vec![7u8; 3 << 20])].concat();
+    data.extend(parts.concat());
+    data.extend(tar_end());
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+    };
+    let err = volume::import_volume(docker, &target, byte_stream(data, 64 << 10), no_progress())
+        .await
+        .expect_err(what);
+    assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{what}: {err}");
+    assert!(
+        err.message.contains(&format!("{path:?}")),
+        "{what}: the error names {path:?}: {err}"
+    );
+    assert!(
+        err.message
+            .contains("nothing was written outside the volume"),
+        "{err}"
+    );
+    assert!(!volume_exists(&name), "{what}: the volume was left behind");
+    assert!(carriers_of(&name).is_empty(), "{what}: a carrier was left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_streams_are_refused_by_name_and_leave_nothing_behind() {
+    let Some(docker) = engine().await else { return };
+    volume::ensure_carrier_image(&docker).await.unwrap();
+    let escape = unique("escape");
+    let host_tmp = format!("/tmp/{escape}");
+    let abs = format!("/tmp/{escape}");
+    let dotdot = format!("../../../../../../../../tmp/{escape}");
+    let cases: Vec<(&str, Vec<Vec<u8>>, String)> = vec![
+        (
+            "absolute path",
+            vec![tar_file(abs.as_bytes(), b"pwned")],
+            abs.clone(),
+        ),
+        (
+            "dot-dot path",
+            vec![tar_file(dotdot.as_bytes(), b"pwned")],
+            dotdot.clone(),
+        ),
+        (
+            "symlink to an absolute path",
+            vec![
+                raw_header(b"s", b'2', 0, b"/tmp"),
+                tar_file(format!("s/{escape}").as_bytes(), b"pwned"),
+            ],
+            "s".into(),
+        ),
+        (
+            "write through a symlink",
+            vec![
+                tar_dir(b"d"),
+                raw_header(b"s", b'2', 0, b"d"),
+                tar_file(b"s/x", b"pwned"),
+            ],
+            "s/x".into(),
+        ),
+        (
+            "symlink leaving by way of another symlink",
+            vec![
+                tar_dir(b"d"),
+                raw_header(b"d/up", b'2', 0, b".."),
+                raw_header(b"d/out", b'2', 0, b"up/../etc"),
+            ],
+            "d/out".into(),
+        ),
+        (
+            "hard link to a host file",
+            vec![raw_header(b"h", b'1', 0, b"/etc/passwd")],
+            "h".into(),
+        ),
+        (
+            "hard link out by dot-dot",
+            vec![raw_header(b"h", b'1', 0, b"../../../../etc/passwd")],
+            "h".into(),
+        ),
+        (
+            "character device",
+            vec![raw_header(b"null", b'3', 0, b"")],
+            "null".into(),
+        ),
+        (
+            "block device",
+            vec![raw_header(b"sda", b'4', 0, b"")],
+            "sda".into(),
+        ),
+        (
+            "fifo",
+            vec![raw_header(b"pipe", b'6', 0, b"")],
+            "pipe".into(),
+        ),
+        (
+            "oversized PAX header",
+            vec![
+                pax_header(&pax_record("comment", &vec![b'a'; 100_000])),
+                tar_file(b"f", b""),
+            ],
+            "PaxHeaders/x".into(),
+        ),
+        (
+            "absurd size",
+            vec![
+                pax_header(&pax_record("size", b"9000000000000000000")),
+                tar_file(b"huge", b""),
+            ],
+            "huge".into(),
+        ),
+        (
+            "PAX path trick",
+            vec![
+                pax_header(&pax_record("path", dotdot.as_bytes())),
+                tar_file(b"harmless", b"pwned"),
+            ],
+            dotdot.clone(),
+        ),
+    ];
+    for (what, parts, path) in cases {
+        assert_refused(&docker, what, parts, &path).await;
+    }
+    assert!(
+        !std::path::Path::new(&host_tmp).exists(),
+        "something was written on the host"
+    );
+    let leaked = docker_ok(&["run", "--rm", "--network", "none", IMAGE, "ls", "/tmp"]);
+    assert!(!leaked.contains(&escape));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_stream_leaves_no_volume() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("failing"));
+    let good = [tar_dir(b"./"), tar_file(b"a", &vec![1u8; 1 << 20])].concat();
+    let items: Vec<Result<bytes::Bytes, RuntimeError>> = vec![
+        Ok(good.into()),
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Unreachable,
+            "the source host went away",
+        )),
+    ];
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+    };
+    let err = volume::import_volume(
+        &docker,
+        &target,
+        futures_util::stream::iter(items).boxed(),
+        no_progress(),
+    )
+    .await
+    .expect_err("a failing source fails the import");
+    assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
+    assert!(err.message.contains("the source host went away"), "{err}");
+    assert!(!volume_exists(&name));
+    assert!(carriers_of(&name).is_empty());
+
+    // A stream that stops early (no end-of-archive marker) is refused the same way.
+    let cut = [tar_dir(b"./"), tar_file(b"a", b"x")].concat();
+    let err = volume::import_volume(&docker, &target, byte_stream(cut, 100), no_progress())
+        .await
+        .expect_err("a truncated stream fails the import");
+    assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+    assert!(err.message.contains("end-of-archive"), "{err}");
+    assert!(!volume_exists(&name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_volume_is_replaced_unless_a_container_uses_it() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("existing"));
+    docker_ok(&["volume", "create", "--label", "old=yes", &name]);
+    sh(
+        &[(&name, "/v")],
+        "echo stale > /v/stale && echo keep > /v/keep",
+    );
+
+    // In use by a (stopped) container: a conflict, and the volume is untouched.
+    let user = docker_ok(&[
+        "create",
+        "--network",
+        "none",
+        "-v",
+        &format!("{name}:/x"),
+        IMAGE,
+        "true",
+    ]);
+    cleanup.container(&user);
+    let data = [tar_dir(b"./"), tar_file(b"new", b"fresh"), tar_end()].concat();
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+    };
+    let err = volume::import_volume(
+        &docker,
+        &target,
+        byte_stream(data.clone(), 512),
+        no_progress(),
+    )
+    .await
+    .expect_err("a volume in use is not replaced");
+    assert_eq!(err.kind, RuntimeErrorKind::Conflict, "{err}");
+    let listing = String::from_utf8(sh(&[(&name, "/v")], "ls /v")).unwrap();
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["keep", "stale"]
+    );
+
+    // Once nothing uses it, it is replaced: only the imported content, with the new labels.
+    docker_ok(&["rm", &user]);
+    let m = volume::import_volume(&docker, &target, byte_stream(data, 512), no_progress())
+        .await
+        .expect("import over an existing volume");
+    let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, [".", "new"]);
+    let listing = String::from_utf8(sh(&[(&name, "/v")], "ls /v; cat /v/new")).unwrap();
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["new", "fresh"]
+    );
+    let labels_now = docker.inspect_volume(&name).await.unwrap().labels;
+    assert_eq!(labels_now.get("old"), None);
+    assert_eq!(
+        labels_now
+            .get("com.docker.compose.project")
+            .map(String::as_str),
+        Some("voltest")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_refuse_what_cannot_be_moved_and_clean_up() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+
+    // A missing volume is not found, and not created as a side effect.
+    let missing = cleanup.volume(&unique("missing"));
+    let err = match volume::export_volume(&docker, &missing).await {
+        Ok(_) => panic!("exporting a missing volume succeeded"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind, RuntimeErrorKind::NotFound, "{err}");
+    assert!(!volume_exists(&missing));
+
+    // A FIFO in the volume: the stream fails naming it, the manifest slot holds the error.
+    let fifo = cleanup.volume(&unique("fifo"));
+    docker_ok(&["volume", "create", &fifo]);
+    sh(&[(&fifo, "/v")], "echo a > /v/a && mkfifo /v/pipe");
+    let export = volume::export_volume(&docker, &fifo)
+        .await
+        .expect("export starts");
+    let items: Vec<_> = export.stream.collect().await;
+    let err = items
+        .into_iter()
+        .find_map(Result::err)
+        .expect("the stream fails");
+    assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+    assert!(err.message.contains("\"pipe\""), "{err}");
+    assert!(err.message.contains("FIFO"), "{err}");
+    assert!(export.manifest.take().is_err());
+    assert!(carriers_of(&fifo).is_empty());
+
+    // An export dropped half way: its carrier goes away and the manifest is not available.
+    let big = cleanup.volume(&unique("dropped"));
+    docker_ok(&["volume", "create", &big]);
+    sh(&[(&big, "/v")], "head -c 20000000 /dev/urandom > /v/r");
+    let mut export = volume::export_volume(&docker, &big)
+        .await
+        .expect("export starts");
+    export
+        .stream
+        .next()
+        .await
+        .expect("a first chunk")
+        .expect("ok");
+    assert_eq!(carriers_of(&big).len(), 1);
+    drop(export.stream);
+    assert!(export.manifest.take().is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !carriers_of(&big).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the carrier was not removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Removing: a missing volume is fine, an existing one goes away.
+    volume::remove_volume(&docker, &missing)
+        .await
+        .expect("missing is fine");
+    volume::remove_volume(&docker, &big).await.expect("remove");
+    assert!(!volume_exists(&big));
+
+    // The carrier image is ours, local and empty.
+    let image = docker.inspect_image(CARRIER_IMAGE).await.unwrap();
+    assert!(image.size.unwrap_or(0) < 4096, "{:?}", image.size);
+}
+
+/// An export dropped while its runtime shuts down (a cancelled transfer) still removes its
+/// carrier.
+#[test]
+fn a_dropped_export_removes_its_carrier_even_when_its_runtime_ends() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(docker) = runtime.block_on(engine()) else {
+        return;
+    };
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("rtdrop"));
+    docker_ok(&["volume", "create", &name]);
+    sh(&[(&name, "/v")], "head -c 20000000 /dev/urandom > /v/r");
+    let export = runtime.block_on(async {
+        let mut export = volume::export_volume(&docker, &name).await.expect("export");
+        export.stream.next().await.expect("a chunk").expect("ok");
+        export
+    });
+    assert_eq!(carriers_of(&name).len(), 1);
+    drop(runtime);
+    drop(export);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !carriers_of(&name).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the carrier was not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
