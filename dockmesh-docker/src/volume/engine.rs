@@ -191,6 +191,9 @@ async fn export_step(mut st: ExportState) -> Option<(Result<Bytes, RuntimeError>
         };
         st.done = true;
         st.slot.fill(Err(failure.message.clone()));
+        // Close the engine's archive stream before removing the carrier: the engine does not
+        // remove a container while an archive read of it is still being written out.
+        st.body = stream::empty().boxed();
         if let Some(carrier) = st.carrier.take() {
             let _ = carrier.remove().await;
         }
