@@ -1322,6 +1322,15 @@ async fn restore_sqlite(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| crate::SQLITE_FILE_NAME.to_owned());
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        fs::create_dir_all(parent).map_err(io_err(
+            "creating the database's directory",
+            parent,
+            RESTORE_SAFE,
+        ))?;
+    }
     let tmp = path.with_file_name(format!("{name}.restore-{now}.tmp"));
     let cleanup = |p: &Path| {
         for suffix in ["", "-wal", "-shm", "-journal"] {

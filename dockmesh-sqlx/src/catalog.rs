@@ -204,3 +204,102 @@ impl Table {
         format!("database/{}.jsonl", self.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Pool, SqlStore};
+    use crate::target::DbTarget;
+    use sqlx::Connection;
+    use std::collections::BTreeMap;
+
+    /// Tables that are deliberately not exported.
+    const NOT_EXPORTED: &[&str] = &["_sqlx_migrations", "schema_notes", "sqlite_sequence"];
+
+    async fn live_columns(store: &SqlStore) -> BTreeMap<String, Vec<String>> {
+        let rows: Vec<(String, String)> = match &store.pool {
+            Pool::Sqlite(p) => sqlx::query_as(
+                "SELECT m.name, c.name FROM sqlite_master m JOIN pragma_table_info(m.name) c \
+                 WHERE m.type = 'table' ORDER BY m.name, c.cid",
+            )
+            .fetch_all(p)
+            .await
+            .unwrap(),
+            Pool::Postgres(p) => sqlx::query_as(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",
+            )
+            .fetch_all(p)
+            .await
+            .unwrap(),
+        };
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (t, c) in rows {
+            out.entry(t).or_default().push(c);
+        }
+        out
+    }
+
+    async fn check(store: &SqlStore) {
+        let live = live_columns(store).await;
+        for (t, cols) in &live {
+            if NOT_EXPORTED.contains(&t.as_str()) {
+                continue;
+            }
+            let table = table(t).unwrap_or_else(|| panic!("table {t} is missing from the catalog"));
+            let mut want: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+            let mut have: Vec<&str> = cols.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            have.sort_unstable();
+            assert_eq!(want, have, "columns of {t} ({})", store.backend());
+        }
+        for t in TABLES {
+            assert!(live.contains_key(t.name), "catalog table {} exists", t.name);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_catalog_matches_the_sqlite_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open(&DbTarget::sqlite_in(dir.path()))
+            .await
+            .unwrap();
+        check(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_catalog_matches_the_postgres_schema() {
+        let Some(admin) = std::env::var("DOCKMESH_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("DOCKMESH_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "DOCKMESH_TEST_POSTGRES_URL is not set but DOCKMESH_REQUIRE_SERVICES=1"
+            );
+            eprintln!(
+                "the_catalog_matches_the_postgres_schema: skipped: DOCKMESH_TEST_POSTGRES_URL is not set"
+            );
+            return;
+        };
+        let name = format!("dockmesh_catalog_{}", uuid::Uuid::now_v7().simple());
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let cut = admin.rfind('/').unwrap();
+        let url = format!("{}/{}", &admin[..cut], name);
+        let store = SqlStore::open_url(&url).await.unwrap();
+        check(&store).await;
+        store.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        let _ = c.close().await;
+    }
+}

@@ -23,12 +23,12 @@ use dockmesh_core::rollout::{
 use dockmesh_core::types::{AgentId, HostId, MigrationId};
 use futures_util::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
-use sqlx::QueryBuilder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::types::Json;
+use sqlx::{Connection, QueryBuilder};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
@@ -387,6 +387,35 @@ impl SqlStore {
                             source,
                         })?;
                 }
+                // Record what each applied migration declares, when `schema_notes` lacks it.
+                let now_applied: Vec<i64> = applied
+                    .iter()
+                    .map(|a| a.version)
+                    .chain(pending.iter().copied())
+                    .collect();
+                let missing: Vec<MigrationInfo> = schema::known_migrations(backend)
+                    .into_iter()
+                    .filter(|k| now_applied.contains(&k.version) && notes.get(&k.version) != Some(k))
+                    .collect();
+                if !missing.is_empty() {
+                    let mut tx = conn.begin().await.map_err(read_err("writing the schema notes"))?;
+                    for k in &missing {
+                        sqlx::query(
+                            "INSERT INTO schema_notes (version, description, reversible, note) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO UPDATE SET \
+                             description = excluded.description, reversible = excluded.reversible, \
+                             note = excluded.note",
+                        )
+                        .bind(k.version)
+                        .bind(&k.description)
+                        .bind(k.reversible)
+                        .bind(&k.note)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(read_err("writing the schema notes"))?;
+                    }
+                    tx.commit().await.map_err(read_err("writing the schema notes"))?;
+                }
                 Ok((report.database_version, pending))
             }
             .await;
@@ -399,7 +428,6 @@ impl SqlStore {
             result?
         });
         let to = applied_now.last().copied().unwrap_or(before);
-        self.write_notes().await?;
         if !applied_now.is_empty() {
             tracing::info!("Database migration from {before} -> {to} complete");
             let versions = applied_now
@@ -436,43 +464,6 @@ impl SqlStore {
         })
     }
 
-    /// Record what each known migration declares in `schema_notes` (when it is missing there).
-    async fn write_notes(&self) -> Result<(), SqlStoreError> {
-        let known = schema::known_migrations(self.backend());
-        on!(&self.pool, p => {
-            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM schema_notes")
-                .fetch_one(p)
-                .await
-                .map_err(read_err("reading the schema notes"))?;
-            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
-                .fetch_all(p)
-                .await
-                .map_err(read_err("reading the applied schema migrations"))?;
-            let wanted: Vec<&MigrationInfo> =
-                known.iter().filter(|k| applied.contains(&k.version)).collect();
-            if count != wanted.len() as i64 {
-                let mut tx = p.begin().await.map_err(read_err("writing the schema notes"))?;
-                for k in wanted {
-                    sqlx::query(
-                        "INSERT INTO schema_notes (version, description, reversible, note) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO UPDATE SET \
-                         description = excluded.description, reversible = excluded.reversible, \
-                         note = excluded.note",
-                    )
-                    .bind(k.version)
-                    .bind(&k.description)
-                    .bind(k.reversible)
-                    .bind(&k.note)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(read_err("writing the schema notes"))?;
-                }
-                tx.commit().await.map_err(read_err("writing the schema notes"))?;
-            }
-            Ok::<(), SqlStoreError>(())
-        })
-    }
-
     /// Append many events to the audit log in one transaction (bulk import, benchmarks).
     pub async fn append_audit_batch(
         &self,
@@ -492,10 +483,29 @@ impl SqlStore {
                 event.at = truncate_micros(event.at);
                 let prev = if seq == 0 { None } else { Some((seq as u64, hash.as_str())) };
                 let entry = AuditEntry::chain(prev, event);
-                insert_audit!(&mut *tx, &entry)?;
-                seq = entry.seq as i64;
+                seq = to_i64(entry.seq, "audit sequence number")?;
                 hash = entry.hash.clone();
                 out.push(entry);
+            }
+            // Many rows per statement (8 parameters each, well under both backends' limits).
+            for chunk in out.chunks(500) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.seq as i64)
+                        .push_bind(Ts::new(e.event.at))
+                        .push_bind(e.event.actor.as_str())
+                        .push_bind(e.event.action.as_str())
+                        .push_bind(e.event.target.as_str())
+                        .push_bind(Json(&e.event.detail))
+                        .push_bind(e.prev_hash.as_str())
+                        .push_bind(e.hash.as_str());
+                });
+                qb.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(se("append to the audit log"))?;
             }
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(seq)

@@ -449,3 +449,51 @@ on_both!(
     postgres_timestamps_keep_microseconds,
     timestamps_keep_microseconds
 );
+
+async fn batch_append_continues_the_chain(target: DbTarget) {
+    let store = SqlStore::open(&target).await.unwrap();
+    let first = store
+        .append_audit(&AuditEvent::new(t(0), "a", MIGRATION_START, "x"))
+        .await
+        .unwrap();
+    let events: Vec<AuditEvent> = (0..1200)
+        .map(|i| {
+            AuditEvent::new(t(i), "b", MIGRATION_START, format!("s{i}")).with("i", i.to_string())
+        })
+        .collect();
+    let batch = store.append_audit_batch(&events).await.unwrap();
+    assert_eq!(batch.len(), 1200);
+    assert_eq!(batch[0].prev_hash, first.hash);
+    assert_eq!(batch[0].seq, first.seq + 1);
+    let last = store
+        .append_audit(&AuditEvent::new(t(2000), "c", MIGRATION_START, "y"))
+        .await
+        .unwrap();
+    assert_eq!(last.prev_hash, batch[1199].hash);
+    let v = store.verify_audit().await.unwrap();
+    assert_eq!(v.first_broken, None);
+    assert_eq!(v.entries_checked, last.seq);
+    let page = store
+        .query_audit(&AuditQuery {
+            before_seq: Some(last.seq),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page,
+        vec![
+            batch[1199].clone(),
+            batch[1198].clone(),
+            batch[1197].clone()
+        ]
+    );
+    store.close().await;
+}
+
+on_both!(
+    sqlite_batch_append_continues_the_chain,
+    postgres_batch_append_continues_the_chain,
+    batch_append_continues_the_chain
+);

@@ -1,9 +1,11 @@
 -- dockmesh: irreversible: the first schema. There is no older schema to go back to: going below it means an empty database, so restore a backup instead.
 -- Agents (one per host), tokens (hashes only), stacks and their deploy history, the rollout
 -- policy and evaluator state, leases, and what each schema migration declared about itself.
+-- Text keys that lists are ordered by use the "C" collation: byte order, as on SQLite, whatever
+-- the database's default collation.
 
 CREATE TABLE agents (
-    id               TEXT PRIMARY KEY,
+    id               TEXT COLLATE "C" PRIMARY KEY,
     name             TEXT NOT NULL,
     version          TEXT NOT NULL,
     commit_sha       TEXT,
@@ -16,7 +18,7 @@ CREATE TABLE agents (
 );
 
 CREATE TABLE tokens (
-    hash       TEXT PRIMARY KEY,
+    hash       TEXT COLLATE "C" PRIMARY KEY,
     kind       TEXT NOT NULL,
     name       TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
@@ -27,7 +29,7 @@ CREATE TABLE tokens (
 CREATE INDEX tokens_by_creation ON tokens (created_at, hash);
 
 CREATE TABLE stacks (
-    name       TEXT PRIMARY KEY,
+    name       TEXT COLLATE "C" PRIMARY KEY,
     compose    TEXT NOT NULL,
     env        TEXT,
     host       TEXT,
@@ -51,7 +53,7 @@ CREATE TABLE rollout (
 );
 
 CREATE TABLE leases (
-    name       TEXT PRIMARY KEY,
+    name       TEXT COLLATE "C" PRIMARY KEY,
     owner      TEXT NOT NULL,
     held_until TIMESTAMPTZ NOT NULL
 );
