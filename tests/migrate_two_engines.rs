@@ -9,7 +9,7 @@
 use dockmesh_core::HostId;
 use dockmesh_core::fleet::StaticFleet;
 use dockmesh_core::migration::{
-    Command, DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, Step,
+    Command, DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, ProgressEvent, Step,
 };
 use dockmesh_core::ports::{Clock, HostRuntime, Store};
 use dockmesh_core::records::StackRecord;
@@ -97,6 +97,16 @@ fn describe_volume(host: &str, volume: &str) -> String {
         ],
     )
     .expect("describe volume")
+}
+
+fn print_progress(e: ProgressEvent) {
+    match e {
+        ProgressEvent::Command { what, .. } => eprintln!("migration: {what}"),
+        ProgressEvent::VolumeBytes { volume, bytes, .. } if bytes % (8 << 20) < 65536 => {
+            eprintln!("migration: {volume}: {bytes} bytes")
+        }
+        ProgressEvent::VolumeBytes { .. } => {}
+    }
 }
 
 struct Stack {
@@ -253,7 +263,7 @@ async fn setup(healthy_on_target: bool, store: Arc<dyn Store>) -> Option<Setup> 
 echo '<h1>shop</h1>' > site/index.html
 dd if=/dev/urandom of=big.bin bs=1M count=24 2>/dev/null
 printf 'héllo wörld\n' > "dir with space/ünïcödé/naïve file.txt"
-ln -s site/index.html link-to-index; ln -s /etc/passwd absolute-link
+ln -s site/index.html link-to-index; ln -s site dir-link
 echo shared > hard1; ln hard1 hard2
 echo secret > owned; chown 1234:5678 owned; chmod 0640 owned
 touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 empty"#;
@@ -292,7 +302,8 @@ touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 e
         fleet.clone(),
         Arc::new(SystemClock),
         Arc::new(SeqIds::default()),
-    );
+    )
+    .with_progress(Arc::new(print_progress));
     Some(Setup {
         stack,
         driver,

@@ -346,13 +346,18 @@ impl Driver {
         self.fleet.host(id).await
     }
 
-    async fn snapshot_of(&self, id: &HostId) -> HostSnapshot {
-        match self.host(id).await {
-            Ok(h) => match h.snapshot().await {
-                Ok(s) => s,
-                Err(_) => HostSnapshot::offline(id.clone(), self.clock.now()),
-            },
-            Err(_) => HostSnapshot::offline(id.clone(), self.clock.now()),
+    /// A host's snapshot, or an offline one and why the host could not be read.
+    async fn snapshot_of(&self, id: &HostId) -> (HostSnapshot, Option<String>) {
+        let res = match self.host(id).await {
+            Ok(h) => h.snapshot().await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(s) => (s, None),
+            Err(e) => (
+                HostSnapshot::offline(id.clone(), self.clock.now()),
+                Some(e.to_string()),
+            ),
         }
     }
 
@@ -395,8 +400,8 @@ impl Driver {
         };
         Ok(match cmd {
             Command::RunPreflight => {
-                let source = self.snapshot_of(&spec.source).await;
-                let target = self.snapshot_of(&spec.target).await;
+                let (source, source_err) = self.snapshot_of(&spec.source).await;
+                let (target, target_err) = self.snapshot_of(&spec.target).await;
                 let active: Vec<ActiveMigration> = self
                     .store
                     .list_migrations(true)
@@ -408,13 +413,21 @@ impl Driver {
                         stack: s.spec.stack,
                     })
                     .collect();
-                let report = preflight::run(&PreflightInput {
+                let mut report = preflight::run(&PreflightInput {
                     migration: Some(spec.id),
                     stack: &spec.stack,
                     source: &source,
                     target: &target,
                     active_migrations: &active,
                 });
+                // Say why a host counts as offline: the error its runtime gave.
+                for (check, err) in [("source_online", source_err), ("target_online", target_err)] {
+                    if let Some(err) = err
+                        && let Some(c) = report.checks.iter_mut().find(|c| c.name == check)
+                    {
+                        c.detail = format!("{} ({err})", c.detail);
+                    }
+                }
                 if report.passed() {
                     let volumes = source
                         .stacks
