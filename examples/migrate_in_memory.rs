@@ -21,7 +21,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         env: None,
     };
     let source = Arc::new(FakeHost::new("edge-1"));
-    source.seed_stack(files.clone(), &[("shop_db", b"orders and customers")], 256 << 20);
+    source.seed_stack(
+        files.clone(),
+        &[("shop_db", b"orders and customers")],
+        256 << 20,
+    );
     fleet.add(source);
     fleet.add(Arc::new(FakeHost::new("edge-2")));
     store
@@ -34,11 +38,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
 
-    let driver = Driver::new(store.clone(), fleet.clone(), clock.clone(), Arc::new(SeqIds::default()))
-        .with_progress(Arc::new(|e| match e {
-            ProgressEvent::Command { what, .. } => println!("  → {what}"),
-            ProgressEvent::VolumeBytes { volume, bytes, .. } => println!("    {volume}: {bytes} bytes"),
-        }));
+    let driver = Driver::new(
+        store.clone(),
+        fleet.clone(),
+        clock.clone(),
+        Arc::new(SeqIds::default()),
+    )
+    .with_progress(Arc::new(|e| match e {
+        ProgressEvent::Command { what, .. } => println!("  → {what}"),
+        ProgressEvent::VolumeBytes { volume, bytes, .. } => println!("    {volume}: {bytes} bytes"),
+    }));
     let id = driver
         .start(MigrationRequest {
             stack: "shop".into(),
@@ -49,7 +58,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("migration {id}");
     let m = driver.run(id).await?;
-    println!("ended {:?}; rollback possible until {:?}", m.phase(), m.retain_until());
+    println!(
+        "ended {:?}; rollback possible until {:?}",
+        m.phase(),
+        m.retain_until()
+    );
     let m = driver.rollback(id, "example").await?;
     println!("after rollback: {:?}", m.phase());
     let stack = store.get_stack("shop").await?.expect("stack");

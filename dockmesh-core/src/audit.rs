@@ -149,8 +149,13 @@ impl AuditQuery {
 
     /// Whether `entry` passes this filter (the cursor included, the limit not).
     pub fn matches(&self, entry: &AuditEntry) -> bool {
-        self.action.as_ref().is_none_or(|a| *a == entry.event.action)
-            && self.target.as_ref().is_none_or(|t| *t == entry.event.target)
+        self.action
+            .as_ref()
+            .is_none_or(|a| *a == entry.event.action)
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|t| *t == entry.event.target)
             && self.since.is_none_or(|s| entry.event.at >= s)
             && self.until.is_none_or(|u| entry.event.at < u)
             && self.before_seq.is_none_or(|b| entry.seq < b)

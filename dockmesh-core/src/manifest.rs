@@ -109,20 +109,32 @@ impl VolumeManifest {
 fn describe_change(x: &ManifestEntry, y: &ManifestEntry) -> String {
     let p = &x.path;
     if x.kind != y.kind {
-        format!("{p:?} is {:?} on the source but {:?} on the target", x.kind, y.kind)
+        format!(
+            "{p:?} is {:?} on the source but {:?} on the target",
+            x.kind, y.kind
+        )
     } else if x.size != y.size {
-        format!("{p:?} has {} bytes on the source but {} on the target", x.size, y.size)
+        format!(
+            "{p:?} has {} bytes on the source but {} on the target",
+            x.size, y.size
+        )
     } else if x.sha256 != y.sha256 {
         format!("{p:?} has different content on the target")
     } else if x.mode != y.mode {
-        format!("{p:?} has mode {:o} on the source but {:o} on the target", x.mode, y.mode)
+        format!(
+            "{p:?} has mode {:o} on the source but {:o} on the target",
+            x.mode, y.mode
+        )
     } else if (x.uid, x.gid) != (y.uid, y.gid) {
         format!(
             "{p:?} is owned by {}:{} on the source but {}:{} on the target",
             x.uid, x.gid, y.uid, y.gid
         )
     } else {
-        format!("{p:?} has mtime {} on the source but {} on the target", x.mtime, y.mtime)
+        format!(
+            "{p:?} has mtime {} on the source but {} on the target",
+            x.mtime, y.mtime
+        )
     }
 }
 
@@ -161,8 +173,14 @@ mod tests {
             "\"a\" has different content on the target"
         );
         let c = VolumeManifest::new(vec![file("a", "1")]);
-        assert_eq!(a.first_difference(&c).unwrap(), "\"b\" is missing on the target");
-        assert_eq!(c.first_difference(&a).unwrap(), "\"b\" exists only on the target");
+        assert_eq!(
+            a.first_difference(&c).unwrap(),
+            "\"b\" is missing on the target"
+        );
+        assert_eq!(
+            c.first_difference(&a).unwrap(),
+            "\"b\" exists only on the target"
+        );
         let mut d = c.clone();
         d.entries[0].mode = 0o600;
         assert!(c.first_difference(&d).unwrap().contains("mode 644"));

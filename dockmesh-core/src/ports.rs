@@ -67,7 +67,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// A backend error from any error value.
-    pub fn backend(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub fn backend(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         StoreError::Backend {
             message: message.into(),
             source: Some(Box::new(source)),

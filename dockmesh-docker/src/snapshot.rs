@@ -425,6 +425,28 @@ pub(crate) fn parse_df(text: &str) -> Option<(u64, u64)> {
     Some((total, total.saturating_sub(available)))
 }
 
+/// `/system/df`, waited for when another disk-usage computation is running on the engine (the
+/// engine runs one at a time and answers 500 "a disk usage operation is already running").
+async fn system_df(rt: &DockerRuntime) -> Result<serde_json::Value, RuntimeError> {
+    let mut attempt = 0u32;
+    loop {
+        let res = crate::rawapi::get_json(
+            &rt.endpoint,
+            &rt.api_version,
+            "/system/df",
+            rt.config.request_timeout,
+        )
+        .await;
+        match res {
+            Err(e) if e.message.contains("already running") && attempt < 120 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,27 +507,5 @@ mod tests {
         assert!(within_two_percent(100, 99));
         assert!(!within_two_percent(100, 90));
         assert!(!within_two_percent(0, 0));
-    }
-}
-
-/// `/system/df`, waited for when another disk-usage computation is running on the engine (the
-/// engine runs one at a time and answers 500 "a disk usage operation is already running").
-async fn system_df(rt: &DockerRuntime) -> Result<serde_json::Value, RuntimeError> {
-    let mut attempt = 0u32;
-    loop {
-        let res = crate::rawapi::get_json(
-            &rt.endpoint,
-            &rt.api_version,
-            "/system/df",
-            rt.config.request_timeout,
-        )
-        .await;
-        match res {
-            Err(e) if e.message.contains("already running") && attempt < 120 => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            other => return other,
-        }
     }
 }

@@ -8,4 +8,6 @@ mod conformance;
 mod fakes;
 
 pub use conformance::{RuntimeFixture, host_runtime_conformance, store_conformance};
-pub use fakes::{FakeFleet, FakeHost, FakeOp, FakeStack, FixedClock, MemStore, SeqIds, fake_snapshot};
+pub use fakes::{
+    FakeFleet, FakeHost, FakeOp, FakeStack, FixedClock, MemStore, SeqIds, fake_snapshot,
+};
