@@ -6,6 +6,8 @@
 //! ```
 //!
 //! - `open_up_to_date`: open a database whose schema is current (guard, no migration).
+//! - `postgres_connect_baseline`: open and close one PostgreSQL connection, the floor under the
+//!   PostgreSQL open.
 //! - `apply_all_migrations`: open an empty database (guard, every migration, audit event).
 //! - `append_audit_100k`: append 100,000 audit entries in transactions of 1,000.
 //! - `append_audit_single`: append 1,000 audit entries, one transaction each (per-entry cost).
@@ -179,6 +181,22 @@ fn open_up_to_date(bencher: divan::Bencher, backend: &str) {
             let store = SqlStore::open(&db.target).await.unwrap();
             divan::black_box(&store);
             store
+        })
+    });
+}
+
+/// The floor under `open_up_to_date` on PostgreSQL: establishing one connection (TCP, TLS,
+/// SCRAM authentication, a server backend) and closing it.
+#[divan::bench(sample_count = 20)]
+fn postgres_connect_baseline(bencher: divan::Bencher) {
+    let Some(admin) = postgres_admin() else {
+        eprintln!("postgres_connect_baseline skipped: DOCKMESH_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    bencher.bench_local(|| {
+        rt().block_on(async {
+            let c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            c.close().await.unwrap();
         })
     });
 }
