@@ -88,6 +88,36 @@ macro_rules! insert_audit {
     }};
 }
 
+/// Append `$event` (already truncated to microseconds) to the chain inside the open
+/// transaction `$tx`; evaluates to `Result<AuditEntry, StoreError>`.
+macro_rules! append_audit_in {
+    ($tx:expr, $event:expr) => {
+        async {
+            // Touching the head first takes the write lock (SQLite) / the row lock (PostgreSQL)
+            // before reading it, so concurrent appends queue up instead of forking the chain.
+            let (seq, hash): (i64, String) =
+                sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                    .fetch_one(&mut *$tx)
+                    .await
+                    .map_err(se("read the audit chain head"))?;
+            let prev = if seq == 0 {
+                None
+            } else {
+                Some((seq as u64, hash.as_str()))
+            };
+            let entry = AuditEntry::chain(prev, $event);
+            insert_audit!(&mut *$tx, &entry)?;
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(to_i64(entry.seq, "audit sequence number")?)
+                .bind(entry.hash.as_str())
+                .execute(&mut *$tx)
+                .await
+                .map_err(se("move the audit chain head"))?;
+            Ok::<AuditEntry, StoreError>(entry)
+        }
+    };
+}
+
 /// The dockmesh [`Store`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -416,6 +446,27 @@ impl SqlStore {
                     }
                     tx.commit().await.map_err(read_err("writing the schema notes"))?;
                 }
+                let to = pending.last().copied().unwrap_or(report.database_version);
+                // The audit table arrives with migration 3: a partial migration may stop before it.
+                if !pending.is_empty() && to >= AUDIT_SCHEMA_VERSION {
+                    let event = AuditEvent::new(Timestamp::now(), "system", SERVER_SCHEMA_MIGRATE, "database")
+                        .with("from", report.database_version.to_string())
+                        .with("to", to.to_string())
+                        .with(
+                            "migrations",
+                            pending.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","),
+                        )
+                        .with("backend", backend.to_string())
+                        .with("dockmesh_version", env!("CARGO_PKG_VERSION"));
+                    let audit_err = |e: StoreError| SqlStoreError::Database {
+                        what: format!("recording the audit event {SERVER_SCHEMA_MIGRATE}"),
+                        safe: "The schema migrations were applied and committed.",
+                        source: sqlx::Error::Protocol(e.to_string()),
+                    };
+                    let mut tx = conn.begin().await.map_err(|e| audit_err(store_err("begin", e)))?;
+                    append_audit_in!(tx, event).await.map_err(audit_err)?;
+                    tx.commit().await.map_err(|e| audit_err(store_err("commit", e)))?;
+                }
                 Ok((report.database_version, pending))
             }
             .await;
@@ -430,32 +481,6 @@ impl SqlStore {
         let to = applied_now.last().copied().unwrap_or(before);
         if !applied_now.is_empty() {
             tracing::info!("Database migration from {before} -> {to} complete");
-            let versions = applied_now
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            let event = AuditEvent::new(
-                Timestamp::now(),
-                "system",
-                SERVER_SCHEMA_MIGRATE,
-                "database",
-            )
-            .with("from", before.to_string())
-            .with("to", to.to_string())
-            .with("migrations", versions)
-            .with("backend", backend.to_string())
-            .with("dockmesh_version", env!("CARGO_PKG_VERSION"));
-            // The audit table arrives with migration 3: a partial migration may stop before it.
-            if to >= AUDIT_SCHEMA_VERSION {
-                self.append_audit(&event)
-                    .await
-                    .map_err(|e| SqlStoreError::Database {
-                        what: format!("recording the audit event {SERVER_SCHEMA_MIGRATE}"),
-                        safe: "The schema migrations were applied and committed.",
-                        source: sqlx::Error::Protocol(e.to_string()),
-                    })?;
-            }
         }
         Ok(OpenReport {
             from: before,
@@ -1290,23 +1315,7 @@ impl Store for SqlStore {
         event.at = truncate_micros(event.at);
         on!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(se("append to the audit log"))?;
-            // Touching the head first takes the write lock (SQLite) / the row lock (PostgreSQL)
-            // before reading it, so concurrent appends queue up instead of forking the chain.
-            let (seq, hash): (i64, String) = sqlx::query_as(
-                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(se("read the audit chain head"))?;
-            let prev = if seq == 0 { None } else { Some((seq as u64, hash.as_str())) };
-            let entry = AuditEntry::chain(prev, event);
-            insert_audit!(&mut *tx, &entry)?;
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(to_i64(entry.seq, "audit sequence number")?)
-                .bind(entry.hash.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(se("move the audit chain head"))?;
+            let entry = append_audit_in!(tx, event).await?;
             tx.commit().await.map_err(se("append to the audit log"))?;
             Ok(entry)
         })
