@@ -314,3 +314,16 @@ fn bad_releases_files_exit_2_naming_the_problem() {
     assert_eq!(run.code, 2, "--releases is required");
     assert!(run.stderr.contains("--releases"), "{}", run.stderr);
 }
+
+#[test]
+fn server_and_agent_say_they_are_not_built_yet() {
+    for cmd in ["server", "agent"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockmesh"))
+            .arg(cmd)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not built yet"), "{cmd}: {err}");
+    }
+}

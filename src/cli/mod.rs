@@ -29,6 +29,10 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup bundle (verified before anything is changed).
     Restore(backup::RestoreArgs),
+    /// Run the server (not built yet: this says so and exits).
+    Server,
+    /// Run the agent on a host (not built yet: this says so and exits).
+    Agent,
 }
 
 /// Run a parsed command line; the exit code says whether it succeeded.
@@ -42,5 +46,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Db(cmd) => db::run(cmd),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
+        Command::Server | Command::Agent => {
+            eprintln!(
+                "error: the dockmesh server and agent are not built yet; this version offers \
+                 `upgrade check|plan`, `db status|migrate`, `backup` and `restore`, and the \
+                 dockmesh-core library (migrations between hosts through its driver)"
+            );
+            ExitCode::from(2)
+        }
     }
 }
