@@ -375,7 +375,15 @@ fn write_tar(
     manifest_bytes: &[u8],
 ) -> Result<(), SqlStoreError> {
     let err = |what: &str| io_err(what.to_owned(), partial, BACKUP_SAFE);
-    let file = File::create(partial).map_err(err("creating the bundle"))?;
+    // The bundle holds the CA's private key and token hashes: readable by its owner only.
+    let mut open = fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    let file = open.open(partial).map_err(err("creating the bundle"))?;
     let mut enc =
         zstd::Encoder::new(BufWriter::new(file), 3).map_err(err("starting compression"))?;
     enc.include_checksum(true)

@@ -263,6 +263,12 @@ async fn round_trip(from: DbTarget, to: DbTarget) {
     assert_eq!(b.manifest.tables["stacks"], 12);
     assert_eq!(b.manifest.directories, vec!["stacks", "ca"]);
     assert!(b.manifest.files.iter().any(|f| f.path == "ca/ca.key"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&bundle).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the bundle holds the CA key: owner only");
+    }
     // The manifest's hashes are the files' hashes.
     let (files, _) = unpack(&bundle);
     for f in &b.manifest.files {
