@@ -406,3 +406,40 @@ async fn sqlite_database_is_wal_with_foreign_keys() {
     ));
     store.close().await;
 }
+
+/// Several servers sharing one PostgreSQL database open it at once: the advisory lock lets
+/// one migrate it; the others find it up to date. One audit event, one set of migrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_opens_migrate_once() {
+    let Some(db) = common::PgDb::create("postgres_concurrent_opens_migrate_once").await else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let target = db.target();
+        tasks.push(tokio::spawn(async move {
+            let (store, report) = SqlStore::open_reporting(&target).await.unwrap();
+            store.close().await;
+            report.applied
+        }));
+    }
+    let mut applied = Vec::new();
+    for t in tasks {
+        applied.push(t.await.unwrap());
+    }
+    assert_eq!(
+        applied.iter().filter(|a| !a.is_empty()).count(),
+        1,
+        "exactly one opener migrates: {applied:?}"
+    );
+    let store = SqlStore::open(&db.target()).await.unwrap();
+    let events = store
+        .query_audit(&AuditQuery {
+            action: Some(SERVER_SCHEMA_MIGRATE.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    store.close().await;
+}
