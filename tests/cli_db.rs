@@ -267,6 +267,20 @@ fn backup_and_restore() {
 }
 
 #[test]
+fn backup_of_no_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dockmesh(
+        &["backup", "--out", "b.tar.zst", "--data-dir", "nowhere"],
+        dir.path(),
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing to back up"), "{err}");
+    assert!(!dir.path().join("b.tar.zst").exists());
+    assert!(!dir.path().join("nowhere").exists(), "nothing was created");
+}
+
+#[test]
 fn postgres_migrate_and_backup_into_sqlite() {
     let Ok(admin) = std::env::var("DOCKMESH_TEST_POSTGRES_URL") else {
         if std::env::var("DOCKMESH_REQUIRE_SERVICES").as_deref() == Ok("1") {

@@ -553,8 +553,9 @@ async fn export_database(
     match target {
         DbTarget::Sqlite { path } => {
             if !path.exists() {
-                return Err(SqlStoreError::RestoreRefused(format!(
-                    "there is no database at {}: nothing to back up. Check --data-dir or --database-url",
+                return Err(SqlStoreError::BackupRefused(format!(
+                    "there is no database at {}: nothing to back up, no bundle was written. Check \
+                     --data-dir or --database-url",
                     path.display()
                 )));
             }
@@ -651,8 +652,10 @@ async fn check_backupable(pool: &Pool) -> Result<(), SqlStoreError> {
     }
     if report.database_version == 0 {
         pool.close().await;
-        return Err(SqlStoreError::RestoreRefused(
-            "the database is empty (no schema): nothing to back up. Check --data-dir or --database-url".into(),
+        return Err(SqlStoreError::BackupRefused(
+            "the database is empty (no schema): nothing to back up, no bundle was written. Check \
+             --data-dir or --database-url"
+                .into(),
         ));
     }
     Ok(())

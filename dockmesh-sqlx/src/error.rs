@@ -121,6 +121,9 @@ pub enum SqlStoreError {
     /// A restore was refused before anything was changed.
     #[error("{0}")]
     RestoreRefused(String),
+    /// A backup was refused; no bundle was written.
+    #[error("{0}")]
+    BackupRefused(String),
 }
 
 /// A backup bundle that cannot be restored. Nothing was changed when this is returned.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 /// The file name of the SQLite database inside a data directory.
 pub const SQLITE_FILE_NAME: &str = "dockmesh.db";
 
-/// A database location.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A database location. Its `Debug` form hides the password, as [`DbTarget::display`] does.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DbTarget {
     /// A SQLite database file.
     Sqlite {
@@ -20,6 +20,18 @@ pub enum DbTarget {
         /// `postgres://…` (may hold a password: print [`DbTarget::display`] instead).
         url: String,
     },
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbTarget::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            DbTarget::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact(url))
+                .finish(),
+        }
+    }
 }
 
 impl DbTarget {

@@ -2,7 +2,8 @@
 //! the CA material (see `dockmesh_sqlx::backup` for the format).
 //!
 //! - `backup --out FILE` writes the bundle while the server may be running and prints what it
-//!   holds. Exit 0, or 2 on error.
+//!   holds. Exit 0; 1 when refused (no database to back up, or one this binary refuses); 2 on
+//!   other errors.
 //! - `restore --from FILE [--dry-run] [--force]` verifies every checksum before touching
 //!   anything, refuses a bundle newer than this binary and (without `--force`) a database that
 //!   holds data, keeps what it replaces (`<file>.pre-restore-<time>`, a PostgreSQL schema

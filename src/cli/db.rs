@@ -93,6 +93,7 @@ pub fn fail(e: anyhow::Error) -> ExitCode {
     match e.downcast_ref::<SqlStoreError>() {
         Some(SqlStoreError::Refused(_))
         | Some(SqlStoreError::RestoreRefused(_))
+        | Some(SqlStoreError::BackupRefused(_))
         | Some(SqlStoreError::Bundle(_)) => ExitCode::from(1),
         _ => ExitCode::from(2),
     }
