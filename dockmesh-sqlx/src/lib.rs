@@ -21,9 +21,12 @@
 //! - [`store`]: [`SqlStore`], the `Store` implementation, opening and migrating.
 //! - [`schema`]: the embedded migrations, their reversible/irreversible declarations, the
 //!   [`SchemaReport`] of where a database stands.
-//! - [`backup`]: bundles: writing, verifying, restoring.
+//! - [`mod@backup`]: bundles: writing, verifying, restoring ([`backup()`], [`restore()`]).
 //! - `catalog`, `dump`: the table catalog and the logical export/import behind bundles.
 //! - [`ts`]: timestamps that sort on both backends.
+//!
+//! Design notes (the bundle format and why it is logical, what a PostgreSQL restore keeps, the
+//! data-directory default, the benchmarks): `README.md` beside this crate.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

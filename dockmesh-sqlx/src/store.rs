@@ -1,7 +1,7 @@
 //! [`SqlStore`]: the [`Store`] port on SQLite and PostgreSQL.
 //!
 //! One SQL text serves both backends (`$N` placeholders, `ON CONFLICT … DO UPDATE`,
-//! `RETURNING`, partial unique indexes: SQLite and PostgreSQL both have them). The [`on!`] macro
+//! `RETURNING`, partial unique indexes: SQLite and PostgreSQL both have them). The `on!` macro
 //! expands a body once per backend, so each is type-checked against its own driver.
 
 use crate::error::SqlStoreError;
