@@ -487,20 +487,27 @@ async fn exports_refuse_what_cannot_be_moved_and_clean_up() {
     assert_eq!(err.kind, RuntimeErrorKind::NotFound, "{err}");
     assert!(!volume_exists(&missing));
 
-    // A FIFO in the volume: the stream fails naming it, the manifest slot holds the error.
+    // A FIFO in the volume: the stream fails naming it, the manifest slot holds the error, and
+    // the carrier goes away even though the engine still had 50 MB to send after it.
     let fifo = cleanup.volume(&unique("fifo"));
     docker_ok(&["volume", "create", &fifo]);
-    sh(&[(&fifo, "/v")], "echo a > /v/a && mkfifo /v/pipe");
+    sh(
+        &[(&fifo, "/v")],
+        "mkfifo /v/0-pipe && head -c 50000000 /dev/urandom > /v/big",
+    );
     let export = volume::export_volume(&docker, &fifo)
         .await
         .expect("export starts");
-    let items: Vec<_> = export.stream.collect().await;
+    let items: Vec<_> =
+        tokio::time::timeout(std::time::Duration::from_secs(120), export.stream.collect())
+            .await
+            .expect("a refused export ends promptly");
     let err = items
         .into_iter()
         .find_map(Result::err)
         .expect("the stream fails");
     assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
-    assert!(err.message.contains("\"pipe\""), "{err}");
+    assert!(err.message.contains("\"0-pipe\""), "{err}");
     assert!(err.message.contains("FIFO"), "{err}");
     assert!(export.manifest.take().is_err());
     assert!(carriers_of(&fifo).is_empty());

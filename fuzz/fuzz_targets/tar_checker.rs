@@ -1,0 +1,79 @@
+//! The volume stream checker on arbitrary bytes, pushed in arbitrary chunks.
+//!
+//! Properties: it never panics; the verdict and the output do not depend on how the input is
+//! chunked; an accepted stream's output is accepted again (in the engine-facing carrier form)
+//! with the same manifest, and an independent tar reader sees in it only regular files,
+//! directories and links named under `v/`, without `..`, with no absolute link target.
+//!
+//! `cargo fuzz run -s none tar_checker` (stable toolchain).
+#![no_main]
+
+use bytes::Bytes;
+use dockmesh_core::manifest::VolumeManifest;
+use dockmesh_docker::volume::{Layout, Limits, StreamError, TarTransform};
+use libfuzzer_sys::fuzz_target;
+
+struct Outcome {
+    result: Result<Option<VolumeManifest>, StreamError>,
+    output: Vec<u8>,
+}
+
+fn run(input: &[u8], from: Layout, to: Option<Layout>, chunk: usize) -> Outcome {
+    let mut t = TarTransform::new(from, to, Limits::default()).with_manifest();
+    let mut output = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        let pushed = t.push(Bytes::copy_from_slice(piece));
+        while let Some(b) = t.pop() {
+            output.extend_from_slice(&b);
+        }
+        if let Err(e) = pushed {
+            return Outcome {
+                result: Err(e),
+                output,
+            };
+        }
+    }
+    let result = t.finish();
+    while let Some(b) = t.pop() {
+        output.extend_from_slice(&b);
+    }
+    Outcome { result, output }
+}
+
+fn check_output_is_safe(output: &[u8]) {
+    let mut archive = tar::Archive::new(output);
+    for entry in archive.entries().expect("the output is a tar stream") {
+        let entry = entry.expect("every output entry is readable");
+        let name = entry.path_bytes().into_owned();
+        assert!(name.starts_with(b"v/"), "{name:?}");
+        assert!(!name.split(|&b| b == b'/').any(|c| c == b".."), "{name:?}");
+        let typ = entry.header().entry_type();
+        assert!(
+            typ.is_file() || typ.is_dir() || typ.is_symlink() || typ.is_hard_link(),
+            "{typ:?}"
+        );
+        if let Some(link) = entry.link_name_bytes() {
+            assert!(!link.starts_with(b"/"), "{link:?}");
+            if typ.is_hard_link() {
+                assert!(link.starts_with(b"v/"), "{link:?}");
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The first byte picks the chunk size, so chunk boundaries are explored too.
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(selector) * 7 + 1;
+    let whole = run(input, Layout::Transfer, Some(Layout::Carrier), input.len());
+    let split = run(input, Layout::Transfer, Some(Layout::Carrier), chunk);
+    assert_eq!(whole.result, split.result);
+    if let Ok(manifest) = whole.result {
+        assert_eq!(whole.output, split.output);
+        check_output_is_safe(&whole.output);
+        let again = run(&whole.output, Layout::Carrier, None, chunk);
+        assert_eq!(again.result, Ok(manifest));
+    }
+});
