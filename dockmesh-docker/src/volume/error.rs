@@ -177,6 +177,15 @@ pub enum Refusal {
         /// The id.
         id: u64,
     },
+    /// An extended attribute outside what a volume export carries.
+    #[error(
+        "it carries the extended attribute {name:?}; only `user.*` and `security.capability` \
+         are accepted"
+    )]
+    Xattr {
+        /// The attribute's name.
+        name: String,
+    },
     /// More entries than the limit.
     #[error("the stream has more than {limit} entries")]
     TooManyEntries {

@@ -185,6 +185,17 @@ impl Checker {
         let path = self
             .normalize(&raw.name, raw.kind == RawKind::Dir)
             .map_err(refuse)?;
+        // The engine's export carries `security.capability` only; `user.*` is harmless. Other
+        // namespaces (`trusted.*`, `security.selinux`, ACLs) could change what the data may do.
+        if let Some((name, _)) = raw
+            .xattrs
+            .iter()
+            .find(|(k, _)| !(k == b"security.capability" || k.starts_with(b"user.")))
+        {
+            return Err(refuse(Refusal::Xattr {
+                name: escape_path(name),
+            }));
+        }
         if self.nodes.is_empty() || path.is_empty() {
             if !(self.nodes.is_empty() && path.is_empty() && raw.kind == RawKind::Dir) {
                 return Err(refuse(Refusal::RootFirst));

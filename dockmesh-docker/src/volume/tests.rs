@@ -513,6 +513,46 @@ fn pax_path_tricks_are_refused() {
 }
 
 #[test]
+fn extended_attributes_other_than_user_and_capabilities_are_refused() {
+    check_refused(
+        &[
+            pax_header(&pax_record("SCHILY.xattr.trusted.overlay.opaque", b"y")),
+            file(b"f", b""),
+        ],
+        "f",
+        "Xattr",
+    );
+    check_refused(
+        &[
+            pax_header(&pax_record(
+                "SCHILY.xattr.security.selinux",
+                b"unconfined_u",
+            )),
+            dir(b"d/"),
+        ],
+        "d/",
+        "Xattr",
+    );
+    let records = [
+        pax_record("SCHILY.xattr.user.note", b"kept"),
+        pax_record("SCHILY.xattr.security.capability", b"\x01"),
+    ]
+    .concat();
+    let (_, out) = accept(&stream(&[
+        dir(b"./"),
+        pax_header(&records),
+        file(b"f", b"x"),
+        end(),
+    ]));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("SCHILY.xattr.user.note=kept"),
+        "user.* is carried"
+    );
+    assert!(text.contains("SCHILY.xattr.security.capability="));
+}
+
+#[test]
 fn content_hidden_behind_a_header_only_entry_is_refused() {
     // Readers that honour the size of a directory would skip the next block as its content;
     // readers that do not (Go's) would extract it. Either way it is refused.
