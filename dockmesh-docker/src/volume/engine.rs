@@ -207,7 +207,7 @@ async fn export_step(mut st: ExportState) -> Option<(Result<Bytes, RuntimeError>
 /// conflict. Every entry is checked before it reaches the engine, and a refused stream leaves no
 /// volume behind. `progress` is told the number of stream bytes read so far, as they flow.
 ///
-/// The stream is read to its end, so an export's manifest slot is filled when this returns. The
+/// On success the stream has been read to its end, so an export's manifest slot is filled. The
 /// returned manifest is computed from what the volume holds afterwards (read back from the
 /// engine), for the caller to compare with the source's.
 pub async fn import_volume(

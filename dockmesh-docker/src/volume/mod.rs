@@ -14,11 +14,20 @@
 //! runs inline on the async stream without a blocking thread, and bounded in memory: content
 //! bytes are handed on in the chunks they arrived in) followed by the entry checker and a writer
 //! that emits every accepted entry again in one canonical POSIX pax form. An export rewrites the
-//! engine's `v/…` names into the [`Layout::Transfer`] form (`./` and relative paths) and computes
-//! the [`VolumeManifest`] as the bytes flow; an import checks the incoming stream and hands the
-//! engine only headers written here, named `v/…` ([`Layout::Carrier`]). The root entry carries
+//! engine's `v/…` names into the [`Layout::Transfer`] form (`./` and relative paths) and
+//! computes the [`VolumeManifest`](dockmesh_core::manifest::VolumeManifest) as the bytes flow;
+//! an import checks the incoming stream and hands the engine only headers written here, named
+//! `v/…` ([`Layout::Carrier`]). The root entry carries
 //! the volume root's own owner, mode and mtime; extracting at `/` with the `v/` prefix is what
 //! makes the engine apply them (it skips metadata of an entry named `.`).
+//!
+//! The `PUT` leaves `copyUIDGID` unset: with it the engine would chown every entry to the
+//! container's user (moby `daemon/archive_tarcopyoptions_unix.go`, and moby/moby#41727 for the
+//! CLI side); without it a root engine `lchown`s each entry to its header's uid/gid, sets modes
+//! after owners (so setuid bits stay), and sets mtimes, directories' last; hard links are
+//! created with `link(2)` to the earlier path. The round-trip test checks all of that on the
+//! engine. A rootless engine cannot set owners outside its id mapping; the read-back then
+//! differs and the caller's verification names the entry.
 //!
 //! After the import the volume is read back through the same endpoint and its manifest computed
 //! from what the engine actually stored: that is what [`import_volume`] returns, for the caller
