@@ -7,6 +7,7 @@
 //! in `DOCKMESH_TEST_DOCKER_HOST_B` (`scripts/start-second-engine.sh` starts one).
 
 use dockmesh_core::HostId;
+use dockmesh_core::MigrationId;
 use dockmesh_core::fleet::StaticFleet;
 use dockmesh_core::migration::{
     Command, DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, ProgressEvent, Step,
@@ -237,6 +238,21 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+impl Setup {
+    /// Ask for the stack to move from engine A to engine B.
+    async fn start_migration(&self) -> MigrationId {
+        self.driver
+            .start(MigrationRequest {
+                stack: self.stack.name.clone(),
+                target: HostId::from("engine-b"),
+                by: "test".into(),
+                retention: DEFAULT_RETENTION,
+            })
+            .await
+            .expect("the migration is recorded")
+    }
+}
+
 async fn setup(healthy_on_target: bool, store: Arc<dyn Store>) -> Option<Setup> {
     let (ea, eb) = engines()?;
     let name = unique("dmmig");
@@ -328,16 +344,7 @@ async fn a_stack_moves_to_another_engine_with_its_data_and_rolls_back() {
         "fixture has an owned file:\n{before}"
     );
 
-    let id = s
-        .driver
-        .start(MigrationRequest {
-            stack: name.clone(),
-            target: HostId::from("engine-b"),
-            by: "test".into(),
-            retention: DEFAULT_RETENTION,
-        })
-        .await
-        .unwrap();
+    let id = s.start_migration().await;
     let m = s.driver.run(id).await.expect("the migration runs");
     assert_eq!(m.phase(), Phase::Committed, "failure: {:?}", m.failure());
 
@@ -384,16 +391,7 @@ async fn a_target_that_never_becomes_healthy_is_undone_and_the_source_runs_again
     let name = s.stack.name.clone();
     let volume = format!("{name}_data");
     let before = describe_volume(&s.stack.a, &volume);
-    let id = s
-        .driver
-        .start(MigrationRequest {
-            stack: name.clone(),
-            target: HostId::from("engine-b"),
-            by: "test".into(),
-            retention: DEFAULT_RETENTION,
-        })
-        .await
-        .unwrap();
+    let id = s.start_migration().await;
     let m = match s.driver.run(id).await {
         Ok(m) => m,
         Err(DriveError::Retry { .. }) => panic!("compensation should not need a retry here"),
@@ -446,16 +444,7 @@ async fn a_restart_in_the_middle_resumes_from_the_database_and_finishes() {
     let name = s.stack.name.clone();
     let volume = format!("{name}_data");
     let before = describe_volume(&s.stack.a, &volume);
-    let id = s
-        .driver
-        .start(MigrationRequest {
-            stack: name.clone(),
-            target: HostId::from("engine-b"),
-            by: "test".into(),
-            retention: DEFAULT_RETENTION,
-        })
-        .await
-        .unwrap();
+    let id = s.start_migration().await;
     // Run until the volume transfer has begun, then "crash": drop the driver and the store.
     let mut m = s.driver.load(id).await.unwrap();
     while !matches!(m.next_command(), Some(Command::TransferVolume(_))) {
