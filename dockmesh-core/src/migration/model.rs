@@ -255,7 +255,6 @@ struct Sut {
     clock: Arc<FixedClock>,
     ids: Arc<SeqIds>,
     id: MigrationId,
-    start: Timestamp,
 }
 
 impl Sut {
@@ -416,7 +415,6 @@ impl StateMachineTest for Sut {
             clock,
             ids,
             id,
-            start,
         }
     }
 
@@ -464,7 +462,6 @@ impl StateMachineTest for Sut {
             model.phase,
             m.phase()
         );
-        let _ = sut.start;
         sut
     }
 
