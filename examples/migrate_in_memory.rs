@@ -29,13 +29,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     fleet.add(source);
     fleet.add(Arc::new(FakeHost::new("edge-2")));
     store
-        .put_stack(&StackRecord {
-            name: files.name.clone(),
-            compose: files.compose,
-            env: None,
-            host: Some(HostId::from("edge-1")),
-            updated_at: clock.now(),
-        })
+        .put_stack(
+            &StackRecord {
+                name: files.name.clone(),
+                compose: files.compose,
+                env: None,
+                host: Some(HostId::from("edge-1")),
+                updated_at: clock.now(),
+            },
+            None,
+        )
         .await?;
 
     let driver = Driver::new(

@@ -39,13 +39,16 @@ fn add_stack(data_dir: &Path, name: &str) {
             .await
             .unwrap();
         store
-            .put_stack(&StackRecord {
-                name: name.into(),
-                compose: "services: {}\n".into(),
-                env: None,
-                host: None,
-                updated_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
-            })
+            .put_stack(
+                &StackRecord {
+                    name: name.into(),
+                    compose: "services: {}\n".into(),
+                    env: None,
+                    host: None,
+                    updated_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+                },
+                None,
+            )
             .await
             .unwrap();
         store.close().await;

@@ -303,13 +303,16 @@ touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 e
     assert!(health.healthy(), "the source stack is healthy: {health:?}");
 
     store
-        .put_stack(&StackRecord {
-            name: name.clone(),
-            compose: files.compose.clone(),
-            env: None,
-            host: Some(HostId::from("engine-a")),
-            updated_at: jiff::Timestamp::now(),
-        })
+        .put_stack(
+            &StackRecord {
+                name: name.clone(),
+                compose: files.compose.clone(),
+                env: None,
+                host: Some(HostId::from("engine-a")),
+                updated_at: jiff::Timestamp::now(),
+            },
+            None,
+        )
         .await
         .unwrap();
     let fleet = Arc::new(StaticFleet::new().with(a.clone()).with(b.clone()));
@@ -398,8 +401,9 @@ async fn a_target_that_never_becomes_healthy_is_undone_and_the_source_runs_again
         Err(e) => panic!("{e}"),
     };
     assert_eq!(m.phase(), Phase::Failed);
-    let (step, reason) = m.failure().unwrap();
-    assert_eq!(*step, Step::TargetHealth, "{reason}");
+    let failure = m.failure().unwrap();
+    let reason = &failure.reason;
+    assert_eq!(failure.step, Step::TargetHealth, "{reason}");
     assert!(
         reason.contains("web"),
         "the reason names the service: {reason}"
@@ -446,10 +450,22 @@ async fn a_restart_in_the_middle_resumes_from_the_database_and_finishes() {
     let before = describe_volume(&s.stack.a, &volume);
     let id = s.start_migration().await;
     // Run until the volume transfer has begun, then "crash": drop the driver and the store.
-    let mut m = s.driver.load(id).await.unwrap();
+    // The crashed process held the migration's lease, which runs out after its ttl.
+    let crashed = Driver::new(
+        s.store.clone(),
+        s.fleet.clone(),
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::default()),
+    )
+    .with_lease_ttl(jiff::SignedDuration::from_secs(2));
+    let lease = crashed
+        .claim(&dockmesh_core::ports::migration_lease(id))
+        .await
+        .unwrap();
+    let mut m = crashed.load(id).await.unwrap();
     while !matches!(m.next_command(), Some(Command::TransferVolume(_))) {
         assert!(
-            s.driver.step(&mut m).await.unwrap(),
+            crashed.step(&mut m, &lease).await.unwrap(),
             "the migration settled early: {:?}",
             m.failure()
         );
@@ -474,6 +490,7 @@ async fn a_restart_in_the_middle_resumes_from_the_database_and_finishes() {
     )
     .unwrap();
     let fleet = s.fleet.clone();
+    drop(crashed);
     drop(s.driver);
     drop(s.store);
 
@@ -494,7 +511,17 @@ async fn a_restart_in_the_middle_resumes_from_the_database_and_finishes() {
         Phase::SourceStopped,
         "the log survives the restart"
     );
-    let m = driver.run(id).await.expect("the migration resumes");
+    // The new process waits for the crashed one's lease to run out, then resumes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let m = loop {
+        match driver.run(id).await {
+            Err(DriveError::Busy { owner, .. }) if std::time::Instant::now() < deadline => {
+                assert!(owner.starts_with("driver-"), "{owner}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => break other.expect("the migration resumes"),
+        }
+    };
     assert_eq!(m.phase(), Phase::Committed, "failure: {:?}", m.failure());
     assert_eq!(describe_volume(&s.stack.b, &volume), before);
     assert!(s.b.stack_status(&name).await.unwrap().all_running());

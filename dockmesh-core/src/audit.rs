@@ -137,14 +137,15 @@ pub struct AuditQuery {
     pub until: Option<Timestamp>,
     /// Only entries with a sequence number below this one (the cursor for the next page).
     pub before_seq: Option<u64>,
-    /// At most this many entries (0 means the default of 100).
+    /// At most this many entries (0 means the default of 100; never more than
+    /// [`crate::ports::MAX_PAGE`]).
     pub limit: u32,
 }
 
 impl AuditQuery {
     /// The page size this query asks for.
     pub fn effective_limit(&self) -> u32 {
-        if self.limit == 0 { 100 } else { self.limit }
+        crate::ports::page_size(self.limit)
     }
 
     /// Whether `entry` passes this filter (the cursor included, the limit not).

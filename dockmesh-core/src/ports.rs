@@ -14,7 +14,7 @@ use crate::types::{AgentId, HostId, MigrationId, StackFiles};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,13 @@ use std::sync::{Arc, Mutex};
 pub trait Clock: Send + Sync {
     /// The current time.
     fn now(&self) -> Timestamp;
+}
+
+/// Waiting, for the loops that renew leases while a long step runs.
+#[async_trait]
+pub trait Timer: Send + Sync {
+    /// Return after `d`.
+    async fn sleep(&self, d: std::time::Duration);
 }
 
 /// The source of new ids.
@@ -53,6 +60,19 @@ pub enum StoreError {
     Corrupt {
         /// What could not be read.
         what: String,
+    },
+    /// The writer's lease was taken over by another holder (its fencing token is stale).
+    /// Nothing was written; the new holder drives from here.
+    #[error(
+        "lease {lease} is now held with token {current}, not {token}: another driver took over"
+    )]
+    Fenced {
+        /// The lease.
+        lease: String,
+        /// The token the writer presented.
+        token: u64,
+        /// The lease's current token (0 when nobody holds it any more).
+        current: u64,
     },
     /// The backend failed.
     #[error("store backend error: {message}")]
@@ -102,36 +122,57 @@ pub trait Store: Send + Sync {
     async fn delete_token(&self, hash: &str) -> Result<(), StoreError>;
 
     // --- stacks ---
-    /// Insert or replace a stack.
-    async fn put_stack(&self, stack: &StackRecord) -> Result<(), StoreError>;
+    /// Insert or replace a stack and, in the same transaction, append `deploy` to its deploy
+    /// history: both are written or neither.
+    async fn put_stack(
+        &self,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError>;
     /// One stack.
     async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError>;
     /// Every stack, ordered by name.
     async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError>;
     /// Remove a stack and its deploy history. Removing an unknown stack is not an error.
     async fn delete_stack(&self, name: &str) -> Result<(), StoreError>;
-    /// Append to a stack's deploy history.
-    async fn append_deploy(&self, record: &DeployRecord) -> Result<(), StoreError>;
-    /// A stack's deploy history, oldest first.
-    async fn deploy_history(&self, stack: &str) -> Result<Vec<DeployRecord>, StoreError>;
+    /// One page of a stack's deploy history, newest first.
+    async fn deploy_history(
+        &self,
+        stack: &str,
+        page: &PageQuery,
+    ) -> Result<Vec<DeployEntry>, StoreError>;
 
     // --- migrations ---
-    /// Record a new migration. A conflict when the stack already has an active migration or the
-    /// id exists; nothing is written then.
-    async fn create_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError>;
-    /// Append one event to a migration's log. `seq` is the number of events already in the log;
-    /// when it differs (another writer got there first) this is a conflict and nothing is written.
-    /// An event for which [`MigrationEvent::ends_activity`] is true makes the migration inactive.
+    /// Record a new migration and, in the same transaction, its audit entry. A conflict when
+    /// the stack already has an active migration or the id exists; nothing is written then.
+    async fn create_migration(
+        &self,
+        spec: &MigrationSpec,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(), StoreError>;
+    /// Append one event to a migration's log and, in the same transaction, its audit entry.
+    ///
+    /// `seq` is the number of events already in the log: when it differs (another writer got
+    /// there first) this is a [`StoreError::Conflict`]. `fence` proves the writer holds the
+    /// migration's lease: when the lease's token is not `fence.token` (another driver took the
+    /// lease over) this is [`StoreError::Fenced`]. Either way nothing is written.
+    /// [`MigrationEvent::activity`] says whether the event ends or resumes the migration's
+    /// activity; resuming it while another migration of the stack is active is a conflict.
     async fn append_migration_event(
         &self,
         id: MigrationId,
         seq: u64,
         event: &MigrationEvent,
+        fence: &Fence,
+        audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError>;
     /// One migration with its whole event log.
     async fn load_migration(&self, id: MigrationId) -> Result<Option<StoredMigration>, StoreError>;
-    /// Every migration (or only the active ones), newest first.
-    async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError>;
+    /// One page of migrations, newest first (by request time, then id).
+    async fn list_migrations(
+        &self,
+        query: &MigrationQuery,
+    ) -> Result<Vec<StoredMigration>, StoreError>;
 
     // --- drains ---
     /// Insert or replace a drain.
@@ -156,17 +197,127 @@ pub trait Store: Send + Sync {
     async fn verify_audit(&self) -> Result<ChainVerification, StoreError>;
 
     // --- leases ---
-    /// Take or renew the lease `name` for `owner` until `until`. Succeeds when the lease is free,
-    /// already held by `owner`, or held by another owner whose lease expired before `now`.
+    /// Take or renew the lease `name` for `owner` for `ttl`, measured on the store's own clock
+    /// (the database's, not the caller's). Granted when the lease is free, already held by
+    /// `owner`, or held by another owner and expired. Each new holder gets a fencing token
+    /// greater than every earlier holder's; a renewal by the same holder keeps its token.
     async fn claim_lease(
         &self,
         name: &str,
         owner: &str,
-        until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, StoreError>;
-    /// Give a lease up. Only its holder can release it; anything else is a no-op.
+        ttl: SignedDuration,
+    ) -> Result<LeaseClaim, StoreError>;
+    /// Give a lease up (it expires now; its token is kept so the next holder's is greater).
+    /// Only its holder can release it; anything else is a no-op.
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// The largest page any list of the store returns.
+pub const MAX_PAGE: u32 = 1000;
+/// The page size when a query does not say.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// The size of a page: 0 means [`DEFAULT_PAGE`], and no page is larger than [`MAX_PAGE`].
+pub fn page_size(limit: u32) -> u32 {
+    match limit {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// A page of a list ordered newest first: at most `limit` items, older than `before`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageQuery {
+    /// Only items older than this cursor (the `seq` of the last item of the previous page).
+    pub before: Option<u64>,
+    /// At most this many (see [`page_size`]).
+    pub limit: u32,
+}
+
+/// One entry of a stack's deploy history with its cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployEntry {
+    /// Grows with every entry; the cursor for [`PageQuery::before`].
+    pub seq: u64,
+    /// The entry.
+    pub record: DeployRecord,
+}
+
+/// Which migrations to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationQuery {
+    /// Only the active ones (not settled: in flight, rolling back or purging).
+    pub active_only: bool,
+    /// Only this stack's.
+    pub stack: Option<String>,
+    /// Only migrations listed after this one (the last of the previous page).
+    pub after: Option<MigrationId>,
+    /// At most this many (see [`page_size`]).
+    pub limit: u32,
+}
+
+/// A lease as held: by whom, with which fencing token, until when (store's clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The lease's name (`migration:<id>`, `drain:<id>`, `stack:<name>`, …).
+    pub name: String,
+    /// Its holder.
+    pub owner: String,
+    /// The fencing token: greater for every new holder.
+    pub token: u64,
+    /// When it expires unless renewed.
+    pub expires_at: Timestamp,
+}
+
+impl Lease {
+    /// The fence a writer under this lease presents to the store.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            lease: self.name.clone(),
+            token: self.token,
+        }
+    }
+}
+
+/// The outcome of [`Store::claim_lease`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum LeaseClaim {
+    /// The caller holds the lease.
+    Granted(Lease),
+    /// Someone else holds it.
+    Held {
+        /// The holder.
+        owner: String,
+        /// Until when.
+        until: Timestamp,
+    },
+}
+
+/// What a writer presents to prove it holds a lease: the store refuses a write whose token is
+/// not the lease's current one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    /// The lease.
+    pub lease: String,
+    /// The token the writer got when it claimed the lease.
+    pub token: u64,
+}
+
+/// The lease that guards the driving of one migration.
+pub fn migration_lease(id: MigrationId) -> String {
+    format!("migration:{id}")
+}
+
+/// The lease that guards the driving of one drain.
+pub fn drain_lease(id: uuid::Uuid) -> String {
+    format!("drain:{id}")
+}
+
+/// The lease held while a migration of a stack is created or a rollback of it is asked for, so
+/// that the check of the stack's other migrations and the write are one step.
+pub fn stack_lease(stack: &str) -> String {
+    format!("stack:{stack}")
 }
 
 /// A place audit events go to.

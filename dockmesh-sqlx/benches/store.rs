@@ -147,26 +147,26 @@ async fn fill_audit(store: &SqlStore, n: usize) {
 async fn fill_stacks(store: &SqlStore, n: usize) {
     for i in 0..n {
         let name = format!("stack-{i:04}");
+        let deploy = DeployRecord {
+            stack: name.clone(),
+            at: Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
+            host: HostId::from("host-0"),
+            action: "deploy".into(),
+            actor: "bench".into(),
+        };
         store
-            .put_stack(&StackRecord {
-                name: name.clone(),
-                compose: format!(
-                    "services:\n  web:\n    image: app:{i}\n    ports: [\"80{i:02}:80\"]\n"
-                ),
-                env: Some(format!("N={i}\n")),
-                host: Some(HostId::new(format!("host-{}", i % 10))),
-                updated_at: Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
-            })
-            .await
-            .unwrap();
-        store
-            .append_deploy(&DeployRecord {
-                stack: name,
-                at: Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
-                host: HostId::from("host-0"),
-                action: "deploy".into(),
-                actor: "bench".into(),
-            })
+            .put_stack(
+                &StackRecord {
+                    name: name.clone(),
+                    compose: format!(
+                        "services:\n  web:\n    image: app:{i}\n    ports: [\"80{i:02}:80\"]\n"
+                    ),
+                    env: Some(format!("N={i}\n")),
+                    host: Some(HostId::new(format!("host-{}", i % 10))),
+                    updated_at: Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
+                },
+                Some(&deploy),
+            )
             .await
             .unwrap();
     }

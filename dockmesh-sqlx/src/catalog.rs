@@ -113,6 +113,13 @@ pub(crate) const TABLES: &[Table] = &[
         seeded: false,
     },
     Table {
+        name: "lease_fences",
+        since: 5,
+        order_by: "name",
+        columns: &[("name", Text), ("token", Int)],
+        seeded: false,
+    },
+    Table {
         name: "migrations",
         since: 2,
         order_by: "id",

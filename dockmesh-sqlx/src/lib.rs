@@ -43,6 +43,8 @@ pub use backup::{
     BackupReport, Manifest, ManifestFile, RestoreOptions, RestoreReport, backup, restore,
 };
 pub use error::{BundleError, SchemaRefusal, SqlStoreError};
-pub use schema::{Backend, MigrationInfo, SchemaReport, SchemaStatus};
+pub use schema::{
+    Backend, MigrationInfo, SchemaReport, SchemaStatus, binary_version, known_migrations,
+};
 pub use store::{OpenReport, SqlStore};
 pub use target::{DbTarget, SQLITE_FILE_NAME};

@@ -15,7 +15,9 @@ use dockmesh_core::audit::{
 };
 use dockmesh_core::drain::{DrainPlan, DrainRecord};
 use dockmesh_core::migration::{MigrationEvent, MigrationSpec, StoredMigration};
-use dockmesh_core::ports::{Store, StoreError};
+use dockmesh_core::ports::{
+    DeployEntry, Fence, Lease, LeaseClaim, MigrationQuery, PageQuery, Store, StoreError, page_size,
+};
 use dockmesh_core::records::{DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
 use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutPolicy, RolloutRecord, RolloutState, UpgradeState,
@@ -29,7 +31,7 @@ use sqlx::sqlite::{
 };
 use sqlx::types::Json;
 use sqlx::{Connection, QueryBuilder};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -543,6 +545,29 @@ impl SqlStore {
         })
     }
 
+    /// The query that reads the database's clock, as a [`Ts`].
+    fn now_sql(&self) -> &'static str {
+        match self.pool.backend() {
+            Backend::Postgres => "SELECT now()",
+            // `%f` is seconds with milliseconds; padded to the fixed width `Ts` stores.
+            Backend::Sqlite => "SELECT strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')",
+        }
+    }
+
+    /// The active migration of the stack of migration `id`, other than `id` itself.
+    async fn active_migration_of(&self, id: MigrationId) -> Result<Option<uuid::Uuid>, StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query_scalar(
+                "SELECT o.id FROM migrations o JOIN migrations m ON m.stack = o.stack \
+                 WHERE m.id = $1 AND o.id <> $1 AND o.active = TRUE",
+            )
+            .bind(id.0)
+            .fetch_optional(p)
+            .await
+            .map_err(se("read a migration"))
+        })
+    }
+
     /// The lease `name`: its holder and until when, if anyone holds it.
     pub async fn lease(&self, name: &str) -> Result<Option<(String, Timestamp)>, StoreError> {
         on!(&self.pool, p => {
@@ -703,6 +728,7 @@ impl StackRow {
 
 #[derive(sqlx::FromRow)]
 struct DeployRow {
+    id: i64,
     stack: String,
     at: Ts,
     host: String,
@@ -743,7 +769,6 @@ impl MigrationRow {
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
-    migration_id: uuid::Uuid,
     body: Json<MigrationEvent>,
 }
 
@@ -802,14 +827,6 @@ const TOKEN_COLUMNS: &str =
     "SELECT hash, kind, name, created_at, expires_at, one_time, used_at FROM tokens";
 const MIGRATION_COLUMNS: &str =
     "SELECT id, stack, source, target, requested_at, requested_by, retention FROM migrations";
-
-fn group_events(rows: Vec<EventRow>) -> HashMap<uuid::Uuid, Vec<MigrationEvent>> {
-    let mut out: HashMap<uuid::Uuid, Vec<MigrationEvent>> = HashMap::new();
-    for r in rows {
-        out.entry(r.migration_id).or_default().push(r.body.0);
-    }
-    out
-}
 
 #[async_trait]
 impl Store for SqlStore {
@@ -960,8 +977,13 @@ impl Store for SqlStore {
         })
     }
 
-    async fn put_stack(&self, stack: &StackRecord) -> Result<(), StoreError> {
+    async fn put_stack(
+        &self,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError> {
         on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("store a stack"))?;
             sqlx::query(
                 "INSERT INTO stacks (name, compose, env, host, updated_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET compose = excluded.compose, env = excluded.env, \
@@ -972,9 +994,23 @@ impl Store for SqlStore {
             .bind(stack.env.as_deref())
             .bind(stack.host.as_ref().map(|h| h.as_str()))
             .bind(Ts::new(stack.updated_at))
-            .execute(p)
+            .execute(&mut *tx)
             .await
             .map_err(se("store a stack"))?;
+            if let Some(record) = deploy {
+                sqlx::query(
+                    "INSERT INTO deploys (stack, at, host, action, actor) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&record.stack)
+                .bind(Ts::new(record.at))
+                .bind(record.host.as_str())
+                .bind(&record.action)
+                .bind(&record.actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("append to a stack's deploy history"))?;
+            }
+            tx.commit().await.map_err(se("store a stack"))?;
             Ok(())
         })
     }
@@ -1022,62 +1058,77 @@ impl Store for SqlStore {
         })
     }
 
-    async fn append_deploy(&self, record: &DeployRecord) -> Result<(), StoreError> {
-        on!(&self.pool, p => {
-            sqlx::query(
-                "INSERT INTO deploys (stack, at, host, action, actor) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&record.stack)
-            .bind(Ts::new(record.at))
-            .bind(record.host.as_str())
-            .bind(&record.action)
-            .bind(&record.actor)
-            .execute(p)
-            .await
-            .map_err(se("append to a stack's deploy history"))?;
-            Ok(())
-        })
-    }
-
-    async fn deploy_history(&self, stack: &str) -> Result<Vec<DeployRecord>, StoreError> {
+    async fn deploy_history(
+        &self,
+        stack: &str,
+        page: &PageQuery,
+    ) -> Result<Vec<DeployEntry>, StoreError> {
+        let before = page
+            .before
+            .map(|b| to_i64(b, "deploy history cursor"))
+            .transpose()?
+            .unwrap_or(i64::MAX);
+        let limit = i64::from(page_size(page.limit));
         on!(&self.pool, p => {
             let rows: Vec<DeployRow> = sqlx::query_as(
-                "SELECT stack, at, host, action, actor FROM deploys WHERE stack = $1 ORDER BY id",
+                "SELECT id, stack, at, host, action, actor FROM deploys \
+                 WHERE stack = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
             )
             .bind(stack)
+            .bind(before)
+            .bind(limit)
             .fetch_all(p)
             .await
             .map_err(se("read a stack's deploy history"))?;
             Ok(rows
                 .into_iter()
-                .map(|r| DeployRecord {
-                    stack: r.stack,
-                    at: r.at.0,
-                    host: HostId(r.host),
-                    action: r.action,
-                    actor: r.actor,
+                .map(|r| DeployEntry {
+                    seq: r.id as u64,
+                    record: DeployRecord {
+                        stack: r.stack,
+                        at: r.at.0,
+                        host: HostId(r.host),
+                        action: r.action,
+                        actor: r.actor,
+                    },
                 })
                 .collect())
         })
     }
 
-    async fn create_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+    async fn create_migration(
+        &self,
+        spec: &MigrationSpec,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let audit = audit.map(|a| {
+            let mut a = a.clone();
+            a.at = truncate_micros(a.at);
+            a
+        });
         let result = on!(&self.pool, p => {
-            sqlx::query(
-                "INSERT INTO migrations (id, stack, source, target, requested_at, requested_by, \
-                 retention, active, event_count) VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, 0)",
-            )
-            .bind(spec.id.0)
-            .bind(&spec.stack)
-            .bind(spec.source.as_str())
-            .bind(spec.target.as_str())
-            .bind(Ts::new(spec.requested_at))
-            .bind(&spec.requested_by)
-            .bind(spec.retention.to_string())
-            .execute(p)
+            async {
+                let mut tx = p.begin().await.map_err(se("record a migration"))?;
+                sqlx::query(
+                    "INSERT INTO migrations (id, stack, source, target, requested_at, requested_by, \
+                     retention, active, event_count) VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, 0)",
+                )
+                .bind(spec.id.0)
+                .bind(&spec.stack)
+                .bind(spec.source.as_str())
+                .bind(spec.target.as_str())
+                .bind(Ts::new(spec.requested_at))
+                .bind(&spec.requested_by)
+                .bind(spec.retention.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(se("record a migration"))?;
+                if let Some(a) = audit {
+                    append_audit_in!(tx, a).await?;
+                }
+                tx.commit().await.map_err(se("record a migration"))
+            }
             .await
-            .map(|_| ())
-            .map_err(se("record a migration"))
         });
         match result {
             Err(StoreError::Conflict { .. }) => {
@@ -1123,56 +1174,104 @@ impl Store for SqlStore {
         id: MigrationId,
         seq: u64,
         event: &MigrationEvent,
+        fence: &Fence,
+        audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
         let seq_i = to_i64(seq, "event sequence number")?;
-        on!(&self.pool, p => {
-            let mut tx = p.begin().await.map_err(se("append a migration event"))?;
-            // The optimistic check and the lock in one statement: it changes the row only when
-            // the log has exactly `seq` events.
-            let moved = sqlx::query(
-                "UPDATE migrations SET event_count = event_count + 1, \
-                 active = (active AND NOT $3) WHERE id = $1 AND event_count = $2",
-            )
-            .bind(id.0)
-            .bind(seq_i)
-            .bind(event.ends_activity())
-            .execute(&mut *tx)
-            .await
-            .map_err(se("append a migration event"))?
-            .rows_affected();
-            if moved != 1 {
-                let count: Option<i64> =
-                    sqlx::query_scalar("SELECT event_count FROM migrations WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(se("read a migration"))?;
-                return Err(match count {
-                    None => StoreError::NotFound {
-                        what: format!("migration {id}"),
-                    },
-                    Some(n) => StoreError::Conflict {
-                        what: format!(
-                            "migration {id} has {n} events, not {seq}: another writer appended first; \
-                             nothing was written, reload the migration"
-                        ),
-                    },
-                });
+        let audit = audit.map(|a| {
+            let mut a = a.clone();
+            a.at = truncate_micros(a.at);
+            a
+        });
+        // The lease row is locked against a concurrent takeover until this commits (SQLite:
+        // the first write below already holds the database's write lock).
+        let fence_sql = match self.pool.backend() {
+            Backend::Sqlite => "SELECT token FROM lease_fences WHERE name = $1",
+            Backend::Postgres => "SELECT token FROM lease_fences WHERE name = $1 FOR SHARE",
+        };
+        let result = on!(&self.pool, p => {
+            async {
+                let mut tx = p.begin().await.map_err(se("append a migration event"))?;
+                // The optimistic check and the lock in one statement: it changes the row only
+                // when the log has exactly `seq` events.
+                let moved = sqlx::query(
+                    "UPDATE migrations SET event_count = event_count + 1, \
+                     active = COALESCE($3, active) WHERE id = $1 AND event_count = $2",
+                )
+                .bind(id.0)
+                .bind(seq_i)
+                .bind(event.activity())
+                .execute(&mut *tx)
+                .await
+                .map_err(se("append a migration event"))?
+                .rows_affected();
+                let current: Option<i64> = sqlx::query_scalar(fence_sql)
+                    .bind(&fence.lease)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(se("check the migration's lease"))?;
+                let current = current.unwrap_or(0) as u64;
+                if current != fence.token {
+                    return Err(StoreError::Fenced {
+                        lease: fence.lease.clone(),
+                        token: fence.token,
+                        current,
+                    });
+                }
+                if moved != 1 {
+                    let count: Option<i64> =
+                        sqlx::query_scalar("SELECT event_count FROM migrations WHERE id = $1")
+                            .bind(id.0)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(se("read a migration"))?;
+                    return Err(match count {
+                        None => StoreError::NotFound {
+                            what: format!("migration {id}"),
+                        },
+                        Some(n) => StoreError::Conflict {
+                            what: format!(
+                                "migration {id} has {n} events, not {seq}: another writer appended \
+                                 first; nothing was written, reload the migration"
+                            ),
+                        },
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO migration_events (migration_id, seq, kind, at, body) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id.0)
+                .bind(seq_i)
+                .bind(event.kind())
+                .bind(Ts::new(event.at()))
+                .bind(Json(event))
+                .execute(&mut *tx)
+                .await
+                .map_err(se("append a migration event"))?;
+                if let Some(a) = audit {
+                    append_audit_in!(tx, a).await?;
+                }
+                tx.commit().await.map_err(se("append a migration event"))
             }
-            sqlx::query(
-                "INSERT INTO migration_events (migration_id, seq, kind, at, body) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id.0)
-            .bind(seq_i)
-            .bind(event.kind())
-            .bind(Ts::new(event.at()))
-            .bind(Json(event))
-            .execute(&mut *tx)
             .await
-            .map_err(se("append a migration event"))?;
-            tx.commit().await.map_err(se("append a migration event"))?;
-            Ok(())
-        })
+        });
+        match result {
+            // Only resuming activity can hit the one-active-per-stack index: name the other.
+            Err(StoreError::Conflict { what }) if event.activity() == Some(true) => {
+                let other = self.active_migration_of(id).await?;
+                Err(StoreError::Conflict {
+                    what: match other {
+                        Some(o) => format!(
+                            "the stack of migration {id} already has an active migration ({o}); \
+                             nothing was written"
+                        ),
+                        None => what,
+                    },
+                })
+            }
+            other => other,
+        }
     }
 
     async fn load_migration(&self, id: MigrationId) -> Result<Option<StoredMigration>, StoreError> {
@@ -1186,7 +1285,7 @@ impl Store for SqlStore {
                 .map_err(se("read a migration"))?;
             let Some(row) = row else { return Ok(None) };
             let events: Vec<EventRow> = sqlx::query_as(
-                "SELECT migration_id, body FROM migration_events WHERE migration_id = $1 ORDER BY seq",
+                "SELECT body FROM migration_events WHERE migration_id = $1 ORDER BY seq",
             )
             .bind(id.0)
             .fetch_all(&mut *tx)
@@ -1200,40 +1299,59 @@ impl Store for SqlStore {
         })
     }
 
-    async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError> {
-        let filter = if active_only {
-            " WHERE active = TRUE"
-        } else {
-            ""
-        };
-        let sql = format!("{MIGRATION_COLUMNS}{filter} ORDER BY requested_at DESC, id DESC");
-        let events_sql = if active_only {
-            "SELECT e.migration_id, e.body FROM migration_events e JOIN migrations m \
-             ON m.id = e.migration_id WHERE m.active = TRUE ORDER BY e.migration_id, e.seq"
-        } else {
-            "SELECT migration_id, body FROM migration_events ORDER BY migration_id, seq"
-        };
+    async fn list_migrations(
+        &self,
+        query: &MigrationQuery,
+    ) -> Result<Vec<StoredMigration>, StoreError> {
+        // One statement shape whatever the filters: NULL parameters switch a filter off. The
+        // cursor is the (requested_at, id) of the last migration of the previous page.
+        let sql = const_format(
+            MIGRATION_COLUMNS,
+            " WHERE ($1 = FALSE OR active = TRUE) AND ($2 IS NULL OR stack = $2) \
+             AND ($3 IS NULL OR requested_at < $3 OR (requested_at = $3 AND id < $4)) \
+             ORDER BY requested_at DESC, id DESC LIMIT $5",
+        );
+        let limit = i64::from(page_size(query.limit));
         on!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(se("list migrations"))?;
+            let cursor: Option<(Ts, uuid::Uuid)> = match query.after {
+                None => None,
+                Some(after) => Some(
+                    sqlx::query_as("SELECT requested_at, id FROM migrations WHERE id = $1")
+                        .bind(after.0)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(se("list migrations"))?
+                        .ok_or_else(|| StoreError::NotFound {
+                            what: format!("migration {after} (the cursor)"),
+                        })?,
+                ),
+            };
             let rows: Vec<MigrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(query.active_only)
+                .bind(query.stack.as_deref())
+                .bind(cursor.map(|c| c.0))
+                .bind(cursor.map(|c| c.1))
+                .bind(limit)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(se("list migrations"))?;
-            let events: Vec<EventRow> = sqlx::query_as(events_sql)
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let events: Vec<EventRow> = sqlx::query_as(
+                    "SELECT body FROM migration_events WHERE migration_id = $1 ORDER BY seq",
+                )
+                .bind(r.id)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(se("list migration events"))?;
+                out.push(StoredMigration {
+                    spec: r.into_spec()?,
+                    events: events.into_iter().map(|e| e.body.0).collect(),
+                });
+            }
             tx.commit().await.map_err(se("list migrations"))?;
-            let mut events = group_events(events);
-            rows.into_iter()
-                .map(|r| {
-                    let evs = events.remove(&r.id).unwrap_or_default();
-                    Ok(StoredMigration {
-                        spec: r.into_spec()?,
-                        events: evs,
-                    })
-                })
-                .collect()
+            Ok(out)
         })
     }
 
@@ -1394,36 +1512,92 @@ impl Store for SqlStore {
         &self,
         name: &str,
         owner: &str,
-        until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
+        ttl: SignedDuration,
+    ) -> Result<LeaseClaim, StoreError> {
+        let ttl = ttl.max(SignedDuration::ZERO);
+        let now_sql = self.now_sql();
         on!(&self.pool, p => {
-            // One statement: take a free lease, renew our own, or take over an expired one.
-            let changed = sqlx::query(
+            let mut tx = p.begin().await.map_err(se("claim a lease"))?;
+            // Lock the lease's fence row first (the row lock on PostgreSQL, the write lock on
+            // SQLite): concurrent claimants of one lease queue up here.
+            let (token,): (i64,) = sqlx::query_as(
+                "INSERT INTO lease_fences (name, token) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO UPDATE SET token = lease_fences.token RETURNING token",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(se("claim a lease"))?;
+            // The database's clock decides expiry, never the caller's.
+            let (now,): (Ts,) = sqlx::query_as(now_sql)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(se("read the database's clock"))?;
+            let current: Option<(String, Ts)> =
+                sqlx::query_as("SELECT owner, held_until FROM leases WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(se("read a lease"))?;
+            let token = match &current {
+                // A renewal keeps the token (a lease from before fencing gets its first one).
+                Some((o, _)) if o == owner => token.max(1),
+                Some((o, until)) if until.0 > now.0 => {
+                    return Ok(LeaseClaim::Held {
+                        owner: o.clone(),
+                        until: until.0,
+                    });
+                }
+                // Free or expired: a new holder, a greater token.
+                _ => token + 1,
+            };
+            let expires_at = Ts::new(now.0.saturating_add(ttl).unwrap_or(now.0));
+            sqlx::query(
                 "INSERT INTO leases (name, owner, held_until) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, held_until = excluded.held_until \
-                 WHERE leases.owner = excluded.owner OR leases.held_until < $4",
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+                 held_until = excluded.held_until",
             )
             .bind(name)
             .bind(owner)
-            .bind(Ts::new(until))
-            .bind(Ts::new(now))
-            .execute(p)
+            .bind(expires_at)
+            .execute(&mut *tx)
             .await
-            .map_err(se("claim a lease"))?
-            .rows_affected();
-            Ok(changed == 1)
+            .map_err(se("claim a lease"))?;
+            sqlx::query("UPDATE lease_fences SET token = $2 WHERE name = $1")
+                .bind(name)
+                .bind(token)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("claim a lease"))?;
+            tx.commit().await.map_err(se("claim a lease"))?;
+            Ok(LeaseClaim::Granted(Lease {
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                token: token as u64,
+                expires_at: expires_at.0,
+            }))
         })
     }
 
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        // The fence row stays, with its token, so that the next holder's token is greater.
+        let now_sql = self.now_sql();
         on!(&self.pool, p => {
-            sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
-                .bind(name)
-                .bind(owner)
-                .execute(p)
+            let mut tx = p.begin().await.map_err(se("release a lease"))?;
+            let (now,): (Ts,) = sqlx::query_as(now_sql)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(se("release a lease"))?;
+                .map_err(se("read the database's clock"))?;
+            sqlx::query(
+                "UPDATE leases SET held_until = $3 WHERE name = $1 AND owner = $2 AND held_until > $3",
+            )
+            .bind(name)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(se("release a lease"))?;
+            tx.commit().await.map_err(se("release a lease"))?;
             Ok(())
         })
     }

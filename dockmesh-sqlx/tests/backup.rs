@@ -6,7 +6,7 @@ mod common;
 use dockmesh_core::audit::{AuditEntry, AuditEvent, AuditQuery, MIGRATION_START, STACK_DEPLOY};
 use dockmesh_core::drain::{DrainEntry, DrainPlan, DrainRecord};
 use dockmesh_core::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, StoredMigration};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::{DeployEntry, MAX_PAGE, MigrationQuery, PageQuery, Store};
 use dockmesh_core::records::{DeployRecord, StackRecord, TokenKind, TokenRecord};
 use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState,
@@ -15,7 +15,7 @@ use dockmesh_core::{HostId, MigrationId};
 use dockmesh_sqlx::{
     BundleError, DbTarget, RestoreOptions, SqlStore, SqlStoreError, backup, restore,
 };
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -64,23 +64,22 @@ async fn populate(store: &SqlStore, stacks: usize) {
     for i in 0..stacks {
         let name = format!("stack-{i:04}");
         store
-            .put_stack(&StackRecord {
-                name: name.clone(),
-                compose: format!("services:\n  web:\n    image: app:{i}\n"),
-                env: (i % 2 == 0).then(|| format!("N={i}\n")),
-                host: Some(HostId::new(format!("host-{}", i % 3))),
-                updated_at: t(i as i64),
-            })
-            .await
-            .unwrap();
-        store
-            .append_deploy(&DeployRecord {
-                stack: name,
-                at: t(i as i64),
-                host: HostId::from("host-0"),
-                action: "deploy".into(),
-                actor: "alice".into(),
-            })
+            .put_stack(
+                &StackRecord {
+                    name: name.clone(),
+                    compose: format!("services:\n  web:\n    image: app:{i}\n"),
+                    env: (i % 2 == 0).then(|| format!("N={i}\n")),
+                    host: Some(HostId::new(format!("host-{}", i % 3))),
+                    updated_at: t(i as i64),
+                },
+                Some(&DeployRecord {
+                    stack: name,
+                    at: t(i as i64),
+                    host: HostId::from("host-0"),
+                    action: "deploy".into(),
+                    actor: "alice".into(),
+                }),
+            )
             .await
             .unwrap();
     }
@@ -93,9 +92,27 @@ async fn populate(store: &SqlStore, stacks: usize) {
         requested_by: "alice".into(),
         retention: DEFAULT_RETENTION,
     };
-    store.create_migration(&spec).await.unwrap();
+    store.create_migration(&spec, None).await.unwrap();
+    let fence = match store
+        .claim_lease(
+            &dockmesh_core::ports::migration_lease(spec.id),
+            "server-a",
+            SignedDuration::from_hours(1),
+        )
+        .await
+        .unwrap()
+    {
+        dockmesh_core::ports::LeaseClaim::Granted(l) => l.fence(),
+        other => panic!("{other:?}"),
+    };
     store
-        .append_migration_event(spec.id, 0, &MigrationEvent::SourceStopped { at: t(11) })
+        .append_migration_event(
+            spec.id,
+            0,
+            &MigrationEvent::SourceStopped { at: t(11) },
+            &fence,
+            None,
+        )
         .await
         .unwrap();
     store
@@ -107,7 +124,10 @@ async fn populate(store: &SqlStore, stacks: usize) {
                 volume: "v".into(),
                 bytes: 1 << 40,
                 digest: "cd".repeat(32),
+                outside_links: vec![],
             },
+            &fence,
+            None,
         )
         .await
         .unwrap();
@@ -132,7 +152,7 @@ async fn populate(store: &SqlStore, stacks: usize) {
     r.state.waves = 3;
     store.put_rollout(&r).await.unwrap();
     store
-        .claim_lease("rollout", "server-a", t(60), t(0))
+        .claim_lease("rollout", "server-a", SignedDuration::from_hours(1))
         .await
         .unwrap();
     for i in 0..20 {
@@ -161,7 +181,7 @@ struct View {
     agents: Vec<AgentRecord>,
     tokens: Vec<TokenRecord>,
     stacks: Vec<StackRecord>,
-    deploys: Vec<Vec<DeployRecord>>,
+    deploys: Vec<Vec<DeployEntry>>,
     migrations: Vec<StoredMigration>,
     drains: Vec<DrainRecord>,
     rollout: RolloutRecord,
@@ -173,14 +193,25 @@ async fn view(store: &SqlStore) -> View {
     let stacks = store.list_stacks().await.unwrap();
     let mut deploys = Vec::new();
     for s in &stacks {
-        deploys.push(store.deploy_history(&s.name).await.unwrap());
+        deploys.push(
+            store
+                .deploy_history(&s.name, &PageQuery::default())
+                .await
+                .unwrap(),
+        );
     }
     View {
         agents: store.list_agents().await.unwrap(),
         tokens: store.list_tokens().await.unwrap(),
         stacks,
         deploys,
-        migrations: store.list_migrations(false).await.unwrap(),
+        migrations: store
+            .list_migrations(&MigrationQuery {
+                limit: MAX_PAGE,
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
         drains: store.list_drains().await.unwrap(),
         rollout: store.get_rollout().await.unwrap(),
         audit: store
@@ -259,7 +290,10 @@ async fn round_trip(from: DbTarget, to: DbTarget) {
 
     let bundle = src_dir.path().join("backup.tar.zst");
     let b = backup(&from, Some(src_dir.path()), &bundle).await.unwrap();
-    assert_eq!(b.manifest.schema_version, 3);
+    assert_eq!(
+        b.manifest.schema_version,
+        dockmesh_sqlx::binary_version(dockmesh_sqlx::Backend::Sqlite)
+    );
     assert_eq!(b.manifest.tables["stacks"], 12);
     assert_eq!(b.manifest.directories, vec!["stacks", "ca"]);
     assert!(b.manifest.files.iter().any(|f| f.path == "ca/ca.key"));
@@ -308,17 +342,28 @@ async fn round_trip(from: DbTarget, to: DbTarget) {
         .await
         .unwrap();
     assert_eq!(e.prev_hash, before_view.audit[0].hash);
+    let rec = store.get_stack("stack-0001").await.unwrap().unwrap();
     store
-        .append_deploy(&DeployRecord {
-            stack: "stack-0001".into(),
-            at: t(99),
-            host: HostId::from("host-0"),
-            action: "stop".into(),
-            actor: "bob".into(),
-        })
+        .put_stack(
+            &rec,
+            Some(&DeployRecord {
+                stack: "stack-0001".into(),
+                at: t(99),
+                host: HostId::from("host-0"),
+                action: "stop".into(),
+                actor: "bob".into(),
+            }),
+        )
         .await
         .unwrap();
-    assert_eq!(store.deploy_history("stack-0001").await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .deploy_history("stack-0001", &PageQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     store.close().await;
     assert_data_dir_restored(dst_dir.path());
 }
@@ -373,13 +418,16 @@ async fn backup_while_writing(from: DbTarget, to: DbTarget) {
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("live-{i:06}");
                 store
-                    .put_stack(&StackRecord {
-                        name: name.clone(),
-                        compose: "x".into(),
-                        env: None,
-                        host: None,
-                        updated_at: t(i as i64),
-                    })
+                    .put_stack(
+                        &StackRecord {
+                            name: name.clone(),
+                            compose: "x".into(),
+                            env: None,
+                            host: None,
+                            updated_at: t(i as i64),
+                        },
+                        None,
+                    )
                     .await
                     .unwrap();
                 store
@@ -761,13 +809,16 @@ async fn data_is_replaced_only_when_forced_and_kept() {
     let target = common::sqlite_in(&dst);
     let store = SqlStore::open(&target).await.unwrap();
     store
-        .put_stack(&StackRecord {
-            name: "precious".into(),
-            compose: "x".into(),
-            env: None,
-            host: None,
-            updated_at: t(0),
-        })
+        .put_stack(
+            &StackRecord {
+                name: "precious".into(),
+                compose: "x".into(),
+                env: None,
+                host: None,
+                updated_at: t(0),
+            },
+            None,
+        )
         .await
         .unwrap();
     store.close().await;
@@ -941,7 +992,13 @@ async fn an_older_bundle_is_migrated_forward() {
     let r = restore(&bundle, &target, None, RestoreOptions::default())
         .await
         .unwrap();
-    assert_eq!(r.migrated, Some((2, 3)));
+    assert_eq!(
+        r.migrated,
+        Some((
+            2,
+            dockmesh_sqlx::binary_version(dockmesh_sqlx::Backend::Sqlite)
+        ))
+    );
     let store = SqlStore::open(&target).await.unwrap();
     assert_eq!(
         store.get_stack("old").await.unwrap().unwrap().updated_at,

@@ -398,6 +398,11 @@ async fn sqlite_database_is_wal_with_foreign_keys() {
             &dockmesh_core::migration::MigrationEvent::SourceStopped {
                 at: jiff::Timestamp::from_second(1).unwrap(),
             },
+            &dockmesh_core::ports::Fence {
+                lease: "migration:none".into(),
+                token: 0,
+            },
+            None,
         )
         .await;
     assert!(matches!(

@@ -7,10 +7,11 @@
 mod common;
 
 use dockmesh_core::audit::{AuditEvent, AuditQuery, MIGRATION_START};
+use dockmesh_core::migration::DriveError;
 use dockmesh_core::migration::{
     DEFAULT_RETENTION, Driver, Migration, MigrationRequest, Phase, StoredMigration,
 };
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, LeaseClaim, MigrationQuery, Store, migration_lease};
 use dockmesh_core::records::{StackRecord, TokenKind, TokenRecord, TokenUse};
 use dockmesh_core::testing::{FakeFleet, FakeHost, FixedClock, SeqIds};
 use dockmesh_core::{HostId, StackFiles};
@@ -89,16 +90,20 @@ async fn migration_log_survives_reopen(target: DbTarget) {
     let ids = Arc::new(SeqIds::default());
     let store = Arc::new(SqlStore::open(&target).await.unwrap());
     store
-        .put_stack(&StackRecord {
-            name: files.name.clone(),
-            compose: files.compose.clone(),
-            env: files.env.clone(),
-            host: Some(HostId::from("edge-1")),
-            updated_at: clock.now(),
-        })
+        .put_stack(
+            &StackRecord {
+                name: files.name.clone(),
+                compose: files.compose.clone(),
+                env: files.env.clone(),
+                host: Some(HostId::from("edge-1")),
+                updated_at: clock.now(),
+            },
+            None,
+        )
         .await
         .unwrap();
-    let driver = Driver::new(store.clone(), fleet.clone(), clock.clone(), ids.clone());
+    let driver = Driver::new(store.clone(), fleet.clone(), clock.clone(), ids.clone())
+        .with_lease_ttl(SignedDuration::ZERO);
     let id = driver
         .start(MigrationRequest {
             stack: "shop".into(),
@@ -108,10 +113,11 @@ async fn migration_log_survives_reopen(target: DbTarget) {
         })
         .await
         .unwrap();
+    let lease = driver.claim(&migration_lease(id)).await.unwrap();
     let mut m = driver.load(id).await.unwrap();
     for _ in 0..3 {
         clock.advance(SignedDuration::from_secs(1));
-        driver.step(&mut m).await.unwrap();
+        driver.step(&mut m, &lease).await.unwrap();
     }
     let before: StoredMigration = store.load_migration(id).await.unwrap().unwrap();
     assert!(before.events.len() >= 3, "{before:?}");
@@ -131,7 +137,7 @@ async fn migration_log_survives_reopen(target: DbTarget) {
     );
     assert_eq!(replayed.event_count(), before.events.len() as u64);
     assert_eq!(
-        store.list_migrations(true).await.unwrap(),
+        store.list_migrations(&active()).await.unwrap(),
         vec![after.clone()]
     );
 
@@ -139,7 +145,7 @@ async fn migration_log_survives_reopen(target: DbTarget) {
     let done = driver.run(id).await.unwrap();
     assert_eq!(done.phase(), Phase::Committed);
     assert!(
-        store.list_migrations(true).await.unwrap().is_empty(),
+        store.list_migrations(&active()).await.unwrap().is_empty(),
         "committed is not active"
     );
     let stored = store.load_migration(id).await.unwrap().unwrap();
@@ -178,70 +184,194 @@ on_both!(
     migration_log_survives_reopen
 );
 
+fn active() -> MigrationQuery {
+    MigrationQuery {
+        active_only: true,
+        ..Default::default()
+    }
+}
+
 async fn leases(target: DbTarget) {
     let store = SqlStore::open(&target).await.unwrap();
+    let hour = SignedDuration::from_hours(1);
+    let before = Timestamp::now();
+    let LeaseClaim::Granted(a) = store.claim_lease("rollout", "a", hour).await.unwrap() else {
+        panic!("a free lease is granted");
+    };
+    // The database's clock sets the expiry (it is this machine's clock here, so the two agree
+    // to within the test's run time).
     assert!(
-        store
-            .claim_lease("rollout", "a", t(10), t(0))
-            .await
-            .unwrap()
+        a.expires_at >= before + hour - SignedDuration::from_secs(5),
+        "{a:?}"
     );
     assert!(
-        !store
-            .claim_lease("rollout", "b", t(20), t(10))
-            .await
-            .unwrap(),
-        "expiry is not before now yet"
+        a.expires_at <= Timestamp::now() + hour + SignedDuration::from_secs(5),
+        "{a:?}"
     );
     assert_eq!(
         store.lease("rollout").await.unwrap(),
-        Some(("a".into(), t(10)))
+        Some(("a".into(), a.expires_at))
     );
-    assert!(
-        store
-            .claim_lease("rollout", "b", t(20), t(11))
-            .await
-            .unwrap(),
-        "taken over after expiry"
-    );
-    assert_eq!(
-        store.lease("rollout").await.unwrap(),
-        Some(("b".into(), t(20)))
-    );
-    assert!(
-        !store
-            .claim_lease("rollout", "a", t(30), t(12))
-            .await
-            .unwrap(),
-        "the old holder lost it"
-    );
-    store.release_lease("rollout", "a").await.unwrap();
-    assert_eq!(
-        store.lease("rollout").await.unwrap(),
-        Some(("b".into(), t(20))),
-        "only the holder releases"
-    );
-
-    // Many claimants of one expired lease at once: exactly one wins.
+    assert!(matches!(
+        store.claim_lease("rollout", "b", hour).await.unwrap(),
+        LeaseClaim::Held { owner, .. } if owner == "a"
+    ));
+    // Renewed for no time: it has expired by the database's clock, and many claimants of it
+    // at once see exactly one winner, with the next token.
+    let LeaseClaim::Granted(a0) = store
+        .claim_lease("rollout", "a", SignedDuration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("renew");
+    };
+    assert_eq!(a0.token, a.token);
     let store = Arc::new(store);
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.claim_lease("rollout", &format!("p{i}"), t(100), t(50))
+            s.claim_lease("rollout", &format!("p{i}"), hour)
                 .await
                 .unwrap()
         }));
     }
-    let mut winners = 0;
+    let mut winners = Vec::new();
     for task in tasks {
-        if task.await.unwrap() {
-            winners += 1;
+        if let LeaseClaim::Granted(l) = task.await.unwrap() {
+            winners.push(l);
         }
     }
-    assert_eq!(winners, 1, "one claimant takes an expired lease");
+    assert_eq!(winners.len(), 1, "one claimant takes an expired lease");
+    assert_eq!(winners[0].token, a.token + 1, "with a greater token");
+    store.release_lease("rollout", "a").await.unwrap();
+    assert_eq!(
+        store.lease("rollout").await.unwrap().map(|l| l.0),
+        Some(winners[0].owner.clone()),
+        "only the holder releases"
+    );
     store.close().await;
 }
+
+/// Two drivers on one migration: while one holds the lease the other is refused; when the
+/// lease passed to the other (the first stalled past its ttl), the first is fenced and writes
+/// nothing; the log stays consistent and replays.
+async fn two_drivers_on_one_migration(target: DbTarget) {
+    let (fleet, files) = fleet_with_stack();
+    let clock = Arc::new(FixedClock::new(t(0)));
+    let ids = Arc::new(SeqIds::default());
+    let store = Arc::new(SqlStore::open(&target).await.unwrap());
+    store
+        .put_stack(
+            &StackRecord {
+                name: files.name.clone(),
+                compose: files.compose.clone(),
+                env: files.env.clone(),
+                host: Some(HostId::from("edge-1")),
+                updated_at: clock.now(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let driver = |owner: &str, ttl: SignedDuration| {
+        Driver::new(store.clone(), fleet.clone(), clock.clone(), ids.clone())
+            .with_owner(owner)
+            .with_lease_ttl(ttl)
+    };
+    let a = driver("server-a", SignedDuration::from_hours(1));
+    let id = a
+        .start(MigrationRequest {
+            stack: "shop".into(),
+            target: HostId::from("edge-2"),
+            by: "alice".into(),
+            retention: DEFAULT_RETENTION,
+        })
+        .await
+        .unwrap();
+    let lease_a = a.claim(&migration_lease(id)).await.unwrap();
+    let mut m = a.load(id).await.unwrap();
+    assert!(a.step(&mut m, &lease_a).await.unwrap());
+    let b = driver("server-b", SignedDuration::from_hours(1));
+    let err = b.run(id).await.unwrap_err();
+    assert!(
+        matches!(&err, DriveError::Busy { owner, .. } if owner == "server-a"),
+        "{err}"
+    );
+    assert_eq!(
+        store
+            .load_migration(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+
+    // A's lease runs out on the database's clock; B takes over and finishes.
+    let a_short = driver("server-a", SignedDuration::ZERO);
+    a_short.claim(&migration_lease(id)).await.unwrap();
+    let done = b.run(id).await.unwrap();
+    assert_eq!(done.phase(), Phase::Committed);
+    let log = store.load_migration(id).await.unwrap().unwrap();
+
+    // A wakes up with its stale state and token: fenced, nothing written.
+    let err = a.step(&mut m, &lease_a).await.unwrap_err();
+    assert!(matches!(err, DriveError::Fenced { .. }), "{err}");
+    let mut stale = Migration::replay(log.spec.clone(), &log.events[..3]).unwrap();
+    let err = a.step(&mut stale, &lease_a).await.unwrap_err();
+    assert!(matches!(err, DriveError::Fenced { .. }), "{err}");
+    let after = store.load_migration(id).await.unwrap().unwrap();
+    assert_eq!(after, log, "the fenced driver wrote nothing");
+    let first_len = after.events.len();
+    assert_eq!(Migration::replay(after.spec, &after.events).unwrap(), done);
+
+    // Many drivers racing to drive one migration: each either drives it or is told who does;
+    // no event is written twice.
+    fleet.add(Arc::new(FakeHost::new("edge-3")));
+    let id = b
+        .start(MigrationRequest {
+            stack: "shop".into(),
+            target: HostId::from("edge-3"),
+            by: "alice".into(),
+            retention: DEFAULT_RETENTION,
+        })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let d = driver(&format!("racer-{i}"), SignedDuration::from_hours(1));
+        tasks.push(tokio::spawn(async move { d.run(id).await }));
+    }
+    let mut committed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(m) => {
+                assert_eq!(m.phase(), Phase::Committed);
+                committed += 1;
+            }
+            Err(DriveError::Busy { .. }) => {}
+            Err(e) => panic!("a racer failed: {e}"),
+        }
+    }
+    assert!(committed >= 1, "someone drove it");
+    let log = store.load_migration(id).await.unwrap().unwrap();
+    let m = Migration::replay(log.spec.clone(), &log.events).unwrap();
+    assert_eq!(m.phase(), Phase::Committed);
+    assert_eq!(
+        log.events.len(),
+        first_len,
+        "as many events as one driver alone writes"
+    );
+    store.close().await;
+}
+
+on_both!(
+    sqlite_two_drivers_on_one_migration,
+    postgres_two_drivers_on_one_migration,
+    two_drivers_on_one_migration
+);
 
 on_both!(sqlite_leases, postgres_leases, leases);
 
@@ -419,7 +549,7 @@ async fn timestamps_keep_microseconds(target: DbTarget) {
         host: None,
         updated_at: precise,
     };
-    store.put_stack(&stack).await.unwrap();
+    store.put_stack(&stack, None).await.unwrap();
     let back = store.get_stack("web").await.unwrap().unwrap();
     assert_eq!(back.updated_at.as_nanosecond(), 1_800_000_000_123_456_000);
     let mut ev = AuditEvent::new(precise, "a", MIGRATION_START, "web");

@@ -2,10 +2,12 @@
 //! Written only against the port traits; runtime-agnostic.
 
 use super::event::{MigrationEvent, MigrationSpec, Step};
-use super::machine::{Command, Migration, Phase, RequestError, TransitionError};
+use super::machine::{Command, Decision, Migration, Phase, RequestError, TransitionError};
 use crate::audit::{self, AuditEvent};
 use crate::ports::{
-    Clock, Fleet, HostRuntime, IdGen, Progress, RuntimeError, Store, StoreError, VolumeTarget,
+    Clock, Fence, Fleet, HostRuntime, IdGen, Lease, LeaseClaim, MAX_PAGE, MigrationQuery, Progress,
+    RuntimeError, RuntimeErrorKind, Store, StoreError, Timer, VolumeTarget, migration_lease,
+    stack_lease,
 };
 use crate::preflight::{self, ActiveMigration, PreflightInput};
 use crate::records::{DeployRecord, StackRecord};
@@ -56,7 +58,7 @@ pub enum ProgressEvent {
 #[non_exhaustive]
 pub enum DriveError {
     /// Reading or writing the store failed; the migration resumes from the last recorded event.
-    #[error("store error while driving migration {id}: {source}")]
+    #[error("the store failed while driving migration {id}")]
     Store {
         /// The migration.
         id: String,
@@ -66,7 +68,7 @@ pub enum DriveError {
     },
     /// A host needed for compensation, rollback or purge failed; this step is retried when the
     /// migration is driven again. Nothing was lost: the event log says where it stands.
-    #[error("migration {id}: {what} failed and will be retried: {source}")]
+    #[error("migration {id}: {what} failed and will be retried")]
     Retry {
         /// The migration.
         id: String,
@@ -75,6 +77,25 @@ pub enum DriveError {
         /// The host's error.
         #[source]
         source: RuntimeError,
+    },
+    /// Another driver holds the lease: it drives this migration (or stack) now.
+    #[error("{lease} is being driven by {owner} (lease held until {until})")]
+    Busy {
+        /// The lease.
+        lease: String,
+        /// Its holder.
+        owner: String,
+        /// Until when, unless renewed.
+        until: jiff::Timestamp,
+    },
+    /// This driver lost its lease to another driver while driving; it stopped without writing.
+    #[error("migration {id}: another driver took the lease over; this one stopped")]
+    Fenced {
+        /// The migration.
+        id: String,
+        /// What the store said.
+        #[source]
+        source: StoreError,
     },
     /// No migration has this id.
     #[error("no migration {0}")]
@@ -95,30 +116,77 @@ pub enum DriveError {
     Refused(#[from] RequestError),
 }
 
+impl DriveError {
+    /// What the operator can do next.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            DriveError::Store { .. } => Some("check the database; drive the migration again"),
+            DriveError::Retry { .. } => {
+                Some("bring the host back; the step is retried when the migration is driven again")
+            }
+            DriveError::Busy { .. } => {
+                Some("wait for the other driver, or for its lease to expire")
+            }
+            DriveError::Refused(r) => Some(r.hint()),
+            _ => None,
+        }
+    }
+}
+
+/// How long a driver's lease lasts unless renewed.
+pub const DEFAULT_LEASE_TTL: SignedDuration = SignedDuration::from_secs(60);
+
 /// Drives migrations through the ports.
 pub struct Driver {
     store: Arc<dyn Store>,
     fleet: Arc<dyn Fleet>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
+    owner: String,
+    lease_ttl: SignedDuration,
+    timer: Option<Arc<dyn Timer>>,
     progress: Option<Arc<dyn Fn(ProgressEvent) + Send + Sync>>,
 }
 
 impl Driver {
-    /// A driver over these ports.
+    /// A driver over these ports. It holds leases as `driver-<new id>`.
     pub fn new(
         store: Arc<dyn Store>,
         fleet: Arc<dyn Fleet>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGen>,
     ) -> Self {
+        let owner = format!("driver-{}", ids.new_id());
         Driver {
             store,
             fleet,
             clock,
             ids,
+            owner,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            timer: None,
             progress: None,
         }
+    }
+
+    /// Hold leases under this name (a server instance's id).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Leases last `ttl` unless renewed.
+    pub fn with_lease_ttl(mut self, ttl: SignedDuration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Renew the lease every third of its ttl while a long step (a volume transfer, a health
+    /// wait) runs. Without a timer the lease is renewed between steps only, so it must outlast
+    /// the longest step.
+    pub fn with_timer(mut self, timer: Arc<dyn Timer>) -> Self {
+        self.timer = Some(timer);
+        self
     }
 
     /// Report progress to `f`.
@@ -127,16 +195,80 @@ impl Driver {
         self
     }
 
+    /// The name this driver holds leases under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     fn store_err(id: impl ToString) -> impl FnOnce(StoreError) -> DriveError {
-        move |source| DriveError::Store {
-            id: id.to_string(),
-            source,
+        move |source| match source {
+            StoreError::Fenced { .. } => DriveError::Fenced {
+                id: id.to_string(),
+                source,
+            },
+            source => DriveError::Store {
+                id: id.to_string(),
+                source,
+            },
         }
     }
 
-    /// Record a new migration of a stack (one active migration per stack) and return its id.
-    /// Nothing on any host changes until it is driven.
+    /// Take (or renew) lease `name`, or say who holds it.
+    pub async fn claim(&self, name: &str) -> Result<Lease, DriveError> {
+        match self
+            .store
+            .claim_lease(name, &self.owner, self.lease_ttl)
+            .await
+            .map_err(Self::store_err(name))?
+        {
+            LeaseClaim::Granted(l) => Ok(l),
+            LeaseClaim::Held { owner, until } => Err(DriveError::Busy {
+                lease: name.to_owned(),
+                owner,
+                until,
+            }),
+        }
+    }
+
+    /// Renew `lease`; fenced when another holder took it meanwhile.
+    async fn renew(&self, lease: &Lease) -> Result<(), DriveError> {
+        match self.claim(&lease.name).await {
+            Ok(l) if l.token == lease.token => Ok(()),
+            Ok(l) => Err(DriveError::Fenced {
+                id: lease.name.clone(),
+                source: StoreError::Fenced {
+                    lease: lease.name.clone(),
+                    token: lease.token,
+                    current: l.token,
+                },
+            }),
+            Err(DriveError::Busy { .. }) => Err(DriveError::Fenced {
+                id: lease.name.clone(),
+                source: StoreError::Fenced {
+                    lease: lease.name.clone(),
+                    token: lease.token,
+                    current: lease.token + 1,
+                },
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) {
+        // Best effort: an unreleased lease expires by itself after its ttl.
+        let _ = self.store.release_lease(&lease.name, &self.owner).await;
+    }
+
+    /// Record a new migration of a stack (one active migration per stack) with its audit entry
+    /// and return its id. Nothing on any host changes until it is driven.
     pub async fn start(&self, req: MigrationRequest) -> Result<MigrationId, DriveError> {
+        let stack_guard = self.claim(&stack_lease(&req.stack)).await?;
+        let res = self.start_locked(&req).await;
+        self.release(&stack_guard).await;
+        res
+    }
+
+    async fn start_locked(&self, req: &MigrationRequest) -> Result<MigrationId, DriveError> {
         let stack_err = |reason: String| DriveError::Stack {
             stack: req.stack.clone(),
             reason,
@@ -164,18 +296,16 @@ impl Driver {
             requested_by: req.by.clone(),
             retention: req.retention,
         };
-        self.store
-            .create_migration(&spec)
-            .await
-            .map_err(Self::store_err(spec.id))?;
-        self.audit(
-            AuditEvent::new(now, &req.by, audit::MIGRATION_START, &req.stack)
-                .with("migration", spec.id.to_string())
-                .with("source", spec.source.to_string())
-                .with("target", spec.target.to_string()),
-        )
-        .await;
-        Ok(spec.id)
+        let audit = AuditEvent::new(now, &req.by, audit::MIGRATION_START, &req.stack)
+            .with("migration", spec.id.to_string())
+            .with("source", spec.source.to_string())
+            .with("target", spec.target.to_string());
+        match self.store.create_migration(&spec, Some(&audit)).await {
+            Ok(()) => Ok(spec.id),
+            // Another migration of the stack is active: say which, as the store does.
+            Err(StoreError::Conflict { what }) => Err(stack_err(what)),
+            Err(e) => Err(Self::store_err(spec.id)(e)),
+        }
     }
 
     /// Load a migration from the store and replay its log.
@@ -190,102 +320,193 @@ impl Driver {
     }
 
     /// Drive a migration until it settles (committed, failed, rolled back, purged) or a step
-    /// must be retried later. Safe to call after a crash at any point.
+    /// must be retried later, holding its lease throughout. Safe to call after a crash at any
+    /// point; refused with [`DriveError::Busy`] while another driver holds the lease.
     pub async fn run(&self, id: MigrationId) -> Result<Migration, DriveError> {
+        let lease = self.claim(&migration_lease(id)).await?;
+        let res = self.run_leased(id, &lease).await;
+        self.release(&lease).await;
+        res
+    }
+
+    async fn run_leased(&self, id: MigrationId, lease: &Lease) -> Result<Migration, DriveError> {
+        // Load under the lease: whatever an earlier holder wrote is in the log now.
         let mut m = self.load(id).await?;
-        while self.step(&mut m).await? {}
+        while self.step(&mut m, lease).await? {
+            self.renew(lease).await?;
+        }
         self.reconcile_stack_record(&m).await?;
         Ok(m)
     }
 
-    /// Execute the next command of `m` and record its outcome. Returns `false` when there is
-    /// nothing to do.
-    pub async fn step(&self, m: &mut Migration) -> Result<bool, DriveError> {
-        let Some(cmd) = m.next_command() else {
+    /// Execute the next command of `m` under `lease` and record its outcome. Returns `false`
+    /// when there is nothing to do.
+    pub async fn step(&self, m: &mut Migration, lease: &Lease) -> Result<bool, DriveError> {
+        let Some(mut cmd) = m.next_command() else {
             return Ok(false);
         };
         let id = m.spec().id;
-        self.emit(ProgressEvent::Command {
-            id,
-            what: format!("{cmd:?}"),
-        });
-        let event = self.execute(m, cmd).await?;
-        self.record(m, event).await?;
-        Ok(true)
+        loop {
+            self.emit(ProgressEvent::Command {
+                id,
+                what: format!("{cmd:?}"),
+            });
+            let outcome = self.guarded(lease, self.execute(m, cmd.clone())).await?;
+            let decision = match outcome {
+                Ok(event) => Decision::Record(event),
+                Err(error) => {
+                    let d = m.decide_failure(&cmd, &error, self.clock.now());
+                    if d == Decision::Retry {
+                        return Err(DriveError::Retry {
+                            id: id.to_string(),
+                            what: command_words(&cmd).to_owned(),
+                            source: error,
+                        });
+                    }
+                    d
+                }
+            };
+            match decision {
+                Decision::Record(event) => {
+                    self.record(m, event, &lease.fence()).await?;
+                    return Ok(true);
+                }
+                Decision::Run(next) => cmd = next,
+                Decision::Retry => unreachable!("returned above"),
+            }
+        }
     }
 
-    /// Ask for the rollback of a committed migration and drive it.
+    /// Run `work`, renewing `lease` beside it when the driver has a timer; fenced when the
+    /// lease is lost meanwhile (the work is dropped before it records anything).
+    async fn guarded<T>(
+        &self,
+        lease: &Lease,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, DriveError> {
+        let Some(timer) = &self.timer else {
+            return Ok(work.await);
+        };
+        let every = self
+            .lease_ttl
+            .checked_div(3)
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .unwrap_or(std::time::Duration::from_secs(1));
+        let renewals = async {
+            loop {
+                timer.sleep(every).await;
+                if let Err(e) = self.renew(lease).await {
+                    return e;
+                }
+            }
+        };
+        let work = std::pin::pin!(work);
+        let renewals = std::pin::pin!(renewals);
+        match futures_util::future::select(work, renewals).await {
+            futures_util::future::Either::Left((out, _)) => Ok(out),
+            futures_util::future::Either::Right((err, _)) => Err(err),
+        }
+    }
+
+    /// Ask for the rollback of a committed migration and drive it. Refused (nothing changes)
+    /// outside the window, after a purge, or while a later migration of the same stack moved
+    /// the stack on or is moving it.
     pub async fn rollback(&self, id: MigrationId, by: &str) -> Result<Migration, DriveError> {
-        let mut m = self.load(id).await?;
+        let m = self.load(id).await?;
         if m.phase() != Phase::RollingBack {
-            let e = m.request_rollback(self.clock.now(), by)?;
-            self.record(&mut m, e).await?;
+            let stack_guard = self.claim(&stack_lease(&m.spec().stack)).await?;
+            let res = self.request_rollback(id, by).await;
+            self.release(&stack_guard).await;
+            res?;
         }
         self.run(id).await
+    }
+
+    async fn request_rollback(&self, id: MigrationId, by: &str) -> Result<(), DriveError> {
+        let lease = self.claim(&migration_lease(id)).await?;
+        let res = async {
+            let mut m = self.load(id).await?;
+            if m.phase() == Phase::RollingBack {
+                return Ok(());
+            }
+            let later = self.later_migrations(&m).await?;
+            let e = m.request_rollback(self.clock.now(), by, &later)?;
+            self.record(&mut m, e, &lease.fence()).await
+        }
+        .await;
+        self.release(&lease).await;
+        res
+    }
+
+    /// The migrations of `m`'s stack asked for after `m`, with where each stands.
+    async fn later_migrations(
+        &self,
+        m: &Migration,
+    ) -> Result<Vec<(MigrationId, Phase)>, DriveError> {
+        let spec = m.spec();
+        let mut later = Vec::new();
+        let mut query = MigrationQuery {
+            stack: Some(spec.stack.clone()),
+            limit: MAX_PAGE,
+            ..Default::default()
+        };
+        'pages: loop {
+            let page = self
+                .store
+                .list_migrations(&query)
+                .await
+                .map_err(Self::store_err(spec.id))?;
+            let Some(last) = page.last() else { break };
+            query.after = Some(last.spec.id);
+            for s in page {
+                // Newest first: everything after `m` in the list is older.
+                if s.spec.id == spec.id {
+                    break 'pages;
+                }
+                let phase = Migration::replay(s.spec.clone(), &s.events)?.phase();
+                later.push((s.spec.id, phase));
+            }
+        }
+        Ok(later)
     }
 
     /// Ask for the purge of a committed migration's source and drive it.
     pub async fn purge_source(&self, id: MigrationId, by: &str) -> Result<Migration, DriveError> {
-        let mut m = self.load(id).await?;
-        if m.phase() != Phase::Purging {
-            let e = m.request_purge(self.clock.now(), by)?;
-            self.record(&mut m, e).await?;
+        let lease = self.claim(&migration_lease(id)).await?;
+        let res = async {
+            let mut m = self.load(id).await?;
+            if m.phase() != Phase::Purging {
+                let e = m.request_purge(self.clock.now(), by)?;
+                self.record(&mut m, e, &lease.fence()).await?;
+            }
+            Ok::<_, DriveError>(())
         }
-        self.run(id).await
+        .await;
+        let res = match res {
+            Ok(()) => self.run_leased(id, &lease).await,
+            Err(e) => Err(e),
+        };
+        self.release(&lease).await;
+        res
     }
 
+    /// Check that `event` applies to `m`, then persist it with its audit entry in one write,
+    /// then apply it. A refused event writes nothing.
     pub(super) async fn record(
         &self,
         m: &mut Migration,
         event: MigrationEvent,
+        fence: &Fence,
     ) -> Result<(), DriveError> {
         let id = m.spec().id;
+        let mut next = m.clone();
+        next.apply(&event)?;
+        let audit = audit_of(&next, &event);
         self.store
-            .append_migration_event(id, m.event_count(), &event)
+            .append_migration_event(id, m.event_count(), &event, fence, audit.as_ref())
             .await
             .map_err(Self::store_err(id))?;
-        m.apply(&event)?;
-        let spec = m.spec();
-        let stack = spec.stack.as_str();
-        let audit_event = match &event {
-            MigrationEvent::Committed { at, retain_until } => Some(
-                AuditEvent::new(*at, "system", audit::MIGRATION_COMPLETE, stack)
-                    .with("retain_until", retain_until.to_string()),
-            ),
-            MigrationEvent::Failed { at } => {
-                let (step, reason) = m.failure().cloned().expect("failed has a failure");
-                Some(
-                    AuditEvent::new(*at, "system", audit::MIGRATION_FAIL, stack)
-                        .with("step", step.to_string())
-                        .with("reason", reason),
-                )
-            }
-            MigrationEvent::RolledBack { at } => Some(AuditEvent::new(
-                *at,
-                "system",
-                audit::MIGRATION_ROLLBACK,
-                stack,
-            )),
-            MigrationEvent::RollbackRequested { at, by } => Some(
-                AuditEvent::new(*at, by, audit::MIGRATION_ROLLBACK, stack)
-                    .with("state", "requested"),
-            ),
-            MigrationEvent::SourcePurged { at } => Some(AuditEvent::new(
-                *at,
-                "system",
-                audit::MIGRATION_PURGE_SOURCE,
-                stack,
-            )),
-            _ => None,
-        };
-        if let Some(a) = audit_event {
-            self.audit(
-                a.with("migration", id.to_string())
-                    .with("source", spec.source.to_string())
-                    .with("target", spec.target.to_string()),
-            )
-            .await;
-        }
+        *m = next;
         if matches!(
             event,
             MigrationEvent::Committed { .. } | MigrationEvent::RolledBack { .. }
@@ -295,7 +516,8 @@ impl Driver {
         Ok(())
     }
 
-    /// Keep the stack record pointing at the host the stack runs on (idempotent).
+    /// Keep the stack record pointing at the host the stack runs on (idempotent); the record
+    /// and its deploy history entry are written together.
     async fn reconcile_stack_record(&self, m: &Migration) -> Result<(), DriveError> {
         let spec = m.spec();
         let (host, action) = match m.phase() {
@@ -313,27 +535,18 @@ impl Driver {
         let now = self.clock.now();
         rec.host = Some(host.clone());
         rec.updated_at = now;
+        let deploy = DeployRecord {
+            stack: spec.stack.clone(),
+            at: now,
+            host: host.clone(),
+            action: action.into(),
+            actor: spec.requested_by.clone(),
+        };
         self.store
-            .put_stack(&rec)
-            .await
-            .map_err(Self::store_err(spec.id))?;
-        self.store
-            .append_deploy(&DeployRecord {
-                stack: spec.stack.clone(),
-                at: now,
-                host: host.clone(),
-                action: action.into(),
-                actor: spec.requested_by.clone(),
-            })
+            .put_stack(&rec, Some(&deploy))
             .await
             .map_err(Self::store_err(spec.id))?;
         Ok(())
-    }
-
-    async fn audit(&self, event: AuditEvent) {
-        // The audit log is a record, not a gate: a failure to write it must not strand a
-        // migration half-way. It is reported through tracing by the store adapter.
-        let _ = self.store.append_audit(&event).await;
     }
 
     fn emit(&self, e: ProgressEvent) {
@@ -361,7 +574,8 @@ impl Driver {
         }
     }
 
-    async fn stack_files(&self, m: &Migration) -> Result<StackFiles, String> {
+    /// The stack's files: from the store, else from `host`'s copy.
+    async fn stack_files(&self, m: &Migration, host: &HostId) -> Result<StackFiles, RuntimeError> {
         let spec = m.spec();
         if let Ok(Some(StackRecord { compose, env, .. })) = self.store.get_stack(&spec.stack).await
         {
@@ -371,42 +585,46 @@ impl Driver {
                 env,
             });
         }
-        let source = self.host(&spec.source).await.map_err(|e| e.to_string())?;
-        source
+        self.host(host)
+            .await?
             .read_stack_files(&spec.stack)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("the files of stack {} are not known", spec.stack))
+            .await?
+            .ok_or_else(|| {
+                RuntimeError::new(
+                    RuntimeErrorKind::NotFound,
+                    format!("the files of stack {} are not known", spec.stack),
+                )
+            })
     }
 
-    /// Run one command; forward-step failures become `StepFailed` events, failures during
-    /// compensation, rollback or purge are returned for a later retry.
+    /// Run one command's action. A refused pre-flight is an outcome (a `StepFailed` event);
+    /// a host's error is returned for [`Migration::decide_failure`] to judge.
     pub(super) async fn execute(
         &self,
         m: &Migration,
         cmd: Command,
-    ) -> Result<MigrationEvent, DriveError> {
+    ) -> Result<MigrationEvent, RuntimeError> {
         let spec = m.spec().clone();
         let now = || self.clock.now();
-        let fail = |step: Step, reason: String| MigrationEvent::StepFailed {
-            at: self.clock.now(),
-            step,
-            reason,
-        };
-        let retry = |what: &str| {
-            let id = spec.id.to_string();
-            let what = what.to_owned();
-            move |source: RuntimeError| DriveError::Retry { id, what, source }
-        };
         Ok(match cmd {
             Command::RunPreflight => {
                 let (source, source_err) = self.snapshot_of(&spec.source).await;
                 let (target, target_err) = self.snapshot_of(&spec.target).await;
                 let active: Vec<ActiveMigration> = self
                     .store
-                    .list_migrations(true)
+                    .list_migrations(&MigrationQuery {
+                        active_only: true,
+                        stack: Some(spec.stack.clone()),
+                        limit: MAX_PAGE,
+                        ..Default::default()
+                    })
                     .await
-                    .map_err(Self::store_err(spec.id))?
+                    .map_err(|e| {
+                        RuntimeError::new(
+                            RuntimeErrorKind::Engine,
+                            format!("listing the stack's active migrations: {e}"),
+                        )
+                    })?
                     .into_iter()
                     .map(|s| ActiveMigration {
                         id: s.spec.id,
@@ -440,67 +658,67 @@ impl Driver {
                         volumes,
                     }
                 } else {
-                    fail(Step::Preflight, report.failure_summary())
+                    MigrationEvent::StepFailed {
+                        at: now(),
+                        step: Step::Preflight,
+                        reason: report.failure_summary(),
+                        kind: None,
+                    }
                 }
             }
-            Command::StopSource => match self.host(&spec.source).await {
-                Ok(h) => match h.stop_stack(&spec.stack).await {
-                    Ok(()) => MigrationEvent::SourceStopped { at: now() },
-                    Err(e) => fail(Step::StopSource, e.to_string()),
-                },
-                Err(e) => fail(Step::StopSource, e.to_string()),
-            },
+            Command::StopSource => {
+                self.host(&spec.source)
+                    .await?
+                    .stop_stack(&spec.stack)
+                    .await?;
+                MigrationEvent::SourceStopped { at: now() }
+            }
             Command::BeginVolume(v) => MigrationEvent::VolumeTransferStarted {
                 at: now(),
                 volume: v.name,
             },
-            Command::TransferVolume(v) => match self.transfer(&spec, &v).await {
-                Ok((bytes, digest)) => MigrationEvent::VolumeVerified {
+            Command::TransferVolume(v) => {
+                let (bytes, digest, outside_links) = self.transfer(&spec, &v).await?;
+                MigrationEvent::VolumeVerified {
                     at: now(),
                     volume: v.name,
                     bytes,
                     digest,
-                },
-                Err(reason) => fail(Step::TransferVolumes, reason),
-            },
+                    outside_links,
+                }
+            }
             Command::ShipFiles => {
-                let res = async {
-                    let files = self.stack_files(m).await?;
-                    let t = self.host(&spec.target).await.map_err(|e| e.to_string())?;
-                    t.write_stack_files(&files).await.map_err(|e| e.to_string())
-                }
-                .await;
-                match res {
-                    Ok(()) => MigrationEvent::FilesShipped { at: now() },
-                    Err(e) => fail(Step::ShipFiles, e),
-                }
+                let files = self.stack_files(m, &spec.source).await?;
+                self.host(&spec.target)
+                    .await?
+                    .write_stack_files(&files)
+                    .await?;
+                MigrationEvent::FilesShipped { at: now() }
             }
             Command::StartTarget => {
-                let res = async {
-                    let t = self.host(&spec.target).await.map_err(|e| e.to_string())?;
-                    let files = t
-                        .read_stack_files(&spec.stack)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .ok_or("the shipped files are missing on the target")?;
-                    t.deploy(&files).await.map_err(|e| e.to_string())
-                }
-                .await;
-                match res {
-                    Ok(_) => MigrationEvent::TargetStarted { at: now() },
-                    Err(e) => fail(Step::StartTarget, e),
-                }
+                let t = self.host(&spec.target).await?;
+                let files = t.read_stack_files(&spec.stack).await?.ok_or_else(|| {
+                    RuntimeError::new(
+                        RuntimeErrorKind::NotFound,
+                        "the shipped files are missing on the target",
+                    )
+                })?;
+                t.deploy(&files).await?;
+                MigrationEvent::TargetStarted { at: now() }
             }
             Command::CheckTargetHealth => {
-                let res = match self.host(&spec.target).await {
-                    Ok(t) => t.wait_healthy(&spec.stack).await,
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(r) if r.healthy() => MigrationEvent::TargetHealthy { at: now() },
-                    Ok(r) => fail(Step::TargetHealth, r.failure_summary()),
-                    Err(e) => fail(Step::TargetHealth, e.to_string()),
+                let r = self
+                    .host(&spec.target)
+                    .await?
+                    .wait_healthy(&spec.stack)
+                    .await?;
+                if !r.healthy() {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Unhealthy,
+                        r.failure_summary(),
+                    ));
                 }
+                MigrationEvent::TargetHealthy { at: now() }
             }
             Command::Commit => {
                 let at = now();
@@ -510,78 +728,81 @@ impl Driver {
                 }
             }
             Command::CleanTarget { volumes } => {
-                let t = self
-                    .host(&spec.target)
-                    .await
-                    .map_err(retry("cleaning the target"))?;
-                t.remove_stack(&spec.stack, true)
-                    .await
-                    .map_err(retry("removing the stack from the target"))?;
-                for v in &volumes {
-                    t.remove_volume(v)
-                        .await
-                        .map_err(retry("removing a volume from the target"))?;
-                }
-                t.remove_stack_files(&spec.stack)
-                    .await
-                    .map_err(retry("removing the files from the target"))?;
+                self.remove_everything(&spec.target, &spec.stack, &volumes)
+                    .await?;
                 MigrationEvent::TargetCleaned { at: now() }
             }
             Command::RestartSource => {
-                let s = self
-                    .host(&spec.source)
-                    .await
-                    .map_err(retry("restarting the source"))?;
-                s.start_stack(&spec.stack)
-                    .await
-                    .map_err(retry("restarting the source"))?;
-                MigrationEvent::SourceRestarted { at: now() }
+                self.host(&spec.source)
+                    .await?
+                    .start_stack(&spec.stack)
+                    .await?;
+                MigrationEvent::SourceRestarted {
+                    at: now(),
+                    redeployed: false,
+                }
+            }
+            Command::RedeploySource => {
+                // The containers are gone; the files and volumes were retained on the source.
+                let s = self.host(&spec.source).await?;
+                let files = match s.read_stack_files(&spec.stack).await? {
+                    Some(f) => f,
+                    None => self.stack_files(m, &spec.source).await?,
+                };
+                s.deploy(&files).await?;
+                MigrationEvent::SourceRestarted {
+                    at: now(),
+                    redeployed: true,
+                }
             }
             Command::FinishFailed => MigrationEvent::Failed { at: now() },
             Command::StopTarget => {
-                let t = self
-                    .host(&spec.target)
-                    .await
-                    .map_err(retry("stopping the target"))?;
-                t.stop_stack(&spec.stack)
-                    .await
-                    .map_err(retry("stopping the target"))?;
+                self.host(&spec.target)
+                    .await?
+                    .stop_stack(&spec.stack)
+                    .await?;
                 MigrationEvent::TargetStopped { at: now() }
             }
             Command::FinishRollback => MigrationEvent::RolledBack { at: now() },
             Command::PurgeSource { volumes } => {
-                let s = self
-                    .host(&spec.source)
-                    .await
-                    .map_err(retry("purging the source"))?;
-                s.remove_stack(&spec.stack, true)
-                    .await
-                    .map_err(retry("removing the stack from the source"))?;
-                for v in &volumes {
-                    s.remove_volume(v)
-                        .await
-                        .map_err(retry("removing a volume from the source"))?;
-                }
-                s.remove_stack_files(&spec.stack)
-                    .await
-                    .map_err(retry("removing the files from the source"))?;
+                self.remove_everything(&spec.source, &spec.stack, &volumes)
+                    .await?;
                 MigrationEvent::SourcePurged { at: now() }
             }
         })
     }
 
-    /// Stream one volume from the source to the target and compare manifests.
+    /// Remove a stack's containers, these volumes and its files from a host.
+    async fn remove_everything(
+        &self,
+        host: &HostId,
+        stack: &str,
+        volumes: &[String],
+    ) -> Result<(), RuntimeError> {
+        let h = self.host(host).await?;
+        h.remove_stack(stack, true).await?;
+        for v in volumes {
+            h.remove_volume(v).await?;
+        }
+        h.remove_stack_files(stack).await
+    }
+
+    /// Stream one volume from the source to the target and compare manifests; the bytes, the
+    /// digest and the links that point outside the volume.
     async fn transfer(
         &self,
         spec: &MigrationSpec,
         v: &VolumeUsage,
-    ) -> Result<(u64, String), String> {
-        let source = self.host(&spec.source).await.map_err(|e| e.to_string())?;
-        let target = self.host(&spec.target).await.map_err(|e| e.to_string())?;
+    ) -> Result<(u64, String, Vec<String>), RuntimeError> {
+        let context = |what: &str, e: RuntimeError| {
+            RuntimeError::new(e.kind, format!("{what} volume {}: {}", v.name, e.message))
+        };
+        let source = self.host(&spec.source).await?;
+        let target = self.host(&spec.target).await?;
         let export = source
             .export_volume(&v.name)
             .await
-            .map_err(|e| format!("exporting volume {}: {e}", v.name))?;
+            .map_err(|e| context("exporting", e))?;
         let progress: Progress = {
             let emit = self.progress.clone();
             let (id, volume, total) = (spec.id, v.name.clone(), v.bytes);
@@ -606,17 +827,76 @@ impl Driver {
                 progress,
             )
             .await
-            .map_err(|e| format!("importing volume {}: {e}", v.name))?;
+            .map_err(|e| context("importing", e))?;
         let exported = export
             .manifest
             .take()
-            .map_err(|e| format!("exporting volume {}: {e}", v.name))?;
+            .map_err(|e| context("exporting", e))?;
         if let Some(diff) = exported.first_difference(&imported) {
-            return Err(format!(
-                "volume {} failed verification on the target: {diff}",
-                v.name
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!(
+                    "volume {} failed verification on the target: {diff}",
+                    v.name
+                ),
             ));
         }
-        Ok((exported.content_bytes(), exported.digest()))
+        Ok((exported.content_bytes(), exported.digest(), Vec::new()))
+    }
+}
+
+/// The audit entry written with `event`, if it has one; `next` is the migration after it.
+fn audit_of(next: &Migration, event: &MigrationEvent) -> Option<AuditEvent> {
+    let spec = next.spec();
+    let stack = spec.stack.as_str();
+    let a = match event {
+        MigrationEvent::Committed { at, retain_until } => {
+            AuditEvent::new(*at, "system", audit::MIGRATION_COMPLETE, stack)
+                .with("retain_until", retain_until.to_string())
+        }
+        MigrationEvent::Failed { at } => {
+            let mut a = AuditEvent::new(*at, "system", audit::MIGRATION_FAIL, stack);
+            if let Some(f) = next.failure() {
+                a = a
+                    .with("step", f.step.to_string())
+                    .with("reason", f.reason.clone());
+            }
+            a
+        }
+        MigrationEvent::RolledBack { at } => {
+            AuditEvent::new(*at, "system", audit::MIGRATION_ROLLBACK, stack)
+        }
+        MigrationEvent::RollbackRequested { at, by } => {
+            AuditEvent::new(*at, by, audit::MIGRATION_ROLLBACK, stack).with("state", "requested")
+        }
+        MigrationEvent::SourcePurged { at } => {
+            AuditEvent::new(*at, "system", audit::MIGRATION_PURGE_SOURCE, stack)
+        }
+        _ => return None,
+    };
+    Some(
+        a.with("migration", spec.id.to_string())
+            .with("source", spec.source.to_string())
+            .with("target", spec.target.to_string()),
+    )
+}
+
+/// What a command does, in words, for errors.
+fn command_words(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::RunPreflight => "running the pre-flight checks",
+        Command::StopSource => "stopping the source",
+        Command::BeginVolume(_) | Command::TransferVolume(_) => "transferring a volume",
+        Command::ShipFiles => "shipping the files",
+        Command::StartTarget => "starting the target",
+        Command::CheckTargetHealth => "checking the target's health",
+        Command::Commit => "recording the commit",
+        Command::CleanTarget { .. } => "cleaning the target",
+        Command::RestartSource => "restarting the source",
+        Command::RedeploySource => "deploying the source again from its retained files",
+        Command::FinishFailed => "recording the failure",
+        Command::StopTarget => "stopping the target",
+        Command::FinishRollback => "recording the rollback",
+        Command::PurgeSource { .. } => "purging the source",
     }
 }

@@ -1,5 +1,6 @@
 //! The migration event log: the facts a migration is rebuilt from.
 
+use crate::ports::RuntimeErrorKind;
 use crate::preflight::PreflightReport;
 use crate::snapshot::VolumeUsage;
 use crate::types::{HostId, MigrationId};
@@ -96,6 +97,11 @@ pub enum MigrationEvent {
         bytes: u64,
         /// The manifest digest, equal on both sides.
         digest: String,
+        /// Symbolic links carried verbatim whose target is absolute or outside the volume
+        /// (`path -> target`): they were moved as links, not followed, and may point at
+        /// something the target host does not have.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outside_links: Vec<String>,
     },
     /// `compose.yaml` and `.env` are on the target.
     FilesShipped {
@@ -127,6 +133,9 @@ pub enum MigrationEvent {
         step: Step,
         /// Why, in words.
         reason: String,
+        /// What kind of error the host reported, when the failure came from a host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<RuntimeErrorKind>,
     },
     /// Compensation: everything the migration created on the target was removed.
     TargetCleaned {
@@ -137,6 +146,10 @@ pub enum MigrationEvent {
     SourceRestarted {
         /// When.
         at: Timestamp,
+        /// True when its containers were gone and the stack was deployed again from the
+        /// retained files and volumes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redeployed: bool,
     },
     /// The failure was compensated: the stack runs on the source as before. Terminal.
     Failed {
@@ -189,7 +202,7 @@ impl MigrationEvent {
             | Committed { at, .. }
             | StepFailed { at, .. }
             | TargetCleaned { at }
-            | SourceRestarted { at }
+            | SourceRestarted { at, .. }
             | Failed { at }
             | RollbackRequested { at, .. }
             | TargetStopped { at }
@@ -199,13 +212,19 @@ impl MigrationEvent {
         }
     }
 
-    /// True for the events after which the migration no longer counts as active (it ended as
-    /// committed or failed). A store uses this to keep one active migration per stack.
-    pub fn ends_activity(&self) -> bool {
-        matches!(
-            self,
-            MigrationEvent::Committed { .. } | MigrationEvent::Failed { .. }
-        )
+    /// How the event changes whether the migration counts as active: `Some(false)` once it
+    /// settles (committed, failed, rolled back, purged), `Some(true)` when an operator's
+    /// rollback or purge sets it moving again, `None` for the others. A store keeps at most one
+    /// active migration per stack with this, so a rollback cannot run beside a new migration.
+    pub fn activity(&self) -> Option<bool> {
+        use MigrationEvent::*;
+        match self {
+            Committed { .. } | Failed { .. } | RolledBack { .. } | SourcePurged { .. } => {
+                Some(false)
+            }
+            RollbackRequested { .. } | PurgeRequested { .. } => Some(true),
+            _ => None,
+        }
     }
 
     /// The event's type name as stored (`source_stopped`, …).

@@ -2,7 +2,9 @@
 //! command comes next, and accepts the events that record outcomes. It performs nothing.
 
 use super::event::{MigrationEvent, MigrationSpec, Step};
+use crate::ports::{RuntimeError, RuntimeErrorKind};
 use crate::snapshot::VolumeUsage;
+use crate::types::MigrationId;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -77,6 +79,9 @@ pub enum Command {
     },
     /// Start the stack on the source again.
     RestartSource,
+    /// Deploy the stack on the source again from its retained files and volumes (its
+    /// containers are gone, so a plain start cannot bring it back).
+    RedeploySource,
     /// Record the end of a compensated failure.
     FinishFailed,
     /// Rollback: stop the stack on the target (it is kept).
@@ -128,23 +133,150 @@ pub enum RequestError {
         "cannot purge the source: the migration is {0:?}; only a committed migration's source can be purged"
     )]
     PurgeNotCommitted(Phase),
+    /// A later migration of the same stack moved it on (or is moving it): rolling this one back
+    /// would start the stack on a second host.
+    #[error(
+        "cannot roll back: migration {later} of the same stack came after this one and is {phase:?}"
+    )]
+    Superseded {
+        /// The later migration.
+        later: MigrationId,
+        /// Where it stands.
+        phase: Phase,
+    },
+}
+
+impl RequestError {
+    /// What the operator can do next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RequestError::NotCommitted(_) | RequestError::PurgeNotCommitted(_) => {
+                "wait for the migration to settle; a failed migration already put the stack back"
+            }
+            RequestError::WindowClosed { .. } => {
+                "migrate the stack back as a new migration instead"
+            }
+            RequestError::Purged => "migrate the stack back as a new migration instead",
+            RequestError::Superseded { .. } => {
+                "roll back the later migration first, or migrate the stack as a new migration"
+            }
+        }
+    }
+}
+
+/// A failure recorded in the log: the step, why, and the kind of host error when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The step that failed.
+    pub step: Step,
+    /// Why, in words.
+    pub reason: String,
+    /// The kind of error the host reported, when it came from a host.
+    pub kind: Option<RuntimeErrorKind>,
+}
+
+/// Where a migration stands, with the facts each state needs and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Asked for; pre-flight next.
+    Requested,
+    /// Pre-flight passed; the source is stopped next.
+    PreflightPassed,
+    /// The source is stopped; volumes move one by one.
+    Transferring {
+        /// Volumes whose transfer began (the target may hold them).
+        started: BTreeSet<String>,
+        /// Volumes verified on the target.
+        verified: BTreeSet<String>,
+    },
+    /// Every volume is verified on the target; the files are shipped next.
+    VolumesVerified,
+    /// The files are on the target; the stack is started there next.
+    FilesShipped,
+    /// The stack was started on the target; its health is checked next.
+    TargetStarted,
+    /// The target is healthy; the commit is recorded next.
+    TargetHealthy,
+    /// The stack runs on the target; the source is retained until `retain_until`.
+    Committed {
+        /// End of the rollback window.
+        retain_until: Timestamp,
+    },
+    /// A forward step failed: undo on the target, bring the source back.
+    Compensating {
+        /// What failed.
+        failure: Failure,
+        /// Volumes still to remove from the target with the stack (`None` once cleaned, or
+        /// when the target was never touched).
+        clean_target: Option<Vec<String>>,
+        /// Whether the source still has to be brought back.
+        restart_source: bool,
+    },
+    /// Ended: the failure was compensated; the stack runs on the source as before.
+    Failed {
+        /// What failed.
+        failure: Failure,
+    },
+    /// An operator's rollback is in progress.
+    RollingBack {
+        /// The window the rollback was asked within.
+        retain_until: Timestamp,
+        /// The target is stopped (kept).
+        target_stopped: bool,
+        /// The source runs again.
+        source_restarted: bool,
+    },
+    /// Ended: rolled back; the stack runs on the source again.
+    RolledBack,
+    /// An operator's purge of the retained source is in progress.
+    Purging,
+    /// Ended: committed, and the source was purged.
+    Purged,
+}
+
+impl State {
+    /// The phase this state is in.
+    pub fn phase(&self) -> Phase {
+        match self {
+            State::Requested => Phase::Requested,
+            State::PreflightPassed => Phase::PreflightPassed,
+            State::Transferring { .. } => Phase::SourceStopped,
+            State::VolumesVerified => Phase::VolumesVerified,
+            State::FilesShipped => Phase::FilesShipped,
+            State::TargetStarted => Phase::TargetStarted,
+            State::TargetHealthy => Phase::TargetHealthy,
+            State::Committed { .. } => Phase::Committed,
+            State::Compensating { .. } => Phase::Compensating,
+            State::Failed { .. } => Phase::Failed,
+            State::RollingBack { .. } => Phase::RollingBack,
+            State::RolledBack => Phase::RolledBack,
+            State::Purging => Phase::Purging,
+            State::Purged => Phase::Purged,
+        }
+    }
+}
+
+/// What the driver does with the outcome of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Record this event (after checking it applies) and go on.
+    Record(MigrationEvent),
+    /// Run this command instead, now.
+    Run(Command),
+    /// Stop here; the same command is retried when the migration is driven again. Nothing was
+    /// lost: the log says where the migration stands.
+    Retry,
 }
 
 /// A migration rebuilt from its event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
     spec: MigrationSpec,
-    phase: Phase,
     events: u64,
     volumes: Vec<VolumeUsage>,
-    started: BTreeSet<String>,
-    verified: BTreeSet<String>,
-    failure: Option<(Step, String)>,
-    source_stopped: bool,
-    target_cleaned: bool,
-    source_restarted: bool,
-    target_stopped: bool,
-    retain_until: Option<Timestamp>,
+    state: State,
+    /// Links carried verbatim that point outside their volume, from the transfer reports.
+    outside_links: Vec<String>,
 }
 
 impl Migration {
@@ -152,17 +284,10 @@ impl Migration {
     pub fn new(spec: MigrationSpec) -> Self {
         Migration {
             spec,
-            phase: Phase::Requested,
             events: 0,
             volumes: Vec::new(),
-            started: BTreeSet::new(),
-            verified: BTreeSet::new(),
-            failure: None,
-            source_stopped: false,
-            target_cleaned: false,
-            source_restarted: false,
-            target_stopped: false,
-            retain_until: None,
+            state: State::Requested,
+            outside_links: Vec::new(),
         }
     }
 
@@ -182,9 +307,13 @@ impl Migration {
     pub fn spec(&self) -> &MigrationSpec {
         &self.spec
     }
+    /// Where it stands, with the facts of that state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
     /// Where it stands.
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.state.phase()
     }
     /// Number of events applied (the sequence number of the next one).
     pub fn event_count(&self) -> u64 {
@@ -194,88 +323,152 @@ impl Migration {
     pub fn volumes(&self) -> &[VolumeUsage] {
         &self.volumes
     }
-    /// Volumes verified on the target.
-    pub fn verified_volumes(&self) -> &BTreeSet<String> {
-        &self.verified
+    /// Volumes verified on the target so far.
+    pub fn verified_volumes(&self) -> BTreeSet<String> {
+        match &self.state {
+            State::Requested | State::PreflightPassed => BTreeSet::new(),
+            State::Transferring { verified, .. } => verified.clone(),
+            // A failure during the transfer leaves none counted: compensation removes them.
+            State::Compensating { failure, .. } | State::Failed { failure }
+                if failure.step <= Step::TransferVolumes =>
+            {
+                BTreeSet::new()
+            }
+            _ => self.volumes.iter().map(|v| v.name.clone()).collect(),
+        }
     }
-    /// The failed step and why, once a step failed.
-    pub fn failure(&self) -> Option<&(Step, String)> {
-        self.failure.as_ref()
+    /// The failure, once a step failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.state {
+            State::Compensating { failure, .. } | State::Failed { failure } => Some(failure),
+            _ => None,
+        }
     }
-    /// End of the rollback window, once committed.
+    /// End of the rollback window, while the migration is committed or rolling back.
     pub fn retain_until(&self) -> Option<Timestamp> {
-        self.retain_until
+        match &self.state {
+            State::Committed { retain_until } | State::RollingBack { retain_until, .. } => {
+                Some(*retain_until)
+            }
+            _ => None,
+        }
+    }
+    /// Links carried verbatim that point outside their volume (`volume: path -> target`).
+    pub fn outside_links(&self) -> &[String] {
+        &self.outside_links
     }
 
     /// The next command, or `None` when the migration waits for an operator or has ended.
     pub fn next_command(&self) -> Option<Command> {
-        match self.phase {
-            Phase::Requested => Some(Command::RunPreflight),
-            Phase::PreflightPassed => Some(Command::StopSource),
-            Phase::SourceStopped => {
-                let v = self
-                    .volumes
-                    .iter()
-                    .find(|v| !self.verified.contains(&v.name))
-                    .expect("SourceStopped always has an unverified volume");
-                if self.started.contains(&v.name) {
-                    Some(Command::TransferVolume(v.clone()))
+        Some(match &self.state {
+            State::Requested => Command::RunPreflight,
+            State::PreflightPassed => Command::StopSource,
+            State::Transferring { started, verified } => {
+                // Invariant of `apply`: while transferring, some volume is not verified yet.
+                let v = self.volumes.iter().find(|v| !verified.contains(&v.name))?;
+                if started.contains(&v.name) {
+                    Command::TransferVolume(v.clone())
                 } else {
-                    Some(Command::BeginVolume(v.clone()))
+                    Command::BeginVolume(v.clone())
                 }
             }
-            Phase::VolumesVerified => Some(Command::ShipFiles),
-            Phase::FilesShipped => Some(Command::StartTarget),
-            Phase::TargetStarted => Some(Command::CheckTargetHealth),
-            Phase::TargetHealthy => Some(Command::Commit),
-            Phase::Compensating => {
-                let (step, _) = self.failure.as_ref().expect("compensating has a failure");
-                let touched_target = *step >= Step::TransferVolumes;
-                if touched_target && !self.target_cleaned {
-                    Some(Command::CleanTarget {
-                        volumes: self.started.iter().cloned().collect(),
-                    })
-                } else if self.source_stopped_or_attempted(*step) && !self.source_restarted {
-                    Some(Command::RestartSource)
+            State::VolumesVerified => Command::ShipFiles,
+            State::FilesShipped => Command::StartTarget,
+            State::TargetStarted => Command::CheckTargetHealth,
+            State::TargetHealthy => Command::Commit,
+            State::Compensating {
+                clean_target,
+                restart_source,
+                ..
+            } => match clean_target {
+                Some(volumes) => Command::CleanTarget {
+                    volumes: volumes.clone(),
+                },
+                None if *restart_source => Command::RestartSource,
+                None => Command::FinishFailed,
+            },
+            State::RollingBack {
+                target_stopped,
+                source_restarted,
+                ..
+            } => {
+                if !target_stopped {
+                    Command::StopTarget
+                } else if !source_restarted {
+                    Command::RestartSource
                 } else {
-                    Some(Command::FinishFailed)
+                    Command::FinishRollback
                 }
             }
-            Phase::RollingBack => {
-                if !self.target_stopped {
-                    Some(Command::StopTarget)
-                } else if !self.source_restarted {
-                    Some(Command::RestartSource)
-                } else {
-                    Some(Command::FinishRollback)
-                }
-            }
-            Phase::Purging => Some(Command::PurgeSource {
+            State::Purging => Command::PurgeSource {
                 volumes: self.volumes.iter().map(|v| v.name.clone()).collect(),
-            }),
-            Phase::Committed | Phase::Failed | Phase::RolledBack | Phase::Purged => None,
-        }
+            },
+            State::Committed { .. } | State::Failed { .. } | State::RolledBack | State::Purged => {
+                return None;
+            }
+        })
     }
 
-    fn source_stopped_or_attempted(&self, step: Step) -> bool {
-        self.source_stopped || step >= Step::StopSource
+    /// Decide what follows a command whose action failed with `error`. Forward steps fail
+    /// the migration into compensation, recording the kind of error; the steps that undo
+    /// (cleaning, restarting, stopping the target, purging) must finish, so they are retried,
+    /// except that a source whose containers are gone is deployed again from its retained
+    /// files and volumes.
+    pub fn decide_failure(&self, cmd: &Command, error: &RuntimeError, now: Timestamp) -> Decision {
+        let step = match cmd {
+            Command::RunPreflight => Step::Preflight,
+            Command::StopSource => Step::StopSource,
+            Command::BeginVolume(_) | Command::TransferVolume(_) => Step::TransferVolumes,
+            Command::ShipFiles => Step::ShipFiles,
+            Command::StartTarget => Step::StartTarget,
+            Command::CheckTargetHealth => Step::TargetHealth,
+            Command::RestartSource if error.kind == RuntimeErrorKind::NotFound => {
+                return Decision::Run(Command::RedeploySource);
+            }
+            Command::Commit
+            | Command::CleanTarget { .. }
+            | Command::RestartSource
+            | Command::RedeploySource
+            | Command::FinishFailed
+            | Command::StopTarget
+            | Command::FinishRollback
+            | Command::PurgeSource { .. } => return Decision::Retry,
+        };
+        Decision::Record(MigrationEvent::StepFailed {
+            at: now,
+            step,
+            reason: error.message.clone(),
+            kind: Some(error.kind),
+        })
     }
 
     /// Check an operator's rollback request at `now`; the event to record when allowed.
+    /// `later` lists the migrations of the same stack requested after this one, with where
+    /// each stands: a rollback is refused while any of them moved the stack on or is moving
+    /// it (only failed or rolled-back later migrations left the stack where this one put it).
     pub fn request_rollback(
         &self,
         now: Timestamp,
         by: &str,
+        later: &[(MigrationId, Phase)],
     ) -> Result<MigrationEvent, RequestError> {
-        match self.phase {
-            Phase::Committed => {}
-            Phase::Purging | Phase::Purged => return Err(RequestError::Purged),
-            other => return Err(RequestError::NotCommitted(other)),
-        }
-        let until = self.retain_until.expect("committed has a window");
+        let until = match self.state {
+            State::Committed { retain_until } => retain_until,
+            State::Purging | State::Purged => return Err(RequestError::Purged),
+            _ => return Err(RequestError::NotCommitted(self.phase())),
+        };
         if now >= until {
             return Err(RequestError::WindowClosed {
                 retain_until: until,
+            });
+        }
+        if let Some((id, phase)) = later
+            .iter()
+            .find(|(id, p)| *id != self.spec.id && !matches!(p, Phase::Failed | Phase::RolledBack))
+        {
+            return Err(RequestError::Superseded {
+                later: *id,
+                phase: *phase,
             });
         }
         Ok(MigrationEvent::RollbackRequested {
@@ -286,8 +479,8 @@ impl Migration {
 
     /// Check an operator's purge request; the event to record when allowed.
     pub fn request_purge(&self, now: Timestamp, by: &str) -> Result<MigrationEvent, RequestError> {
-        if self.phase != Phase::Committed {
-            return Err(RequestError::PurgeNotCommitted(self.phase));
+        if !matches!(self.state, State::Committed { .. }) {
+            return Err(RequestError::PurgeNotCommitted(self.phase()));
         }
         Ok(MigrationEvent::PurgeRequested {
             at: now,
@@ -295,76 +488,188 @@ impl Migration {
         })
     }
 
-    /// Apply one recorded event.
+    /// Apply one recorded event. A refused event changes nothing.
     pub fn apply(&mut self, event: &MigrationEvent) -> Result<(), TransitionError> {
-        use MigrationEvent as E;
-        use Phase as P;
-        let bad = |m: &Migration| TransitionError {
-            migration: m.spec.id.to_string(),
+        let next = self.transition(event).ok_or_else(|| TransitionError {
+            migration: self.spec.id.to_string(),
             event: event.kind(),
-            phase: m.phase,
-        };
-        match (self.phase, event) {
-            (P::Requested, E::PreflightPassed { volumes, .. }) => {
-                self.volumes = volumes.clone();
-                self.phase = P::PreflightPassed;
-            }
-            (P::PreflightPassed, E::SourceStopped { .. }) => {
-                self.source_stopped = true;
-                self.phase = if self.volumes.is_empty() {
-                    P::VolumesVerified
-                } else {
-                    P::SourceStopped
-                };
-            }
-            (P::SourceStopped, E::VolumeTransferStarted { volume, .. })
-                if self.volumes.iter().any(|v| v.name == *volume) =>
-            {
-                self.started.insert(volume.clone());
-            }
-            (P::SourceStopped, E::VolumeVerified { volume, .. })
-                if self.started.contains(volume) =>
-            {
-                self.verified.insert(volume.clone());
-                if self.volumes.iter().all(|v| self.verified.contains(&v.name)) {
-                    self.phase = P::VolumesVerified;
-                }
-            }
-            (P::VolumesVerified, E::FilesShipped { .. }) => self.phase = P::FilesShipped,
-            (P::FilesShipped, E::TargetStarted { .. }) => self.phase = P::TargetStarted,
-            (P::TargetStarted, E::TargetHealthy { .. }) => self.phase = P::TargetHealthy,
-            (P::TargetHealthy, E::Committed { retain_until, .. }) => {
-                self.retain_until = Some(*retain_until);
-                self.phase = P::Committed;
-            }
-            (
-                P::Requested
-                | P::PreflightPassed
-                | P::SourceStopped
-                | P::VolumesVerified
-                | P::FilesShipped
-                | P::TargetStarted
-                | P::TargetHealthy,
-                E::StepFailed { step, reason, .. },
-            ) => {
-                self.failure = Some((*step, reason.clone()));
-                self.phase = P::Compensating;
-            }
-            (P::Compensating, E::TargetCleaned { .. }) => self.target_cleaned = true,
-            (P::Compensating, E::SourceRestarted { .. }) => self.source_restarted = true,
-            (P::Compensating, E::Failed { .. }) => self.phase = P::Failed,
-            (P::Committed, E::RollbackRequested { .. }) => {
-                self.source_restarted = false;
-                self.phase = P::RollingBack;
-            }
-            (P::RollingBack, E::TargetStopped { .. }) => self.target_stopped = true,
-            (P::RollingBack, E::SourceRestarted { .. }) => self.source_restarted = true,
-            (P::RollingBack, E::RolledBack { .. }) => self.phase = P::RolledBack,
-            (P::Committed, E::PurgeRequested { .. }) => self.phase = P::Purging,
-            (P::Purging, E::SourcePurged { .. }) => self.phase = P::Purged,
-            _ => return Err(bad(self)),
+            phase: self.phase(),
+        })?;
+        if let MigrationEvent::PreflightPassed { volumes, .. } = event {
+            self.volumes = volumes.clone();
         }
+        if let MigrationEvent::VolumeVerified {
+            volume,
+            outside_links,
+            ..
+        } = event
+        {
+            self.outside_links
+                .extend(outside_links.iter().map(|l| format!("{volume}: {l}")));
+        }
+        self.state = next;
         self.events += 1;
         Ok(())
+    }
+
+    /// The state `event` leads to, or `None` when it is not allowed where the migration stands.
+    fn transition(&self, event: &MigrationEvent) -> Option<State> {
+        use MigrationEvent as E;
+        let all_volumes = || {
+            self.volumes
+                .iter()
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+        };
+        Some(match (&self.state, event) {
+            (State::Requested, E::PreflightPassed { .. }) => State::PreflightPassed,
+            (State::PreflightPassed, E::SourceStopped { .. }) => {
+                if self.volumes.is_empty() {
+                    State::VolumesVerified
+                } else {
+                    State::Transferring {
+                        started: BTreeSet::new(),
+                        verified: BTreeSet::new(),
+                    }
+                }
+            }
+            (
+                State::Transferring { started, verified },
+                E::VolumeTransferStarted { volume, .. },
+            ) if self.volumes.iter().any(|v| v.name == *volume) => {
+                let mut started = started.clone();
+                started.insert(volume.clone());
+                State::Transferring {
+                    started,
+                    verified: verified.clone(),
+                }
+            }
+            (State::Transferring { started, verified }, E::VolumeVerified { volume, .. })
+                if started.contains(volume) =>
+            {
+                let mut verified = verified.clone();
+                verified.insert(volume.clone());
+                if self.volumes.iter().all(|v| verified.contains(&v.name)) {
+                    State::VolumesVerified
+                } else {
+                    State::Transferring {
+                        started: started.clone(),
+                        verified,
+                    }
+                }
+            }
+            (State::VolumesVerified, E::FilesShipped { .. }) => State::FilesShipped,
+            (State::FilesShipped, E::TargetStarted { .. }) => State::TargetStarted,
+            (State::TargetStarted, E::TargetHealthy { .. }) => State::TargetHealthy,
+            (State::TargetHealthy, E::Committed { retain_until, .. }) => State::Committed {
+                retain_until: *retain_until,
+            },
+            (
+                forward @ (State::Requested
+                | State::PreflightPassed
+                | State::Transferring { .. }
+                | State::VolumesVerified
+                | State::FilesShipped
+                | State::TargetStarted
+                | State::TargetHealthy),
+                E::StepFailed {
+                    step, reason, kind, ..
+                },
+            ) => {
+                // What the target may hold: the volumes whose transfer began, and after the
+                // transfer, all of them with the files and the stack.
+                let clean_target = match forward {
+                    State::Transferring { started, .. } => Some(started.iter().cloned().collect()),
+                    State::Requested | State::PreflightPassed => None,
+                    _ => Some(all_volumes()),
+                };
+                State::Compensating {
+                    failure: Failure {
+                        step: *step,
+                        reason: reason.clone(),
+                        kind: *kind,
+                    },
+                    clean_target,
+                    // The source was stopped, or a stop was attempted, from this step on.
+                    restart_source: !matches!(forward, State::Requested),
+                }
+            }
+            (
+                State::Compensating {
+                    failure,
+                    clean_target: Some(_),
+                    restart_source,
+                },
+                E::TargetCleaned { .. },
+            ) => State::Compensating {
+                failure: failure.clone(),
+                clean_target: None,
+                restart_source: *restart_source,
+            },
+            (
+                State::Compensating {
+                    failure,
+                    clean_target: None,
+                    restart_source: true,
+                },
+                E::SourceRestarted { .. },
+            ) => State::Compensating {
+                failure: failure.clone(),
+                clean_target: None,
+                restart_source: false,
+            },
+            (
+                State::Compensating {
+                    failure,
+                    clean_target: None,
+                    restart_source: false,
+                },
+                E::Failed { .. },
+            ) => State::Failed {
+                failure: failure.clone(),
+            },
+            (State::Committed { retain_until }, E::RollbackRequested { .. }) => {
+                State::RollingBack {
+                    retain_until: *retain_until,
+                    target_stopped: false,
+                    source_restarted: false,
+                }
+            }
+            (
+                State::RollingBack {
+                    retain_until,
+                    target_stopped: false,
+                    source_restarted,
+                },
+                E::TargetStopped { .. },
+            ) => State::RollingBack {
+                retain_until: *retain_until,
+                target_stopped: true,
+                source_restarted: *source_restarted,
+            },
+            (
+                State::RollingBack {
+                    retain_until,
+                    target_stopped: true,
+                    source_restarted: false,
+                },
+                E::SourceRestarted { .. },
+            ) => State::RollingBack {
+                retain_until: *retain_until,
+                target_stopped: true,
+                source_restarted: true,
+            },
+            (
+                State::RollingBack {
+                    target_stopped: true,
+                    source_restarted: true,
+                    ..
+                },
+                E::RolledBack { .. },
+            ) => State::RolledBack,
+            (State::Committed { .. }, E::PurgeRequested { .. }) => State::Purging,
+            (State::Purging, E::SourcePurged { .. }) => State::Purged,
+            _ => return None,
+        })
     }
 }

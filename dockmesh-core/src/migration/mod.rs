@@ -14,9 +14,11 @@ mod driver;
 mod event;
 mod machine;
 
-pub use driver::{DriveError, Driver, MigrationRequest, ProgressEvent};
+pub use driver::{DEFAULT_LEASE_TTL, DriveError, Driver, MigrationRequest, ProgressEvent};
 pub use event::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, Step, StoredMigration};
-pub use machine::{Command, Migration, Phase, RequestError, TransitionError};
+pub use machine::{
+    Command, Decision, Failure, Migration, Phase, RequestError, State, TransitionError,
+};
 
 #[cfg(test)]
 mod model;

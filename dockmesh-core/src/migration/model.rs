@@ -265,6 +265,13 @@ impl Sut {
             self.clock.clone(),
             self.ids.clone(),
         )
+        .with_owner("model")
+    }
+
+    fn lease(&self, d: &Driver) -> crate::ports::Lease {
+        self.rt
+            .block_on(d.claim(&crate::ports::migration_lease(self.id)))
+            .unwrap()
     }
 
     fn load(&self) -> Migration {
@@ -391,13 +398,16 @@ impl StateMachineTest for Sut {
         let start = Timestamp::from_second(1_800_000_000).unwrap();
         let clock = Arc::new(FixedClock::new(start));
         let ids = Arc::new(SeqIds::default());
-        rt.block_on(store.put_stack(&StackRecord {
-            name: "app".into(),
-            compose: files.compose,
-            env: None,
-            host: Some(HostId::from("src")),
-            updated_at: start,
-        }))
+        rt.block_on(store.put_stack(
+            &StackRecord {
+                name: "app".into(),
+                compose: files.compose,
+                env: None,
+                host: Some(HostId::from("src")),
+                updated_at: start,
+            },
+            None,
+        ))
         .unwrap();
         let driver = Driver::new(store.clone(), fleet.clone(), clock.clone(), ids.clone());
         let id = rt
@@ -420,28 +430,30 @@ impl StateMachineTest for Sut {
 
     fn apply(sut: Sut, model: &RefState, t: Transition) -> Sut {
         let d = sut.driver();
+        let lease = sut.lease(&d);
+        let fence = lease.fence();
         let mut m = sut.load();
         match t {
             Transition::Step => {
-                if let Err(e) = sut.rt.block_on(d.step(&mut m)) {
+                if let Err(e) = sut.rt.block_on(d.step(&mut m, &lease)) {
                     panic!("a step without faults failed: {e}");
                 }
             }
             Transition::FailNext => {
                 let cmd = m.next_command().expect("a fallible command is next");
                 sut.inject_fault_for(&cmd);
-                let _ = sut.rt.block_on(d.step(&mut m));
+                let _ = sut.rt.block_on(d.step(&mut m, &lease));
             }
             Transition::Crash => {
                 let cmd = m.next_command().expect("not settled");
                 let _ = sut.rt.block_on(d.execute(&m, cmd));
             }
             Transition::Rollback => {
-                let allowed = m.request_rollback(sut.clock.now(), "op").is_ok();
+                let allowed = m.request_rollback(sut.clock.now(), "op", &[]).is_ok();
                 let res = sut.rt.block_on(async {
                     let mut m = d.load(sut.id).await?;
-                    let e = m.request_rollback(sut.clock.now(), "op")?;
-                    d.record(&mut m, e).await
+                    let e = m.request_rollback(sut.clock.now(), "op", &[])?;
+                    d.record(&mut m, e, &fence).await
                 });
                 assert_eq!(res.is_ok(), allowed);
             }
@@ -449,7 +461,7 @@ impl StateMachineTest for Sut {
                 let res = sut.rt.block_on(async {
                     let mut m = d.load(sut.id).await?;
                     let e = m.request_purge(sut.clock.now(), "op")?;
-                    d.record(&mut m, e).await
+                    d.record(&mut m, e, &fence).await
                 });
                 let _ = res;
             }

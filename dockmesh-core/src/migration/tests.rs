@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::audit::{self, AuditQuery};
-use crate::ports::{Clock, Store};
+use crate::ports::{Clock, Lease, MigrationQuery, Store, StoreError, migration_lease};
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};
 use crate::types::{HostId, MigrationId, StackFiles};
@@ -21,7 +21,10 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let store = Arc::new(MemStore::new());
+        let clock = Arc::new(FixedClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+        let store = Arc::new(MemStore::with_clock(clock.clone()));
         let fleet = Arc::new(FakeFleet::new());
         let src = Arc::new(FakeHost::new("src"));
         let dst = Arc::new(FakeHost::new("dst"));
@@ -37,17 +40,18 @@ impl World {
         );
         fleet.add(src);
         fleet.add(dst);
-        let clock = Arc::new(FixedClock::new(
-            Timestamp::from_second(1_800_000_000).unwrap(),
-        ));
+        fleet.add(Arc::new(FakeHost::new("third")));
         store
-            .put_stack(&StackRecord {
-                name: "shop".into(),
-                compose: files.compose,
-                env: files.env,
-                host: Some(HostId::from("src")),
-                updated_at: clock.now(),
-            })
+            .put_stack(
+                &StackRecord {
+                    name: "shop".into(),
+                    compose: files.compose,
+                    env: files.env,
+                    host: Some(HostId::from("src")),
+                    updated_at: clock.now(),
+                },
+                None,
+            )
             .await
             .unwrap();
         World {
@@ -75,15 +79,32 @@ impl World {
     }
 
     async fn start(&self) -> MigrationId {
+        self.start_to("dst").await.unwrap()
+    }
+
+    async fn start_to(&self, target: &str) -> Result<MigrationId, DriveError> {
         self.driver()
             .start(MigrationRequest {
                 stack: "shop".into(),
-                target: HostId::from("dst"),
+                target: HostId::from(target),
                 by: "alice".into(),
                 retention: DEFAULT_RETENTION,
             })
             .await
-            .unwrap()
+    }
+
+    /// A crashed driver's lease runs out.
+    fn let_leases_expire(&self) {
+        self.clock
+            .advance(DEFAULT_LEASE_TTL + SignedDuration::from_secs(1));
+    }
+
+    /// Hosts on which the stack runs now.
+    fn running_on(&self) -> Vec<&'static str> {
+        ["src", "dst", "third"]
+            .into_iter()
+            .filter(|h| self.fleet.get(h).stack("shop").is_some_and(|s| s.running))
+            .collect()
     }
 
     async fn actions(&self) -> Vec<String> {
@@ -207,11 +228,17 @@ async fn a_crash_after_any_step_resumes_to_the_same_end() {
         let id = w.start().await;
         {
             let d = w.driver();
+            let lease = d.claim(&migration_lease(id)).await.unwrap();
             let mut m = d.load(id).await.unwrap();
             for _ in 0..k {
-                assert!(d.step(&mut m).await.unwrap());
+                assert!(d.step(&mut m, &lease).await.unwrap());
             }
         }
+        assert!(
+            matches!(w.driver().run(id).await, Err(DriveError::Busy { .. })),
+            "the crashed driver's lease is still held"
+        );
+        w.let_leases_expire();
         let m = w.driver().run(id).await.unwrap();
         assert_eq!(m.phase(), Phase::Committed, "resumed after {k} steps");
         w.assert_committed();
@@ -232,12 +259,14 @@ async fn a_crash_between_an_action_and_its_record_resumes() {
         let w = World::new().await;
         let id = w.start().await;
         let d = w.driver();
+        let lease = d.claim(&migration_lease(id)).await.unwrap();
         let mut m = d.load(id).await.unwrap();
         for _ in 0..k {
-            if !d.step(&mut m).await.unwrap() {
+            if !d.step(&mut m, &lease).await.unwrap() {
                 break;
             }
         }
+        w.let_leases_expire();
         // Re-run the command the crashed process had executed, without its record.
         let again = d.load(id).await.unwrap();
         if again.phase().is_settled() {
@@ -270,8 +299,13 @@ async fn a_fault_at_any_forward_step_is_compensated() {
         w.fleet.get(host).fail(*op, 1);
         let m = w.driver().run(id).await.unwrap();
         assert_eq!(m.phase(), Phase::Failed, "{op:?}");
-        let (failed_step, reason) = m.failure().unwrap();
+        let f = m.failure().unwrap();
+        let (failed_step, reason) = (&f.step, &f.reason);
         assert_eq!(failed_step, step, "{op:?}: {reason}");
+        assert!(
+            f.kind.is_some(),
+            "{op:?}: the host's error kind is recorded"
+        );
         if *op == FakeOp::CorruptImport {
             assert!(reason.contains("failed verification"), "{reason}");
         }
@@ -292,9 +326,9 @@ async fn preflight_failure_touches_nothing() {
     w.dst().set_online(false);
     let m = w.driver().run(id).await.unwrap();
     assert_eq!(m.phase(), Phase::Failed);
-    assert_eq!(m.failure().unwrap().0, Step::Preflight);
+    assert_eq!(m.failure().unwrap().step, Step::Preflight);
     assert!(
-        m.failure().unwrap().1.contains("target_online"),
+        m.failure().unwrap().reason.contains("target_online"),
         "{:?}",
         m.failure()
     );
@@ -311,9 +345,10 @@ async fn compensation_waits_for_an_unreachable_target_and_never_gives_up_the_sou
     let id = w.start().await;
     w.dst().fail(FakeOp::Health, 1);
     let d = w.driver();
+    let lease = d.claim(&migration_lease(id)).await.unwrap();
     let mut m = d.load(id).await.unwrap();
     while m.phase() != Phase::Compensating {
-        d.step(&mut m).await.unwrap();
+        d.step(&mut m, &lease).await.unwrap();
     }
     w.dst().set_online(false);
     let err = d.run(id).await.unwrap_err();
@@ -420,4 +455,208 @@ fn replay_refuses_an_illegal_log_naming_the_event() {
     let err = Migration::replay(spec, &[MigrationEvent::TargetStarted { at }]).unwrap_err();
     assert_eq!(err.event, "target_started");
     assert_eq!(err.phase, Phase::Requested);
+}
+
+/// Rolling back a migration after a later one moved the stack on would start it on a second
+/// host: refused, naming the later migration; allowed again once the later one rolled back.
+#[tokio::test]
+async fn a_rollback_is_refused_while_a_later_migration_moved_the_stack_on() {
+    let w = World::new().await;
+    let d = w.driver();
+    let first = w.start().await;
+    d.run(first).await.unwrap();
+    let second = w.start_to("third").await.unwrap();
+
+    // While the second one is in flight.
+    let err = d.rollback(first, "alice").await.unwrap_err();
+    assert!(
+        matches!(err, DriveError::Refused(RequestError::Superseded { later, .. }) if later == second),
+        "{err}"
+    );
+    d.run(second).await.unwrap();
+    assert_eq!(w.running_on(), ["third"]);
+
+    // After it committed.
+    let err = d.rollback(first, "alice").await.unwrap_err();
+    assert!(
+        matches!(err, DriveError::Refused(RequestError::Superseded { later, phase: Phase::Committed }) if later == second),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&second.to_string()), "{err}");
+    assert_eq!(w.running_on(), ["third"], "nothing was started");
+    assert_eq!(d.load(first).await.unwrap().phase(), Phase::Committed);
+
+    // The later migration rolled back: the stack is where the first put it.
+    d.rollback(second, "alice").await.unwrap();
+    assert_eq!(w.running_on(), ["dst"]);
+    d.rollback(first, "alice").await.unwrap();
+    assert_eq!(w.running_on(), ["src"]);
+}
+
+/// The store keeps one active migration per stack, rollbacks included.
+#[tokio::test]
+async fn a_rollback_request_cannot_become_active_beside_another_migration() {
+    let w = World::new().await;
+    let d = w.driver();
+    let first = w.start().await;
+    d.run(first).await.unwrap();
+    let second = w.start_to("third").await.unwrap();
+    let lease = d.claim(&migration_lease(first)).await.unwrap();
+    let m = d.load(first).await.unwrap();
+    let e = m.request_rollback(w.clock.now(), "mallory", &[]).unwrap();
+    let err = w
+        .store
+        .append_migration_event(first, m.event_count(), &e, &lease.fence(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { what } if what.contains(&second.to_string())),
+        "{err}"
+    );
+}
+
+/// A new migration of the stack is refused while a rollback runs.
+#[tokio::test]
+async fn a_new_migration_is_refused_while_a_rollback_runs() {
+    let w = World::new().await;
+    let d = w.driver();
+    let first = w.start().await;
+    d.run(first).await.unwrap();
+    w.dst().set_online(false);
+    let err = d.rollback(first, "alice").await.unwrap_err();
+    assert!(matches!(err, DriveError::Retry { .. }), "{err}");
+    assert_eq!(d.load(first).await.unwrap().phase(), Phase::RollingBack);
+    let err = w.start_to("third").await.unwrap_err();
+    assert!(err.to_string().contains("active migration"), "{err}");
+}
+
+/// An event the machine refuses is never written: the log stays replayable.
+#[tokio::test]
+async fn a_refused_event_writes_nothing() {
+    let w = World::new().await;
+    let id = w.start().await;
+    let d = w.driver();
+    let lease = d.claim(&migration_lease(id)).await.unwrap();
+    let mut m = d.load(id).await.unwrap();
+    let err = d
+        .record(
+            &mut m,
+            MigrationEvent::TargetStarted { at: w.clock.now() },
+            &lease.fence(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DriveError::Corrupt(_)), "{err}");
+    let stored = w.store.load_migration(id).await.unwrap().unwrap();
+    assert!(stored.events.is_empty(), "nothing was appended");
+    assert_eq!(m.event_count(), 0);
+    assert_eq!(d.load(id).await.unwrap().phase(), Phase::Requested);
+}
+
+/// Two drivers on one migration: the second is refused while the first holds the lease; once
+/// it took the lease over, the first is fenced and writes nothing more.
+#[tokio::test]
+async fn a_second_driver_is_refused_or_fences_the_first() {
+    let w = World::new().await;
+    let id = w.start().await;
+    let (a, b) = (w.driver(), w.driver());
+    let lease_a: Lease = a.claim(&migration_lease(id)).await.unwrap();
+    let mut m = a.load(id).await.unwrap();
+    assert!(a.step(&mut m, &lease_a).await.unwrap());
+    let err = b.run(id).await.unwrap_err();
+    assert!(
+        matches!(&err, DriveError::Busy { owner, .. } if owner == a.owner()),
+        "{err}"
+    );
+    // A stalls past its ttl; B takes over and finishes.
+    w.let_leases_expire();
+    let done = b.run(id).await.unwrap();
+    assert_eq!(done.phase(), Phase::Committed);
+    let before = w.store.load_migration(id).await.unwrap().unwrap().events;
+    // A wakes up with its stale state and stale token.
+    let mut stale = a.load(id).await.unwrap();
+    stale = Migration::replay(stale.spec().clone(), &before[..1]).unwrap();
+    let err = a.step(&mut stale, &lease_a).await.unwrap_err();
+    assert!(matches!(err, DriveError::Fenced { .. }), "{err}");
+    let after = w.store.load_migration(id).await.unwrap().unwrap().events;
+    assert_eq!(before, after, "the fenced driver wrote nothing");
+    Migration::replay(done.spec().clone(), &after).expect("the log replays");
+}
+
+/// Compensation brings the source back even when its containers are gone: deployed again
+/// from its retained files and volumes.
+#[tokio::test]
+async fn compensation_redeploys_a_source_whose_containers_are_gone() {
+    let w = World::new().await;
+    let id = w.start().await;
+    w.dst().fail(FakeOp::Health, 1);
+    let d = w.driver();
+    let lease = d.claim(&migration_lease(id)).await.unwrap();
+    let mut m = d.load(id).await.unwrap();
+    while m.phase() != Phase::Compensating {
+        d.step(&mut m, &lease).await.unwrap();
+    }
+    use crate::ports::HostRuntime;
+    w.src().remove_stack("shop", false).await.unwrap();
+    assert!(!w.src().stack("shop").unwrap().deployed);
+    drop(lease);
+    w.let_leases_expire();
+    let m = d.run(id).await.unwrap();
+    assert_eq!(m.phase(), Phase::Failed);
+    w.assert_compensated();
+    let events = w.store.load_migration(id).await.unwrap().unwrap().events;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            MigrationEvent::SourceRestarted {
+                redeployed: true,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+/// A rollback brings the source back even when its containers are gone.
+#[tokio::test]
+async fn rollback_redeploys_a_source_whose_containers_are_gone() {
+    let w = World::new().await;
+    let id = w.start().await;
+    let d = w.driver();
+    d.run(id).await.unwrap();
+    use crate::ports::HostRuntime;
+    w.src().remove_stack("shop", false).await.unwrap();
+    let m = d.rollback(id, "alice").await.unwrap();
+    assert_eq!(m.phase(), Phase::RolledBack);
+    assert_eq!(w.running_on(), ["src"]);
+    assert_eq!(w.src().volume("shop_db").as_deref(), Some(DB));
+}
+
+/// The migration's audit entries are written by the same store call as its events.
+#[tokio::test]
+async fn lists_are_paged() {
+    let w = World::new().await;
+    let d = w.driver();
+    let mut ids = Vec::new();
+    for target in ["dst", "third", "src", "dst"] {
+        let id = w.start_to(target).await.unwrap();
+        d.run(id).await.unwrap();
+        w.clock.advance(SignedDuration::from_secs(1));
+        ids.push(id);
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut q = MigrationQuery {
+        stack: Some("shop".into()),
+        limit: 3,
+        ..Default::default()
+    };
+    loop {
+        let page = w.store.list_migrations(&q).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        q.after = Some(last.spec.id);
+        seen.extend(page.iter().map(|m| m.spec.id));
+    }
+    assert_eq!(seen, ids, "newest first, each once");
 }

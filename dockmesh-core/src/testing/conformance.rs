@@ -3,7 +3,10 @@
 use crate::audit::{AuditEvent, AuditQuery, MIGRATION_START, STACK_DEPLOY};
 use crate::drain::{DrainPlan, DrainRecord};
 use crate::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec};
-use crate::ports::{HostRuntime, Store, StoreError, VolumeTarget, no_progress};
+use crate::ports::{
+    Fence, HostRuntime, LeaseClaim, MAX_PAGE, MigrationQuery, PageQuery, Store, StoreError,
+    VolumeTarget, no_progress,
+};
 use crate::records::{DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
 use crate::rollout::{AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState};
 use crate::types::{HostId, MigrationId, StackFiles};
@@ -152,14 +155,6 @@ async fn stacks(store: &dyn Store) {
     s2.name = "api".into();
     s2.env = None;
     s2.host = None;
-    store.put_stack(&s).await.unwrap();
-    store.put_stack(&s2).await.unwrap();
-    assert_eq!(store.get_stack("web").await.unwrap(), Some(s.clone()));
-    assert_eq!(
-        store.list_stacks().await.unwrap(),
-        vec![s2.clone(), s.clone()],
-        "by name"
-    );
     let d = |stack: &str, at: i64, action: &str| DeployRecord {
         stack: stack.into(),
         at: t(at),
@@ -167,21 +162,92 @@ async fn stacks(store: &dyn Store) {
         action: action.into(),
         actor: "alice".into(),
     };
-    store.append_deploy(&d("web", 1, "deploy")).await.unwrap();
-    store.append_deploy(&d("api", 2, "deploy")).await.unwrap();
-    store.append_deploy(&d("web", 3, "stop")).await.unwrap();
+    store
+        .put_stack(&s, Some(&d("web", 1, "deploy")))
+        .await
+        .unwrap();
+    store
+        .put_stack(&s2, Some(&d("api", 2, "deploy")))
+        .await
+        .unwrap();
+    assert_eq!(store.get_stack("web").await.unwrap(), Some(s.clone()));
     assert_eq!(
-        store.deploy_history("web").await.unwrap(),
-        vec![d("web", 1, "deploy"), d("web", 3, "stop")],
-        "history oldest first, per stack"
+        store.list_stacks().await.unwrap(),
+        vec![s2.clone(), s.clone()],
+        "by name"
+    );
+    store.put_stack(&s, None).await.unwrap();
+    store
+        .put_stack(&s, Some(&d("web", 3, "stop")))
+        .await
+        .unwrap();
+    store
+        .put_stack(&s, Some(&d("web", 4, "start")))
+        .await
+        .unwrap();
+    let all =
+        |v: Vec<crate::ports::DeployEntry>| v.into_iter().map(|e| e.record).collect::<Vec<_>>();
+    let history = store
+        .deploy_history("web", &PageQuery::default())
+        .await
+        .unwrap();
+    assert!(
+        history.windows(2).all(|w| w[0].seq > w[1].seq),
+        "cursors decrease down the page"
+    );
+    assert_eq!(
+        all(history),
+        vec![
+            d("web", 4, "start"),
+            d("web", 3, "stop"),
+            d("web", 1, "deploy")
+        ],
+        "history newest first, per stack; a put without a deploy adds none"
+    );
+    let page1 = store
+        .deploy_history(
+            "web",
+            &PageQuery {
+                before: None,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page1.len(), 2, "the limit holds");
+    let page2 = store
+        .deploy_history(
+            "web",
+            &PageQuery {
+                before: Some(page1[1].seq),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all(page2),
+        vec![d("web", 1, "deploy")],
+        "the cursor pages on"
     );
     store.delete_stack("web").await.unwrap();
     assert_eq!(store.get_stack("web").await.unwrap(), None);
     assert!(
-        store.deploy_history("web").await.unwrap().is_empty(),
+        store
+            .deploy_history("web", &PageQuery::default())
+            .await
+            .unwrap()
+            .is_empty(),
         "history goes with the stack"
     );
-    assert_eq!(store.deploy_history("api").await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .deploy_history("api", &PageQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 fn spec(n: u128, stack: &str, at: i64) -> MigrationSpec {
@@ -196,23 +262,62 @@ fn spec(n: u128, stack: &str, at: i64) -> MigrationSpec {
     }
 }
 
+async fn audit_count(store: &dyn Store) -> u64 {
+    store.verify_audit().await.unwrap().entries_checked
+}
+
+async fn fence(store: &dyn Store, id: MigrationId) -> Fence {
+    let name = crate::ports::migration_lease(id);
+    match store
+        .claim_lease(&name, "conformance", SignedDuration::from_hours(1))
+        .await
+        .unwrap()
+    {
+        LeaseClaim::Granted(l) => l.fence(),
+        other => panic!("lease {name} not granted: {other:?}"),
+    }
+}
+
+fn active(stack: Option<&str>) -> MigrationQuery {
+    MigrationQuery {
+        active_only: true,
+        stack: stack.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
 async fn migrations(store: &dyn Store) {
     let m1 = spec(1, "shop", 1);
-    store.create_migration(&m1).await.unwrap();
+    let audits = audit_count(store).await;
+    let start = AuditEvent::new(t(1), "alice", MIGRATION_START, "shop");
+    store.create_migration(&m1, Some(&start)).await.unwrap();
+    assert_eq!(
+        audit_count(store).await,
+        audits + 1,
+        "the audit entry is written with the migration"
+    );
     assert!(
         matches!(
-            store.create_migration(&spec(2, "shop", 2)).await,
+            store
+                .create_migration(&spec(2, "shop", 2), Some(&start))
+                .await,
             Err(StoreError::Conflict { .. })
         ),
         "one active migration per stack"
     );
     assert!(
         matches!(
-            store.create_migration(&spec(1, "other", 2)).await,
+            store.create_migration(&spec(1, "other", 2), None).await,
             Err(StoreError::Conflict { .. })
         ),
         "duplicate id is a conflict"
     );
+    assert_eq!(
+        audit_count(store).await,
+        audits + 1,
+        "a refused migration writes no audit entry"
+    );
+    let f1 = fence(store, m1.id).await;
     let events = [
         MigrationEvent::SourceStopped { at: t(2) },
         MigrationEvent::VolumeTransferStarted {
@@ -224,47 +329,119 @@ async fn migrations(store: &dyn Store) {
             volume: "shop_db".into(),
             bytes: 42,
             digest: "ab".repeat(32),
+            outside_links: vec!["venv/bin/python -> /usr/bin/python3".into()],
         },
     ];
     for (i, e) in events.iter().enumerate() {
         store
-            .append_migration_event(m1.id, i as u64, e)
+            .append_migration_event(m1.id, i as u64, e, &f1, None)
             .await
             .unwrap();
     }
+    let note = AuditEvent::new(t(5), "system", STACK_DEPLOY, "shop");
     assert!(
         matches!(
             store
-                .append_migration_event(m1.id, 1, &MigrationEvent::FilesShipped { at: t(5) })
+                .append_migration_event(
+                    m1.id,
+                    1,
+                    &MigrationEvent::FilesShipped { at: t(5) },
+                    &f1,
+                    Some(&note)
+                )
                 .await,
             Err(StoreError::Conflict { .. })
         ),
         "a stale sequence number is a conflict"
     );
+    let stale = Fence {
+        lease: f1.lease.clone(),
+        token: f1.token + 1,
+    };
+    assert!(
+        matches!(
+            store
+                .append_migration_event(
+                    m1.id,
+                    3,
+                    &MigrationEvent::FilesShipped { at: t(5) },
+                    &stale,
+                    Some(&note)
+                )
+                .await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "a token that is not the lease's is fenced"
+    );
+    assert_eq!(
+        audit_count(store).await,
+        audits + 1,
+        "a refused append writes no audit entry"
+    );
     assert!(matches!(
         store
-            .append_migration_event(MigrationId(uuid::Uuid::from_u128(99)), 0, &events[0])
+            .append_migration_event(
+                MigrationId(uuid::Uuid::from_u128(99)),
+                0,
+                &events[0],
+                &f1,
+                None
+            )
             .await,
         Err(StoreError::NotFound { .. })
     ));
     let loaded = store.load_migration(m1.id).await.unwrap().expect("stored");
     assert_eq!(loaded.spec, m1);
     assert_eq!(loaded.events, events.to_vec(), "events round trip in order");
-    assert_eq!(store.list_migrations(true).await.unwrap().len(), 1);
+    assert_eq!(store.list_migrations(&active(None)).await.unwrap().len(), 1);
+    let fail = AuditEvent::new(t(6), "system", crate::audit::MIGRATION_FAIL, "shop");
     store
-        .append_migration_event(m1.id, 3, &MigrationEvent::Failed { at: t(6) })
+        .append_migration_event(
+            m1.id,
+            3,
+            &MigrationEvent::StepFailed {
+                at: t(6),
+                step: crate::migration::Step::TransferVolumes,
+                reason: "boom".into(),
+                kind: None,
+            },
+            &f1,
+            None,
+        )
         .await
         .unwrap();
+    store
+        .append_migration_event(
+            m1.id,
+            4,
+            &MigrationEvent::Failed { at: t(6) },
+            &f1,
+            Some(&fail),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        audit_count(store).await,
+        audits + 2,
+        "the audit entry is written with the event"
+    );
     assert!(
-        store.list_migrations(true).await.unwrap().is_empty(),
+        store
+            .list_migrations(&active(None))
+            .await
+            .unwrap()
+            .is_empty(),
         "failed is not active"
     );
     let m2 = spec(2, "shop", 7);
     store
-        .create_migration(&m2)
+        .create_migration(&m2, None)
         .await
         .expect("a new migration once the last one ended");
-    let all = store.list_migrations(false).await.unwrap();
+    let all = store
+        .list_migrations(&MigrationQuery::default())
+        .await
+        .unwrap();
     let ids: Vec<_> = all.iter().map(|m| m.spec.id).collect();
     assert_eq!(ids, vec![m2.id, m1.id], "newest first");
     assert_eq!(
@@ -273,6 +450,114 @@ async fn migrations(store: &dyn Store) {
             .await
             .unwrap(),
         None
+    );
+
+    // Activity follows the log: a commit ends it, a rollback request resumes it, and it
+    // cannot resume beside another active migration of the stack.
+    let f2 = fence(store, m2.id).await;
+    let to_commit = [
+        MigrationEvent::SourceStopped { at: t(8) },
+        MigrationEvent::FilesShipped { at: t(9) },
+        MigrationEvent::TargetStarted { at: t(10) },
+        MigrationEvent::TargetHealthy { at: t(11) },
+        MigrationEvent::Committed {
+            at: t(12),
+            retain_until: t(100),
+        },
+    ];
+    for (i, e) in to_commit.iter().enumerate() {
+        store
+            .append_migration_event(m2.id, i as u64, e, &f2, None)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .list_migrations(&active(Some("shop")))
+            .await
+            .unwrap()
+            .is_empty(),
+        "committed is not active"
+    );
+    let m3 = spec(3, "shop", 13);
+    store.create_migration(&m3, None).await.unwrap();
+    let rollback = MigrationEvent::RollbackRequested {
+        at: t(14),
+        by: "alice".into(),
+    };
+    let err = store
+        .append_migration_event(m2.id, 5, &rollback, &f2, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { what } if what.contains(&m3.id.to_string())),
+        "a rollback cannot become active beside another active migration: {err}"
+    );
+    let f3 = fence(store, m3.id).await;
+    store
+        .append_migration_event(
+            m3.id,
+            0,
+            &MigrationEvent::StepFailed {
+                at: t(15),
+                step: crate::migration::Step::Preflight,
+                reason: "no".into(),
+                kind: None,
+            },
+            &f3,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .append_migration_event(m3.id, 1, &MigrationEvent::Failed { at: t(16) }, &f3, None)
+        .await
+        .unwrap();
+    store
+        .append_migration_event(m2.id, 5, &rollback, &f2, None)
+        .await
+        .expect("the rollback resumes once no other migration is active");
+    let act = store.list_migrations(&active(Some("shop"))).await.unwrap();
+    assert_eq!(act.len(), 1);
+    assert_eq!(act[0].spec.id, m2.id, "a rolling-back migration is active");
+
+    // Pages: newest first, a cursor, a stack filter, and no page over the maximum.
+    for n in 10..16u128 {
+        store
+            .create_migration(&spec(n, &format!("s{n}"), 20 + n as i64), None)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut q = MigrationQuery {
+        limit: 4,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list_migrations(&q).await.unwrap();
+        assert!(page.len() <= 4, "the limit holds");
+        let Some(last) = page.last() else { break };
+        q.after = Some(last.spec.id);
+        seen.extend(page.into_iter().map(|m| m.spec.id));
+    }
+    let expect: Vec<_> = (10..16u128)
+        .rev()
+        .map(|n| MigrationId(uuid::Uuid::from_u128(n)))
+        .chain([m3.id, m2.id, m1.id])
+        .collect();
+    assert_eq!(seen, expect, "every migration once, newest first");
+    let shop = store
+        .list_migrations(&MigrationQuery {
+            stack: Some("shop".into()),
+            limit: MAX_PAGE + 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        shop.iter().map(|m| m.spec.id).collect::<Vec<_>>(),
+        vec![m3.id, m2.id, m1.id],
+        "by stack"
     );
 }
 
@@ -400,60 +685,54 @@ async fn audit(store: &dyn Store) {
 }
 
 async fn leases(store: &dyn Store) {
-    assert!(
-        store
-            .claim_lease("evaluator", "a", t(10), t(0))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .claim_lease("evaluator", "b", t(20), t(5))
-            .await
-            .unwrap(),
-        "held"
-    );
-    assert!(
-        store
-            .claim_lease("evaluator", "a", t(30), t(6))
-            .await
-            .unwrap(),
-        "renew"
-    );
-    assert!(
-        !store
-            .claim_lease("evaluator", "b", t(40), t(29))
-            .await
-            .unwrap(),
-        "renewed lease held"
-    );
-    assert!(
-        store
-            .claim_lease("evaluator", "b", t(40), t(31))
-            .await
-            .unwrap(),
-        "expired: taken over"
-    );
-    store.release_lease("evaluator", "a").await.unwrap();
-    assert!(
-        !store
-            .claim_lease("evaluator", "a", t(50), t(32))
-            .await
-            .unwrap(),
-        "only the holder releases"
-    );
+    let hour = SignedDuration::from_hours(1);
+    let claim = |name: &'static str, owner: &'static str, ttl: SignedDuration| async move {
+        store.claim_lease(name, owner, ttl).await.unwrap()
+    };
+    let LeaseClaim::Granted(a1) = claim("evaluator", "a", hour).await else {
+        panic!("a free lease is granted");
+    };
+    assert_eq!((a1.name.as_str(), a1.owner.as_str()), ("evaluator", "a"));
+    assert!(a1.token > 0);
+    match claim("evaluator", "b", hour).await {
+        LeaseClaim::Held { owner, until } => {
+            assert_eq!(owner, "a", "says who holds it");
+            assert_eq!(until, a1.expires_at);
+        }
+        other => panic!("held: {other:?}"),
+    }
+    let LeaseClaim::Granted(a2) = claim("evaluator", "a", hour).await else {
+        panic!("renew");
+    };
+    assert_eq!(a2.token, a1.token, "a renewal keeps the token");
+    assert!(a2.expires_at >= a1.expires_at, "a renewal extends");
     store.release_lease("evaluator", "b").await.unwrap();
     assert!(
-        store
-            .claim_lease("evaluator", "a", t(50), t(33))
-            .await
-            .unwrap(),
-        "released lease is free"
+        matches!(claim("evaluator", "b", hour).await, LeaseClaim::Held { .. }),
+        "only the holder releases"
     );
+    store.release_lease("evaluator", "a").await.unwrap();
+    let LeaseClaim::Granted(b1) = claim("evaluator", "b", hour).await else {
+        panic!("a released lease is free");
+    };
+    assert!(b1.token > a2.token, "a new holder gets a greater token");
+    // A lease claimed for no time expires at once (on the store's clock): taken over.
+    let LeaseClaim::Granted(b2) = claim("evaluator", "b", SignedDuration::ZERO).await else {
+        panic!("renew");
+    };
+    assert_eq!(b2.token, b1.token);
+    let LeaseClaim::Granted(c1) = claim("evaluator", "c", hour).await else {
+        panic!("an expired lease is taken over");
+    };
+    assert!(c1.token > b2.token, "a takeover gets a greater token");
     assert!(
-        store.claim_lease("other", "b", t(50), t(33)).await.unwrap(),
-        "leases are independent"
+        matches!(claim("evaluator", "b", hour).await, LeaseClaim::Held { .. }),
+        "the old holder cannot renew a lease taken over"
     );
+    let LeaseClaim::Granted(o) = claim("other", "b", hour).await else {
+        panic!("leases are independent");
+    };
+    assert_eq!(o.owner, "b");
 }
 
 /// What [`host_runtime_conformance`] needs from the environment of the runtime under test.

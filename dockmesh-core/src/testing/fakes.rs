@@ -5,9 +5,10 @@ use crate::drain::DrainRecord;
 use crate::manifest::{EntryKind, ManifestEntry, VolumeManifest};
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::ports::{
-    ByteStream, Clock, ContainerStatus, DeployReport, Fleet, HealthReport, HostRuntime, IdGen,
-    ManifestSlot, Progress, RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, Store,
-    StoreError, VolumeExport, VolumeTarget,
+    ByteStream, Clock, ContainerStatus, DeployEntry, DeployReport, Fence, Fleet, HealthReport,
+    HostRuntime, IdGen, Lease, LeaseClaim, ManifestSlot, MigrationQuery, PageQuery, Progress,
+    RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, Store, StoreError, VolumeExport,
+    VolumeTarget, page_size,
 };
 use crate::records::{DeployRecord, StackRecord, TokenRecord, TokenUse};
 use crate::rollout::{AgentRecord, RolloutRecord, UpgradeOrder};
@@ -16,7 +17,7 @@ use crate::types::{AgentId, HostId, MigrationId, StackFiles};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,25 +69,58 @@ struct MemInner {
     agents: BTreeMap<AgentId, AgentRecord>,
     tokens: BTreeMap<String, TokenRecord>,
     stacks: BTreeMap<String, StackRecord>,
-    deploys: Vec<DeployRecord>,
+    deploys: Vec<DeployEntry>,
     migrations: BTreeMap<MigrationId, (StoredMigration, bool)>,
     drains: BTreeMap<uuid::Uuid, DrainRecord>,
     rollout: Option<RolloutRecord>,
     audit: Vec<AuditEntry>,
-    leases: HashMap<String, (String, Timestamp)>,
+    leases: HashMap<String, Lease>,
 }
 
-/// An in-memory [`Store`].
-#[derive(Default)]
+/// An in-memory [`Store`]. Its leases expire on its own clock, as a database's do on the
+/// database's clock.
 pub struct MemStore {
     inner: Mutex<MemInner>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemStore {
-    /// An empty store.
+    /// An empty store whose clock stands still at the Unix epoch (leases never expire unless
+    /// their ttl is zero).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_clock(Arc::new(FixedClock::new(Timestamp::UNIX_EPOCH)))
     }
+
+    /// An empty store whose leases expire on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemStore {
+            inner: Mutex::new(MemInner::default()),
+            clock,
+        }
+    }
+
+    /// Let another holder take lease `name` over, as if it had claimed it after an expiry (the
+    /// token grows). For tests of fencing.
+    pub fn steal_lease(&self, name: &str, owner: &str) -> Option<Lease> {
+        let mut g = lock(&self.inner);
+        let l = g.leases.get_mut(name)?;
+        l.owner = owner.to_owned();
+        l.token += 1;
+        Some(l.clone())
+    }
+}
+
+fn mem_append_audit(g: &mut MemInner, event: &AuditEvent) -> AuditEntry {
+    let prev = g.audit.last().map(|e| (e.seq, e.hash.as_str()));
+    let entry = AuditEntry::chain(prev, event.clone());
+    g.audit.push(entry.clone());
+    entry
 }
 
 #[async_trait]
@@ -144,10 +178,20 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn put_stack(&self, stack: &StackRecord) -> Result<(), StoreError> {
-        lock(&self.inner)
-            .stacks
-            .insert(stack.name.clone(), stack.clone());
+    async fn put_stack(
+        &self,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        g.stacks.insert(stack.name.clone(), stack.clone());
+        if let Some(d) = deploy {
+            let seq = g.deploys.last().map_or(1, |e| e.seq + 1);
+            g.deploys.push(DeployEntry {
+                seq,
+                record: d.clone(),
+            });
+        }
         Ok(())
     }
     async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError> {
@@ -159,23 +203,29 @@ impl Store for MemStore {
     async fn delete_stack(&self, name: &str) -> Result<(), StoreError> {
         let mut g = lock(&self.inner);
         g.stacks.remove(name);
-        g.deploys.retain(|d| d.stack != name);
+        g.deploys.retain(|d| d.record.stack != name);
         Ok(())
     }
-    async fn append_deploy(&self, record: &DeployRecord) -> Result<(), StoreError> {
-        lock(&self.inner).deploys.push(record.clone());
-        Ok(())
-    }
-    async fn deploy_history(&self, stack: &str) -> Result<Vec<DeployRecord>, StoreError> {
+    async fn deploy_history(
+        &self,
+        stack: &str,
+        page: &PageQuery,
+    ) -> Result<Vec<DeployEntry>, StoreError> {
         Ok(lock(&self.inner)
             .deploys
             .iter()
-            .filter(|d| d.stack == stack)
+            .rev()
+            .filter(|d| d.record.stack == stack && page.before.is_none_or(|b| d.seq < b))
+            .take(page_size(page.limit) as usize)
             .cloned()
             .collect())
     }
 
-    async fn create_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+    async fn create_migration(
+        &self,
+        spec: &MigrationSpec,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(), StoreError> {
         let mut g = lock(&self.inner);
         if g.migrations.contains_key(&spec.id) {
             return Err(StoreError::Conflict {
@@ -204,6 +254,9 @@ impl Store for MemStore {
                 true,
             ),
         );
+        if let Some(a) = audit {
+            mem_append_audit(&mut g, a);
+        }
         Ok(())
     }
     async fn append_migration_event(
@@ -211,9 +264,19 @@ impl Store for MemStore {
         id: MigrationId,
         seq: u64,
         event: &MigrationEvent,
+        fence: &Fence,
+        audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
         let mut g = lock(&self.inner);
-        let Some((m, active)) = g.migrations.get_mut(&id) else {
+        let current = g.leases.get(&fence.lease).map_or(0, |l| l.token);
+        if current != fence.token {
+            return Err(StoreError::Fenced {
+                lease: fence.lease.clone(),
+                token: fence.token,
+                current,
+            });
+        }
+        let Some((m, _)) = g.migrations.get(&id) else {
             return Err(StoreError::NotFound {
                 what: format!("migration {id}"),
             });
@@ -226,9 +289,27 @@ impl Store for MemStore {
                 ),
             });
         }
+        let stack = m.spec.stack.clone();
+        if event.activity() == Some(true)
+            && let Some((other, _)) = g
+                .migrations
+                .values()
+                .find(|(o, active)| *active && o.spec.stack == stack && o.spec.id != id)
+        {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "stack {stack} already has an active migration ({})",
+                    other.spec.id
+                ),
+            });
+        }
+        let (m, active) = g.migrations.get_mut(&id).expect("checked above");
         m.events.push(event.clone());
-        if event.ends_activity() {
-            *active = false;
+        if let Some(a) = event.activity() {
+            *active = a;
+        }
+        if let Some(a) = audit {
+            mem_append_audit(&mut g, a);
         }
         Ok(())
     }
@@ -238,15 +319,28 @@ impl Store for MemStore {
             .get(&id)
             .map(|(m, _)| m.clone()))
     }
-    async fn list_migrations(&self, active_only: bool) -> Result<Vec<StoredMigration>, StoreError> {
+    async fn list_migrations(
+        &self,
+        query: &MigrationQuery,
+    ) -> Result<Vec<StoredMigration>, StoreError> {
         let g = lock(&self.inner);
+        let key = |m: &StoredMigration| std::cmp::Reverse((m.spec.requested_at, m.spec.id));
+        let after = query
+            .after
+            .and_then(|id| g.migrations.get(&id))
+            .map(|(m, _)| key(m));
         let mut v: Vec<_> = g
             .migrations
             .values()
-            .filter(|(_, a)| !active_only || *a)
+            .filter(|(m, a)| {
+                (!query.active_only || *a)
+                    && query.stack.as_ref().is_none_or(|s| *s == m.spec.stack)
+                    && after.as_ref().is_none_or(|k| key(m) > *k)
+            })
             .map(|(m, _)| m.clone())
             .collect();
-        v.sort_by_key(|m| std::cmp::Reverse((m.spec.requested_at, m.spec.id)));
+        v.sort_by_key(key);
+        v.truncate(page_size(query.limit) as usize);
         Ok(v)
     }
 
@@ -272,11 +366,7 @@ impl Store for MemStore {
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError> {
-        let mut g = lock(&self.inner);
-        let prev = g.audit.last().map(|e| (e.seq, e.hash.as_str()));
-        let entry = AuditEntry::chain(prev, event.clone());
-        g.audit.push(entry.clone());
-        Ok(entry)
+        Ok(mem_append_audit(&mut lock(&self.inner), event))
     }
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         let g = lock(&self.inner);
@@ -296,23 +386,40 @@ impl Store for MemStore {
         &self,
         name: &str,
         owner: &str,
-        until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
+        ttl: SignedDuration,
+    ) -> Result<LeaseClaim, StoreError> {
+        let now = self.clock.now();
+        let expires_at = now
+            .saturating_add(ttl.max(SignedDuration::ZERO))
+            .unwrap_or(now);
         let mut g = lock(&self.inner);
-        let free = match g.leases.get(name) {
-            None => true,
-            Some((o, u)) => o == owner || *u < now,
+        let token = match g.leases.get(name) {
+            None => 1,
+            Some(l) if l.owner == owner => l.token,
+            Some(l) if l.expires_at <= now => l.token + 1,
+            Some(l) => {
+                return Ok(LeaseClaim::Held {
+                    owner: l.owner.clone(),
+                    until: l.expires_at,
+                });
+            }
         };
-        if free {
-            g.leases.insert(name.to_owned(), (owner.to_owned(), until));
-        }
-        Ok(free)
+        let lease = Lease {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            token,
+            expires_at,
+        };
+        g.leases.insert(name.to_owned(), lease.clone());
+        Ok(LeaseClaim::Granted(lease))
     }
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
         let mut g = lock(&self.inner);
-        if g.leases.get(name).is_some_and(|(o, _)| o == owner) {
-            g.leases.remove(name);
+        if let Some(l) = g.leases.get_mut(name)
+            && l.owner == owner
+        {
+            l.expires_at = l.expires_at.min(now);
         }
         Ok(())
     }
