@@ -525,6 +525,15 @@ impl Driver {
             Phase::RolledBack => (&spec.source, "rollback"),
             _ => return Ok(()),
         };
+        // A later migration that moved the stack on owns the record now: an old migration
+        // driven again must not point it back at a host the stack left.
+        let later = self.later_migrations(m).await?;
+        if later
+            .iter()
+            .any(|(_, p)| !matches!(p, Phase::Failed | Phase::RolledBack))
+        {
+            return Ok(());
+        }
         let err = Self::store_err(spec.id);
         let Some(mut rec) = self.store.get_stack(&spec.stack).await.map_err(err)? else {
             return Ok(());

@@ -21,6 +21,8 @@ pub use machine::{
 };
 
 #[cfg(test)]
+mod fleet_model;
+#[cfg(test)]
 mod model;
 #[cfg(test)]
 mod tests;
