@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod compose;
+mod compose_hash;
 mod deploy;
 mod error;
 pub mod files;
