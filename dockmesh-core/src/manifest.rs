@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// The kind of a volume entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,8 @@ pub enum EntryKind {
         /// Path of the entry it links to.
         target: String,
     },
+    /// A named pipe (FIFO): no content, only its metadata.
+    Fifo,
 }
 
 /// One entry of a volume.
@@ -44,6 +47,11 @@ pub struct ManifestEntry {
     pub mtime: i64,
     /// SHA-256 of the content, hex, for regular files.
     pub sha256: Option<String>,
+    /// The extended attributes carried with the entry: name (escaped like `path`) → value as
+    /// lowercase hex. Empty ones are left out of the serialized form, so manifests (and their
+    /// digests) of entries without extended attributes are what they were before this field.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
 }
 
 /// The manifest of a volume: its entries sorted by path.
@@ -76,6 +84,22 @@ impl VolumeManifest {
         hex::encode(h.finalize())
     }
 
+    /// The symbolic links whose target is absolute or leads out of the volume, read lexically
+    /// from the link's directory (`..` above the root), as `(path, target)` in path order. They
+    /// are carried verbatim and never followed; on the target host they point at whatever is
+    /// there, which is what a transfer report should tell the operator.
+    pub fn outside_links(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Symlink { target } if link_leaves(&e.path, target) => {
+                    Some((e.path.clone(), target.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The first difference between `self` (the source) and `other` (the target), in words, or
     /// `None` when they are equal.
     pub fn first_difference(&self, other: &VolumeManifest) -> Option<String> {
@@ -106,6 +130,25 @@ impl VolumeManifest {
     }
 }
 
+/// Whether a link at `path` to `target` is absolute or climbs above the volume root.
+fn link_leaves(path: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return true;
+    }
+    let mut depth = path.split('/').count().saturating_sub(1);
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 fn describe_change(x: &ManifestEntry, y: &ManifestEntry) -> String {
     let p = &x.path;
     if x.kind != y.kind {
@@ -130,6 +173,14 @@ fn describe_change(x: &ManifestEntry, y: &ManifestEntry) -> String {
             "{p:?} is owned by {}:{} on the source but {}:{} on the target",
             x.uid, x.gid, y.uid, y.gid
         )
+    } else if x.xattrs != y.xattrs {
+        let names = |e: &ManifestEntry| e.xattrs.keys().cloned().collect::<Vec<_>>().join(", ");
+        format!(
+            "{p:?} has extended attributes [{}] on the source but [{}] on the target (or their \
+             values differ)",
+            names(x),
+            names(y)
+        )
     } else {
         format!(
             "{p:?} has mtime {} on the source but {} on the target",
@@ -152,7 +203,59 @@ mod tests {
             gid: 0,
             mtime: 1,
             sha256: Some(sha.into()),
+            xattrs: BTreeMap::new(),
         }
+    }
+
+    fn link(path: &str, target: &str) -> ManifestEntry {
+        ManifestEntry {
+            kind: EntryKind::Symlink {
+                target: target.into(),
+            },
+            size: 0,
+            sha256: None,
+            ..file(path, "")
+        }
+    }
+
+    #[test]
+    fn outside_links_are_absolute_or_climb_above_the_root() {
+        let m = VolumeManifest::new(vec![
+            link("venv/bin/python", "/usr/bin/python3"),
+            link("log", "../var/log/app"),
+            link("a/b/up", "../../x"),
+            link("a/b/out", "../../../x"),
+            link("a/inside", "b/../b"),
+            link("here", "."),
+        ]);
+        assert_eq!(
+            m.outside_links(),
+            vec![
+                ("a/b/out".to_owned(), "../../../x".to_owned()),
+                ("log".to_owned(), "../var/log/app".to_owned()),
+                ("venv/bin/python".to_owned(), "/usr/bin/python3".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn extended_attributes_count_and_absent_ones_keep_the_old_digest() {
+        let plain = VolumeManifest::new(vec![file("a", "1")]);
+        // The serialized form of an entry without xattrs has no `xattrs` key: old digests hold.
+        let line = serde_json::to_string(&plain.entries[0]).unwrap();
+        assert!(!line.contains("xattrs"), "{line}");
+        let old: ManifestEntry = serde_json::from_str(&line).unwrap();
+        assert!(old.xattrs.is_empty());
+        let mut with = plain.clone();
+        with.entries[0]
+            .xattrs
+            .insert("user.origin".into(), "6869".into());
+        assert_ne!(plain.digest(), with.digest());
+        assert!(
+            with.first_difference(&plain)
+                .unwrap()
+                .contains("extended attributes")
+        );
     }
 
     #[test]

@@ -516,6 +516,11 @@ pub struct VolumeTarget {
     pub name: String,
     /// Labels to create it with (Compose's, so `docker compose` recognises it).
     pub labels: BTreeMap<String, String>,
+    /// The size the source announced for the volume (its `VolumeUsage::bytes`), when known. An
+    /// import refuses a stream whose regular-file content goes over it by more than a margin
+    /// (the runtime documents its margin), before the excess reaches the disk. `None`: no bound.
+    #[serde(default)]
+    pub expected_bytes: Option<u64>,
 }
 
 /// One Docker host, local or remote. Every method is idempotent unless it says otherwise.

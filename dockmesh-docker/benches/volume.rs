@@ -95,6 +95,7 @@ async fn run() {
         let target = VolumeTarget {
             name: dst.clone(),
             labels: Default::default(),
+            expected_bytes: None,
         };
         let imported = volume::import_volume(&client, &target, export.stream, no_progress())
             .await

@@ -540,6 +540,10 @@ pub(crate) fn container_body(
         ),
         (labels::IMAGE, image_id.to_owned()),
         (labels::CONFIG_HASH, hash.to_owned()),
+        (
+            labels::COMPOSE_CONFIG_HASH,
+            crate::compose_hash::compose_config_hash(spec, s),
+        ),
     ] {
         labels.insert(k.to_owned(), v);
     }

@@ -46,10 +46,15 @@ pub(crate) fn health_budget(hc: &HealthConfig, margin: Duration) -> Duration {
     let timeout = ns(hc.timeout, DEFAULT_TIMEOUT);
     let start_period = ns(hc.start_period, Duration::ZERO);
     let retries = match hc.retries {
-        Some(r) if r > 0 => r as u32,
+        Some(r) if r > 0 => u32::try_from(r).unwrap_or(u32::MAX),
         _ => DEFAULT_RETRIES,
     };
-    start_period + interval * retries + timeout + margin
+    // Saturating: a healthcheck of absurd durations or retries means "wait very long", never an
+    // overflow (a panic in the deploy).
+    start_period
+        .saturating_add(interval.saturating_mul(retries))
+        .saturating_add(timeout)
+        .saturating_add(margin)
 }
 
 async fn inspect(
@@ -331,6 +336,25 @@ mod tests {
             health_budget(&defaults, Duration::ZERO),
             Duration::from_secs(30 * 3 + 30)
         );
+    }
+
+    #[test]
+    fn absurd_budgets_saturate_instead_of_overflowing() {
+        let hc = HealthConfig {
+            test: Some(vec!["CMD".into(), "true".into()]),
+            interval: Some(i64::MAX),
+            timeout: Some(i64::MAX),
+            retries: Some(i64::MAX),
+            start_period: Some(i64::MAX),
+            ..Default::default()
+        };
+        assert_eq!(health_budget(&hc, Duration::MAX), Duration::MAX);
+        let hc = HealthConfig {
+            interval: Some(1_000_000_000),
+            retries: Some(i64::from(u32::MAX) + 5),
+            ..hc
+        };
+        assert!(health_budget(&hc, Duration::ZERO) >= Duration::from_secs(u64::from(u32::MAX)));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
 pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
 /// The id of the image the container was created from.
 pub const IMAGE: &str = "com.docker.compose.image";
+/// Compose's hash of the service's configuration (see `compose_hash`): with it, `docker compose
+/// up` on a stack dockmesh deployed does not recreate the containers.
+pub const COMPOSE_CONFIG_HASH: &str = "com.docker.compose.config-hash";
 /// dockmesh's hash of the service's resolved definition: a deploy recreates the container only
 /// when it changes.
 pub const CONFIG_HASH: &str = "com.dockmesh.config-hash";

@@ -22,7 +22,7 @@
 //! - [`files`]: stack files on disk, written atomically.
 //! - [`volume`]: lossless volume export and import.
 //! - [`labels`]: Compose's labels and names.
-//! - [`testsupport`]: helpers for tests against a real engine.
+//! - `testsupport` (feature `testing`): helpers for tests against a real engine.
 //!
 //! ```no_run
 //! use dockmesh_core::ports::HostRuntime;
@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod compose;
+mod compose_hash;
 mod deploy;
 mod error;
 pub mod files;
@@ -52,6 +53,7 @@ pub mod labels;
 mod rawapi;
 pub mod runtime;
 mod snapshot;
+#[cfg(feature = "testing")]
 pub mod testsupport;
 pub mod volume;
 

@@ -117,6 +117,17 @@ async fn two_service_stack_lifecycle() {
         Some("web:service_healthy:false")
     );
     assert!(l.get(labels::CONFIG_HASH).is_some_and(|h| h.len() == 64));
+    let compose_hashes = (
+        compose_hash(&rt, &web).await,
+        compose_hash(&rt, &worker).await,
+    );
+    for h in [&compose_hashes.0, &compose_hashes.1] {
+        assert!(
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+            "Compose's config-hash label: {h:?}"
+        );
+    }
+    assert_ne!(compose_hashes.0, compose_hashes.1);
 
     // The real compose tool sees the stack.
     match compose_tool() {
@@ -158,6 +169,14 @@ async fn two_service_stack_lifecycle() {
         ),
         ids
     );
+    assert_eq!(
+        (
+            compose_hash(&rt, &web).await,
+            compose_hash(&rt, &worker).await
+        ),
+        compose_hashes,
+        "Compose's config-hash is stable across identical deploys"
+    );
 
     // Changing one service recreates only it.
     let changed = testsupport::two_service_stack(&name, port, "bonjour");
@@ -181,6 +200,12 @@ async fn two_service_stack_lifecycle() {
         .env
         .unwrap();
     assert!(env.contains(&"GREETING=bonjour".to_owned()), "{env:?}");
+    assert_eq!(compose_hash(&rt, &web).await, compose_hashes.0);
+    assert_ne!(
+        compose_hash(&rt, &worker).await,
+        compose_hashes.1,
+        "Compose's config-hash follows the service's change"
+    );
     let objects = testsupport::engine_objects(&rt, &name).await;
     assert_eq!(
         objects.containers.len(),
@@ -262,4 +287,18 @@ async fn two_service_stack_lifecycle() {
     assert!(objects.volumes.is_empty(), "{objects:?}");
     rt.remove_stack_files(&name).await.unwrap();
     assert_eq!(rt.read_stack_files(&name).await.unwrap(), None);
+}
+
+/// The `com.docker.compose.config-hash` label of a container.
+async fn compose_hash(rt: &dockmesh_docker::DockerRuntime, container: &str) -> String {
+    rt.docker()
+        .inspect_container(container, None)
+        .await
+        .unwrap()
+        .config
+        .unwrap()
+        .labels
+        .unwrap()
+        .remove(labels::COMPOSE_CONFIG_HASH)
+        .expect("the config-hash label")
 }

@@ -13,6 +13,7 @@ use dockmesh_docker::volume::{self, CARRIER_IMAGE};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use support_volume::*;
 
 /// Fills `/v` with every kind of entry: a 200 MB file, a sparse file, an empty directory,
@@ -110,6 +111,7 @@ async fn every_kind_of_entry_survives_export_and_import() {
     let target = VolumeTarget {
         name: dst.clone(),
         labels: labels(),
+        expected_bytes: None,
     };
     let imported = volume::import_volume(&docker, &target, counted, progress)
         .await
@@ -245,6 +247,7 @@ async fn assert_refused(docker: &Docker, what: &str, parts: Vec<Vec<u8>>, path: 
     let target = VolumeTarget {
         name: name.clone(),
         labels: labels(),
+        expected_bytes: None,
     };
     let err = volume::import_volume(docker, &target, byte_stream(data, 64 << 10), no_progress())
         .await
@@ -283,12 +286,12 @@ async fn hostile_streams_are_refused_by_name_and_leave_nothing_behind() {
             dotdot.clone(),
         ),
         (
-            "symlink to an absolute path",
+            "write through a symlink to an absolute path",
             vec![
                 raw_header(b"s", b'2', 0, b"/tmp"),
                 tar_file(format!("s/{escape}").as_bytes(), b"pwned"),
             ],
-            "s".into(),
+            format!("s/{escape}"),
         ),
         (
             "write through a symlink",
@@ -300,13 +303,14 @@ async fn hostile_streams_are_refused_by_name_and_leave_nothing_behind() {
             "s/x".into(),
         ),
         (
-            "symlink leaving by way of another symlink",
+            "write through a symlink leaving by way of another symlink",
             vec![
                 tar_dir(b"d"),
                 raw_header(b"d/up", b'2', 0, b".."),
-                raw_header(b"d/out", b'2', 0, b"up/../etc"),
+                raw_header(b"d/out", b'2', 0, b"up/../tmp"),
+                tar_file(format!("d/out/{escape}").as_bytes(), b"pwned"),
             ],
-            "d/out".into(),
+            format!("d/out/{escape}"),
         ),
         (
             "hard link to a host file",
@@ -327,11 +331,6 @@ async fn hostile_streams_are_refused_by_name_and_leave_nothing_behind() {
             "block device",
             vec![raw_header(b"sda", b'4', 0, b"")],
             "sda".into(),
-        ),
-        (
-            "fifo",
-            vec![raw_header(b"pipe", b'6', 0, b"")],
-            "pipe".into(),
         ),
         (
             "oversized PAX header",
@@ -385,6 +384,7 @@ async fn a_failing_source_stream_leaves_no_volume() {
     let target = VolumeTarget {
         name: name.clone(),
         labels: labels(),
+        expected_bytes: None,
     };
     let err = volume::import_volume(
         &docker,
@@ -435,6 +435,7 @@ async fn an_existing_volume_is_replaced_unless_a_container_uses_it() {
     let target = VolumeTarget {
         name: name.clone(),
         labels: labels(),
+        expected_bytes: None,
     };
     let err = volume::import_volume(
         &docker,
@@ -487,13 +488,13 @@ async fn exports_refuse_what_cannot_be_moved_and_clean_up() {
     assert_eq!(err.kind, RuntimeErrorKind::NotFound, "{err}");
     assert!(!volume_exists(&missing));
 
-    // A FIFO in the volume: the stream fails naming it, the manifest slot holds the error, and
-    // the carrier goes away even though the engine still had 50 MB to send after it.
-    let fifo = cleanup.volume(&unique("fifo"));
+    // A device node in the volume: the stream fails naming it, the manifest slot holds the
+    // error, and the carrier goes away even though the engine still had 50 MB to send after it.
+    let fifo = cleanup.volume(&unique("device"));
     docker_ok(&["volume", "create", &fifo]);
     sh(
         &[(&fifo, "/v")],
-        "mkfifo /v/0-pipe && head -c 50000000 /dev/urandom > /v/big",
+        "mknod /v/0-null c 1 3 && head -c 50000000 /dev/urandom > /v/big",
     );
     let export = volume::export_volume(&docker, &fifo)
         .await
@@ -507,8 +508,8 @@ async fn exports_refuse_what_cannot_be_moved_and_clean_up() {
         .find_map(Result::err)
         .expect("the stream fails");
     assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
-    assert!(err.message.contains("\"0-pipe\""), "{err}");
-    assert!(err.message.contains("FIFO"), "{err}");
+    assert!(err.message.contains("\"0-null\""), "{err}");
+    assert!(err.message.contains("character device"), "{err}");
     assert!(export.manifest.take().is_err());
     assert!(carriers_of(&fifo).is_empty());
 
@@ -577,4 +578,219 @@ fn a_dropped_export_removes_its_carrier_even_when_its_runtime_ends() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A venv-like tree with an absolute interpreter link, links out of the volume (absolute and
+/// relative), a dangling link and a FIFO, as applications leave them.
+const FILL_WILD: &str = r#"
+set -e
+cd /v
+mkdir -p venv/bin venv/lib/python3.12/site-packages/pkg spool
+ln -s /usr/bin/python3 venv/bin/python
+ln -s python venv/bin/python3
+echo 'print(1)' > venv/lib/python3.12/site-packages/pkg/__init__.py
+ln -s /var/log/app log
+ln -s ../../etc/passwd outside
+mkfifo spool/mail.fifo
+chmod 0620 spool/mail.fifo
+chown 8:12 spool/mail.fifo
+touch -h -d "2005-06-07 08:09:10" log spool/mail.fifo
+"#;
+
+/// Links and FIFOs as busybox sees them: type, mode, owner, mtime and target, sorted.
+const LIST_WILD: &str = r#"
+set -e
+cd /v
+find . -print0 | sort -z | xargs -0 stat -c '%n|%F|%a|%u|%g|%Y|%N'
+for l in venv/bin/python venv/bin/python3 log outside; do echo "$l -> $(readlink $l)"; done
+ls -lAnR --full-time . | grep -v "^total"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_that_point_anywhere_and_fifos_survive_verbatim() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let src = cleanup.volume(&unique("wild-src"));
+    let dst = cleanup.volume(&unique("wild-dst"));
+    docker_ok(&["volume", "create", &src]);
+    sh(&[(&src, "/v")], FILL_WILD);
+
+    let export = volume::export_volume(&docker, &src).await.expect("export");
+    let target = VolumeTarget {
+        name: dst.clone(),
+        labels: labels(),
+        expected_bytes: Some(4096),
+    };
+    let imported = volume::import_volume(&docker, &target, export.stream, no_progress())
+        .await
+        .expect("import of links and a FIFO");
+    let exported = export.manifest.take().expect("manifest");
+    assert_eq!(exported.first_difference(&imported), None);
+    assert_eq!(exported, imported);
+    let get = |p: &str| {
+        exported
+            .entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p} in the manifest"))
+    };
+    assert_eq!(
+        get("venv/bin/python").kind,
+        EntryKind::Symlink {
+            target: "/usr/bin/python3".into()
+        }
+    );
+    let fifo = get("spool/mail.fifo");
+    assert_eq!(fifo.kind, EntryKind::Fifo);
+    assert_eq!((fifo.mode, fifo.uid, fifo.gid), (0o620, 8, 12));
+    assert_eq!(
+        imported.outside_links(),
+        vec![
+            ("log".to_owned(), "/var/log/app".to_owned()),
+            ("outside".to_owned(), "../../etc/passwd".to_owned()),
+            ("venv/bin/python".to_owned(), "/usr/bin/python3".to_owned()),
+        ]
+    );
+
+    // Outside dockmesh's code: busybox sees the same tree in both volumes.
+    let before = String::from_utf8(sh(&[(&src, "/v")], LIST_WILD)).unwrap();
+    let after = String::from_utf8(sh(&[(&dst, "/v")], LIST_WILD)).unwrap();
+    assert_eq!(before, after);
+    assert!(
+        after.contains("venv/bin/python -> /usr/bin/python3"),
+        "{after}"
+    );
+    assert!(after.contains("log -> /var/log/app"), "{after}");
+    assert!(after.contains("outside -> ../../etc/passwd"), "{after}");
+    assert!(
+        after.contains("./spool/mail.fifo|fifo|620|8|12|"),
+        "{after}"
+    );
+    // Never followed: nothing was written where the links point.
+    let host_side = String::from_utf8(sh(
+        &[(&dst, "/v")],
+        "test ! -e /var/log/app && echo not-created",
+    ))
+    .unwrap();
+    assert_eq!(host_side.trim(), "not-created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_larger_than_announced_is_refused_before_it_fills_the_disk() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("oversized"));
+    // The source announced 1 MB; the stream claims an 80 MiB file (over 1 MB + the 64 MiB
+    // margin) and would go on sending it.
+    let announced = 1_000_000u64;
+    let claimed = 80u64 << 20;
+    let head = [
+        tar_dir(b"./"),
+        tar_file(b"small", &vec![7u8; 1000]),
+        raw_header(b"huge", b'0', claimed, b""),
+    ]
+    .concat();
+    let pulled = Arc::new(Mutex::new(0u64));
+    let data = {
+        let pulled = pulled.clone();
+        let chunk = bytes::Bytes::from(vec![0u8; 1 << 20]);
+        futures_util::stream::iter(
+            std::iter::once(bytes::Bytes::from(head))
+                .chain(std::iter::repeat_n(chunk, (claimed >> 20) as usize)),
+        )
+        .map(move |c| {
+            *pulled.lock().unwrap() += c.len() as u64;
+            Ok::<_, RuntimeError>(c)
+        })
+        .boxed()
+    };
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+        expected_bytes: Some(announced),
+    };
+    let err = volume::import_volume(&docker, &target, data, no_progress())
+        .await
+        .expect_err("more than announced is refused");
+    assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+    assert!(err.message.contains("\"huge\""), "{err}");
+    let limit = announced + volume::import_margin(announced);
+    assert!(err.message.contains(&limit.to_string()), "{err}");
+    assert!(
+        *pulled.lock().unwrap() < 4 << 20,
+        "the stream was read on after the refusal"
+    );
+    assert!(!volume_exists(&name));
+    assert!(carriers_of(&name).is_empty());
+
+    // Within the margin it goes through.
+    let data = [
+        tar_dir(b"./"),
+        tar_file(b"small", &vec![7u8; 3000]),
+        tar_end(),
+    ]
+    .concat();
+    let target = VolumeTarget {
+        expected_bytes: Some(1000),
+        ..target
+    };
+    volume::import_volume(&docker, &target, byte_stream(data, 700), no_progress())
+        .await
+        .expect("within the margin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_import_leaves_another_transfers_carrier_alone() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("shared"));
+    // Import A: its stream stops half way until released, so its carrier is alive meanwhile.
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let first = [tar_dir(b"./"), tar_file(b"a", b"from A")].concat();
+    let rest = [tar_file(b"b", b"also A"), tar_end()].concat();
+    let data_a = futures_util::stream::iter([Ok::<_, RuntimeError>(bytes::Bytes::from(first))])
+        .chain(futures_util::stream::once(async move {
+            let _ = held.await;
+            Ok(bytes::Bytes::from(rest))
+        }))
+        .boxed();
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+        expected_bytes: None,
+    };
+    let a = {
+        let (docker, target) = (docker.clone(), target.clone());
+        tokio::spawn(
+            async move { volume::import_volume(&docker, &target, data_a, no_progress()).await },
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let carrier_a = loop {
+        if let [id] = carriers_of(&name).as_slice() {
+            break id.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "A never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Import B into the same name fails (A's carrier uses the volume) and touches nothing of A.
+    let data_b = [tar_dir(b"./"), tar_file(b"x", b"from B"), tar_end()].concat();
+    let err = volume::import_volume(&docker, &target, byte_stream(data_b, 512), no_progress())
+        .await
+        .expect_err("B cannot replace a volume A is writing");
+    assert_eq!(err.kind, RuntimeErrorKind::Conflict, "{err}");
+    assert_eq!(carriers_of(&name), vec![carrier_a]);
+    // Removing the volume (what a failed import does) spares A's carrier too.
+    let err = volume::remove_volume(&docker, &name)
+        .await
+        .expect_err("in use by A");
+    assert_eq!(err.kind, RuntimeErrorKind::Conflict, "{err}");
+    assert_eq!(carriers_of(&name).len(), 1);
+
+    release.send(()).unwrap();
+    let manifest = a.await.unwrap().expect("A completes");
+    let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, [".", "a", "b"]);
+    assert!(carriers_of(&name).is_empty());
 }

@@ -3,7 +3,9 @@
 //! Properties: it never panics; the verdict and the output do not depend on how the input is
 //! chunked; an accepted stream's output is accepted again (in the engine-facing carrier form)
 //! with the same manifest, and an independent tar reader sees in it only regular files,
-//! directories and links named under `v/`, without `..`, with no absolute link target.
+//! directories, links and FIFOs named under `v/`, without `..`, each under a directory that came
+//! earlier (never under a link: symbolic links are data and may point anywhere), and hard links
+//! only to paths under `v/`.
 //!
 //! `cargo fuzz run -s none tar_checker` (stable toolchain).
 #![no_main]
@@ -42,6 +44,7 @@ fn run(input: &[u8], from: Layout, to: Option<Layout>, chunk: usize) -> Outcome 
 
 fn check_output_is_safe(output: &[u8]) {
     let mut archive = tar::Archive::new(output);
+    let mut dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for entry in archive.entries().expect("the output is a tar stream") {
         let entry = entry.expect("every output entry is readable");
         let name = entry.path_bytes().into_owned();
@@ -49,14 +52,26 @@ fn check_output_is_safe(output: &[u8]) {
         assert!(!name.split(|&b| b == b'/').any(|c| c == b".."), "{name:?}");
         let typ = entry.header().entry_type();
         assert!(
-            typ.is_file() || typ.is_dir() || typ.is_symlink() || typ.is_hard_link(),
+            typ.is_file()
+                || typ.is_dir()
+                || typ.is_symlink()
+                || typ.is_hard_link()
+                || typ.is_fifo(),
             "{typ:?}"
         );
-        if let Some(link) = entry.link_name_bytes() {
-            assert!(!link.starts_with(b"/"), "{link:?}");
-            if typ.is_hard_link() {
-                assert!(link.starts_with(b"v/"), "{link:?}");
-            }
+        // Nothing is written through a link: every parent is a directory that came earlier.
+        let trimmed = name.strip_suffix(b"/").unwrap_or(&name).to_vec();
+        if trimmed != b"v" {
+            let cut = trimmed.iter().rposition(|&b| b == b'/').expect("under v/");
+            assert!(dirs.contains(&trimmed[..cut]), "{name:?}");
+        }
+        if typ.is_dir() {
+            dirs.insert(trimmed);
+        }
+        if typ.is_hard_link() {
+            let link = entry.link_name_bytes().expect("a hard link has a target");
+            assert!(link.starts_with(b"v/"), "{link:?}");
+            assert!(!link.split(|&b| b == b'/').any(|c| c == b".."), "{link:?}");
         }
     }
 }

@@ -831,6 +831,7 @@ impl Driver {
                 &VolumeTarget {
                     name: v.name.clone(),
                     labels: v.labels.clone(),
+                    expected_bytes: v.bytes,
                 },
                 export.stream,
                 progress,

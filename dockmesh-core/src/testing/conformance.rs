@@ -828,6 +828,7 @@ pub async fn host_runtime_conformance(rt: &dyn HostRuntime, fx: &RuntimeFixture)
             &VolumeTarget {
                 name: fx.scratch_volume.clone(),
                 labels: source_labels,
+                expected_bytes: None,
             },
             export.stream,
             no_progress(),

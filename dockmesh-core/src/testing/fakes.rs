@@ -612,6 +612,7 @@ fn manifest_of(data: &[u8]) -> VolumeManifest {
         gid: 0,
         mtime: 0,
         sha256: Some(hex::encode(Sha256::digest(data))),
+        xattrs: Default::default(),
     }])
 }
 

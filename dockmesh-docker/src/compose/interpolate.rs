@@ -14,6 +14,11 @@ use std::collections::BTreeMap;
 /// Variables available to interpolation.
 pub type Vars = BTreeMap<String, String>;
 
+/// How deep `${…}` may nest inside defaults, messages and replacements (`${A:-${B:-…}}`).
+/// Real files nest two or three levels; the bound keeps a hostile file from exhausting the
+/// stack (and from quadratic scanning).
+pub const MAX_NESTING: usize = 32;
+
 /// Why a string could not be interpolated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -25,6 +30,12 @@ pub enum InterpolationError {
         var: String,
         /// The message written in the compose file (or a default one).
         message: String,
+    },
+    /// `${…}` nests deeper than [`MAX_NESTING`].
+    #[error("interpolation nests `${{…}}` deeper than the limit of {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
     },
     /// The text is not a valid template.
     #[error("invalid interpolation in {text:?}: {reason}")]
@@ -38,6 +49,14 @@ pub enum InterpolationError {
 
 /// Interpolate `text` with `vars`.
 pub fn interpolate(text: &str, vars: &Vars) -> Result<String, InterpolationError> {
+    interpolate_at(text, vars, 0)
+}
+
+/// Interpolate `text`, found `depth` levels of `${…}` deep.
+fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, InterpolationError> {
+    if depth > MAX_NESTING {
+        return Err(InterpolationError::TooDeep { limit: MAX_NESTING });
+    }
     let mut out = String::with_capacity(text.len());
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -58,7 +77,7 @@ pub fn interpolate(text: &str, vars: &Vars) -> Result<String, InterpolationError
                 let close = matching_brace(text, i + 2)
                     .ok_or_else(|| invalid(text, "a `${` is never closed by `}`"))?;
                 let inner = &text[i + 2..close];
-                out.push_str(&braced(inner, text, vars)?);
+                out.push_str(&braced(inner, text, vars, depth)?);
                 i = close + 1;
             }
             Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {
@@ -124,7 +143,13 @@ fn lookup(name: &str, vars: &Vars) -> String {
     }
 }
 
-fn braced(inner: &str, whole: &str, vars: &Vars) -> Result<String, InterpolationError> {
+fn braced(
+    inner: &str,
+    whole: &str,
+    vars: &Vars,
+    depth: usize,
+) -> Result<String, InterpolationError> {
+    let interpolate = |arg: &str, vars: &Vars| interpolate_at(arg, vars, depth + 1);
     let name_len = inner
         .bytes()
         .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
@@ -323,6 +348,19 @@ mod tests {
             }
             (want, got) => panic!("input {input:?}: wanted {want:?}, got {got:?}"),
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |n: usize| format!("{}x{}", "${a:-".repeat(n), "}".repeat(n));
+        assert_eq!(
+            interpolate(&nested(MAX_NESTING), &Vars::new()).unwrap(),
+            "x"
+        );
+        // 10 000 levels used to exhaust the stack and abort the process.
+        let err = interpolate(&nested(10_000), &Vars::new()).unwrap_err();
+        assert_eq!(err, InterpolationError::TooDeep { limit: MAX_NESTING });
+        assert!(err.to_string().contains("limit of 32 levels"), "{err}");
     }
 
     #[test]

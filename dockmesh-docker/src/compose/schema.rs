@@ -2,6 +2,11 @@
 //! parse: every key is either supported or an error that names it and where it is. Nothing is
 //! silently ignored, except `x-` extension keys, which Compose itself defines as ignored.
 //!
+//! Keys that `docker compose config` writes out with their default value (`required: true`,
+//! `mode: ingress`, `bind: {create_host_path: true}`, `volume: {}`) are accepted with that value
+//! and dropped, so a file as Compose prints it loads; any other value of them is an error naming
+//! the key (see [`DEFAULTED`]).
+//!
 //! The same pass coerces scalars to the type the typed parse expects, the way Compose does
 //! (`user: 1000` is the string `"1000"`; `read_only: "true"` after interpolation is a boolean).
 
@@ -39,13 +44,106 @@ pub const HEALTHCHECK_KEYS: &[&str] = &[
     "disable",
 ];
 /// Keys of a long-syntax `ports` entry.
-pub const PORT_KEYS: &[&str] = &["target", "published", "host_ip", "protocol"];
+pub const PORT_KEYS: &[&str] = &["target", "published", "host_ip", "protocol", "mode"];
 /// Keys of a long-syntax service `volumes` entry.
-pub const MOUNT_KEYS: &[&str] = &["type", "source", "target", "read_only"];
+pub const MOUNT_KEYS: &[&str] = &["type", "source", "target", "read_only", "bind", "volume"];
+/// Keys of a mount's `bind` options.
+pub const BIND_KEYS: &[&str] = &["create_host_path"];
+/// Keys of a mount's `volume` options.
+pub const MOUNT_VOLUME_KEYS: &[&str] = &["nocopy"];
 /// Keys of an entry of a service's `networks` map.
 pub const SERVICE_NETWORK_KEYS: &[&str] = &["aliases"];
 /// Keys of an entry of a service's `depends_on` map.
-pub const DEPENDS_ON_KEYS: &[&str] = &["condition"];
+pub const DEPENDS_ON_KEYS: &[&str] = &["condition", "required", "restart"];
+
+/// The keys accepted only with the value Compose gives them when they are absent (what
+/// dockmesh does): (where, key, that value, what dockmesh does instead of other values).
+pub const DEFAULTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "ports",
+        "mode",
+        "ingress",
+        "ports are published on the host's engine",
+    ),
+    (
+        "bind",
+        "create_host_path",
+        "true",
+        "a missing bind source directory is created, as with the short syntax",
+    ),
+    (
+        "volume",
+        "nocopy",
+        "false",
+        "a new volume gets the image's content at its target",
+    ),
+    (
+        "depends_on",
+        "required",
+        "true",
+        "every dependency must exist",
+    ),
+    (
+        "depends_on",
+        "restart",
+        "false",
+        "dependents are not restarted with their dependency",
+    ),
+];
+
+/// Accept `key` of `m` only with its [`DEFAULTED`] value, then drop it.
+fn accept_default(
+    m: &mut Mapping,
+    section: &str,
+    key: &str,
+    location: &str,
+) -> Result<(), ComposeError> {
+    let Some(v) = m.get(key) else {
+        return Ok(());
+    };
+    let &(_, _, default, why) = DEFAULTED
+        .iter()
+        .find(|(s, k, _, _)| *s == section && *k == key)
+        .expect("a defaulted key is listed");
+    let text = scalar_text(v).map(|t| t.to_ascii_lowercase());
+    if text.as_deref() != Some(default) {
+        return Err(ComposeError::Invalid {
+            location: location.into(),
+            message: format!(
+                "`{key}` is `{}`, which dockmesh does not support: it only does \
+                 `{key}: {default}` ({why})",
+                text.unwrap_or_else(|| "a non-scalar value".into())
+            ),
+        });
+    }
+    m.remove(key);
+    Ok(())
+}
+
+/// A mount's `bind` or `volume` options: only their defaults, then the whole map is dropped.
+fn accept_default_options(
+    m: &mut Mapping,
+    section: &str,
+    keys: &[&str],
+    location: &str,
+) -> Result<(), ComposeError> {
+    let Some(v) = m.get_mut(section) else {
+        return Ok(());
+    };
+    let location = format!("{location} `{section}`");
+    if !v.is_null() {
+        let opts = v.as_mapping_mut().ok_or_else(|| ComposeError::Invalid {
+            location: location.clone(),
+            message: "must be a mapping".into(),
+        })?;
+        check_keys(opts, keys, &location, false)?;
+        for key in keys {
+            accept_default(opts, section, key, &location)?;
+        }
+    }
+    m.remove(section);
+    Ok(())
+}
 /// Keys of a top-level volume.
 pub const VOLUME_KEYS: &[&str] = &["name", "external", "labels", "driver", "driver_opts"];
 /// Keys of a top-level network.
@@ -203,6 +301,7 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             if let Value::Mapping(m) = item {
                 let pl = format!("{location} ports entry {}", i + 1);
                 check_keys(m, PORT_KEYS, &pl, false)?;
+                accept_default(m, "ports", "mode", &pl)?;
                 if let Some(v) = m.get_mut("target") {
                     to_int(v, &pl, "target")?;
                 }
@@ -226,6 +325,8 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             if let Value::Mapping(m) = item {
                 let vl = format!("{location} volumes entry {}", i + 1);
                 check_keys(m, MOUNT_KEYS, &vl, false)?;
+                accept_default_options(m, "bind", BIND_KEYS, &vl)?;
+                accept_default_options(m, "volume", MOUNT_VOLUME_KEYS, &vl)?;
                 if let Some(v) = m.get_mut("read_only") {
                     to_bool(v, &vl, "read_only")?;
                 }
@@ -257,6 +358,8 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
                 message: "must be a mapping with a `condition`".into(),
             })?;
             check_keys(m, DEPENDS_ON_KEYS, &dl, false)?;
+            accept_default(m, "depends_on", "required", &dl)?;
+            accept_default(m, "depends_on", "restart", &dl)?;
             if !m.contains_key("condition") {
                 m.insert("condition".into(), "service_started".into());
             }

@@ -365,6 +365,127 @@ fn unsupported_keys_are_named_with_their_service() {
     }
 }
 
+/// What `docker compose config` (Compose v2) prints for a typical stack: defaults written out
+/// (`required: true`, `mode: ingress`, `protocol: tcp`, `published` as a string,
+/// `bind.create_host_path`, `volume: {}`, `networks.default` with its `name`, `default: null`
+/// attachments), and `x-` keys.
+const COMPOSE_CONFIG_OUTPUT: &str = r#"name: shop
+services:
+  db:
+    environment:
+      POSTGRES_PASSWORD: secret
+    healthcheck:
+      test:
+        - CMD-SHELL
+        - pg_isready -U postgres
+      timeout: 5s
+      interval: 10s
+      retries: 5
+    image: postgres:16
+    networks:
+      default: null
+    restart: unless-stopped
+    volumes:
+      - type: volume
+        source: dbdata
+        target: /var/lib/postgresql/data
+        volume: {}
+    x-owner: team-db
+  web:
+    command:
+      - nginx
+      - -g
+      - daemon off;
+    depends_on:
+      db:
+        condition: service_healthy
+        required: true
+        restart: false
+    image: nginx:1.27
+    networks:
+      default: null
+    ports:
+      - mode: ingress
+        host_ip: 127.0.0.1
+        target: 80
+        published: "8080"
+        protocol: tcp
+    volumes:
+      - type: bind
+        source: /srv/shop/static
+        target: /usr/share/nginx/html
+        read_only: true
+        bind:
+          create_host_path: true
+networks:
+  default:
+    name: shop_default
+volumes:
+  dbdata:
+    name: shop_dbdata
+x-common:
+  tier: backend
+"#;
+
+#[test]
+fn docker_compose_config_output_is_accepted() {
+    let spec = ok(COMPOSE_CONFIG_OUTPUT);
+    let printed_defaults = spec.clone();
+    // It means the same as the file written without the printed defaults.
+    let plain = COMPOSE_CONFIG_OUTPUT
+        .replace("        volume: {}\n", "")
+        .replace("        required: true\n        restart: false\n", "")
+        .replace("      - mode: ingress\n        host_ip", "      - host_ip")
+        .replace("        bind:\n          create_host_path: true\n", "");
+    assert_ne!(plain, COMPOSE_CONFIG_OUTPUT);
+    assert_eq!(ok(&plain), printed_defaults);
+    let web = spec.services.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(web.ports.len(), 1);
+    assert_eq!(web.ports[0].host_port, Some(8080));
+}
+
+#[test]
+fn printed_defaults_with_other_values_are_named() {
+    let base = COMPOSE_CONFIG_OUTPUT;
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "required: true",
+            "required: false",
+            &["depends_on `db`", "`required` is `false`", "required: true"],
+        ),
+        (
+            "restart: false",
+            "restart: true",
+            &["depends_on `db`", "`restart` is `true`"],
+        ),
+        (
+            "mode: ingress",
+            "mode: host",
+            &["ports entry 1", "`mode` is `host`"],
+        ),
+        (
+            "create_host_path: true",
+            "create_host_path: false",
+            &["volumes entry 1 `bind`", "`create_host_path` is `false`"],
+        ),
+        (
+            "create_host_path: true",
+            "propagation: rshared",
+            &["volumes entry 1 `bind`", "`propagation`"],
+        ),
+        (
+            "volume: {}",
+            "volume: {nocopy: true}",
+            &["volumes entry 1 `volume`", "`nocopy` is `true`"],
+        ),
+    ];
+    for (from, to, fragments) in cases {
+        let compose = base.replacen(from, to, 1);
+        assert_ne!(compose, base, "{from}");
+        check_err(&compose, None, fragments);
+    }
+}
+
 #[test]
 fn extension_keys_are_allowed() {
     ok("x-top: 1\nservices:\n  web:\n    image: x\n    x-note: hi\nvolumes:\n  d:\n    x-v: 1\n");

@@ -9,7 +9,30 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use dockmesh_core::ports::RuntimeError;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+/// The carriers of the transfers running in this process: cleaning up what an interrupted
+/// transfer left behind never touches them.
+static LIVE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn live() -> MutexGuard<'static, Option<HashSet<String>>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn is_live(id: &str) -> bool {
+    live().as_ref().is_some_and(|s| s.contains(id))
+}
+
+fn set_live(id: &str, yes: bool) {
+    let mut guard = live();
+    let set = guard.get_or_insert_with(HashSet::new);
+    if yes {
+        set.insert(id.to_owned());
+    } else {
+        set.remove(id);
+    }
+}
 
 /// The carrier image: made locally from an empty tar, never pulled, never run.
 pub const CARRIER_IMAGE: &str = "dockmesh/volume-carrier:1";
@@ -89,6 +112,7 @@ impl Carrier {
                 e,
             )
         })?;
+        set_live(&created.id, true);
         Ok(Carrier {
             docker: docker.clone(),
             id: created.id,
@@ -103,7 +127,9 @@ impl Carrier {
     /// Remove the container (never the volume).
     pub(crate) async fn remove(mut self) -> Result<(), RuntimeError> {
         self.removed = true;
-        remove_container(&self.docker, &self.id).await
+        let result = remove_container(&self.docker, &self.id).await;
+        set_live(&self.id, false);
+        result
     }
 }
 
@@ -131,6 +157,7 @@ impl Drop for Carrier {
             if let Err(e) = result {
                 tracing::warn!(container = %id, error = %e, "removing a volume carrier failed");
             }
+            set_live(&id, false);
         };
         if let Err(e) = std::thread::Builder::new()
             .name("dockmesh-carrier-cleanup".into())
@@ -157,8 +184,13 @@ async fn remove_container(docker: &Docker, id: &str) -> Result<(), RuntimeError>
     }
 }
 
-/// Remove every carrier left behind for `volume` (by an interrupted transfer).
-pub(crate) async fn remove_carriers(docker: &Docker, volume: &str) -> Result<(), RuntimeError> {
+/// Remove the carriers left behind for `volume` by interrupted transfers: every carrier of the
+/// volume except those of the transfers running in this process, which are never touched (an
+/// import that fails must not take another transfer's carrier with it).
+pub(crate) async fn remove_stale_carriers(
+    docker: &Docker,
+    volume: &str,
+) -> Result<(), RuntimeError> {
     let filters = HashMap::from([(
         "label".to_owned(),
         vec![format!("{CARRIER_LABEL}={volume}")],
@@ -172,8 +204,8 @@ pub(crate) async fn remove_carriers(docker: &Docker, volume: &str) -> Result<(),
         .list_containers(Some(options))
         .await
         .map_err(|e| engine_error("listing volume carrier containers", e))?;
-    for c in found {
-        if let Some(id) = c.id {
+    for id in found.into_iter().filter_map(|c| c.id) {
+        if !is_live(&id) {
             remove_container(docker, &id).await?;
         }
     }

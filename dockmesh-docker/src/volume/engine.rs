@@ -1,7 +1,7 @@
 //! Export, import and removal of volumes on the engine.
 
 use super::Limits;
-use super::carrier::{Carrier, MOUNT, ensure_carrier_image, remove_carriers};
+use super::carrier::{Carrier, MOUNT, ensure_carrier_image, remove_stale_carriers};
 use super::error::{Refusal, StreamError};
 use super::policy::Layout;
 use super::transform::TarTransform;
@@ -18,6 +18,17 @@ use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The content an import accepts beyond what its source announced
+/// ([`VolumeTarget::expected_bytes`]): a tenth of the announced size, at least 64 MiB. The
+/// announced size is the engine's disk usage of the source volume, measured before the export:
+/// the margin absorbs what a volume may still gain before its containers are stopped and the
+/// rounding of the engine's accounting. A sparse file counts with its full size here but only
+/// with its allocated blocks in the engine's usage, so a volume made mostly of holes needs the
+/// caller to announce its apparent size (or none).
+pub fn import_margin(expected: u64) -> u64 {
+    (expected / 10).max(64 << 20)
+}
 
 /// How long an import's upload may take before the engine is considered stuck. The request is
 /// answered only once the whole stream has been extracted, so this bounds a whole transfer.
@@ -53,12 +64,16 @@ pub(crate) fn engine_error(what: &str, e: DockerError) -> RuntimeError {
 fn hint(e: &StreamError) -> &'static str {
     match e.refusal() {
         Some(Refusal::SpecialFile { .. }) => {
-            "Device nodes and FIFOs are not moved: remove them from the source volume (the \
-             software that uses them creates them again) and retry."
+            "Device nodes are not moved: remove them from the source volume (the software that \
+             uses them creates them again) and retry."
         }
-        Some(Refusal::SymlinkOutside { .. }) => {
-            "A symbolic link in a volume must point inside it: make the link relative to a path \
-             inside the volume, or remove it, and retry."
+        Some(Refusal::LargerThanAnnounced { .. }) => {
+            "The source sent more than it announced: the volume grew during the transfer (stop \
+             the containers that write to it) or the stream is not the volume's; retry."
+        }
+        Some(Refusal::PathBudget { .. } | Refusal::TooManyEntries { .. }) => {
+            "The volume holds more paths than a transfer accepts: raise the limits or split the \
+             data over several volumes."
         }
         Some(Refusal::PathTooLong { .. } | Refusal::NameTooLong { .. }) => {
             "Shorten the path in the source volume and retry."
@@ -205,7 +220,10 @@ async fn export_step(mut st: ExportState) -> Option<(Result<Bytes, RuntimeError>
 /// volume. The volume is created with the target's labels; an existing one is replaced (removed
 /// and created again with the same driver and options) unless a container uses it, which is a
 /// conflict. Every entry is checked before it reaches the engine, and a refused stream leaves no
-/// volume behind. `progress` is told the number of stream bytes read so far, as they flow.
+/// volume behind. With [`VolumeTarget::expected_bytes`], a stream whose regular files add up to
+/// more than that plus [`import_margin`] is refused at the header of the file that goes over,
+/// before its content reaches the disk. Only the carrier this import creates is removed when it
+/// ends; carriers of other transfers running in this process are never touched. `progress` is told the number of stream bytes read so far, as they flow.
 ///
 /// On success the stream has been read to its end, so an export's manifest slot is filled. The
 /// returned manifest is computed from what the volume holds afterwards (read back from the
@@ -227,7 +245,13 @@ pub async fn import_volume(
     let body = upload_body(UploadState {
         volume: volume.to_owned(),
         data,
-        transform: TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default()),
+        transform: match target.expected_bytes {
+            Some(expected) => {
+                TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default())
+                    .with_content_limit(expected.saturating_add(import_margin(expected)))
+            }
+            None => TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default()),
+        },
         progress,
         moved: 0,
         failure: failure.clone(),
@@ -279,7 +303,7 @@ async fn discard(docker: &Docker, volume: &str, e: RuntimeError) -> RuntimeError
 /// Create the target volume, replacing an existing one.
 async fn prepare_volume(docker: &Docker, target: &VolumeTarget) -> Result<(), RuntimeError> {
     let volume = target.name.as_str();
-    remove_carriers(docker, volume).await?;
+    remove_stale_carriers(docker, volume).await?;
     let mut request = VolumeCreateRequest {
         name: Some(volume.to_owned()),
         labels: Some(
@@ -406,10 +430,11 @@ async fn read_back(
     Ok(manifest.unwrap_or_default())
 }
 
-/// Remove a named volume (and any carrier left behind for it). A missing volume is fine; a
-/// volume that a container uses is a conflict and is kept.
+/// Remove a named volume (and any carrier an interrupted transfer left behind for it; never the
+/// carrier of a transfer that is running in this process). A missing volume is fine; a volume
+/// that a container uses is a conflict and is kept.
 pub async fn remove_volume(docker: &Docker, volume: &str) -> Result<(), RuntimeError> {
-    remove_carriers(docker, volume).await?;
+    remove_stale_carriers(docker, volume).await?;
     match docker
         .remove_volume(
             volume,

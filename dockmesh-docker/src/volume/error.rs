@@ -90,7 +90,8 @@ pub enum Refusal {
         /// The limit.
         limit: usize,
     },
-    /// A symbolic link whose target is absolute or leads out of the volume.
+    /// A symbolic link whose target is absolute or leads out of the volume. No longer
+    /// produced: such links are carried verbatim (see the module documentation).
     #[error("it is a symbolic link to {target:?}, which points outside the volume")]
     SymlinkOutside {
         /// The link's target.
@@ -111,9 +112,10 @@ pub enum Refusal {
         /// The link's target.
         target: String,
     },
-    /// A device node, FIFO or another kind of entry a volume must not carry.
+    /// A device node or another kind of entry a volume must not carry.
     #[error(
-        "it is a {kind}; only regular files, directories, symbolic links and hard links are moved"
+        "it is a {kind}; only regular files, directories, symbolic links, hard links and FIFOs \
+         are moved"
     )]
     SpecialFile {
         /// What it is.
@@ -190,6 +192,25 @@ pub enum Refusal {
     #[error("the stream has more than {limit} entries")]
     TooManyEntries {
         /// The limit.
+        limit: u64,
+    },
+    /// The paths of the stream would take more memory than the checker's budget.
+    #[error(
+        "the paths of the stream take more than the checker's path budget of {limit} bytes \
+         (Limits::max_path_bytes)"
+    )]
+    PathBudget {
+        /// The budget in bytes.
+        limit: u64,
+    },
+    /// The regular files of the stream add up to more than the size its source announced,
+    /// plus the margin.
+    #[error(
+        "with it the stream's file content goes over {limit} bytes, the size the source \
+         announced plus a margin"
+    )]
+    LargerThanAnnounced {
+        /// The most content accepted, in bytes.
         limit: u64,
     },
 }

@@ -58,6 +58,7 @@ impl ManifestBuilder {
                 },
                 0,
             ),
+            CheckedKind::Fifo => (EntryKind::Fifo, 0),
         };
         let is_file = matches!(kind, EntryKind::File);
         self.entries.push(ManifestEntry {
@@ -69,6 +70,11 @@ impl ManifestBuilder {
             gid: e.gid,
             mtime: e.mtime.secs,
             sha256: None,
+            xattrs: e
+                .xattrs
+                .iter()
+                .map(|(k, v)| (escape_path(k), hex::encode(v)))
+                .collect(),
         });
         self.hashing = is_file.then(Sha256::new);
     }

@@ -36,35 +36,41 @@
 //! # What is moved exactly
 //!
 //! Regular files (content, size), directories (also empty ones), symbolic links (never
-//! followed, target kept byte for byte), hard links (as links to the first path of the inode),
+//! followed, target kept byte for byte, wherever it points: absolute links such as a
+//! virtualenv's `bin/python -> /usr/bin/python3` and links out of the volume such as
+//! `log -> ../../var/log/app` are data, listed by
+//! [`VolumeManifest::outside_links`](dockmesh_core::manifest::VolumeManifest::outside_links) for
+//! the transfer report), FIFOs (a mail spool's), hard links (as links to the first path of the inode),
 //! permission bits including setuid, setgid and sticky, numeric owner uid/gid, modification
 //! times in whole seconds, names with any bytes but `/` and NUL (spaces, non-ASCII, invalid
 //! UTF-8), large files (sizes over 8 GiB through PAX records), and the `security.capability`
-//! extended attribute (the only one the engine's archive reader exports).
+//! extended attribute (the only one the engine's archive reader exports). Every extended
+//! attribute a stream carries is in the manifest too, so its loss fails verification.
 //!
 //! Not kept, because the engine's archive endpoint does not carry them: sub-second parts of
 //! modification times (the engine truncates them to seconds on export, so both manifests agree),
 //! access and change times, extended attributes other than `security.capability`, and the holes
 //! of sparse files (their content is moved exactly, the zeros are written out on the target).
-//! Unix sockets in a volume are skipped by the engine. Device nodes and FIFOs are refused.
+//! Unix sockets in a volume are skipped by the engine. Device nodes are refused.
 //!
 //! # What a stream must look like
 //!
 //! Refused, with an error that names the entry, before the entry reaches the engine:
 //! absolute paths, `..` components, empty or `.` components, paths or names over the
 //! [`Limits`], entries whose parent is not a directory that came earlier (so nothing is ever
-//! written through a symbolic link), the same path twice, a stream that does not start with its
-//! root directory, symbolic links whose target is absolute or leads out of the volume (checked
-//! lexically per entry, then once more when the stream ends with every link of the stream
-//! followed), hard links to anything but a regular file earlier in the stream, device nodes,
-//! FIFOs, sparse and other non-portable entry types, content on directories or links, PAX
+//! written through a symbolic link, wherever it points), the same path twice, a stream that
+//! does not start with its root directory, empty symbolic links, hard links to anything but a
+//! regular file earlier in the stream, device nodes, sparse and other non-portable entry types, content on directories or links, PAX
 //! global headers, repeated or contradicting extension headers (a GNU long name *and* a PAX
 //! path), extension headers over the limit, absurd sizes and owner ids, extended attributes
 //! other than `user.*` and `security.capability`, bad checksums, and anything after the
-//! end-of-archive marker but zeros.
+//! end-of-archive marker but zeros; and on an import that was told the source's size
+//! ([`VolumeTarget::expected_bytes`](dockmesh_core::ports::VolumeTarget::expected_bytes)),
+//! regular files adding up to more than that plus [`import_margin`].
 //!
 //! Memory: content is never collected, so a 1 GiB volume needs no more memory than an empty
-//! one; what grows is the manifest and the set of paths seen, about 200 bytes per entry.
+//! one; what grows is the manifest and the set of paths seen, about 200 bytes per entry, the
+//! latter bounded by [`Limits::max_path_bytes`].
 
 mod carrier;
 mod engine;
@@ -78,7 +84,7 @@ mod transform;
 mod writer;
 
 pub use carrier::{CARRIER_IMAGE, CARRIER_LABEL, ensure_carrier_image};
-pub use engine::{export_volume, import_volume, remove_volume};
+pub use engine::{export_volume, import_margin, import_volume, remove_volume};
 pub use error::{Refusal, StreamError};
 pub use manifest::escape_path;
 pub use policy::Layout;
@@ -86,7 +92,7 @@ pub use transform::TarTransform;
 
 /// Bounds on what a tar stream may contain. The defaults fit any volume a Linux file system can
 /// hold; they exist so that a hostile stream cannot make the checker use unbounded memory
-/// (the entry count bounds the manifest and the set of paths seen).
+/// (the entry count bounds the manifest, the path budget the set of paths seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -100,6 +106,11 @@ pub struct Limits {
     pub max_entry_size: u64,
     /// Most entries in one stream. Default 50 million.
     pub max_entries: u64,
+    /// Most bytes of paths the checker remembers (every accepted path, plus 48 bytes of
+    /// bookkeeping each), so that long names cannot grow its memory past this budget where the
+    /// entry count alone would allow `max_entries × max_path`. Default 1 GiB (about 8 million
+    /// entries with 80-byte paths).
+    pub max_path_bytes: u64,
     /// Most zero bytes accepted after the end-of-archive marker. Default 1 MiB.
     pub max_trailing: u64,
 }
@@ -112,6 +123,7 @@ impl Default for Limits {
             max_extension: 64 * 1024,
             max_entry_size: 16 << 40,
             max_entries: 50_000_000,
+            max_path_bytes: 1 << 30,
             max_trailing: 1 << 20,
         }
     }

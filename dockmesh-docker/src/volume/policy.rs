@@ -1,10 +1,17 @@
 //! The rules an entry must follow to be written into a volume.
 //!
 //! Every entry's path is normalised and must stay inside the volume; it must come after its
-//! parent directory and appear once; links must stay inside the volume; hard links must point at
-//! a regular file that came earlier. Because no path may pass through a symbolic link and every
-//! hard link names an earlier regular file, extracting an accepted stream never follows a link,
-//! so nothing can be written outside the volume.
+//! parent directory and appear once; hard links must point at a regular file that came earlier.
+//! Symbolic links are data: their target is kept byte for byte, wherever it points (a
+//! virtualenv's `bin/python -> /usr/bin/python3`, `log -> /var/log/app`), and never followed.
+//! Because the parent of every entry must be a real directory of the stream (never a symbolic
+//! link) and every hard link names an earlier regular file, extracting an accepted stream never
+//! goes through a link, so nothing can be written outside the volume, wherever links point.
+//!
+//! Memory: the checker remembers every path it has accepted (for duplicates, parents and hard
+//! link targets), bounded by [`Limits::max_path_bytes`] and not only by the entry count, so a
+//! stream of long names cannot grow it past the budget. Every check is linear in the length of
+//! the entry's names; nothing is resolved through links.
 
 use super::Limits;
 use super::error::{Refusal, StreamError};
@@ -58,6 +65,7 @@ pub(crate) enum CheckedKind {
     HardLink {
         target: Vec<u8>,
     },
+    Fifo,
 }
 
 /// An accepted entry: its path relative to the volume root (empty for the root itself).
@@ -76,9 +84,14 @@ pub(crate) struct Checked {
 enum Node {
     Dir,
     File,
-    HardLink,
-    Symlink(Box<[u8]>),
+    /// A hard link or a FIFO: something that is neither a parent nor a hard link target.
+    Other,
+    Symlink,
 }
+
+/// What one remembered path costs besides its bytes (the map's entry and the box), counted
+/// against [`Limits::max_path_bytes`].
+pub(crate) const NODE_OVERHEAD: u64 = 48;
 
 /// The entries seen so far and the rules for the next one.
 #[derive(Debug)]
@@ -87,8 +100,11 @@ pub(crate) struct Checker {
     limits: Limits,
     nodes: HashMap<Box<[u8]>, Node>,
     entries: u64,
-    /// Symbolic links in stream order (path, offset), checked again once the tree is complete.
-    symlinks: Vec<(Box<[u8]>, u64)>,
+    /// Bytes of the remembered paths, with [`NODE_OVERHEAD`] each.
+    path_bytes: u64,
+    /// Sum of the sizes of the regular files so far, and the most it may reach.
+    content: u64,
+    content_limit: Option<u64>,
 }
 
 fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
@@ -109,8 +125,15 @@ impl Checker {
             limits,
             nodes: HashMap::new(),
             entries: 0,
-            symlinks: Vec::new(),
+            path_bytes: 0,
+            content: 0,
+            content_limit: None,
         }
+    }
+
+    /// Refuse the stream once the sizes of its regular files add up to more than `limit`.
+    pub(crate) fn limit_content(&mut self, limit: u64) {
+        self.content_limit = Some(limit);
     }
 
     /// The relative path of a name in this layout (empty for the root).
@@ -185,6 +208,12 @@ impl Checker {
         let path = self
             .normalize(&raw.name, raw.kind == RawKind::Dir)
             .map_err(refuse)?;
+        let cost = path.len() as u64 + NODE_OVERHEAD;
+        if self.path_bytes + cost > self.limits.max_path_bytes {
+            return Err(refuse(Refusal::PathBudget {
+                limit: self.limits.max_path_bytes,
+            }));
+        }
         // The engine's export carries `security.capability` only; `user.*` is harmless. Other
         // namespaces (`trusted.*`, `security.selinux`, ACLs) could change what the data may do.
         if let Some((name, _)) = raw
@@ -207,7 +236,7 @@ impl Checker {
             let parent = parent(&path);
             let what = match self.nodes.get(parent) {
                 Some(Node::Dir) => None,
-                Some(Node::Symlink(_)) => Some("a symbolic link"),
+                Some(Node::Symlink) => Some("a symbolic link"),
                 Some(_) => Some("not a directory"),
                 None => Some("missing (a directory must come before what it holds)"),
             };
@@ -219,17 +248,25 @@ impl Checker {
             }
         }
         let (kind, node) = match raw.kind {
-            RawKind::File => (CheckedKind::File { size: raw.size }, Node::File),
+            RawKind::File => {
+                let content = self.content.saturating_add(raw.size);
+                if let Some(limit) = self.content_limit
+                    && content > limit
+                {
+                    return Err(refuse(Refusal::LargerThanAnnounced { limit }));
+                }
+                self.content = content;
+                (CheckedKind::File { size: raw.size }, Node::File)
+            }
             RawKind::Dir => (CheckedKind::Dir, Node::Dir),
+            RawKind::Fifo => (CheckedKind::Fifo, Node::Other),
             RawKind::Symlink => {
-                let target = raw.link.clone();
-                self.check_symlink(&path, &target).map_err(refuse)?;
-                self.symlinks.push((path.clone().into(), raw.offset));
+                self.check_symlink(&raw.link).map_err(refuse)?;
                 (
                     CheckedKind::Symlink {
-                        target: target.clone(),
+                        target: raw.link.clone(),
                     },
-                    Node::Symlink(target.into()),
+                    Node::Symlink,
                 )
             }
             RawKind::HardLink => {
@@ -248,9 +285,10 @@ impl Checker {
                         target: escape_path(&raw.link),
                     }));
                 }
-                (CheckedKind::HardLink { target }, Node::HardLink)
+                (CheckedKind::HardLink { target }, Node::Other)
             }
         };
+        self.path_bytes += cost;
         self.nodes.insert(path.clone().into(), node);
         Ok(Checked {
             path,
@@ -263,12 +301,9 @@ impl Checker {
         })
     }
 
-    /// The target of a symbolic link at `path` must be relative and, read lexically from the
-    /// link's directory, stay inside the volume.
-    fn check_symlink(&self, path: &[u8], target: &[u8]) -> Result<(), Refusal> {
-        let outside = || Refusal::SymlinkOutside {
-            target: escape_path(target),
-        };
+    /// A symbolic link's target is data: any bytes (wherever they point) but none, and no longer
+    /// than a path may be.
+    fn check_symlink(&self, target: &[u8]) -> Result<(), Refusal> {
         if target.is_empty() {
             return Err(Refusal::EmptySymlink);
         }
@@ -278,58 +313,10 @@ impl Checker {
                 limit: self.limits.max_path,
             });
         }
-        if target.first() == Some(&b'/') {
-            return Err(outside());
-        }
-        let mut depth = components(parent(path)).filter(|c| !c.is_empty()).count();
-        for c in components(target) {
-            match c {
-                b"" | b"." => {}
-                b".." => depth = depth.checked_sub(1).ok_or_else(outside)?,
-                _ => depth += 1,
-            }
-        }
         Ok(())
     }
 
-    /// Where `target`, read from the directory of the link at `link`, ends up once every link of
-    /// the stream on the way is followed (as the kernel would, up to 40 links): `true` when it
-    /// leaves the volume.
-    fn resolves_outside(&self, link: &[u8], target: &[u8]) -> bool {
-        let mut dir: Vec<&[u8]> = components(parent(link)).filter(|c| !c.is_empty()).collect();
-        let mut todo: Vec<&[u8]> = components(target).rev().collect();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            match c {
-                b"" | b"." => {}
-                b".." => {
-                    if dir.pop().is_none() {
-                        return true;
-                    }
-                }
-                name => {
-                    dir.push(name);
-                    let key = dir.join(&b'/');
-                    if let Some(Node::Symlink(t)) = self.nodes.get(key.as_slice()) {
-                        hops += 1;
-                        if hops > 40 {
-                            // The kernel gives up (ELOOP): the link leads nowhere.
-                            return false;
-                        }
-                        dir.pop();
-                        if t.first() == Some(&b'/') {
-                            return true;
-                        }
-                        todo.extend(components(t).rev());
-                    }
-                }
-            }
-        }
-        false
-    }
-
-    /// The stream is complete: check every symbolic link again against the whole tree, since a
-    /// link may leave the volume only by way of other links.
+    /// The stream is complete: it must at least have had its root.
     pub(crate) fn finish(&self) -> Result<(), StreamError> {
         if self.nodes.is_empty() {
             return Err(StreamError::Refused {
@@ -337,21 +324,6 @@ impl Checker {
                 offset: 0,
                 reason: Refusal::RootFirst,
             });
-        }
-        for (path, offset) in &self.symlinks {
-            if let Some(Node::Symlink(target)) = self.nodes.get(path)
-                && self.resolves_outside(path, target)
-            {
-                let mut name = self.layout.prefix().to_vec();
-                name.extend_from_slice(path);
-                return Err(StreamError::Refused {
-                    path: escape_path(&name),
-                    offset: *offset,
-                    reason: Refusal::SymlinkOutside {
-                        target: escape_path(target),
-                    },
-                });
-            }
         }
         Ok(())
     }
@@ -468,39 +440,94 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_stay_inside() {
+    fn symlinks_are_data_wherever_they_point() {
         check(&[], (Symlink, "s", "a/b"), None);
         check(&[(Dir, "d/", "")], (Symlink, "d/s", "../a"), None);
-        check(&[], (Symlink, "s", "/etc"), Some("SymlinkOutside"));
-        check(&[], (Symlink, "s", ".."), Some("SymlinkOutside"));
-        check(&[], (Symlink, "s", "a/../../b"), Some("SymlinkOutside"));
-        check(
-            &[(Dir, "d/", "")],
-            (Symlink, "d/s", "../../a"),
-            Some("SymlinkOutside"),
-        );
+        check(&[], (Symlink, "python", "/usr/bin/python3"), None);
+        check(&[], (Symlink, "s", ".."), None);
+        check(&[], (Symlink, "log", "../var/log/app"), None);
         check(&[], (Symlink, "s", ""), Some("EmptySymlink"));
-    }
-
-    #[test]
-    fn a_symlink_that_leaves_through_another_link_is_caught_at_the_end() {
-        // d/up -> .. is the root; d/s -> up/.. then leaves the volume.
+        let long = "x/".repeat(2049);
+        check(&[], (Symlink, "s", &long), Some("PathTooLong"));
+        // Never written through: an entry below a link is refused, wherever the link points.
+        check(
+            &[(Symlink, "log", "/var/log/app")],
+            (File, "log/evil", ""),
+            Some("BadParent"),
+        );
+        check(
+            &[(Symlink, "up", "..")],
+            (Dir, "up/x/", ""),
+            Some("BadParent"),
+        );
         let c = checker_with(&[
             (Dir, "d/", ""),
             (Symlink, "d/up", ".."),
             (Symlink, "d/s", "up/.."),
-        ]);
-        let e = c.finish().unwrap_err();
-        assert_eq!(e.entry_path(), Some("d/s"));
-        // A link to a link that stays inside is fine, and so is a loop.
-        let c = checker_with(&[
-            (Dir, "d/", ""),
-            (Symlink, "d/up", ".."),
-            (Symlink, "d/s", "up/d"),
             (Symlink, "l1", "l2"),
             (Symlink, "l2", "l1"),
         ]);
-        c.finish().expect("inside");
+        c.finish().expect("links are data");
+    }
+
+    #[test]
+    fn fifos_are_carried_and_are_no_parents() {
+        check(&[], (Fifo, "spool", ""), None);
+        check(&[(Fifo, "p", "")], (File, "p/x", ""), Some("BadParent"));
+        check(
+            &[(Fifo, "p", "")],
+            (HardLink, "h", "p"),
+            Some("HardLinkTarget"),
+        );
+    }
+
+    #[test]
+    fn remembered_paths_stay_within_the_byte_budget() {
+        // Long names, few entries: the entry count alone would not stop them.
+        let limits = Limits {
+            max_path_bytes: 64 * 1024,
+            ..Limits::default()
+        };
+        let mut c = Checker::new(Layout::Transfer, limits);
+        c.check(raw(Dir, "./", "")).unwrap();
+        let mut accepted = 0u64;
+        let err = loop {
+            let name = format!("{accepted:0>250}");
+            match c.check(raw(File, &name, "")) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 10_000, "the budget never tripped");
+        };
+        assert_eq!(
+            err.refusal(),
+            Some(&Refusal::PathBudget { limit: 64 * 1024 })
+        );
+        assert!(err.to_string().contains("65536"), "{err}");
+        assert!(c.path_bytes <= 64 * 1024);
+        assert_eq!(
+            accepted,
+            (64 * 1024 - NODE_OVERHEAD) / (250 + NODE_OVERHEAD)
+        );
+    }
+
+    #[test]
+    fn content_over_the_announced_limit_is_refused_at_its_header() {
+        let mut c = Checker::new(Layout::Transfer, Limits::default());
+        c.limit_content(100);
+        c.check(raw(Dir, "./", "")).unwrap();
+        let sized = |name: &str, size| RawEntry {
+            size,
+            ..raw(File, name, "")
+        };
+        c.check(sized("a", 60)).unwrap();
+        c.check(sized("b", 40)).unwrap();
+        let e = c.check(sized("c", 1)).unwrap_err();
+        assert_eq!(
+            e.refusal(),
+            Some(&Refusal::LargerThanAnnounced { limit: 100 })
+        );
+        assert_eq!(e.entry_path(), Some("c"));
     }
 
     #[test]

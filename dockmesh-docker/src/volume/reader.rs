@@ -11,6 +11,7 @@ use super::Limits;
 use super::error::{Refusal, StreamError};
 use super::manifest::escape_path;
 use bytes::{Buf, Bytes};
+use std::collections::HashSet;
 
 /// Size of a tar block.
 pub(crate) const BLOCK: usize = 512;
@@ -24,6 +25,7 @@ pub(crate) enum RawKind {
     Dir,
     Symlink,
     HardLink,
+    Fifo,
 }
 
 /// A modification time: whole seconds (floor) and nanoseconds in `0..1e9`.
@@ -371,6 +373,7 @@ impl Reader {
             b'1' => RawKind::HardLink,
             b'2' => RawKind::Symlink,
             b'5' => RawKind::Dir,
+            b'6' => RawKind::Fifo,
             b'S' => return Err(refuse(Refusal::Sparse)),
             b'g' => {
                 return Err(refuse(Refusal::Ambiguous {
@@ -405,6 +408,7 @@ impl Reader {
                 kind: match kind {
                     RawKind::Dir => "directory",
                     RawKind::Symlink => "symbolic link",
+                    RawKind::Fifo => "FIFO",
                     _ => "hard link",
                 },
                 size,
@@ -511,7 +515,6 @@ fn special_kind(typeflag: u8) -> &'static str {
     match typeflag {
         b'3' => "character device",
         b'4' => "block device",
-        b'6' => "FIFO",
         b'7' => "contiguous file",
         b'\0' => "pre-POSIX entry (type NUL)",
         b'D' => "GNU dump directory",
@@ -628,7 +631,9 @@ pub(crate) fn parse_pax_time(value: &[u8]) -> Option<Mtime> {
 /// PAX records (`"%d %s=%s\n"`, the length counting the whole record), as Go reads them.
 fn parse_pax(mut rest: &[u8]) -> Result<Pax, PaxError> {
     let mut pax = Pax::default();
-    let mut keys: Vec<Vec<u8>> = Vec::new();
+    // A set: a 64 KiB header holds thousands of records, and comparing each with every earlier
+    // one would take quadratic time.
+    let mut keys: HashSet<&[u8]> = HashSet::new();
     while !rest.is_empty() {
         let sp = rest
             .iter()
@@ -660,12 +665,11 @@ fn parse_pax(mut rest: &[u8]) -> Result<Pax, PaxError> {
         if key.is_empty() || key.contains(&0) {
             return Err(PaxError::Malformed("a record key is empty or has a NUL"));
         }
-        if keys.iter().any(|k| k == key) {
+        if !keys.insert(key) {
             return Err(PaxError::Refused(Refusal::Ambiguous {
                 what: "a PAX record appears twice",
             }));
         }
-        keys.push(key.to_vec());
         let text_value = |what: &'static str| -> Result<Vec<u8>, PaxError> {
             if value.is_empty() {
                 return Err(PaxError::Refused(Refusal::Ambiguous { what }));

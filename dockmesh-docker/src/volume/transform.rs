@@ -77,6 +77,14 @@ impl TarTransform {
         self
     }
 
+    /// Refuse the stream at the header of the regular file that takes the sum of the files'
+    /// sizes over `limit` bytes, before any of its content is passed on
+    /// ([`Refusal::LargerThanAnnounced`](super::Refusal::LargerThanAnnounced)).
+    pub fn with_content_limit(mut self, limit: u64) -> Self {
+        self.checker.limit_content(limit);
+        self
+    }
+
     /// Bytes of input consumed so far.
     pub fn bytes_in(&self) -> u64 {
         self.reader.offset()

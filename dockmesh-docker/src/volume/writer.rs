@@ -66,6 +66,7 @@ pub(crate) fn encode_header(e: &Checked, layout: Layout, out: &mut Vec<u8>) {
         CheckedKind::HardLink { target } => {
             (EntryType::Link, 0, [layout.prefix(), target].concat())
         }
+        CheckedKind::Fifo => (EntryType::Fifo, 0, Vec::new()),
     };
 
     let mut records = Vec::new();
