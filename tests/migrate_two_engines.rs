@@ -280,6 +280,8 @@ echo '<h1>shop</h1>' > site/index.html
 dd if=/dev/urandom of=big.bin bs=1M count=24 2>/dev/null
 printf 'héllo wörld\n' > "dir with space/ünïcödé/naïve file.txt"
 ln -s site/index.html link-to-index; ln -s site dir-link
+mkdir -p venv/bin; ln -s /usr/bin/python3 venv/bin/python; ln -s ../../var/log/app log
+mkfifo spool.fifo
 echo shared > hard1; ln hard1 hard2
 echo secret > owned; chown 1234:5678 owned; chmod 0640 owned
 touch -d '2001-02-03 04:05:06' site/index.html; chmod 4755 big.bin; chmod 1777 empty"#;
@@ -371,6 +373,16 @@ async fn a_stack_moves_to_another_engine_with_its_data_and_rolls_back() {
     );
     let rec = s.store.get_stack(&name).await.unwrap().unwrap();
     assert_eq!(rec.host, Some(HostId::from("engine-b")));
+    // Links that leave the volume were carried verbatim, and the transfer report lists them.
+    assert_eq!(
+        m.outside_links(),
+        [
+            format!("{volume}: log -> ../../var/log/app"),
+            format!("{volume}: venv/bin/python -> /usr/bin/python3"),
+        ],
+        "links that point outside the volume are reported"
+    );
+    assert!(after.contains("venv/bin/python"), "{after}");
 
     let m = s.driver.rollback(id, "test").await.expect("rollback");
     assert_eq!(m.phase(), Phase::RolledBack);

@@ -851,7 +851,12 @@ impl Driver {
                 ),
             ));
         }
-        Ok((exported.content_bytes(), exported.digest(), Vec::new()))
+        let outside_links = exported
+            .outside_links()
+            .into_iter()
+            .map(|(path, target)| format!("{path} -> {target}"))
+            .collect();
+        Ok((exported.content_bytes(), exported.digest(), outside_links))
     }
 }
 
