@@ -35,7 +35,7 @@ fn ok(compose: &str) -> StackSpec {
 
 /// The error for a compose file must mention every fragment.
 fn check_err(compose: &str, env: Option<&str>, fragments: &[&str]) {
-    let err = load_with(compose, env, &[]).expect_err(compose).to_string();
+    let err = load_with(compose, env, &[]).expect_err(compose).report();
     for f in fragments {
         assert!(err.contains(f), "{compose}\n=> {err}\n(lacks {f:?})");
     }

@@ -1,0 +1,366 @@
+//! Resolving one service of the file into a [`ServiceSpec`]: image, command, environment and
+//! `env_file`s, ports, mounts, networks, healthcheck and the rest.
+
+use super::short::{normalize_protocol, parse_range, resolve_host_path};
+use super::*;
+
+pub(super) struct ServiceContext<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) vars: &'a Vars,
+    pub(super) volumes: &'a BTreeMap<String, VolumeSpec>,
+    pub(super) networks: &'a BTreeMap<String, NetworkSpec>,
+    pub(super) read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
+}
+
+pub(super) fn invalid(location: &str, message: impl Into<String>) -> ComposeError {
+    ComposeError::Invalid {
+        location: location.into(),
+        message: message.into(),
+    }
+}
+
+pub(super) fn resolve_service(
+    name: &str,
+    def: &Value,
+    ctx: &ServiceContext<'_>,
+) -> Result<ServiceSpec, ComposeError> {
+    let location = format!("service `{name}`");
+    let valid_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid_name {
+        return Err(invalid(
+            &location,
+            "service names are letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+        ));
+    }
+    // `ports` may mix the short and the long syntax, which the typed `Ports` cannot: its entries
+    // are read one by one below.
+    let mut without_ports = def.clone();
+    let port_items = without_ports
+        .as_mapping_mut()
+        .and_then(|m| m.remove("ports"))
+        .and_then(|p| p.as_sequence().cloned())
+        .unwrap_or_default();
+    let s: dct::Service = typed(&without_ports, &location)?;
+    let image = s
+        .image
+        .clone()
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| {
+            invalid(
+                &location,
+                "has no `image` (every service needs one: images are never built here)",
+            )
+        })?;
+
+    let words = |v: &dct::Command| -> Result<Vec<String>, ComposeError> {
+        match v {
+            dct::Command::Simple(s) => units::shell_split(s).map_err(|e| invalid(&location, e)),
+            dct::Command::Args(a) => Ok(a.clone()),
+        }
+    };
+    let command = s.command.as_ref().map(words).transpose()?;
+    let entrypoint = s
+        .entrypoint
+        .as_ref()
+        .map(|e| match e {
+            dct::Entrypoint::Simple(s) => units::shell_split(s).map_err(|e| invalid(&location, e)),
+            dct::Entrypoint::List(l) => Ok(l.clone()),
+        })
+        .transpose()?;
+
+    let mut environment = BTreeMap::new();
+    if let Some(env_file) = &s.env_file {
+        let paths = match env_file {
+            dct::StringOrList::Simple(p) => vec![p.clone()],
+            dct::StringOrList::List(l) => l.clone(),
+        };
+        for p in paths {
+            let path = resolve_host_path(ctx.dir, &p).map_err(|m| invalid(&location, m))?;
+            let text = (ctx.read_file)(&path).map_err(|source| ComposeError::EnvFileRead {
+                service: name.into(),
+                path: path.display().to_string(),
+                source,
+            })?;
+            environment.extend(interpolate::parse_env_file(&text, &p, ctx.vars)?);
+        }
+    }
+    match &s.environment {
+        dct::Environment::List(items) => {
+            for item in items {
+                match item.split_once('=') {
+                    Some((k, v)) => {
+                        environment.insert(k.to_owned(), v.to_owned());
+                    }
+                    None => {
+                        if let Some(v) = ctx.vars.get(item) {
+                            environment.insert(item.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        dct::Environment::KvPair(map) => {
+            for (k, v) in map {
+                match v {
+                    Some(v) => {
+                        environment.insert(k.clone(), v.to_string());
+                    }
+                    None => {
+                        if let Some(v) = ctx.vars.get(k) {
+                            environment.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let mut ports = Vec::new();
+    for (i, item) in port_items.iter().enumerate() {
+        if let Some(text) = item.as_str() {
+            ports.extend(parse_port(text).map_err(|m| invalid(&location, m))?);
+            continue;
+        }
+        let p: dct::Port = typed(item, &format!("{location} ports entry {}", i + 1))?;
+        let protocol =
+            normalize_protocol(p.protocol.as_deref()).map_err(|m| invalid(&location, m))?;
+        let host_port = match &p.published {
+            None => None,
+            Some(dct::PublishedPort::Single(n)) => Some(*n),
+            Some(dct::PublishedPort::Range(r)) => {
+                let (a, b) = parse_range(r).map_err(|m| invalid(&location, m))?;
+                if a != b {
+                    return Err(invalid(
+                        &location,
+                        format!(
+                            "published port range {r:?} maps to the single port {}",
+                            p.target
+                        ),
+                    ));
+                }
+                Some(a)
+            }
+        };
+        ports.push(PortSpec {
+            host_ip: p.host_ip.clone().filter(|s| !s.is_empty()),
+            host_port,
+            container_port: p.target,
+            protocol,
+        });
+    }
+
+    let mut mounts = Vec::new();
+    for v in &s.volumes {
+        let (kind, source, target, read_only) = match v {
+            dct::Volumes::Simple(text) => {
+                parse_short_mount(text).map_err(|m| invalid(&location, m))?
+            }
+            dct::Volumes::Advanced(a) => {
+                let kind = match a._type.as_str() {
+                    "volume" => MountKind::Volume,
+                    "bind" => MountKind::Bind,
+                    other => {
+                        return Err(invalid(
+                            &location,
+                            format!(
+                                "mount type `{other}` is not supported (use `volume` or `bind`)"
+                            ),
+                        ));
+                    }
+                };
+                let source = a.source.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+                    invalid(&location, format!("the mount at {} has no `source` (anonymous volumes are not supported: their data could not be moved; name the volume)", a.target))
+                })?;
+                (kind, source, a.target.clone(), a.read_only)
+            }
+        };
+        if !target.starts_with('/') {
+            return Err(invalid(
+                &location,
+                format!("mount target {target:?} must be an absolute path"),
+            ));
+        }
+        let source = match kind {
+            MountKind::Volume => {
+                let vol = ctx.volumes.get(&source).ok_or_else(|| {
+                    invalid(&location, format!("mounts volume `{source}`, which is not declared under the top-level `volumes`"))
+                })?;
+                vol.engine_name.clone()
+            }
+            MountKind::Bind => resolve_host_path(ctx.dir, &source)
+                .map_err(|m| invalid(&location, m))?
+                .display()
+                .to_string(),
+        };
+        mounts.push(MountSpec {
+            kind,
+            source,
+            target,
+            read_only,
+        });
+    }
+
+    let mut networks = BTreeMap::new();
+    let wanted: Vec<(String, Vec<String>)> = match &s.networks {
+        dct::Networks::Simple(l) if l.is_empty() => vec![("default".into(), vec![])],
+        dct::Networks::Simple(l) => l.iter().map(|n| (n.clone(), vec![])).collect(),
+        dct::Networks::Advanced(a) => {
+            a.0.iter()
+                .map(|(n, settings)| {
+                    let aliases = match settings {
+                        dct::MapOrEmpty::Map(s) => s.aliases.clone(),
+                        dct::MapOrEmpty::Empty => vec![],
+                    };
+                    (n.clone(), aliases)
+                })
+                .collect()
+        }
+    };
+    for (key, aliases) in wanted {
+        let net = ctx.networks.get(&key).ok_or_else(|| {
+            invalid(
+                &location,
+                format!(
+                    "joins network `{key}`, which is not declared under the top-level `networks`"
+                ),
+            )
+        })?;
+        networks.insert(
+            key,
+            NetworkAttachment {
+                engine_name: net.engine_name.clone(),
+                aliases,
+            },
+        );
+    }
+
+    let healthcheck = s
+        .healthcheck
+        .as_ref()
+        .map(|h| resolve_health(h, &location))
+        .transpose()?;
+
+    let mut depends_on = BTreeMap::new();
+    match &s.depends_on {
+        dct::DependsOnOptions::Simple(l) => {
+            for d in l {
+                depends_on.insert(d.clone(), DependCondition::ServiceStarted);
+            }
+        }
+        dct::DependsOnOptions::Conditional(m) => {
+            for (d, c) in m {
+                let cond = match c.condition.as_str() {
+                    "service_started" => DependCondition::ServiceStarted,
+                    "service_healthy" => DependCondition::ServiceHealthy,
+                    other => {
+                        return Err(invalid(
+                            &location,
+                            format!(
+                                "depends_on `{d}` uses condition `{other}`, which dockmesh does not support (use service_started or service_healthy)"
+                            ),
+                        ));
+                    }
+                };
+                depends_on.insert(d.clone(), cond);
+            }
+        }
+    }
+
+    let restart = match s.restart.as_deref() {
+        None => None,
+        Some(r @ ("no" | "always" | "unless-stopped" | "on-failure")) => Some(r.to_owned()),
+        Some(r)
+            if r.strip_prefix("on-failure:")
+                .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            Some(r.to_owned())
+        }
+        Some(r) => {
+            return Err(invalid(
+                &location,
+                format!(
+                    "restart policy `{r}` is not one of no, always, unless-stopped, on-failure[:N]"
+                ),
+            ));
+        }
+    };
+    let mem_limit = s
+        .mem_limit
+        .as_deref()
+        .map(units::parse_bytes)
+        .transpose()
+        .map_err(|m| invalid(&location, format!("mem_limit: {m}")))?;
+    let stop_grace_period = s
+        .stop_grace_period
+        .as_deref()
+        .map(units::parse_duration)
+        .transpose()
+        .map_err(|m| invalid(&location, format!("stop_grace_period: {m}")))?
+        .map(|d| d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0));
+    Ok(ServiceSpec {
+        name: name.to_owned(),
+        image,
+        command,
+        entrypoint,
+        environment,
+        ports,
+        mounts,
+        networks,
+        healthcheck,
+        depends_on,
+        restart,
+        labels: labels_map(&s.labels, &location)?,
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        mem_limit,
+        stop_grace_period,
+    })
+}
+
+fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, ComposeError> {
+    let location = format!("{location} healthcheck");
+    let ns = |field: &str, v: &Option<String>| -> Result<Option<i64>, ComposeError> {
+        v.as_deref()
+            .map(|t| units::parse_duration(t).map(|d| d.as_nanos().min(i64::MAX as u128) as i64))
+            .transpose()
+            .map_err(|m| invalid(&location, format!("{field}: {m}")))
+    };
+    if h.disable {
+        return Ok(HealthSpec {
+            test: Some(vec!["NONE".into()]),
+            interval_ns: None,
+            timeout_ns: None,
+            start_period_ns: None,
+            retries: None,
+        });
+    }
+    let test = match &h.test {
+        None => None,
+        Some(dct::HealthcheckTest::Single(s)) => Some(vec!["CMD-SHELL".into(), s.clone()]),
+        Some(dct::HealthcheckTest::Multiple(v)) => {
+            match v.first().map(String::as_str) {
+                Some("CMD" | "CMD-SHELL" | "NONE") => {}
+                _ => {
+                    return Err(invalid(
+                        &location,
+                        "`test` must be a string, or a list starting with CMD, CMD-SHELL or NONE",
+                    ));
+                }
+            }
+            Some(v.clone())
+        }
+    };
+    Ok(HealthSpec {
+        test,
+        interval_ns: ns("interval", &h.interval)?,
+        timeout_ns: ns("timeout", &h.timeout)?,
+        start_period_ns: ns("start_period", &h.start_period)?,
+        retries: (h.retries > 0).then_some(h.retries),
+    })
+}
