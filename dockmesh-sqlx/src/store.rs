@@ -10,8 +10,7 @@ use crate::target::DbTarget;
 use crate::ts::{Ts, truncate_micros};
 use async_trait::async_trait;
 use dockmesh_core::audit::{
-    AuditEntry, AuditEvent, AuditQuery, BrokenLink, ChainVerification, ChainVerifier, GENESIS_HASH,
-    SERVER_SCHEMA_MIGRATE,
+    AuditEntry, AuditEvent, AuditQuery, BrokenLink, ChainVerification, SERVER_SCHEMA_MIGRATE,
 };
 use dockmesh_core::drain::{DrainPlan, DrainRecord};
 use dockmesh_core::migration::{MigrationEvent, MigrationSpec, StoredMigration};
@@ -21,7 +20,6 @@ use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutPolicy, RolloutRecord, RolloutState, UpgradeState,
 };
 use dockmesh_core::types::{AgentId, HostId, MigrationId};
-use futures_util::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -561,7 +559,7 @@ impl SqlStore {
 const AUDIT_SCHEMA_VERSION: i64 = 3;
 
 /// Map a driver error to a [`StoreError`], naming the operation.
-fn se(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+pub(crate) fn se(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| store_err(op, e)
 }
 
@@ -779,7 +777,7 @@ pub(crate) struct AuditRow {
 }
 
 impl AuditRow {
-    fn into_entry(self) -> Result<AuditEntry, StoreError> {
+    pub(crate) fn into_entry(self) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             seq: u64::try_from(self.seq)
                 .map_err(|_| corrupt(format!("audit entry with sequence number {}", self.seq)))?,
@@ -796,7 +794,7 @@ impl AuditRow {
     }
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, hash";
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, hash";
 const AGENT_COLUMNS: &str = "SELECT id, name, version, commit_sha, protocol_version, arch, docker_version, last_seen, connection, upgrade FROM agents";
 const TOKEN_COLUMNS: &str =
     "SELECT hash, kind, name, created_at, expires_at, one_time, used_at FROM tokens";
@@ -1359,35 +1357,7 @@ impl Store for SqlStore {
     }
 
     async fn verify_audit(&self) -> Result<ChainVerification, StoreError> {
-        on!(&self.pool, p => {
-            let mut tx = p.begin().await.map_err(se("verify the audit log"))?;
-            let head: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(se("read the audit chain head"))?;
-            let mut verifier = ChainVerifier::default();
-            let mut last: (u64, String) = (0, GENESIS_HASH.to_owned());
-            let mut broken = false;
-            {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq");
-                let mut rows = sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *tx);
-                while let Some(row) = rows.try_next().await.map_err(se("read the audit log"))? {
-                    let entry = row.into_entry()?;
-                    if !verifier.push(&entry) {
-                        broken = true;
-                        break;
-                    }
-                    last = (entry.seq, entry.hash);
-                }
-            }
-            tx.commit().await.map_err(se("verify the audit log"))?;
-            let mut result = verifier.finish();
-            if !broken {
-                result.first_broken = head_mismatch(head, &last);
-            }
-            Ok(result)
-        })
+        crate::audit::verify(self).await
     }
 
     async fn claim_lease(
