@@ -316,6 +316,14 @@ impl SqlStore {
     pub async fn open_reporting(
         target: &DbTarget,
     ) -> Result<(SqlStore, OpenReport), SqlStoreError> {
+        // An existing SQLite file is judged before it is opened for writing: switching it to
+        // WAL would already change a database the guard then refuses.
+        if let DbTarget::Sqlite { path } = target
+            && path.exists()
+            && let Some(refusal) = Self::status(target).await?.refusal()
+        {
+            return Err(SqlStoreError::Refused(refusal));
+        }
         let pool = connect(target, true).await?;
         let store = SqlStore {
             pool,

@@ -443,3 +443,69 @@ async fn postgres_concurrent_opens_migrate_once() {
     assert_eq!(events.len(), 1);
     store.close().await;
 }
+
+/// Every path under `dir`, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A newer database in rollback-journal mode is refused without a single write: its journal
+/// mode is not switched to WAL, no `-wal`/`-shm` files appear, no directory is created.
+#[tokio::test]
+async fn sqlite_newer_database_in_rollback_journal_mode_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dockmesh.db");
+    let target = common::sqlite_in_file(&path);
+    SqlStore::open(&target).await.unwrap().close().await;
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete);
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+               VALUES (99, 'future things', TRUE, X'0102', 1);",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    // Bytes 18 and 19 of the header: 1 = rollback journal, 2 = WAL.
+    assert_eq!(
+        (bytes[18], bytes[19]),
+        (1, 1),
+        "the test database is not in WAL mode"
+    );
+    let before = tree(dir.path());
+    assert_eq!(before, vec!["dockmesh.db".to_owned()]);
+
+    let err = SqlStore::open(&target)
+        .await
+        .expect_err("a newer database is refused");
+    assert!(matches!(err, SqlStoreError::Refused(_)), "{err:?}");
+
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file is byte for byte the same"
+    );
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "no -wal, -shm, journal or directory appeared"
+    );
+}
