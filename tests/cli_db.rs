@@ -347,3 +347,54 @@ fn postgres_migrate_and_backup_into_sqlite() {
         c.close().await.unwrap();
     });
 }
+
+#[test]
+fn restore_is_refused_while_a_server_holds_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    add_stack(&src, "shop");
+    let o = dockmesh(
+        &["backup", "--out", "b.tar.zst", "--data-dir", "src"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let dst = dir.path().join("dst");
+    add_stack(&dst, "live");
+    let rt = rt();
+    let lock = rt
+        .block_on(dockmesh_sqlx::ServerLock::acquire(
+            &DbTarget::sqlite_in(&dst),
+            "dockmesh server on test-host",
+        ))
+        .unwrap();
+    let db = std::fs::read(dst.join("dockmesh.db")).unwrap();
+    let restore = || {
+        dockmesh(
+            &[
+                "restore",
+                "--from",
+                "b.tar.zst",
+                "--data-dir",
+                "dst",
+                "--force",
+            ],
+            dir.path(),
+        )
+    };
+    let o = restore();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dockmesh server on test-host"),
+        "names the holder: {err}"
+    );
+    assert!(err.contains("hint: stop the dockmesh server"), "{err}");
+    assert!(
+        std::fs::read(dst.join("dockmesh.db")).unwrap() == db,
+        "the database is unchanged"
+    );
+    rt.block_on(lock.release());
+    let o = restore();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(stacks(&dst), vec!["shop"]);
+}

@@ -38,6 +38,7 @@
 use crate::catalog::{self, Table};
 use crate::dump::{self, Cell};
 use crate::error::{BundleError, SqlStoreError};
+use crate::lock::ServerLock;
 use crate::schema::{self, Backend, SchemaStatus};
 use crate::store::{self, Pool, SqlStore, connect, read_state};
 use crate::target::DbTarget;
@@ -1218,6 +1219,32 @@ pub async fn restore(
         return Ok(report);
     }
 
+    // A running server holds this lock: the restore would replace the database underneath it.
+    if let DbTarget::Sqlite { path } = target
+        && let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        fs::create_dir_all(parent).map_err(io_err(
+            "creating the database's directory",
+            parent,
+            RESTORE_SAFE,
+        ))?;
+    }
+    let lock = ServerLock::acquire(target, "dockmesh restore").await?;
+    let result = replace(verified, staging.path(), target, data_dir, &mut report).await;
+    lock.release().await;
+    result?;
+    Ok(report)
+}
+
+/// Replace the database (and the bundled data-directory folders) with a verified bundle.
+async fn replace(
+    verified: Verified,
+    staging: &Path,
+    target: &DbTarget,
+    data_dir: Option<&Path>,
+    report: &mut RestoreReport,
+) -> Result<(), SqlStoreError> {
     let now = stamp(Timestamp::now());
     let version = verified.manifest.schema_version;
     match target {
@@ -1266,14 +1293,14 @@ pub async fn restore(
                     .kept
                     .push(format!("the replaced {d}/ as {}", kept.display()));
             }
-            fs::rename(staging.path().join(d), &dest).map_err(io_err(
+            fs::rename(staging.join(d), &dest).map_err(io_err(
                 format!("moving the restored {d}/ into place"),
                 &dest,
                 "The database was restored; the previous directory was kept aside.",
             ))?;
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Rows per table, imported in one transaction on one connection.
@@ -1381,10 +1408,8 @@ async fn restore_sqlite(
         cleanup(&tmp);
         return Err(e);
     }
-    let mut kept = Vec::new();
     if path.exists() {
-        // Close cleanly once so that the current WAL is folded into the file, then keep it
-        // (with any WAL left behind by another process) under the pre-restore name.
+        // Close cleanly once so that the current WAL is folded into the file that is kept.
         if let Ok(mut c) = sqlx::SqliteConnection::connect_with(
             &sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(path)
@@ -1397,32 +1422,92 @@ async fn restore_sqlite(
                 .await;
             let _ = c.close().await;
         }
-        let keep = path.with_file_name(format!("{name}.pre-restore-{now}"));
-        if let Err(e) = fs::rename(path, &keep).map_err(io_err(
-            "keeping the current database aside",
-            path,
-            "The current database is unchanged; the restored copy was removed.",
-        )) {
-            cleanup(&tmp);
-            return Err(e);
-        }
+    }
+    let swapped = swap_in(path, &tmp, &name, now);
+    if swapped.is_err() {
+        cleanup(&tmp);
+    }
+    swapped
+}
+
+/// Put the built database `tmp` at `path` so that a database file exists at `path` at every
+/// moment: the current file is hard-linked (copied where links are not supported) to
+/// `<name>.pre-restore-<now>`, its `-wal`/`-shm` are moved beside that copy (a WAL left beside
+/// the new file would be replayed into it), the new file is renamed over `path` (one atomic
+/// step), and the directory is synced so the swap survives a crash.
+fn swap_in(path: &Path, tmp: &Path, name: &str, now: &str) -> Result<Vec<String>, SqlStoreError> {
+    let sidecar = |p: &Path, suffix: &str| PathBuf::from(format!("{}{suffix}", p.display()));
+    File::open(tmp).and_then(|f| f.sync_all()).map_err(io_err(
+        "syncing the restored database",
+        tmp,
+        "The current database is unchanged; the restored copy was removed.",
+    ))?;
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(sidecar(tmp, suffix));
+    }
+    let mut kept = Vec::new();
+    if path.exists() {
+        // Never overwrite an earlier kept database (two restores within one second).
+        let keep = (0..)
+            .map(|n| match n {
+                0 => path.with_file_name(format!("{name}.pre-restore-{now}")),
+                n => path.with_file_name(format!("{name}.pre-restore-{now}-{n}")),
+            })
+            .find(|k| !k.exists() && !sidecar(k, "-wal").exists())
+            .expect("some name is free");
+        fs::hard_link(path, &keep)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Err(e)
+                } else {
+                    fs::copy(path, &keep).map(|_| ())
+                }
+            })
+            .map_err(io_err(
+                "keeping the current database aside",
+                path,
+                "The current database is unchanged; the restored copy was removed.",
+            ))?;
         for suffix in ["-wal", "-shm"] {
-            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            let side = sidecar(path, suffix);
             if side.exists() {
-                let _ = fs::rename(&side, format!("{}{suffix}", keep.display()));
+                fs::rename(&side, sidecar(&keep, suffix)).map_err(io_err(
+                    "keeping the current database's WAL aside",
+                    &side,
+                    "The current database is unchanged; the restored copy was removed.",
+                ))?;
             }
         }
         kept.push(format!("the replaced database as {}", keep.display()));
     }
-    for suffix in ["-wal", "-shm"] {
-        let _ = fs::remove_file(format!("{}{suffix}", tmp.display()));
-    }
-    fs::rename(&tmp, path).map_err(io_err(
+    fs::rename(tmp, path).map_err(io_err(
         "moving the restored database into place",
         path,
-        "The replaced database was kept aside; move it back to undo.",
+        "The current database is still in place (a copy was kept aside).",
     ))?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        sync_dir(dir).map_err(io_err(
+            "syncing the database's directory",
+            dir,
+            "The restored database is in place; the replaced one was kept aside.",
+        ))?;
+    }
     Ok(kept)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 async fn restore_postgres(

@@ -124,6 +124,28 @@ pub enum SqlStoreError {
     /// A backup was refused; no bundle was written.
     #[error("{0}")]
     BackupRefused(String),
+    /// The database is held by a running server (or a restore): see [`crate::ServerLock`].
+    #[error("the database {database} is in use by {holder}; nothing was changed")]
+    Locked {
+        /// The database, with any password hidden.
+        database: String,
+        /// Who holds it, as well as can be told.
+        holder: String,
+    },
+}
+
+impl SqlStoreError {
+    /// What to do about this error, when there is something more to say than its message.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SqlStoreError::Locked { .. } => Some(
+                "stop the dockmesh server using this database (or wait for the other restore to \
+                 finish), then run the command again"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// A backup bundle that cannot be restored. Nothing was changed when this is returned.

@@ -22,6 +22,7 @@
 //! - [`schema`]: the embedded migrations, their reversible/irreversible declarations, the
 //!   [`SchemaReport`] of where a database stands.
 //! - [`mod@backup`]: bundles: writing, verifying, restoring ([`backup()`], [`restore()`]).
+//! - [`ServerLock`]: the lock a running server holds and a restore takes.
 //! - `catalog`, `dump`: the table catalog and the logical export/import behind bundles.
 //! - [`ts`]: timestamps that sort on both backends.
 //!
@@ -35,6 +36,7 @@ pub mod backup;
 mod catalog;
 mod dump;
 mod error;
+mod lock;
 pub mod schema;
 pub mod store;
 mod target;
@@ -44,6 +46,7 @@ pub use backup::{
     BackupReport, Manifest, ManifestFile, RestoreOptions, RestoreReport, backup, restore,
 };
 pub use error::{BundleError, SchemaRefusal, SqlStoreError};
+pub use lock::{SERVER_LOCK_KEY, ServerLock};
 pub use schema::{Backend, MigrationInfo, SchemaReport, SchemaStatus};
 pub use store::{OpenReport, SqlStore};
 pub use target::{DbTarget, SQLITE_FILE_NAME};

@@ -13,7 +13,7 @@ use dockmesh_core::rollout::{
 };
 use dockmesh_core::{HostId, MigrationId};
 use dockmesh_sqlx::{
-    BundleError, DbTarget, RestoreOptions, SqlStore, SqlStoreError, backup, restore,
+    BundleError, DbTarget, RestoreOptions, ServerLock, SqlStore, SqlStoreError, backup, restore,
 };
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -951,4 +951,187 @@ async fn an_older_bundle_is_migrated_forward() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].event.action, "server.schema_migrate");
     store.close().await;
+}
+
+/// A database with one stack, at `dst`.
+async fn database_with_data(dst: &Path) -> DbTarget {
+    let target = common::sqlite_in(dst);
+    let store = SqlStore::open(&target).await.unwrap();
+    store
+        .put_stack(&StackRecord {
+            name: "precious".into(),
+            compose: "x".into(),
+            env: None,
+            host: None,
+            updated_at: t(0),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    target
+}
+
+#[tokio::test]
+async fn restore_is_refused_while_a_server_holds_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = sample_bundle(dir.path()).await;
+    let dst = dir.path().join("dst");
+    let target = database_with_data(&dst).await;
+    let forced = RestoreOptions {
+        dry_run: false,
+        force: true,
+    };
+
+    let lock = ServerLock::acquire(&target, "dockmesh server test-7")
+        .await
+        .unwrap();
+    let before = listing(&dst);
+    let db_bytes = std::fs::read(dst.join("dockmesh.db")).unwrap();
+    let err = restore(&bundle, &target, Some(&dst), forced)
+        .await
+        .expect_err("a held database is not restored");
+    assert!(matches!(err, SqlStoreError::Locked { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("dockmesh server test-7"),
+        "names the holder: {msg}"
+    );
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(err.hint().unwrap().contains("stop the dockmesh server"));
+    assert_eq!(listing(&dst), before, "nothing was added or removed");
+    assert!(
+        std::fs::read(dst.join("dockmesh.db")).unwrap() == db_bytes,
+        "the database is byte for byte the same"
+    );
+    // A second holder is refused too.
+    assert!(matches!(
+        ServerLock::acquire(&target, "another server").await,
+        Err(SqlStoreError::Locked { .. })
+    ));
+
+    lock.release().await;
+    let r = restore(&bundle, &target, Some(&dst), forced).await.unwrap();
+    assert!(r.replaced_data);
+    let store = SqlStore::open(&target).await.unwrap();
+    assert!(store.get_stack("precious").await.unwrap().is_none());
+    assert!(store.get_stack("stack-0000").await.unwrap().is_some());
+    store.close().await;
+    // The restore released the lock.
+    ServerLock::acquire(&target, "server")
+        .await
+        .unwrap()
+        .release()
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_restore_is_refused_while_a_server_holds_the_database() {
+    let Some(db) =
+        common::PgDb::create("postgres_restore_is_refused_while_a_server_holds_the_database").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = sample_bundle(dir.path()).await;
+    let target = db.target();
+    let store = SqlStore::open(&target).await.unwrap();
+    populate(&store, 2).await;
+    let before = store.dump_tables().await.unwrap();
+    store.close().await;
+    let forced = RestoreOptions {
+        dry_run: false,
+        force: true,
+    };
+
+    let lock = ServerLock::acquire(&target, "dockmesh server pg-1")
+        .await
+        .unwrap();
+    let err = restore(&bundle, &target, None, forced)
+        .await
+        .expect_err("a held database is not restored");
+    let msg = err.to_string();
+    assert!(matches!(err, SqlStoreError::Locked { .. }), "{err:?}");
+    assert!(
+        msg.contains("dockmesh server pg-1"),
+        "names the holder: {msg}"
+    );
+    assert!(msg.contains("backend pid"), "{msg}");
+    assert!(
+        !msg.contains("dockmesh_test@"),
+        "no password or user in the message: {msg}"
+    );
+    let store = SqlStore::open(&target).await.unwrap();
+    assert_eq!(
+        store.dump_tables().await.unwrap(),
+        before,
+        "nothing changed"
+    );
+    store.close().await;
+
+    lock.release().await;
+    restore(&bundle, &target, None, forced).await.unwrap();
+    let store = SqlStore::open(&target).await.unwrap();
+    assert!(store.get_stack("stack-0004").await.unwrap().is_some());
+    store.close().await;
+}
+
+/// While a restore replaces a SQLite database, a database file exists at its path at every
+/// moment (another thread looks for it in a tight loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restore_never_leaves_the_path_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = sample_bundle(dir.path()).await;
+    let dst = dir.path().join("dst");
+    let target = database_with_data(&dst).await;
+    let path = dst.join("dockmesh.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let missing = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (stop, missing, path) = (stop.clone(), missing.clone(), path.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::symlink_metadata(&path).is_err() {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for _ in 0..15 {
+        restore(
+            &bundle,
+            &target,
+            None,
+            RestoreOptions {
+                dry_run: false,
+                force: true,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert_eq!(
+        missing.load(Ordering::Relaxed),
+        0,
+        "the database path was empty during a restore"
+    );
+    let kept = std::fs::read_dir(&dst)
+        .unwrap()
+        .filter(|e| {
+            let n = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            n.starts_with("dockmesh.db.pre-restore-")
+                && !n.ends_with("-wal")
+                && !n.ends_with("-shm")
+        })
+        .count();
+    assert!(kept >= 1, "the replaced database is kept");
 }
