@@ -39,11 +39,11 @@ use crate::catalog::{self, Table};
 use crate::dump::{self, Cell};
 use crate::error::{BundleError, SqlStoreError};
 use crate::lock::ServerLock;
+use crate::options::OpenOptions;
 use crate::schema::{self, Backend, SchemaStatus};
 use crate::store::{self, Pool, SqlStore, connect, read_state};
 use crate::target::DbTarget;
 use dockmesh_core::audit::{AuditEntry, AuditEvent, ChainVerifier};
-use dockmesh_core::ports::Store;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -1259,11 +1259,21 @@ async fn replace(
         }
     }
     // Migrate forward with the ordinary open (guard, log line, audit event).
-    let (store, opened) = SqlStore::open_reporting(target).await?;
+    let key = OpenOptions::for_target(target, data_dir);
+    let (store, opened) = SqlStore::open_with(target, &key).await?;
     if !opened.applied.is_empty() {
         report.migrated = Some((opened.from, opened.to));
     }
-    let chain = store.verify_audit().await.map_err(|e| {
+    // A bundle carries no anchor (it is bound to the source's key): the restored chain is
+    // verified against its head, then anchored with this data directory's key.
+    let chain = crate::audit::verify(&store, false).await;
+    let chain = match chain {
+        Ok(c) if c.first_broken.is_none() => {
+            crate::audit::anchor_head(&store, true).await.map(|()| c)
+        }
+        other => other,
+    };
+    let chain = chain.map_err(|e| {
         SqlStoreError::RestoreRefused(format!(
             "the restored audit chain could not be checked: {e}. The restored database is in place; \
              the replaced one was kept"

@@ -37,16 +37,19 @@ mod catalog;
 mod dump;
 mod error;
 mod lock;
+mod options;
 pub mod schema;
 pub mod store;
 mod target;
 pub mod ts;
 
+pub use audit::AUDIT_KEY_FILE_NAME;
 pub use backup::{
     BackupReport, Manifest, ManifestFile, RestoreOptions, RestoreReport, backup, restore,
 };
 pub use error::{BundleError, SchemaRefusal, SqlStoreError};
 pub use lock::{SERVER_LOCK_KEY, ServerLock};
+pub use options::OpenOptions;
 pub use schema::{Backend, MigrationInfo, SchemaReport, SchemaStatus};
 pub use store::{OpenReport, SqlStore};
 pub use target::{DbTarget, SQLITE_FILE_NAME};

@@ -5,6 +5,7 @@
 //! expands a body once per backend, so each is type-checked against its own driver.
 
 use crate::error::SqlStoreError;
+use crate::options::OpenOptions;
 use crate::schema::{self, AppliedRow, Backend, MigrationInfo, SchemaReport, SchemaStatus};
 use crate::target::DbTarget;
 use crate::ts::{Ts, truncate_micros};
@@ -89,7 +90,7 @@ macro_rules! insert_audit {
 /// Append `$event` (already truncated to microseconds) to the chain inside the open
 /// transaction `$tx`; evaluates to `Result<AuditEntry, StoreError>`.
 macro_rules! append_audit_in {
-    ($tx:expr, $event:expr) => {
+    ($tx:expr, $event:expr, $key:expr) => {
         async {
             // Touching the head first takes the write lock (SQLite) / the row lock (PostgreSQL)
             // before reading it, so concurrent appends queue up instead of forking the chain.
@@ -111,16 +112,30 @@ macro_rules! append_audit_in {
                 .execute(&mut *$tx)
                 .await
                 .map_err(se("move the audit chain head"))?;
+            let key: Option<&[u8; 32]> = $key;
+            if let Some(key) = key {
+                sqlx::query(ANCHOR_UPSERT)
+                    .bind(to_i64(entry.seq, "audit sequence number")?)
+                    .bind(crate::audit::anchor_mac(key, entry.seq, &entry.hash))
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(se("move the audit chain anchor"))?;
+            }
             Ok::<AuditEntry, StoreError>(entry)
         }
     };
 }
+
+/// Move the audit anchor (schema version 4) in an append's transaction.
+const ANCHOR_UPSERT: &str = "INSERT INTO audit_anchor (id, seq, mac) VALUES (1, $1, $2) \
+     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac";
 
 /// The dockmesh [`Store`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: Pool,
     target: DbTarget,
+    pub(crate) audit: crate::audit::AuditKey,
 }
 
 /// What happened when a database was opened.
@@ -316,6 +331,15 @@ impl SqlStore {
     pub async fn open_reporting(
         target: &DbTarget,
     ) -> Result<(SqlStore, OpenReport), SqlStoreError> {
+        Self::open_with(target, &OpenOptions::for_target(target, None)).await
+    }
+
+    /// [`SqlStore::open_reporting`] with explicit [`OpenOptions`] (where the audit anchor key
+    /// is: a server on PostgreSQL passes [`OpenOptions::in_data_dir`]).
+    pub async fn open_with(
+        target: &DbTarget,
+        options: &OpenOptions,
+    ) -> Result<(SqlStore, OpenReport), SqlStoreError> {
         // An existing SQLite file is judged before it is opened for writing: switching it to
         // WAL would already change a database the guard then refuses.
         if let DbTarget::Sqlite { path } = target
@@ -324,12 +348,31 @@ impl SqlStore {
         {
             return Err(SqlStoreError::Refused(refusal));
         }
+        let key = match &options.audit_key {
+            Some(path) => crate::audit::read_key(path)?.map(|k| (k, path.clone())),
+            None => None,
+        };
         let pool = connect(target, true).await?;
-        let store = SqlStore {
+        let mut store = SqlStore {
             pool,
             target: target.clone(),
+            audit: match key {
+                Some((key, path)) => crate::audit::AuditKey::Loaded {
+                    key: std::sync::Arc::new(key),
+                    path,
+                },
+                None => crate::audit::AuditKey::Off,
+            },
         };
-        match store.migrate_to(None).await {
+        let opened = async {
+            let report = store.migrate_to(None).await?;
+            if store.audit.key().is_none() {
+                crate::audit::setup_key(&mut store, options.audit_key.clone()).await?;
+            }
+            Ok(report)
+        }
+        .await;
+        match opened {
             Ok(report) => Ok((store, report)),
             Err(e) => {
                 store.pool.close().await;
@@ -470,7 +513,8 @@ impl SqlStore {
                         source: sqlx::Error::Protocol(e.to_string()),
                     };
                     let mut tx = conn.begin().await.map_err(|e| audit_err(store_err("begin", e)))?;
-                    append_audit_in!(tx, event).await.map_err(audit_err)?;
+                    let key = if to >= crate::audit::ANCHOR_SCHEMA_VERSION { self.audit.key() } else { None };
+                    append_audit_in!(tx, event, key).await.map_err(audit_err)?;
                     tx.commit().await.map_err(|e| audit_err(store_err("commit", e)))?;
                 }
                 Ok((report.database_version, pending))
@@ -544,6 +588,14 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(se("move the audit chain head"))?;
+            if let Some(key) = self.audit.key() {
+                sqlx::query(ANCHOR_UPSERT)
+                    .bind(seq)
+                    .bind(crate::audit::anchor_mac(key, seq as u64, &hash))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(se("move the audit chain anchor"))?;
+            }
             tx.commit().await.map_err(se("append to the audit log"))?;
             Ok(out)
         })
@@ -1321,7 +1373,7 @@ impl Store for SqlStore {
         event.at = truncate_micros(event.at);
         on!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(se("append to the audit log"))?;
-            let entry = append_audit_in!(tx, event).await?;
+            let entry = append_audit_in!(tx, event, self.audit.key()).await?;
             tx.commit().await.map_err(se("append to the audit log"))?;
             Ok(entry)
         })
@@ -1365,7 +1417,7 @@ impl Store for SqlStore {
     }
 
     async fn verify_audit(&self) -> Result<ChainVerification, StoreError> {
-        crate::audit::verify(self).await
+        crate::audit::verify(self, true).await
     }
 
     async fn claim_lease(

@@ -153,7 +153,11 @@ async fn status(location: &Location) -> anyhow::Result<dockmesh_sqlx::SchemaRepo
 
 async fn migrate(location: &Location) -> anyhow::Result<Vec<String>> {
     let target = location.target()?;
-    let (store, opened) = SqlStore::open_reporting(&target).await?;
+    let (store, opened) = SqlStore::open_with(
+        &target,
+        &dockmesh_sqlx::OpenOptions::for_target(&target, Some(&location.data_dir)),
+    )
+    .await?;
     let report = store.schema_report().await?;
     store.close().await;
     let mut lines = vec![if opened.applied.is_empty() {
