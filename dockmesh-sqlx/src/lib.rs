@@ -22,6 +22,9 @@
 //! - [`schema`]: the embedded migrations, their reversible/irreversible declarations, the
 //!   [`SchemaReport`] of where a database stands.
 //! - [`mod@backup`]: bundles: writing, verifying, restoring ([`backup()`], [`restore()`]).
+//! - `audit`: verifying the chain in one snapshot, and its keyed anchor ([`OpenOptions`] says
+//!   where the key is). What the chain proves and what it cannot is written at the top of
+//!   `src/audit.rs` and in `README.md`.
 //! - [`ServerLock`]: the lock a running server holds and a restore takes.
 //! - `catalog`, `dump`: the table catalog and the logical export/import behind bundles.
 //! - [`ts`]: timestamps that sort on both backends.
