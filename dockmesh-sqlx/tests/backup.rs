@@ -1143,3 +1143,65 @@ async fn sqlite_restore_never_leaves_the_path_empty() {
         .count();
     assert!(kept >= 1, "the replaced database is kept");
 }
+
+/// `backup` copies, hashes, archives and compresses off the async runtime: on a one-thread
+/// runtime, a ticking task keeps running while a large data directory is backed up.
+#[test]
+fn backup_leaves_the_runtime_free() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let target = common::sqlite_in(&src);
+        let store = SqlStore::open(&target).await.unwrap();
+        populate(&store, 3).await;
+        store.close().await;
+        // 24 MiB that do not compress: copying, hashing and zstd take a while.
+        std::fs::create_dir_all(src.join("stacks/big")).unwrap();
+        let mut data = vec![0u8; 24 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(src.join("stacks/big/data.bin"), &data).unwrap();
+
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut worst = std::time::Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    let now = std::time::Instant::now();
+                    worst = worst.max(now - last);
+                    last = now;
+                }
+                worst
+            })
+        };
+        let started = std::time::Instant::now();
+        let b = backup(&target, Some(&src), &dir.path().join("b.tar.zst"))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let worst = ticker.await.unwrap();
+        assert!(
+            b.manifest
+                .files
+                .iter()
+                .any(|f| f.path == "stacks/big/data.bin")
+        );
+        assert!(
+            worst < std::time::Duration::from_millis(250) || worst * 3 < took,
+            "the runtime was blocked for {worst:?} of a {took:?} backup"
+        );
+    });
+}

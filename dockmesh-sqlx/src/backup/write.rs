@@ -23,6 +23,52 @@ pub async fn backup(
     data_dir: Option<&Path>,
     out: &Path,
 ) -> Result<BackupReport, SqlStoreError> {
+    // File, tar and zstd work runs on blocking threads; only the database export is async.
+    let staging = blocking({
+        let out = out.to_owned();
+        move || prepare(&out)
+    })
+    .await?;
+    let created_at = Timestamp::now();
+    let (schema_version, tables) = match export_database(target, staging.path()).await {
+        Ok(exported) => exported,
+        Err(e) => {
+            let _ = blocking(move || {
+                drop(staging);
+                Ok(())
+            })
+            .await;
+            return Err(e);
+        }
+    };
+    let backend = target.backend();
+    let data_dir = data_dir.map(Path::to_owned);
+    let out = out.to_owned();
+    blocking(move || {
+        let exported = Exported {
+            created_at,
+            backend,
+            schema_version,
+            tables,
+        };
+        finish(&staging, data_dir.as_deref(), &out, exported)
+    })
+    .await
+}
+
+/// Run `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SqlStoreError> + Send + 'static,
+) -> Result<T, SqlStoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        SqlStoreError::BackupRefused(format!(
+            "the backup stopped: {e}. No bundle was written; the database was not changed"
+        ))
+    })?
+}
+
+/// The bundle's directory and a private staging directory in it, with `database/`.
+fn prepare(out: &Path) -> Result<tempfile::TempDir, SqlStoreError> {
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -47,9 +93,35 @@ pub async fn backup(
         BACKUP_SAFE,
     ))?;
 
-    let created_at = Timestamp::now();
-    let (schema_version, tables) = export_database(target, staging.path()).await?;
+    Ok(staging)
+}
 
+/// What the database export produced.
+struct Exported {
+    created_at: Timestamp,
+    backend: Backend,
+    schema_version: i64,
+    tables: BTreeMap<String, u64>,
+}
+
+/// Copy the data directory, hash every staged file, write the manifest and the `.tar.zst`,
+/// and move the bundle into place.
+fn finish(
+    staging: &tempfile::TempDir,
+    data_dir: Option<&Path>,
+    out: &Path,
+    exported: Exported,
+) -> Result<BackupReport, SqlStoreError> {
+    let Exported {
+        created_at,
+        backend,
+        schema_version,
+        tables,
+    } = exported;
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
     let mut skipped = Vec::new();
     let mut directories = Vec::new();
     if let Some(dd) = data_dir {
@@ -81,7 +153,7 @@ pub async fn backup(
         dockmesh_version: env!("CARGO_PKG_VERSION").to_owned(),
         schema_version,
         created_at,
-        backend: target.backend(),
+        backend,
         tables,
         directories,
         files,
@@ -176,6 +248,53 @@ pub(super) fn write_tar(
     Ok(())
 }
 
+/// A table export file, written by a blocking task from the chunks an export sends.
+pub(super) struct TableFile {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+/// Start writing `t`'s export file; the returned sink feeds it.
+pub(super) fn table_file(staging: &Path, t: &Table) -> (TableFile, dump::TableSink) {
+    let path = staging.join(t.bundle_path());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let task = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = BufWriter::new(File::create(&path)?);
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write_all(&chunk)?;
+            }
+            w.flush()
+        })
+    };
+    (TableFile { path, task }, dump::TableSink::channel(tx))
+}
+
+impl TableFile {
+    /// Wait for the file to be written (the sink must be dropped first).
+    pub(super) async fn finish(self) -> Result<(), SqlStoreError> {
+        let err = io_err("writing a table export", &self.path, BACKUP_SAFE);
+        match self.task.await {
+            Ok(r) => r.map_err(err),
+            Err(e) => Err(err(io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Export one table through a [`TableFile`]; the file is complete when this returns `Ok`.
+macro_rules! export_to_file {
+    ($m:ident, $conn:expr, $staging:expr, $t:expr) => {{
+        let (file, mut sink) = table_file($staging, $t);
+        let exported = dump::$m::export_table($conn, $t, &mut sink).await;
+        drop(sink);
+        let written = file.finish().await;
+        let n = exported?;
+        written?;
+        n
+    }};
+}
+
 /// Export every table into `<staging>/database/`, consistently. Returns the schema version and
 /// the rows per table.
 pub(super) async fn export_database(
@@ -224,16 +343,14 @@ pub(super) async fn export_database(
                 let report = schema::SchemaReport::decide(Backend::Sqlite, &applied, &notes);
                 let mut tables = BTreeMap::new();
                 for t in catalog::tables_at(report.database_version) {
-                    let (path, mut w) = table_writer(staging, t)?;
-                    let n = dump::sqlite::export_table(&mut conn, t, &mut w).await?;
-                    finish_writer(&path, w)?;
+                    let n = export_to_file!(sqlite, &mut conn, staging, t);
                     tables.insert(t.name.to_owned(), n);
                 }
                 Ok::<_, SqlStoreError>((report.database_version, tables))
             }
             .await;
             let _ = conn.close().await;
-            let _ = fs::remove_file(&snapshot);
+            let _ = tokio::fs::remove_file(&snapshot).await;
             result
         }
         DbTarget::Postgres { .. } => {
@@ -253,9 +370,7 @@ pub(super) async fn export_database(
                 let report = schema::SchemaReport::decide(Backend::Postgres, &applied, &notes);
                 let mut tables = BTreeMap::new();
                 for t in catalog::tables_at(report.database_version) {
-                    let (path, mut w) = table_writer(staging, t)?;
-                    let n = dump::postgres::export_table(&mut tx, t, &mut w).await?;
-                    finish_writer(&path, w)?;
+                    let n = export_to_file!(postgres, &mut tx, staging, t);
                     tables.insert(t.name.to_owned(), n);
                 }
                 tx.commit()
@@ -269,20 +384,6 @@ pub(super) async fn export_database(
             result
         }
     }
-}
-
-pub(super) fn table_writer(
-    staging: &Path,
-    t: &Table,
-) -> Result<(PathBuf, BufWriter<File>), SqlStoreError> {
-    let path = staging.join(t.bundle_path());
-    let file = File::create(&path).map_err(io_err("writing a table export", &path, BACKUP_SAFE))?;
-    Ok((path, BufWriter::new(file)))
-}
-
-pub(super) fn finish_writer(path: &Path, mut w: BufWriter<File>) -> Result<(), SqlStoreError> {
-    w.flush()
-        .map_err(io_err("writing a table export", path, BACKUP_SAFE))
 }
 
 /// Refuse to back up a database this binary cannot read faithfully.
@@ -313,7 +414,7 @@ impl SqlStore {
         let version = self.schema_report().await?.database_version;
         let mut out = BTreeMap::new();
         for t in catalog::tables_at(version) {
-            let mut buf: Vec<u8> = Vec::new();
+            let mut sink = dump::TableSink::memory();
             match &self.pool {
                 Pool::Sqlite(p) => {
                     let mut c = p
@@ -324,7 +425,7 @@ impl SqlStore {
                             safe: "Nothing was changed.",
                             source,
                         })?;
-                    dump::sqlite::export_table(&mut c, t, &mut buf).await?;
+                    dump::sqlite::export_table(&mut c, t, &mut sink).await?;
                 }
                 Pool::Postgres(p) => {
                     let mut c = p
@@ -335,9 +436,10 @@ impl SqlStore {
                             safe: "Nothing was changed.",
                             source,
                         })?;
-                    dump::postgres::export_table(&mut c, t, &mut buf).await?;
+                    dump::postgres::export_table(&mut c, t, &mut sink).await?;
                 }
             }
+            let buf = sink.into_bytes();
             let rows = buf
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
