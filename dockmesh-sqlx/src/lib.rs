@@ -17,6 +17,19 @@
 //! table, so one restore path serves SQLite → SQLite, SQLite → PostgreSQL and back. Every file of
 //! a bundle is checked against its manifest before anything is changed.
 //!
+//! **The audit chain: what it proves and what it cannot.** Each entry hashes its predecessor
+//! and `audit_head` names the newest, so an edited or removed entry, or removed newest entries,
+//! are found. A keyed anchor (HMAC-SHA256 over the head's sequence number and hash, with a key in
+//! a file outside the database, `audit.key`, see [`OpenOptions`]) is moved with each append, so
+//! a tail cut with the head moved back is found by someone who holds the key and not the
+//! database. It cannot stop someone who holds both the database and the key, nor a rollback to
+//! an anchor and head copied earlier; a missing key makes the anchor unverifiable and
+//! `verify_audit` reports that, never passes it. `verify_audit` reads the chain, the head and
+//! the anchor in one snapshot (`REPEATABLE READ READ ONLY` on PostgreSQL).
+//!
+//! **Architecture Invariant:** a restore never replaces a database a server holds: both take
+//! [`ServerLock`].
+//!
 //! Code map:
 //! - [`store`]: [`SqlStore`], the `Store` implementation, opening and migrating.
 //! - [`schema`]: the embedded migrations, their reversible/irreversible declarations, the
