@@ -25,6 +25,14 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// The binary's schema version (its latest migration).
+fn latest() -> i64 {
+    dockmesh_sqlx::schema::known_migrations(dockmesh_sqlx::Backend::Sqlite)
+        .last()
+        .unwrap()
+        .version
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -79,10 +87,14 @@ fn status_then_migrate_then_up_to_date() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("database schema version: 0"), "{out}");
-    assert!(out.contains("binary schema version: 3"), "{out}");
-    assert!(out.contains("status: pending: 0 -> 3"), "{out}");
+    let v = latest();
     assert!(
-        out.contains("irreversible migrations between 0 and 3"),
+        out.contains(&format!("binary schema version: {v}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("status: pending: 0 -> {v}")), "{out}");
+    assert!(
+        out.contains(&format!("irreversible migrations between 0 and {v}")),
         "{out}"
     );
     assert!(
@@ -95,7 +107,10 @@ fn status_then_migrate_then_up_to_date() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(
-        err.contains("Database migration from 0 -> 3 complete"),
+        err.contains(&format!(
+            "Database migration from 0 -> {} complete",
+            latest()
+        )),
         "{err}"
     );
     assert!(out.contains("status: up to date"), "{out}");
@@ -122,7 +137,7 @@ fn status_then_migrate_then_up_to_date() {
         v["status"]["status"], "up_to_date",
         "$DOCKMESH_DATA_DIR is honoured"
     );
-    assert_eq!(v["database_version"], 3);
+    assert_eq!(v["database_version"], latest());
 }
 
 #[test]
@@ -139,10 +154,11 @@ fn a_newer_database_is_refused_by_status_and_migrate() {
         let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", data.join("dockmesh.db").display()))
             .await
             .unwrap();
-        sqlx::raw_sql(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (4, 'later', TRUE, X'00', 1)",
-        )
+             VALUES ({}, 'later', TRUE, X'00', 1)",
+            latest() + 1
+        )))
         .execute(&mut c)
         .await
         .unwrap();
@@ -157,7 +173,7 @@ fn a_newer_database_is_refused_by_status_and_migrate() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("version 4") && err.contains("3"),
+        err.contains(&format!("version {}", latest() + 1)) && err.contains(&latest().to_string()),
         "names both versions: {err}"
     );
     assert!(err.contains("restore"), "says what to do: {err}");
@@ -319,7 +335,10 @@ fn postgres_migrate_and_backup_into_sqlite() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(
-        err.contains("Database migration from 0 -> 3 complete"),
+        err.contains(&format!(
+            "Database migration from 0 -> {} complete",
+            latest()
+        )),
         "{err}"
     );
     assert!(out.contains("backend: postgres"), "{out}");
@@ -349,4 +368,55 @@ fn postgres_migrate_and_backup_into_sqlite() {
         .unwrap();
         c.close().await.unwrap();
     });
+}
+
+#[test]
+fn restore_is_refused_while_a_server_holds_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    add_stack(&src, "shop");
+    let o = dockmesh(
+        &["backup", "--out", "b.tar.zst", "--data-dir", "src"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let dst = dir.path().join("dst");
+    add_stack(&dst, "live");
+    let rt = rt();
+    let lock = rt
+        .block_on(dockmesh_sqlx::ServerLock::acquire(
+            &DbTarget::sqlite_in(&dst),
+            "dockmesh server on test-host",
+        ))
+        .unwrap();
+    let db = std::fs::read(dst.join("dockmesh.db")).unwrap();
+    let restore = || {
+        dockmesh(
+            &[
+                "restore",
+                "--from",
+                "b.tar.zst",
+                "--data-dir",
+                "dst",
+                "--force",
+            ],
+            dir.path(),
+        )
+    };
+    let o = restore();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dockmesh server on test-host"),
+        "names the holder: {err}"
+    );
+    assert!(err.contains("hint: stop the dockmesh server"), "{err}");
+    assert!(
+        std::fs::read(dst.join("dockmesh.db")).unwrap() == db,
+        "the database is unchanged"
+    );
+    rt.block_on(lock.release());
+    let o = restore();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(stacks(&dst), vec!["shop"]);
 }

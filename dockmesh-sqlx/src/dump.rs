@@ -9,6 +9,55 @@ use serde_json::{Map, Value};
 /// Rows inserted per statement on import.
 const BATCH: usize = 500;
 
+/// Bytes of exported rows collected before they are handed to the file writer.
+const CHUNK: usize = 256 * 1024;
+
+/// Where a table export goes: memory, or chunks sent to a writer running off the async runtime
+/// (the channel is bounded, so a slow disk slows the export instead of filling memory).
+pub(crate) struct TableSink {
+    buf: Vec<u8>,
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+}
+
+impl TableSink {
+    /// Collect everything in memory ([`TableSink::into_bytes`]).
+    pub(crate) fn memory() -> TableSink {
+        TableSink {
+            buf: Vec::new(),
+            tx: None,
+        }
+    }
+
+    /// Send chunks to `tx`.
+    pub(crate) fn channel(tx: tokio::sync::mpsc::Sender<Vec<u8>>) -> TableSink {
+        TableSink {
+            buf: Vec::with_capacity(CHUNK),
+            tx: Some(tx),
+        }
+    }
+
+    /// What a memory sink collected.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    async fn send(&mut self, at_least: usize, table: &Table) -> Result<(), SqlStoreError> {
+        if let Some(tx) = &self.tx
+            && self.buf.len() >= at_least
+            && !self.buf.is_empty()
+        {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            tx.send(chunk).await.map_err(|_| SqlStoreError::Io {
+                what: format!("exporting table {}: writing rows", table.name),
+                path: table.bundle_path().into(),
+                safe: "The backup was not written; the database was not changed.",
+                source: std::io::Error::other("the file writer stopped"),
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// A row of a bundle that cannot be imported.
 pub(crate) fn bad_row(table: &Table, line: u64, reason: impl std::fmt::Display) -> SqlStoreError {
     SqlStoreError::RestoreRefused(format!(
@@ -85,7 +134,6 @@ macro_rules! backend_dump {
             use super::*;
             use futures_util::TryStreamExt;
             use sqlx::{QueryBuilder, Row};
-            use std::io::Write;
 
             type Db = $db;
             type Conn = <Db as sqlx::Database>::Connection;
@@ -102,7 +150,7 @@ macro_rules! backend_dump {
             pub(crate) async fn export_table(
                 conn: &mut Conn,
                 table: &Table,
-                out: &mut (dyn Write + Send),
+                out: &mut TableSink,
             ) -> Result<u64, SqlStoreError> {
                 let sql = format!(
                     "SELECT {} FROM {} ORDER BY {}",
@@ -139,20 +187,17 @@ macro_rules! backend_dump {
                         .map_err(db_err(format!("{what}, column {col}")))?;
                         obj.insert((*col).to_owned(), v.unwrap_or(Value::Null));
                     }
-                    serde_json::to_writer(&mut *out, &obj).map_err(|e| SqlStoreError::Io {
+                    serde_json::to_writer(&mut out.buf, &obj).map_err(|e| SqlStoreError::Io {
                         what: format!("{what}: writing a row"),
                         path: table.bundle_path().into(),
                         safe: "The backup was not written; the database was not changed.",
                         source: e.into(),
                     })?;
-                    out.write_all(b"\n").map_err(|source| SqlStoreError::Io {
-                        what: format!("{what}: writing a row"),
-                        path: table.bundle_path().into(),
-                        safe: "The backup was not written; the database was not changed.",
-                        source,
-                    })?;
+                    out.buf.push(b'\n');
+                    out.send(CHUNK, table).await?;
                     n += 1;
                 }
+                out.send(0, table).await?;
                 Ok(n)
             }
 

@@ -124,6 +124,41 @@ pub enum SqlStoreError {
     /// A backup was refused; no bundle was written.
     #[error("{0}")]
     BackupRefused(String),
+    /// The audit anchor key file cannot be used.
+    #[error("the audit key file {path} cannot be used: {problem}; the database was not opened")]
+    AuditKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The database is held by a running server (or a restore): see [`crate::ServerLock`].
+    #[error("the database {database} is in use by {holder}; nothing was changed")]
+    Locked {
+        /// The database, with any password hidden.
+        database: String,
+        /// Who holds it, as well as can be told.
+        holder: String,
+    },
+}
+
+impl SqlStoreError {
+    /// What to do about this error, when there is something more to say than its message.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SqlStoreError::Locked { .. } => Some(
+                "stop the dockmesh server using this database (or wait for the other restore to \
+                 finish), then run the command again"
+                    .into(),
+            ),
+            SqlStoreError::AuditKey { .. } => Some(
+                "the file must hold the 32 bytes dockmesh wrote there; put back a copy of it \
+                 (without it the audit chain's anchor cannot be checked)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// A backup bundle that cannot be restored. Nothing was changed when this is returned.

@@ -5,13 +5,13 @@
 //! expands a body once per backend, so each is type-checked against its own driver.
 
 use crate::error::SqlStoreError;
+use crate::options::OpenOptions;
 use crate::schema::{self, AppliedRow, Backend, MigrationInfo, SchemaReport, SchemaStatus};
 use crate::target::DbTarget;
 use crate::ts::{Ts, truncate_micros};
 use async_trait::async_trait;
 use dockmesh_core::audit::{
-    AuditEntry, AuditEvent, AuditQuery, BrokenLink, ChainVerification, ChainVerifier, GENESIS_HASH,
-    SERVER_SCHEMA_MIGRATE,
+    AuditEntry, AuditEvent, AuditQuery, BrokenLink, ChainVerification, SERVER_SCHEMA_MIGRATE,
 };
 use dockmesh_core::drain::{DrainPlan, DrainRecord};
 use dockmesh_core::migration::{MigrationEvent, MigrationSpec, StoredMigration};
@@ -23,7 +23,6 @@ use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutPolicy, RolloutRecord, RolloutState, UpgradeState,
 };
 use dockmesh_core::types::{AgentId, HostId, MigrationId};
-use futures_util::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -93,7 +92,7 @@ macro_rules! insert_audit {
 /// Append `$event` (already truncated to microseconds) to the chain inside the open
 /// transaction `$tx`; evaluates to `Result<AuditEntry, StoreError>`.
 macro_rules! append_audit_in {
-    ($tx:expr, $event:expr) => {
+    ($tx:expr, $event:expr, $key:expr) => {
         async {
             // Touching the head first takes the write lock (SQLite) / the row lock (PostgreSQL)
             // before reading it, so concurrent appends queue up instead of forking the chain.
@@ -115,16 +114,30 @@ macro_rules! append_audit_in {
                 .execute(&mut *$tx)
                 .await
                 .map_err(se("move the audit chain head"))?;
+            let key: Option<&[u8; 32]> = $key;
+            if let Some(key) = key {
+                sqlx::query(ANCHOR_UPSERT)
+                    .bind(to_i64(entry.seq, "audit sequence number")?)
+                    .bind(crate::audit::anchor_mac(key, entry.seq, &entry.hash))
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(se("move the audit chain anchor"))?;
+            }
             Ok::<AuditEntry, StoreError>(entry)
         }
     };
 }
+
+/// Move the audit anchor (schema version 4) in an append's transaction.
+const ANCHOR_UPSERT: &str = "INSERT INTO audit_anchor (id, seq, mac) VALUES (1, $1, $2) \
+     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac";
 
 /// The dockmesh [`Store`] on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: Pool,
     target: DbTarget,
+    pub(crate) audit: crate::audit::AuditKey,
 }
 
 /// What happened when a database was opened.
@@ -320,12 +333,48 @@ impl SqlStore {
     pub async fn open_reporting(
         target: &DbTarget,
     ) -> Result<(SqlStore, OpenReport), SqlStoreError> {
+        Self::open_with(target, &OpenOptions::for_target(target, None)).await
+    }
+
+    /// [`SqlStore::open_reporting`] with explicit [`OpenOptions`] (where the audit anchor key
+    /// is: a server on PostgreSQL passes [`OpenOptions::in_data_dir`]).
+    pub async fn open_with(
+        target: &DbTarget,
+        options: &OpenOptions,
+    ) -> Result<(SqlStore, OpenReport), SqlStoreError> {
+        // An existing SQLite file is judged before it is opened for writing: switching it to
+        // WAL would already change a database the guard then refuses.
+        if let DbTarget::Sqlite { path } = target
+            && path.exists()
+            && let Some(refusal) = Self::status(target).await?.refusal()
+        {
+            return Err(SqlStoreError::Refused(refusal));
+        }
+        let key = match &options.audit_key {
+            Some(path) => crate::audit::read_key(path)?.map(|k| (k, path.clone())),
+            None => None,
+        };
         let pool = connect(target, true).await?;
-        let store = SqlStore {
+        let mut store = SqlStore {
             pool,
             target: target.clone(),
+            audit: match key {
+                Some((key, path)) => crate::audit::AuditKey::Loaded {
+                    key: std::sync::Arc::new(key),
+                    path,
+                },
+                None => crate::audit::AuditKey::Off,
+            },
         };
-        match store.migrate_to(None).await {
+        let opened = async {
+            let report = store.migrate_to(None).await?;
+            if store.audit.key().is_none() {
+                crate::audit::setup_key(&mut store, options.audit_key.clone()).await?;
+            }
+            Ok(report)
+        }
+        .await;
+        match opened {
             Ok(report) => Ok((store, report)),
             Err(e) => {
                 store.pool.close().await;
@@ -466,7 +515,8 @@ impl SqlStore {
                         source: sqlx::Error::Protocol(e.to_string()),
                     };
                     let mut tx = conn.begin().await.map_err(|e| audit_err(store_err("begin", e)))?;
-                    append_audit_in!(tx, event).await.map_err(audit_err)?;
+                    let key = if to >= crate::audit::ANCHOR_SCHEMA_VERSION { self.audit.key() } else { None };
+                    append_audit_in!(tx, event, key).await.map_err(audit_err)?;
                     tx.commit().await.map_err(|e| audit_err(store_err("commit", e)))?;
                 }
                 Ok((report.database_version, pending))
@@ -540,6 +590,14 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(se("move the audit chain head"))?;
+            if let Some(key) = self.audit.key() {
+                sqlx::query(ANCHOR_UPSERT)
+                    .bind(seq)
+                    .bind(crate::audit::anchor_mac(key, seq as u64, &hash))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(se("move the audit chain anchor"))?;
+            }
             tx.commit().await.map_err(se("append to the audit log"))?;
             Ok(out)
         })
@@ -586,7 +644,7 @@ impl SqlStore {
 const AUDIT_SCHEMA_VERSION: i64 = 3;
 
 /// Map a driver error to a [`StoreError`], naming the operation.
-fn se(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+pub(crate) fn se(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| store_err(op, e)
 }
 
@@ -804,7 +862,7 @@ pub(crate) struct AuditRow {
 }
 
 impl AuditRow {
-    fn into_entry(self) -> Result<AuditEntry, StoreError> {
+    pub(crate) fn into_entry(self) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             seq: u64::try_from(self.seq)
                 .map_err(|_| corrupt(format!("audit entry with sequence number {}", self.seq)))?,
@@ -821,7 +879,7 @@ impl AuditRow {
     }
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, hash";
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, hash";
 const AGENT_COLUMNS: &str = "SELECT id, name, version, commit_sha, protocol_version, arch, docker_version, last_seen, connection, upgrade FROM agents";
 const TOKEN_COLUMNS: &str =
     "SELECT hash, kind, name, created_at, expires_at, one_time, used_at FROM tokens";
@@ -1124,7 +1182,7 @@ impl Store for SqlStore {
                 .await
                 .map_err(se("record a migration"))?;
                 if let Some(a) = audit {
-                    append_audit_in!(tx, a).await?;
+                    append_audit_in!(tx, a, self.audit.key()).await?;
                 }
                 tx.commit().await.map_err(se("record a migration"))
             }
@@ -1250,7 +1308,7 @@ impl Store for SqlStore {
                 .await
                 .map_err(se("append a migration event"))?;
                 if let Some(a) = audit {
-                    append_audit_in!(tx, a).await?;
+                    append_audit_in!(tx, a, self.audit.key()).await?;
                 }
                 tx.commit().await.map_err(se("append a migration event"))
             }
@@ -1433,7 +1491,7 @@ impl Store for SqlStore {
         event.at = truncate_micros(event.at);
         on!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(se("append to the audit log"))?;
-            let entry = append_audit_in!(tx, event).await?;
+            let entry = append_audit_in!(tx, event, self.audit.key()).await?;
             tx.commit().await.map_err(se("append to the audit log"))?;
             Ok(entry)
         })
@@ -1477,35 +1535,7 @@ impl Store for SqlStore {
     }
 
     async fn verify_audit(&self) -> Result<ChainVerification, StoreError> {
-        on!(&self.pool, p => {
-            let mut tx = p.begin().await.map_err(se("verify the audit log"))?;
-            let head: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(se("read the audit chain head"))?;
-            let mut verifier = ChainVerifier::default();
-            let mut last: (u64, String) = (0, GENESIS_HASH.to_owned());
-            let mut broken = false;
-            {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq");
-                let mut rows = sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *tx);
-                while let Some(row) = rows.try_next().await.map_err(se("read the audit log"))? {
-                    let entry = row.into_entry()?;
-                    if !verifier.push(&entry) {
-                        broken = true;
-                        break;
-                    }
-                    last = (entry.seq, entry.hash);
-                }
-            }
-            tx.commit().await.map_err(se("verify the audit log"))?;
-            let mut result = verifier.finish();
-            if !broken {
-                result.first_broken = head_mismatch(head, &last);
-            }
-            Ok(result)
-        })
+        crate::audit::verify(self, true).await
     }
 
     async fn claim_lease(

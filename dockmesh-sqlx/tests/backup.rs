@@ -13,7 +13,7 @@ use dockmesh_core::rollout::{
 };
 use dockmesh_core::{HostId, MigrationId};
 use dockmesh_sqlx::{
-    BundleError, DbTarget, RestoreOptions, SqlStore, SqlStoreError, backup, restore,
+    BundleError, DbTarget, RestoreOptions, ServerLock, SqlStore, SqlStoreError, backup, restore,
 };
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
@@ -22,6 +22,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The binary's schema version (its latest migration).
+fn latest() -> i64 {
+    dockmesh_sqlx::schema::known_migrations(dockmesh_sqlx::Backend::Sqlite)
+        .last()
+        .unwrap()
+        .version
+}
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -290,10 +298,7 @@ async fn round_trip(from: DbTarget, to: DbTarget) {
 
     let bundle = src_dir.path().join("backup.tar.zst");
     let b = backup(&from, Some(src_dir.path()), &bundle).await.unwrap();
-    assert_eq!(
-        b.manifest.schema_version,
-        dockmesh_sqlx::binary_version(dockmesh_sqlx::Backend::Sqlite)
-    );
+    assert_eq!(b.manifest.schema_version, latest());
     assert_eq!(b.manifest.tables["stacks"], 12);
     assert_eq!(b.manifest.directories, vec!["stacks", "ca"]);
     assert!(b.manifest.files.iter().any(|f| f.path == "ca/ca.key"));
@@ -992,13 +997,7 @@ async fn an_older_bundle_is_migrated_forward() {
     let r = restore(&bundle, &target, None, RestoreOptions::default())
         .await
         .unwrap();
-    assert_eq!(
-        r.migrated,
-        Some((
-            2,
-            dockmesh_sqlx::binary_version(dockmesh_sqlx::Backend::Sqlite)
-        ))
-    );
+    assert_eq!(r.migrated, Some((2, latest())));
     let store = SqlStore::open(&target).await.unwrap();
     assert_eq!(
         store.get_stack("old").await.unwrap().unwrap().updated_at,
@@ -1008,4 +1007,252 @@ async fn an_older_bundle_is_migrated_forward() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].event.action, "server.schema_migrate");
     store.close().await;
+}
+
+/// A database with one stack, at `dst`.
+async fn database_with_data(dst: &Path) -> DbTarget {
+    let target = common::sqlite_in(dst);
+    let store = SqlStore::open(&target).await.unwrap();
+    store
+        .put_stack(
+            &StackRecord {
+                name: "precious".into(),
+                compose: "x".into(),
+                env: None,
+                host: None,
+                updated_at: t(0),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    target
+}
+
+#[tokio::test]
+async fn restore_is_refused_while_a_server_holds_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = sample_bundle(dir.path()).await;
+    let dst = dir.path().join("dst");
+    let target = database_with_data(&dst).await;
+    let forced = RestoreOptions {
+        dry_run: false,
+        force: true,
+    };
+
+    let lock = ServerLock::acquire(&target, "dockmesh server test-7")
+        .await
+        .unwrap();
+    let before = listing(&dst);
+    let db_bytes = std::fs::read(dst.join("dockmesh.db")).unwrap();
+    let err = restore(&bundle, &target, Some(&dst), forced)
+        .await
+        .expect_err("a held database is not restored");
+    assert!(matches!(err, SqlStoreError::Locked { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("dockmesh server test-7"),
+        "names the holder: {msg}"
+    );
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(err.hint().unwrap().contains("stop the dockmesh server"));
+    assert_eq!(listing(&dst), before, "nothing was added or removed");
+    assert!(
+        std::fs::read(dst.join("dockmesh.db")).unwrap() == db_bytes,
+        "the database is byte for byte the same"
+    );
+    // A second holder is refused too.
+    assert!(matches!(
+        ServerLock::acquire(&target, "another server").await,
+        Err(SqlStoreError::Locked { .. })
+    ));
+
+    lock.release().await;
+    let r = restore(&bundle, &target, Some(&dst), forced).await.unwrap();
+    assert!(r.replaced_data);
+    let store = SqlStore::open(&target).await.unwrap();
+    assert!(store.get_stack("precious").await.unwrap().is_none());
+    assert!(store.get_stack("stack-0000").await.unwrap().is_some());
+    store.close().await;
+    // The restore released the lock.
+    ServerLock::acquire(&target, "server")
+        .await
+        .unwrap()
+        .release()
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_restore_is_refused_while_a_server_holds_the_database() {
+    let Some(db) =
+        common::PgDb::create("postgres_restore_is_refused_while_a_server_holds_the_database").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = sample_bundle(dir.path()).await;
+    let target = db.target();
+    let store = SqlStore::open(&target).await.unwrap();
+    populate(&store, 2).await;
+    let before = store.dump_tables().await.unwrap();
+    store.close().await;
+    let forced = RestoreOptions {
+        dry_run: false,
+        force: true,
+    };
+
+    let lock = ServerLock::acquire(&target, "dockmesh server pg-1")
+        .await
+        .unwrap();
+    let err = restore(&bundle, &target, None, forced)
+        .await
+        .expect_err("a held database is not restored");
+    let msg = err.to_string();
+    assert!(matches!(err, SqlStoreError::Locked { .. }), "{err:?}");
+    assert!(
+        msg.contains("dockmesh server pg-1"),
+        "names the holder: {msg}"
+    );
+    assert!(msg.contains("backend pid"), "{msg}");
+    assert!(
+        !msg.contains("dockmesh_test@"),
+        "no password or user in the message: {msg}"
+    );
+    let store = SqlStore::open(&target).await.unwrap();
+    assert_eq!(
+        store.dump_tables().await.unwrap(),
+        before,
+        "nothing changed"
+    );
+    store.close().await;
+
+    lock.release().await;
+    restore(&bundle, &target, None, forced).await.unwrap();
+    let store = SqlStore::open(&target).await.unwrap();
+    assert!(store.get_stack("stack-0004").await.unwrap().is_some());
+    store.close().await;
+}
+
+/// While a restore replaces a SQLite database, a database file exists at its path at every
+/// moment (another thread looks for it in a tight loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restore_never_leaves_the_path_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = sample_bundle(dir.path()).await;
+    let dst = dir.path().join("dst");
+    let target = database_with_data(&dst).await;
+    let path = dst.join("dockmesh.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let missing = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (stop, missing, path) = (stop.clone(), missing.clone(), path.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::symlink_metadata(&path).is_err() {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for _ in 0..15 {
+        restore(
+            &bundle,
+            &target,
+            None,
+            RestoreOptions {
+                dry_run: false,
+                force: true,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert_eq!(
+        missing.load(Ordering::Relaxed),
+        0,
+        "the database path was empty during a restore"
+    );
+    let kept = std::fs::read_dir(&dst)
+        .unwrap()
+        .filter(|e| {
+            let n = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            n.starts_with("dockmesh.db.pre-restore-")
+                && !n.ends_with("-wal")
+                && !n.ends_with("-shm")
+        })
+        .count();
+    assert!(kept >= 1, "the replaced database is kept");
+}
+
+/// `backup` copies, hashes, archives and compresses off the async runtime: on a one-thread
+/// runtime, a ticking task keeps running while a large data directory is backed up.
+#[test]
+fn backup_leaves_the_runtime_free() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let target = common::sqlite_in(&src);
+        let store = SqlStore::open(&target).await.unwrap();
+        populate(&store, 3).await;
+        store.close().await;
+        // 24 MiB that do not compress: copying, hashing and zstd take a while.
+        std::fs::create_dir_all(src.join("stacks/big")).unwrap();
+        let mut data = vec![0u8; 24 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        std::fs::write(src.join("stacks/big/data.bin"), &data).unwrap();
+
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut worst = std::time::Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    let now = std::time::Instant::now();
+                    worst = worst.max(now - last);
+                    last = now;
+                }
+                worst
+            })
+        };
+        let started = std::time::Instant::now();
+        let b = backup(&target, Some(&src), &dir.path().join("b.tar.zst"))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let worst = ticker.await.unwrap();
+        assert!(
+            b.manifest
+                .files
+                .iter()
+                .any(|f| f.path == "stacks/big/data.bin")
+        );
+        assert!(
+            worst < std::time::Duration::from_millis(250) || worst * 3 < took,
+            "the runtime was blocked for {worst:?} of a {took:?} backup"
+        );
+    });
 }

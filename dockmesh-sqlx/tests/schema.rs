@@ -10,6 +10,19 @@ use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use std::path::Path;
 
+/// The binary's schema version (its latest migration).
+fn latest() -> i64 {
+    dockmesh_sqlx::schema::known_migrations(Backend::Sqlite)
+        .last()
+        .unwrap()
+        .version
+}
+
+/// The versions after `from`, up to the binary's.
+fn after(from: i64) -> Vec<i64> {
+    (from + 1..=latest()).collect()
+}
+
 fn migrations_dir(backend: Backend) -> &'static Path {
     match backend {
         Backend::Sqlite => Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")),
@@ -133,7 +146,10 @@ async fn newer_database_is_refused_untouched(target: DbTarget) {
     let msg = err.to_string();
     assert!(matches!(err, SqlStoreError::Refused(_)), "{err:?}");
     assert!(msg.contains("99"), "names the database's version: {msg}");
-    assert!(msg.contains(" 3"), "names the binary's version: {msg}");
+    assert!(
+        msg.contains(&format!(" {}", latest())),
+        "names the binary's version: {msg}"
+    );
     assert!(
         msg.contains("not modified") || msg.contains("Nothing was changed"),
         "{msg}"
@@ -153,7 +169,7 @@ async fn newer_database_is_refused_untouched(target: DbTarget) {
 
     let report = SqlStore::status(&target).await.unwrap();
     assert_eq!(report.database_version, 99);
-    assert_eq!(report.binary_version, 3);
+    assert_eq!(report.binary_version, latest());
     assert!(report.status.is_refused());
     assert_eq!(
         report
@@ -275,18 +291,16 @@ async fn pending_migrations_apply_in_order(target: DbTarget) {
     }
     let report = SqlStore::status(&target).await.unwrap();
     assert_eq!(report.database_version, 1);
-    assert_eq!(
-        report.status,
-        SchemaStatus::Pending {
-            versions: vec![2, 3]
-        }
-    );
+    assert_eq!(report.status, SchemaStatus::Pending { versions: after(1) });
     assert!(
         report.irreversible_between.is_empty(),
-        "2 and 3 are reversible"
+        "2 and later are reversible"
     );
     assert!(
-        report.lines().iter().any(|l| l.contains("pending: 1 -> 3")),
+        report
+            .lines()
+            .iter()
+            .any(|l| l.contains(&format!("pending: 1 -> {}", latest()))),
         "{:?}",
         report.lines()
     );
@@ -294,7 +308,7 @@ async fn pending_migrations_apply_in_order(target: DbTarget) {
     let (store, opened) = SqlStore::open_reporting(&target).await.unwrap();
     assert_eq!(
         (opened.from, opened.to, opened.applied.clone()),
-        (1, 3, vec![2, 3])
+        (1, latest(), after(1))
     );
     let events = store
         .query_audit(&AuditQuery {
@@ -305,8 +319,15 @@ async fn pending_migrations_apply_in_order(target: DbTarget) {
         .unwrap();
     assert_eq!(events.len(), 1, "one audit event for one migration run");
     assert_eq!(events[0].event.detail["from"], "1");
-    assert_eq!(events[0].event.detail["to"], "3");
-    assert_eq!(events[0].event.detail["migrations"], "2,3");
+    assert_eq!(events[0].event.detail["to"], latest().to_string());
+    assert_eq!(
+        events[0].event.detail["migrations"],
+        after(1)
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     assert_eq!(
         store.schema_report().await.unwrap().status,
         SchemaStatus::UpToDate
@@ -347,12 +368,7 @@ async fn status_of_a_missing_database_creates_nothing() {
     let target = common::sqlite_in(dir.path());
     let report = SqlStore::status(&target).await.unwrap();
     assert_eq!(report.database_version, 0);
-    assert_eq!(
-        report.status,
-        SchemaStatus::Pending {
-            versions: vec![1, 2, 3]
-        }
-    );
+    assert_eq!(report.status, SchemaStatus::Pending { versions: after(0) });
     assert_eq!(
         report
             .irreversible_between
@@ -447,4 +463,73 @@ async fn postgres_concurrent_opens_migrate_once() {
         .unwrap();
     assert_eq!(events.len(), 1);
     store.close().await;
+}
+
+/// Every path under `dir`, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A newer database in rollback-journal mode is refused without a single write: its journal
+/// mode is not switched to WAL, no `-wal`/`-shm` files appear, no directory is created.
+#[tokio::test]
+async fn sqlite_newer_database_in_rollback_journal_mode_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dockmesh.db");
+    let target = common::sqlite_in_file(&path);
+    SqlStore::open(&target).await.unwrap().close().await;
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete);
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+               VALUES (99, 'future things', TRUE, X'0102', 1);",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    // Bytes 18 and 19 of the header: 1 = rollback journal, 2 = WAL.
+    assert_eq!(
+        (bytes[18], bytes[19]),
+        (1, 1),
+        "the test database is not in WAL mode"
+    );
+    let before = tree(dir.path());
+    assert_eq!(
+        before,
+        vec!["audit.key".to_owned(), "dockmesh.db".to_owned()]
+    );
+
+    let err = SqlStore::open(&target)
+        .await
+        .expect_err("a newer database is refused");
+    assert!(matches!(err, SqlStoreError::Refused(_)), "{err:?}");
+
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file is byte for byte the same"
+    );
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "no -wal, -shm, journal or directory appeared"
+    );
 }

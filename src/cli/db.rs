@@ -90,8 +90,12 @@ pub fn init_logging() {
 /// Print an error and return its exit code: 1 for a refusal, 2 otherwise.
 pub fn fail(e: anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
+    if let Some(hint) = e.downcast_ref::<SqlStoreError>().and_then(|e| e.hint()) {
+        eprintln!("hint: {hint}");
+    }
     match e.downcast_ref::<SqlStoreError>() {
-        Some(SqlStoreError::Refused(_))
+        Some(SqlStoreError::Locked { .. })
+        | Some(SqlStoreError::Refused(_))
         | Some(SqlStoreError::RestoreRefused(_))
         | Some(SqlStoreError::BackupRefused(_))
         | Some(SqlStoreError::Bundle(_)) => ExitCode::from(1),
@@ -149,7 +153,11 @@ async fn status(location: &Location) -> anyhow::Result<dockmesh_sqlx::SchemaRepo
 
 async fn migrate(location: &Location) -> anyhow::Result<Vec<String>> {
     let target = location.target()?;
-    let (store, opened) = SqlStore::open_reporting(&target).await?;
+    let (store, opened) = SqlStore::open_with(
+        &target,
+        &dockmesh_sqlx::OpenOptions::for_target(&target, Some(&location.data_dir)),
+    )
+    .await?;
     let report = store.schema_report().await?;
     store.close().await;
     let mut lines = vec![if opened.applied.is_empty() {
