@@ -7,10 +7,10 @@
 mod common;
 
 use dockmesh_core::audit::{AuditEvent, AuditQuery, MIGRATION_START};
-use dockmesh_core::migration::{DriveError, MigrationEvent};
 use dockmesh_core::migration::{
     DEFAULT_RETENTION, Driver, Migration, MigrationRequest, Phase, StoredMigration,
 };
+use dockmesh_core::migration::{DriveError, MigrationEvent};
 use dockmesh_core::ports::{Clock, LeaseClaim, MigrationQuery, Store, migration_lease};
 use dockmesh_core::records::{StackRecord, TokenKind, TokenRecord, TokenUse};
 use dockmesh_core::testing::{FakeFleet, FakeHost, FixedClock, SeqIds};

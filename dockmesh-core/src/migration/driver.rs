@@ -379,7 +379,7 @@ impl Driver {
 
     /// Run `work`, renewing `lease` beside it when the driver has a timer; fenced when the
     /// lease is lost meanwhile (the work is dropped before it records anything).
-    async fn guarded<T>(
+    pub(super) async fn guarded<T>(
         &self,
         lease: &Lease,
         work: impl std::future::Future<Output = T>,

@@ -660,3 +660,48 @@ async fn lists_are_paged() {
     }
     assert_eq!(seen, ids, "newest first, each once");
 }
+
+/// A timer that lets the other branch run and counts its sleeps.
+#[derive(Default)]
+struct YieldTimer(std::sync::atomic::AtomicU32);
+
+#[async_trait::async_trait]
+impl crate::ports::Timer for YieldTimer {
+    async fn sleep(&self, _d: std::time::Duration) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// While a long step runs the lease is renewed beside it; when another driver took the lease
+/// over meanwhile, the step is abandoned before it records anything.
+#[tokio::test]
+async fn the_lease_is_renewed_during_a_long_step_and_a_lost_lease_stops_it() {
+    let w = World::new().await;
+    let id = w.start().await;
+    let timer = Arc::new(YieldTimer::default());
+    let d = w.driver().with_timer(timer.clone());
+    let lease = d.claim(&migration_lease(id)).await.unwrap();
+
+    // A step that takes a while, with the lease kept: it finishes, renewed along the way.
+    let slow = async {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        42
+    };
+    assert_eq!(d.guarded(&lease, slow).await.unwrap(), 42);
+    assert!(
+        timer.0.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "renewed while the step ran"
+    );
+
+    // Another driver takes the lease over: the step never ends by itself, the renewal notices.
+    w.store.steal_lease(&migration_lease(id), "other").unwrap();
+    let never = std::future::pending::<()>();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), d.guarded(&lease, never))
+        .await
+        .expect("the lost lease stops the step")
+        .unwrap_err();
+    assert!(matches!(err, DriveError::Fenced { .. }), "{err}");
+}
