@@ -8,7 +8,6 @@ use dockmesh_core::audit::{AuditEvent, MIGRATION_START};
 use dockmesh_core::ports::Store;
 use dockmesh_sqlx::{AUDIT_KEY_FILE_NAME, DbTarget, OpenOptions, SqlStore};
 use jiff::Timestamp;
-use sqlx::Connection;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,28 +61,6 @@ async fn postgres_verify_during_appends_sees_one_snapshot() {
     store.close().await;
 }
 
-async fn exec(target: &DbTarget, sql: &str) -> Result<(), sqlx::Error> {
-    match target {
-        DbTarget::Sqlite { path } => {
-            let mut c =
-                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-            let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut c)
-                .await;
-            c.close().await?;
-            r.map(|_| ())
-        }
-        DbTarget::Postgres { url } => {
-            let mut c = sqlx::PgConnection::connect(url).await?;
-            let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut c)
-                .await;
-            c.close().await?;
-            r.map(|_| ())
-        }
-    }
-}
-
 async fn open(target: &DbTarget, data_dir: &Path) -> SqlStore {
     SqlStore::open_with(target, &OpenOptions::for_target(target, Some(data_dir)))
         .await
@@ -104,7 +81,7 @@ async fn postgres_truncate_of_the_audit_log_is_refused() {
         .unwrap();
     let before = store.verify_audit().await.unwrap();
     store.close().await;
-    let err = exec(&db.target(), "TRUNCATE audit_log")
+    let err = common::exec(&db.target(), "TRUNCATE audit_log")
         .await
         .expect_err("TRUNCATE is refused");
     assert!(err.to_string().contains("append-only"), "{err}");
@@ -145,8 +122,8 @@ async fn a_rewound_head_is_found(target: DbTarget, data_dir: &Path) {
         DbTarget::Sqlite { .. } => "DROP TRIGGER audit_log_no_delete;",
         DbTarget::Postgres { .. } => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change;",
     };
-    exec(&target, drop_guard).await.unwrap();
-    exec(
+    common::exec(&target, drop_guard).await.unwrap();
+    common::exec(
         &target,
         &format!(
             "DELETE FROM audit_log WHERE seq > {keep};
@@ -169,7 +146,7 @@ async fn a_rewound_head_is_found(target: DbTarget, data_dir: &Path) {
     store.close().await;
 
     // Also replacing the anchor's MAC with any other value is found.
-    exec(
+    common::exec(
         &target,
         &format!(
             "UPDATE audit_anchor SET seq = {}, mac = '{}' WHERE id = 1",
@@ -190,7 +167,9 @@ async fn a_rewound_head_is_found(target: DbTarget, data_dir: &Path) {
     store.close().await;
 
     // Removing the anchor is found too.
-    exec(&target, "DELETE FROM audit_anchor").await.unwrap();
+    common::exec(&target, "DELETE FROM audit_anchor")
+        .await
+        .unwrap();
     let store = open(&target, data_dir).await;
     let b = store
         .verify_audit()

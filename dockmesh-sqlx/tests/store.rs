@@ -17,33 +17,10 @@ use dockmesh_core::testing::{FakeFleet, FakeHost, FixedClock, SeqIds};
 use dockmesh_core::{HostId, StackFiles};
 use dockmesh_sqlx::{DbTarget, SqlStore};
 use jiff::{SignedDuration, Timestamp};
-use sqlx::Connection;
 use std::sync::Arc;
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
-
-async fn exec(target: &DbTarget, sql: &str) -> Result<(), sqlx::Error> {
-    match target {
-        DbTarget::Sqlite { path } => {
-            let mut c =
-                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-            let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut c)
-                .await;
-            c.close().await?;
-            r.map(|_| ())
-        }
-        DbTarget::Postgres { url } => {
-            let mut c = sqlx::PgConnection::connect(url).await?;
-            let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut c)
-                .await;
-            c.close().await?;
-            r.map(|_| ())
-        }
-    }
 }
 
 /// Run the same check on SQLite and (when configured) PostgreSQL.
@@ -400,13 +377,13 @@ async fn audit_is_append_only_and_tamper_evident(target: DbTarget) {
     store.close().await;
 
     assert!(
-        exec(&target, "UPDATE audit_log SET target = 'x' WHERE seq = 2")
+        common::exec(&target, "UPDATE audit_log SET target = 'x' WHERE seq = 2")
             .await
             .is_err(),
         "the database refuses to change an audit entry"
     );
     assert!(
-        exec(&target, "DELETE FROM audit_log WHERE seq = 2")
+        common::exec(&target, "DELETE FROM audit_log WHERE seq = 2")
             .await
             .is_err(),
         "the database refuses to delete an audit entry"
@@ -424,9 +401,9 @@ async fn audit_is_append_only_and_tamper_evident(target: DbTarget) {
         ),
     };
     let _ = restore_guard;
-    exec(&target, drop_guard).await.unwrap();
+    common::exec(&target, drop_guard).await.unwrap();
 
-    exec(&target, &format!("DELETE FROM audit_log WHERE seq = {n}"))
+    common::exec(&target, &format!("DELETE FROM audit_log WHERE seq = {n}"))
         .await
         .unwrap();
     let store = SqlStore::open(&target).await.unwrap();
@@ -436,7 +413,7 @@ async fn audit_is_append_only_and_tamper_evident(target: DbTarget) {
     assert!(b.reason.contains("removed"), "{b:?}");
     store.close().await;
 
-    exec(
+    common::exec(
         &target,
         &format!("DELETE FROM audit_log WHERE seq = {}", n - 3),
     )
@@ -456,7 +433,7 @@ async fn audit_is_append_only_and_tamper_evident(target: DbTarget) {
     );
     store.close().await;
 
-    exec(
+    common::exec(
         &target,
         &format!(
             "UPDATE audit_log SET actor = 'mallory' WHERE seq = {}",

@@ -109,3 +109,26 @@ impl Drop for PgDb {
         .join();
     }
 }
+
+/// Run raw SQL on the database behind the store's back (tampering, tests of triggers).
+pub async fn exec(target: &DbTarget, sql: &str) -> Result<(), sqlx::Error> {
+    match target {
+        DbTarget::Sqlite { path } => {
+            let mut c =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+            let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await;
+            c.close().await?;
+            r.map(|_| ())
+        }
+        DbTarget::Postgres { url } => {
+            let mut c = sqlx::PgConnection::connect(url).await?;
+            let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut c)
+                .await;
+            c.close().await?;
+            r.map(|_| ())
+        }
+    }
+}
