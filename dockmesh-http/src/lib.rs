@@ -1,9 +1,31 @@
-//! dockmesh's REST API, the mTLS agent channel and the built-in CA.
+//! dockmesh's reference server over the ports: the REST API (axum, with an OpenAPI document
+//! generated from the handlers), API-token authentication, the migration supervisor that drives
+//! every migration to its end and resumes them after a restart, health, readiness and metrics.
 //!
-//! **Not built yet.** This crate only reserves its place in the workspace; it exports nothing.
-//! The server, the agent channel and the REST API are planned work, and the binary says so
-//! instead of pretending they exist.
+//! The binary assembles it: it opens a [`dockmesh_core::ports::Store`], builds one
+//! [`dockmesh_core::ports::HostRuntime`] per host, and hands both to [`ServerState::new`]; then
+//! [`serve`] answers HTTP until its shutdown future resolves.
+//!
+//! The agent channel (mTLS, reversed HTTP/2) and the built-in CA are not built yet: hosts are
+//! Docker engines the server reaches directly.
 //!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
+//!
+//! **Architecture Invariant:** every state change goes through the core driver, which persists
+//! it before acting; the supervisor keeps only progress counters in memory, so a restarted
+//! server resumes from the store.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod hosts;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod supervisor;
+
+pub use hosts::Hosts;
+pub use server::{ServeError, serve};
+pub use state::{Lifecycle, ServerConfig, ServerState};

@@ -1,7 +1,14 @@
 //! Command-line interface: one module per command group.
 
+pub mod audit;
 pub mod backup;
+pub mod client;
 pub mod db;
+pub mod host;
+pub mod migration;
+pub mod server;
+pub mod stack;
+pub mod token;
 pub mod upgrade;
 
 use clap::{Parser, Subcommand};
@@ -29,8 +36,39 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup bundle (verified before anything is changed).
     Restore(backup::RestoreArgs),
-    /// Run the server (not built yet: this says so and exits).
-    Server,
+    /// Run the server: the REST API over the store and the hosts, driving migrations.
+    Server(server::ServerArgs),
+    /// API tokens, made on the store directly (how the first token is made).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Hosts: list, cordon, uncordon, drain plan.
+    Host {
+        #[command(subcommand)]
+        cmd: host::HostCommand,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Stacks: list, deploy, status, remove, migrate to another host.
+    Stack {
+        #[command(subcommand)]
+        cmd: stack::StackCommand,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Migrations: list, show, roll back, purge the retained source.
+    Migration {
+        #[command(subcommand)]
+        cmd: migration::MigrationCommand,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// The audit log: list, verify the chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCommand,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
     /// Run the agent on a host (not built yet: this says so and exits).
     Agent,
 }
@@ -46,11 +84,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Db(cmd) => db::run(cmd),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
-        Command::Server | Command::Agent => {
+        Command::Server(args) => server::run(args),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Host { cmd, conn } => host::run(cmd, conn),
+        Command::Stack { cmd, conn } => stack::run(cmd, conn),
+        Command::Migration { cmd, conn } => migration::run(cmd, conn),
+        Command::Audit { cmd, conn } => audit::run(cmd, conn),
+        Command::Agent => {
             eprintln!(
-                "error: the dockmesh server and agent are not built yet; this version offers \
-                 `upgrade check|plan`, `db status|migrate`, `backup` and `restore`, and the \
-                 dockmesh-core library (migrations between hosts through its driver)"
+                "error: the dockmesh agent is not built yet; hosts are Docker engines the \
+                 server reaches by socket (`dockmesh server --host NAME=unix:///path/docker.sock`)"
             );
             ExitCode::from(2)
         }

@@ -9,12 +9,13 @@ use crate::ports::{
     RuntimeError, RuntimeErrorKind, Store, StoreError, Timer, VolumeTarget, migration_lease,
     stack_lease,
 };
-use crate::preflight::{self, ActiveMigration, PreflightInput};
+use crate::preflight::{self, ActiveMigration, PreflightInput, PreflightReport};
 use crate::records::{DeployRecord, StackRecord};
 use crate::snapshot::{HostSnapshot, VolumeUsage};
 use crate::types::{HostId, MigrationId, StackFiles};
 use jiff::SignedDuration;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A request to move a stack.
 #[derive(Debug, Clone)]
@@ -97,6 +98,13 @@ pub enum DriveError {
         #[source]
         source: StoreError,
     },
+    /// The driver was asked to stop; the migration stopped at a checkpoint (its last step was
+    /// recorded) and resumes from there when driven again.
+    #[error("migration {id} stopped at a checkpoint because the driver is shutting down")]
+    Stopped {
+        /// The migration.
+        id: String,
+    },
     /// No migration has this id.
     #[error("no migration {0}")]
     NotFound(String),
@@ -128,6 +136,7 @@ impl DriveError {
                 Some("wait for the other driver, or for its lease to expire")
             }
             DriveError::Refused(r) => Some(r.hint()),
+            DriveError::Stopped { .. } => Some("it resumes when the server starts again"),
             _ => None,
         }
     }
@@ -146,6 +155,7 @@ pub struct Driver {
     lease_ttl: SignedDuration,
     timer: Option<Arc<dyn Timer>>,
     progress: Option<Arc<dyn Fn(ProgressEvent) + Send + Sync>>,
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Driver {
@@ -166,6 +176,7 @@ impl Driver {
             lease_ttl: DEFAULT_LEASE_TTL,
             timer: None,
             progress: None,
+            stop: None,
         }
     }
 
@@ -193,6 +204,17 @@ impl Driver {
     pub fn with_progress(mut self, f: Arc<dyn Fn(ProgressEvent) + Send + Sync>) -> Self {
         self.progress = Some(f);
         self
+    }
+
+    /// Stop at the next checkpoint once `stop` is set: the step that runs finishes and is
+    /// recorded, then [`Driver::run`] returns [`DriveError::Stopped`] (a server shutting down).
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
 
     /// The name this driver holds leases under.
@@ -332,7 +354,13 @@ impl Driver {
     async fn run_leased(&self, id: MigrationId, lease: &Lease) -> Result<Migration, DriveError> {
         // Load under the lease: whatever an earlier holder wrote is in the log now.
         let mut m = self.load(id).await?;
-        while self.step(&mut m, lease).await? {
+        loop {
+            if self.stop_requested() {
+                return Err(DriveError::Stopped { id: id.to_string() });
+            }
+            if !self.step(&mut m, lease).await? {
+                break;
+            }
             self.renew(lease).await?;
         }
         self.reconcile_stack_record(&m).await?;
@@ -412,17 +440,25 @@ impl Driver {
     /// outside the window, after a purge, or while a later migration of the same stack moved
     /// the stack on or is moving it.
     pub async fn rollback(&self, id: MigrationId, by: &str) -> Result<Migration, DriveError> {
-        let m = self.load(id).await?;
-        if m.phase() != Phase::RollingBack {
-            let stack_guard = self.claim(&stack_lease(&m.spec().stack)).await?;
-            let res = self.request_rollback(id, by).await;
-            self.release(&stack_guard).await;
-            res?;
-        }
+        self.request_rollback(id, by).await?;
         self.run(id).await
     }
 
-    async fn request_rollback(&self, id: MigrationId, by: &str) -> Result<(), DriveError> {
+    /// Record an operator's rollback request without driving it (refused, with nothing
+    /// written, outside the window, after a purge, or when a later migration moved the stack
+    /// on); [`Driver::run`] carries it out. Holds the stack's lease while it decides.
+    pub async fn request_rollback(&self, id: MigrationId, by: &str) -> Result<(), DriveError> {
+        let m = self.load(id).await?;
+        if m.phase() == Phase::RollingBack {
+            return Ok(());
+        }
+        let stack_guard = self.claim(&stack_lease(&m.spec().stack)).await?;
+        let res = self.request_rollback_locked(id, by).await;
+        self.release(&stack_guard).await;
+        res
+    }
+
+    async fn request_rollback_locked(&self, id: MigrationId, by: &str) -> Result<(), DriveError> {
         let lease = self.claim(&migration_lease(id)).await?;
         let res = async {
             let mut m = self.load(id).await?;
@@ -472,6 +508,13 @@ impl Driver {
 
     /// Ask for the purge of a committed migration's source and drive it.
     pub async fn purge_source(&self, id: MigrationId, by: &str) -> Result<Migration, DriveError> {
+        self.request_purge(id, by).await?;
+        self.run(id).await
+    }
+
+    /// Record an operator's purge request (refused outside a committed migration) without
+    /// driving it; [`Driver::run`] carries it out.
+    pub async fn request_purge(&self, id: MigrationId, by: &str) -> Result<(), DriveError> {
         let lease = self.claim(&migration_lease(id)).await?;
         let res = async {
             let mut m = self.load(id).await?;
@@ -482,10 +525,6 @@ impl Driver {
             Ok::<_, DriveError>(())
         }
         .await;
-        let res = match res {
-            Ok(()) => self.run_leased(id, &lease).await,
-            Err(e) => Err(e),
-        };
         self.release(&lease).await;
         res
     }
@@ -568,6 +607,88 @@ impl Driver {
         self.fleet.host(id).await
     }
 
+    /// The pre-flight report for moving `stack` to `target` now, as the migration's own
+    /// pre-flight step would compute it; nothing is recorded and nothing changes.
+    pub async fn preflight(
+        &self,
+        stack: &str,
+        target: &HostId,
+    ) -> Result<PreflightReport, DriveError> {
+        let stack_err = |reason: String| DriveError::Stack {
+            stack: stack.to_owned(),
+            reason,
+        };
+        let record = self
+            .store
+            .get_stack(stack)
+            .await
+            .map_err(Self::store_err(stack))?
+            .ok_or_else(|| stack_err("the stack is not known".into()))?;
+        let source = record
+            .host
+            .ok_or_else(|| stack_err("the stack is not deployed on any host".into()))?;
+        if &source == target {
+            return Err(stack_err(format!("the stack already runs on {source}")));
+        }
+        let (report, _) = self
+            .preflight_between(None, stack, &source, target)
+            .await
+            .map_err(|e| DriveError::Stack {
+                stack: stack.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(report)
+    }
+
+    /// Snapshot both hosts and run the checks; also returns the source's snapshot.
+    async fn preflight_between(
+        &self,
+        migration: Option<MigrationId>,
+        stack: &str,
+        source_id: &HostId,
+        target_id: &HostId,
+    ) -> Result<(PreflightReport, HostSnapshot), RuntimeError> {
+        let (source, source_err) = self.snapshot_of(source_id).await;
+        let (target, target_err) = self.snapshot_of(target_id).await;
+        let active: Vec<ActiveMigration> = self
+            .store
+            .list_migrations(&MigrationQuery {
+                active_only: true,
+                stack: Some(stack.to_owned()),
+                limit: MAX_PAGE,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                RuntimeError::new(
+                    RuntimeErrorKind::Engine,
+                    format!("listing the stack's active migrations: {e}"),
+                )
+            })?
+            .into_iter()
+            .map(|s| ActiveMigration {
+                id: s.spec.id,
+                stack: s.spec.stack,
+            })
+            .collect();
+        let mut report = preflight::run(&PreflightInput {
+            migration,
+            stack,
+            source: &source,
+            target: &target,
+            active_migrations: &active,
+        });
+        // Say why a host counts as offline: the error its runtime gave.
+        for (check, err) in [("source_online", source_err), ("target_online", target_err)] {
+            if let Some(err) = err
+                && let Some(c) = report.checks.iter_mut().find(|c| c.name == check)
+            {
+                c.detail = format!("{} ({err})", c.detail);
+            }
+        }
+        Ok((report, source))
+    }
+
     /// A host's snapshot, or an offline one and why the host could not be read.
     async fn snapshot_of(&self, id: &HostId) -> (HostSnapshot, Option<String>) {
         let res = match self.host(id).await {
@@ -617,44 +738,9 @@ impl Driver {
         let now = || self.clock.now();
         Ok(match cmd {
             Command::RunPreflight => {
-                let (source, source_err) = self.snapshot_of(&spec.source).await;
-                let (target, target_err) = self.snapshot_of(&spec.target).await;
-                let active: Vec<ActiveMigration> = self
-                    .store
-                    .list_migrations(&MigrationQuery {
-                        active_only: true,
-                        stack: Some(spec.stack.clone()),
-                        limit: MAX_PAGE,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| {
-                        RuntimeError::new(
-                            RuntimeErrorKind::Engine,
-                            format!("listing the stack's active migrations: {e}"),
-                        )
-                    })?
-                    .into_iter()
-                    .map(|s| ActiveMigration {
-                        id: s.spec.id,
-                        stack: s.spec.stack,
-                    })
-                    .collect();
-                let mut report = preflight::run(&PreflightInput {
-                    migration: Some(spec.id),
-                    stack: &spec.stack,
-                    source: &source,
-                    target: &target,
-                    active_migrations: &active,
-                });
-                // Say why a host counts as offline: the error its runtime gave.
-                for (check, err) in [("source_online", source_err), ("target_online", target_err)] {
-                    if let Some(err) = err
-                        && let Some(c) = report.checks.iter_mut().find(|c| c.name == check)
-                    {
-                        c.detail = format!("{} ({err})", c.detail);
-                    }
-                }
+                let (report, source) = self
+                    .preflight_between(Some(spec.id), &spec.stack, &spec.source, &spec.target)
+                    .await?;
                 if report.passed() {
                     let volumes = source
                         .stacks
@@ -896,8 +982,8 @@ fn audit_of(next: &Migration, event: &MigrationEvent) -> Option<AuditEvent> {
     )
 }
 
-/// What a command does, in words, for errors.
-fn command_words(cmd: &Command) -> &'static str {
+/// What a command does, in words (for errors and progress).
+pub fn command_words(cmd: &Command) -> &'static str {
     match cmd {
         Command::RunPreflight => "running the pre-flight checks",
         Command::StopSource => "stopping the source",

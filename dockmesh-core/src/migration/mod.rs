@@ -14,7 +14,9 @@ mod driver;
 mod event;
 mod machine;
 
-pub use driver::{DEFAULT_LEASE_TTL, DriveError, Driver, MigrationRequest, ProgressEvent};
+pub use driver::{
+    DEFAULT_LEASE_TTL, DriveError, Driver, MigrationRequest, ProgressEvent, command_words,
+};
 pub use event::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, Step, StoredMigration};
 pub use machine::{
     Command, Decision, Failure, Migration, Phase, RequestError, State, TransitionError,

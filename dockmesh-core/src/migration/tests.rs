@@ -705,3 +705,49 @@ async fn the_lease_is_renewed_during_a_long_step_and_a_lost_lease_stops_it() {
         .unwrap_err();
     assert!(matches!(err, DriveError::Fenced { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_stop_request_halts_at_a_checkpoint_and_the_migration_resumes_later() {
+    let w = World::new().await;
+    let id = w.start().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress_stop = stop.clone();
+    // Ask to stop while the first step (pre-flight) runs: that step is still recorded.
+    let d = w
+        .driver()
+        .with_stop(stop.clone())
+        .with_progress(Arc::new(move |_| {
+            progress_stop.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+    let err = d.run(id).await.unwrap_err();
+    assert!(matches!(err, DriveError::Stopped { .. }), "{err}");
+    let m = d.load(id).await.unwrap();
+    assert_eq!(m.event_count(), 1, "exactly the running step was recorded");
+    assert!(w.src().stack("shop").unwrap().running, "the source still runs");
+    // A driver without the stop request carries it through.
+    let m = w.driver().run(id).await.unwrap();
+    assert_eq!(m.phase(), Phase::Committed);
+}
+
+#[tokio::test]
+async fn preflight_on_request_reports_without_recording_anything() {
+    let w = World::new().await;
+    let d = w.driver();
+    let report = d.preflight("shop", &HostId::from("dst")).await.unwrap();
+    assert!(report.passed(), "{report:?}");
+    w.dst().set_online(false);
+    let report = d.preflight("shop", &HostId::from("dst")).await.unwrap();
+    let failed: Vec<_> = report.failures().map(|c| c.name.as_str()).collect();
+    assert_eq!(failed, ["target_online"]);
+    let err = d.preflight("shop", &HostId::from("src")).await.unwrap_err();
+    assert!(err.to_string().contains("already runs on src"), "{err}");
+    let err = d.preflight("nope", &HostId::from("dst")).await.unwrap_err();
+    assert!(err.to_string().contains("not known"), "{err}");
+    let listed = w
+        .store
+        .list_migrations(&MigrationQuery::default())
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "pre-flight recorded nothing");
+    assert!(!w.src().calls().iter().any(|c| c.starts_with("Stop")));
+}

@@ -1,0 +1,188 @@
+//! `GET /api/v1/hosts`, cordon and uncordon, and drain plans.
+
+use crate::error::ApiError;
+use crate::state::ServerState;
+use axum::Json;
+use axum::extract::{Path, State};
+use dockmesh_core::HostId;
+use dockmesh_core::drain::{DrainOrder, DrainPlan};
+use dockmesh_core::snapshot::HostSnapshot;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// How long a host may take to answer a snapshot before it counts as offline.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostView {
+    /// The host's id.
+    pub id: String,
+    /// Whether it answered just now.
+    pub online: bool,
+    /// Whether it is cordoned (never a migration target).
+    pub cordoned: bool,
+    /// Why it is offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Docker engine version.
+    pub docker_version: String,
+    /// Docker API version.
+    pub docker_api_version: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Memory in bytes.
+    pub memory_total: u64,
+    /// Used memory in bytes.
+    pub memory_used: u64,
+    /// Size of the engine's data filesystem in bytes.
+    pub disk_total: u64,
+    /// Used bytes on it.
+    pub disk_used: u64,
+    /// Stacks deployed on the host (Compose projects found on its engine).
+    pub stacks: Vec<String>,
+}
+
+/// A snapshot of every host, offline ones with the reason.
+pub(crate) async fn snapshots(state: &ServerState) -> Vec<(HostSnapshot, Option<String>)> {
+    let hosts = state.hosts();
+    let now = state.clock().now();
+    let futures = hosts.ids().into_iter().map(|id| {
+        let host = hosts.get(&id);
+        async move {
+            let Some(host) = host else {
+                return (HostSnapshot::offline(id, now), Some("unknown host".into()));
+            };
+            match tokio::time::timeout(SNAPSHOT_TIMEOUT, host.snapshot()).await {
+                Ok(Ok(s)) => (s, None),
+                Ok(Err(e)) => (HostSnapshot::offline(id, now), Some(e.to_string())),
+                Err(_) => (
+                    HostSnapshot::offline(id, now),
+                    Some(format!("no answer within {SNAPSHOT_TIMEOUT:?}")),
+                ),
+            }
+        }
+    });
+    futures_util::future::join_all(futures).await
+}
+
+fn view(state: &ServerState, s: HostSnapshot, error: Option<String>) -> HostView {
+    HostView {
+        cordoned: state.hosts().is_cordoned(&s.host),
+        id: s.host.0,
+        online: s.online,
+        error,
+        docker_version: s.docker_version,
+        docker_api_version: s.docker_api_version,
+        arch: s.arch,
+        memory_total: s.memory_total,
+        memory_used: s.memory_used,
+        disk_total: s.disk_total,
+        disk_used: s.disk_used,
+        stacks: s.stacks.into_keys().collect(),
+    }
+}
+
+/// Every host, with whether it answers, its engine, capacity and stacks.
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
+    responses((status = 200, body = Vec<HostView>)))]
+pub async fn list_hosts(State(state): State<ServerState>) -> Json<Vec<HostView>> {
+    let list = snapshots(&state).await;
+    Json(list.into_iter().map(|(s, e)| view(&state, s, e)).collect())
+}
+
+/// The host named in a path, or 404.
+pub(crate) fn known_host(state: &ServerState, id: &str) -> Result<HostId, ApiError> {
+    let id = HostId::from(id);
+    if state.hosts().contains(&id) {
+        Ok(id)
+    } else {
+        Err(ApiError::not_found(format!(
+            "host {id} is not known; known hosts: {}",
+            state
+                .hosts()
+                .ids()
+                .iter()
+                .map(|h| h.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// Whether a host is cordoned, after a change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CordonView {
+    /// The host.
+    pub id: String,
+    /// Whether it is cordoned now.
+    pub cordoned: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
+}
+
+/// Cordon a host: it is never chosen or accepted as a migration target until uncordoned.
+/// Cordons last until the server restarts.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/cordon", tag = "hosts",
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 200, body = CordonView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn cordon(
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<CordonView>, ApiError> {
+    let id = known_host(&state, &id)?;
+    let changed = state.hosts().set_cordoned(&id, true);
+    tracing::info!(host = %id, changed, "host cordoned");
+    Ok(Json(CordonView {
+        id: id.0,
+        cordoned: true,
+        changed,
+    }))
+}
+
+/// Uncordon a host.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/uncordon", tag = "hosts",
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 200, body = CordonView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn uncordon(
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<CordonView>, ApiError> {
+    let id = known_host(&state, &id)?;
+    let changed = state.hosts().set_cordoned(&id, false);
+    tracing::info!(host = %id, changed, "host uncordoned");
+    Ok(Json(CordonView {
+        id: id.0,
+        cordoned: false,
+        changed,
+    }))
+}
+
+/// Plan moving every stack off a host: where each would go and why (cordoned hosts are not
+/// targets). Nothing moves.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/drain/plan", tag = "hosts",
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 200, description = "The plan", body = Object),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "The host is offline", body = crate::error::ErrorBody)))]
+pub async fn drain_plan(
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<DrainPlan>, ApiError> {
+    let id = known_host(&state, &id)?;
+    let snaps: Vec<HostSnapshot> = snapshots(&state)
+        .await
+        .into_iter()
+        .map(|(mut s, _)| {
+            // A cordoned host takes nothing: plan as if it were offline.
+            if s.host != id && state.hosts().is_cordoned(&s.host) {
+                s.online = false;
+            }
+            s
+        })
+        .collect();
+    dockmesh_core::drain::plan(&id, &snaps, DrainOrder::default())
+        .map(Json)
+        .map_err(|e| ApiError::conflict(e.to_string()))
+}

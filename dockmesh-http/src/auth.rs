@@ -1,0 +1,109 @@
+//! API tokens: how they are made and stored (only the SHA-256 of the secret), and the
+//! middleware that requires `Authorization: Bearer <token>` on the API.
+
+use crate::error::ApiError;
+use crate::state::ServerState;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dockmesh_core::records::{TokenKind, TokenRecord, TokenUse};
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+/// The prefix of every API token's secret, so a leaked one is recognisable.
+pub const API_TOKEN_PREFIX: &str = "dmt_";
+
+/// Who made a request: the name of the API token it carried (`token:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+/// The hex SHA-256 of a token's secret: what the store keeps.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new API token: its secret (shown once) and the record to store.
+pub fn new_api_token(name: &str, now: Timestamp) -> Result<(String, TokenRecord), getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let secret = format!("{API_TOKEN_PREFIX}{}", hex::encode(bytes));
+    let record = TokenRecord {
+        hash: hash_token(&secret),
+        kind: TokenKind::Api,
+        name: name.to_owned(),
+        created_at: now,
+        expires_at: None,
+        one_time: false,
+        used_at: None,
+    };
+    Ok((secret, record))
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
+        .with_hint("pass `Authorization: Bearer <token>`; `dockmesh token create` makes one")
+        .into_response();
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+    r
+}
+
+/// Require a valid API token; the request carries an [`Actor`] from then on.
+pub async fn require_token(
+    State(state): State<ServerState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return unauthorized("this request needs an API token and carries none");
+    };
+    let Some(secret) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return unauthorized("the Authorization header is not `Bearer <token>`");
+    };
+    let now = state.clock().now();
+    match state.store().use_token(&hash_token(secret), now).await {
+        Ok(TokenUse::Accepted { token }) if token.kind == TokenKind::Api => {
+            req.extensions_mut()
+                .insert(Actor(format!("token:{}", token.name)));
+            next.run(req).await
+        }
+        Ok(TokenUse::Accepted { .. }) => {
+            unauthorized("this token is an enrollment token, not an API token")
+        }
+        Ok(TokenUse::Expired) => unauthorized("this API token has expired"),
+        Ok(TokenUse::AlreadyUsed) => unauthorized("this one-time token was already used"),
+        Ok(TokenUse::Unknown) => unauthorized("this API token is not known (or was revoked)"),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_prefixed_and_stored_hashed() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let (a, ra) = new_api_token("ci", now).unwrap();
+        let (b, _) = new_api_token("ci", now).unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with(API_TOKEN_PREFIX));
+        assert_eq!(a.len(), API_TOKEN_PREFIX.len() + 64);
+        assert_eq!(ra.hash, hash_token(&a));
+        assert!(!ra.hash.contains(&a[API_TOKEN_PREFIX.len()..]));
+        assert_eq!(ra.kind, TokenKind::Api);
+        // A known vector: the SHA-256 of "abc".
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

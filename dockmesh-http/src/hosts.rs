@@ -1,0 +1,120 @@
+//! The hosts the server manages: one [`HostRuntime`] each, and which are cordoned.
+//!
+//! Hosts are given at start (the binary builds a runtime per Docker engine it reaches). A
+//! cordoned host is never a migration target; cordons are kept in memory and are lost on
+//! restart.
+
+use async_trait::async_trait;
+use dockmesh_core::HostId;
+use dockmesh_core::ports::{Fleet, HostRuntime, RuntimeError, RuntimeErrorKind};
+use dockmesh_core::rollout::UpgradeOrder;
+use dockmesh_core::types::AgentId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+/// The server's hosts.
+#[derive(Default)]
+pub struct Hosts {
+    hosts: BTreeMap<HostId, Arc<dyn HostRuntime>>,
+    cordoned: Mutex<BTreeSet<HostId>>,
+}
+
+impl Hosts {
+    /// No hosts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a host under its own id; a second host with the same id is refused.
+    pub fn add(&mut self, host: Arc<dyn HostRuntime>) -> Result<(), String> {
+        let id = host.host_id().clone();
+        if self.hosts.contains_key(&id) {
+            return Err(format!("host {id} is given twice"));
+        }
+        self.hosts.insert(id, host);
+        Ok(())
+    }
+
+    /// The ids, in order.
+    pub fn ids(&self) -> Vec<HostId> {
+        self.hosts.keys().cloned().collect()
+    }
+
+    /// Whether a host of this id exists.
+    pub fn contains(&self, id: &HostId) -> bool {
+        self.hosts.contains_key(id)
+    }
+
+    /// One host's runtime.
+    pub fn get(&self, id: &HostId) -> Option<Arc<dyn HostRuntime>> {
+        self.hosts.get(id).cloned()
+    }
+
+    /// Cordon (`true`) or uncordon a host; returns whether the state changed.
+    pub fn set_cordoned(&self, id: &HostId, cordoned: bool) -> bool {
+        let mut set = self.cordoned.lock().expect("cordon set poisoned");
+        if cordoned {
+            set.insert(id.clone())
+        } else {
+            set.remove(id)
+        }
+    }
+
+    /// Whether a host is cordoned.
+    pub fn is_cordoned(&self, id: &HostId) -> bool {
+        self.cordoned
+            .lock()
+            .expect("cordon set poisoned")
+            .contains(id)
+    }
+}
+
+#[async_trait]
+impl Fleet for Hosts {
+    async fn host(&self, id: &HostId) -> Result<Arc<dyn HostRuntime>, RuntimeError> {
+        self.get(id).ok_or_else(|| {
+            RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                format!("unknown host {id}: the server has no host of that id"),
+            )
+        })
+    }
+
+    async fn dispatch_upgrade(
+        &self,
+        agent: &AgentId,
+        _order: &UpgradeOrder,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Unreachable,
+            format!(
+                "cannot send an upgrade to agent {agent}: this server reaches its hosts by \
+                 socket and has no agent channel yet"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockmesh_core::testing::FakeHost;
+
+    #[tokio::test]
+    async fn hosts_are_unique_and_cordons_toggle() {
+        let mut hosts = Hosts::new();
+        hosts.add(Arc::new(FakeHost::new("a"))).unwrap();
+        assert!(hosts.add(Arc::new(FakeHost::new("a"))).is_err());
+        hosts.add(Arc::new(FakeHost::new("b"))).unwrap();
+        assert_eq!(hosts.ids(), [HostId::from("a"), HostId::from("b")]);
+        let a = HostId::from("a");
+        assert!(!hosts.is_cordoned(&a));
+        assert!(hosts.set_cordoned(&a, true));
+        assert!(!hosts.set_cordoned(&a, true), "already cordoned");
+        assert!(hosts.is_cordoned(&a));
+        assert!(hosts.set_cordoned(&a, false));
+        assert!(!hosts.is_cordoned(&a));
+        assert!(hosts.host(&HostId::from("zz")).await.is_err());
+        assert_eq!(hosts.host(&a).await.unwrap().host_id(), &a);
+    }
+}

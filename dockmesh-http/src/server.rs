@@ -1,0 +1,72 @@
+//! Running a server: answer HTTP, resume unsettled migrations, remind of ended retention
+//! windows, and shut down at a checkpoint.
+
+use crate::state::{Lifecycle, ServerState};
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listener failed.
+    #[error("the HTTP listener failed")]
+    Listener(#[source] std::io::Error),
+    /// Resuming the stored migrations failed: the database did not answer.
+    #[error("the migrations in progress could not be listed to resume them")]
+    Resume(#[source] dockmesh_core::ports::StoreError),
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+///
+/// In order: every migration in progress in the store is resumed under its lease, the server
+/// becomes ready, and requests are answered. When `shutdown` resolves, readiness turns 503
+/// and new work is refused, each running migration finishes its current step and stops at that
+/// checkpoint (within [`crate::ServerConfig::shutdown_grace`]), then open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = crate::api::router(state.clone());
+    let resumed = state
+        .supervisor()
+        .resume_all()
+        .await
+        .map_err(ServeError::Resume)?;
+    tracing::info!(resumed, "migrations in progress resumed");
+    let reminders = tokio::spawn(remind_loop(state.clone()));
+    state.set_lifecycle(Lifecycle::Ready);
+    tracing::info!("ready");
+    let drain_state = state.clone();
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new work; running migration steps finish first");
+            drain_state.set_lifecycle(Lifecycle::Draining);
+            let left = drain_state
+                .supervisor()
+                .shutdown(drain_state.config().shutdown_grace)
+                .await;
+            if left > 0 {
+                tracing::warn!(
+                    left,
+                    "migration steps still running at the end of the grace period were abandoned; they resume from their last recorded step on the next start"
+                );
+            }
+        })
+        .await;
+    reminders.abort();
+    tracing::info!("stopped");
+    res.map_err(ServeError::Listener)
+}
+
+async fn remind_loop(state: ServerState) {
+    let every = state.config().reminder_interval;
+    loop {
+        if let Err(e) = state.supervisor().remind_retention().await {
+            tracing::warn!(error = %e, "checking retention windows failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -1,0 +1,168 @@
+//! What every handler shares: the store, the hosts, the clock, the supervisor, the lifecycle.
+
+use crate::hosts::Hosts;
+use crate::metrics::Metrics;
+use crate::supervisor::Supervisor;
+use dockmesh_core::ports::{Clock, IdGen, Store};
+use jiff::SignedDuration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The version the server reports.
+    pub version: String,
+    /// How long a migrated stack's source is kept for rollback (72 h by default).
+    pub retention: SignedDuration,
+    /// How long a driver's lease lasts unless renewed.
+    pub lease_ttl: SignedDuration,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long a request may take before it is answered 408.
+    pub request_timeout: Duration,
+    /// The longest wait between two attempts at a migration that waits on a host.
+    pub max_retry_delay: Duration,
+    /// How often the retention reminder runs.
+    pub reminder_interval: Duration,
+    /// How long shutdown waits for running steps to reach a checkpoint.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            retention: dockmesh_core::migration::DEFAULT_RETENTION,
+            lease_ttl: dockmesh_core::migration::DEFAULT_LEASE_TTL,
+            // Compose files are small; 4 MiB leaves room for large ones with an `.env`.
+            body_limit: 4 << 20,
+            request_timeout: Duration::from_secs(60),
+            max_retry_delay: Duration::from_secs(60),
+            reminder_interval: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where the server is in its life; readiness follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lifecycle {
+    /// Starting: not ready yet.
+    Starting = 0,
+    /// Serving.
+    Ready = 1,
+    /// Shutting down: new work is refused, running steps finish.
+    Draining = 2,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    hosts: Arc<Hosts>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGen>,
+    supervisor: Arc<Supervisor>,
+    metrics: Arc<Metrics>,
+    config: ServerConfig,
+    lifecycle: AtomicU8,
+    stack_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The state shared by every handler and background task (cheap to clone).
+#[derive(Clone)]
+pub struct ServerState(Arc<Inner>);
+
+impl ServerState {
+    /// A server over these ports; it starts in [`Lifecycle::Starting`].
+    pub fn new(
+        store: Arc<dyn Store>,
+        hosts: Hosts,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGen>,
+        config: ServerConfig,
+    ) -> Self {
+        let hosts = Arc::new(hosts);
+        let metrics = Arc::new(Metrics::default());
+        let supervisor = Arc::new(Supervisor::new(
+            store.clone(),
+            hosts.clone(),
+            clock.clone(),
+            ids.clone(),
+            metrics.clone(),
+            &config,
+        ));
+        ServerState(Arc::new(Inner {
+            store,
+            hosts,
+            clock,
+            ids,
+            supervisor,
+            metrics,
+            config,
+            lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
+            stack_locks: Default::default(),
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+    /// The hosts.
+    pub fn hosts(&self) -> &Arc<Hosts> {
+        &self.0.hosts
+    }
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.0.clock
+    }
+    /// The id generator.
+    pub fn ids(&self) -> &Arc<dyn IdGen> {
+        &self.0.ids
+    }
+    /// The migration supervisor.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.0.supervisor
+    }
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+
+    /// Serialise the API's changes to one stack (register, deploy, remove, migrate, rollback)
+    /// within this server; one server runs per database, so this is all the exclusion needed.
+    pub async fn lock_stack(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .stack_locks
+            .lock()
+            .expect("stack locks poisoned")
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Where the server is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.0.lifecycle.load(Ordering::SeqCst) {
+            0 => Lifecycle::Starting,
+            1 => Lifecycle::Ready,
+            _ => Lifecycle::Draining,
+        }
+    }
+
+    /// Move to `next` (draining is final).
+    pub fn set_lifecycle(&self, next: Lifecycle) {
+        if self.lifecycle() != Lifecycle::Draining {
+            self.0.lifecycle.store(next as u8, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `dockmesh host ls|cordon|uncordon|drain`.
+
+use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
+use clap::Subcommand;
+use dockmesh_http::api::hosts::{CordonView, HostView};
+use serde_json::Value;
+use std::process::ExitCode;
+
+/// `dockmesh host …`
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List hosts: online, engine, capacity, stacks.
+    Ls,
+    /// Cordon a host: it takes no migrated stacks until uncordoned.
+    Cordon {
+        /// The host id.
+        host: String,
+    },
+    /// Uncordon a host.
+    Uncordon {
+        /// The host id.
+        host: String,
+    },
+    /// Plan moving every stack off a host (`--plan`). Executing a drain is not built yet.
+    Drain {
+        /// The host id.
+        host: String,
+        /// Show where each stack would go; nothing moves.
+        #[arg(long)]
+        plan: bool,
+    },
+}
+
+/// Run `dockmesh host …`.
+pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
+    block_on(async move {
+        let c = Client::new(&conn)?;
+        match cmd {
+            HostCommand::Ls => {
+                let list: Vec<HostView> = c.get("/api/v1/hosts").await?;
+                if c.json {
+                    print_json(&list);
+                } else {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|h| {
+                            vec![
+                                h.id.clone(),
+                                match (h.online, h.cordoned) {
+                                    (false, _) => "offline".into(),
+                                    (true, true) => "online, cordoned".into(),
+                                    (true, false) => "online".into(),
+                                },
+                                h.docker_version.clone(),
+                                format!("{}/{}", bytes(h.memory_used), bytes(h.memory_total)),
+                                format!("{}/{}", bytes(h.disk_used), bytes(h.disk_total)),
+                                h.stacks.join(","),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["HOST", "STATE", "DOCKER", "MEMORY", "DISK", "STACKS"], &rows);
+                    for h in list.iter().filter(|h| !h.online) {
+                        if let Some(e) = &h.error {
+                            eprintln!("{}: {e}", h.id);
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            HostCommand::Cordon { host } => cordon(&c, &host, "cordon").await,
+            HostCommand::Uncordon { host } => cordon(&c, &host, "uncordon").await,
+            HostCommand::Drain { host, plan } => {
+                if !plan {
+                    return Err(ClientError::Transport(
+                        "executing a drain is not built yet; `dockmesh host drain HOST --plan` shows where each stack would go, and `dockmesh stack migrate` moves them one by one".into(),
+                    ));
+                }
+                let p: Value = c
+                    .post(&format!("/api/v1/hosts/{}/drain/plan", seg(&host)), &())
+                    .await?;
+                if c.json {
+                    print_json(&p);
+                } else {
+                    let rows: Vec<Vec<String>> = p
+                        .get("entries")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|e| {
+                            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+                            vec![s("stack"), s("target"), s("reason")]
+                        })
+                        .collect();
+                    print_table(&["STACK", "TARGET", "WHY"], &rows);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+async fn cordon(c: &Client, host: &str, verb: &str) -> Result<ExitCode, ClientError> {
+    let v: CordonView = c
+        .post(&format!("/api/v1/hosts/{}/{verb}", seg(host)), &())
+        .await?;
+    if c.json {
+        print_json(&v);
+    } else {
+        println!(
+            "host {} {}{}",
+            v.id,
+            if v.cordoned { "cordoned" } else { "uncordoned" },
+            if v.changed { "" } else { " (already)" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,302 @@
+//! `dockmesh stack ls|deploy|status|rm|migrate`: stacks through the server's API.
+
+use super::client::{Client, ClientError, Conn, block_on, print_json, print_table, seg};
+use super::migration::{follow, print_migration};
+use clap::Subcommand;
+use dockmesh_http::api::migrations::MigrationView;
+use dockmesh_http::api::stacks::{StackDetail, StackView, StatusView};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `dockmesh stack …`
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// List the stacks the server knows and where each runs.
+    Ls,
+    /// Register a stack's compose file (and `.env`) and deploy it on a host.
+    Deploy {
+        /// The stack name.
+        name: String,
+        /// The compose file.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        /// The `.env` file.
+        #[arg(long, value_name = "FILE")]
+        env_file: Option<PathBuf>,
+        /// The host to deploy on.
+        #[arg(long, value_name = "HOST")]
+        host: String,
+    },
+    /// The status of a stack's containers on its host.
+    Status {
+        /// The stack name.
+        name: String,
+    },
+    /// Remove a stack (containers and files; named volumes are kept unless --volumes).
+    Rm {
+        /// The stack name.
+        name: String,
+        /// Also delete its named volumes and their data.
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// Move a stack with its data to another host: pre-flight, confirm, then follow progress.
+    Migrate {
+        /// The stack name.
+        name: String,
+        /// The target host.
+        #[arg(long, value_name = "HOST")]
+        to: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Start the migration and return without following it.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+/// Run `dockmesh stack …`.
+pub fn run(cmd: StackCommand, conn: Conn) -> ExitCode {
+    block_on(async move {
+        let c = Client::new(&conn)?;
+        match cmd {
+            StackCommand::Ls => ls(&c).await,
+            StackCommand::Deploy {
+                name,
+                file,
+                env_file,
+                host,
+            } => deploy(&c, &name, &file, env_file.as_deref(), &host).await,
+            StackCommand::Status { name } => status(&c, &name).await,
+            StackCommand::Rm { name, volumes } => {
+                c.send::<()>(
+                    Method::DELETE,
+                    &format!("/api/v1/stacks/{}?volumes={volumes}", seg(&name)),
+                    None,
+                )
+                .await?;
+                if !c.json {
+                    println!("stack {name} removed");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            StackCommand::Migrate {
+                name,
+                to,
+                yes,
+                detach,
+            } => migrate(&c, &name, &to, yes, detach).await,
+        }
+    })
+}
+
+async fn ls(c: &Client) -> Result<ExitCode, ClientError> {
+    let list: Vec<StackView> = c.get("/api/v1/stacks").await?;
+    if c.json {
+        print_json(&list);
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.host.clone().unwrap_or_else(|| "-".into()),
+                    s.updated_at.to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["NAME", "HOST", "UPDATED"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(path: &std::path::Path) -> Result<String, ClientError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Transport(format!("reading {}: {e}", path.display())))
+}
+
+async fn deploy(
+    c: &Client,
+    name: &str,
+    file: &std::path::Path,
+    env_file: Option<&std::path::Path>,
+    host: &str,
+) -> Result<ExitCode, ClientError> {
+    let compose = read(file)?;
+    let env = env_file.map(read).transpose()?;
+    let body = json!({"name": name, "compose": compose, "env": env});
+    match c.send(Method::POST, "/api/v1/stacks", Some(&body)).await {
+        Ok(_) => {}
+        Err(ClientError::Api { status, .. }) if status == reqwest::StatusCode::CONFLICT => {
+            // Deployed already: deploying the same files again is fine; new files are not.
+            let known: StackDetail = c.get(&format!("/api/v1/stacks/{}", seg(name))).await?;
+            if known.compose != compose || known.env != env {
+                return Err(ClientError::Transport(format!(
+                    "stack {name} is deployed on {} with other files; changing a deployed stack's files is an upgrade, which this version does not do yet (remove it with `dockmesh stack rm {name}` and deploy again, keeping its volumes)",
+                    known.host.unwrap_or_default()
+                )));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let st: StatusView = c
+        .post(
+            &format!("/api/v1/stacks/{}/deploy", seg(name)),
+            &json!({"host": host}),
+        )
+        .await?;
+    if c.json {
+        print_json(&st);
+    } else {
+        println!("stack {name} deployed on {}", st.host);
+        print_status(&st);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(st: &StatusView) {
+    let rows: Vec<Vec<String>> = st
+        .status
+        .containers
+        .iter()
+        .map(|c| {
+            vec![
+                c.service.clone(),
+                c.name.clone(),
+                c.state.clone(),
+                c.health.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(&["SERVICE", "CONTAINER", "STATE", "HEALTH"], &rows);
+}
+
+async fn status(c: &Client, name: &str) -> Result<ExitCode, ClientError> {
+    let st: StatusView = c
+        .get(&format!("/api/v1/stacks/{}/status", seg(name)))
+        .await?;
+    if c.json {
+        print_json(&st);
+    } else {
+        println!("stack {name} on {}", st.host);
+        print_status(&st);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a pre-flight report as a table; returns whether it passed.
+pub fn print_report(report: &Value) -> bool {
+    let checks = report
+        .get("checks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut passed = true;
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            if s("status") == "fail" {
+                passed = false;
+            }
+            vec![s("name"), s("status").to_uppercase(), s("detail")]
+        })
+        .collect();
+    print_table(&["CHECK", "RESULT", "DETAIL"], &rows);
+    passed
+}
+
+/// Ask a yes/no question on the terminal; refused without one (pass --yes).
+pub fn confirm(question: &str) -> Result<bool, ClientError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(ClientError::Transport(
+            "not asking for confirmation without a terminal: pass --yes".into(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn migrate(
+    c: &Client,
+    name: &str,
+    to: &str,
+    yes: bool,
+    detach: bool,
+) -> Result<ExitCode, ClientError> {
+    let body = json!({"target_host_id": to});
+    let report: Value = c
+        .post(
+            &format!("/api/v1/stacks/{}/migrate/preflight", seg(name)),
+            &body,
+        )
+        .await?;
+    let passed = if c.json {
+        report.get("checks").is_some_and(|cs| {
+            cs.as_array()
+                .is_some_and(|a| a.iter().all(|c| c.get("status") != Some(&json!("fail"))))
+        })
+    } else {
+        println!("pre-flight of moving {name} to {to}:");
+        print_report(&report)
+    };
+    if !passed {
+        if c.json {
+            print_json(&report);
+        }
+        eprintln!("error: pre-flight refused the move; nothing changed");
+        return Ok(ExitCode::from(1));
+    }
+    if !yes && !confirm(&format!("Stop {name} and move it with its volumes to {to}?"))? {
+        eprintln!("not migrated; nothing changed");
+        return Ok(ExitCode::from(1));
+    }
+    let started: MigrationView = match c
+        .post(&format!("/api/v1/stacks/{}/migrate", seg(name)), &body)
+        .await
+    {
+        Ok(m) => m,
+        Err(ClientError::Api {
+            details: Some(report),
+            error,
+            ..
+        }) => {
+            if !c.json {
+                print_report(&report);
+            }
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e),
+    };
+    if !c.json {
+        println!("migration {} started", started.id);
+    }
+    if detach {
+        if c.json {
+            print_json(&started);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = follow(c, &started.id).await?;
+    if c.json {
+        print_json(&done);
+    } else {
+        print_migration(&done);
+    }
+    Ok(if done.state == "committed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
