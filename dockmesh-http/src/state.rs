@@ -29,6 +29,10 @@ pub struct ServerConfig {
     pub reminder_interval: Duration,
     /// How long shutdown waits for running steps to reach a checkpoint.
     pub shutdown_grace: Duration,
+    /// For crash tests: kill this process (SIGKILL) just before a migration command whose
+    /// name starts with this (`StopSource`, `TransferVolume`, …), or once a transfer has
+    /// moved `bytes:N` bytes. Never set in production.
+    pub crash_at: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             max_retry_delay: Duration::from_secs(60),
             reminder_interval: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(120),
+            crash_at: None,
         }
     }
 }

@@ -71,7 +71,11 @@ impl Supervisor {
         let stop = Arc::new(AtomicBool::new(false));
         let progress: Arc<ProgressMap> = Arc::default();
         let sink = progress.clone();
+        let crash = config.crash_at.clone().map(CrashPoint::parse);
         let on_progress = Arc::new(move |e: ProgressEvent| {
+            if let Some(c) = &crash {
+                c.check(&e);
+            }
             if let ProgressEvent::VolumeBytes {
                 id,
                 volume,
@@ -277,6 +281,38 @@ impl Supervisor {
             }
         }
         left
+    }
+}
+
+/// Where a crash test kills the server.
+enum CrashPoint {
+    Before(String),
+    AfterBytes(u64),
+}
+
+impl CrashPoint {
+    fn parse(s: String) -> Self {
+        match s.strip_prefix("bytes:").and_then(|n| n.parse().ok()) {
+            Some(n) => CrashPoint::AfterBytes(n),
+            None => CrashPoint::Before(s),
+        }
+    }
+
+    fn check(&self, e: &ProgressEvent) {
+        let hit = match (self, e) {
+            (CrashPoint::Before(name), ProgressEvent::Command { what, .. }) => {
+                what.starts_with(name.as_str())
+            }
+            (CrashPoint::AfterBytes(n), ProgressEvent::VolumeBytes { bytes, .. }) => bytes >= n,
+            _ => false,
+        };
+        if hit {
+            tracing::error!("crash point reached: killing this process");
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
+            std::process::abort();
+        }
     }
 }
 

@@ -38,6 +38,15 @@ pub enum MigrationCommand {
         #[arg(long)]
         detach: bool,
     },
+    /// Delete the stopped copy a rolled-back migration left on its target (containers,
+    /// volumes, files there), so that the stack can move to that host again.
+    PurgeTarget {
+        /// The migration id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Delete the source a committed migration kept: containers, volumes and files on the
     /// source host. A rollback is impossible afterwards.
     PurgeSource {
@@ -99,6 +108,35 @@ pub fn run(cmd: MigrationCommand, conn: Conn) -> ExitCode {
                     print_migration(&m);
                 }
                 Ok(settled_ok(&m, "rolled_back", detach))
+            }
+            MigrationCommand::PurgeTarget { id, yes } => {
+                let m: MigrationView = c.get(&format!("/api/v1/migrations/{}", seg(&id))).await?;
+                if !yes {
+                    let what = format!(
+                        "Delete the stopped copy of stack {} on host {} (its containers, its volumes {} and its files)? Data written there after the migration is lost.",
+                        m.stack,
+                        m.target,
+                        m.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+                    );
+                    if !super::stack::confirm(&what)? {
+                        eprintln!("nothing was deleted");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                let m: MigrationView = super::client::decode(
+                    c.send::<()>(
+                        Method::DELETE,
+                        &format!("/api/v1/migrations/{}/target", seg(&m.id)),
+                        None,
+                    )
+                    .await?,
+                )?;
+                if c.json {
+                    print_json(&m);
+                } else {
+                    println!("the copy of {} on {} was removed", m.stack, m.target);
+                }
+                Ok(ExitCode::SUCCESS)
             }
             MigrationCommand::PurgeSource { id, yes } => {
                 let m: MigrationView = c.get(&format!("/api/v1/migrations/{}", seg(&id))).await?;

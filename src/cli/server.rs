@@ -90,6 +90,10 @@ pub struct ServerArgs {
         default_value_t = 60
     )]
     max_retry_delay: u64,
+    /// For crash tests only: kill the server just before this migration command
+    /// (`StopSource`, `TransferVolume`, …) or after `bytes:N` bytes of a transfer.
+    #[arg(long, hide = true, env = "DOCKMESH_TEST_CRASH_AT")]
+    test_crash_at: Option<String>,
     /// Log format.
     #[arg(long, value_enum, env = "DOCKMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -161,6 +165,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         retention: jiff::SignedDuration::from_hours(i64::from(args.retention_hours)),
         lease_ttl: jiff::SignedDuration::from_secs(i64::from(args.lease_ttl.max(1))),
         max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
+        crash_at: args.test_crash_at.clone(),
         ..ServerConfig::default()
     };
     let store = Arc::new(store);

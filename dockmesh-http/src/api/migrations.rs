@@ -271,6 +271,7 @@ pub async fn migrate(
 ) -> Result<(StatusCode, Json<MigrationView>), ApiError> {
     let target = target_of(&state, &name, &req).await?;
     let _guard = state.lock_stack(&name).await;
+    super::stacks::no_active_migration(&state, &name).await?;
     let driver = state.supervisor().driver();
     let report = driver.preflight(&name, &target).await?;
     if !report.passed() {
@@ -283,7 +284,11 @@ pub async fn migrate(
                 report.failure_summary()
             ),
         )
-        .with_hint("nothing changed; fix what the report names and ask again")
+        .with_hint(if report.failures().any(|c| c.name == "target_free") {
+            "nothing changed; a copy left on the target by a rolled-back migration is removed with `dockmesh migration purge-target ID`"
+        } else {
+            "nothing changed; fix what the report names and ask again"
+        })
         .with_details(details));
     }
     let id = driver
@@ -411,4 +416,88 @@ pub async fn purge_source(
         StatusCode::ACCEPTED,
         Json(view(&state, load(&state, id).await?, false)),
     ))
+}
+
+/// Delete the stopped copy a rolled-back migration left on its target (containers, volumes
+/// and files there), so that the stack can be moved to that host again. Refused unless the
+/// migration is rolled back, no migration of the stack is in progress, and the stack does not
+/// run on that host. Audited (`migration.purge_target`) before anything is deleted.
+#[utoipa::path(delete, path = "/api/v1/migrations/{id}/target", tag = "migrations",
+    params(("id" = String, Path, description = "Migration id")),
+    responses((status = 200, body = MigrationView),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn purge_target(
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+    by: Option<Extension<Actor>>,
+) -> Result<Json<MigrationView>, ApiError> {
+    let id = parse_id(&id)?;
+    let stored = load(&state, id).await?;
+    let spec = stored.spec.clone();
+    let _guard = state.lock_stack(&spec.stack).await;
+    let m = Migration::replay(spec.clone(), &stored.events)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if m.phase() != dockmesh_core::migration::Phase::RolledBack {
+        return Err(ApiError::conflict(format!(
+            "migration {id} is {}; only a rolled-back migration's target copy can be purged",
+            phase_name(m.phase())
+        )));
+    }
+    let active = state
+        .store()
+        .list_migrations(&MigrationQuery {
+            active_only: true,
+            stack: Some(spec.stack.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    if let Some(a) = active.first() {
+        return Err(ApiError::conflict(format!(
+            "migration {} of stack {} is in progress",
+            a.spec.id, spec.stack
+        )));
+    }
+    let record = load_stack(&state, &spec.stack).await?;
+    if record.host.as_ref() == Some(&spec.target) {
+        return Err(ApiError::conflict(format!(
+            "stack {} runs on {} now; that is not a leftover copy",
+            spec.stack, spec.target
+        )));
+    }
+    let host = state.hosts().get(&spec.target).ok_or_else(|| {
+        ApiError::not_found(format!("host {} is not known to this server", spec.target))
+    })?;
+    let status = host.stack_status(&spec.stack).await?;
+    if status.any_running() {
+        return Err(ApiError::conflict(format!(
+            "stack {} has running containers on {}; nothing was deleted",
+            spec.stack, spec.target
+        )));
+    }
+    let event = dockmesh_core::audit::AuditEvent::new(
+        state.clock().now(),
+        actor(&by),
+        "migration.purge_target",
+        &spec.stack,
+    )
+    .with("migration", id.to_string())
+    .with("target", spec.target.to_string())
+    .with(
+        "volumes",
+        m.volumes()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    state.store().append_audit(&event).await?;
+    host.remove_stack(&spec.stack, true).await?;
+    for v in m.volumes() {
+        host.remove_volume(&v.name).await?;
+    }
+    host.remove_stack_files(&spec.stack).await?;
+    tracing::info!(migration = %id, stack = %spec.stack, host = %spec.target, "rolled-back copy removed from the target");
+    Ok(Json(view(&state, stored, false)))
 }

@@ -77,6 +77,7 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(migrations::get_migration))
         .routes(routes!(migrations::rollback))
         .routes(routes!(migrations::purge_source))
+        .routes(routes!(migrations::purge_target))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
 }

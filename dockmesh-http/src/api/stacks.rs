@@ -165,7 +165,7 @@ pub async fn create_stack(
 }
 
 /// Refuse while a migration of the stack is in progress.
-async fn no_active_migration(state: &ServerState, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn no_active_migration(state: &ServerState, name: &str) -> Result<(), ApiError> {
     let active = state
         .store()
         .list_migrations(&MigrationQuery {
