@@ -18,8 +18,8 @@ use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;
 use dockmesh_docker::{DockerConfig, DockerRuntime, Endpoint};
 use std::sync::Arc;
-use support::*;
 use std::time::Duration;
+use support::*;
 
 mod support;
 

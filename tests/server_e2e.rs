@@ -93,10 +93,7 @@ fn containers(host: &str, stack: &str) -> Vec<(String, String)> {
     )
     .unwrap()
     .lines()
-    .filter_map(|l| {
-        l.split_once(' ')
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-    })
+    .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
     .collect()
 }
 
@@ -164,7 +161,10 @@ fn a_stack_moves_with_its_data_rolls_back_moves_again_and_its_source_is_purged()
 
     // Move it.
     let out = server.cli_ok(&["stack", "migrate", &name, "--to", "b", "--yes"]);
-    assert!(out.contains("port_conflicts") && out.contains("committed"), "{out}");
+    assert!(
+        out.contains("port_conflicts") && out.contains("committed"),
+        "{out}"
+    );
     let m = last_migration(&server, &name);
     let id = m["id"].as_str().unwrap().to_owned();
     assert_eq!(m["state"], "committed");
@@ -175,7 +175,10 @@ fn a_stack_moves_with_its_data_rolls_back_moves_again_and_its_source_is_purged()
     assert_eq!(describe(&b, &name), before, "the data arrived identical");
     // The source is stopped and kept, with its volumes.
     let src = containers(&a, &name);
-    assert!(!src.is_empty() && src.iter().all(|(_, s)| s != "running"), "{src:?}");
+    assert!(
+        !src.is_empty() && src.iter().all(|(_, s)| s != "running"),
+        "{src:?}"
+    );
     assert_eq!(volumes(&a, &name).len(), 2);
     let (_, stack) = server.api("GET", &format!("/api/v1/stacks/{name}"), None);
     assert_eq!(stack["host"], "b");
@@ -197,8 +200,15 @@ fn a_stack_moves_with_its_data_rolls_back_moves_again_and_its_source_is_purged()
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stdout).contains("target_free"));
     server.cli_ok(&["migration", "purge-target", &id, "--yes"]);
-    holds_nothing(&b, &name, &server.data_dir.join("hosts/b/stacks").join(&name));
-    assert!(running_on(&a, &name), "purging the target left the source alone");
+    holds_nothing(
+        &b,
+        &name,
+        &server.data_dir.join("hosts/b/stacks").join(&name),
+    );
+    assert!(
+        running_on(&a, &name),
+        "purging the target left the source alone"
+    );
 
     server.cli_ok(&["stack", "migrate", &name, "--to", "b", "--yes"]);
     let m2 = last_migration(&server, &name);
@@ -210,7 +220,11 @@ fn a_stack_moves_with_its_data_rolls_back_moves_again_and_its_source_is_purged()
     // Purge the source: its containers, volumes and files are gone.
     let out = server.cli_ok(&["migration", "purge-source", &id2, "--yes"]);
     assert!(out.contains("purged"), "{out}");
-    holds_nothing(&a, &name, &server.data_dir.join("hosts/local/stacks").join(&name));
+    holds_nothing(
+        &a,
+        &name,
+        &server.data_dir.join("hosts/local/stacks").join(&name),
+    );
     assert!(running_on(&b, &name));
     // The first migration can no longer be rolled back.
     assert_eq!(
@@ -266,7 +280,11 @@ fn a_failure_on_the_target_is_undone_and_the_source_runs_again_with_its_data() {
         assert!(m["error"]["reason"].is_string(), "{case}: {m}");
         assert!(running_on(&a, &name), "{case}: the source runs again");
         assert_eq!(describe(&a, &name), before, "{case}: with identical data");
-        holds_nothing(&b, &name, &server.data_dir.join("hosts/b/stacks").join(&name));
+        holds_nothing(
+            &b,
+            &name,
+            &server.data_dir.join("hosts/b/stacks").join(&name),
+        );
         let (_, stack) = server.api("GET", &format!("/api/v1/stacks/{name}"), None);
         assert_eq!(stack["host"], "local", "{case}");
     }
@@ -333,7 +351,10 @@ fn a_server_killed_at_any_step_resumes_the_migration_on_restart() {
             assert!(status.success(), "SIGTERM exits 0: {status:?}");
         } else {
             let status = server.wait_exit(Duration::from_secs(120));
-            assert!(!status.success(), "{point}: the server was killed: {status:?}");
+            assert!(
+                !status.success(),
+                "{point}: the server was killed: {status:?}"
+            );
         }
         drop(server);
         let server = Server::restart(&data, &b);
@@ -392,12 +413,19 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
     )
     .unwrap();
     let body = r#"{"target_host_id":"b"}"#;
-    let (status, err) = server.api("POST", &format!("/api/v1/stacks/{name}/migrate"), Some(body));
+    let (status, err) = server.api(
+        "POST",
+        &format!("/api/v1/stacks/{name}/migrate"),
+        Some(body),
+    );
     let _ = docker(&b, &["rm", "-f", &blocker]);
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["code"], "preflight_failed");
     let checks = err["details"]["checks"].as_array().unwrap();
-    let pc = checks.iter().find(|c| c["name"] == "port_conflicts").unwrap();
+    let pc = checks
+        .iter()
+        .find(|c| c["name"] == "port_conflicts")
+        .unwrap();
     assert_eq!(pc["status"], "fail", "{pc}");
     let (_, list) = server.api("GET", &format!("/api/v1/migrations?stack={name}"), None);
     assert_eq!(list, Value::Array(vec![]), "no migration was recorded");
@@ -407,14 +435,25 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
     // Bad requests.
     let (s, e) = api_call(&server.url, None, "GET", "/api/v1/stacks", None, &[]);
     assert_eq!((s, e["code"].as_str()), (401, Some("unauthorized")));
-    let (s, _) = api_call(&server.url, Some("dmt_nope"), "GET", "/api/v1/stacks", None, &[]);
+    let (s, _) = api_call(
+        &server.url,
+        Some("dmt_nope"),
+        "GET",
+        "/api/v1/stacks",
+        None,
+        &[],
+    );
     assert_eq!(s, 401);
     let (s, e) = server.api("POST", "/api/v1/stacks", Some(r#"{"name": "x", "#));
     assert_eq!(s, 400, "{e}");
     let (s, e) = server.api("POST", "/api/v1/stacks", Some(r#"{"name": "x"}"#));
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().contains("compose"), "{e}");
-    let (s, e) = server.api("POST", "/api/v1/stacks", Some(r#"{"name": "Bad Name!", "compose": "services: {}"}"#));
+    let (s, e) = server.api(
+        "POST",
+        "/api/v1/stacks",
+        Some(r#"{"name": "Bad Name!", "compose": "services: {}"}"#),
+    );
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().starts_with("name:"), "{e}");
     let huge = format!(r#"{{"name":"big","compose":"{}"}}"#, "x".repeat(5 << 20));
@@ -422,15 +461,31 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
     assert_eq!(s, 413);
     let (s, _) = server.api("GET", "/api/v1/migrations/not-a-uuid", None);
     assert_eq!(s, 400);
-    let (s, _) = server.api("GET", "/api/v1/migrations/01a220cf-baa2-77c6-931d-b6f6acb7a50d", None);
+    let (s, _) = server.api(
+        "GET",
+        "/api/v1/migrations/01a220cf-baa2-77c6-931d-b6f6acb7a50d",
+        None,
+    );
     assert_eq!(s, 404);
-    let (s, e) = server.api("POST", &format!("/api/v1/stacks/{name}/migrate"), Some(r#"{"target_host_id":"nowhere"}"#));
+    let (s, e) = server.api(
+        "POST",
+        &format!("/api/v1/stacks/{name}/migrate"),
+        Some(r#"{"target_host_id":"nowhere"}"#),
+    );
     assert_eq!(s, 404, "{e}");
 
     // A second migration of the same stack while the first runs: 409.
-    let (s, m) = server.api("POST", &format!("/api/v1/stacks/{name}/migrate"), Some(body));
+    let (s, m) = server.api(
+        "POST",
+        &format!("/api/v1/stacks/{name}/migrate"),
+        Some(body),
+    );
     assert_eq!(s, 202, "{m}");
-    let (s, e) = server.api("POST", &format!("/api/v1/stacks/{name}/migrate"), Some(body));
+    let (s, e) = server.api(
+        "POST",
+        &format!("/api/v1/stacks/{name}/migrate"),
+        Some(body),
+    );
     assert_eq!(s, 409, "{e}");
     let m = server.wait_settled(m["id"].as_str().unwrap(), Duration::from_secs(120));
     assert_eq!(m["state"], "committed", "{m}");
@@ -438,11 +493,17 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
     // The health, readiness and metrics endpoints.
     let (s, h) = api_call(&server.url, None, "GET", "/api/v1/health", None, &[]);
     assert_eq!(s, 200);
-    assert_eq!((h["status"].as_str(), h["db"].as_str()), (Some("ok"), Some("ok")));
+    assert_eq!(
+        (h["status"].as_str(), h["db"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
     let (s, metrics) = api_call(&server.url, None, "GET", "/metrics", None, &[]);
     assert_eq!(s, 200);
     let metrics = metrics.as_str().unwrap().to_owned();
-    assert!(metrics.contains("dockmesh_migrations{phase=\"committed\"}"), "{metrics}");
+    assert!(
+        metrics.contains("dockmesh_migrations{phase=\"committed\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("status=\"409\""), "{metrics}");
     let (s, doc) = api_call(&server.url, None, "GET", "/api/v1/openapi.json", None, &[]);
     assert_eq!(s, 200);

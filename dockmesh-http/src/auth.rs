@@ -25,7 +25,10 @@ pub fn hash_token(secret: &str) -> String {
 }
 
 /// A new API token: its secret (shown once) and the record to store.
-pub fn new_api_token(name: &str, now: Timestamp) -> Result<(String, TokenRecord), getrandom::Error> {
+pub fn new_api_token(
+    name: &str,
+    now: Timestamp,
+) -> Result<(String, TokenRecord), getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     let secret = format!("{API_TOKEN_PREFIX}{}", hex::encode(bytes));

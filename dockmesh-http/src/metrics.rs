@@ -39,8 +39,7 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP dockmesh_http_requests_total HTTP requests answered, by method, route and status.\n");
         out.push_str("# TYPE dockmesh_http_requests_total counter\n");
-        for ((method, route, status), n) in self.requests.lock().expect("metrics poisoned").iter()
-        {
+        for ((method, route, status), n) in self.requests.lock().expect("metrics poisoned").iter() {
             let _ = writeln!(
                 out,
                 "dockmesh_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
@@ -52,7 +51,11 @@ impl Metrics {
             "# HELP dockmesh_volume_bytes_moved_total Volume bytes received by migration targets.\n",
         );
         out.push_str("# TYPE dockmesh_volume_bytes_moved_total counter\n");
-        let _ = writeln!(out, "dockmesh_volume_bytes_moved_total {}", self.bytes_moved());
+        let _ = writeln!(
+            out,
+            "dockmesh_volume_bytes_moved_total {}",
+            self.bytes_moved()
+        );
         for g in gauges {
             let _ = writeln!(out, "# HELP {} {}", g.name, g.help);
             let _ = writeln!(out, "# TYPE {} gauge", g.name);
@@ -109,8 +112,13 @@ mod tests {
         assert!(text.contains(
             "dockmesh_http_requests_total{method=\"GET\",route=\"/api/v1/stacks\",status=\"200\"} 2\n"
         ));
-        assert!(text.contains("route=\"/a\\\"b\",status=\"401\"} 1\n"), "{text}");
+        assert!(
+            text.contains("route=\"/a\\\"b\",status=\"401\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("dockmesh_volume_bytes_moved_total 15\n"));
-        assert!(text.contains("# TYPE dockmesh_migrations gauge\ndockmesh_migrations{phase=\"committed\"} 3\n"));
+        assert!(text.contains(
+            "# TYPE dockmesh_migrations gauge\ndockmesh_migrations{phase=\"committed\"} 3\n"
+        ));
     }
 }

@@ -173,10 +173,12 @@ impl Supervisor {
                     tracing::info!(migration = %id, "migration stopped at a checkpoint for shutdown; it resumes on the next start");
                     return;
                 }
-                Err(e @ (DriveError::Fenced { .. }
-                | DriveError::NotFound(_)
-                | DriveError::Corrupt(_)
-                | DriveError::Refused(_))) => {
+                Err(
+                    e @ (DriveError::Fenced { .. }
+                    | DriveError::NotFound(_)
+                    | DriveError::Corrupt(_)
+                    | DriveError::Refused(_)),
+                ) => {
                     tracing::error!(migration = %id, error = %e, "migration driver gave up");
                     return;
                 }

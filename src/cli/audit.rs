@@ -47,7 +47,12 @@ pub fn run(cmd: AuditCommand, conn: Conn) -> ExitCode {
                 limit,
             } => {
                 let mut q = vec![format!("limit={limit}")];
-                for (k, v) in [("action", action), ("target", target), ("since", since), ("until", until)] {
+                for (k, v) in [
+                    ("action", action),
+                    ("target", target),
+                    ("since", since),
+                    ("until", until),
+                ] {
                     if let Some(v) = v {
                         q.push(format!("{k}={}", seg(&v)));
                     }
@@ -90,14 +95,21 @@ pub fn run(cmd: AuditCommand, conn: Conn) -> ExitCode {
                 if c.json {
                     print_json(&v);
                 } else if v.ok {
-                    println!("audit chain intact: {} entries checked", v.verification.entries_checked);
+                    println!(
+                        "audit chain intact: {} entries checked",
+                        v.verification.entries_checked
+                    );
                 } else {
                     println!(
                         "audit chain BROKEN after {} entries: {:?}",
                         v.verification.entries_checked, v.verification.first_broken
                     );
                 }
-                Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                Ok(if v.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
         }
     })

@@ -121,10 +121,9 @@ impl Client {
             ))
         })?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ClientError::Transport(format!("reading the answer to {method} {path}: {e}")))?;
+        let text = resp.text().await.map_err(|e| {
+            ClientError::Transport(format!("reading the answer to {method} {path}: {e}"))
+        })?;
         let value: Value = if text.trim().is_empty() {
             Value::Null
         } else {

@@ -58,7 +58,10 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                             ]
                         })
                         .collect();
-                    print_table(&["HOST", "STATE", "DOCKER", "MEMORY", "DISK", "STACKS"], &rows);
+                    print_table(
+                        &["HOST", "STATE", "DOCKER", "MEMORY", "DISK", "STACKS"],
+                        &rows,
+                    );
                     for h in list.iter().filter(|h| !h.online) {
                         if let Some(e) = &h.error {
                             eprintln!("{}: {e}", h.id);
@@ -88,7 +91,9 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                         .unwrap_or_default()
                         .iter()
                         .map(|e| {
-                            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+                            let s = |k: &str| {
+                                e.get(k).and_then(Value::as_str).unwrap_or("-").to_owned()
+                            };
                             vec![s("stack"), s("target"), s("reason")]
                         })
                         .collect();

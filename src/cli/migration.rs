@@ -1,9 +1,7 @@
 //! `dockmesh migration ls|show|rollback|purge-source`, and following a migration's progress
 //! (bars per volume on a terminal, plain lines otherwise).
 
-use super::client::{
-    Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg,
-};
+use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
 use clap::Subcommand;
 use dockmesh_http::api::migrations::MigrationView;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -116,7 +114,11 @@ pub fn run(cmd: MigrationCommand, conn: Conn) -> ExitCode {
                         "Delete the stopped copy of stack {} on host {} (its containers, its volumes {} and its files)? Data written there after the migration is lost.",
                         m.stack,
                         m.target,
-                        m.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+                        m.volumes
+                            .iter()
+                            .map(|v| v.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     );
                     if !super::stack::confirm(&what)? {
                         eprintln!("nothing was deleted");
@@ -145,7 +147,11 @@ pub fn run(cmd: MigrationCommand, conn: Conn) -> ExitCode {
                         "Delete stack {} on host {} (its containers, its volumes {} and its files)? This cannot be undone, and migration {} can no longer be rolled back.",
                         m.stack,
                         m.source,
-                        m.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+                        m.volumes
+                            .iter()
+                            .map(|v| v.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         m.id
                     );
                     if !super::stack::confirm(&what)? {

@@ -7,11 +7,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
 use dockmesh_core::HostId;
+use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
     ByteStream, Clock, DeployReport, HealthReport, HostRuntime, IdGen, Progress, RuntimeError,
     RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
 };
-use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::snapshot::HostSnapshot;
 use dockmesh_core::types::StackFiles;
 use dockmesh_docker::{DockerConfig, DockerRuntime, Endpoint};
@@ -156,8 +156,8 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let target = args.location.target()?;
     let holder = format!("dockmesh server (pid {})", std::process::id());
     let lock = ServerLock::acquire(&target, &holder).await?;
-    let (store, _report) = SqlStore::open_with(&target, &OpenOptions::in_data_dir(&data_dir))
-        .await?;
+    let (store, _report) =
+        SqlStore::open_with(&target, &OpenOptions::in_data_dir(&data_dir)).await?;
     tracing::info!(backend = ?store.backend(), "database open");
     let hosts = build_hosts(&args, &data_dir)?;
     tracing::info!(hosts = ?hosts.ids(), "hosts");
@@ -181,7 +181,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(
         "HTTP listening on {}",
-        listener.local_addr().context("reading the listener's address")?
+        listener
+            .local_addr()
+            .context("reading the listener's address")?
     );
     tracing::warn!(
         "Agent listener on {} not started: the agent channel is not built yet; hosts are Docker engines reached by socket (--host NAME=ENDPOINT)",
@@ -238,10 +240,13 @@ fn build_hosts(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Hosts> {
     let mut hosts = Hosts::new();
     for (name, endpoint) in specs {
         tracing::info!(host = %name, %endpoint, "host");
-        let config =
-            DockerConfig::new(data_dir.join("hosts").join(&name).join("stacks")).with_endpoint(endpoint);
+        let config = DockerConfig::new(data_dir.join("hosts").join(&name).join("stacks"))
+            .with_endpoint(endpoint);
         hosts
-            .add(Arc::new(EngineHost::new(HostId::from(name.as_str()), config)))
+            .add(Arc::new(EngineHost::new(
+                HostId::from(name.as_str()),
+                config,
+            )))
             .map_err(anyhow::Error::msg)?;
     }
     Ok(hosts)

@@ -257,7 +257,11 @@ async fn migrate(
         eprintln!("error: pre-flight refused the move; nothing changed");
         return Ok(ExitCode::from(1));
     }
-    if !yes && !confirm(&format!("Stop {name} and move it with its volumes to {to}?"))? {
+    if !yes
+        && !confirm(&format!(
+            "Stop {name} and move it with its volumes to {to}?"
+        ))?
+    {
         eprintln!("not migrated; nothing changed");
         return Ok(ExitCode::from(1));
     }

@@ -78,15 +78,13 @@ async fn run_async(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--name: a token needs a name");
             }
             let store = open(&location).await?;
-            let (secret, record) = dockmesh_http::auth::new_api_token(&name, jiff::Timestamp::now())
-                .context("drawing random bytes for the token")?;
+            let (secret, record) =
+                dockmesh_http::auth::new_api_token(&name, jiff::Timestamp::now())
+                    .context("drawing random bytes for the token")?;
             store.put_token(&record).await?;
             store.close().await;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"name": name, "token": secret})
-                );
+                println!("{}", serde_json::json!({"name": name, "token": secret}));
             } else {
                 println!("{secret}");
                 eprintln!(

@@ -80,7 +80,6 @@ pub fn describe_volume(host: &str, volume: &str) -> String {
     .expect("describe volume")
 }
 
-
 /// A stack's leftovers on both engines, removed on drop.
 pub struct Stack {
     pub name: String,
@@ -146,7 +145,6 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{nanos}", std::process::id())
 }
 
-
 /// Tag an image on an engine under `tag`, with `/healthy` present or not.
 pub fn image_with_health(host: &str, tag: &str, healthy: bool) {
     if healthy {
@@ -171,4 +169,3 @@ pub fn image_with_health(host: &str, tag: &str, healthy: bool) {
         docker(host, &["tag", IMAGE, tag]).unwrap();
     }
 }
-

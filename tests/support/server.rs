@@ -193,7 +193,12 @@ pub fn api_call(
         cmd.args(["-H", h]);
     }
     if body.is_some() {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", "@-"]);
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ]);
         cmd.stdin(Stdio::piped());
     }
     cmd.arg(format!("{url}{path}"));

@@ -723,7 +723,10 @@ async fn a_stop_request_halts_at_a_checkpoint_and_the_migration_resumes_later() 
     assert!(matches!(err, DriveError::Stopped { .. }), "{err}");
     let m = d.load(id).await.unwrap();
     assert_eq!(m.event_count(), 1, "exactly the running step was recorded");
-    assert!(w.src().stack("shop").unwrap().running, "the source still runs");
+    assert!(
+        w.src().stack("shop").unwrap().running,
+        "the source still runs"
+    );
     // A driver without the stop request carries it through.
     let m = w.driver().run(id).await.unwrap();
     assert_eq!(m.phase(), Phase::Committed);

@@ -227,10 +227,10 @@ async fn target_of(
     let target = known_host(state, &req.target_host_id)?;
     load_stack(state, name).await?;
     if state.hosts().is_cordoned(&target) {
-        return Err(ApiError::conflict(format!(
-            "host {target} is cordoned and takes no stacks"
-        ))
-        .with_hint("uncordon it first, or choose another host"));
+        return Err(
+            ApiError::conflict(format!("host {target} is cordoned and takes no stacks"))
+                .with_hint("uncordon it first, or choose another host"),
+        );
     }
     Ok(target)
 }
@@ -249,7 +249,11 @@ pub async fn preflight(
 ) -> Result<Json<PreflightReport>, ApiError> {
     let target = target_of(&state, &name, &req).await?;
     Ok(Json(
-        state.supervisor().driver().preflight(&name, &target).await?,
+        state
+            .supervisor()
+            .driver()
+            .preflight(&name, &target)
+            .await?,
     ))
 }
 

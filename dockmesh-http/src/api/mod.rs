@@ -121,8 +121,14 @@ pub fn router(state: ServerState) -> Router {
             }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_while_draining))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_while_draining,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -133,7 +139,11 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// While shutting down, refuse what would start new work (reads still answer).
-async fn refuse_while_draining(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+async fn refuse_while_draining(
+    State(state): State<ServerState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if mutating && state.lifecycle() == Lifecycle::Draining {
         let mut r = ApiError::unavailable("the server is shutting down and takes no new work")

@@ -318,34 +318,30 @@ pub async fn delete_stack(
     by: Option<Extension<Actor>>,
 ) -> Result<StatusCode, ApiError> {
     let _guard = state.lock_stack(&name).await;
-    let res = async {
-        let record = load_stack(&state, &name).await?;
-        no_active_migration(&state, &name).await?;
-        if let Some(host_id) = &record.host {
-            let host = state.hosts().get(host_id).ok_or_else(|| {
-                ApiError::conflict(format!(
-                    "stack {name} is recorded on host {host_id}, which this server does not know; \
-                     nothing was removed"
-                ))
-            })?;
-            host.remove_stack(&name, q.volumes).await?;
-            host.remove_stack_files(&name).await?;
-        }
-        state.store().delete_stack(&name).await?;
-        let now = state.clock().now();
-        let _ = state
-            .store()
-            .append_audit(
-                &AuditEvent::new(now, &actor(&by), "stack.remove", &name)
-                    .with(
-                        "host",
-                        record.host.map(|h| h.0).unwrap_or_else(|| "-".into()),
-                    )
-                    .with("volumes", q.volumes.to_string()),
-            )
-            .await;
-        Ok(StatusCode::NO_CONTENT)
+    let record = load_stack(&state, &name).await?;
+    no_active_migration(&state, &name).await?;
+    if let Some(host_id) = &record.host {
+        let host = state.hosts().get(host_id).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "stack {name} is recorded on host {host_id}, which this server does not know; \
+                 nothing was removed"
+            ))
+        })?;
+        host.remove_stack(&name, q.volumes).await?;
+        host.remove_stack_files(&name).await?;
     }
-    .await;
-    res
+    state.store().delete_stack(&name).await?;
+    let now = state.clock().now();
+    let _ = state
+        .store()
+        .append_audit(
+            &AuditEvent::new(now, actor(&by), "stack.remove", &name)
+                .with(
+                    "host",
+                    record.host.map(|h| h.0).unwrap_or_else(|| "-".into()),
+                )
+                .with("volumes", q.volumes.to_string()),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
 }
