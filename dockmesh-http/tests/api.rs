@@ -1,0 +1,489 @@
+//! The API in process (`tower::ServiceExt::oneshot`) over the core's in-memory fakes: auth,
+//! errors, readiness, the whole migrate → rollback → purge flow, cordons and shutdown.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use dockmesh_core::HostId;
+use dockmesh_core::ports::Clock;
+use dockmesh_core::records::TokenKind;
+use dockmesh_core::testing::{FakeHost, FakeOp, MemStore, SeqIds};
+use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+struct World {
+    state: ServerState,
+    token: String,
+    a: Arc<FakeHost>,
+    b: Arc<FakeHost>,
+}
+
+async fn world() -> World {
+    let store = Arc::new(MemStore::new());
+    let (token, record) =
+        dockmesh_http::auth::new_api_token("ops", jiff::Timestamp::now()).unwrap();
+    use dockmesh_core::ports::Store;
+    store.put_token(&record).await.unwrap();
+    let a = Arc::new(FakeHost::new("a"));
+    let b = Arc::new(FakeHost::new("b"));
+    let mut hosts = Hosts::new();
+    hosts.add(a.clone()).unwrap();
+    hosts.add(b.clone()).unwrap();
+    let config = ServerConfig {
+        max_retry_delay: Duration::from_millis(50),
+        ..ServerConfig::default()
+    };
+    let state = ServerState::new(
+        store,
+        hosts,
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::default()),
+        config,
+    );
+    state.set_lifecycle(Lifecycle::Ready);
+    World { state, token, a, b }
+}
+
+impl World {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.raw(method, path, body.map(|b| b.to_string()), Some(&self.token))
+            .await
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = api::router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    async fn deployed(&self, name: &str) {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/stacks",
+                Some(json!({"name": name, "compose": "services: {}"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = self
+            .call(
+                "POST",
+                &format!("/api/v1/stacks/{name}/deploy"),
+                Some(json!({"host": "a"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    async fn settled(&self, id: &str) -> Value {
+        for _ in 0..500 {
+            let (s, m) = self
+                .call("GET", &format!("/api/v1/migrations/{id}"), None)
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            if m["settled"] == true {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("migration {id} did not settle");
+    }
+}
+
+#[tokio::test]
+async fn every_api_route_needs_a_valid_api_token() {
+    let w = world().await;
+    for (path, token) in [
+        ("/api/v1/stacks", None),
+        ("/api/v1/stacks", Some("dmt_unknown")),
+        ("/api/v1/hosts", Some("")),
+        ("/api/v1/audit", Some("not-bearer")),
+    ] {
+        let (s, v) = w.raw("GET", path, None, token).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} {token:?}");
+        assert_eq!(v["code"], "unauthorized");
+    }
+    // An enrollment token is not an API token.
+    let (secret, mut record) =
+        dockmesh_http::auth::new_api_token("enroll", jiff::Timestamp::now()).unwrap();
+    record.kind = TokenKind::Enrollment;
+    w.state.store().put_token(&record).await.unwrap();
+    let (s, v) = w.raw("GET", "/api/v1/stacks", None, Some(&secret)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(v["error"].as_str().unwrap().contains("enrollment"), "{v}");
+    // Health and the OpenAPI document need none.
+    let (s, v) = w.raw("GET", "/api/v1/health", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["db"], "ok");
+    let (s, doc) = w.raw("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["paths"]["/api/v1/migrations/{id}/rollback"]["post"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let (s, _) = w.call("GET", "/api/v1/stacks", None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_follows_the_lifecycle_and_shutdown_refuses_new_work() {
+    let w = world().await;
+    w.state.set_lifecycle(Lifecycle::Starting);
+    let (s, _) = w.raw("GET", "/healthz/ready", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, _) = w.raw("GET", "/healthz/live", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    w.state.set_lifecycle(Lifecycle::Ready);
+    let (s, _) = w.raw("GET", "/healthz/ready", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    w.state.set_lifecycle(Lifecycle::Draining);
+    w.state.set_lifecycle(Lifecycle::Ready);
+    assert_eq!(
+        w.state.lifecycle(),
+        Lifecycle::Draining,
+        "draining is final"
+    );
+    let (s, _) = w.raw("GET", "/healthz/ready", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, v) = w
+        .call(
+            "POST",
+            "/api/v1/stacks",
+            Some(json!({"name": "x", "compose": "services: {}"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(w.state.store().get_stack("x").await.unwrap().is_none());
+    let (s, _) = w.call("GET", "/api/v1/stacks", None).await;
+    assert_eq!(s, StatusCode::OK, "reads still answer");
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_naming_the_problem() {
+    let w = world().await;
+    for (body, needle) in [
+        (r#"{"name": "x", "#, "EOF"),
+        (r#"{"name": "x"}"#, "compose"),
+        (r#"{"name": 5, "compose": "a"}"#, "name"),
+        (r#"{"name": "Bad!", "compose": "a"}"#, "name:"),
+        (r#"{"name": "ok", "compose": "  "}"#, "compose:"),
+    ] {
+        let (s, v) = w
+            .raw("POST", "/api/v1/stacks", Some(body.into()), Some(&w.token))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    let big = json!({"name": "big", "compose": "x".repeat(5 << 20)}).to_string();
+    let (s, v) = w
+        .raw("POST", "/api/v1/stacks", Some(big), Some(&w.token))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(w.state.store().list_stacks().await.unwrap().is_empty());
+    let (s, _) = w.call("GET", "/api/v1/migrations/zzz", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = w.call("GET", "/api/v1/audit?since=yesterday", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = w.call("GET", "/api/v1/nothing-here", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_stack_moves_rolls_back_and_its_source_is_purged_through_the_api() {
+    let w = world().await;
+    w.deployed("shop").await;
+    assert!(w.a.stack("shop").unwrap().running);
+    // A deploy elsewhere is refused: stacks move with migrate.
+    let (s, _) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/deploy",
+            Some(json!({"host": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    let (s, report) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate/preflight",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 12);
+    let (s, m) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+    let m = w.settled(&id).await;
+    assert_eq!(m["state"], "committed", "{m}");
+    assert_eq!(m["retention_expired"], false);
+    assert_eq!(m["volumes"][0]["verified"], true);
+    assert!(m["events"].as_array().unwrap().len() >= 7);
+    assert!(w.b.stack("shop").unwrap().running);
+    assert!(!w.a.stack("shop").unwrap().running);
+    let (_, st) = w.call("GET", "/api/v1/stacks/shop", None).await;
+    assert_eq!(st["host"], "b");
+
+    let (s, m) = w
+        .call("POST", &format!("/api/v1/migrations/{id}/rollback"), None)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+    assert_eq!(w.settled(&id).await["state"], "rolled_back");
+    assert!(w.a.stack("shop").unwrap().running);
+    let (s, _) = w
+        .call("POST", &format!("/api/v1/migrations/{id}/rollback"), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a rolled-back migration is not rolled back twice"
+    );
+    // The copy left on b is removed on request; then the stack moves again and is purged.
+    let (s, v) = w
+        .call("DELETE", &format!("/api/v1/migrations/{id}/target"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(w.b.holds_nothing_of("shop"));
+    let (s, m) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+    let id2 = m["id"].as_str().unwrap().to_owned();
+    assert_eq!(w.settled(&id2).await["state"], "committed");
+    let (s, _) = w
+        .call(
+            "DELETE",
+            &format!("/api/v1/stacks/other/migrate/{id2}/source"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "the path names the migration's stack"
+    );
+    let (s, _) = w
+        .call(
+            "DELETE",
+            &format!("/api/v1/stacks/shop/migrate/{id2}/source"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(w.settled(&id2).await["state"], "purged");
+    assert!(w.a.holds_nothing_of("shop"));
+
+    let (_, audit) = w
+        .call("GET", "/api/v1/audit?target=shop&limit=2", None)
+        .await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
+    let before = audit["next_before"].as_u64().unwrap();
+    let (_, next) = w
+        .call(
+            "GET",
+            &format!("/api/v1/audit?target=shop&before={before}"),
+            None,
+        )
+        .await;
+    assert!(
+        next["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"].as_u64().unwrap() < before)
+    );
+    let (_, v) = w.call("GET", "/api/v1/audit/verify", None).await;
+    assert_eq!(v["ok"], true);
+    let (s, metrics) = w.raw("GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("dockmesh_migrations{phase=\"purged\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dockmesh_migrations{phase=\"rolled_back\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn refusals_change_nothing() {
+    let w = world().await;
+    w.deployed("shop").await;
+    // Unknown target, unknown stack, the stack's own host, a cordoned host.
+    for (stack, target, status) in [
+        ("shop", "zz", StatusCode::NOT_FOUND),
+        ("nope", "b", StatusCode::NOT_FOUND),
+        ("shop", "a", StatusCode::CONFLICT),
+        ("shop", "", StatusCode::BAD_REQUEST),
+    ] {
+        let (s, v) = w
+            .call(
+                "POST",
+                &format!("/api/v1/stacks/{stack}/migrate"),
+                Some(json!({"target_host_id": target})),
+            )
+            .await;
+        assert_eq!(s, status, "{stack} -> {target}: {v}");
+    }
+    let (s, v) = w.call("POST", "/api/v1/hosts/b/cordon", None).await;
+    assert_eq!((s, v["changed"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("cordoned"));
+    let (_, hosts) = w.call("GET", "/api/v1/hosts", None).await;
+    assert_eq!(hosts[1]["cordoned"], true);
+    w.call("POST", "/api/v1/hosts/b/uncordon", None).await;
+    // A target that is down: pre-flight refuses with the report, nothing is recorded.
+    w.b.set_online(false);
+    let (s, v) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["code"], "preflight_failed");
+    assert!(v["details"]["checks"].is_array());
+    let (_, list) = w.call("GET", "/api/v1/migrations", None).await;
+    assert_eq!(list, json!([]));
+    assert!(w.a.stack("shop").unwrap().running);
+    assert!(!w.a.calls().iter().any(|c| c.starts_with("Stop")));
+}
+
+#[tokio::test]
+async fn a_migration_waiting_on_a_host_is_retried_until_it_answers() {
+    let w = world().await;
+    w.deployed("shop").await;
+    // The target's health check fails once: compensation then needs the target, which is
+    // down for a while; the supervisor retries until it is back.
+    w.b.fail(FakeOp::Health, 1);
+    let (s, m) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+    // Take b down as soon as compensation is under way.
+    for _ in 0..500 {
+        let (_, m) = w
+            .call("GET", &format!("/api/v1/migrations/{id}"), None)
+            .await;
+        if m["state"] == "compensating" {
+            w.b.set_online(false);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, m) = w
+        .call("GET", &format!("/api/v1/migrations/{id}"), None)
+        .await;
+    assert!(m["settled"] == false || m["state"] == "failed", "{m}");
+    w.b.set_online(true);
+    let m = w.settled(&id).await;
+    assert_eq!(m["state"], "failed", "{m}");
+    assert!(w.a.stack("shop").unwrap().running);
+    assert!(w.b.holds_nothing_of("shop"));
+    assert_eq!(
+        w.state
+            .store()
+            .get_stack("shop")
+            .await
+            .unwrap()
+            .unwrap()
+            .host,
+        Some(HostId::from("a"))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_at_a_checkpoint_and_a_new_server_resumes() {
+    let w = world().await;
+    w.deployed("shop").await;
+    let (_, m) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let left = w.state.supervisor().shutdown(Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "every task reached a checkpoint");
+    let (_, m) = w
+        .call("GET", &format!("/api/v1/migrations/{id}"), None)
+        .await;
+    // A new supervisor over the same store (a restarted server) finishes it.
+    let mut hosts = Hosts::new();
+    hosts.add(w.a.clone()).unwrap();
+    hosts.add(w.b.clone()).unwrap();
+    let again = ServerState::new(
+        w.state.store().clone(),
+        hosts,
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::default()),
+        ServerConfig::default(),
+    );
+    if m["settled"] == false {
+        assert_eq!(again.supervisor().resume_all().await.unwrap(), 1);
+    }
+    let w2 = World {
+        state: again,
+        token: w.token.clone(),
+        a: w.a.clone(),
+        b: w.b.clone(),
+    };
+    assert_eq!(w2.settled(&id).await["state"], "committed");
+}
