@@ -7,7 +7,7 @@ use crate::audit::{AuditEntry, AuditEvent, AuditQuery, ChainVerification};
 use crate::drain::DrainRecord;
 use crate::manifest::VolumeManifest;
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
-use crate::records::{DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
 use crate::rollout::{AgentRecord, RolloutRecord};
 use crate::snapshot::HostSnapshot;
 use crate::types::{AgentId, HostId, MigrationId, StackFiles};
@@ -181,6 +181,14 @@ pub trait Store: Send + Sync {
     async fn get_drain(&self, id: uuid::Uuid) -> Result<Option<DrainRecord>, StoreError>;
     /// Every drain, newest first.
     async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError>;
+
+    // --- cordons ---
+    /// Cordon a host (replacing an earlier cordon of it).
+    async fn put_cordon(&self, cordon: &CordonRecord) -> Result<(), StoreError>;
+    /// Lift a host's cordon; lifting a missing one is not an error.
+    async fn delete_cordon(&self, host: &HostId) -> Result<(), StoreError>;
+    /// Every cordon, by host id.
+    async fn list_cordons(&self) -> Result<Vec<CordonRecord>, StoreError>;
 
     // --- rollout ---
     /// The agent upgrade policy and evaluator state (the defaults when never set).

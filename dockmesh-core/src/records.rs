@@ -79,3 +79,14 @@ pub struct DeployRecord {
     /// Who did it.
     pub actor: String,
 }
+
+/// A cordoned host: never a migration target until the cordon is lifted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CordonRecord {
+    /// The host.
+    pub host: HostId,
+    /// When it was cordoned.
+    pub at: Timestamp,
+    /// Who cordoned it.
+    pub by: String,
+}

@@ -162,6 +162,20 @@ pub(crate) const TABLES: &[Table] = &[
         seeded: false,
     },
     Table {
+        name: "drain_states",
+        since: 6,
+        order_by: "id",
+        columns: &[("id", Uuid), ("state", Json)],
+        seeded: false,
+    },
+    Table {
+        name: "cordons",
+        since: 6,
+        order_by: "host",
+        columns: &[("host", Text), ("cordoned_at", Ts), ("cordoned_by", Text)],
+        seeded: false,
+    },
+    Table {
         name: "audit_log",
         since: 3,
         order_by: "seq",

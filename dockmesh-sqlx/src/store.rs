@@ -13,12 +13,14 @@ use async_trait::async_trait;
 use dockmesh_core::audit::{
     AuditEntry, AuditEvent, AuditQuery, BrokenLink, ChainVerification, SERVER_SCHEMA_MIGRATE,
 };
-use dockmesh_core::drain::{DrainPlan, DrainRecord};
+use dockmesh_core::drain::{DrainPlan, DrainRecord, DrainState};
 use dockmesh_core::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use dockmesh_core::ports::{
     DeployEntry, Fence, Lease, LeaseClaim, MigrationQuery, PageQuery, Store, StoreError, page_size,
 };
-use dockmesh_core::records::{DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
+use dockmesh_core::records::{
+    CordonRecord, DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse,
+};
 use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutPolicy, RolloutRecord, RolloutState, UpgradeState,
 };
@@ -836,15 +838,28 @@ struct DrainRow {
     created_at: Ts,
     plan: Json<DrainPlan>,
     migrations: Json<Vec<MigrationId>>,
+    state: Option<Json<DrainProgress>>,
+}
+
+/// The execution state of a drain, kept in `drain_states` (absent: never executed, running).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct DrainProgress {
+    #[serde(default)]
+    state: DrainState,
+    #[serde(default)]
+    acknowledged: Vec<MigrationId>,
 }
 
 impl DrainRow {
     fn into_record(self) -> DrainRecord {
+        let progress = self.state.map(|j| j.0).unwrap_or_default();
         DrainRecord {
             id: self.id,
             created_at: self.created_at.0,
             plan: self.plan.0,
             migrations: self.migrations.0,
+            state: progress.state,
+            acknowledged: progress.acknowledged,
         }
     }
 }
@@ -1414,7 +1429,12 @@ impl Store for SqlStore {
     }
 
     async fn put_drain(&self, drain: &DrainRecord) -> Result<(), StoreError> {
+        let progress = DrainProgress {
+            state: drain.state.clone(),
+            acknowledged: drain.acknowledged.clone(),
+        };
         on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("store a drain"))?;
             sqlx::query(
                 "INSERT INTO drains (id, created_at, plan, migrations) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO UPDATE SET created_at = excluded.created_at, \
@@ -1424,21 +1444,33 @@ impl Store for SqlStore {
             .bind(Ts::new(drain.created_at))
             .bind(Json(&drain.plan))
             .bind(Json(&drain.migrations))
-            .execute(p)
+            .execute(&mut *tx)
             .await
             .map_err(se("store a drain"))?;
+            sqlx::query(
+                "INSERT INTO drain_states (id, state) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            )
+            .bind(drain.id)
+            .bind(Json(&progress))
+            .execute(&mut *tx)
+            .await
+            .map_err(se("store a drain's state"))?;
+            tx.commit().await.map_err(se("store a drain"))?;
             Ok(())
         })
     }
 
     async fn get_drain(&self, id: uuid::Uuid) -> Result<Option<DrainRecord>, StoreError> {
         on!(&self.pool, p => {
-            let row: Option<DrainRow> =
-                sqlx::query_as("SELECT id, created_at, plan, migrations FROM drains WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(p)
-                    .await
-                    .map_err(se("read a drain"))?;
+            let row: Option<DrainRow> = sqlx::query_as(
+                "SELECT d.id, d.created_at, d.plan, d.migrations, s.state \
+                 FROM drains d LEFT JOIN drain_states s ON s.id = d.id WHERE d.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await
+            .map_err(se("read a drain"))?;
             Ok(row.map(DrainRow::into_record))
         })
     }
@@ -1446,12 +1478,61 @@ impl Store for SqlStore {
     async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError> {
         on!(&self.pool, p => {
             let rows: Vec<DrainRow> = sqlx::query_as(
-                "SELECT id, created_at, plan, migrations FROM drains ORDER BY created_at DESC, id DESC",
+                "SELECT d.id, d.created_at, d.plan, d.migrations, s.state \
+                 FROM drains d LEFT JOIN drain_states s ON s.id = d.id \
+                 ORDER BY d.created_at DESC, d.id DESC",
             )
             .fetch_all(p)
             .await
             .map_err(se("list drains"))?;
             Ok(rows.into_iter().map(DrainRow::into_record).collect())
+        })
+    }
+
+    async fn put_cordon(&self, cordon: &CordonRecord) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO cordons (host, cordoned_at, cordoned_by) VALUES ($1, $2, $3) \
+                 ON CONFLICT (host) DO UPDATE SET cordoned_at = excluded.cordoned_at, \
+                 cordoned_by = excluded.cordoned_by",
+            )
+            .bind(&cordon.host.0)
+            .bind(Ts::new(cordon.at))
+            .bind(&cordon.by)
+            .execute(p)
+            .await
+            .map_err(se("cordon a host"))?;
+            Ok(())
+        })
+    }
+
+    async fn delete_cordon(&self, host: &HostId) -> Result<(), StoreError> {
+        on!(&self.pool, p => {
+            sqlx::query("DELETE FROM cordons WHERE host = $1")
+                .bind(&host.0)
+                .execute(p)
+                .await
+                .map_err(se("uncordon a host"))?;
+            Ok(())
+        })
+    }
+
+    async fn list_cordons(&self) -> Result<Vec<CordonRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let rows: Vec<(String, Ts, String)> = sqlx::query_as(
+                "SELECT host, cordoned_at, cordoned_by FROM cordons ORDER BY host",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(se("list cordons"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(host, at, by)| CordonRecord {
+                    host: HostId(host),
+                    at: at.0,
+                    by,
+                })
+                .collect())
         })
     }
 

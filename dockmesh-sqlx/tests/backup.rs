@@ -152,6 +152,11 @@ async fn populate(store: &SqlStore, stacks: usize) {
                 }],
             },
             migrations: vec![spec.id],
+            state: dockmesh_core::drain::DrainState::Paused {
+                at: t(14),
+                reason: "stack-0001 failed".into(),
+            },
+            acknowledged: vec![],
         })
         .await
         .unwrap();

@@ -1,13 +1,13 @@
 //! Conformance suites: the promises of each port, checked against any implementation.
 
 use crate::audit::{AuditEvent, AuditQuery, MIGRATION_START, STACK_DEPLOY};
-use crate::drain::{DrainPlan, DrainRecord};
+use crate::drain::{DrainPlan, DrainRecord, DrainState};
 use crate::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec};
 use crate::ports::{
     Fence, HostRuntime, LeaseClaim, MAX_PAGE, MigrationQuery, PageQuery, Store, StoreError,
     VolumeTarget, no_progress,
 };
-use crate::records::{DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
+use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
 use crate::rollout::{AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState};
 use crate::types::{HostId, MigrationId, StackFiles};
 use jiff::{SignedDuration, Timestamp};
@@ -23,6 +23,7 @@ pub async fn store_conformance(store: &dyn Store) {
     stacks(store).await;
     migrations(store).await;
     drains(store).await;
+    cordons(store).await;
     rollout(store).await;
     audit(store).await;
     leases(store).await;
@@ -570,6 +571,8 @@ async fn drains(store: &dyn Store) {
             entries: vec![],
         },
         migrations: vec![MigrationId(uuid::Uuid::from_u128(n + 100))],
+        state: DrainState::Running,
+        acknowledged: vec![],
     };
     store.put_drain(&d(1, 1)).await.unwrap();
     store.put_drain(&d(2, 2)).await.unwrap();
@@ -577,6 +580,13 @@ async fn drains(store: &dyn Store) {
     changed
         .migrations
         .push(MigrationId(uuid::Uuid::from_u128(5)));
+    changed.state = DrainState::Paused {
+        at: t(3),
+        reason: "the migration of x failed".into(),
+    };
+    changed
+        .acknowledged
+        .push(MigrationId(uuid::Uuid::from_u128(101)));
     store.put_drain(&changed).await.unwrap();
     assert_eq!(
         store.get_drain(changed.id).await.unwrap(),
@@ -587,6 +597,26 @@ async fn drains(store: &dyn Store) {
         vec![d(2, 2), changed],
         "newest first"
     );
+}
+
+async fn cordons(store: &dyn Store) {
+    assert!(store.list_cordons().await.unwrap().is_empty());
+    let c = |h: &str, at: i64| CordonRecord {
+        host: HostId::from(h),
+        at: t(at),
+        by: "token:ops".into(),
+    };
+    store.put_cordon(&c("h2", 1)).await.unwrap();
+    store.put_cordon(&c("h1", 2)).await.unwrap();
+    store.put_cordon(&c("h1", 3)).await.unwrap();
+    assert_eq!(
+        store.list_cordons().await.unwrap(),
+        vec![c("h1", 3), c("h2", 1)],
+        "by host, the latest cordon of each"
+    );
+    store.delete_cordon(&HostId::from("h1")).await.unwrap();
+    store.delete_cordon(&HostId::from("nope")).await.unwrap();
+    assert_eq!(store.list_cordons().await.unwrap(), vec![c("h2", 1)]);
 }
 
 async fn rollout(store: &dyn Store) {

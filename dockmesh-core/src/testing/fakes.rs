@@ -10,7 +10,7 @@ use crate::ports::{
     RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, Store, StoreError, VolumeExport,
     VolumeTarget, page_size,
 };
-use crate::records::{DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
 use crate::rollout::{AgentRecord, RolloutRecord, UpgradeOrder};
 use crate::snapshot::{HostSnapshot, StackSnapshot, VolumeUsage};
 use crate::types::{AgentId, HostId, MigrationId, StackFiles};
@@ -72,6 +72,7 @@ struct MemInner {
     deploys: Vec<DeployEntry>,
     migrations: BTreeMap<MigrationId, (StoredMigration, bool)>,
     drains: BTreeMap<uuid::Uuid, DrainRecord>,
+    cordons: BTreeMap<HostId, CordonRecord>,
     rollout: Option<RolloutRecord>,
     audit: Vec<AuditEntry>,
     leases: HashMap<String, Lease>,
@@ -357,6 +358,19 @@ impl Store for MemStore {
         Ok(v)
     }
 
+    async fn put_cordon(&self, cordon: &CordonRecord) -> Result<(), StoreError> {
+        lock(&self.inner)
+            .cordons
+            .insert(cordon.host.clone(), cordon.clone());
+        Ok(())
+    }
+    async fn delete_cordon(&self, host: &HostId) -> Result<(), StoreError> {
+        lock(&self.inner).cordons.remove(host);
+        Ok(())
+    }
+    async fn list_cordons(&self) -> Result<Vec<CordonRecord>, StoreError> {
+        Ok(lock(&self.inner).cordons.values().cloned().collect())
+    }
     async fn get_rollout(&self) -> Result<RolloutRecord, StoreError> {
         Ok(lock(&self.inner).rollout.clone().unwrap_or_default())
     }

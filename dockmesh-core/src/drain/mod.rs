@@ -7,7 +7,10 @@
 use crate::preflight::{CheckResult, CheckStatus, TargetLoad, human_bytes, placement_checks};
 use crate::snapshot::{HostSnapshot, StackSnapshot};
 use crate::types::{HostId, MigrationId};
+
+mod progress;
 use jiff::Timestamp;
+pub use progress::{DrainState, DrainStep, MigrationOutcome, next_step};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -47,8 +50,14 @@ pub struct DrainRecord {
     pub created_at: Timestamp,
     /// The plan.
     pub plan: DrainPlan,
-    /// Migrations started for it so far.
+    /// Migrations started for it so far, oldest first.
     pub migrations: Vec<MigrationId>,
+    /// Whether it runs, is paused, was aborted or is complete.
+    #[serde(default)]
+    pub state: DrainState,
+    /// Failed migrations the operator resumed past: their stacks are tried again.
+    #[serde(default)]
+    pub acknowledged: Vec<MigrationId>,
 }
 
 /// The order in which a drain moves the stacks of a host.
