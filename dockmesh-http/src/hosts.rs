@@ -1,8 +1,8 @@
 //! The hosts the server manages: one [`HostRuntime`] each, and which are cordoned.
 //!
 //! Hosts are given at start (the binary builds a runtime per Docker engine it reaches). A
-//! cordoned host is never a migration target; cordons are kept in memory and are lost on
-//! restart.
+//! cordoned host is never a migration target; cordons are stored (the API writes the store
+//! first) and loaded at start; this set is their in-memory copy.
 
 use async_trait::async_trait;
 use dockmesh_core::HostId;

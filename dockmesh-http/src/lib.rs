@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod drains;
 pub mod error;
 pub mod hosts;
 pub mod metrics;

@@ -12,8 +12,8 @@ pub enum ServeError {
     /// The listener failed.
     #[error("the HTTP listener failed")]
     Listener(#[source] std::io::Error),
-    /// Resuming the stored migrations failed: the database did not answer.
-    #[error("the migrations in progress could not be listed to resume them")]
+    /// Resuming the stored migrations and drains failed: the database did not answer.
+    #[error("the migrations and drains in progress could not be listed to resume them")]
     Resume(#[source] dockmesh_core::ports::StoreError),
 }
 
@@ -35,6 +35,24 @@ pub async fn serve(
         .await
         .map_err(ServeError::Resume)?;
     tracing::info!(resumed, "migrations in progress resumed");
+    let cordons = state
+        .store()
+        .list_cordons()
+        .await
+        .map_err(ServeError::Resume)?;
+    for c in &cordons {
+        state.hosts().set_cordoned(&c.host, true);
+    }
+    let drains = state
+        .drains()
+        .resume_all(&state)
+        .await
+        .map_err(ServeError::Resume)?;
+    tracing::info!(
+        drains,
+        cordons = cordons.len(),
+        "drains resumed, cordons loaded"
+    );
     let reminders = tokio::spawn(remind_loop(state.clone()));
     state.set_lifecycle(Lifecycle::Ready);
     tracing::info!("ready");

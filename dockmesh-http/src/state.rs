@@ -70,6 +70,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
     supervisor: Arc<Supervisor>,
+    drains: crate::drains::Drains,
     metrics: Arc<Metrics>,
     config: ServerConfig,
     lifecycle: AtomicU8,
@@ -105,6 +106,7 @@ impl ServerState {
             clock,
             ids,
             supervisor,
+            drains: Default::default(),
             metrics,
             config,
             lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
@@ -131,6 +133,10 @@ impl ServerState {
     /// The migration supervisor.
     pub fn supervisor(&self) -> &Arc<Supervisor> {
         &self.0.supervisor
+    }
+    /// The running drains.
+    pub fn drains(&self) -> &crate::drains::Drains {
+        &self.0.drains
     }
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -487,3 +487,160 @@ async fn shutdown_stops_at_a_checkpoint_and_a_new_server_resumes() {
     };
     assert_eq!(w2.settled(&id).await["state"], "committed");
 }
+
+/// Seed a stack on `a` as if deployed there (with memory metrics, which a drain plan needs).
+async fn seeded(w: &World, name: &str) {
+    use dockmesh_core::records::StackRecord;
+    use dockmesh_core::types::StackFiles;
+    let files = StackFiles {
+        name: name.into(),
+        compose: "services: {}".into(),
+        env: None,
+    };
+    let volume = format!("{name}_data");
+    w.a.seed_stack(
+        files.clone(),
+        &[(volume.as_str(), b"bytes".as_slice())],
+        1 << 20,
+    );
+    w.state
+        .store()
+        .put_stack(
+            &StackRecord {
+                name: name.into(),
+                compose: files.compose,
+                env: None,
+                host: Some(HostId::from("a")),
+                updated_at: jiff::Timestamp::now(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+async fn drain_until(w: &World, id: &str, want: &str) -> Value {
+    for _ in 0..1000 {
+        let (s, d) = w.call("GET", &format!("/api/v1/drains/{id}"), None).await;
+        assert_eq!(s, StatusCode::OK);
+        if d["state"] == want {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("drain {id} never became {want}");
+}
+
+#[tokio::test]
+async fn a_drain_moves_every_stack_pauses_on_a_failure_and_resumes() {
+    let w = world().await;
+    seeded(&w, "one").await;
+    seeded(&w, "two").await;
+    let (s, plan) = w.call("POST", "/api/v1/hosts/a/drain/plan", None).await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["entries"].as_array().unwrap().len(), 2);
+    // The first target health check fails: that stack's migration is undone and the drain
+    // pauses after it, before the next stack.
+    w.b.fail(FakeOp::Health, 1);
+    let (s, d) = w.call("POST", "/api/v1/hosts/a/drain", None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    let (s, _) = w.call("POST", "/api/v1/hosts/a/drain", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "one drain per host");
+    let d = drain_until(&w, &id, "paused").await;
+    assert!(d["reason"].as_str().unwrap().contains("failed"), "{d}");
+    let statuses: Vec<&str> = d["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "pending"], "{d}");
+    // The drained host is cordoned: nothing moves onto it.
+    let (_, hosts) = w.call("GET", "/api/v1/hosts", None).await;
+    assert_eq!(hosts[0]["cordoned"], true);
+    assert_eq!(w.state.store().list_cordons().await.unwrap().len(), 1);
+    // Resume: the failed stack is tried again, then the next; the drain completes.
+    let (s, _) = w
+        .call("POST", &format!("/api/v1/drains/{id}/resume"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = drain_until(&w, &id, "completed").await;
+    let statuses: Vec<&str> = d["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["moved", "moved"], "{d}");
+    for name in ["one", "two"] {
+        assert!(w.b.stack(name).unwrap().running, "{name} runs on b");
+        let rec = w.state.store().get_stack(name).await.unwrap().unwrap();
+        assert_eq!(rec.host, Some(HostId::from("b")));
+    }
+    let (s, _) = w
+        .call("POST", &format!("/api/v1/drains/{id}/abort"), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a completed drain cannot be aborted"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_drain_starts_nothing_and_a_new_server_resumes_a_running_one() {
+    let w = world().await;
+    seeded(&w, "one").await;
+    seeded(&w, "two").await;
+    // Stop every task at its first checkpoint, as a shutdown does, then pause the drain.
+    let (_, d) = w.call("POST", "/api/v1/hosts/a/drain", None).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let (s, d) = w
+        .call("POST", &format!("/api/v1/drains/{id}/pause"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["state"], "paused");
+    w.state.supervisor().shutdown(Duration::from_secs(10)).await;
+    let (s, _) = w
+        .call("POST", &format!("/api/v1/drains/{id}/pause"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        w.b.stack("two").is_none(),
+        "a paused drain starts no next stack"
+    );
+    // A restarted server over the same store: resume the drain there; it completes.
+    let mut hosts = Hosts::new();
+    hosts.add(w.a.clone()).unwrap();
+    hosts.add(w.b.clone()).unwrap();
+    let again = ServerState::new(
+        w.state.store().clone(),
+        hosts,
+        Arc::new(SystemClock),
+        Arc::new(SeqIds::default()),
+        ServerConfig::default(),
+    );
+    again.set_lifecycle(Lifecycle::Ready);
+    again.supervisor().resume_all().await.unwrap();
+    let w2 = World {
+        state: again,
+        token: w.token.clone(),
+        a: w.a.clone(),
+        b: w.b.clone(),
+    };
+    assert_eq!(
+        w2.state.drains().resume_all(&w2.state).await.unwrap(),
+        0,
+        "a paused drain is not resumed by itself"
+    );
+    let (s, _) = w2
+        .call("POST", &format!("/api/v1/drains/{id}/resume"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = drain_until(&w2, &id, "completed").await;
+    assert_eq!(d["entries"][1]["status"], "moved", "{d}");
+    let (s, _) = w2.call("GET", "/api/v1/drains/nope", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -2,6 +2,7 @@
 
 use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
 use clap::Subcommand;
+use dockmesh_http::api::drains::DrainView;
 use dockmesh_http::api::hosts::{CordonView, HostView};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -21,13 +22,20 @@ pub enum HostCommand {
         /// The host id.
         host: String,
     },
-    /// Plan moving every stack off a host (`--plan`). Executing a drain is not built yet.
+    /// Move every stack off a host, one at a time (the host is cordoned first): the plan is
+    /// shown, confirmed, then followed. `--plan` only shows it.
     Drain {
         /// The host id.
         host: String,
         /// Show where each stack would go; nothing moves.
         #[arg(long)]
         plan: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Start the drain and return without following it.
+        #[arg(long)]
+        detach: bool,
     },
 }
 
@@ -72,18 +80,20 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
             }
             HostCommand::Cordon { host } => cordon(&c, &host, "cordon").await,
             HostCommand::Uncordon { host } => cordon(&c, &host, "uncordon").await,
-            HostCommand::Drain { host, plan } => {
-                if !plan {
-                    return Err(ClientError::Transport(
-                        "executing a drain is not built yet; `dockmesh host drain HOST --plan` shows where each stack would go, and `dockmesh stack migrate` moves them one by one".into(),
-                    ));
-                }
+            HostCommand::Drain {
+                host,
+                plan,
+                yes,
+                detach,
+            } => {
                 let p: Value = c
                     .post(&format!("/api/v1/hosts/{}/drain/plan", seg(&host)), &())
                     .await?;
-                if c.json {
+                if c.json && plan {
                     print_json(&p);
-                } else {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if !c.json {
                     let rows: Vec<Vec<String>> = p
                         .get("entries")
                         .and_then(Value::as_array)
@@ -99,7 +109,38 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                         .collect();
                     print_table(&["STACK", "TARGET", "WHY"], &rows);
                 }
-                Ok(ExitCode::SUCCESS)
+                if plan {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if !yes
+                    && !super::stack::confirm(&format!(
+                        "Cordon {host} and move these stacks off it, one at a time?"
+                    ))?
+                {
+                    eprintln!("not drained; nothing changed");
+                    return Ok(ExitCode::from(1));
+                }
+                let d: DrainView = c
+                    .post(&format!("/api/v1/hosts/{}/drain", seg(&host)), &())
+                    .await?;
+                if !c.json {
+                    println!("drain {} started", d.id);
+                }
+                let d = if detach {
+                    d
+                } else {
+                    super::drain::follow(&c, &d.id).await?
+                };
+                if c.json {
+                    print_json(&d);
+                } else {
+                    super::drain::print_drain(&d);
+                }
+                Ok(if detach || d.state == "completed" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
         }
     })

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod backup;
 pub mod client;
 pub mod db;
+pub mod drain;
 pub mod host;
 pub mod migration;
 pub mod server;
@@ -41,7 +42,7 @@ enum Command {
     /// API tokens, made on the store directly (how the first token is made).
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Hosts: list, cordon, uncordon, drain plan.
+    /// Hosts: list, cordon, uncordon, drain.
     Host {
         #[command(subcommand)]
         cmd: host::HostCommand,
@@ -59,6 +60,13 @@ enum Command {
     Migration {
         #[command(subcommand)]
         cmd: migration::MigrationCommand,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Drains: list, show, pause, resume, abort (start one with `host drain`).
+    Drain {
+        #[command(subcommand)]
+        cmd: drain::DrainCommand,
         #[command(flatten)]
         conn: client::Conn,
     },
@@ -90,6 +98,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stack { cmd, conn } => stack::run(cmd, conn),
         Command::Migration { cmd, conn } => migration::run(cmd, conn),
         Command::Audit { cmd, conn } => audit::run(cmd, conn),
+        Command::Drain { cmd, conn } => drain::run(cmd, conn),
         Command::Agent => {
             eprintln!(
                 "error: the dockmesh agent is not built yet; hosts are Docker engines the \

@@ -123,15 +123,23 @@ pub struct CordonView {
 }
 
 /// Cordon a host: it is never chosen or accepted as a migration target until uncordoned.
-/// Cordons last until the server restarts.
 #[utoipa::path(post, path = "/api/v1/hosts/{id}/cordon", tag = "hosts",
     params(("id" = String, Path, description = "Host id")),
     responses((status = 200, body = CordonView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn cordon(
     State(state): State<ServerState>,
     Path(id): Path<String>,
+    by: Option<axum::Extension<crate::auth::Actor>>,
 ) -> Result<Json<CordonView>, ApiError> {
     let id = known_host(&state, &id)?;
+    state
+        .store()
+        .put_cordon(&dockmesh_core::records::CordonRecord {
+            host: id.clone(),
+            at: state.clock().now(),
+            by: super::actor(&by),
+        })
+        .await?;
     let changed = state.hosts().set_cordoned(&id, true);
     tracing::info!(host = %id, changed, "host cordoned");
     Ok(Json(CordonView {
@@ -150,6 +158,7 @@ pub async fn uncordon(
     Path(id): Path<String>,
 ) -> Result<Json<CordonView>, ApiError> {
     let id = known_host(&state, &id)?;
+    state.store().delete_cordon(&id).await?;
     let changed = state.hosts().set_cordoned(&id, false);
     tracing::info!(host = %id, changed, "host uncordoned");
     Ok(Json(CordonView {
@@ -171,18 +180,25 @@ pub async fn drain_plan(
     Path(id): Path<String>,
 ) -> Result<Json<DrainPlan>, ApiError> {
     let id = known_host(&state, &id)?;
-    let snaps: Vec<HostSnapshot> = snapshots(&state)
+    Ok(Json(drain_plan_for(&state, &id).await?))
+}
+
+/// The drain plan of a host, over fresh snapshots (cordoned hosts take nothing).
+pub(crate) async fn drain_plan_for(
+    state: &ServerState,
+    id: &HostId,
+) -> Result<DrainPlan, ApiError> {
+    let snaps: Vec<HostSnapshot> = snapshots(state)
         .await
         .into_iter()
         .map(|(mut s, _)| {
             // A cordoned host takes nothing: plan as if it were offline.
-            if s.host != id && state.hosts().is_cordoned(&s.host) {
+            if &s.host != id && state.hosts().is_cordoned(&s.host) {
                 s.online = false;
             }
             s
         })
         .collect();
-    dockmesh_core::drain::plan(&id, &snaps, DrainOrder::default())
-        .map(Json)
+    dockmesh_core::drain::plan(id, &snaps, DrainOrder::default())
         .map_err(|e| ApiError::conflict(e.to_string()))
 }

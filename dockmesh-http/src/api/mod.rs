@@ -6,6 +6,7 @@
 //! ([`crate::ServerConfig::body_limit`], 413 above it) and requests time out (408).
 
 pub mod audit;
+pub mod drains;
 pub mod health;
 pub mod hosts;
 pub mod migrations;
@@ -67,6 +68,12 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(hosts::cordon))
         .routes(routes!(hosts::uncordon))
         .routes(routes!(hosts::drain_plan))
+        .routes(routes!(drains::start_drain))
+        .routes(routes!(drains::list_drains))
+        .routes(routes!(drains::get_drain))
+        .routes(routes!(drains::pause_drain))
+        .routes(routes!(drains::resume_drain))
+        .routes(routes!(drains::abort_drain))
         .routes(routes!(stacks::list_stacks, stacks::create_stack))
         .routes(routes!(stacks::get_stack, stacks::delete_stack))
         .routes(routes!(stacks::deploy_stack))
