@@ -509,3 +509,93 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
     assert_eq!(s, 200);
     assert!(doc["paths"]["/api/v1/stacks/{name}/migrate"]["post"].is_object());
 }
+
+/// Drain host `local` of two stacks onto `b`; the server is killed while the first stack
+/// moves, and the drain goes on after the restart until both stacks run on `b` with their data.
+#[test]
+fn a_drain_moves_every_stack_off_a_host_across_a_server_crash() {
+    let Some((a, b)) = engines() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // `b` is drained onto `local` (the only other host).
+    let names = [unique("e2edrain1"), unique("e2edrain2")];
+    let _cleanup: Vec<Stack> = names
+        .iter()
+        .map(|n| Stack {
+            name: n.clone(),
+            a: a.clone(),
+            b: b.clone(),
+        })
+        .collect();
+    let mut server = Server::start(&data, &b, &["--test-crash-at", "CheckTargetHealth"]);
+    let file = write_compose(dir.path(), &compose(IMAGE, HEALTHY, ""));
+    let mut before = Vec::new();
+    for n in &names {
+        server.cli_ok(&["stack", "deploy", n, "-f", &file, "--host", "b"]);
+        seed(&b, n, 512);
+        before.push(describe(&b, n));
+    }
+    // A Compose project on b that this server does not manage stays where it is.
+    let stranger = format!("{}-stranger", names[0]);
+    docker(
+        &b,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &stranger,
+            "--label",
+            &format!("com.docker.compose.project={stranger}"),
+            "--network",
+            "none",
+            IMAGE,
+            "sleep",
+            "600",
+        ],
+    )
+    .unwrap();
+    let out = server.cli_ok(&["host", "drain", "b", "--plan"]);
+    assert!(names.iter().all(|n| out.contains(n.as_str())), "{out}");
+    assert!(!out.contains(&stranger), "{out}");
+    let (status, d) = server.api("POST", "/api/v1/hosts/b/drain", None);
+    assert_eq!(status, 202, "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    let status = server.wait_exit(Duration::from_secs(120));
+    assert!(!status.success(), "killed mid-drain");
+    drop(server);
+    let server = Server::restart(&data, &b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let d = loop {
+        let (_, d) = server.api("GET", &format!("/api/v1/drains/{id}"), None);
+        if d["state"] != "running" {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drain never ended: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(d["state"], "completed", "{d}");
+    for (n, want) in names.iter().zip(&before) {
+        assert!(running_on(&a, n), "{n} runs on local");
+        assert_eq!(&describe(&a, n), want, "{n}: data identical");
+        assert!(
+            !running_on(&b, n),
+            "{n}: the source on b is stopped and kept"
+        );
+    }
+    let (_, hosts) = server.api("GET", "/api/v1/hosts", None);
+    let hb = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        hb["cordoned"], true,
+        "the drained host stays cordoned across restarts"
+    );
+    server.cli_ok(&["host", "uncordon", "b"]);
+}

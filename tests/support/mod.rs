@@ -90,6 +90,26 @@ pub struct Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         for host in [&self.a, &self.b] {
+            // Carriers a killed server left behind hold the stack's volumes.
+            let carriers = docker(
+                host,
+                &[
+                    "ps",
+                    "-a",
+                    "--filter",
+                    "label=dockmesh.volume-carrier",
+                    "--format",
+                    "{{.ID}} {{.Label \"dockmesh.volume-carrier\"}}",
+                ],
+            )
+            .unwrap_or_default();
+            for line in carriers.lines() {
+                if let Some((id, volume)) = line.split_once(' ')
+                    && volume.starts_with(&format!("{}_", self.name))
+                {
+                    let _ = docker(host, &["rm", "-f", id]);
+                }
+            }
             let ids = docker(
                 host,
                 &[

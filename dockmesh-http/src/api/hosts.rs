@@ -183,17 +183,34 @@ pub async fn drain_plan(
     Ok(Json(drain_plan_for(&state, &id).await?))
 }
 
-/// The drain plan of a host, over fresh snapshots (cordoned hosts take nothing).
+/// The drain plan of a host, over fresh snapshots (cordoned hosts take nothing). Only the
+/// stacks this server manages on the host are moved; other Compose projects on its engine
+/// stay where they are (they still count against each target's room).
 pub(crate) async fn drain_plan_for(
     state: &ServerState,
     id: &HostId,
 ) -> Result<DrainPlan, ApiError> {
+    let managed: std::collections::BTreeSet<String> = state
+        .store()
+        .list_stacks()
+        .await?
+        .into_iter()
+        .filter(|s| s.host.as_ref() == Some(id))
+        .map(|s| s.name)
+        .collect();
     let snaps: Vec<HostSnapshot> = snapshots(state)
         .await
         .into_iter()
         .map(|(mut s, _)| {
-            // A cordoned host takes nothing: plan as if it were offline.
-            if &s.host != id && state.hosts().is_cordoned(&s.host) {
+            if &s.host == id {
+                let unmanaged: Vec<&String> =
+                    s.stacks.keys().filter(|n| !managed.contains(*n)).collect();
+                if !unmanaged.is_empty() {
+                    tracing::info!(host = %id, ?unmanaged, "a drain leaves the Compose projects this server does not manage in place");
+                }
+                s.stacks.retain(|n, _| managed.contains(n));
+            } else if state.hosts().is_cordoned(&s.host) {
+                // A cordoned host takes nothing: plan as if it were offline.
                 s.online = false;
             }
             s
