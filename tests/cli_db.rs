@@ -182,6 +182,30 @@ fn a_newer_database_is_refused_by_status_and_migrate() {
         before,
         "not modified"
     );
+    // The server refuses to start on it, says why, and leaves it as it was.
+    let o = dockmesh(
+        &[
+            "server",
+            "--data-dir",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-local-host",
+            "--host",
+            "x=unix:///nonexistent.sock",
+        ],
+        dir.path(),
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("starting"), "{err}");
+    assert!(err.contains(&format!("version {}", latest() + 1)), "{err}");
+    assert!(!err.contains("HTTP listening"), "{err}");
+    assert_eq!(
+        std::fs::read(data.join("dockmesh.db")).unwrap(),
+        before,
+        "not modified by the server either"
+    );
 }
 
 #[test]

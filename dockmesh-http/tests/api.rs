@@ -644,3 +644,72 @@ async fn a_paused_drain_starts_nothing_and_a_new_server_resumes_a_running_one() 
     let (s, _) = w2.call("GET", "/api/v1/drains/nope", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn after_the_window_the_source_is_kept_marked_and_reminded_once() {
+    use dockmesh_core::testing::FixedClock;
+    let clock = Arc::new(FixedClock::new(jiff::Timestamp::now()));
+    let store = Arc::new(MemStore::with_clock(clock.clone()));
+    let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
+    use dockmesh_core::ports::Store;
+    store.put_token(&record).await.unwrap();
+    let a = Arc::new(FakeHost::new("a"));
+    let b = Arc::new(FakeHost::new("b"));
+    let mut hosts = Hosts::new();
+    hosts.add(a.clone()).unwrap();
+    hosts.add(b.clone()).unwrap();
+    let state = ServerState::new(
+        store,
+        hosts,
+        clock.clone(),
+        Arc::new(SeqIds::default()),
+        ServerConfig::default(),
+    );
+    state.set_lifecycle(Lifecycle::Ready);
+    let w = World { state, token, a, b };
+    w.deployed("shop").await;
+    let (_, m) = w
+        .call(
+            "POST",
+            "/api/v1/stacks/shop/migrate",
+            Some(json!({"target_host_id": "b"})),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let m = w.settled(&id).await;
+    assert_eq!(m["retention_expired"], false);
+    assert!(
+        w.state
+            .supervisor()
+            .remind_retention()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    clock.advance(jiff::SignedDuration::from_hours(72));
+    let (_, m) = w
+        .call("GET", &format!("/api/v1/migrations/{id}"), None)
+        .await;
+    assert_eq!(m["retention_expired"], true, "{m}");
+    assert_eq!(
+        m["state"], "committed",
+        "the source is never deleted by itself"
+    );
+    assert!(w.a.stack("shop").is_some(), "the source is still there");
+    let due = w.state.supervisor().remind_retention().await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].to_string(), id);
+    assert!(
+        w.state
+            .supervisor()
+            .remind_retention()
+            .await
+            .unwrap()
+            .is_empty(),
+        "one reminder per migration"
+    );
+    let (s, _) = w
+        .call("POST", &format!("/api/v1/migrations/{id}/rollback"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "no rollback after the window");
+}
