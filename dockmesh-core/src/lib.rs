@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod migration;
 pub mod ports;
 pub mod preflight;
+pub mod protocol;
 pub mod records;
 pub mod rollout;
 pub mod schema;
