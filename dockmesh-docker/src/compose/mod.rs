@@ -17,12 +17,14 @@
 
 mod error;
 pub mod interpolate;
+pub mod options;
 pub mod schema;
 mod service;
 mod short;
 pub mod units;
 
 pub use error::ComposeError;
+pub use options::{DeviceSpec, LoggingSpec, NetworkMode, ServiceOptions, Ulimit};
 use service::{ServiceContext, invalid, resolve_service};
 pub use short::{parse_port, parse_short_mount};
 
@@ -209,16 +211,77 @@ pub struct ServiceSpec {
     pub mem_limit: Option<i64>,
     /// Seconds the engine waits after SIGTERM before killing (rounded up).
     pub stop_grace_period: Option<i64>,
+    /// The engine options (`container_name`, `ulimits`, `cap_add`, …).
+    #[serde(flatten)]
+    pub options: ServiceOptions,
+}
+
+impl ServiceSpec {
+    /// The name of the service's container in `project`: its `container_name`, or Compose's
+    /// `<project>-<service>-1`.
+    pub fn container_name(&self, project: &str) -> String {
+        self.options
+            .container_name
+            .clone()
+            .unwrap_or_else(|| crate::labels::container_name(project, &self.name))
+    }
+}
+
+/// The problems found in a file so far; [`Problems::finish`] makes one error of them.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<ComposeError>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, e: ComposeError) {
+        match e {
+            ComposeError::Several { problems } => self.0.extend(problems),
+            e => self.0.push(e),
+        }
+    }
+
+    /// Record the error of `r`, if any, and pass its value on.
+    pub(crate) fn take<T>(&mut self, r: Result<T, ComposeError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok` when there were none; the one problem; or all of them.
+    pub(crate) fn finish(mut self) -> Result<(), ComposeError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ComposeError::Several { problems: self.0 }),
+        }
+    }
 }
 
 /// Labels no compose file may set: the ones dockmesh and Compose manage.
 pub const RESERVED_LABEL_PREFIXES: &[&str] = &["com.docker.compose.", "com.dockmesh."];
 
-/// Read a stack. `read_file` reads `env_file`s (paths are resolved against `dir`).
+/// The variable of `.env` (or the environment Compose reads) that selects profiles.
+pub const PROFILES_VAR: &str = "COMPOSE_PROFILES";
+
+/// Read a stack. `read_file` reads `env_file`s (paths are resolved against `dir`). The active
+/// profiles are those `COMPOSE_PROFILES` of `.env` names (comma-separated; `*` is all).
 pub fn load(
     files: &StackFiles,
     dir: &Path,
     read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<StackSpec, ComposeError> {
+    load_with_profiles(files, dir, read_file, None)
+}
+
+/// [`load`] with the active profiles given (`Some`), instead of read from `COMPOSE_PROFILES`.
+/// A service with `profiles` is deployed only when one of them is active (`*` activates all);
+/// a service without is always deployed.
+pub fn load_with_profiles(
+    files: &StackFiles,
+    dir: &Path,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    profiles: Option<&[String]>,
 ) -> Result<StackSpec, ComposeError> {
     dockmesh_core::types::validate_stack_name(&files.name).map_err(|message| {
         ComposeError::Invalid {
@@ -230,6 +293,18 @@ pub fn load(
         Some(text) => interpolate::parse_env_file(text, ".env", &Vars::new())?,
         None => Vars::new(),
     };
+    let active: Vec<String> = match profiles {
+        Some(p) => p.to_vec(),
+        None => vars
+            .get(PROFILES_VAR)
+            .map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     let mut root: Value = yaml_serde::from_str(&files.compose).map_err(|e| ComposeError::Yaml {
         message: e.to_string(),
     })?;
@@ -239,10 +314,11 @@ pub fn load(
     interpolate_tree(&mut root, &mut Vec::new(), &vars)?;
     schema::check(&mut root)?;
     let top = root.as_mapping().expect("checked by schema::check");
+    let mut problems = Problems::default();
     if let Some(name) = top.get("name").and_then(Value::as_str)
         && name != files.name
     {
-        return Err(ComposeError::Invalid {
+        problems.push(ComposeError::Invalid {
             location: "top level".into(),
             message: format!(
                 "the file names its project `{name}` but the stack is `{}`; remove `name:` or make them equal",
@@ -251,8 +327,12 @@ pub fn load(
         });
     }
     let project = files.name.clone();
-    let declared_volumes = parse_volumes(&project, top.get("volumes"))?;
-    let declared_networks = parse_networks(&project, top.get("networks"))?;
+    let declared_volumes = problems
+        .take(parse_volumes(&project, top.get("volumes")))
+        .unwrap_or_default();
+    let declared_networks = problems
+        .take(parse_networks(&project, top.get("networks")))
+        .unwrap_or_default();
 
     let services_value = top
         .get("services")
@@ -267,7 +347,7 @@ pub fn load(
             message: "`services` is empty".into(),
         });
     }
-    let mut services = Vec::new();
+    let mut all = Vec::new();
     for (name, def) in services_value {
         let name = schema::scalar_text(name).unwrap_or_default();
         let ctx = ServiceContext {
@@ -277,10 +357,62 @@ pub fn load(
             networks: &declared_networks,
             read_file,
         };
-        services.push(resolve_service(&name, def, &ctx)?);
+        if let Some(s) = problems.take(resolve_service(&name, def, &ctx)) {
+            all.push(s);
+        }
     }
+    let enabled = |s: &ServiceSpec| {
+        s.options.profiles.is_empty()
+            || active
+                .iter()
+                .any(|a| a == "*" || s.options.profiles.contains(a))
+    };
+    let (services, disabled): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| enabled(s));
+    for s in &services {
+        let needs = s.depends_on.keys().chain(match &s.options.network_mode {
+            Some(NetworkMode::Service(n)) => Some(n),
+            _ => None,
+        });
+        for d in needs {
+            if let Some(off) = disabled.iter().find(|x| &x.name == d) {
+                problems.push(invalid(
+                    &format!("service `{}`", s.name),
+                    format!(
+                        "needs `{d}`, which is only in profile(s) {} and none of them is active \
+                         (activate one with --profile or {PROFILES_VAR} in .env)",
+                        off.options.profiles.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if services.is_empty() && problems.is_empty() {
+        problems.push(ComposeError::Invalid {
+            location: "top level".into(),
+            message: format!(
+                "no service is active: each has `profiles` and none is selected (active: {})",
+                if active.is_empty() {
+                    "none".to_owned()
+                } else {
+                    active.join(", ")
+                }
+            ),
+        });
+    }
+    let mut names: BTreeMap<String, &str> = BTreeMap::new();
+    for s in &services {
+        if let Some(other) = names.insert(s.container_name(&project), &s.name) {
+            problems.push(invalid(
+                &format!("service `{}`", s.name),
+                format!(
+                    "its container would be named `{}`, like the container of service `{other}`",
+                    s.container_name(&project)
+                ),
+            ));
+        }
+    }
+    problems.finish()?;
     let services = dependency_order(services)?;
-
     let used_volumes: BTreeSet<&str> = services
         .iter()
         .flat_map(|s| s.mounts.iter())
@@ -509,10 +641,28 @@ fn parse_networks(
     Ok(out)
 }
 
+/// What a service needs started before it: its dependencies, and the service whose network it
+/// uses.
+fn needs(s: &ServiceSpec) -> impl Iterator<Item = &String> {
+    let network = match &s.options.network_mode {
+        Some(NetworkMode::Service(n)) => Some(n),
+        _ => None,
+    };
+    s.depends_on.keys().chain(network)
+}
+
 /// Order services so that every service comes after its dependencies (file order otherwise).
 fn dependency_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, ComposeError> {
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     for s in &services {
+        if let Some(NetworkMode::Service(n)) = &s.options.network_mode
+            && !names.contains(n.as_str())
+        {
+            return Err(invalid(
+                &format!("service `{}`", s.name),
+                format!("uses the network of `{n}`, which is not a service of this stack"),
+            ));
+        }
         for d in s.depends_on.keys() {
             if !names.contains(d.as_str()) {
                 return Err(invalid(
@@ -534,7 +684,7 @@ fn dependency_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, Comp
     while !remaining.is_empty() {
         let Some(i) = remaining
             .iter()
-            .position(|s| s.depends_on.keys().all(|d| placed.contains(d)))
+            .position(|s| needs(s).all(|d| placed.contains(d)))
         else {
             let cycle: Vec<&str> = remaining.iter().map(|s| s.name.as_str()).collect();
             return Err(invalid(
@@ -554,3 +704,5 @@ fn dependency_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, Comp
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_options;

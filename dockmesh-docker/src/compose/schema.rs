@@ -10,7 +10,8 @@
 //! The same pass coerces scalars to the type the typed parse expects, the way Compose does
 //! (`user: 1000` is the string `"1000"`; `read_only: "true"` after interpolation is a boolean).
 
-use super::ComposeError;
+use super::options::OPTION_KEYS;
+use super::{ComposeError, Problems};
 use yaml_serde::{Mapping, Value};
 
 /// Keys of the top level.
@@ -157,13 +158,21 @@ pub const NETWORK_KEYS: &[&str] = &[
     "attachable",
 ];
 
-/// Check and coerce the whole (interpolated, merged) tree.
+/// Check and coerce the whole (interpolated, merged) tree. Every problem is reported: all the
+/// unsupported keys of each place, and the first bad value of each service.
 pub fn check(root: &mut Value) -> Result<(), ComposeError> {
+    let mut problems = Problems::default();
+    let top = check_top(root, &mut problems);
+    problems.take(top);
+    problems.finish()
+}
+
+fn check_top(root: &mut Value, problems: &mut Problems) -> Result<(), ComposeError> {
     let top = root.as_mapping_mut().ok_or_else(|| ComposeError::Invalid {
         location: "top level".into(),
         message: "the compose file must be a mapping with a `services` key".into(),
     })?;
-    check_keys(top, TOP_KEYS, "top level", true)?;
+    problems.take(check_keys(top, TOP_KEYS, "top level", true));
     stringify_at(top, "version");
     stringify_at(top, "name");
     if let Some(services) = top.get_mut("services") {
@@ -176,7 +185,7 @@ pub fn check(root: &mut Value) -> Result<(), ComposeError> {
             })?;
         for (name, service) in services.iter_mut() {
             let name = scalar_text(name).unwrap_or_default();
-            check_service(&name, service)?;
+            problems.take(check_service(&name, service));
         }
     }
     for (section, keys, what) in [
@@ -200,11 +209,19 @@ pub fn check(root: &mut Value) -> Result<(), ComposeError> {
             if def.is_null() {
                 continue;
             }
-            let m = def.as_mapping_mut().ok_or_else(|| ComposeError::Invalid {
-                location: location.clone(),
-                message: "must be a mapping (or empty)".into(),
-            })?;
-            check_keys(m, keys, &location, true)?;
+            let Some(m) = def.as_mapping_mut() else {
+                problems.push(ComposeError::Invalid {
+                    location: location.clone(),
+                    message: "must be a mapping (or empty)".into(),
+                });
+                continue;
+            };
+            if problems
+                .take(check_keys(m, keys, &location, true))
+                .is_none()
+            {
+                continue;
+            }
             stringify_at(m, "name");
             stringify_labels(m);
             if let Some(ext) = m.get_mut("external")
@@ -238,7 +255,8 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             service: name.into(),
         });
     }
-    check_keys(svc, SERVICE_KEYS, &location, true)?;
+    let allowed: Vec<&str> = SERVICE_KEYS.iter().chain(OPTION_KEYS).copied().collect();
+    check_keys(svc, &allowed, &location, true)?;
     for key in [
         "image",
         "user",
@@ -375,23 +393,25 @@ fn check_keys(
     location: &str,
     extensions: bool,
 ) -> Result<(), ComposeError> {
+    let mut problems = Problems::default();
     for key in map.keys() {
         let Some(k) = scalar_text(key) else {
-            return Err(ComposeError::Invalid {
+            problems.push(ComposeError::Invalid {
                 location: location.into(),
                 message: "a key is not a plain string".into(),
             });
+            continue;
         };
         if allowed.contains(&k.as_str()) || (extensions && k.starts_with("x-")) {
             continue;
         }
-        return Err(ComposeError::UnsupportedKey {
+        problems.push(ComposeError::UnsupportedKey {
             location: location.into(),
             key: k,
             supported: allowed.join(", "),
         });
     }
-    Ok(())
+    problems.finish()
 }
 
 /// The text of a scalar (strings, numbers and booleans).

@@ -1,6 +1,7 @@
 //! Resolving one service of the file into a [`ServiceSpec`]: image, command, environment and
 //! `env_file`s, ports, mounts, networks, healthcheck and the rest.
 
+use super::options::take_options;
 use super::short::{normalize_protocol, parse_range, resolve_host_path};
 use super::*;
 
@@ -46,7 +47,23 @@ pub(super) fn resolve_service(
         .and_then(|m| m.remove("ports"))
         .and_then(|p| p.as_sequence().cloned())
         .unwrap_or_default();
-    let s: dct::Service = typed(&without_ports, &location)?;
+    let mut problems = Problems::default();
+    let network_keys = without_ports
+        .as_mapping()
+        .is_some_and(|m| m.contains_key("networks"));
+    let (options, deploy) = match without_ports.as_mapping_mut() {
+        Some(m) => take_options(m, &location, &mut problems),
+        None => Default::default(),
+    };
+    let s: dct::Service = match typed(&without_ports, &location) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(e);
+            return problems
+                .finish()
+                .map(|()| unreachable!("a problem was pushed"));
+        }
+    };
     let image = s
         .image
         .clone()
@@ -208,6 +225,7 @@ pub(super) fn resolve_service(
 
     let mut networks = BTreeMap::new();
     let wanted: Vec<(String, Vec<String>)> = match &s.networks {
+        _ if options.network_mode.is_some() => vec![],
         dct::Networks::Simple(l) if l.is_empty() => vec![("default".into(), vec![])],
         dct::Networks::Simple(l) => l.iter().map(|n| (n.clone(), vec![])).collect(),
         dct::Networks::Advanced(a) => {
@@ -303,6 +321,48 @@ pub(super) fn resolve_service(
         .transpose()
         .map_err(|m| invalid(&location, format!("stop_grace_period: {m}")))?
         .map(|d| d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0));
+    let mem_limit = match (mem_limit, deploy.mem_limit) {
+        (Some(_), Some(_)) => {
+            problems.push(invalid(
+                &location,
+                "sets both `mem_limit` and `deploy.resources.limits.memory`; keep one",
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    };
+    let restart = match (restart, deploy.restart) {
+        (Some(_), Some(_)) => {
+            problems.push(invalid(
+                &location,
+                "sets both `restart` and `deploy.restart_policy`; keep one",
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    };
+    if let Some(mode) = &options.network_mode {
+        if network_keys {
+            problems.push(invalid(
+                &location,
+                "sets both `network_mode` and `networks`; a container has one or the other",
+            ));
+        }
+        if !ports.is_empty() {
+            problems.push(invalid(
+                &location,
+                format!(
+                    "publishes ports with `network_mode: {}`, where the engine cannot publish                      them; remove `ports`",
+                    match mode {
+                        NetworkMode::Host => "host".to_owned(),
+                        NetworkMode::None => "none".to_owned(),
+                        NetworkMode::Service(s) => format!("service:{s}"),
+                    }
+                ),
+            ));
+        }
+    }
+    problems.finish()?;
     Ok(ServiceSpec {
         name: name.to_owned(),
         image,
@@ -320,6 +380,7 @@ pub(super) fn resolve_service(
         working_dir: s.working_dir.clone(),
         mem_limit,
         stop_grace_period,
+        options,
     })
 }
 

@@ -300,20 +300,24 @@ networks:
 fn unsupported_keys_are_named_with_their_service() {
     let cases: &[(&str, &[&str])] = &[
         (
-            "services:\n  web:\n    image: x\n    privileged: true\n",
-            &["service `web`", "`privileged`", "does not support"],
+            "services:\n  web:\n    image: x\n    ipc: host\n",
+            &["service `web`", "`ipc`", "does not support"],
         ),
         (
-            "services:\n  web:\n    image: x\n    container_name: y\n",
-            &["service `web`", "`container_name`"],
+            "services:\n  web:\n    image: x\n    pid: host\n",
+            &["service `web`", "`pid`"],
         ),
         (
             "services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n",
-            &["service `web`", "`deploy`"],
+            &[
+                "service `web`",
+                "`deploy.replicas`",
+                "one container per service",
+            ],
         ),
         (
-            "services:\n  web:\n    image: x\n    network_mode: host\n",
-            &["service `web`", "`network_mode`"],
+            "services:\n  web:\n    image: x\n    network_mode: container:other\n",
+            &["service `web`", "`network_mode`", "service:NAME"],
         ),
         (
             "services:\n  web:\n    image: x\n    healthcheck:\n      test: true\n      start_interval: 1s\n",

@@ -19,15 +19,13 @@
 //! (services that were removed from it) are removed; their volumes are kept.
 
 use crate::DockerRuntime;
-use crate::compose::{self, DependCondition, MountKind, ServiceSpec, StackSpec};
+use crate::compose::{self, DependCondition, NetworkMode, ServiceSpec, StackSpec};
 use crate::error::{engine, engine_message, is_not_found};
 use crate::health;
-use crate::labels::{self, container_name, summary_label, summary_name};
+use crate::labels::{self, summary_label, summary_name};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, EndpointSettings, HealthConfig, HostConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerSummary, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
@@ -44,7 +42,10 @@ use std::path::Path;
 
 /// Bumped when the way containers are built from a service changes, so that such a change
 /// recreates them.
+mod container;
 mod lifecycle;
+
+use container::{container_body, endpoint};
 
 pub(crate) use lifecycle::{remove, start, status, stop};
 
@@ -254,8 +255,9 @@ async fn plan<'a>(
     let by_name: HashMap<String, &ContainerSummary> =
         existing.iter().map(|c| (summary_name(c), c)).collect();
     let mut plan = Vec::new();
+    let mut changed: BTreeSet<&str> = BTreeSet::new();
     for s in &spec.services {
-        let name = container_name(&spec.project, &s.name);
+        let name = s.container_name(&spec.project);
         let image_id = image_ids.get(&s.name).cloned().unwrap_or_default();
         let hash = config_hash(spec, s, &image_id);
         let action = match by_name.get(&name) {
@@ -293,6 +295,18 @@ async fn plan<'a>(
                 Action::Create
             }
         };
+        // A container that uses another's network must follow it when it is replaced.
+        let action = match (action, &s.options.network_mode) {
+            (Action::Keep { id, running }, Some(NetworkMode::Service(n)))
+                if changed.contains(n.as_str()) =>
+            {
+                Action::Recreate { id, running }
+            }
+            (action, _) => action,
+        };
+        if !matches!(action, Action::Keep { .. }) {
+            changed.insert(s.name.as_str());
+        }
         plan.push(Planned {
             service: s,
             image_id,
@@ -319,13 +333,19 @@ async fn execute(
             undo.volumes.push(v.engine_name.clone());
         }
     }
+    let names: BTreeMap<String, String> = spec
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.container_name(&spec.project)))
+        .collect();
     let mut report = DeployReport::default();
     for p in plan {
         let s = p.service;
-        let name = container_name(&spec.project, &s.name);
+        let name = s.container_name(&spec.project);
         wait_dependencies(
             rt,
             &spec.project,
+            &names,
             &s.name,
             s.depends_on.iter().map(|(d, c)| (d.clone(), *c)),
         )
@@ -382,11 +402,15 @@ async fn execute(
 async fn wait_dependencies(
     rt: &DockerRuntime,
     project: &str,
+    names: &BTreeMap<String, String>,
     service: &str,
     deps: impl Iterator<Item = (String, DependCondition)>,
 ) -> Result<(), RuntimeError> {
     for (dep, cond) in deps {
-        let container = container_name(project, &dep);
+        let container = names
+            .get(&dep)
+            .cloned()
+            .unwrap_or_else(|| labels::container_name(project, &dep));
         let inspected = rt
             .docker
             .inspect_container(&container, None)
@@ -499,150 +523,6 @@ async fn ensure_volume(
     }
 }
 
-fn restart_policy(text: Option<&str>) -> Option<RestartPolicy> {
-    let text = text?;
-    let (name, max) = match text {
-        "no" => (RestartPolicyNameEnum::NO, None),
-        "always" => (RestartPolicyNameEnum::ALWAYS, None),
-        "unless-stopped" => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
-        "on-failure" => (RestartPolicyNameEnum::ON_FAILURE, None),
-        other => (
-            RestartPolicyNameEnum::ON_FAILURE,
-            other
-                .strip_prefix("on-failure:")
-                .and_then(|n| n.parse::<i64>().ok()),
-        ),
-    };
-    Some(RestartPolicy {
-        name: Some(name),
-        maximum_retry_count: max,
-    })
-}
-
-/// The engine's container definition of a service.
-pub(crate) fn container_body(
-    spec: &StackSpec,
-    s: &ServiceSpec,
-    image_id: &str,
-    hash: &str,
-) -> ContainerCreateBody {
-    let mut labels: HashMap<String, String> = s.labels.clone().into_iter().collect();
-    let compose_file = spec.dir.join(crate::files::COMPOSE_FILE);
-    for (k, v) in [
-        (labels::PROJECT, spec.project.clone()),
-        (labels::SERVICE, s.name.clone()),
-        (labels::CONTAINER_NUMBER, "1".to_owned()),
-        (labels::ONEOFF, "False".to_owned()),
-        (labels::WORKING_DIR, spec.dir.display().to_string()),
-        (labels::CONFIG_FILES, compose_file.display().to_string()),
-        (
-            labels::DEPENDS_ON,
-            s.depends_on
-                .iter()
-                .map(|(d, c)| format!("{d}:{}:false", c.as_str()))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        (labels::IMAGE, image_id.to_owned()),
-        (labels::CONFIG_HASH, hash.to_owned()),
-        (
-            labels::COMPOSE_CONFIG_HASH,
-            crate::compose_hash::compose_config_hash(spec, s),
-        ),
-    ] {
-        labels.insert(k.to_owned(), v);
-    }
-    let mut exposed: Vec<String> = Vec::new();
-    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in &s.ports {
-        let key = format!("{}/{}", p.container_port, p.protocol);
-        if !exposed.contains(&key) {
-            exposed.push(key.clone());
-        }
-        bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(PortBinding {
-                host_ip: p.host_ip.clone(),
-                host_port: Some(p.host_port.map(|n| n.to_string()).unwrap_or_default()),
-            });
-    }
-    let mut mounts = Vec::new();
-    let mut binds = Vec::new();
-    for m in &s.mounts {
-        match m.kind {
-            MountKind::Volume => mounts.push(Mount {
-                target: Some(m.target.clone()),
-                source: Some(m.source.clone()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(m.read_only),
-                ..Default::default()
-            }),
-            // The legacy bind syntax creates a missing host directory, as Compose's short syntax does.
-            MountKind::Bind => binds.push(format!(
-                "{}:{}{}",
-                m.source,
-                m.target,
-                if m.read_only { ":ro" } else { "" }
-            )),
-        }
-    }
-    let first_network = s.networks.values().next();
-    let networking_config = first_network.map(|n| NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(
-            n.engine_name.clone(),
-            endpoint(&s.name, &n.aliases),
-        )])),
-    });
-    let healthcheck = s.healthcheck.as_ref().map(|h| HealthConfig {
-        test: h.test.clone(),
-        interval: h.interval_ns,
-        timeout: h.timeout_ns,
-        retries: h.retries,
-        start_period: h.start_period_ns,
-        ..Default::default()
-    });
-    let mut env: Vec<String> = s
-        .environment
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    env.sort();
-    ContainerCreateBody {
-        image: Some(s.image.clone()),
-        cmd: s.command.clone(),
-        entrypoint: s.entrypoint.clone(),
-        env: Some(env),
-        user: s.user.clone(),
-        working_dir: s.working_dir.clone(),
-        labels: Some(labels),
-        exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        healthcheck,
-        stop_timeout: s.stop_grace_period,
-        host_config: Some(HostConfig {
-            port_bindings: (!bindings.is_empty()).then_some(bindings),
-            mounts: (!mounts.is_empty()).then_some(mounts),
-            binds: (!binds.is_empty()).then_some(binds),
-            restart_policy: restart_policy(s.restart.as_deref()),
-            memory: s.mem_limit,
-            network_mode: first_network.map(|n| n.engine_name.clone()),
-            ..Default::default()
-        }),
-        networking_config,
-        ..Default::default()
-    }
-}
-
-fn endpoint(service: &str, aliases: &[String]) -> EndpointSettings {
-    let mut all = vec![service.to_owned()];
-    all.extend(aliases.iter().cloned());
-    EndpointSettings {
-        aliases: Some(all),
-        ..Default::default()
-    }
-}
-
 async fn create_container(
     rt: &DockerRuntime,
     spec: &StackSpec,
@@ -650,8 +530,30 @@ async fn create_container(
     name: &str,
 ) -> Result<String, RuntimeError> {
     let s = p.service;
-    let body = container_body(spec, s, &p.image_id, &p.hash);
-    let options = CreateContainerOptionsBuilder::new().name(name).build();
+    let network_container = match &s.options.network_mode {
+        Some(NetworkMode::Service(other)) => {
+            let other = spec
+                .service(other)
+                .map_or_else(|| other.clone(), |o| o.container_name(&spec.project));
+            let found = rt.docker.inspect_container(&other, None).await.map_err(|e| {
+                engine(
+                    format!(
+                        "service `{}` uses the network of container `{other}`, which cannot be inspected",
+                        s.name
+                    ),
+                    e,
+                )
+            })?;
+            found.id
+        }
+        _ => None,
+    };
+    let body = container_body(spec, s, &p.image_id, &p.hash, network_container.as_deref());
+    let mut options = CreateContainerOptionsBuilder::new().name(name);
+    if let Some(platform) = &s.options.platform {
+        options = options.platform(platform);
+    }
+    let options = options.build();
     let created = rt
         .docker
         .create_container(Some(options), body)
@@ -826,7 +728,7 @@ async fn finish(rt: &DockerRuntime, spec: &StackSpec, undo: &Undo, existing: &[C
     let wanted: BTreeSet<String> = spec
         .services
         .iter()
-        .map(|s| container_name(&spec.project, &s.name))
+        .map(|s| s.container_name(&spec.project))
         .collect();
     for c in existing {
         let id = c.id.as_deref().unwrap_or_default();

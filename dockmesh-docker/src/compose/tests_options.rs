@@ -1,0 +1,303 @@
+//! The engine options of a service (`options.rs`): each key to its resolved value, and every
+//! problem of a file reported at once.
+
+use super::*;
+
+fn load_ok(compose: &str, env: Option<&str>, profiles: Option<&[String]>) -> StackSpec {
+    let files = StackFiles {
+        name: "shop".into(),
+        compose: compose.into(),
+        env: env.map(str::to_owned),
+    };
+    load_with_profiles(
+        &files,
+        Path::new("/stacks/shop"),
+        &|_| Err(std::io::Error::other("none")),
+        profiles,
+    )
+    .unwrap_or_else(|e| panic!("{compose}\n=> {}", e.report()))
+}
+
+fn load_err(compose: &str) -> ComposeError {
+    let files = StackFiles {
+        name: "shop".into(),
+        compose: compose.into(),
+        env: None,
+    };
+    load(&files, Path::new("/stacks/shop"), &|_| {
+        Err(std::io::Error::other("none"))
+    })
+    .expect_err(compose)
+}
+
+/// `service` (the body of service `web`) resolves to `expected`, the JSON of its options with
+/// empty ones left out.
+fn check(service: &str, expected: serde_json::Value) {
+    let compose = format!("services:\n  web:\n    image: x\n{service}");
+    let spec = load_ok(&compose, None, Some(&["*".into()]));
+    let got = serde_json::to_value(&spec.services[0].options).unwrap();
+    assert_eq!(got, expected, "{service}");
+}
+
+#[test]
+fn each_option_resolves_to_its_engine_value() {
+    use serde_json::json;
+    let cases: &[(&str, serde_json::Value)] = &[
+        (
+            "    container_name: shop-web\n",
+            json!({"container_name": "shop-web"}),
+        ),
+        (
+            "    hostname: web1\n    domainname: example.org\n",
+            json!({"hostname": "web1", "domainname": "example.org"}),
+        ),
+        (
+            "    ulimits:\n      nproc: 65535\n      nofile: {soft: 20000, hard: 40000}\n",
+            json!({"ulimits": {"nofile": {"soft": 20000, "hard": 40000}, "nproc": {"soft": 65535, "hard": 65535}}}),
+        ),
+        (
+            "    expose: [80, '53/udp', '3000-3001']\n",
+            json!({"expose": ["80/tcp", "53/udp", "3000/tcp", "3001/tcp"]}),
+        ),
+        ("    read_only: 'true'\n", json!({"read_only": true})),
+        ("    tmpfs: /run\n", json!({"tmpfs": {"/run": ""}})),
+        (
+            "    tmpfs: ['/run', '/tmp:size=64m,mode=1777']\n",
+            json!({"tmpfs": {"/run": "", "/tmp": "size=64m,mode=1777"}}),
+        ),
+        (
+            "    security_opt: ['no-new-privileges:true']\n",
+            json!({"security_opt": ["no-new-privileges:true"]}),
+        ),
+        (
+            "    cap_add: [NET_ADMIN]\n    cap_drop: [ALL]\n",
+            json!({"cap_add": ["NET_ADMIN"], "cap_drop": ["ALL"]}),
+        ),
+        ("    network_mode: host\n", json!({"network_mode": "host"})),
+        ("    network_mode: none\n", json!({"network_mode": "none"})),
+        ("    shm_size: 256m\n", json!({"shm_size": 268435456})),
+        (
+            "    dns: 1.1.1.1\n    dns_search: [example.org]\n    dns_opt: [ndots:2]\n",
+            json!({"dns": ["1.1.1.1"], "dns_search": ["example.org"], "dns_opt": ["ndots:2"]}),
+        ),
+        (
+            "    tty: true\n    stdin_open: true\n    init: true\n",
+            json!({"tty": true, "stdin_open": true, "init": true}),
+        ),
+        ("    init: false\n", json!({"init": false})),
+        ("    pids_limit: 100\n", json!({"pids_limit": 100})),
+        (
+            "    devices: ['/dev/fuse', '/dev/snd:/dev/sound', '/dev/kvm:/dev/kvm:rw']\n",
+            json!({"devices": [
+                {"host": "/dev/fuse", "container": "/dev/fuse", "permissions": "rwm"},
+                {"host": "/dev/snd", "container": "/dev/sound", "permissions": "rwm"},
+                {"host": "/dev/kvm", "container": "/dev/kvm", "permissions": "rw"},
+            ]}),
+        ),
+        (
+            "    logging:\n      driver: json-file\n      options: {max-size: 10m, max-file: 3}\n",
+            json!({"logging": {"driver": "json-file", "options": {"max-file": "3", "max-size": "10m"}}}),
+        ),
+        ("    privileged: true\n", json!({"privileged": true})),
+        (
+            "    sysctls: {net.core.somaxconn: 1024}\n",
+            json!({"sysctls": {"net.core.somaxconn": "1024"}}),
+        ),
+        (
+            "    sysctls: ['net.ipv4.ip_forward=1']\n",
+            json!({"sysctls": {"net.ipv4.ip_forward": "1"}}),
+        ),
+        (
+            "    stop_signal: SIGINT\n",
+            json!({"stop_signal": "SIGINT"}),
+        ),
+        (
+            "    extra_hosts: ['db:10.0.0.5', 'v6=::1', 'gw:host-gateway']\n",
+            json!({"extra_hosts": ["db:10.0.0.5", "v6:::1", "gw:host-gateway"]}),
+        ),
+        (
+            "    extra_hosts: {db: 10.0.0.5}\n",
+            json!({"extra_hosts": ["db:10.0.0.5"]}),
+        ),
+        (
+            "    group_add: [audio, 1001]\n",
+            json!({"group_add": ["audio", "1001"]}),
+        ),
+        (
+            "    cpus: 1.5\n    mem_reservation: 64m\n",
+            json!({"nano_cpus": 1_500_000_000i64, "mem_reservation": 67108864}),
+        ),
+        (
+            "    deploy:\n      resources:\n        limits: {cpus: '0.5', pids: 50}\n        reservations: {memory: 32m}\n",
+            json!({"nano_cpus": 500_000_000, "pids_limit": 50, "mem_reservation": 33554432}),
+        ),
+        ("    profiles: [debug]\n", json!({"profiles": ["debug"]})),
+        (
+            "    platform: linux/amd64\n",
+            json!({"platform": "linux/amd64"}),
+        ),
+    ];
+    for (service, expected) in cases {
+        check(service, expected.clone());
+    }
+}
+
+#[test]
+fn deploy_maps_to_the_service_fields_compose_uses() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    deploy:\n      replicas: 1\n      resources:\n        limits: {memory: 128m}\n      restart_policy: {condition: on-failure, max_attempts: 3}\n",
+        None,
+        None,
+    );
+    let web = &spec.services[0];
+    assert_eq!(web.mem_limit, Some(128 << 20));
+    assert_eq!(web.restart.as_deref(), Some("on-failure:3"));
+    for (condition, restart) in [
+        ("none", "no"),
+        ("any", "always"),
+        ("on-failure", "on-failure"),
+    ] {
+        let spec = load_ok(
+            &format!(
+                "services:\n  web:\n    image: x\n    deploy:\n      restart_policy: {{condition: {condition}}}\n"
+            ),
+            None,
+            None,
+        );
+        assert_eq!(
+            spec.services[0].restart.as_deref(),
+            Some(restart),
+            "{condition}"
+        );
+    }
+}
+
+#[test]
+fn network_mode_service_orders_and_replaces_the_networks() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    network_mode: service:vpn\n  vpn:\n    image: y\n",
+        None,
+        None,
+    );
+    let names: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["vpn", "web"]);
+    let web = spec.service("web").unwrap();
+    assert!(web.networks.is_empty());
+    assert_eq!(
+        web.options.network_mode,
+        Some(NetworkMode::Service("vpn".into()))
+    );
+}
+
+#[test]
+fn profiles_select_services() {
+    const FILE: &str = "services:\n  web:\n    image: x\n  debug:\n    image: y\n    profiles: [debug]\n  tools:\n    image: z\n    profiles: [tools, debug]\n";
+    let names =
+        |spec: StackSpec| -> Vec<String> { spec.services.into_iter().map(|s| s.name).collect() };
+    assert_eq!(names(load_ok(FILE, None, None)), ["web"]);
+    assert_eq!(
+        names(load_ok(FILE, Some("COMPOSE_PROFILES=tools\n"), None)),
+        ["web", "tools"]
+    );
+    assert_eq!(
+        names(load_ok(FILE, Some("COMPOSE_PROFILES=debug\n"), None)),
+        ["web", "debug", "tools"]
+    );
+    assert_eq!(
+        names(load_ok(FILE, None, Some(&["*".into()]))),
+        ["web", "debug", "tools"]
+    );
+    // A profile given explicitly wins over `.env`.
+    assert_eq!(
+        names(load_ok(FILE, Some("COMPOSE_PROFILES=debug\n"), Some(&[]))),
+        ["web"]
+    );
+    let container = |spec: &StackSpec| spec.services[0].container_name("shop");
+    assert_eq!(container(&load_ok(FILE, None, None)), "shop-web-1");
+    assert_eq!(
+        container(&load_ok(
+            "services:\n  web:\n    image: x\n    container_name: w\n",
+            None,
+            None
+        )),
+        "w"
+    );
+}
+
+/// The error of `compose` names every fragment, and counts `n` problems.
+fn check_problems(compose: &str, n: usize, fragments: &[&str]) {
+    let e = load_err(compose);
+    let report = e.report();
+    let count = match &e {
+        ComposeError::Several { problems } => problems.len(),
+        _ => 1,
+    };
+    assert_eq!(count, n, "{compose}\n=> {report}");
+    for f in fragments {
+        assert!(report.contains(f), "{compose}\n=> {report}\n(lacks {f:?})");
+    }
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported() {
+    let cases: &[(&str, usize, &[&str])] = &[
+        (
+            "services:\n  web:\n    image: x\n    ipc: host\n    pid: host\n  db:\n    image: y\n    links: [web]\n",
+            3,
+            &["3 problems", "`ipc`", "`pid`", "service `db` uses `links`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    shm_size: lots\n    cpus: -1\n    devices: [dev/fuse]\n    ulimits: {nofile: {soft: 1}}\n",
+            4,
+            &["`shm_size`", "`cpus`", "`devices`", "needs `hard`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      placement: {constraints: []}\n      mode: global\n      resources:\n        reservations: {cpus: '1', devices: []}\n      restart_policy: {condition: any, delay: 5s}\n",
+            5,
+            &[
+                "`placement`",
+                "swarm",
+                "`global`",
+                "`cpus`",
+                "`devices`",
+                "`delay`",
+            ],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    network_mode: host\n    networks: [default]\n    ports: ['80:80']\n",
+            2,
+            &["`network_mode` and `networks`", "remove `ports`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    container_name: same\n  db:\n    image: y\n    container_name: same\n",
+            1,
+            &["`same`", "service `web`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    restart: always\n    mem_limit: 1g\n    deploy:\n      resources: {limits: {memory: 1g}}\n      restart_policy: {condition: any}\n",
+            2,
+            &[
+                "`mem_limit` and `deploy.resources.limits.memory`",
+                "`restart` and `deploy.restart_policy`",
+            ],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    depends_on: [dbg]\n  dbg:\n    image: y\n    profiles: [debug]\n",
+            1,
+            &["needs `dbg`", "debug", "COMPOSE_PROFILES"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    network_mode: service:nope\n",
+            1,
+            &["`nope`", "not a service"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    container_name: 'bad name'\n    network_mode: bridge\n",
+            2,
+            &["not a container name", "`bridge` is not supported"],
+        ),
+    ];
+    for (compose, n, fragments) in cases {
+        check_problems(compose, *n, fragments);
+    }
+}
