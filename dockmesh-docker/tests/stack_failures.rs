@@ -37,13 +37,13 @@ async fn an_unsupported_key_is_named_and_nothing_is_created() {
     let name = testsupport::unique_name("dm-key");
     let files = stack(
         &name,
-        "services:\n  web:\n    image: dockmesh-test/busybox:1\n    privileged: true\n    volumes: [data:/d]\nvolumes:\n  data:\n",
+        "services:\n  web:\n    image: dockmesh-test/busybox:1\n    ipc: host\n    volumes: [data:/d]\nvolumes:\n  data:\n",
     );
     let before = objects(&rt, &name).await;
     let err = rt.deploy(&files).await.unwrap_err();
     assert_eq!(err.kind, RuntimeErrorKind::InvalidStack, "{err}");
     assert!(
-        err.message.contains("service `web`") && err.message.contains("`privileged`"),
+        err.message.contains("service `web`") && err.message.contains("`ipc`"),
         "{err}"
     );
     assert!(err.message.contains("Nothing was changed"), "{err}");
