@@ -222,6 +222,8 @@ struct HealthCheck {
     retries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     start_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_interval: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -354,6 +356,7 @@ impl ServiceConfig {
                 interval: duration(h.interval_ns),
                 retries: h.retries.and_then(|r| u64::try_from(r).ok()),
                 start_period: duration(h.start_period_ns),
+                start_interval: duration(h.start_interval_ns),
             }),
             image: s.image.clone(),
             labels: s.labels.clone(),

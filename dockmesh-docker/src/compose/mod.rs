@@ -174,6 +174,9 @@ pub struct HealthSpec {
     pub start_period_ns: Option<i64>,
     /// Consecutive failures before the container is unhealthy.
     pub retries: Option<i64>,
+    /// Time between checks during the start period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_interval_ns: Option<i64>,
 }
 
 /// A resolved service.

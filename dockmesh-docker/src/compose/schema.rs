@@ -42,6 +42,7 @@ pub const HEALTHCHECK_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "start_period",
+    "start_interval",
     "disable",
 ];
 /// Keys of a long-syntax `ports` entry.
@@ -64,7 +65,7 @@ pub const DEFAULTED: &[(&str, &str, &str, &str)] = &[
         "ports",
         "mode",
         "ingress",
-        "ports are published on the host's engine",
+        "ports are published on the host's engine; `host` is accepted as well",
     ),
     (
         "bind",
@@ -294,7 +295,7 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             message: "must be a mapping".into(),
         })?;
         check_keys(m, HEALTHCHECK_KEYS, &hl, false)?;
-        for key in ["interval", "timeout", "start_period"] {
+        for key in ["interval", "timeout", "start_period", "start_interval"] {
             stringify_at(m, key);
         }
         if let Some(Value::Sequence(items)) = m.get_mut("test") {
@@ -319,6 +320,10 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             if let Value::Mapping(m) = item {
                 let pl = format!("{location} ports entry {}", i + 1);
                 check_keys(m, PORT_KEYS, &pl, false)?;
+                // On one engine `host` publishes exactly as `ingress` does.
+                if m.get("mode").and_then(Value::as_str) == Some("host") {
+                    m.remove("mode");
+                }
                 accept_default(m, "ports", "mode", &pl)?;
                 if let Some(v) = m.get_mut("target") {
                     to_int(v, &pl, "target")?;

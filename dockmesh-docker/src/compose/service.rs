@@ -399,6 +399,7 @@ fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, Co
             timeout_ns: None,
             start_period_ns: None,
             retries: None,
+            start_interval_ns: None,
         });
     }
     let test = match &h.test {
@@ -422,6 +423,7 @@ fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, Co
         interval_ns: ns("interval", &h.interval)?,
         timeout_ns: ns("timeout", &h.timeout)?,
         start_period_ns: ns("start_period", &h.start_period)?,
+        start_interval_ns: ns("start_interval", &h.start_interval)?,
         retries: (h.retries > 0).then_some(h.retries),
     })
 }

@@ -320,11 +320,11 @@ fn unsupported_keys_are_named_with_their_service() {
             &["service `web`", "`network_mode`", "service:NAME"],
         ),
         (
-            "services:\n  web:\n    image: x\n    healthcheck:\n      test: true\n      start_interval: 1s\n",
-            &["service `web` healthcheck", "`start_interval`"],
+            "services:\n  web:\n    image: x\n    healthcheck:\n      test: true\n      start_timeout: 1s\n",
+            &["service `web` healthcheck", "`start_timeout`"],
         ),
         (
-            "services:\n  web:\n    image: x\n    ports:\n      - target: 80\n        mode: host\n",
+            "services:\n  web:\n    image: x\n    ports:\n      - target: 80\n        mode: swarm\n",
             &["service `web` ports entry 1", "`mode`"],
         ),
         (
@@ -464,8 +464,8 @@ fn printed_defaults_with_other_values_are_named() {
         ),
         (
             "mode: ingress",
-            "mode: host",
-            &["ports entry 1", "`mode` is `host`"],
+            "mode: swarm",
+            &["ports entry 1", "`mode` is `swarm`"],
         ),
         (
             "create_host_path: true",

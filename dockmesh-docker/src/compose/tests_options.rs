@@ -301,3 +301,18 @@ fn every_problem_of_a_file_is_reported() {
         check_problems(compose, *n, fragments);
     }
 }
+
+#[test]
+fn start_interval_and_host_port_mode_are_read() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    ports:\n      - {target: 80, published: 8080, mode: host}\n    healthcheck:\n      test: [CMD, 'true']\n      start_interval: 500ms\n",
+        None,
+        None,
+    );
+    let web = &spec.services[0];
+    assert_eq!(web.ports[0].host_port, Some(8080));
+    assert_eq!(
+        web.healthcheck.as_ref().unwrap().start_interval_ns,
+        Some(500_000_000)
+    );
+}

@@ -123,6 +123,7 @@ pub(super) fn container_body(
         timeout: h.timeout_ns,
         retries: h.retries,
         start_period: h.start_period_ns,
+        start_interval: h.start_interval_ns,
         ..Default::default()
     });
     let mut env: Vec<String> = s
