@@ -1,6 +1,7 @@
 //! Command-line interface: one module per command group.
 
 pub mod backup;
+pub mod check;
 pub mod db;
 pub mod upgrade;
 
@@ -29,6 +30,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup bundle (verified before anything is changed).
     Restore(backup::RestoreArgs),
+    /// Stacks: check a compose file offline.
+    #[command(subcommand)]
+    Stack(check::StackCommand),
     /// Run the server (not built yet: this says so and exits).
     Server,
     /// Run the agent on a host (not built yet: this says so and exits).
@@ -46,6 +50,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Db(cmd) => db::run(cmd),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
+        Command::Stack(cmd) => check::run(cmd),
         Command::Server | Command::Agent => {
             eprintln!(
                 "error: the dockmesh server and agent are not built yet; this version offers \

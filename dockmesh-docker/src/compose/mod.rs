@@ -264,6 +264,24 @@ impl Problems {
 /// Labels no compose file may set: the ones dockmesh and Compose manage.
 pub const RESERVED_LABEL_PREFIXES: &[&str] = &["com.docker.compose.", "com.dockmesh."];
 
+/// The project name a compose file gives itself (top-level `name:`), if it parses and has one.
+pub fn declared_name(compose: &str) -> Option<String> {
+    let root: Value = yaml_serde::from_str(compose).ok()?;
+    root.get("name").and_then(schema::scalar_text)
+}
+
+/// The project name Compose derives from a directory name: lowercase letters, digits, `-` and
+/// `_`, starting with a letter or digit.
+pub fn project_name_of_dir(dir_name: &str) -> String {
+    dir_name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect::<String>()
+        .trim_start_matches(['-', '_'])
+        .to_owned()
+}
+
 /// The variable of `.env` (or the environment Compose reads) that selects profiles.
 pub const PROFILES_VAR: &str = "COMPOSE_PROFILES";
 
@@ -315,9 +333,9 @@ pub fn load_with_profiles(
         message: e.to_string(),
     })?;
     interpolate_tree(&mut root, &mut Vec::new(), &vars)?;
-    schema::check(&mut root)?;
-    let top = root.as_mapping().expect("checked by schema::check");
     let mut problems = Problems::default();
+    let broken = schema::check_collect(&mut root, &mut problems)?;
+    let top = root.as_mapping().expect("checked by schema::check");
     if let Some(name) = top.get("name").and_then(Value::as_str)
         && name != files.name
     {
@@ -353,6 +371,9 @@ pub fn load_with_profiles(
     let mut all = Vec::new();
     for (name, def) in services_value {
         let name = schema::scalar_text(name).unwrap_or_default();
+        if broken.contains(&name) {
+            continue;
+        }
         let ctx = ServiceContext {
             dir,
             vars: &vars,

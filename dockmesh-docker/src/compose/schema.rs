@@ -163,12 +163,27 @@ pub const NETWORK_KEYS: &[&str] = &[
 /// unsupported keys of each place, and the first bad value of each service.
 pub fn check(root: &mut Value) -> Result<(), ComposeError> {
     let mut problems = Problems::default();
-    let top = check_top(root, &mut problems);
-    problems.take(top);
+    check_collect(root, &mut problems)?;
     problems.finish()
 }
 
-fn check_top(root: &mut Value, problems: &mut Problems) -> Result<(), ComposeError> {
+/// [`check`], recording the problems in `problems` and going on where it can: unsupported keys
+/// of a service are recorded and removed, so the rest of the service is still checked. Returns
+/// the services that cannot be read further; an error when the file's structure is broken.
+pub(crate) fn check_collect(
+    root: &mut Value,
+    problems: &mut Problems,
+) -> Result<std::collections::BTreeSet<String>, ComposeError> {
+    let mut broken = std::collections::BTreeSet::new();
+    check_top(root, problems, &mut broken)?;
+    Ok(broken)
+}
+
+fn check_top(
+    root: &mut Value,
+    problems: &mut Problems,
+    broken: &mut std::collections::BTreeSet<String>,
+) -> Result<(), ComposeError> {
     let top = root.as_mapping_mut().ok_or_else(|| ComposeError::Invalid {
         location: "top level".into(),
         message: "the compose file must be a mapping with a `services` key".into(),
@@ -186,7 +201,10 @@ fn check_top(root: &mut Value, problems: &mut Problems) -> Result<(), ComposeErr
             })?;
         for (name, service) in services.iter_mut() {
             let name = scalar_text(name).unwrap_or_default();
-            problems.take(check_service(&name, service));
+            let checked = check_service(&name, service, problems);
+            if problems.take(checked).is_none() {
+                broken.insert(name);
+            }
         }
     }
     for (section, keys, what) in [
@@ -243,7 +261,11 @@ fn check_top(root: &mut Value, problems: &mut Problems) -> Result<(), ComposeErr
     Ok(())
 }
 
-fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
+fn check_service(
+    name: &str,
+    service: &mut Value,
+    problems: &mut Problems,
+) -> Result<(), ComposeError> {
     let location = format!("service `{name}`");
     let svc = service
         .as_mapping_mut()
@@ -257,7 +279,12 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
         });
     }
     let allowed: Vec<&str> = SERVICE_KEYS.iter().chain(OPTION_KEYS).copied().collect();
-    check_keys(svc, &allowed, &location, true)?;
+    if let Err(e) = check_keys(svc, &allowed, &location, true) {
+        problems.push(e);
+        svc.retain(|k, _| {
+            scalar_text(k).is_some_and(|k| allowed.contains(&k.as_str()) || k.starts_with("x-"))
+        });
+    }
     for key in [
         "image",
         "user",

@@ -247,6 +247,11 @@ fn every_problem_of_a_file_is_reported() {
             &["3 problems", "`ipc`", "`pid`", "service `db` uses `links`"],
         ),
         (
+            "services:\n  web:\n    image: x\n    ipc: host\n    cpus: lots\n  api:\n    build: .\n",
+            3,
+            &["`ipc`", "`cpus`", "service `api` uses `build`"],
+        ),
+        (
             "services:\n  web:\n    image: x\n    shm_size: lots\n    cpus: -1\n    devices: [dev/fuse]\n    ulimits: {nofile: {soft: 1}}\n",
             4,
             &["`shm_size`", "`cpus`", "`devices`", "needs `hard`"],

@@ -124,7 +124,6 @@ pub(super) fn container_body(
         retries: h.retries,
         start_period: h.start_period_ns,
         start_interval: h.start_interval_ns,
-        ..Default::default()
     });
     let mut env: Vec<String> = s
         .environment
