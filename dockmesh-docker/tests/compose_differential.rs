@@ -64,7 +64,7 @@ const FILE: &str = r#"services:
       - ./conf:/conf:ro
     healthcheck:
       test: ["CMD", "true"]
-      interval: 30s
+      interval: 1s
       timeout: 5s
       retries: 3
       start_period: 1s
@@ -88,6 +88,15 @@ const FILE: &str = r#"services:
         limits: {cpus: "0.25", memory: 48m}
         reservations: {memory: 16m}
       restart_policy: {condition: on-failure, max_attempts: 2}
+  migrate:
+    image: dockmesh-test/busybox:1
+    command: ["sh", "-c", "sleep 1; echo migrated"]
+  app:
+    image: dockmesh-test/busybox:1
+    command: ["sleep", "300"]
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+      web: {condition: service_started}
   debug:
     image: dockmesh-test/busybox:1
     command: ["sleep", "300"]
@@ -402,6 +411,11 @@ async fn dockmesh_creates_what_docker_compose_creates() {
     let dockmesh_dir = rt.stack_dir(&p_dockmesh);
     std::fs::create_dir(dockmesh_dir.join("conf")).unwrap();
     rt.deploy(&files).await.unwrap();
+    let health = rt.wait_healthy(&p_dockmesh).await.unwrap();
+    assert!(
+        health.healthy(),
+        "a one-shot service that ended with 0 counts as healthy: {health:?}"
+    );
 
     let compose = inspect(&p_compose);
     let dockmesh = inspect(&p_dockmesh);

@@ -104,14 +104,28 @@ pub enum DependCondition {
     ServiceStarted,
     /// The dependency's healthcheck passes.
     ServiceHealthy,
+    /// The dependency's container ran to its end with exit code 0 (a one-shot job).
+    ServiceCompletedSuccessfully,
 }
 
 impl DependCondition {
+    /// The condition Compose names `name`.
+    pub fn from_name(name: &str) -> Option<DependCondition> {
+        [
+            DependCondition::ServiceStarted,
+            DependCondition::ServiceHealthy,
+            DependCondition::ServiceCompletedSuccessfully,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+
     /// Compose's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
             DependCondition::ServiceStarted => "service_started",
             DependCondition::ServiceHealthy => "service_healthy",
+            DependCondition::ServiceCompletedSuccessfully => "service_completed_successfully",
         }
     }
 }

@@ -273,17 +273,14 @@ pub(super) fn resolve_service(
         }
         dct::DependsOnOptions::Conditional(m) => {
             for (d, c) in m {
-                let cond = match c.condition.as_str() {
-                    "service_started" => DependCondition::ServiceStarted,
-                    "service_healthy" => DependCondition::ServiceHealthy,
-                    other => {
-                        return Err(invalid(
-                            &location,
-                            format!(
-                                "depends_on `{d}` uses condition `{other}`, which dockmesh does not support (use service_started or service_healthy)"
-                            ),
-                        ));
-                    }
+                let Some(cond) = DependCondition::from_name(&c.condition) else {
+                    return Err(invalid(
+                        &location,
+                        format!(
+                            "depends_on `{d}` uses condition `{}`, which dockmesh does not support (use service_started, service_healthy or service_completed_successfully)",
+                            c.condition
+                        ),
+                    ));
                 };
                 depends_on.insert(d.clone(), cond);
             }

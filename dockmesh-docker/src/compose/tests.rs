@@ -568,9 +568,9 @@ fn invalid_files_give_clear_errors() {
             &["depends on itself"],
         ),
         (
-            "services:\n  a:\n    image: x\n    depends_on:\n      b:\n        condition: service_completed_successfully\n  b:\n    image: y\n",
+            "services:\n  a:\n    image: x\n    depends_on:\n      b:\n        condition: service_done\n  b:\n    image: y\n",
             None,
-            &["service_completed_successfully", "does not support"],
+            &["service_done", "does not support"],
         ),
         (
             "services:\n  web:\n    image: x\n    ports: [\"80:80:80:80\"]\n",

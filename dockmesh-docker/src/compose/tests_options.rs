@@ -321,3 +321,18 @@ fn start_interval_and_host_port_mode_are_read() {
         Some(500_000_000)
     );
 }
+
+#[test]
+fn depends_on_service_completed_successfully_is_read() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    depends_on:\n      migrate: {condition: service_completed_successfully}\n  migrate:\n    image: x\n",
+        None,
+        None,
+    );
+    let web = spec.service("web").unwrap();
+    assert_eq!(
+        web.depends_on.get("migrate"),
+        Some(&DependCondition::ServiceCompletedSuccessfully)
+    );
+    assert_eq!(spec.services[0].name, "migrate");
+}

@@ -86,11 +86,8 @@ pub(crate) async fn start(rt: &DockerRuntime, stack: &str) -> Result<(), Runtime
             .unwrap_or_default()
             .into_iter()
             .map(|(d, cond)| {
-                let cond = if cond == "service_healthy" {
-                    DependCondition::ServiceHealthy
-                } else {
-                    DependCondition::ServiceStarted
-                };
+                let cond =
+                    DependCondition::from_name(&cond).unwrap_or(DependCondition::ServiceStarted);
                 (d, cond)
             });
         wait_dependencies(rt, stack, &names, &service, deps).await?;

@@ -7,7 +7,8 @@
 //!    needs. A failure here leaves the engine untouched.
 //! 2. **Changes, undone on failure.** Networks and volumes are created when missing; services are
 //!    created, kept or recreated in `depends_on` order, each started once its dependencies are
-//!    started (`service_started`) or healthy (`service_healthy`). A service is recreated only when
+//!    started (`service_started`), healthy (`service_healthy`) or ended with exit code 0
+//!    (`service_completed_successfully`). A service is recreated only when
 //!    the hash of its resolved definition (with the image id) differs from the
 //!    [`labels::CONFIG_HASH`] label of its container. A recreated service's old container is
 //!    stopped and renamed aside, not removed, until the whole deploy succeeded. When anything
@@ -427,6 +428,18 @@ async fn wait_dependencies(
                     return Err(RuntimeError::new(
                         RuntimeErrorKind::Unhealthy,
                         format!("service `{service}` depends on `{dep}`, which is not running."),
+                    ));
+                }
+            }
+            DependCondition::ServiceCompletedSuccessfully => {
+                let done = health::wait_completed(rt, &dep, &container).await;
+                if !done.healthy {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Unhealthy,
+                        format!(
+                            "service `{service}` waits for `{dep}` to complete successfully, but {}.",
+                            done.detail
+                        ),
                     ));
                 }
             }
