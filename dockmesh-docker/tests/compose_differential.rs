@@ -62,6 +62,7 @@ const FILE: &str = r#"services:
     volumes:
       - data:/data
       - ./conf:/conf:ro
+    secrets: [db_password, {source: api_key, target: key}]
     healthcheck:
       test: ["CMD", "true"]
       interval: 1s
@@ -105,6 +106,9 @@ volumes:
   data:
 networks:
   back:
+secrets:
+  db_password: {file: ./db_password.txt}
+  api_key: {file: ./api_key.txt}
 "#;
 
 /// The fields where dockmesh legitimately differs from `docker-compose` 1.29, and why.
@@ -367,6 +371,13 @@ fn compare(service: &str, compose: &Value, dockmesh: &Value, out: &mut Vec<Strin
     }
 }
 
+/// The files the stack's bind mounts and secrets use.
+fn write_stack_dir(dir: &Path) {
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    std::fs::write(dir.join("db_password.txt"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("api_key.txt"), "k3y\n").unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dockmesh_creates_what_docker_compose_creates() {
     let stacks = tempfile::tempdir().unwrap();
@@ -390,7 +401,7 @@ async fn dockmesh_creates_what_docker_compose_creates() {
     // docker-compose, in a directory of its own.
     let compose_dir = tempfile::tempdir().unwrap();
     let compose_name = format!("{id}-cn");
-    std::fs::create_dir(compose_dir.path().join("conf")).unwrap();
+    write_stack_dir(compose_dir.path());
     std::fs::write(
         compose_dir.path().join("docker-compose.yml"),
         FILE.replace("@NAME@", &compose_name),
@@ -409,7 +420,7 @@ async fn dockmesh_creates_what_docker_compose_creates() {
     };
     rt.write_stack_files(&files).await.unwrap();
     let dockmesh_dir = rt.stack_dir(&p_dockmesh);
-    std::fs::create_dir(dockmesh_dir.join("conf")).unwrap();
+    write_stack_dir(&dockmesh_dir);
     rt.deploy(&files).await.unwrap();
     let health = rt.wait_healthy(&p_dockmesh).await.unwrap();
     assert!(

@@ -19,6 +19,7 @@ mod error;
 pub mod interpolate;
 pub mod options;
 pub mod schema;
+mod secrets;
 mod service;
 mod short;
 pub mod units;
@@ -382,6 +383,18 @@ pub fn load_with_profiles(
             message: "`services` is empty".into(),
         });
     }
+    let secrets = secrets::parse_definitions(
+        secrets::Kind::Secret,
+        top.get("secrets"),
+        dir,
+        &mut problems,
+    );
+    let configs = secrets::parse_definitions(
+        secrets::Kind::Config,
+        top.get("configs"),
+        dir,
+        &mut problems,
+    );
     let mut all = Vec::new();
     for (name, def) in services_value {
         let name = schema::scalar_text(name).unwrap_or_default();
@@ -393,6 +406,8 @@ pub fn load_with_profiles(
             vars: &vars,
             volumes: &declared_volumes,
             networks: &declared_networks,
+            secrets: &secrets,
+            configs: &configs,
             read_file,
         };
         if let Some(s) = problems.take(resolve_service(&name, def, &ctx)) {

@@ -15,7 +15,9 @@ use super::{ComposeError, Problems};
 use yaml_serde::{Mapping, Value};
 
 /// Keys of the top level.
-pub const TOP_KEYS: &[&str] = &["version", "name", "services", "volumes", "networks"];
+pub const TOP_KEYS: &[&str] = &[
+    "version", "name", "services", "volumes", "networks", "secrets", "configs",
+];
 /// Keys of a service.
 pub const SERVICE_KEYS: &[&str] = &[
     "image",
@@ -34,6 +36,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "working_dir",
     "mem_limit",
     "stop_grace_period",
+    "secrets",
+    "configs",
 ];
 /// Keys of a service's `healthcheck`.
 pub const HEALTHCHECK_KEYS: &[&str] = &[

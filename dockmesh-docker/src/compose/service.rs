@@ -2,6 +2,7 @@
 //! `env_file`s, ports, mounts, networks, healthcheck and the rest.
 
 use super::options::take_options;
+use super::secrets;
 use super::short::{normalize_protocol, parse_range, resolve_host_path};
 use super::*;
 
@@ -10,6 +11,8 @@ pub(super) struct ServiceContext<'a> {
     pub(super) vars: &'a Vars,
     pub(super) volumes: &'a BTreeMap<String, VolumeSpec>,
     pub(super) networks: &'a BTreeMap<String, NetworkSpec>,
+    pub(super) secrets: &'a BTreeMap<String, String>,
+    pub(super) configs: &'a BTreeMap<String, String>,
     pub(super) read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
 }
 
@@ -55,6 +58,25 @@ pub(super) fn resolve_service(
         Some(m) => take_options(m, &location, &mut problems),
         None => Default::default(),
     };
+    let mut file_mounts = Vec::new();
+    for (kind, defined) in [
+        (secrets::Kind::Secret, ctx.secrets),
+        (secrets::Kind::Config, ctx.configs),
+    ] {
+        let key = match kind {
+            secrets::Kind::Secret => "secrets",
+            secrets::Kind::Config => "configs",
+        };
+        if let Some(uses) = without_ports.as_mapping_mut().and_then(|m| m.remove(key)) {
+            file_mounts.extend(secrets::service_mounts(
+                kind,
+                &uses,
+                defined,
+                &location,
+                &mut problems,
+            ));
+        }
+    }
     let s: dct::Service = match typed(&without_ports, &location) {
         Ok(s) => s,
         Err(e) => {
@@ -223,6 +245,7 @@ pub(super) fn resolve_service(
         });
     }
 
+    mounts.extend(file_mounts);
     let mut networks = BTreeMap::new();
     let wanted: Vec<(String, Vec<String>)> = match &s.networks {
         _ if options.network_mode.is_some() => vec![],

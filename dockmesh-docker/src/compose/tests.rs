@@ -340,12 +340,12 @@ fn unsupported_keys_are_named_with_their_service() {
             &["service `web` depends_on `db`", "`restart`"],
         ),
         (
-            "services:\n  web:\n    image: x\nsecrets:\n  s:\n    file: ./s\n",
-            &["top level", "`secrets`"],
+            "services:\n  web:\n    image: x\nsecrets:\n  s:\n    environment: S\n",
+            &["secret `s`", "`environment`", "only file-based"],
         ),
         (
-            "services:\n  web:\n    image: x\nconfigs: {}\n",
-            &["top level", "`configs`"],
+            "services:\n  web:\n    image: x\nconfigs: {c: {content: hi}}\n",
+            &["config `c`", "`content`"],
         ),
         (
             "include: [other.yaml]\nservices:\n  web:\n    image: x\n",

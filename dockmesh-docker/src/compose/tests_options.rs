@@ -336,3 +336,32 @@ fn depends_on_service_completed_successfully_is_read() {
     );
     assert_eq!(spec.services[0].name, "migrate");
 }
+
+#[test]
+fn secrets_and_configs_are_read_only_bind_mounts() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    secrets: [db_password, {source: api_key, target: key}]\n    configs: [{source: nginx, target: /etc/nginx/nginx.conf}, site]\nsecrets:\n  db_password: {file: ./secrets/db.txt}\n  api_key: {file: /srv/key}\nconfigs:\n  nginx: {file: ./nginx.conf}\n  site: {file: site.conf}\n",
+        None,
+        None,
+    );
+    let mounts: Vec<(String, String, bool)> = spec.services[0]
+        .mounts
+        .iter()
+        .map(|m| (m.source.clone(), m.target.clone(), m.read_only))
+        .collect();
+    let m = |s: &str, t: &str| (s.to_owned(), t.to_owned(), true);
+    assert_eq!(
+        mounts,
+        [
+            m("/stacks/shop/secrets/db.txt", "/run/secrets/db_password"),
+            m("/srv/key", "/run/secrets/key"),
+            m("/stacks/shop/nginx.conf", "/etc/nginx/nginx.conf"),
+            m("/stacks/shop/site.conf", "/site"),
+        ]
+    );
+    check_problems(
+        "services:\n  web:\n    image: x\n    secrets: [nope, {source: s, mode: 0400}]\nsecrets:\n  s: {file: ./s}\n",
+        2,
+        &["`nope`, which is not declared", "`mode`"],
+    );
+}
