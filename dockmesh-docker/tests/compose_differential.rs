@@ -89,6 +89,12 @@ const FILE: &str = r#"services:
         limits: {cpus: "0.25", memory: 48m}
         reservations: {memory: 16m}
       restart_policy: {condition: on-failure, max_attempts: 2}
+  limited2:
+    extends: limited
+    environment: [EXTRA=1]
+    networks:
+      back:
+        aliases: [worker2]
   migrate:
     image: dockmesh-test/busybox:1
     command: ["sh", "-c", "sleep 1; echo migrated"]

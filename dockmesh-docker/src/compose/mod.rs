@@ -16,6 +16,7 @@
 //!    paths, `env_file`s, durations and sizes; services are put in `depends_on` order.
 
 mod error;
+mod extends;
 pub mod interpolate;
 pub mod options;
 pub mod schema;
@@ -349,6 +350,22 @@ pub fn load_with_profiles(
     })?;
     interpolate_tree(&mut root, &mut Vec::new(), &vars)?;
     let mut problems = Problems::default();
+    let load_file = |file: &str| -> Result<Value, ComposeError> {
+        let unreadable = |message: String| ComposeError::Invalid {
+            location: format!("extends file {file}"),
+            message,
+        };
+        let path = short::resolve_host_path(dir, file).map_err(unreadable)?;
+        let text = read_file(&path).map_err(|e| unreadable(format!("cannot be read: {e}")))?;
+        let mut other: Value = yaml_serde::from_str(&text)
+            .map_err(|e| unreadable(format!("is not valid YAML: {e}")))?;
+        other
+            .apply_merge()
+            .map_err(|e| unreadable(format!("is not valid YAML: {e}")))?;
+        interpolate_tree(&mut other, &mut Vec::new(), &vars)?;
+        Ok(other)
+    };
+    extends::resolve(&mut root, &load_file, &mut problems);
     let broken = schema::check_collect(&mut root, &mut problems)?;
     let top = root.as_mapping().expect("checked by schema::check");
     if let Some(name) = top.get("name").and_then(Value::as_str)

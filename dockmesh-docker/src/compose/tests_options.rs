@@ -365,3 +365,60 @@ fn secrets_and_configs_are_read_only_bind_mounts() {
         &["`nope`, which is not declared", "`mode`"],
     );
 }
+
+#[test]
+fn extends_merges_as_compose_does() {
+    let common = "services:\n  base:\n    image: common:${TAG}\n    environment: [A=1, B=2]\n    ports: ['80']\n    volumes: [data:/data, ./a:/a]\n    command: [sleep, '1']\n";
+    let files = StackFiles {
+        name: "shop".into(),
+        compose: "services:\n  web:\n    extends: {service: base, file: common.yaml}\n    environment: {B: '3'}\n    ports: ['81']\n    volumes: ['./b:/a']\n    command: [sleep, '2']\n  worker:\n    extends: web\n    labels: [x=y]\nvolumes:\n  data:\n".into(),
+        env: Some("TAG=7\n".into()),
+    };
+    let spec = load(&files, Path::new("/stacks/shop"), &|p: &Path| {
+        if p == Path::new("/stacks/shop/common.yaml") {
+            Ok(common.to_owned())
+        } else {
+            Err(std::io::Error::other("no such file"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{}", e.report()));
+    for name in ["web", "worker"] {
+        let s = spec.service(name).unwrap();
+        assert_eq!(s.image, "common:7", "{name}");
+        assert_eq!(
+            s.environment,
+            BTreeMap::from([("A".into(), "1".into()), ("B".into(), "3".into())])
+        );
+        let ports: Vec<u16> = s.ports.iter().map(|p| p.container_port).collect();
+        assert_eq!(ports, [80, 81]);
+        let mounts: Vec<(&str, &str)> = s
+            .mounts
+            .iter()
+            .map(|m| (m.source.as_str(), m.target.as_str()))
+            .collect();
+        assert_eq!(mounts, [("shop_data", "/data"), ("/stacks/shop/b", "/a")]);
+        assert_eq!(
+            s.command.as_deref(),
+            Some(&["sleep".into(), "2".into()][..])
+        );
+    }
+    assert_eq!(
+        spec.service("worker")
+            .unwrap()
+            .labels
+            .get("x")
+            .map(String::as_str),
+        Some("y")
+    );
+    check_problems(
+        "services:\n  a:\n    image: x\n    extends: nope\n  b:\n    extends: b\n  c:\n    image: x\n    extends: {service: a, file: missing.yaml}\n",
+        4,
+        &[
+            "`nope` is not a service",
+            "extends itself",
+            "missing.yaml",
+            "cannot be read",
+            "service `b`: has no `image`",
+        ],
+    );
+}
