@@ -160,6 +160,12 @@ async fn compose_features_reach_the_engine() {
             read_only: true,
         }]
     );
+    let names = [
+        labels::container_name(&name, "api"),
+        labels::container_name(&name, "probe"),
+    ];
+    assert_eq!(snap.stacks[&name].container_names, names);
+    assert!(names.iter().all(|n| snap.container_names.contains(n)));
 
     // A service removed from the file is removed from the engine.
     let without_probe = StackFiles {
