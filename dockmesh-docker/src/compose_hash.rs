@@ -251,6 +251,8 @@ struct VolumeConfig {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    consistency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     bind: Option<BindOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume: Option<VolumeOptions>,
@@ -259,10 +261,15 @@ struct VolumeConfig {
 #[derive(Serialize)]
 struct BindOptions {
     create_host_path: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selinux: Option<String>,
 }
 
 #[derive(Serialize)]
-struct VolumeOptions {}
+struct VolumeOptions {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    nocopy: bool,
+}
 
 impl ServiceConfig {
     fn of(spec: &StackSpec, s: &ServiceSpec) -> Self {
@@ -396,16 +403,19 @@ impl ServiceConfig {
                         source: volume_key(&m.source),
                         target: m.target.clone(),
                         read_only: m.read_only,
+                        consistency: m.consistency.clone(),
                         bind: None,
-                        volume: Some(VolumeOptions {}),
+                        volume: Some(VolumeOptions { nocopy: m.no_copy }),
                     },
                     MountKind::Bind => VolumeConfig {
                         typ: "bind",
                         source: m.source.clone(),
                         target: m.target.clone(),
                         read_only: m.read_only,
+                        consistency: m.consistency.clone(),
                         bind: Some(BindOptions {
                             create_host_path: true,
+                            selinux: m.selinux.clone(),
                         }),
                         volume: None,
                     },

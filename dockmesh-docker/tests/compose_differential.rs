@@ -60,8 +60,9 @@ const FILE: &str = r#"services:
     devices: ["/dev/null:/dev/mynull:rw"]
     restart: unless-stopped
     volumes:
-      - data:/data
+      - data:/data:nocopy
       - ./conf:/conf:ro
+      - ./conf:/conf2:z
     secrets: [db_password, {source: api_key, target: key}]
     healthcheck:
       test: ["CMD", "true"]

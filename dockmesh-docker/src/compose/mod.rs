@@ -28,7 +28,7 @@ pub mod units;
 pub use error::ComposeError;
 pub use options::{DeviceSpec, LoggingSpec, NetworkMode, ServiceOptions, Ulimit};
 use service::{ServiceContext, invalid, resolve_service};
-pub use short::{parse_port, parse_short_mount};
+pub use short::{MountFlags, parse_port, parse_short_mount, parse_short_mount_flags};
 
 use docker_compose_types as dct;
 use dockmesh_core::StackFiles;
@@ -166,6 +166,15 @@ pub struct MountSpec {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// A new volume does not get the image's content at the target (`nocopy`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_copy: bool,
+    /// SELinux relabelling of a bind (`z` shared, `Z` private).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<String>,
+    /// `cached`, `delegated` or `consistent` (no effect on Linux engines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
 }
 
 /// A network a service joins.

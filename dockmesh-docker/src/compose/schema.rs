@@ -54,7 +54,7 @@ pub const PORT_KEYS: &[&str] = &["target", "published", "host_ip", "protocol", "
 /// Keys of a long-syntax service `volumes` entry.
 pub const MOUNT_KEYS: &[&str] = &["type", "source", "target", "read_only", "bind", "volume"];
 /// Keys of a mount's `bind` options.
-pub const BIND_KEYS: &[&str] = &["create_host_path"];
+pub const BIND_KEYS: &[&str] = &["create_host_path", "selinux"];
 /// Keys of a mount's `volume` options.
 pub const MOUNT_VOLUME_KEYS: &[&str] = &["nocopy"];
 /// Keys of an entry of a service's `networks` map.
@@ -76,12 +76,6 @@ pub const DEFAULTED: &[(&str, &str, &str, &str)] = &[
         "create_host_path",
         "true",
         "a missing bind source directory is created, as with the short syntax",
-    ),
-    (
-        "volume",
-        "nocopy",
-        "false",
-        "a new volume gets the image's content at its target",
     ),
     (
         "depends_on",
@@ -143,8 +137,33 @@ fn accept_default_options(
             message: "must be a mapping".into(),
         })?;
         check_keys(opts, keys, &location, false)?;
+        // Options dockmesh applies are kept for the typed parse; defaulted ones are dropped.
+        let mut kept = Mapping::new();
         for key in keys {
-            accept_default(opts, section, key, &location)?;
+            match (section, *key) {
+                ("bind", "selinux") => {
+                    if let Some(v) = opts.remove("selinux") {
+                        if !matches!(v.as_str(), Some("z" | "Z")) {
+                            return Err(ComposeError::Invalid {
+                                location,
+                                message: "`selinux` must be z or Z".into(),
+                            });
+                        }
+                        kept.insert("selinux".into(), v);
+                    }
+                }
+                ("volume", "nocopy") => {
+                    if let Some(mut v) = opts.remove("nocopy") {
+                        to_bool(&mut v, &location, "nocopy")?;
+                        kept.insert("nocopy".into(), v);
+                    }
+                }
+                _ => accept_default(opts, section, key, &location)?,
+            }
+        }
+        if !kept.is_empty() {
+            m.insert(section.into(), Value::Mapping(kept));
+            return Ok(());
         }
     }
     m.remove(section);

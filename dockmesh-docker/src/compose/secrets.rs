@@ -153,6 +153,9 @@ pub(super) fn service_mounts(
             source: file.clone(),
             target: kind.target(&target),
             read_only: true,
+            no_copy: false,
+            selinux: None,
+            consistency: None,
         });
     }
     out

@@ -196,9 +196,9 @@ pub(super) fn resolve_service(
 
     let mut mounts = Vec::new();
     for v in &s.volumes {
-        let (kind, source, target, read_only) = match v {
+        let (kind, source, target, flags) = match v {
             dct::Volumes::Simple(text) => {
-                parse_short_mount(text).map_err(|m| invalid(&location, m))?
+                parse_short_mount_flags(text).map_err(|m| invalid(&location, m))?
             }
             dct::Volumes::Advanced(a) => {
                 let kind = match a._type.as_str() {
@@ -216,7 +216,13 @@ pub(super) fn resolve_service(
                 let source = a.source.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
                     invalid(&location, format!("the mount at {} has no `source` (anonymous volumes are not supported: their data could not be moved; name the volume)", a.target))
                 })?;
-                (kind, source, a.target.clone(), a.read_only)
+                let flags = MountFlags {
+                    read_only: a.read_only,
+                    no_copy: a.volume.as_ref().and_then(|v| v.nocopy).unwrap_or(false),
+                    selinux: a.bind.as_ref().and_then(|b| b.selinux.clone()),
+                    consistency: None,
+                };
+                (kind, source, a.target.clone(), flags)
             }
         };
         if !target.starts_with('/') {
@@ -241,7 +247,10 @@ pub(super) fn resolve_service(
             kind,
             source,
             target,
-            read_only,
+            read_only: flags.read_only,
+            no_copy: flags.no_copy,
+            selinux: flags.selinux,
+            consistency: flags.consistency,
         });
     }
 

@@ -181,25 +181,37 @@ networks:
                 kind: MountKind::Volume,
                 source: "shop_data".into(),
                 target: "/data".into(),
-                read_only: false
+                read_only: false,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
             MountSpec {
                 kind: MountKind::Bind,
                 source: "/stacks/shop/conf".into(),
                 target: "/etc/conf".into(),
-                read_only: true
+                read_only: true,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
             MountSpec {
                 kind: MountKind::Volume,
                 source: "shared-cache".into(),
                 target: "/cache".into(),
-                read_only: true
+                read_only: true,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
             MountSpec {
                 kind: MountKind::Bind,
                 source: "/srv/logs".into(),
                 target: "/logs".into(),
-                read_only: false
+                read_only: false,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
         ]
     );
@@ -328,8 +340,8 @@ fn unsupported_keys_are_named_with_their_service() {
             &["service `web` ports entry 1", "`mode`"],
         ),
         (
-            "services:\n  web:\n    image: x\n    volumes:\n      - type: volume\n        source: d\n        target: /d\n        volume: {nocopy: true}\nvolumes:\n  d:\n",
-            &["service `web` volumes entry 1", "`volume`"],
+            "services:\n  web:\n    image: x\n    volumes:\n      - type: volume\n        source: d\n        target: /d\n        volume: {subpath: x}\nvolumes:\n  d:\n",
+            &["service `web` volumes entry 1", "`subpath`"],
         ),
         (
             "services:\n  web:\n    image: x\n    networks:\n      n:\n        ipv4_address: 10.0.0.2\nnetworks:\n  n:\n",
@@ -479,8 +491,8 @@ fn printed_defaults_with_other_values_are_named() {
         ),
         (
             "volume: {}",
-            "volume: {nocopy: true}",
-            &["volumes entry 1 `volume`", "`nocopy` is `true`"],
+            "volume: {subpath: x}",
+            &["volumes entry 1 `volume`", "`subpath`"],
         ),
     ];
     for (from, to, fragments) in cases {
@@ -528,9 +540,9 @@ fn invalid_files_give_clear_errors() {
             &["volume `missing`", "not declared"],
         ),
         (
-            "services:\n  web:\n    image: x\n    volumes: [./d:/d:z]\n",
+            "services:\n  web:\n    image: x\n    volumes: [./d:/d:shared]\n",
             None,
-            &["mount option `z`"],
+            &["mount option `shared`"],
         ),
         (
             "services:\n  web:\n    image: x\n    volumes: [~/d:/d]\n",

@@ -422,3 +422,38 @@ fn extends_merges_as_compose_does() {
         ],
     );
 }
+
+#[test]
+fn mount_flags_are_read() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    volumes:\n      - data:/data:ro,nocopy\n      - ./c:/c:z,cached\n      - {type: volume, source: data, target: /d2, volume: {nocopy: true}}\n      - {type: bind, source: /srv, target: /srv, bind: {selinux: Z, create_host_path: true}}\nvolumes:\n  data:\n",
+        None,
+        None,
+    );
+    let flags: Vec<(bool, bool, Option<&str>, Option<&str>)> = spec.services[0]
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.read_only,
+                m.no_copy,
+                m.selinux.as_deref(),
+                m.consistency.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (true, true, None, None),
+            (false, false, Some("z"), Some("cached")),
+            (false, true, None, None),
+            (false, false, Some("Z"), None),
+        ]
+    );
+    check_problems(
+        "services:\n  web:\n    image: x\n    volumes: ['./c:/c:nocopy']\n",
+        1,
+        &["`nocopy` is not supported here"],
+    );
+}

@@ -5,8 +5,8 @@ use crate::compose::{MountKind, NetworkMode, ServiceSpec, StackSpec};
 use crate::labels;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, Mount, MountType, NetworkingConfig, PortBinding, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, Mount, MountType, MountVolumeOptions, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
 
@@ -92,15 +92,29 @@ pub(super) fn container_body(
                 source: Some(m.source.clone()),
                 typ: Some(MountType::VOLUME),
                 read_only: Some(m.read_only),
+                consistency: m.consistency.clone(),
+                volume_options: m.no_copy.then(|| MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             // The legacy bind syntax creates a missing host directory, as Compose's short syntax does.
-            MountKind::Bind => binds.push(format!(
-                "{}:{}{}",
-                m.source,
-                m.target,
-                if m.read_only { ":ro" } else { "" }
-            )),
+            MountKind::Bind => {
+                let options: Vec<&str> = [
+                    m.read_only.then_some("ro"),
+                    m.selinux.as_deref(),
+                    m.consistency.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let mut bind = format!("{}:{}", m.source, m.target);
+                if !options.is_empty() {
+                    bind = format!("{bind}:{}", options.join(","));
+                }
+                binds.push(bind);
+            }
         }
     }
     let o = &s.options;
