@@ -5,6 +5,8 @@
 //! Compose's and dockmesh's bookkeeping). Where the two tools legitimately differ, [`DIFFERENT`]
 //! names the field and why.
 
+mod support_compose;
+
 use dockmesh_core::ports::HostRuntime;
 use dockmesh_core::types::StackFiles;
 use dockmesh_docker::testsupport;
@@ -12,6 +14,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
+use support_compose::{Cleanup, run};
 
 /// The file both tools run. `@NAME@` is replaced by a name of each run's own (container names
 /// are global on an engine).
@@ -144,57 +147,6 @@ const DIFFERENT: &[(&str, &str)] = &[
          bookkeeping (see labels())",
     ),
 ];
-
-fn oracle() -> Option<&'static str> {
-    let ok = |bin: &str| {
-        Command::new(bin)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    ok("docker-compose").then_some("docker-compose")
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Removes everything either project created, whatever the test did.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for project in &self.0 {
-            let filter = format!("label=com.docker.compose.project={project}");
-            for (list, remove) in [
-                (vec!["ps", "-aq"], vec!["rm", "-f"]),
-                (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"]),
-                (vec!["network", "ls", "-q"], vec!["network", "rm"]),
-            ] {
-                let Ok(out) = Command::new("docker")
-                    .args(&list)
-                    .args(["--filter", &filter])
-                    .output()
-                else {
-                    continue;
-                };
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker").args(&remove).args(&ids).output();
-                }
-            }
-        }
-    }
-}
 
 /// `docker inspect` of the container of every service of `project`, by service.
 fn inspect(project: &str) -> BTreeMap<String, Value> {
@@ -392,13 +344,7 @@ async fn dockmesh_creates_what_docker_compose_creates() {
     let Some(rt) = testsupport::engine_for_test(test, stacks.path()).await else {
         return;
     };
-    let Some(compose_bin) = oracle() else {
-        assert!(
-            !testsupport::services_required(),
-            "{test}: docker-compose is not installed (apt-get install -y docker-compose), and \
-             DOCKMESH_REQUIRE_SERVICES=1 requires it"
-        );
-        eprintln!("SKIPPED {test}: docker-compose is not installed");
+    let Some(compose_bin) = support_compose::oracle_for_test(test) else {
         return;
     };
     let id = testsupport::unique_name("dmdiff");
