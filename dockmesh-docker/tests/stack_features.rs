@@ -266,3 +266,27 @@ async fn endpoints_are_explicit_or_unreachable() {
     .unwrap_err();
     assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_with_restart_true_follows_its_replaced_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "a_dependent_with_restart_true_follows_its_replaced_dependency";
+    let Some(rt) = testsupport::engine_for_test(test, dir.path()).await else {
+        return;
+    };
+    let name = testsupport::unique_name("dm-restart");
+    let file = |version: &str| StackFiles {
+        name: name.clone(),
+        compose: format!(
+            "services:\n  db:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    environment: {{VERSION: '{version}'}}\n  web:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    depends_on:\n      db: {{condition: service_started, restart: true}}\n  worker:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    depends_on: [db]\n"
+        ),
+        env: None,
+    };
+    rt.write_stack_files(&file("1")).await.unwrap();
+    rt.deploy(&file("1")).await.unwrap();
+    rt.write_stack_files(&file("2")).await.unwrap();
+    let report = rt.deploy(&file("2")).await.unwrap();
+    assert_eq!(report.recreated, ["db", "web"], "{report:?}");
+    assert_eq!(report.unchanged, ["worker"], "{report:?}");
+    rt.remove_stack(&name, true).await.unwrap();
+}

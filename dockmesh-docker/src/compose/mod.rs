@@ -227,6 +227,13 @@ pub struct ServiceSpec {
     pub healthcheck: Option<HealthSpec>,
     /// Dependencies and their conditions.
     pub depends_on: BTreeMap<String, DependCondition>,
+    /// Dependencies with `restart: true`: when one is replaced, this service is too.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub restart_with: BTreeSet<String>,
+    /// Dependencies with `required: false`: left out when the stack does not deploy them,
+    /// and only warned about when they fail their condition.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub optional: BTreeSet<String>,
     /// Restart policy (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
     pub restart: Option<String>,
     /// Labels from the file.
@@ -446,7 +453,20 @@ pub fn load_with_profiles(
                 .iter()
                 .any(|a| a == "*" || s.options.profiles.contains(a))
     };
-    let (services, disabled): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| enabled(s));
+    let (mut services, disabled): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| enabled(s));
+    let active_names: BTreeSet<String> = services.iter().map(|s| s.name.clone()).collect();
+    for s in &mut services {
+        let gone: Vec<String> = s
+            .optional
+            .iter()
+            .filter(|d| !active_names.contains(*d))
+            .cloned()
+            .collect();
+        for d in gone {
+            s.depends_on.remove(&d);
+            s.restart_with.remove(&d);
+        }
+    }
     for s in &services {
         let needs = s.depends_on.keys().chain(match &s.options.network_mode {
             Some(NetworkMode::Service(n)) => Some(n),

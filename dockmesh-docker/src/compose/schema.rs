@@ -77,18 +77,6 @@ pub const DEFAULTED: &[(&str, &str, &str, &str)] = &[
         "true",
         "a missing bind source directory is created, as with the short syntax",
     ),
-    (
-        "depends_on",
-        "required",
-        "true",
-        "every dependency must exist",
-    ),
-    (
-        "depends_on",
-        "restart",
-        "false",
-        "dependents are not restarted with their dependency",
-    ),
 ];
 
 /// Accept `key` of `m` only with its [`DEFAULTED`] value, then drop it.
@@ -431,8 +419,11 @@ fn check_service(
                 message: "must be a mapping with a `condition`".into(),
             })?;
             check_keys(m, DEPENDS_ON_KEYS, &dl, false)?;
-            accept_default(m, "depends_on", "required", &dl)?;
-            accept_default(m, "depends_on", "restart", &dl)?;
+            for flag in ["required", "restart"] {
+                if let Some(v) = m.get_mut(flag) {
+                    to_bool(v, &dl, flag)?;
+                }
+            }
             if !m.contains_key("condition") {
                 m.insert("condition".into(), "service_started".into());
             }

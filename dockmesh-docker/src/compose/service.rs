@@ -297,6 +297,8 @@ pub(super) fn resolve_service(
         .transpose()?;
 
     let mut depends_on = BTreeMap::new();
+    let mut restart_with = BTreeSet::new();
+    let mut optional = BTreeSet::new();
     match &s.depends_on {
         dct::DependsOnOptions::Simple(l) => {
             for d in l {
@@ -314,6 +316,12 @@ pub(super) fn resolve_service(
                         ),
                     ));
                 };
+                if c.restart == Some(true) {
+                    restart_with.insert(d.clone());
+                }
+                if c.required == Some(false) {
+                    optional.insert(d.clone());
+                }
                 depends_on.insert(d.clone(), cond);
             }
         }
@@ -403,6 +411,8 @@ pub(super) fn resolve_service(
         networks,
         healthcheck,
         depends_on,
+        restart_with,
+        optional,
         restart,
         labels: labels_map(&s.labels, &location)?,
         user: s.user.clone(),

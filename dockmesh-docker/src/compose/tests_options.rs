@@ -457,3 +457,20 @@ fn mount_flags_are_read() {
         &["`nocopy` is not supported here"],
     );
 }
+
+#[test]
+fn depends_on_required_and_restart_are_read() {
+    const FILE: &str = "services:\n  web:\n    image: x\n    depends_on:\n      db: {condition: service_started, restart: true}\n      cache: {condition: service_started, required: false}\n  db:\n    image: x\n  cache:\n    image: x\n    profiles: [cache]\n";
+    let spec = load_ok(FILE, None, None);
+    let web = spec.service("web").unwrap();
+    assert_eq!(
+        web.depends_on.keys().collect::<Vec<_>>(),
+        ["db"],
+        "an optional dependency that is not deployed is left out"
+    );
+    assert_eq!(web.restart_with.iter().collect::<Vec<_>>(), ["db"]);
+    let spec = load_ok(FILE, None, Some(&["cache".into()]));
+    let web = spec.service("web").unwrap();
+    assert_eq!(web.depends_on.keys().collect::<Vec<_>>(), ["cache", "db"]);
+    assert_eq!(web.optional.iter().collect::<Vec<_>>(), ["cache"]);
+}

@@ -54,7 +54,7 @@ pub(super) fn container_body(
             labels::DEPENDS_ON,
             s.depends_on
                 .iter()
-                .map(|(d, c)| format!("{d}:{}:false", c.as_str()))
+                .map(|(d, c)| format!("{d}:{}:{}", c.as_str(), s.restart_with.contains(d)))
                 .collect::<Vec<_>>()
                 .join(","),
         ),

@@ -296,14 +296,15 @@ async fn plan<'a>(
                 Action::Create
             }
         };
-        // A container that uses another's network must follow it when it is replaced.
-        let action = match (action, &s.options.network_mode) {
-            (Action::Keep { id, running }, Some(NetworkMode::Service(n)))
-                if changed.contains(n.as_str()) =>
-            {
-                Action::Recreate { id, running }
-            }
-            (action, _) => action,
+        // A container that uses another's network must follow it when it is replaced, and so
+        // does one that depends on it with `restart: true` (replaced, where Compose restarts).
+        let follows = match &s.options.network_mode {
+            Some(NetworkMode::Service(n)) => changed.contains(n.as_str()),
+            _ => false,
+        } || s.restart_with.iter().any(|d| changed.contains(d.as_str()));
+        let action = match action {
+            Action::Keep { id, running } if follows => Action::Recreate { id, running },
+            action => action,
         };
         if !matches!(action, Action::Keep { .. }) {
             changed.insert(s.name.as_str());
@@ -348,9 +349,19 @@ async fn execute(
             &spec.project,
             &names,
             &s.name,
-            s.depends_on.iter().map(|(d, c)| (d.clone(), *c)),
+            s.depends_on
+                .iter()
+                .filter(|(d, _)| !s.optional.contains(*d))
+                .map(|(d, c)| (d.clone(), *c)),
         )
         .await?;
+        // `required: false`: a dependency that fails its condition is only warned about.
+        for (d, c) in s.depends_on.iter().filter(|(d, _)| s.optional.contains(*d)) {
+            let one = std::iter::once((d.clone(), *c));
+            if let Err(e) = wait_dependencies(rt, &spec.project, &names, &s.name, one).await {
+                tracing::warn!(stack = %spec.project, service = %s.name, dependency = %d, error = %e, "an optional dependency is not ready; starting anyway");
+            }
+        }
         match &p.action {
             Action::Keep { id, running } => {
                 if !running {
