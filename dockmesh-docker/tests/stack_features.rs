@@ -290,3 +290,36 @@ async fn a_dependent_with_restart_true_follows_its_replaced_dependency() {
     assert_eq!(report.unchanged, ["worker"], "{report:?}");
     rt.remove_stack(&name, true).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_env_and_files_reach_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "secrets_from_env_and_files_reach_the_container";
+    let Some(rt) = testsupport::engine_for_test(test, dir.path()).await else {
+        return;
+    };
+    let name = testsupport::unique_name("dm-secret");
+    let files = StackFiles {
+        name: name.clone(),
+        compose: "services:\n  app:\n    image: dockmesh-test/busybox:1\n    command: [sh, -c, 'cat /run/secrets/token /run/secrets/file_secret /etc/motd; sleep 300']\n    secrets: [token, file_secret]\n    configs: [{source: motd, target: /etc/motd}]\nsecrets:\n  token: {environment: TOKEN}\n  file_secret: {file: ./secret.txt}\nconfigs:\n  motd: {content: \"hello\\n\"}\n".into(),
+        env: Some("TOKEN=from-env\n".into()),
+    };
+    rt.write_stack_files(&files).await.unwrap();
+    std::fs::write(rt.stack_dir(&name).join("secret.txt"), "from-file\n").unwrap();
+    rt.deploy(&files).await.unwrap();
+    let container = labels::container_name(&name, "app");
+    let mut logs = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("docker")
+            .args(["logs", &container])
+            .output()
+            .unwrap();
+        logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        if logs.contains("hello") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs, "from-envfrom-file\nhello\n", "{logs:?}");
+    rt.remove_stack(&name, true).await.unwrap();
+}

@@ -203,6 +203,12 @@ fn summary_text(spec: &StackSpec) -> String {
                 if m.read_only { " (read-only)" } else { "" }
             ));
         }
+        for f in &s.files {
+            out.push_str(&format!(
+                "    file {} (a secret or config written into the container)\n",
+                f.target
+            ));
+        }
     }
     let created = |external: bool| {
         if external {

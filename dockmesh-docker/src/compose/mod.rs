@@ -177,6 +177,40 @@ pub struct MountSpec {
     pub consistency: Option<String>,
 }
 
+/// A file written into a service's container before it starts (a secret or config whose
+/// content is not a host file). Serialised as the SHA-256 of its content, so the content
+/// changes the service's hash without appearing in it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InjectedFile {
+    /// Absolute path in the container.
+    pub target: String,
+    /// The content.
+    pub content: String,
+}
+
+impl std::fmt::Debug for InjectedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InjectedFile")
+            .field("target", &self.target)
+            .field("content", &"<hidden>")
+            .finish()
+    }
+}
+
+impl Serialize for InjectedFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        use sha2::Digest;
+        let mut st = s.serialize_struct("InjectedFile", 2)?;
+        st.serialize_field("target", &self.target)?;
+        st.serialize_field(
+            "sha256",
+            &hex::encode(sha2::Sha256::digest(self.content.as_bytes())),
+        )?;
+        st.end()
+    }
+}
+
 /// A network a service joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkAttachment {
@@ -249,6 +283,9 @@ pub struct ServiceSpec {
     /// The engine options (`container_name`, `ulimits`, `cap_add`, …).
     #[serde(flatten)]
     pub options: ServiceOptions,
+    /// Secrets and configs written into the container before it starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InjectedFile>,
 }
 
 impl ServiceSpec {
@@ -420,12 +457,14 @@ pub fn load_with_profiles(
         secrets::Kind::Secret,
         top.get("secrets"),
         dir,
+        &vars,
         &mut problems,
     );
     let configs = secrets::parse_definitions(
         secrets::Kind::Config,
         top.get("configs"),
         dir,
+        &vars,
         &mut problems,
     );
     let mut all = Vec::new();

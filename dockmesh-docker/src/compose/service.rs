@@ -11,8 +11,8 @@ pub(super) struct ServiceContext<'a> {
     pub(super) vars: &'a Vars,
     pub(super) volumes: &'a BTreeMap<String, VolumeSpec>,
     pub(super) networks: &'a BTreeMap<String, NetworkSpec>,
-    pub(super) secrets: &'a BTreeMap<String, String>,
-    pub(super) configs: &'a BTreeMap<String, String>,
+    pub(super) secrets: &'a BTreeMap<String, secrets::Source>,
+    pub(super) configs: &'a BTreeMap<String, secrets::Source>,
     pub(super) read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
 }
 
@@ -59,6 +59,7 @@ pub(super) fn resolve_service(
         None => Default::default(),
     };
     let mut file_mounts = Vec::new();
+    let mut files = Vec::new();
     for (kind, defined) in [
         (secrets::Kind::Secret, ctx.secrets),
         (secrets::Kind::Config, ctx.configs),
@@ -68,13 +69,10 @@ pub(super) fn resolve_service(
             secrets::Kind::Config => "configs",
         };
         if let Some(uses) = without_ports.as_mapping_mut().and_then(|m| m.remove(key)) {
-            file_mounts.extend(secrets::service_mounts(
-                kind,
-                &uses,
-                defined,
-                &location,
-                &mut problems,
-            ));
+            let (mounts, injected) =
+                secrets::service_mounts(kind, &uses, defined, &location, &mut problems);
+            file_mounts.extend(mounts);
+            files.extend(injected);
         }
     }
     let s: dct::Service = match typed(&without_ports, &location) {
@@ -420,6 +418,7 @@ pub(super) fn resolve_service(
         mem_limit,
         stop_grace_period,
         options,
+        files,
     })
 }
 

@@ -355,12 +355,12 @@ fn unsupported_keys_are_named_with_their_service() {
             ],
         ),
         (
-            "services:\n  web:\n    image: x\nsecrets:\n  s:\n    environment: S\n",
-            &["secret `s`", "`environment`", "only file-based"],
+            "services:\n  web:\n    image: x\nsecrets:\n  s:\n    external: true\n",
+            &["secret `s`", "`external`", "file, environment"],
         ),
         (
-            "services:\n  web:\n    image: x\nconfigs: {c: {content: hi}}\n",
-            &["config `c`", "`content`"],
+            "services:\n  web:\n    image: x\nconfigs: {c: {external: true}}\n",
+            &["config `c`", "`external`"],
         ),
         (
             "include: [other.yaml]\nservices:\n  web:\n    image: x\n",

@@ -474,3 +474,31 @@ fn depends_on_required_and_restart_are_read() {
     assert_eq!(web.depends_on.keys().collect::<Vec<_>>(), ["cache", "db"]);
     assert_eq!(web.optional.iter().collect::<Vec<_>>(), ["cache"]);
 }
+
+#[test]
+fn secrets_from_the_environment_and_inline_configs_are_written_into_the_container() {
+    let spec = load_ok(
+        "services:\n  web:\n    image: x\n    secrets: [token]\n    configs: [{source: motd, target: /etc/motd}]\nsecrets:\n  token: {environment: TOKEN}\nconfigs:\n  motd: {content: hello}\n",
+        Some("TOKEN=s3cret\n"),
+        None,
+    );
+    let files: Vec<(&str, &str)> = spec.services[0]
+        .files
+        .iter()
+        .map(|f| (f.target.as_str(), f.content.as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        [("/run/secrets/token", "s3cret"), ("/etc/motd", "hello")]
+    );
+    let json = serde_json::to_string(&spec.services[0]).unwrap();
+    assert!(
+        !json.contains("s3cret"),
+        "the content is hashed, never written out: {json}"
+    );
+    check_problems(
+        "services:\n  web:\n    image: x\n    secrets: [token]\nsecrets:\n  token: {environment: TOKEN}\n",
+        1,
+        &["`TOKEN`, which .env does not set"],
+    );
+}
