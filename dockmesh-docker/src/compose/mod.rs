@@ -19,6 +19,8 @@ mod error;
 mod extends;
 pub mod interpolate;
 pub mod options;
+mod order;
+mod problems;
 pub mod schema;
 mod secrets;
 mod service;
@@ -27,6 +29,8 @@ pub mod units;
 
 pub use error::ComposeError;
 pub use options::{DeviceSpec, LoggingSpec, NetworkMode, ServiceOptions, Ulimit};
+use order::dependency_order;
+pub(crate) use problems::Problems;
 use service::{ServiceContext, invalid, resolve_service};
 pub use short::{MountFlags, parse_port, parse_short_mount, parse_short_mount_flags};
 
@@ -296,37 +300,6 @@ impl ServiceSpec {
             .container_name
             .clone()
             .unwrap_or_else(|| crate::labels::container_name(project, &self.name))
-    }
-}
-
-/// The problems found in a file so far; [`Problems::finish`] makes one error of them.
-#[derive(Debug, Default)]
-pub(crate) struct Problems(Vec<ComposeError>);
-
-impl Problems {
-    pub(crate) fn push(&mut self, e: ComposeError) {
-        match e {
-            ComposeError::Several { problems } => self.0.extend(problems),
-            e => self.0.push(e),
-        }
-    }
-
-    /// Record the error of `r`, if any, and pass its value on.
-    pub(crate) fn take<T>(&mut self, r: Result<T, ComposeError>) -> Option<T> {
-        r.map_err(|e| self.push(e)).ok()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Ok` when there were none; the one problem; or all of them.
-    pub(crate) fn finish(mut self) -> Result<(), ComposeError> {
-        match self.0.len() {
-            0 => Ok(()),
-            1 => Err(self.0.remove(0)),
-            _ => Err(ComposeError::Several { problems: self.0 }),
-        }
     }
 }
 
@@ -777,67 +750,6 @@ fn parse_networks(
         labels: BTreeMap::new(),
     });
     Ok(out)
-}
-
-/// What a service needs started before it: its dependencies, and the service whose network it
-/// uses.
-fn needs(s: &ServiceSpec) -> impl Iterator<Item = &String> {
-    let network = match &s.options.network_mode {
-        Some(NetworkMode::Service(n)) => Some(n),
-        _ => None,
-    };
-    s.depends_on.keys().chain(network)
-}
-
-/// Order services so that every service comes after its dependencies (file order otherwise).
-fn dependency_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, ComposeError> {
-    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    for s in &services {
-        if let Some(NetworkMode::Service(n)) = &s.options.network_mode
-            && !names.contains(n.as_str())
-        {
-            return Err(invalid(
-                &format!("service `{}`", s.name),
-                format!("uses the network of `{n}`, which is not a service of this stack"),
-            ));
-        }
-        for d in s.depends_on.keys() {
-            if !names.contains(d.as_str()) {
-                return Err(invalid(
-                    &format!("service `{}`", s.name),
-                    format!("depends on `{d}`, which is not a service of this stack"),
-                ));
-            }
-            if d == &s.name {
-                return Err(invalid(
-                    &format!("service `{}`", s.name),
-                    "depends on itself",
-                ));
-            }
-        }
-    }
-    let mut placed: BTreeSet<String> = BTreeSet::new();
-    let mut remaining = services;
-    let mut ordered = Vec::with_capacity(remaining.len());
-    while !remaining.is_empty() {
-        let Some(i) = remaining
-            .iter()
-            .position(|s| needs(s).all(|d| placed.contains(d)))
-        else {
-            let cycle: Vec<&str> = remaining.iter().map(|s| s.name.as_str()).collect();
-            return Err(invalid(
-                "depends_on",
-                format!(
-                    "services {} depend on each other in a cycle",
-                    cycle.join(", ")
-                ),
-            ));
-        };
-        let s = remaining.remove(i);
-        placed.insert(s.name.clone());
-        ordered.push(s);
-    }
-    Ok(ordered)
 }
 
 #[cfg(test)]

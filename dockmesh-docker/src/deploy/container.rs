@@ -3,12 +3,14 @@
 
 use crate::compose::{MountKind, NetworkMode, ServiceSpec, StackSpec};
 use crate::labels;
+use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointSettings, HealthConfig, HostConfig,
     HostConfigLogConfig, Mount, MountType, MountVolumeOptions, NetworkingConfig, PortBinding,
     ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 fn restart_policy(text: Option<&str>) -> Option<RestartPolicy> {
     let text = text?;
@@ -244,4 +246,51 @@ pub(super) fn endpoint(service: &str, aliases: &[String]) -> EndpointSettings {
         aliases: Some(all),
         ..Default::default()
     }
+}
+
+/// Write `files` into the created container `id` (read-only for everyone, as Compose does).
+pub(super) async fn inject_files(
+    rt: &crate::DockerRuntime,
+    id: &str,
+    files: &[crate::compose::InjectedFile],
+) -> Result<(), BollardError> {
+    let mut archive = tar::Builder::new(Vec::new());
+    // The engine does not create missing parents: each directory on the way is an entry.
+    let mut dirs = BTreeSet::new();
+    for f in files {
+        let mut path = Path::new(f.target.trim_start_matches('/'));
+        while let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(parent.to_path_buf());
+            path = parent;
+        }
+    }
+    for dir in dirs {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o755);
+        header.set_entry_type(tar::EntryType::Directory);
+        archive
+            .append_data(&mut header, &dir, std::io::empty())
+            .map_err(|e| BollardError::IOError { err: e })?;
+    }
+    for f in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(f.content.len() as u64);
+        header.set_mode(0o444);
+        header.set_entry_type(tar::EntryType::Regular);
+        let path = f.target.trim_start_matches('/');
+        archive
+            .append_data(&mut header, path, f.content.as_bytes())
+            .map_err(|e| BollardError::IOError { err: e })?;
+    }
+    let bytes = archive
+        .into_inner()
+        .map_err(|e| BollardError::IOError { err: e })?;
+    let options = bollard::query_parameters::UploadToContainerOptions {
+        path: "/".into(),
+        ..Default::default()
+    };
+    rt.docker
+        .upload_to_container(id, Some(options), bollard::body_full(bytes.into()))
+        .await
 }
