@@ -181,6 +181,26 @@ async fn check_images(
     for s in &spec.services {
         match rt.docker.inspect_image(&s.image).await {
             Ok(img) => {
+                if let Some(platform) = &s.options.platform {
+                    let has = format!(
+                        "{}/{}",
+                        img.os.as_deref().unwrap_or_default(),
+                        img.architecture.as_deref().unwrap_or_default()
+                    );
+                    // `linux/arm64/v8` names the variant too; os and architecture must match.
+                    let wanted: Vec<&str> = platform.split('/').take(2).collect();
+                    if wanted.join("/") != has {
+                        return Err(RuntimeError::new(
+                            RuntimeErrorKind::InvalidStack,
+                            format!(
+                                "stack `{}` cannot be deployed on host {}: service `{}` wants platform {platform} \
+                                 but image `{}` is {has}. Load the image for {platform} on the host, or remove \
+                                 `platform`. {UNCHANGED_SUFFIX}",
+                                spec.project, rt.host, s.name, s.image
+                            ),
+                        ));
+                    }
+                }
                 ids.insert(s.name.clone(), img.id.unwrap_or_default());
             }
             Err(e) if is_not_found(&e) => {
