@@ -376,6 +376,13 @@ pub(super) fn resolve_service(
         }
         (a, b) => a.or(b),
     };
+    // The container whose network a service uses starts first, and stops last: an implicit
+    // dependency, recorded like the others (as Compose does).
+    if let Some(NetworkMode::Service(n)) = &options.network_mode {
+        depends_on
+            .entry(n.clone())
+            .or_insert(DependCondition::ServiceStarted);
+    }
     if let Some(mode) = &options.network_mode {
         if network_keys {
             problems.push(invalid(
