@@ -52,7 +52,15 @@ pub const HEALTHCHECK_KEYS: &[&str] = &[
 /// Keys of a long-syntax `ports` entry.
 pub const PORT_KEYS: &[&str] = &["target", "published", "host_ip", "protocol", "mode"];
 /// Keys of a long-syntax service `volumes` entry.
-pub const MOUNT_KEYS: &[&str] = &["type", "source", "target", "read_only", "bind", "volume"];
+pub const MOUNT_KEYS: &[&str] = &[
+    "type",
+    "source",
+    "target",
+    "read_only",
+    "bind",
+    "volume",
+    "tmpfs",
+];
 /// Keys of a mount's `bind` options.
 pub const BIND_KEYS: &[&str] = &["create_host_path", "selinux"];
 /// Keys of a mount's `volume` options.

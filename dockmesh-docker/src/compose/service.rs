@@ -54,10 +54,25 @@ pub(super) fn resolve_service(
     let network_keys = without_ports
         .as_mapping()
         .is_some_and(|m| m.contains_key("networks"));
-    let (options, deploy) = match without_ports.as_mapping_mut() {
+    let (mut options, deploy) = match without_ports.as_mapping_mut() {
         Some(m) => take_options(m, &location, &mut problems),
         None => Default::default(),
     };
+    // Long-syntax `type: tmpfs` entries are tmpfs mounts, as the `tmpfs` key makes them.
+    if let Some(Value::Sequence(items)) = without_ports.get_mut("volumes") {
+        items.retain(|item| {
+            if item.get("type").and_then(Value::as_str) != Some("tmpfs") {
+                return true;
+            }
+            match tmpfs_entry(item) {
+                Ok((target, opts)) => {
+                    options.tmpfs.insert(target, opts);
+                }
+                Err(m) => problems.push(invalid(&format!("{location} volumes"), m)),
+            }
+            false
+        });
+    }
     let mut file_mounts = Vec::new();
     let mut files = Vec::new();
     for (kind, defined) in [
@@ -427,6 +442,51 @@ pub(super) fn resolve_service(
         options,
         files,
     })
+}
+
+/// A long-syntax tmpfs mount: its target and the engine's options (`size=…,mode=…`).
+fn tmpfs_entry(item: &Value) -> Result<(String, String), String> {
+    let m = item.as_mapping().ok_or("a tmpfs entry must be a mapping")?;
+    for k in m.keys() {
+        let k = schema::scalar_text(k).unwrap_or_default();
+        if !matches!(k.as_str(), "type" | "target" | "tmpfs" | "read_only") {
+            return Err(format!("`{k}` does not apply to a tmpfs mount"));
+        }
+    }
+    let target = m
+        .get("target")
+        .and_then(schema::scalar_text)
+        .filter(|t| t.starts_with('/'))
+        .ok_or("a tmpfs mount needs an absolute `target`")?;
+    let mut opts = Vec::new();
+    if m.get("read_only").and_then(Value::as_bool) == Some(true) {
+        opts.push("ro".to_owned());
+    }
+    if let Some(t) = m.get("tmpfs").filter(|t| !t.is_null()) {
+        let t = t.as_mapping().ok_or("`tmpfs` must be a mapping")?;
+        for (k, v) in t {
+            let k = schema::scalar_text(k).unwrap_or_default();
+            let v = schema::scalar_text(v).unwrap_or_default();
+            match k.as_str() {
+                "size" => opts.push(format!("size={}", units::parse_bytes(&v)?)),
+                "mode" => {
+                    let mode = v
+                        .parse::<u32>()
+                        .ok()
+                        .map(|n| format!("{n:o}"))
+                        .filter(|_| !v.starts_with('0'))
+                        .unwrap_or_else(|| v.trim_start_matches("0o").to_owned());
+                    opts.push(format!("mode={mode}"));
+                }
+                other => {
+                    return Err(format!(
+                        "tmpfs option `{other}` is not supported (size, mode)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok((target, opts.join(",")))
 }
 
 fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, ComposeError> {

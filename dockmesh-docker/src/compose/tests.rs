@@ -553,9 +553,9 @@ fn invalid_files_give_clear_errors() {
             &["must be an absolute path"],
         ),
         (
-            "services:\n  web:\n    image: x\n    volumes:\n      - type: tmpfs\n        target: /t\n",
+            "services:\n  web:\n    image: x\n    volumes:\n      - type: npipe\n        source: x\n        target: /t\n",
             None,
-            &["mount type `tmpfs`"],
+            &["mount type `npipe`"],
         ),
         (
             "services:\n  web:\n    image: x\n    networks: [nope]\n",

@@ -502,3 +502,16 @@ fn secrets_from_the_environment_and_inline_configs_are_written_into_the_containe
         &["`TOKEN`, which .env does not set"],
     );
 }
+
+#[test]
+fn long_syntax_tmpfs_mounts_are_tmpfs() {
+    check(
+        "    volumes:\n      - {type: tmpfs, target: /cache, tmpfs: {size: 64m}}\n      - {type: tmpfs, target: /ro, read_only: true}\n",
+        serde_json::json!({"tmpfs": {"/cache": "size=67108864", "/ro": "ro"}}),
+    );
+    check_problems(
+        "services:\n  web:\n    image: x\n    volumes:\n      - {type: tmpfs, target: /c, source: x}\n",
+        1,
+        &["`source` does not apply to a tmpfs mount"],
+    );
+}
