@@ -5,7 +5,11 @@
 #
 # Downtime is measured from "the source is stopped" to "the target is healthy":
 #   dockmesh: the `source_stopped` and `target_healthy` events of the migration record;
-#   by hand:  after `docker stop` returns, until `docker inspect` reports the new container healthy.
+#   by hand:  after `docker stop` returns, until `docker inspect` reports the new container healthy,
+#             the data moved by `docker run … tar c | docker run -i … tar x` (what an operator
+#             with only the docker CLI does: the engines' attach streams carry the data);
+#   by hand, file system: the same, but `tar c | tar x` between the two volumes' directories on
+#             disk (root on one machine holding both engines: a lower bound no remote move beats).
 # Both use the same image, command and healthcheck (interval 1 s).
 #
 # Needs the main engine and the second one (scripts/start-second-engine.sh, which prints
@@ -46,8 +50,8 @@ wait_healthy() { # engine container
   until [ "$(DOCKER_HOST=$1 docker inspect --format '{{.State.Health.Status}}' "$2" 2>/dev/null)" = healthy ]; do sleep 0.1; done
 }
 
-by_hand() {
-  local name=man$1$RANDOM
+by_hand() { # round [fs]
+  local name=man$1$RANDOM fs=${2:-}
   da volume create "${name}_data" >/dev/null
   fill "$A" "${name}_data"
   da run -d --name "$name" -v "${name}_data:/data" --health-cmd "$health" --health-interval 1s $IMAGE sh -c "$cmd" >/dev/null
@@ -55,8 +59,13 @@ by_hand() {
   da stop "$name" >/dev/null
   local t0; t0=$(now)
   db volume create "${name}_data" >/dev/null
-  da run --rm --network none -v "${name}_data:/v:ro" $IMAGE tar -C /v -c . \
-    | db run --rm -i --network none -v "${name}_data:/v" $IMAGE tar -C /v -x
+  if [ -n "$fs" ]; then
+    tar -C "$(da volume inspect --format '{{.Mountpoint}}' "${name}_data")" -c . \
+      | tar -C "$(db volume inspect --format '{{.Mountpoint}}' "${name}_data")" -x
+  else
+    da run --rm --network none -v "${name}_data:/v:ro" $IMAGE tar -C /v -c . \
+      | db run --rm -i --network none -v "${name}_data:/v" $IMAGE tar -C /v -x
+  fi
   db run -d --name "$name" -v "${name}_data:/data" --health-cmd "$health" --health-interval 1s $IMAGE sh -c "$cmd" >/dev/null
   wait_healthy "$B" "$name"
   local t1; t1=$(now)
@@ -99,11 +108,12 @@ print((p(at["target_healthy"]) - p(at["source_stopped"])).total_seconds())'
   "$bin" stack rm "$name" --volumes >/dev/null
 }
 
-declare -a man dm
+declare -a man fsm dm
 for r in $(seq 1 "$rounds"); do
-  m=$(by_hand "$r"); man+=("$m"); echo "round $r by hand:   $m s" >&2
-  d=$(with_dockmesh "$r"); dm+=("$d"); echo "round $r dockmesh:  $d s" >&2
+  m=$(by_hand "$r"); man+=("$m"); echo "round $r by hand (docker CLI):   $m s" >&2
+  f=$(by_hand "$r" fs); fsm+=("$f"); echo "round $r by hand (file system): $f s" >&2
+  d=$(with_dockmesh "$r"); dm+=("$d"); echo "round $r dockmesh:              $d s" >&2
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-mm=$(median "${man[@]}"); md=$(median "${dm[@]}")
-echo "downtime, median of $rounds: by hand ${mm} s, dockmesh ${md} s, dockmesh adds $(echo "$md - $mm" | bc) s ($(echo "scale=2; $md / $mm" | bc)x)"
+mm=$(median "${man[@]}"); mf=$(median "${fsm[@]}"); md=$(median "${dm[@]}")
+echo "downtime, median of $rounds rounds: dockmesh ${md} s; by hand with the docker CLI ${mm} s (dockmesh $(echo "$md - $mm" | bc) s, $(echo "scale=2; $md / $mm" | bc)x); by hand on the file system ${mf} s (dockmesh $(echo "$md - $mf" | bc) s, $(echo "scale=2; $md / $mf" | bc)x)"

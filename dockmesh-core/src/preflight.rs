@@ -90,7 +90,7 @@ pub struct PreflightInput<'a> {
 }
 
 /// The checks of a report, in the order they appear.
-pub const CHECK_NAMES: [&str; 12] = [
+pub const CHECK_NAMES: [&str; 13] = [
     TARGET_ONLINE,
     NO_CONCURRENT,
     SOURCE_ONLINE,
@@ -98,6 +98,7 @@ pub const CHECK_NAMES: [&str; 12] = [
     TARGET_CAPACITY,
     TARGET_DISK,
     PORT_CONFLICTS,
+    CONTAINER_NAMES,
     IMAGES,
     ARCH_MATCH,
     DOCKER_API,
@@ -119,6 +120,9 @@ pub const TARGET_CAPACITY: &str = "target_capacity";
 pub const TARGET_DISK: &str = "target_disk";
 /// None of the stack's published ports is in use on the target.
 pub const PORT_CONFLICTS: &str = "port_conflicts";
+/// No container the stack needs is named like a container of the target that is not the
+/// stack's (a fixed `container_name` taken there would fail the deploy half way).
+pub const CONTAINER_NAMES: &str = "container_names";
 /// Images the stack uses that the target lacks (a warning: they are not transferred).
 pub const IMAGES: &str = "images";
 /// Source and target have the same CPU architecture.
@@ -289,6 +293,7 @@ pub fn run(input: &PreflightInput<'_>) -> PreflightReport {
         over_stack_and_target(TARGET_CAPACITY, &|s| target_capacity(s, target, &load)),
         over_stack_and_target(TARGET_DISK, &|s| target_disk(s, target, &load)),
         over_stack_and_target(PORT_CONFLICTS, &|s| port_conflicts(s, target, &load)),
+        over_stack_and_target(CONTAINER_NAMES, &|s| container_names(s, target)),
         over_stack_and_target(IMAGES, &|s| images(s, target, &load)),
         over_hosts(ARCH_MATCH, &|| arch_match(source, target)),
         over_hosts(DOCKER_API, &|| docker_api(source, target)),
@@ -303,7 +308,8 @@ pub fn run(input: &PreflightInput<'_>) -> PreflightReport {
 
 /// The checks that decide whether `stack`, now on `source`, can be placed on the online host
 /// `target` carrying `load`, in report order: `target_capacity`, `target_disk`,
-/// `port_conflicts`, `images`, `arch_match`, `docker_api`, `bind_mounts`, `target_free`.
+/// `port_conflicts`, `container_names`, `images`, `arch_match`, `docker_api`, `bind_mounts`,
+/// `target_free`.
 /// The drain planner places a stack only where none of them fails.
 pub(crate) fn placement_checks(
     source: &HostSnapshot,
@@ -315,6 +321,7 @@ pub(crate) fn placement_checks(
         target_capacity(stack, target, load),
         target_disk(stack, target, load),
         port_conflicts(stack, target, load),
+        container_names(stack, target),
         images(stack, target, load),
         arch_match(source, target),
         docker_api(source, target),
@@ -542,6 +549,46 @@ fn port_conflicts(stack: &StackSnapshot, target: &HostSnapshot, load: &TargetLoa
             format!(
                 "{}; free them on the target or change the stack's published ports",
                 conflicts.join(", ")
+            ),
+        )
+    }
+}
+
+fn container_names(stack: &StackSnapshot, target: &HostSnapshot) -> CheckResult {
+    if stack.container_names.is_empty() {
+        return pass(
+            CONTAINER_NAMES,
+            "the source reports no container names for the stack".to_owned(),
+        );
+    }
+    let own: BTreeSet<&String> = target
+        .stacks
+        .get(&stack.name)
+        .map(|s| s.container_names.iter().collect())
+        .unwrap_or_default();
+    let taken: Vec<&str> = stack
+        .container_names
+        .iter()
+        .filter(|n| target.container_names.contains(*n) && !own.contains(n))
+        .map(String::as_str)
+        .collect();
+    if taken.is_empty() {
+        pass(
+            CONTAINER_NAMES,
+            format!(
+                "the stack's container names ({}) are free on {}",
+                stack.container_names.join(", "),
+                target.host
+            ),
+        )
+    } else {
+        fail(
+            CONTAINER_NAMES,
+            format!(
+                "container name(s) {} are taken on {} by containers that are not the stack's; \
+                 rename or remove them there, or change the stack's container_name",
+                taken.join(", "),
+                target.host
             ),
         )
     }
@@ -868,6 +915,7 @@ pub(crate) mod test_support {
             images: BTreeSet::new(),
             stacks: BTreeMap::new(),
             volumes: BTreeSet::new(),
+            container_names: BTreeSet::new(),
         }
     }
 
@@ -886,6 +934,7 @@ pub(crate) mod test_support {
             bind_mounts: vec![],
             memory_used: Some(memory),
             running: true,
+            container_names: vec![],
         }
     }
 
@@ -944,6 +993,7 @@ pub(crate) mod test_support {
                     .collect(),
                 memory_used: mem.map(|m| m * 100 * MIB),
                 running: true,
+                container_names: vec![],
             })
     }
 
@@ -1161,6 +1211,7 @@ mod tests {
                 (TARGET_CAPACITY, Fail, not),
                 (TARGET_DISK, Fail, not),
                 (PORT_CONFLICTS, Fail, not),
+                (CONTAINER_NAMES, Fail, not),
                 (IMAGES, Fail, not),
                 (ARCH_MATCH, Fail, not),
                 (DOCKER_API, Fail, not),
@@ -1184,6 +1235,7 @@ mod tests {
                 (TARGET_CAPACITY, Fail, not),
                 (TARGET_DISK, Fail, not),
                 (PORT_CONFLICTS, Fail, not),
+                (CONTAINER_NAMES, Fail, not),
                 (IMAGES, Fail, not),
                 (ARCH_MATCH, Fail, not),
                 (DOCKER_API, Fail, not),
@@ -1210,7 +1262,7 @@ mod tests {
             cap.detail,
             "could not be evaluated: the source host a is offline; the target host b is offline"
         );
-        assert_eq!(r.failures().count(), 11, "{r:?}");
+        assert_eq!(r.failures().count(), 12, "{r:?}");
     }
 
     #[test]
@@ -1229,6 +1281,7 @@ mod tests {
                 (TARGET_CAPACITY, Fail, not),
                 (TARGET_DISK, Fail, not),
                 (PORT_CONFLICTS, Fail, not),
+                (CONTAINER_NAMES, Fail, not),
                 (IMAGES, Fail, not),
                 (BIND_MOUNTS, Fail, not),
                 (TARGET_FREE, Fail, not),
@@ -1505,6 +1558,41 @@ mod tests {
         check(
             |c| shop(c).published_ports.clear(),
             &[(PORT_CONFLICTS, Pass, "the stack publishes no ports")],
+        );
+    }
+
+    #[test]
+    fn container_names_taken_on_the_target_fail() {
+        check(
+            |c| {
+                shop(c).container_names = vec!["shop-web-1".into(), "proxy".into()];
+                c.target.container_names = ["proxy".into(), "other".into()].into();
+            },
+            &[(
+                CONTAINER_NAMES,
+                Fail,
+                "container name(s) proxy are taken on b by containers that are not the stack's; \
+                 rename or remove them there, or change the stack's container_name",
+            )],
+        );
+        check(
+            |c| {
+                shop(c).container_names = vec!["proxy".into()];
+                c.target.container_names = ["other".into()].into();
+            },
+            &[(
+                CONTAINER_NAMES,
+                Pass,
+                "the stack's container names (proxy) are free on b",
+            )],
+        );
+        check(
+            |_| {},
+            &[(
+                CONTAINER_NAMES,
+                Pass,
+                "the source reports no container names for the stack",
+            )],
         );
     }
 

@@ -157,6 +157,10 @@ mod tests {
             (1, 0, Compatibility::Previous),
         ] {
             assert_eq!(check(server, agent), want, "{server} {agent}");
+            assert_eq!(
+                check(server, agent).accepted(),
+                matches!(want, Compatibility::Current | Compatibility::Previous)
+            );
         }
         assert!(refusal(3, 1).unwrap().contains("protocol 1"));
         assert!(refusal(3, 1).unwrap().contains("by hand"));
@@ -211,7 +215,18 @@ mod tests {
         /// The rule, recomputed: accepted exactly when the agent is the server's version or
         /// the one before; a refusal names the agent's version.
         #[test]
-        fn accepted_exactly_for_n_and_n_minus_one(server in 0u32..1000, agent in 0u32..1000) {
+        fn accepted_exactly_for_n_and_n_minus_one(
+            server in 0u32..1000,
+            near in -3i64..=3,
+            far in 0u32..1000,
+            pick_near in any::<bool>(),
+        ) {
+            // Half the cases within 3 of the server's version, where the rule's edges are.
+            let agent = if pick_near {
+                u32::try_from((i64::from(server) + near).max(0)).unwrap()
+            } else {
+                far
+            };
             let accepted = agent == server || agent.checked_add(1) == Some(server);
             prop_assert_eq!(check(server, agent).accepted(), accepted);
             prop_assert_eq!(refusal(server, agent).is_none(), accepted);

@@ -99,6 +99,10 @@ pub struct StackSnapshot {
     pub memory_used: Option<u64>,
     /// Whether any container of the stack is running.
     pub running: bool,
+    /// Names of the stack's containers (fixed ones by `container_name`, or
+    /// `<project>-<service>-1`).
+    #[serde(default)]
+    pub container_names: Vec<String>,
 }
 
 impl StackSnapshot {
@@ -140,6 +144,9 @@ pub struct HostSnapshot {
     /// Names of every volume on the host.
     #[serde(default)]
     pub volumes: BTreeSet<String>,
+    /// Names of every container on the host.
+    #[serde(default)]
+    pub container_names: BTreeSet<String>,
 }
 
 impl HostSnapshot {
@@ -160,6 +167,7 @@ impl HostSnapshot {
             images: BTreeSet::new(),
             stacks: BTreeMap::new(),
             volumes: BTreeSet::new(),
+            container_names: BTreeSet::new(),
         }
     }
 

@@ -14,13 +14,19 @@
 //! `bind: {create_host_path: true}`, and `networks` as a map of attachments (`null` without
 //! aliases, `default` when the service names none).
 //!
+//! The engine options (`cap_add` … `ulimits`) are written under their compose-go names and
+//! forms as far as they are known (byte sizes as decimal strings, `extra_hosts` as sorted
+//! `host=ip`, `devices` as source/target/permissions); `deploy` is not written (dockmesh folds it
+//! into `cpus`, `mem_limit`, `restart`), and a `ulimits` entry written as one number is written
+//! as `{soft, hard}`.
+//!
 //! Not verifiable on this machine (no compose plugin), and known to differ where compose-go
 //! keeps what dockmesh's resolved service no longer has: the `env_file` list (its values are in
 //! `environment`), a `stop_grace_period` written with sub-second parts (dockmesh keeps whole
 //! seconds), and defaults compose-go adds on its own. A hash that differs only makes
 //! `docker compose up` recreate the container, as it would without this label.
 
-use crate::compose::{MountKind, ServiceSpec, StackSpec};
+use crate::compose::{MountKind, NetworkMode, ServiceSpec, StackSpec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -95,34 +101,113 @@ fn empty<T>(v: &[T]) -> bool {
 /// compose-go `types.ServiceConfig`, the fields dockmesh supports, in declaration order.
 #[derive(Serialize)]
 struct ServiceConfig {
+    #[serde(skip_serializing_if = "empty")]
+    cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "empty")]
+    cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_name: Option<String>,
+    #[serde(skip_serializing_if = "empty")]
+    devices: Vec<DeviceConfig>,
+    #[serde(skip_serializing_if = "empty")]
+    dns: Vec<String>,
+    #[serde(skip_serializing_if = "empty")]
+    dns_opt: Vec<String>,
+    #[serde(skip_serializing_if = "empty")]
+    dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domainname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entrypoint: Option<Vec<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     environment: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "empty")]
+    expose: Vec<String>,
+    #[serde(skip_serializing_if = "empty")]
+    extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "empty")]
+    group_add: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<HealthCheck>,
     #[serde(skip_serializing_if = "String::is_empty")]
     image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init: Option<bool>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    logging: Option<LoggingConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     mem_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mem_reservation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_mode: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     networks: BTreeMap<String, Option<NetworkConfig>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<String>,
     #[serde(skip_serializing_if = "empty")]
     ports: Vec<PortConfig>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    privileged: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     restart: Option<String>,
+    #[serde(skip_serializing_if = "empty")]
+    security_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shm_size: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stdin_open: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_grace_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sysctls: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "empty")]
+    tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tty: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ulimits: BTreeMap<String, UlimitConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,
     #[serde(skip_serializing_if = "empty")]
     volumes: Vec<VolumeConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     working_dir: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DeviceConfig {
+    source: String,
+    target: String,
+    permissions: String,
+}
+
+#[derive(Serialize)]
+struct LoggingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    options: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct UlimitConfig {
+    soft: i64,
+    hard: i64,
 }
 
 #[derive(Serialize)]
@@ -137,6 +222,8 @@ struct HealthCheck {
     retries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     start_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_interval: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -164,6 +251,8 @@ struct VolumeConfig {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    consistency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     bind: Option<BindOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     volume: Option<VolumeOptions>,
@@ -172,10 +261,15 @@ struct VolumeConfig {
 #[derive(Serialize)]
 struct BindOptions {
     create_host_path: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selinux: Option<String>,
 }
 
 #[derive(Serialize)]
-struct VolumeOptions {}
+struct VolumeOptions {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    nocopy: bool,
+}
 
 impl ServiceConfig {
     fn of(spec: &StackSpec, s: &ServiceSpec) -> Self {
@@ -186,7 +280,80 @@ impl ServiceConfig {
                 .find(|v| v.engine_name == engine_name)
                 .map_or_else(|| engine_name.to_owned(), |v| v.key.clone())
         };
+        let o = &s.options;
+        let mut extra_hosts: Vec<String> = o
+            .extra_hosts
+            .iter()
+            .map(|h| h.replacen(':', "=", 1))
+            .collect();
+        extra_hosts.sort();
         ServiceConfig {
+            cap_add: o.cap_add.clone(),
+            cap_drop: o.cap_drop.clone(),
+            cpus: o.nano_cpus.map(|n| f64::from(n as f32 / 1e9)),
+            container_name: o.container_name.clone(),
+            devices: o
+                .devices
+                .iter()
+                .map(|d| DeviceConfig {
+                    source: d.host.clone(),
+                    target: d.container.clone(),
+                    permissions: d.permissions.clone(),
+                })
+                .collect(),
+            dns: o.dns.clone(),
+            dns_opt: o.dns_opt.clone(),
+            dns_search: o.dns_search.clone(),
+            domainname: o.domainname.clone(),
+            expose: o.expose.clone(),
+            extra_hosts,
+            group_add: o.group_add.clone(),
+            hostname: o.hostname.clone(),
+            init: o.init,
+            logging: o.logging.as_ref().map(|l| LoggingConfig {
+                driver: l.driver.clone(),
+                options: l.options.clone(),
+            }),
+            mem_reservation: o.mem_reservation.map(|b| b.to_string()),
+            network_mode: o.network_mode.as_ref().map(|m| match m {
+                NetworkMode::Host => "host".to_owned(),
+                NetworkMode::None => "none".to_owned(),
+                NetworkMode::Service(n) => format!("service:{n}"),
+            }),
+            pids_limit: o.pids_limit,
+            platform: o.platform.clone(),
+            privileged: o.privileged,
+            read_only: o.read_only,
+            security_opt: o.security_opt.clone(),
+            shm_size: o.shm_size.map(|b| b.to_string()),
+            stdin_open: o.stdin_open,
+            stop_signal: o.stop_signal.clone(),
+            sysctls: o.sysctls.clone(),
+            tmpfs: o
+                .tmpfs
+                .iter()
+                .map(|(p, opts)| {
+                    if opts.is_empty() {
+                        p.clone()
+                    } else {
+                        format!("{p}:{opts}")
+                    }
+                })
+                .collect(),
+            tty: o.tty,
+            ulimits: o
+                .ulimits
+                .iter()
+                .map(|(k, u)| {
+                    (
+                        k.clone(),
+                        UlimitConfig {
+                            soft: u.soft,
+                            hard: u.hard,
+                        },
+                    )
+                })
+                .collect(),
             command: s.command.clone(),
             entrypoint: s.entrypoint.clone(),
             environment: s.environment.clone(),
@@ -196,6 +363,7 @@ impl ServiceConfig {
                 interval: duration(h.interval_ns),
                 retries: h.retries.and_then(|r| u64::try_from(r).ok()),
                 start_period: duration(h.start_period_ns),
+                start_interval: duration(h.start_interval_ns),
             }),
             image: s.image.clone(),
             labels: s.labels.clone(),
@@ -235,16 +403,19 @@ impl ServiceConfig {
                         source: volume_key(&m.source),
                         target: m.target.clone(),
                         read_only: m.read_only,
+                        consistency: m.consistency.clone(),
                         bind: None,
-                        volume: Some(VolumeOptions {}),
+                        volume: Some(VolumeOptions { nocopy: m.no_copy }),
                     },
                     MountKind::Bind => VolumeConfig {
                         typ: "bind",
                         source: m.source.clone(),
                         target: m.target.clone(),
                         read_only: m.read_only,
+                        consistency: m.consistency.clone(),
                         bind: Some(BindOptions {
                             create_host_path: true,
+                            selinux: m.selinux.clone(),
                         }),
                         volume: None,
                     },
@@ -320,6 +491,51 @@ mod tests {
         assert_ne!(compose_config_hash(&c, &c.services[0]), hash);
         let d = load(&STACK.replace("B: '2'", "B: '3'"));
         assert_ne!(compose_config_hash(&d, &d.services[0]), hash);
+    }
+
+    #[test]
+    fn the_hash_follows_engine_options_and_ignores_profiles() {
+        let base = load(STACK);
+        let hash = compose_config_hash(&base, &base.services[0]);
+        let with = |extra: &str| {
+            let spec = load(&STACK.replace(
+                "    restart: unless-stopped\n",
+                &format!("    restart: unless-stopped\n{extra}"),
+            ));
+            compose_config_hash(&spec, &spec.services[0])
+        };
+        for extra in [
+            "    cap_add: [NET_ADMIN]\n",
+            "    container_name: shop-web\n",
+            "    hostname: web1\n",
+            "    ulimits: {nofile: 1024}\n",
+            "    read_only: true\n",
+            "    tmpfs: /run\n",
+            "    shm_size: 64m\n",
+            "    init: true\n",
+            "    extra_hosts: ['db:10.0.0.1']\n",
+            "    cpus: 0.5\n",
+        ] {
+            assert_ne!(with(extra), hash, "{extra}");
+        }
+        let files_all = crate::compose::load_with_profiles(
+            &dockmesh_core::StackFiles {
+                name: "shop".into(),
+                compose: STACK.replace(
+                    "    restart: unless-stopped\n",
+                    "    restart: unless-stopped\n    profiles: [web]\n",
+                ),
+                env: None,
+            },
+            std::path::Path::new("/stacks/shop"),
+            &|_| Err(std::io::Error::other("no env files")),
+            Some(&["web".into()]),
+        )
+        .expect("valid");
+        assert_eq!(
+            compose_config_hash(&files_all, &files_all.services[0]),
+            hash
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bollard::models::{ContainerInspectResponse, ContainerState, HealthConfig, He
 use bollard::query_parameters::LogsOptionsBuilder;
 use dockmesh_core::ports::{HealthReport, RuntimeError, RuntimeErrorKind, ServiceHealth};
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -161,6 +161,52 @@ fn health_status(c: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
     c.state.as_ref()?.health.as_ref()?.status
 }
 
+/// How long a one-shot service (one that others wait on with
+/// `service_completed_successfully`) may run before it counts as failed.
+pub(crate) const COMPLETION_BUDGET: Duration = Duration::from_secs(600);
+
+/// Wait for a one-shot service's container to end; healthy when it ended with exit code 0.
+pub(crate) async fn wait_completed(
+    rt: &DockerRuntime,
+    service: &str,
+    container: &str,
+) -> ServiceHealth {
+    let verdict = |healthy: bool, detail: String| ServiceHealth {
+        service: service.to_owned(),
+        healthy,
+        detail,
+    };
+    let started = Instant::now();
+    loop {
+        let c = match inspect(rt, container).await {
+            Ok(c) => c,
+            Err(e) => return verdict(false, e.message),
+        };
+        let state = c.state.as_ref();
+        if !is_running(state) {
+            let code = state.and_then(|s| s.exit_code).unwrap_or_default();
+            let never_ran = state
+                .and_then(|s| s.finished_at.as_deref())
+                .is_none_or(|f| f.starts_with("0001-"));
+            return if code == 0 && !never_ran {
+                verdict(true, "completed successfully".into())
+            } else {
+                verdict(false, not_running(rt, container, state).await)
+            };
+        }
+        if started.elapsed() >= COMPLETION_BUDGET {
+            return verdict(
+                false,
+                format!(
+                    "`{service}` still runs after {}s; a one-shot service must end",
+                    COMPLETION_BUDGET.as_secs()
+                ),
+            );
+        }
+        tokio::time::sleep(rt.config.poll_interval).await;
+    }
+}
+
 /// Wait for one service's container.
 pub(crate) async fn wait_service(
     rt: &DockerRuntime,
@@ -293,10 +339,20 @@ pub(crate) async fn wait_stack(
             ),
         ));
     }
+    // Services others wait on to complete are one-shot jobs: healthy once they ended with 0.
+    let one_shot: BTreeSet<String> = containers
+        .iter()
+        .filter_map(|c| labels::summary_label(c, labels::DEPENDS_ON))
+        .flat_map(labels::parse_depends_on)
+        .filter(|(_, cond)| cond == "service_completed_successfully")
+        .map(|(d, _)| d)
+        .collect();
+    let one_shot = &one_shot;
     let waits = by_service
         .into_iter()
         .map(|(service, container)| async move {
             match container {
+                Some(c) if one_shot.contains(&service) => wait_completed(rt, &service, &c).await,
                 Some(c) => wait_service(rt, &service, &c).await,
                 None => ServiceHealth {
                     service,

@@ -14,6 +14,7 @@
 //!
 //! Code map:
 //! - [`runtime`]: [`DockerRuntime`] (connecting, configuration) and its `HostRuntime` impl.
+//! - [`adopt`]: finding running Compose projects and checking their files describe them.
 //! - [`compose`]: `compose.yaml` + `.env` → a resolved [`compose::StackSpec`] (interpolation,
 //!   the supported-key check, docker-compose-types parsing, resolution).
 //! - `deploy`: deploy / stop / start / remove / status, with rollback.
@@ -43,6 +44,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adopt;
 pub mod compose;
 mod compose_hash;
 mod deploy;

@@ -268,6 +268,9 @@ pub(crate) async fn host_snapshot(rt: &DockerRuntime) -> Result<HostSnapshot, Ru
             })
             .collect();
         st.memory_used = memory_used;
+        let mut names: Vec<String> = members.iter().map(|c| labels::summary_name(c)).collect();
+        names.sort();
+        st.container_names = names;
         stacks.insert(name, st);
     }
 
@@ -293,6 +296,7 @@ pub(crate) async fn host_snapshot(rt: &DockerRuntime) -> Result<HostSnapshot, Ru
         images: image_tags,
         stacks,
         volumes: volumes.iter().map(|v| v.name.clone()).collect(),
+        container_names: containers.iter().map(labels::summary_name).collect(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Each way a deploy can fail gives a clear error and leaves the engine as it was: an
 //! unsupported key, a missing image, a missing external volume, a port already in use (also when
-//! it makes a changed service's recreation fail), and a healthcheck that never passes.
+//! it makes a changed service's recreation fail), a healthcheck that never passes, and a
+//! `platform` the image is not for.
 
 use dockmesh_core::ports::{HostRuntime, RuntimeErrorKind};
 use dockmesh_core::types::StackFiles;
@@ -37,13 +38,13 @@ async fn an_unsupported_key_is_named_and_nothing_is_created() {
     let name = testsupport::unique_name("dm-key");
     let files = stack(
         &name,
-        "services:\n  web:\n    image: dockmesh-test/busybox:1\n    privileged: true\n    volumes: [data:/d]\nvolumes:\n  data:\n",
+        "services:\n  web:\n    image: dockmesh-test/busybox:1\n    ipc: host\n    volumes: [data:/d]\nvolumes:\n  data:\n",
     );
     let before = objects(&rt, &name).await;
     let err = rt.deploy(&files).await.unwrap_err();
     assert_eq!(err.kind, RuntimeErrorKind::InvalidStack, "{err}");
     assert!(
-        err.message.contains("service `web`") && err.message.contains("`privileged`"),
+        err.message.contains("service `web`") && err.message.contains("`ipc`"),
         "{err}"
     );
     assert!(err.message.contains("Nothing was changed"), "{err}");
@@ -283,4 +284,41 @@ async fn a_service_that_exits_is_reported_with_its_exit_code_and_output() {
     assert!(steady.healthy, "{steady:?}");
     rt.remove_stack(&name, true).await.unwrap();
     assert!(nothing(&objects(&rt, &name).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_the_image_is_not_for_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "a_platform_the_image_is_not_for_is_refused_before_anything_is_created";
+    let Some(rt) = testsupport::engine_for_test(test, dir.path()).await else {
+        return;
+    };
+    let native = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other = if native == "amd64" { "arm64" } else { "amd64" };
+    let name = testsupport::unique_name("dm-platform");
+    let compose = |arch: &str| {
+        format!(
+            "services:\n  web:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    platform: linux/{arch}\n    volumes: [data:/d]\nvolumes:\n  data:\n"
+        )
+    };
+    let files = stack(&name, &compose(other));
+    rt.write_stack_files(&files).await.unwrap();
+    let err = rt.deploy(&files).await.unwrap_err();
+    assert_eq!(err.kind, RuntimeErrorKind::InvalidStack, "{err}");
+    assert!(
+        err.message
+            .contains(&format!("wants platform linux/{other}"))
+            && err.message.contains(&format!("is linux/{native}")),
+        "{err}"
+    );
+    assert!(nothing(&objects(&rt, &name).await));
+
+    let files = stack(&name, &compose(native));
+    rt.write_stack_files(&files).await.unwrap();
+    rt.deploy(&files).await.unwrap();
+    rt.remove_stack(&name, true).await.unwrap();
 }

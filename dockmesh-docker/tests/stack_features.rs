@@ -160,6 +160,12 @@ async fn compose_features_reach_the_engine() {
             read_only: true,
         }]
     );
+    let names = [
+        labels::container_name(&name, "api"),
+        labels::container_name(&name, "probe"),
+    ];
+    assert_eq!(snap.stacks[&name].container_names, names);
+    assert!(names.iter().all(|n| snap.container_names.contains(n)));
 
     // A service removed from the file is removed from the engine.
     let without_probe = StackFiles {
@@ -259,4 +265,61 @@ async fn endpoints_are_explicit_or_unreachable() {
     .await
     .unwrap_err();
     assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_with_restart_true_follows_its_replaced_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "a_dependent_with_restart_true_follows_its_replaced_dependency";
+    let Some(rt) = testsupport::engine_for_test(test, dir.path()).await else {
+        return;
+    };
+    let name = testsupport::unique_name("dm-restart");
+    let file = |version: &str| StackFiles {
+        name: name.clone(),
+        compose: format!(
+            "services:\n  db:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    environment: {{VERSION: '{version}'}}\n  web:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    depends_on:\n      db: {{condition: service_started, restart: true}}\n  worker:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    depends_on: [db]\n"
+        ),
+        env: None,
+    };
+    rt.write_stack_files(&file("1")).await.unwrap();
+    rt.deploy(&file("1")).await.unwrap();
+    rt.write_stack_files(&file("2")).await.unwrap();
+    let report = rt.deploy(&file("2")).await.unwrap();
+    assert_eq!(report.recreated, ["db", "web"], "{report:?}");
+    assert_eq!(report.unchanged, ["worker"], "{report:?}");
+    rt.remove_stack(&name, true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_env_and_files_reach_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "secrets_from_env_and_files_reach_the_container";
+    let Some(rt) = testsupport::engine_for_test(test, dir.path()).await else {
+        return;
+    };
+    let name = testsupport::unique_name("dm-secret");
+    let files = StackFiles {
+        name: name.clone(),
+        compose: "services:\n  app:\n    image: dockmesh-test/busybox:1\n    command: [sh, -c, 'cat /run/secrets/token /run/secrets/file_secret /etc/motd; sleep 300']\n    secrets: [token, file_secret]\n    configs: [{source: motd, target: /etc/motd}]\nsecrets:\n  token: {environment: TOKEN}\n  file_secret: {file: ./secret.txt}\nconfigs:\n  motd: {content: \"hello\\n\"}\n".into(),
+        env: Some("TOKEN=from-env\n".into()),
+    };
+    rt.write_stack_files(&files).await.unwrap();
+    std::fs::write(rt.stack_dir(&name).join("secret.txt"), "from-file\n").unwrap();
+    rt.deploy(&files).await.unwrap();
+    let container = labels::container_name(&name, "app");
+    let mut logs = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("docker")
+            .args(["logs", &container])
+            .output()
+            .unwrap();
+        logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        if logs.contains("hello") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs, "from-envfrom-file\nhello\n", "{logs:?}");
+    rt.remove_stack(&name, true).await.unwrap();
 }

@@ -4,6 +4,7 @@
 
 use dockmesh_core::ports::{HostRuntime, RuntimeErrorKind};
 use dockmesh_core::snapshot::PortKey;
+use dockmesh_core::types::StackFiles;
 use dockmesh_docker::testsupport::{self, TEST_IMAGE};
 use dockmesh_docker::{DockerRuntime, labels};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,4 +302,48 @@ async fn compose_hash(rt: &dockmesh_docker::DockerRuntime, container: &str) -> S
         .unwrap()
         .remove(labels::COMPOSE_CONFIG_HASH)
         .expect("the config-hash label")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_another_services_network_stops_starts_and_is_removed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = "a_service_on_another_services_network_stops_starts_and_is_removed_in_order";
+    let Some(rt) = testsupport::engine_for_test(test, dir.path()).await else {
+        return;
+    };
+    let name = testsupport::unique_name("dm-netmode");
+    let files = StackFiles {
+        name: name.clone(),
+        compose: "services:\n  side:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    network_mode: service:web\n    stop_grace_period: 1s\n  web:\n    image: dockmesh-test/busybox:1\n    command: [sleep, '300']\n    stop_grace_period: 1s\n".into(),
+        env: None,
+    };
+    rt.write_stack_files(&files).await.unwrap();
+    let report = rt.deploy(&files).await.unwrap();
+    assert_eq!(report.created, ["web", "side"], "{report:?}");
+    rt.stop_stack(&name).await.unwrap();
+    rt.start_stack(&name).await.unwrap();
+    let side = rt
+        .docker()
+        .inspect_container(&labels::container_name(&name, "side"), None)
+        .await
+        .unwrap();
+    assert!(side.state.unwrap().running.unwrap());
+    // Redeploying a changed `web` replaces `side` too: it used the old container's network.
+    let changed = StackFiles {
+        compose: files.compose.replace(
+            "command: [sleep, '300']\n    stop_grace_period: 1s\n",
+            "command: [sleep, '301']\n    stop_grace_period: 1s\n",
+        ),
+        ..files.clone()
+    };
+    rt.write_stack_files(&changed).await.unwrap();
+    let report = rt.deploy(&changed).await.unwrap();
+    assert_eq!(report.recreated, ["web", "side"], "{report:?}");
+    rt.remove_stack(&name, true).await.unwrap();
+    assert!(
+        testsupport::engine_objects(&rt, &name)
+            .await
+            .containers
+            .is_empty()
+    );
 }

@@ -740,8 +740,6 @@ async fn an_import_larger_than_announced_is_refused_before_it_fills_the_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "races: a second import into a volume whose carrier is only created (not yet \
-            writing) can succeed; open problem, see the closing note of the hardening issue"]
 async fn a_failing_import_leaves_another_transfers_carrier_alone() {
     let Some(docker) = engine().await else { return };
     let mut cleanup = Cleanup::default();
@@ -776,7 +774,8 @@ async fn a_failing_import_leaves_another_transfers_carrier_alone() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    // Import B into the same name fails (A's carrier uses the volume) and touches nothing of A.
+    // Import B into the same name is refused (A holds the volume's import carrier) and touches
+    // nothing of A.
     let data_b = [tar_dir(b"./"), tar_file(b"x", b"from B"), tar_end()].concat();
     let err = volume::import_volume(&docker, &target, byte_stream(data_b, 512), no_progress())
         .await

@@ -240,7 +240,10 @@ async fn a_stack_moves_rolls_back_and_its_source_is_purged_through_the_api() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(report["checks"].as_array().unwrap().len(), 12);
+    assert_eq!(
+        report["checks"].as_array().unwrap().len(),
+        dockmesh_core::preflight::CHECK_NAMES.len()
+    );
     let (s, m) = w
         .call(
             "POST",

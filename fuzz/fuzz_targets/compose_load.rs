@@ -1,6 +1,7 @@
-//! The compose loader on arbitrary `compose.yaml` and `.env` text: it never panics, never
-//! overflows the stack (interpolation nesting is bounded), and either resolves a stack or
-//! returns an error.
+//! The compose loader on arbitrary `compose.yaml` and `.env` text (interpolation, YAML, the
+//! schema, `extends` of a file that is the input again, profiles): it never panics, never
+//! overflows the stack (interpolation nesting and `extends` chains are bounded), and either
+//! resolves a stack or returns an error; an error of several problems lists at least two.
 //!
 //! `cargo fuzz run -s none compose_load` (stable toolchain).
 #![no_main]
@@ -21,9 +22,23 @@ fuzz_target!(|data: &[u8]| {
         compose,
         env,
     };
-    let _ = compose::load(&files, std::path::Path::new("/nonexistent"), &|_| {
-        Err(std::io::Error::other("no files while fuzzing"))
-    });
+    // Every other file (env_file, extends' file) reads as the compose file itself.
+    let again = files.compose.clone();
+    let profiles = ["a".to_owned(), "*".to_owned()];
+    let selection = match data.first() {
+        Some(b) if b % 3 == 0 => Some(&profiles[..1]),
+        Some(b) if b % 3 == 1 => Some(&profiles[1..]),
+        _ => None,
+    };
+    let loaded = compose::load_with_profiles(
+        &files,
+        std::path::Path::new("/nonexistent"),
+        &|_| Ok(again.clone()),
+        selection,
+    );
+    if let Err(compose::ComposeError::Several { problems }) = &loaded {
+        assert!(problems.len() >= 2, "{problems:?}");
+    }
     if let Some(env) = &files.env {
         let _ = compose::interpolate::interpolate(env, &Default::default());
     }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod check;
 pub mod client;
 pub mod db;
 pub mod drain;

@@ -14,6 +14,9 @@ use std::process::ExitCode;
 /// `dockmesh stack …`
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
+    /// Check a compose file offline (no server, no engine): what would be created, or every
+    /// problem it has.
+    Check(super::check::CheckArgs),
     /// List the stacks the server knows and where each runs.
     Ls,
     /// Register a stack's compose file (and `.env`) and deploy it on a host.
@@ -61,9 +64,13 @@ pub enum StackCommand {
 
 /// Run `dockmesh stack …`.
 pub fn run(cmd: StackCommand, conn: Conn) -> ExitCode {
+    if let StackCommand::Check(args) = cmd {
+        return super::check::run_check(args, conn.json);
+    }
     block_on(async move {
         let c = Client::new(&conn)?;
         match cmd {
+            StackCommand::Check(_) => unreachable!("handled above, offline"),
             StackCommand::Ls => ls(&c).await,
             StackCommand::Deploy {
                 name,

@@ -54,6 +54,12 @@ pub enum ComposeError {
         /// The service.
         service: String,
     },
+    /// Several of the problems above, every one the file has.
+    #[error("the compose file has {} problems", problems.len())]
+    Several {
+        /// Each problem, in file order.
+        problems: Vec<ComposeError>,
+    },
     /// A value is invalid, or something refers to what does not exist.
     #[error("{location}: {message}")]
     Invalid {
@@ -82,6 +88,13 @@ impl ComposeError {
     /// The whole story for a person: what happened, each underlying cause (`: …`), and the
     /// hint.
     pub fn report(&self) -> String {
+        if let ComposeError::Several { problems } = self {
+            let mut out = format!("{self}:");
+            for (i, p) in problems.iter().enumerate() {
+                out.push_str(&format!("\n  {}. {}", i + 1, p.report()));
+            }
+            return out;
+        }
         let mut out = self.to_string();
         let mut cause = std::error::Error::source(self);
         while let Some(c) = cause {

@@ -16,15 +16,23 @@
 //!    paths, `env_file`s, durations and sizes; services are put in `depends_on` order.
 
 mod error;
+mod extends;
 pub mod interpolate;
+pub mod options;
+mod order;
+mod problems;
 pub mod schema;
+mod secrets;
 mod service;
 mod short;
 pub mod units;
 
 pub use error::ComposeError;
+pub use options::{DeviceSpec, LoggingSpec, NetworkMode, ServiceOptions, Ulimit};
+use order::dependency_order;
+pub(crate) use problems::Problems;
 use service::{ServiceContext, invalid, resolve_service};
-pub use short::{parse_port, parse_short_mount};
+pub use short::{MountFlags, parse_port, parse_short_mount, parse_short_mount_flags};
 
 use docker_compose_types as dct;
 use dockmesh_core::StackFiles;
@@ -102,14 +110,28 @@ pub enum DependCondition {
     ServiceStarted,
     /// The dependency's healthcheck passes.
     ServiceHealthy,
+    /// The dependency's container ran to its end with exit code 0 (a one-shot job).
+    ServiceCompletedSuccessfully,
 }
 
 impl DependCondition {
+    /// The condition Compose names `name`.
+    pub fn from_name(name: &str) -> Option<DependCondition> {
+        [
+            DependCondition::ServiceStarted,
+            DependCondition::ServiceHealthy,
+            DependCondition::ServiceCompletedSuccessfully,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+
     /// Compose's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
             DependCondition::ServiceStarted => "service_started",
             DependCondition::ServiceHealthy => "service_healthy",
+            DependCondition::ServiceCompletedSuccessfully => "service_completed_successfully",
         }
     }
 }
@@ -148,6 +170,49 @@ pub struct MountSpec {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// A new volume does not get the image's content at the target (`nocopy`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_copy: bool,
+    /// SELinux relabelling of a bind (`z` shared, `Z` private).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selinux: Option<String>,
+    /// `cached`, `delegated` or `consistent` (no effect on Linux engines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+}
+
+/// A file written into a service's container before it starts (a secret or config whose
+/// content is not a host file). Serialised as the SHA-256 of its content, so the content
+/// changes the service's hash without appearing in it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InjectedFile {
+    /// Absolute path in the container.
+    pub target: String,
+    /// The content.
+    pub content: String,
+}
+
+impl std::fmt::Debug for InjectedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InjectedFile")
+            .field("target", &self.target)
+            .field("content", &"<hidden>")
+            .finish()
+    }
+}
+
+impl Serialize for InjectedFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        use sha2::Digest;
+        let mut st = s.serialize_struct("InjectedFile", 2)?;
+        st.serialize_field("target", &self.target)?;
+        st.serialize_field(
+            "sha256",
+            &hex::encode(sha2::Sha256::digest(self.content.as_bytes())),
+        )?;
+        st.end()
+    }
 }
 
 /// A network a service joins.
@@ -172,6 +237,9 @@ pub struct HealthSpec {
     pub start_period_ns: Option<i64>,
     /// Consecutive failures before the container is unhealthy.
     pub retries: Option<i64>,
+    /// Time between checks during the start period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_interval_ns: Option<i64>,
 }
 
 /// A resolved service.
@@ -197,6 +265,13 @@ pub struct ServiceSpec {
     pub healthcheck: Option<HealthSpec>,
     /// Dependencies and their conditions.
     pub depends_on: BTreeMap<String, DependCondition>,
+    /// Dependencies with `restart: true`: when one is replaced, this service is too.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub restart_with: BTreeSet<String>,
+    /// Dependencies with `required: false`: left out when the stack does not deploy them,
+    /// and only warned about when they fail their condition.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub optional: BTreeSet<String>,
     /// Restart policy (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
     pub restart: Option<String>,
     /// Labels from the file.
@@ -209,16 +284,67 @@ pub struct ServiceSpec {
     pub mem_limit: Option<i64>,
     /// Seconds the engine waits after SIGTERM before killing (rounded up).
     pub stop_grace_period: Option<i64>,
+    /// The engine options (`container_name`, `ulimits`, `cap_add`, …).
+    #[serde(flatten)]
+    pub options: ServiceOptions,
+    /// Secrets and configs written into the container before it starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InjectedFile>,
+}
+
+impl ServiceSpec {
+    /// The name of the service's container in `project`: its `container_name`, or Compose's
+    /// `<project>-<service>-1`.
+    pub fn container_name(&self, project: &str) -> String {
+        self.options
+            .container_name
+            .clone()
+            .unwrap_or_else(|| crate::labels::container_name(project, &self.name))
+    }
 }
 
 /// Labels no compose file may set: the ones dockmesh and Compose manage.
 pub const RESERVED_LABEL_PREFIXES: &[&str] = &["com.docker.compose.", "com.dockmesh."];
 
-/// Read a stack. `read_file` reads `env_file`s (paths are resolved against `dir`).
+/// The project name a compose file gives itself (top-level `name:`), if it parses and has one.
+pub fn declared_name(compose: &str) -> Option<String> {
+    let root: Value = yaml_serde::from_str(compose).ok()?;
+    root.get("name").and_then(schema::scalar_text)
+}
+
+/// The project name Compose derives from a directory name: lowercase letters, digits, `-` and
+/// `_`, starting with a letter or digit.
+pub fn project_name_of_dir(dir_name: &str) -> String {
+    dir_name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect::<String>()
+        .trim_start_matches(['-', '_'])
+        .to_owned()
+}
+
+/// The variable of `.env` (or the environment Compose reads) that selects profiles.
+pub const PROFILES_VAR: &str = "COMPOSE_PROFILES";
+
+/// Read a stack. `read_file` reads `env_file`s (paths are resolved against `dir`). The active
+/// profiles are those `COMPOSE_PROFILES` of `.env` names (comma-separated; `*` is all).
 pub fn load(
     files: &StackFiles,
     dir: &Path,
     read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<StackSpec, ComposeError> {
+    load_with_profiles(files, dir, read_file, None)
+}
+
+/// [`load`] with the active profiles given (`Some`), instead of read from `COMPOSE_PROFILES`.
+/// A service with `profiles` is deployed only when one of them is active (`*` activates all);
+/// a service without is always deployed.
+pub fn load_with_profiles(
+    files: &StackFiles,
+    dir: &Path,
+    read_file: &dyn Fn(&Path) -> std::io::Result<String>,
+    profiles: Option<&[String]>,
 ) -> Result<StackSpec, ComposeError> {
     dockmesh_core::types::validate_stack_name(&files.name).map_err(|message| {
         ComposeError::Invalid {
@@ -230,6 +356,18 @@ pub fn load(
         Some(text) => interpolate::parse_env_file(text, ".env", &Vars::new())?,
         None => Vars::new(),
     };
+    let active: Vec<String> = match profiles {
+        Some(p) => p.to_vec(),
+        None => vars
+            .get(PROFILES_VAR)
+            .map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     let mut root: Value = yaml_serde::from_str(&files.compose).map_err(|e| ComposeError::Yaml {
         message: e.to_string(),
     })?;
@@ -237,12 +375,29 @@ pub fn load(
         message: e.to_string(),
     })?;
     interpolate_tree(&mut root, &mut Vec::new(), &vars)?;
-    schema::check(&mut root)?;
+    let mut problems = Problems::default();
+    let load_file = |file: &str| -> Result<Value, ComposeError> {
+        let unreadable = |message: String| ComposeError::Invalid {
+            location: format!("extends file {file}"),
+            message,
+        };
+        let path = short::resolve_host_path(dir, file).map_err(unreadable)?;
+        let text = read_file(&path).map_err(|e| unreadable(format!("cannot be read: {e}")))?;
+        let mut other: Value = yaml_serde::from_str(&text)
+            .map_err(|e| unreadable(format!("is not valid YAML: {e}")))?;
+        other
+            .apply_merge()
+            .map_err(|e| unreadable(format!("is not valid YAML: {e}")))?;
+        interpolate_tree(&mut other, &mut Vec::new(), &vars)?;
+        Ok(other)
+    };
+    extends::resolve(&mut root, &load_file, &mut problems);
+    let broken = schema::check_collect(&mut root, &mut problems)?;
     let top = root.as_mapping().expect("checked by schema::check");
     if let Some(name) = top.get("name").and_then(Value::as_str)
         && name != files.name
     {
-        return Err(ComposeError::Invalid {
+        problems.push(ComposeError::Invalid {
             location: "top level".into(),
             message: format!(
                 "the file names its project `{name}` but the stack is `{}`; remove `name:` or make them equal",
@@ -251,8 +406,12 @@ pub fn load(
         });
     }
     let project = files.name.clone();
-    let declared_volumes = parse_volumes(&project, top.get("volumes"))?;
-    let declared_networks = parse_networks(&project, top.get("networks"))?;
+    let declared_volumes = problems
+        .take(parse_volumes(&project, top.get("volumes")))
+        .unwrap_or_default();
+    let declared_networks = problems
+        .take(parse_networks(&project, top.get("networks")))
+        .unwrap_or_default();
 
     let services_value = top
         .get("services")
@@ -267,20 +426,104 @@ pub fn load(
             message: "`services` is empty".into(),
         });
     }
-    let mut services = Vec::new();
+    let secrets = secrets::parse_definitions(
+        secrets::Kind::Secret,
+        top.get("secrets"),
+        dir,
+        &vars,
+        &mut problems,
+    );
+    let configs = secrets::parse_definitions(
+        secrets::Kind::Config,
+        top.get("configs"),
+        dir,
+        &vars,
+        &mut problems,
+    );
+    let mut all = Vec::new();
     for (name, def) in services_value {
         let name = schema::scalar_text(name).unwrap_or_default();
+        if broken.contains(&name) {
+            continue;
+        }
         let ctx = ServiceContext {
             dir,
             vars: &vars,
             volumes: &declared_volumes,
             networks: &declared_networks,
+            secrets: &secrets,
+            configs: &configs,
             read_file,
         };
-        services.push(resolve_service(&name, def, &ctx)?);
+        if let Some(s) = problems.take(resolve_service(&name, def, &ctx)) {
+            all.push(s);
+        }
     }
+    let enabled = |s: &ServiceSpec| {
+        s.options.profiles.is_empty()
+            || active
+                .iter()
+                .any(|a| a == "*" || s.options.profiles.contains(a))
+    };
+    let (mut services, disabled): (Vec<_>, Vec<_>) = all.into_iter().partition(|s| enabled(s));
+    let active_names: BTreeSet<String> = services.iter().map(|s| s.name.clone()).collect();
+    for s in &mut services {
+        let gone: Vec<String> = s
+            .optional
+            .iter()
+            .filter(|d| !active_names.contains(*d))
+            .cloned()
+            .collect();
+        for d in gone {
+            s.depends_on.remove(&d);
+            s.restart_with.remove(&d);
+        }
+    }
+    for s in &services {
+        let needs = s.depends_on.keys().chain(match &s.options.network_mode {
+            Some(NetworkMode::Service(n)) => Some(n),
+            _ => None,
+        });
+        for d in needs {
+            if let Some(off) = disabled.iter().find(|x| &x.name == d) {
+                problems.push(invalid(
+                    &format!("service `{}`", s.name),
+                    format!(
+                        "needs `{d}`, which is only in profile(s) {} and none of them is active \
+                         (activate one with --profile or {PROFILES_VAR} in .env)",
+                        off.options.profiles.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if services.is_empty() && problems.is_empty() {
+        problems.push(ComposeError::Invalid {
+            location: "top level".into(),
+            message: format!(
+                "no service is active: each has `profiles` and none is selected (active: {})",
+                if active.is_empty() {
+                    "none".to_owned()
+                } else {
+                    active.join(", ")
+                }
+            ),
+        });
+    }
+    let mut names: BTreeMap<String, &str> = BTreeMap::new();
+    for s in &services {
+        if let Some(other) = names.insert(s.container_name(&project), &s.name) {
+            problems.push(invalid(
+                &format!("service `{}`", s.name),
+                format!(
+                    "its container would be named `{}`, like the container of service `{other}`",
+                    s.container_name(&project)
+                ),
+            ));
+        }
+    }
+    problems.finish()?;
     let services = dependency_order(services)?;
-
     let used_volumes: BTreeSet<&str> = services
         .iter()
         .flat_map(|s| s.mounts.iter())
@@ -509,48 +752,7 @@ fn parse_networks(
     Ok(out)
 }
 
-/// Order services so that every service comes after its dependencies (file order otherwise).
-fn dependency_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, ComposeError> {
-    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    for s in &services {
-        for d in s.depends_on.keys() {
-            if !names.contains(d.as_str()) {
-                return Err(invalid(
-                    &format!("service `{}`", s.name),
-                    format!("depends on `{d}`, which is not a service of this stack"),
-                ));
-            }
-            if d == &s.name {
-                return Err(invalid(
-                    &format!("service `{}`", s.name),
-                    "depends on itself",
-                ));
-            }
-        }
-    }
-    let mut placed: BTreeSet<String> = BTreeSet::new();
-    let mut remaining = services;
-    let mut ordered = Vec::with_capacity(remaining.len());
-    while !remaining.is_empty() {
-        let Some(i) = remaining
-            .iter()
-            .position(|s| s.depends_on.keys().all(|d| placed.contains(d)))
-        else {
-            let cycle: Vec<&str> = remaining.iter().map(|s| s.name.as_str()).collect();
-            return Err(invalid(
-                "depends_on",
-                format!(
-                    "services {} depend on each other in a cycle",
-                    cycle.join(", ")
-                ),
-            ));
-        };
-        let s = remaining.remove(i);
-        placed.insert(s.name.clone());
-        ordered.push(s);
-    }
-    Ok(ordered)
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_options;

@@ -10,11 +10,14 @@
 //! The same pass coerces scalars to the type the typed parse expects, the way Compose does
 //! (`user: 1000` is the string `"1000"`; `read_only: "true"` after interpolation is a boolean).
 
-use super::ComposeError;
+use super::options::OPTION_KEYS;
+use super::{ComposeError, Problems};
 use yaml_serde::{Mapping, Value};
 
 /// Keys of the top level.
-pub const TOP_KEYS: &[&str] = &["version", "name", "services", "volumes", "networks"];
+pub const TOP_KEYS: &[&str] = &[
+    "version", "name", "services", "volumes", "networks", "secrets", "configs",
+];
 /// Keys of a service.
 pub const SERVICE_KEYS: &[&str] = &[
     "image",
@@ -33,6 +36,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "working_dir",
     "mem_limit",
     "stop_grace_period",
+    "secrets",
+    "configs",
 ];
 /// Keys of a service's `healthcheck`.
 pub const HEALTHCHECK_KEYS: &[&str] = &[
@@ -41,14 +46,23 @@ pub const HEALTHCHECK_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "start_period",
+    "start_interval",
     "disable",
 ];
 /// Keys of a long-syntax `ports` entry.
 pub const PORT_KEYS: &[&str] = &["target", "published", "host_ip", "protocol", "mode"];
 /// Keys of a long-syntax service `volumes` entry.
-pub const MOUNT_KEYS: &[&str] = &["type", "source", "target", "read_only", "bind", "volume"];
+pub const MOUNT_KEYS: &[&str] = &[
+    "type",
+    "source",
+    "target",
+    "read_only",
+    "bind",
+    "volume",
+    "tmpfs",
+];
 /// Keys of a mount's `bind` options.
-pub const BIND_KEYS: &[&str] = &["create_host_path"];
+pub const BIND_KEYS: &[&str] = &["create_host_path", "selinux"];
 /// Keys of a mount's `volume` options.
 pub const MOUNT_VOLUME_KEYS: &[&str] = &["nocopy"];
 /// Keys of an entry of a service's `networks` map.
@@ -63,31 +77,13 @@ pub const DEFAULTED: &[(&str, &str, &str, &str)] = &[
         "ports",
         "mode",
         "ingress",
-        "ports are published on the host's engine",
+        "ports are published on the host's engine; `host` is accepted as well",
     ),
     (
         "bind",
         "create_host_path",
         "true",
         "a missing bind source directory is created, as with the short syntax",
-    ),
-    (
-        "volume",
-        "nocopy",
-        "false",
-        "a new volume gets the image's content at its target",
-    ),
-    (
-        "depends_on",
-        "required",
-        "true",
-        "every dependency must exist",
-    ),
-    (
-        "depends_on",
-        "restart",
-        "false",
-        "dependents are not restarted with their dependency",
     ),
 ];
 
@@ -137,8 +133,33 @@ fn accept_default_options(
             message: "must be a mapping".into(),
         })?;
         check_keys(opts, keys, &location, false)?;
+        // Options dockmesh applies are kept for the typed parse; defaulted ones are dropped.
+        let mut kept = Mapping::new();
         for key in keys {
-            accept_default(opts, section, key, &location)?;
+            match (section, *key) {
+                ("bind", "selinux") => {
+                    if let Some(v) = opts.remove("selinux") {
+                        if !matches!(v.as_str(), Some("z" | "Z")) {
+                            return Err(ComposeError::Invalid {
+                                location,
+                                message: "`selinux` must be z or Z".into(),
+                            });
+                        }
+                        kept.insert("selinux".into(), v);
+                    }
+                }
+                ("volume", "nocopy") => {
+                    if let Some(mut v) = opts.remove("nocopy") {
+                        to_bool(&mut v, &location, "nocopy")?;
+                        kept.insert("nocopy".into(), v);
+                    }
+                }
+                _ => accept_default(opts, section, key, &location)?,
+            }
+        }
+        if !kept.is_empty() {
+            m.insert(section.into(), Value::Mapping(kept));
+            return Ok(());
         }
     }
     m.remove(section);
@@ -157,13 +178,36 @@ pub const NETWORK_KEYS: &[&str] = &[
     "attachable",
 ];
 
-/// Check and coerce the whole (interpolated, merged) tree.
+/// Check and coerce the whole (interpolated, merged) tree. Every problem is reported: all the
+/// unsupported keys of each place, and the first bad value of each service.
 pub fn check(root: &mut Value) -> Result<(), ComposeError> {
+    let mut problems = Problems::default();
+    check_collect(root, &mut problems)?;
+    problems.finish()
+}
+
+/// [`check`], recording the problems in `problems` and going on where it can: unsupported keys
+/// of a service are recorded and removed, so the rest of the service is still checked. Returns
+/// the services that cannot be read further; an error when the file's structure is broken.
+pub(crate) fn check_collect(
+    root: &mut Value,
+    problems: &mut Problems,
+) -> Result<std::collections::BTreeSet<String>, ComposeError> {
+    let mut broken = std::collections::BTreeSet::new();
+    check_top(root, problems, &mut broken)?;
+    Ok(broken)
+}
+
+fn check_top(
+    root: &mut Value,
+    problems: &mut Problems,
+    broken: &mut std::collections::BTreeSet<String>,
+) -> Result<(), ComposeError> {
     let top = root.as_mapping_mut().ok_or_else(|| ComposeError::Invalid {
         location: "top level".into(),
         message: "the compose file must be a mapping with a `services` key".into(),
     })?;
-    check_keys(top, TOP_KEYS, "top level", true)?;
+    problems.take(check_keys(top, TOP_KEYS, "top level", true));
     stringify_at(top, "version");
     stringify_at(top, "name");
     if let Some(services) = top.get_mut("services") {
@@ -176,7 +220,10 @@ pub fn check(root: &mut Value) -> Result<(), ComposeError> {
             })?;
         for (name, service) in services.iter_mut() {
             let name = scalar_text(name).unwrap_or_default();
-            check_service(&name, service)?;
+            let checked = check_service(&name, service, problems);
+            if problems.take(checked).is_none() {
+                broken.insert(name);
+            }
         }
     }
     for (section, keys, what) in [
@@ -200,11 +247,19 @@ pub fn check(root: &mut Value) -> Result<(), ComposeError> {
             if def.is_null() {
                 continue;
             }
-            let m = def.as_mapping_mut().ok_or_else(|| ComposeError::Invalid {
-                location: location.clone(),
-                message: "must be a mapping (or empty)".into(),
-            })?;
-            check_keys(m, keys, &location, true)?;
+            let Some(m) = def.as_mapping_mut() else {
+                problems.push(ComposeError::Invalid {
+                    location: location.clone(),
+                    message: "must be a mapping (or empty)".into(),
+                });
+                continue;
+            };
+            if problems
+                .take(check_keys(m, keys, &location, true))
+                .is_none()
+            {
+                continue;
+            }
             stringify_at(m, "name");
             stringify_labels(m);
             if let Some(ext) = m.get_mut("external")
@@ -225,7 +280,11 @@ pub fn check(root: &mut Value) -> Result<(), ComposeError> {
     Ok(())
 }
 
-fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
+fn check_service(
+    name: &str,
+    service: &mut Value,
+    problems: &mut Problems,
+) -> Result<(), ComposeError> {
     let location = format!("service `{name}`");
     let svc = service
         .as_mapping_mut()
@@ -238,7 +297,13 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             service: name.into(),
         });
     }
-    check_keys(svc, SERVICE_KEYS, &location, true)?;
+    let allowed: Vec<&str> = SERVICE_KEYS.iter().chain(OPTION_KEYS).copied().collect();
+    if let Err(e) = check_keys(svc, &allowed, &location, true) {
+        problems.push(e);
+        svc.retain(|k, _| {
+            scalar_text(k).is_some_and(|k| allowed.contains(&k.as_str()) || k.starts_with("x-"))
+        });
+    }
     for key in [
         "image",
         "user",
@@ -276,7 +341,7 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             message: "must be a mapping".into(),
         })?;
         check_keys(m, HEALTHCHECK_KEYS, &hl, false)?;
-        for key in ["interval", "timeout", "start_period"] {
+        for key in ["interval", "timeout", "start_period", "start_interval"] {
             stringify_at(m, key);
         }
         if let Some(Value::Sequence(items)) = m.get_mut("test") {
@@ -301,6 +366,10 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
             if let Value::Mapping(m) = item {
                 let pl = format!("{location} ports entry {}", i + 1);
                 check_keys(m, PORT_KEYS, &pl, false)?;
+                // On one engine `host` publishes exactly as `ingress` does.
+                if m.get("mode").and_then(Value::as_str) == Some("host") {
+                    m.remove("mode");
+                }
                 accept_default(m, "ports", "mode", &pl)?;
                 if let Some(v) = m.get_mut("target") {
                     to_int(v, &pl, "target")?;
@@ -358,8 +427,11 @@ fn check_service(name: &str, service: &mut Value) -> Result<(), ComposeError> {
                 message: "must be a mapping with a `condition`".into(),
             })?;
             check_keys(m, DEPENDS_ON_KEYS, &dl, false)?;
-            accept_default(m, "depends_on", "required", &dl)?;
-            accept_default(m, "depends_on", "restart", &dl)?;
+            for flag in ["required", "restart"] {
+                if let Some(v) = m.get_mut(flag) {
+                    to_bool(v, &dl, flag)?;
+                }
+            }
             if !m.contains_key("condition") {
                 m.insert("condition".into(), "service_started".into());
             }
@@ -375,23 +447,25 @@ fn check_keys(
     location: &str,
     extensions: bool,
 ) -> Result<(), ComposeError> {
+    let mut problems = Problems::default();
     for key in map.keys() {
         let Some(k) = scalar_text(key) else {
-            return Err(ComposeError::Invalid {
+            problems.push(ComposeError::Invalid {
                 location: location.into(),
                 message: "a key is not a plain string".into(),
             });
+            continue;
         };
         if allowed.contains(&k.as_str()) || (extensions && k.starts_with("x-")) {
             continue;
         }
-        return Err(ComposeError::UnsupportedKey {
+        problems.push(ComposeError::UnsupportedKey {
             location: location.into(),
             key: k,
             supported: allowed.join(", "),
         });
     }
-    Ok(())
+    problems.finish()
 }
 
 /// The text of a scalar (strings, numbers and booleans).

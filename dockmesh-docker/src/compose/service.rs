@@ -1,6 +1,8 @@
 //! Resolving one service of the file into a [`ServiceSpec`]: image, command, environment and
 //! `env_file`s, ports, mounts, networks, healthcheck and the rest.
 
+use super::options::take_options;
+use super::secrets;
 use super::short::{normalize_protocol, parse_range, resolve_host_path};
 use super::*;
 
@@ -9,6 +11,8 @@ pub(super) struct ServiceContext<'a> {
     pub(super) vars: &'a Vars,
     pub(super) volumes: &'a BTreeMap<String, VolumeSpec>,
     pub(super) networks: &'a BTreeMap<String, NetworkSpec>,
+    pub(super) secrets: &'a BTreeMap<String, secrets::Source>,
+    pub(super) configs: &'a BTreeMap<String, secrets::Source>,
     pub(super) read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
 }
 
@@ -46,7 +50,55 @@ pub(super) fn resolve_service(
         .and_then(|m| m.remove("ports"))
         .and_then(|p| p.as_sequence().cloned())
         .unwrap_or_default();
-    let s: dct::Service = typed(&without_ports, &location)?;
+    let mut problems = Problems::default();
+    let network_keys = without_ports
+        .as_mapping()
+        .is_some_and(|m| m.contains_key("networks"));
+    let (mut options, deploy) = match without_ports.as_mapping_mut() {
+        Some(m) => take_options(m, &location, &mut problems),
+        None => Default::default(),
+    };
+    // Long-syntax `type: tmpfs` entries are tmpfs mounts, as the `tmpfs` key makes them.
+    if let Some(Value::Sequence(items)) = without_ports.get_mut("volumes") {
+        items.retain(|item| {
+            if item.get("type").and_then(Value::as_str) != Some("tmpfs") {
+                return true;
+            }
+            match tmpfs_entry(item) {
+                Ok((target, opts)) => {
+                    options.tmpfs.insert(target, opts);
+                }
+                Err(m) => problems.push(invalid(&format!("{location} volumes"), m)),
+            }
+            false
+        });
+    }
+    let mut file_mounts = Vec::new();
+    let mut files = Vec::new();
+    for (kind, defined) in [
+        (secrets::Kind::Secret, ctx.secrets),
+        (secrets::Kind::Config, ctx.configs),
+    ] {
+        let key = match kind {
+            secrets::Kind::Secret => "secrets",
+            secrets::Kind::Config => "configs",
+        };
+        if let Some(uses) = without_ports.as_mapping_mut().and_then(|m| m.remove(key)) {
+            let (mounts, injected) =
+                secrets::service_mounts(kind, &uses, defined, &location, &mut problems);
+            file_mounts.extend(mounts);
+            files.extend(injected);
+        }
+    }
+    let s: dct::Service = match typed(&without_ports, &location) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(e);
+            return problems
+                .finish()
+                .map(|()| unreachable!("a problem was pushed"));
+        }
+    };
     let image = s
         .image
         .clone()
@@ -157,9 +209,9 @@ pub(super) fn resolve_service(
 
     let mut mounts = Vec::new();
     for v in &s.volumes {
-        let (kind, source, target, read_only) = match v {
+        let (kind, source, target, flags) = match v {
             dct::Volumes::Simple(text) => {
-                parse_short_mount(text).map_err(|m| invalid(&location, m))?
+                parse_short_mount_flags(text).map_err(|m| invalid(&location, m))?
             }
             dct::Volumes::Advanced(a) => {
                 let kind = match a._type.as_str() {
@@ -177,7 +229,13 @@ pub(super) fn resolve_service(
                 let source = a.source.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
                     invalid(&location, format!("the mount at {} has no `source` (anonymous volumes are not supported: their data could not be moved; name the volume)", a.target))
                 })?;
-                (kind, source, a.target.clone(), a.read_only)
+                let flags = MountFlags {
+                    read_only: a.read_only,
+                    no_copy: a.volume.as_ref().and_then(|v| v.nocopy).unwrap_or(false),
+                    selinux: a.bind.as_ref().and_then(|b| b.selinux.clone()),
+                    consistency: None,
+                };
+                (kind, source, a.target.clone(), flags)
             }
         };
         if !target.starts_with('/') {
@@ -202,12 +260,17 @@ pub(super) fn resolve_service(
             kind,
             source,
             target,
-            read_only,
+            read_only: flags.read_only,
+            no_copy: flags.no_copy,
+            selinux: flags.selinux,
+            consistency: flags.consistency,
         });
     }
 
+    mounts.extend(file_mounts);
     let mut networks = BTreeMap::new();
     let wanted: Vec<(String, Vec<String>)> = match &s.networks {
+        _ if options.network_mode.is_some() => vec![],
         dct::Networks::Simple(l) if l.is_empty() => vec![("default".into(), vec![])],
         dct::Networks::Simple(l) => l.iter().map(|n| (n.clone(), vec![])).collect(),
         dct::Networks::Advanced(a) => {
@@ -247,6 +310,8 @@ pub(super) fn resolve_service(
         .transpose()?;
 
     let mut depends_on = BTreeMap::new();
+    let mut restart_with = BTreeSet::new();
+    let mut optional = BTreeSet::new();
     match &s.depends_on {
         dct::DependsOnOptions::Simple(l) => {
             for d in l {
@@ -255,18 +320,21 @@ pub(super) fn resolve_service(
         }
         dct::DependsOnOptions::Conditional(m) => {
             for (d, c) in m {
-                let cond = match c.condition.as_str() {
-                    "service_started" => DependCondition::ServiceStarted,
-                    "service_healthy" => DependCondition::ServiceHealthy,
-                    other => {
-                        return Err(invalid(
-                            &location,
-                            format!(
-                                "depends_on `{d}` uses condition `{other}`, which dockmesh does not support (use service_started or service_healthy)"
-                            ),
-                        ));
-                    }
+                let Some(cond) = DependCondition::from_name(&c.condition) else {
+                    return Err(invalid(
+                        &location,
+                        format!(
+                            "depends_on `{d}` uses condition `{}`, which dockmesh does not support (use service_started, service_healthy or service_completed_successfully)",
+                            c.condition
+                        ),
+                    ));
                 };
+                if c.restart == Some(true) {
+                    restart_with.insert(d.clone());
+                }
+                if c.required == Some(false) {
+                    optional.insert(d.clone());
+                }
                 depends_on.insert(d.clone(), cond);
             }
         }
@@ -303,6 +371,55 @@ pub(super) fn resolve_service(
         .transpose()
         .map_err(|m| invalid(&location, format!("stop_grace_period: {m}")))?
         .map(|d| d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0));
+    let mem_limit = match (mem_limit, deploy.mem_limit) {
+        (Some(_), Some(_)) => {
+            problems.push(invalid(
+                &location,
+                "sets both `mem_limit` and `deploy.resources.limits.memory`; keep one",
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    };
+    let restart = match (restart, deploy.restart) {
+        (Some(_), Some(_)) => {
+            problems.push(invalid(
+                &location,
+                "sets both `restart` and `deploy.restart_policy`; keep one",
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    };
+    // The container whose network a service uses starts first, and stops last: an implicit
+    // dependency, recorded like the others (as Compose does).
+    if let Some(NetworkMode::Service(n)) = &options.network_mode {
+        depends_on
+            .entry(n.clone())
+            .or_insert(DependCondition::ServiceStarted);
+    }
+    if let Some(mode) = &options.network_mode {
+        if network_keys {
+            problems.push(invalid(
+                &location,
+                "sets both `network_mode` and `networks`; a container has one or the other",
+            ));
+        }
+        if !ports.is_empty() {
+            problems.push(invalid(
+                &location,
+                format!(
+                    "publishes ports with `network_mode: {}`, where the engine cannot publish                      them; remove `ports`",
+                    match mode {
+                        NetworkMode::Host => "host".to_owned(),
+                        NetworkMode::None => "none".to_owned(),
+                        NetworkMode::Service(s) => format!("service:{s}"),
+                    }
+                ),
+            ));
+        }
+    }
+    problems.finish()?;
     Ok(ServiceSpec {
         name: name.to_owned(),
         image,
@@ -314,13 +431,62 @@ pub(super) fn resolve_service(
         networks,
         healthcheck,
         depends_on,
+        restart_with,
+        optional,
         restart,
         labels: labels_map(&s.labels, &location)?,
         user: s.user.clone(),
         working_dir: s.working_dir.clone(),
         mem_limit,
         stop_grace_period,
+        options,
+        files,
     })
+}
+
+/// A long-syntax tmpfs mount: its target and the engine's options (`size=…,mode=…`).
+fn tmpfs_entry(item: &Value) -> Result<(String, String), String> {
+    let m = item.as_mapping().ok_or("a tmpfs entry must be a mapping")?;
+    for k in m.keys() {
+        let k = schema::scalar_text(k).unwrap_or_default();
+        if !matches!(k.as_str(), "type" | "target" | "tmpfs" | "read_only") {
+            return Err(format!("`{k}` does not apply to a tmpfs mount"));
+        }
+    }
+    let target = m
+        .get("target")
+        .and_then(schema::scalar_text)
+        .filter(|t| t.starts_with('/'))
+        .ok_or("a tmpfs mount needs an absolute `target`")?;
+    let mut opts = Vec::new();
+    if m.get("read_only").and_then(Value::as_bool) == Some(true) {
+        opts.push("ro".to_owned());
+    }
+    if let Some(t) = m.get("tmpfs").filter(|t| !t.is_null()) {
+        let t = t.as_mapping().ok_or("`tmpfs` must be a mapping")?;
+        for (k, v) in t {
+            let k = schema::scalar_text(k).unwrap_or_default();
+            let v = schema::scalar_text(v).unwrap_or_default();
+            match k.as_str() {
+                "size" => opts.push(format!("size={}", units::parse_bytes(&v)?)),
+                "mode" => {
+                    let mode = v
+                        .parse::<u32>()
+                        .ok()
+                        .map(|n| format!("{n:o}"))
+                        .filter(|_| !v.starts_with('0'))
+                        .unwrap_or_else(|| v.trim_start_matches("0o").to_owned());
+                    opts.push(format!("mode={mode}"));
+                }
+                other => {
+                    return Err(format!(
+                        "tmpfs option `{other}` is not supported (size, mode)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok((target, opts.join(",")))
 }
 
 fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, ComposeError> {
@@ -338,6 +504,7 @@ fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, Co
             timeout_ns: None,
             start_period_ns: None,
             retries: None,
+            start_interval_ns: None,
         });
     }
     let test = match &h.test {
@@ -361,6 +528,7 @@ fn resolve_health(h: &dct::Healthcheck, location: &str) -> Result<HealthSpec, Co
         interval_ns: ns("interval", &h.interval)?,
         timeout_ns: ns("timeout", &h.timeout)?,
         start_period_ns: ns("start_period", &h.start_period)?,
+        start_interval_ns: ns("start_interval", &h.start_interval)?,
         retries: (h.retries > 0).then_some(h.retries),
     })
 }

@@ -89,8 +89,30 @@ pub fn parse_port(text: &str) -> Result<Vec<PortSpec>, String> {
 }
 
 /// Parse a short-syntax mount `source:target[:ro|rw]`. A source starting with `/`, `.` or `~`
-/// is a host path; anything else names a volume.
+/// is a host path; anything else names a volume. The other options are read by
+/// [`parse_short_mount_flags`].
 pub fn parse_short_mount(text: &str) -> Result<(MountKind, String, String, bool), String> {
+    parse_short_mount_flags(text).map(|(k, s, t, f)| (k, s, t, f.read_only))
+}
+
+/// The options of a mount beyond its source and target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountFlags {
+    /// `ro`.
+    pub read_only: bool,
+    /// `nocopy` (volumes): a new volume does not get the image's content.
+    pub no_copy: bool,
+    /// `z` or `Z` (binds): relabel for SELinux, shared or private.
+    pub selinux: Option<String>,
+    /// `cached`, `delegated` or `consistent`.
+    pub consistency: Option<String>,
+}
+
+/// Parse a short-syntax mount `source:target[:OPTIONS]`, where OPTIONS are comma-separated
+/// `ro`, `rw`, `nocopy` (volumes), `z`, `Z` (binds), `cached`, `delegated`, `consistent`.
+pub fn parse_short_mount_flags(
+    text: &str,
+) -> Result<(MountKind, String, String, MountFlags), String> {
     let parts: Vec<&str> = text.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
         [_] => {
@@ -102,16 +124,7 @@ pub fn parse_short_mount(text: &str) -> Result<(MountKind, String, String, bool)
         [s, t, m] => (*s, *t, Some(*m)),
         _ => {
             return Err(format!(
-                "invalid volume {text:?}: expected source:target[:ro|rw]"
-            ));
-        }
-    };
-    let read_only = match mode {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(other) => {
-            return Err(format!(
-                "volume {text:?}: mount option `{other}` is not supported (use ro or rw)"
+                "invalid volume {text:?}: expected source:target[:options]"
             ));
         }
     };
@@ -123,7 +136,25 @@ pub fn parse_short_mount(text: &str) -> Result<(MountKind, String, String, bool)
     } else {
         MountKind::Volume
     };
-    Ok((kind, source.to_owned(), target.to_owned(), read_only))
+    let mut flags = MountFlags::default();
+    for option in mode.into_iter().flat_map(|m| m.split(',')) {
+        match (option, kind) {
+            ("rw", _) => flags.read_only = false,
+            ("ro", _) => flags.read_only = true,
+            ("nocopy", MountKind::Volume) => flags.no_copy = true,
+            ("z" | "Z", MountKind::Bind) => flags.selinux = Some(option.to_owned()),
+            ("cached" | "delegated" | "consistent", _) => {
+                flags.consistency = Some(option.to_owned())
+            }
+            (other, _) => {
+                return Err(format!(
+                    "volume {text:?}: mount option `{other}` is not supported here (ro, rw, \
+                     nocopy for volumes, z and Z for binds, cached, delegated, consistent)"
+                ));
+            }
+        }
+    }
+    Ok((kind, source.to_owned(), target.to_owned(), flags))
 }
 
 /// A host path from the file: absolute, or relative to the stack directory. `~` is refused (the

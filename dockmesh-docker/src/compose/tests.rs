@@ -181,25 +181,37 @@ networks:
                 kind: MountKind::Volume,
                 source: "shop_data".into(),
                 target: "/data".into(),
-                read_only: false
+                read_only: false,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
             MountSpec {
                 kind: MountKind::Bind,
                 source: "/stacks/shop/conf".into(),
                 target: "/etc/conf".into(),
-                read_only: true
+                read_only: true,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
             MountSpec {
                 kind: MountKind::Volume,
                 source: "shared-cache".into(),
                 target: "/cache".into(),
-                read_only: true
+                read_only: true,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
             MountSpec {
                 kind: MountKind::Bind,
                 source: "/srv/logs".into(),
                 target: "/logs".into(),
-                read_only: false
+                read_only: false,
+                no_copy: false,
+                selinux: None,
+                consistency: None,
             },
         ]
     );
@@ -300,48 +312,55 @@ networks:
 fn unsupported_keys_are_named_with_their_service() {
     let cases: &[(&str, &[&str])] = &[
         (
-            "services:\n  web:\n    image: x\n    privileged: true\n",
-            &["service `web`", "`privileged`", "does not support"],
+            "services:\n  web:\n    image: x\n    ipc: host\n",
+            &["service `web`", "`ipc`", "does not support"],
         ),
         (
-            "services:\n  web:\n    image: x\n    container_name: y\n",
-            &["service `web`", "`container_name`"],
+            "services:\n  web:\n    image: x\n    pid: host\n",
+            &["service `web`", "`pid`"],
         ),
         (
             "services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n",
-            &["service `web`", "`deploy`"],
+            &[
+                "service `web`",
+                "`deploy.replicas`",
+                "one container per service",
+            ],
         ),
         (
-            "services:\n  web:\n    image: x\n    network_mode: host\n",
-            &["service `web`", "`network_mode`"],
+            "services:\n  web:\n    image: x\n    network_mode: container:other\n",
+            &["service `web`", "`network_mode`", "service:NAME"],
         ),
         (
-            "services:\n  web:\n    image: x\n    healthcheck:\n      test: true\n      start_interval: 1s\n",
-            &["service `web` healthcheck", "`start_interval`"],
+            "services:\n  web:\n    image: x\n    healthcheck:\n      test: true\n      start_timeout: 1s\n",
+            &["service `web` healthcheck", "`start_timeout`"],
         ),
         (
-            "services:\n  web:\n    image: x\n    ports:\n      - target: 80\n        mode: host\n",
+            "services:\n  web:\n    image: x\n    ports:\n      - target: 80\n        mode: swarm\n",
             &["service `web` ports entry 1", "`mode`"],
         ),
         (
-            "services:\n  web:\n    image: x\n    volumes:\n      - type: volume\n        source: d\n        target: /d\n        volume: {nocopy: true}\nvolumes:\n  d:\n",
-            &["service `web` volumes entry 1", "`volume`"],
+            "services:\n  web:\n    image: x\n    volumes:\n      - type: volume\n        source: d\n        target: /d\n        volume: {subpath: x}\nvolumes:\n  d:\n",
+            &["service `web` volumes entry 1", "`subpath`"],
         ),
         (
             "services:\n  web:\n    image: x\n    networks:\n      n:\n        ipv4_address: 10.0.0.2\nnetworks:\n  n:\n",
             &["service `web` network `n`", "`ipv4_address`"],
         ),
         (
-            "services:\n  web:\n    image: x\n    depends_on:\n      db:\n        condition: service_started\n        restart: true\n  db:\n    image: y\n",
-            &["service `web` depends_on `db`", "`restart`"],
+            "services:\n  web:\n    image: x\n    depends_on:\n      db:\n        condition: service_started\n        restart: soon\n  db:\n    image: y\n",
+            &[
+                "service `web` depends_on `db`",
+                "`restart` must be true or false",
+            ],
         ),
         (
-            "services:\n  web:\n    image: x\nsecrets:\n  s:\n    file: ./s\n",
-            &["top level", "`secrets`"],
+            "services:\n  web:\n    image: x\nsecrets:\n  s:\n    external: true\n",
+            &["secret `s`", "`external`", "file, environment"],
         ),
         (
-            "services:\n  web:\n    image: x\nconfigs: {}\n",
-            &["top level", "`configs`"],
+            "services:\n  web:\n    image: x\nconfigs: {c: {external: true}}\n",
+            &["config `c`", "`external`"],
         ),
         (
             "include: [other.yaml]\nservices:\n  web:\n    image: x\n",
@@ -450,18 +469,13 @@ fn printed_defaults_with_other_values_are_named() {
     let cases: &[(&str, &str, &[&str])] = &[
         (
             "required: true",
-            "required: false",
-            &["depends_on `db`", "`required` is `false`", "required: true"],
-        ),
-        (
-            "restart: false",
-            "restart: true",
-            &["depends_on `db`", "`restart` is `true`"],
+            "required: maybe",
+            &["depends_on `db`", "`required` must be true or false"],
         ),
         (
             "mode: ingress",
-            "mode: host",
-            &["ports entry 1", "`mode` is `host`"],
+            "mode: swarm",
+            &["ports entry 1", "`mode` is `swarm`"],
         ),
         (
             "create_host_path: true",
@@ -475,8 +489,8 @@ fn printed_defaults_with_other_values_are_named() {
         ),
         (
             "volume: {}",
-            "volume: {nocopy: true}",
-            &["volumes entry 1 `volume`", "`nocopy` is `true`"],
+            "volume: {subpath: x}",
+            &["volumes entry 1 `volume`", "`subpath`"],
         ),
     ];
     for (from, to, fragments) in cases {
@@ -524,9 +538,9 @@ fn invalid_files_give_clear_errors() {
             &["volume `missing`", "not declared"],
         ),
         (
-            "services:\n  web:\n    image: x\n    volumes: [./d:/d:z]\n",
+            "services:\n  web:\n    image: x\n    volumes: [./d:/d:shared]\n",
             None,
-            &["mount option `z`"],
+            &["mount option `shared`"],
         ),
         (
             "services:\n  web:\n    image: x\n    volumes: [~/d:/d]\n",
@@ -539,9 +553,9 @@ fn invalid_files_give_clear_errors() {
             &["must be an absolute path"],
         ),
         (
-            "services:\n  web:\n    image: x\n    volumes:\n      - type: tmpfs\n        target: /t\n",
+            "services:\n  web:\n    image: x\n    volumes:\n      - type: npipe\n        source: x\n        target: /t\n",
             None,
-            &["mount type `tmpfs`"],
+            &["mount type `npipe`"],
         ),
         (
             "services:\n  web:\n    image: x\n    networks: [nope]\n",
@@ -564,9 +578,9 @@ fn invalid_files_give_clear_errors() {
             &["depends on itself"],
         ),
         (
-            "services:\n  a:\n    image: x\n    depends_on:\n      b:\n        condition: service_completed_successfully\n  b:\n    image: y\n",
+            "services:\n  a:\n    image: x\n    depends_on:\n      b:\n        condition: service_done\n  b:\n    image: y\n",
             None,
-            &["service_completed_successfully", "does not support"],
+            &["service_done", "does not support"],
         ),
         (
             "services:\n  web:\n    image: x\n    ports: [\"80:80:80:80\"]\n",

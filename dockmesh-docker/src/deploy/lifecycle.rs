@@ -68,6 +68,15 @@ pub(crate) async fn start(rt: &DockerRuntime, stack: &str) -> Result<(), Runtime
     if containers.is_empty() {
         return Err(no_containers(rt, stack));
     }
+    let names: BTreeMap<String, String> = containers
+        .iter()
+        .filter_map(|c| {
+            Some((
+                summary_label(c, labels::SERVICE)?.to_owned(),
+                summary_name(c),
+            ))
+        })
+        .collect();
     for c in dependency_order(containers) {
         let service = summary_label(&c, labels::SERVICE)
             .unwrap_or_default()
@@ -77,14 +86,11 @@ pub(crate) async fn start(rt: &DockerRuntime, stack: &str) -> Result<(), Runtime
             .unwrap_or_default()
             .into_iter()
             .map(|(d, cond)| {
-                let cond = if cond == "service_healthy" {
-                    DependCondition::ServiceHealthy
-                } else {
-                    DependCondition::ServiceStarted
-                };
+                let cond =
+                    DependCondition::from_name(&cond).unwrap_or(DependCondition::ServiceStarted);
                 (d, cond)
             });
-        wait_dependencies(rt, stack, &service, deps).await?;
+        wait_dependencies(rt, stack, &names, &service, deps).await?;
         if is_running(&c) {
             continue;
         }

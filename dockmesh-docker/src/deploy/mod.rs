@@ -7,7 +7,8 @@
 //!    needs. A failure here leaves the engine untouched.
 //! 2. **Changes, undone on failure.** Networks and volumes are created when missing; services are
 //!    created, kept or recreated in `depends_on` order, each started once its dependencies are
-//!    started (`service_started`) or healthy (`service_healthy`). A service is recreated only when
+//!    started (`service_started`), healthy (`service_healthy`) or ended with exit code 0
+//!    (`service_completed_successfully`). A service is recreated only when
 //!    the hash of its resolved definition (with the image id) differs from the
 //!    [`labels::CONFIG_HASH`] label of its container. A recreated service's old container is
 //!    stopped and renamed aside, not removed, until the whole deploy succeeded. When anything
@@ -19,15 +20,13 @@
 //! (services that were removed from it) are removed; their volumes are kept.
 
 use crate::DockerRuntime;
-use crate::compose::{self, DependCondition, MountKind, ServiceSpec, StackSpec};
+use crate::compose::{self, DependCondition, NetworkMode, ServiceSpec, StackSpec};
 use crate::error::{engine, engine_message, is_not_found};
 use crate::health;
-use crate::labels::{self, container_name, summary_label, summary_name};
+use crate::labels::{self, summary_label, summary_name};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, EndpointSettings, HealthConfig, HostConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerSummary, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
@@ -44,7 +43,13 @@ use std::path::Path;
 
 /// Bumped when the way containers are built from a service changes, so that such a change
 /// recreates them.
+mod checks;
+mod container;
 mod lifecycle;
+
+use checks::{check_external, check_images};
+
+use container::{container_body, endpoint, inject_files};
 
 pub(crate) use lifecycle::{remove, start, status, stop};
 
@@ -169,82 +174,6 @@ pub(crate) async fn deploy(
     }
 }
 
-/// Every image must be on the host already. Returns the image id of each service.
-async fn check_images(
-    rt: &DockerRuntime,
-    spec: &StackSpec,
-) -> Result<BTreeMap<String, String>, RuntimeError> {
-    let mut ids = BTreeMap::new();
-    let mut missing = Vec::new();
-    for s in &spec.services {
-        match rt.docker.inspect_image(&s.image).await {
-            Ok(img) => {
-                ids.insert(s.name.clone(), img.id.unwrap_or_default());
-            }
-            Err(e) if is_not_found(&e) => {
-                missing.push(format!("image `{}` of service `{}`", s.image, s.name))
-            }
-            Err(e) => {
-                return Err(engine(
-                    format!("looking up image `{}` of service `{}`", s.image, s.name),
-                    e,
-                ));
-            }
-        }
-    }
-    if !missing.is_empty() {
-        return Err(RuntimeError::new(
-            RuntimeErrorKind::NotFound,
-            format!(
-                "stack `{}` cannot be deployed on host {}: {} not on this host, and images are never pulled. \
-                 Load the image on the host (docker load) and deploy again. {UNCHANGED_SUFFIX}",
-                spec.project,
-                rt.host,
-                if missing.len() == 1 {
-                    format!("{} is", missing[0])
-                } else {
-                    format!("{} are", missing.join(", "))
-                }
-            ),
-        ));
-    }
-    Ok(ids)
-}
-
-async fn check_external(rt: &DockerRuntime, spec: &StackSpec) -> Result<(), RuntimeError> {
-    for v in spec.volumes.values().filter(|v| v.external) {
-        if let Err(e) = rt.docker.inspect_volume(&v.engine_name).await {
-            if is_not_found(&e) {
-                return Err(RuntimeError::new(
-                    RuntimeErrorKind::NotFound,
-                    format!(
-                        "stack `{}`: volume `{}` is declared external but does not exist on host {}; create it \
-                         (docker volume create {}) and deploy again. {UNCHANGED_SUFFIX}",
-                        spec.project, v.engine_name, rt.host, v.engine_name
-                    ),
-                ));
-            }
-            return Err(engine(format!("looking up volume `{}`", v.engine_name), e));
-        }
-    }
-    for n in spec.networks.values().filter(|n| n.external) {
-        if let Err(e) = rt.docker.inspect_network(&n.engine_name, None).await {
-            if is_not_found(&e) {
-                return Err(RuntimeError::new(
-                    RuntimeErrorKind::NotFound,
-                    format!(
-                        "stack `{}`: network `{}` is declared external but does not exist on host {}; create it \
-                         (docker network create {}) and deploy again. {UNCHANGED_SUFFIX}",
-                        spec.project, n.engine_name, rt.host, n.engine_name
-                    ),
-                ));
-            }
-            return Err(engine(format!("looking up network `{}`", n.engine_name), e));
-        }
-    }
-    Ok(())
-}
-
 async fn plan<'a>(
     rt: &DockerRuntime,
     spec: &'a StackSpec,
@@ -254,8 +183,9 @@ async fn plan<'a>(
     let by_name: HashMap<String, &ContainerSummary> =
         existing.iter().map(|c| (summary_name(c), c)).collect();
     let mut plan = Vec::new();
+    let mut changed: BTreeSet<&str> = BTreeSet::new();
     for s in &spec.services {
-        let name = container_name(&spec.project, &s.name);
+        let name = s.container_name(&spec.project);
         let image_id = image_ids.get(&s.name).cloned().unwrap_or_default();
         let hash = config_hash(spec, s, &image_id);
         let action = match by_name.get(&name) {
@@ -293,6 +223,19 @@ async fn plan<'a>(
                 Action::Create
             }
         };
+        // A container that uses another's network must follow it when it is replaced, and so
+        // does one that depends on it with `restart: true` (replaced, where Compose restarts).
+        let follows = match &s.options.network_mode {
+            Some(NetworkMode::Service(n)) => changed.contains(n.as_str()),
+            _ => false,
+        } || s.restart_with.iter().any(|d| changed.contains(d.as_str()));
+        let action = match action {
+            Action::Keep { id, running } if follows => Action::Recreate { id, running },
+            action => action,
+        };
+        if !matches!(action, Action::Keep { .. }) {
+            changed.insert(s.name.as_str());
+        }
         plan.push(Planned {
             service: s,
             image_id,
@@ -319,17 +262,33 @@ async fn execute(
             undo.volumes.push(v.engine_name.clone());
         }
     }
+    let names: BTreeMap<String, String> = spec
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.container_name(&spec.project)))
+        .collect();
     let mut report = DeployReport::default();
     for p in plan {
         let s = p.service;
-        let name = container_name(&spec.project, &s.name);
+        let name = s.container_name(&spec.project);
         wait_dependencies(
             rt,
             &spec.project,
+            &names,
             &s.name,
-            s.depends_on.iter().map(|(d, c)| (d.clone(), *c)),
+            s.depends_on
+                .iter()
+                .filter(|(d, _)| !s.optional.contains(*d))
+                .map(|(d, c)| (d.clone(), *c)),
         )
         .await?;
+        // `required: false`: a dependency that fails its condition is only warned about.
+        for (d, c) in s.depends_on.iter().filter(|(d, _)| s.optional.contains(*d)) {
+            let one = std::iter::once((d.clone(), *c));
+            if let Err(e) = wait_dependencies(rt, &spec.project, &names, &s.name, one).await {
+                tracing::warn!(stack = %spec.project, service = %s.name, dependency = %d, error = %e, "an optional dependency is not ready; starting anyway");
+            }
+        }
         match &p.action {
             Action::Keep { id, running } => {
                 if !running {
@@ -382,11 +341,15 @@ async fn execute(
 async fn wait_dependencies(
     rt: &DockerRuntime,
     project: &str,
+    names: &BTreeMap<String, String>,
     service: &str,
     deps: impl Iterator<Item = (String, DependCondition)>,
 ) -> Result<(), RuntimeError> {
     for (dep, cond) in deps {
-        let container = container_name(project, &dep);
+        let container = names
+            .get(&dep)
+            .cloned()
+            .unwrap_or_else(|| labels::container_name(project, &dep));
         let inspected = rt
             .docker
             .inspect_container(&container, None)
@@ -403,6 +366,18 @@ async fn wait_dependencies(
                     return Err(RuntimeError::new(
                         RuntimeErrorKind::Unhealthy,
                         format!("service `{service}` depends on `{dep}`, which is not running."),
+                    ));
+                }
+            }
+            DependCondition::ServiceCompletedSuccessfully => {
+                let done = health::wait_completed(rt, &dep, &container).await;
+                if !done.healthy {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Unhealthy,
+                        format!(
+                            "service `{service}` waits for `{dep}` to complete successfully, but {}.",
+                            done.detail
+                        ),
                     ));
                 }
             }
@@ -499,150 +474,6 @@ async fn ensure_volume(
     }
 }
 
-fn restart_policy(text: Option<&str>) -> Option<RestartPolicy> {
-    let text = text?;
-    let (name, max) = match text {
-        "no" => (RestartPolicyNameEnum::NO, None),
-        "always" => (RestartPolicyNameEnum::ALWAYS, None),
-        "unless-stopped" => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
-        "on-failure" => (RestartPolicyNameEnum::ON_FAILURE, None),
-        other => (
-            RestartPolicyNameEnum::ON_FAILURE,
-            other
-                .strip_prefix("on-failure:")
-                .and_then(|n| n.parse::<i64>().ok()),
-        ),
-    };
-    Some(RestartPolicy {
-        name: Some(name),
-        maximum_retry_count: max,
-    })
-}
-
-/// The engine's container definition of a service.
-pub(crate) fn container_body(
-    spec: &StackSpec,
-    s: &ServiceSpec,
-    image_id: &str,
-    hash: &str,
-) -> ContainerCreateBody {
-    let mut labels: HashMap<String, String> = s.labels.clone().into_iter().collect();
-    let compose_file = spec.dir.join(crate::files::COMPOSE_FILE);
-    for (k, v) in [
-        (labels::PROJECT, spec.project.clone()),
-        (labels::SERVICE, s.name.clone()),
-        (labels::CONTAINER_NUMBER, "1".to_owned()),
-        (labels::ONEOFF, "False".to_owned()),
-        (labels::WORKING_DIR, spec.dir.display().to_string()),
-        (labels::CONFIG_FILES, compose_file.display().to_string()),
-        (
-            labels::DEPENDS_ON,
-            s.depends_on
-                .iter()
-                .map(|(d, c)| format!("{d}:{}:false", c.as_str()))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        (labels::IMAGE, image_id.to_owned()),
-        (labels::CONFIG_HASH, hash.to_owned()),
-        (
-            labels::COMPOSE_CONFIG_HASH,
-            crate::compose_hash::compose_config_hash(spec, s),
-        ),
-    ] {
-        labels.insert(k.to_owned(), v);
-    }
-    let mut exposed: Vec<String> = Vec::new();
-    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in &s.ports {
-        let key = format!("{}/{}", p.container_port, p.protocol);
-        if !exposed.contains(&key) {
-            exposed.push(key.clone());
-        }
-        bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(PortBinding {
-                host_ip: p.host_ip.clone(),
-                host_port: Some(p.host_port.map(|n| n.to_string()).unwrap_or_default()),
-            });
-    }
-    let mut mounts = Vec::new();
-    let mut binds = Vec::new();
-    for m in &s.mounts {
-        match m.kind {
-            MountKind::Volume => mounts.push(Mount {
-                target: Some(m.target.clone()),
-                source: Some(m.source.clone()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(m.read_only),
-                ..Default::default()
-            }),
-            // The legacy bind syntax creates a missing host directory, as Compose's short syntax does.
-            MountKind::Bind => binds.push(format!(
-                "{}:{}{}",
-                m.source,
-                m.target,
-                if m.read_only { ":ro" } else { "" }
-            )),
-        }
-    }
-    let first_network = s.networks.values().next();
-    let networking_config = first_network.map(|n| NetworkingConfig {
-        endpoints_config: Some(HashMap::from([(
-            n.engine_name.clone(),
-            endpoint(&s.name, &n.aliases),
-        )])),
-    });
-    let healthcheck = s.healthcheck.as_ref().map(|h| HealthConfig {
-        test: h.test.clone(),
-        interval: h.interval_ns,
-        timeout: h.timeout_ns,
-        retries: h.retries,
-        start_period: h.start_period_ns,
-        ..Default::default()
-    });
-    let mut env: Vec<String> = s
-        .environment
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    env.sort();
-    ContainerCreateBody {
-        image: Some(s.image.clone()),
-        cmd: s.command.clone(),
-        entrypoint: s.entrypoint.clone(),
-        env: Some(env),
-        user: s.user.clone(),
-        working_dir: s.working_dir.clone(),
-        labels: Some(labels),
-        exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        healthcheck,
-        stop_timeout: s.stop_grace_period,
-        host_config: Some(HostConfig {
-            port_bindings: (!bindings.is_empty()).then_some(bindings),
-            mounts: (!mounts.is_empty()).then_some(mounts),
-            binds: (!binds.is_empty()).then_some(binds),
-            restart_policy: restart_policy(s.restart.as_deref()),
-            memory: s.mem_limit,
-            network_mode: first_network.map(|n| n.engine_name.clone()),
-            ..Default::default()
-        }),
-        networking_config,
-        ..Default::default()
-    }
-}
-
-fn endpoint(service: &str, aliases: &[String]) -> EndpointSettings {
-    let mut all = vec![service.to_owned()];
-    all.extend(aliases.iter().cloned());
-    EndpointSettings {
-        aliases: Some(all),
-        ..Default::default()
-    }
-}
-
 async fn create_container(
     rt: &DockerRuntime,
     spec: &StackSpec,
@@ -650,8 +481,30 @@ async fn create_container(
     name: &str,
 ) -> Result<String, RuntimeError> {
     let s = p.service;
-    let body = container_body(spec, s, &p.image_id, &p.hash);
-    let options = CreateContainerOptionsBuilder::new().name(name).build();
+    let network_container = match &s.options.network_mode {
+        Some(NetworkMode::Service(other)) => {
+            let other = spec
+                .service(other)
+                .map_or_else(|| other.clone(), |o| o.container_name(&spec.project));
+            let found = rt.docker.inspect_container(&other, None).await.map_err(|e| {
+                engine(
+                    format!(
+                        "service `{}` uses the network of container `{other}`, which cannot be inspected",
+                        s.name
+                    ),
+                    e,
+                )
+            })?;
+            found.id
+        }
+        _ => None,
+    };
+    let body = container_body(spec, s, &p.image_id, &p.hash, network_container.as_deref());
+    let mut options = CreateContainerOptionsBuilder::new().name(name);
+    if let Some(platform) = &s.options.platform {
+        options = options.platform(platform);
+    }
+    let options = options.build();
     let created = rt
         .docker
         .create_container(Some(options), body)
@@ -679,6 +532,24 @@ async fn create_container(
                 e,
             ));
         }
+    }
+    if !s.files.is_empty()
+        && let Err(e) = inject_files(rt, &created.id, &s.files).await
+    {
+        let _ = rt
+            .docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await;
+        return Err(engine(
+            format!(
+                "writing the secrets and configs of service `{}` into its container",
+                s.name
+            ),
+            e,
+        ));
     }
     Ok(created.id)
 }
@@ -826,7 +697,7 @@ async fn finish(rt: &DockerRuntime, spec: &StackSpec, undo: &Undo, existing: &[C
     let wanted: BTreeSet<String> = spec
         .services
         .iter()
-        .map(|s| container_name(&spec.project, &s.name))
+        .map(|s| s.container_name(&spec.project))
         .collect();
     for c in existing {
         let id = c.id.as_deref().unwrap_or_default();

@@ -4,34 +4,65 @@ use super::engine::{engine_error, status_of};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
 use bollard::query_parameters::{
-    CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use bytes::Bytes;
-use dockmesh_core::ports::RuntimeError;
+use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-/// The carriers of the transfers running in this process: cleaning up what an interrupted
-/// transfer left behind never touches them.
+/// The names of the carriers of the transfers running in this process: cleaning up what an
+/// interrupted transfer left behind never touches them. A name is registered *before* its
+/// container is created, so no cleanup can see the container while it is unregistered.
 static LIVE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 fn live() -> MutexGuard<'static, Option<HashSet<String>>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn is_live(id: &str) -> bool {
-    live().as_ref().is_some_and(|s| s.contains(id))
+fn is_live(name: &str) -> bool {
+    live().as_ref().is_some_and(|s| s.contains(name))
 }
 
-fn set_live(id: &str, yes: bool) {
-    let mut guard = live();
-    let set = guard.get_or_insert_with(HashSet::new);
-    if yes {
-        set.insert(id.to_owned());
-    } else {
-        set.remove(id);
+/// A carrier name registered for a transfer of this process; released when dropped.
+pub(crate) struct Claim {
+    name: String,
+}
+
+impl Claim {
+    /// Register `name` for `volume`'s transfer; a conflict when a transfer of this process
+    /// holds it already.
+    pub(crate) fn take(volume: &str, name: String) -> Result<Claim, RuntimeError> {
+        if live().get_or_insert_with(HashSet::new).insert(name.clone()) {
+            Ok(Claim { name })
+        } else {
+            Err(busy(volume))
+        }
     }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(set) = live().as_mut() {
+            set.remove(&self.name);
+        }
+    }
+}
+
+/// The name of the one carrier an import into `volume` uses. Two imports into one volume
+/// cannot both hold it: the second is refused in this process by the registry, and in another
+/// process by the engine, which refuses a second container of the same name.
+pub(crate) fn import_name(volume: &str) -> String {
+    format!("dockmesh-import-{volume}")
+}
+
+/// A fresh name for an export's carrier (several exports of one volume may run at once).
+pub(crate) fn export_name(volume: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("dockmesh-export-{volume}-{}-{n}", std::process::id())
 }
 
 /// The carrier image: made locally from an empty tar, never pulled, never run.
@@ -75,13 +106,20 @@ pub async fn ensure_carrier_image(docker: &Docker) -> Result<(), RuntimeError> {
 pub(crate) struct Carrier {
     docker: Docker,
     id: String,
+    claim: Option<Claim>,
     removed: bool,
 }
 
 impl Carrier {
-    /// Create a carrier that mounts `volume` at [`MOUNT`]. The volume must exist (the engine
-    /// would otherwise create it).
-    pub(crate) async fn create(docker: &Docker, volume: &str) -> Result<Carrier, RuntimeError> {
+    /// Create the carrier named by `claim` ([`import_name`], [`export_name`]) that mounts
+    /// `volume` at [`MOUNT`]. The volume must exist (the engine would otherwise create it). A
+    /// name the engine already has (a transfer of another process) is a conflict and creates
+    /// nothing.
+    pub(crate) async fn create(
+        docker: &Docker,
+        volume: &str,
+        claim: Claim,
+    ) -> Result<Carrier, RuntimeError> {
         let body = ContainerCreateBody {
             image: Some(CARRIER_IMAGE.into()),
             cmd: Some(vec!["/dockmesh-volume-carrier-is-never-started".into()]),
@@ -106,16 +144,27 @@ impl Carrier {
             }),
             ..Default::default()
         };
-        let created = docker.create_container(None, body).await.map_err(|e| {
-            engine_error(
-                &format!("creating the carrier container for volume {volume}"),
-                e,
-            )
-        })?;
-        set_live(&created.id, true);
+        let options = CreateContainerOptions {
+            name: Some(claim.name.clone()),
+            ..Default::default()
+        };
+        let created = match docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => {
+                return Err(if status_of(&e) == Some(409) {
+                    busy(volume).with_source(e)
+                } else {
+                    engine_error(
+                        &format!("creating the carrier container for volume {volume}"),
+                        e,
+                    )
+                });
+            }
+        };
         Ok(Carrier {
             docker: docker.clone(),
             id: created.id,
+            claim: Some(claim),
             removed: false,
         })
     }
@@ -128,7 +177,7 @@ impl Carrier {
     pub(crate) async fn remove(mut self) -> Result<(), RuntimeError> {
         self.removed = true;
         let result = remove_container(&self.docker, &self.id).await;
-        set_live(&self.id, false);
+        self.claim = None;
         result
     }
 }
@@ -143,6 +192,7 @@ impl Drop for Carrier {
         }
         let docker = self.docker.clone();
         let id = std::mem::take(&mut self.id);
+        let claim = self.claim.take();
         let cleanup = move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -150,14 +200,14 @@ impl Drop for Carrier {
             let result = match runtime {
                 Ok(rt) => rt.block_on(remove_container(&docker, &id)),
                 Err(e) => Err(RuntimeError::new(
-                    dockmesh_core::ports::RuntimeErrorKind::Engine,
+                    RuntimeErrorKind::Engine,
                     format!("no runtime to remove the carrier with: {e}"),
                 )),
             };
             if let Err(e) = result {
                 tracing::warn!(container = %id, error = %e, "removing a volume carrier failed");
             }
-            set_live(&id, false);
+            drop(claim);
         };
         if let Err(e) = std::thread::Builder::new()
             .name("dockmesh-carrier-cleanup".into())
@@ -204,10 +254,22 @@ pub(crate) async fn remove_stale_carriers(
         .list_containers(Some(options))
         .await
         .map_err(|e| engine_error("listing volume carrier containers", e))?;
-    for id in found.into_iter().filter_map(|c| c.id) {
-        if !is_live(&id) {
+    for container in found {
+        let names = container.names.unwrap_or_default();
+        let held = names.iter().any(|n| is_live(n.trim_start_matches('/')));
+        if let (false, Some(id)) = (held, container.id) {
             remove_container(docker, &id).await?;
         }
     }
     Ok(())
+}
+
+/// The refusal of a transfer into a volume another transfer holds.
+fn busy(volume: &str) -> RuntimeError {
+    RuntimeError::new(
+        RuntimeErrorKind::Conflict,
+        format!(
+            "another transfer into volume {volume} is running, so this import was refused and              nothing was written; wait for it to end, or import under another name"
+        ),
+    )
 }

@@ -1,7 +1,9 @@
 //! Export, import and removal of volumes on the engine.
 
 use super::Limits;
-use super::carrier::{Carrier, MOUNT, ensure_carrier_image, remove_stale_carriers};
+use super::carrier::{
+    Carrier, Claim, MOUNT, ensure_carrier_image, export_name, import_name, remove_stale_carriers,
+};
 use super::error::{Refusal, StreamError};
 use super::policy::Layout;
 use super::transform::TarTransform;
@@ -140,7 +142,8 @@ pub async fn export_volume(docker: &Docker, volume: &str) -> Result<VolumeExport
         Err(e) => return Err(engine_error(&format!("looking up volume {volume}"), e)),
     }
     ensure_carrier_image(docker).await?;
-    let carrier = Carrier::create(docker, volume).await?;
+    let claim = Claim::take(volume, export_name(volume))?;
+    let carrier = Carrier::create(docker, volume, claim).await?;
     let body = download(docker, &carrier);
     let slot = ManifestSlot::default();
     let state = ExportState {
@@ -236,9 +239,14 @@ pub async fn import_volume(
 ) -> Result<VolumeManifest, RuntimeError> {
     let volume = target.name.as_str();
     ensure_carrier_image(docker).await?;
+    // Refused before the volume is touched when another import into it runs in this process;
+    // the carrier's name makes the same refusal atomic across processes below, where the
+    // volume is left to the import that holds it.
+    let claim = Claim::take(volume, import_name(volume))?;
     prepare_volume(docker, target).await?;
-    let carrier = match Carrier::create(docker, volume).await {
+    let carrier = match Carrier::create(docker, volume, claim).await {
         Ok(c) => c,
+        Err(e) if e.kind == RuntimeErrorKind::Conflict => return Err(e),
         Err(e) => return Err(discard(docker, volume, e).await),
     };
     let failure: Arc<Mutex<Option<RuntimeError>>> = Arc::default();
