@@ -599,3 +599,84 @@ fn a_drain_moves_every_stack_off_a_host_across_a_server_crash() {
     );
     server.cli_ok(&["host", "uncordon", "b"]);
 }
+
+/// A project started with `docker-compose up` is adopted in place (its containers keep their
+/// ids and keep running) and then moves with its data like any other stack.
+#[test]
+fn a_compose_project_is_adopted_in_place_and_then_moves_with_its_data() {
+    let Some((a, b)) = engines() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &b, &[]);
+    let name = unique("e2eadopt");
+    let _cleanup = Stack {
+        name: name.clone(),
+        a: a.clone(),
+        b: b.clone(),
+    };
+    let project = dir.path().join(&name);
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("compose.yaml"), compose(IMAGE, HEALTHY, "")).unwrap();
+    std::fs::write(project.join(".env"), "UNUSED=1\n").unwrap();
+    let up = std::process::Command::new("docker-compose")
+        .args(["-p", &name, "up", "-d"])
+        .current_dir(&project)
+        .env("DOCKER_HOST", &a)
+        .output()
+        .expect("run docker-compose (the .ci/run installs it)");
+    assert!(up.status.success(), "docker-compose up: {up:?}");
+    let started = |host: &str| {
+        docker(
+            host,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=com.docker.compose.project={name}"),
+                "--format",
+                "{{.ID}}",
+            ],
+        )
+        .unwrap()
+        .split_whitespace()
+        .map(|id| {
+            docker(
+                host,
+                &["inspect", "--format", "{{.Id}} {{.State.StartedAt}}", id],
+            )
+            .unwrap()
+            .trim()
+            .to_owned()
+        })
+        .collect::<Vec<_>>()
+    };
+    let before_ids = started(&a);
+    assert_eq!(before_ids.len(), 1);
+    let projects = server.cli_ok(&["host", "ls-projects", "local"]);
+    assert!(projects.contains(&name), "{projects}");
+
+    let out = server.cli_ok(&["stack", "adopt", &name, "--host", "local"]);
+    assert!(out.contains("adopted"), "{out}");
+    assert_eq!(
+        started(&a),
+        before_ids,
+        "no container was restarted or recreated"
+    );
+    let (_, stack) = server.api("GET", &format!("/api/v1/stacks/{name}"), None);
+    assert_eq!(stack["host"], "local");
+    assert_eq!(stack["env"], "UNUSED=1\n");
+    let again = server.cli(&["stack", "adopt", &name, "--host", "local"]);
+    assert_eq!(again.status.code(), Some(1), "adopting twice is refused");
+    let missing = server.cli(&["stack", "adopt", "nosuchproject", "--host", "local"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    seed(&a, &name, 256);
+    let before = describe(&a, &name);
+    server.cli_ok(&["stack", "migrate", &name, "--to", "b", "--yes"]);
+    assert_eq!(last_migration(&server, &name)["state"], "committed");
+    assert!(running_on(&b, &name));
+    assert_eq!(describe(&b, &name), before);
+    assert!(
+        !running_on(&a, &name),
+        "the adopted source is stopped and kept"
+    );
+}

@@ -575,6 +575,54 @@ pub trait HostRuntime: Send + Sync {
     ) -> Result<VolumeManifest, RuntimeError>;
     /// Remove a named volume. Removing a missing volume is not an error.
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError>;
+
+    /// The Compose projects on the host, found by their containers' labels (also those
+    /// dockmesh did not start). Hosts that cannot tell say so with an error.
+    async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!("host {} cannot list Compose projects", self.host_id()),
+        ))
+    }
+
+    /// Adopt a Compose project that runs on the host: take its files (`given`, or read from
+    /// where its labels record them), check that they describe what runs, and keep them as
+    /// the stack's files. No container is stopped, recreated or renamed.
+    async fn adopt_project(
+        &self,
+        name: &str,
+        given: Option<&StackFiles>,
+    ) -> Result<AdoptReport, RuntimeError> {
+        let _ = given;
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!("host {} cannot adopt project {name}", self.host_id()),
+        ))
+    }
+}
+
+/// A Compose project found on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectInfo {
+    /// The project name.
+    pub name: String,
+    /// Its services.
+    pub services: Vec<String>,
+    /// Whether every container runs.
+    pub running: bool,
+    /// The compose files its containers record.
+    pub config_files: Vec<String>,
+}
+
+/// What adopting a project found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptReport {
+    /// The files, now the stack's.
+    pub files: StackFiles,
+    /// Each service's container id (unchanged).
+    pub containers: BTreeMap<String, String>,
+    /// Services whose container a later deploy recreates under dockmesh's name.
+    pub renamed_on_next_deploy: Vec<String>,
 }
 
 /// The set of hosts the server can reach.

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    ByteStream, DeployReport, HealthReport, HostRuntime, Progress, RuntimeError, RuntimeErrorKind,
-    StackStatus, VolumeExport, VolumeTarget,
+    AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, Progress, ProjectInfo,
+    RuntimeError, RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
 };
 use dockmesh_core::snapshot::HostSnapshot;
 use dockmesh_core::types::{HostId, StackFiles};
@@ -339,6 +339,57 @@ impl HostRuntime for DockerRuntime {
 
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         crate::volume::remove_volume(&self.docker, volume).await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
+        Ok(crate::adopt::find_projects(&self.docker)
+            .await?
+            .into_iter()
+            .map(|p| ProjectInfo {
+                services: p.containers.keys().cloned().collect(),
+                running: p.running,
+                config_files: p
+                    .config_files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect(),
+                name: p.name,
+            })
+            .collect())
+    }
+
+    async fn adopt_project(
+        &self,
+        name: &str,
+        given: Option<&StackFiles>,
+    ) -> Result<AdoptReport, RuntimeError> {
+        checked_stack(name)?;
+        let _guard = self.lock_stack(name).await;
+        // Given files are read as if they sat in dockmesh's own directory for the stack.
+        let given = given.map(|f| (f.clone(), self.stack_dir(name)));
+        let adopted = crate::adopt::adopt(&self.docker, name, given)
+            .await
+            .map_err(|e| {
+                let kind = match &e {
+                    crate::adopt::AdoptError::NotFound { .. } => RuntimeErrorKind::NotFound,
+                    crate::adopt::AdoptError::Engine(inner) => inner.kind,
+                    _ => RuntimeErrorKind::InvalidStack,
+                };
+                let hint = e.hint().map(|h| format!(" {h}")).unwrap_or_default();
+                let mut message = e.to_string();
+                let mut cur = std::error::Error::source(&e);
+                while let Some(c) = cur {
+                    message = format!("{message}: {c}");
+                    cur = c.source();
+                }
+                RuntimeError::new(kind, format!("{message}.{hint} Nothing was changed."))
+            })?;
+        crate::files::write(&self.config.stacks_dir, &adopted.files).await?;
+        Ok(AdoptReport {
+            files: adopted.files,
+            containers: adopted.containers,
+            renamed_on_next_deploy: adopted.renamed_on_next_deploy,
+        })
     }
 }
 

@@ -12,6 +12,11 @@ use std::process::ExitCode;
 pub enum HostCommand {
     /// List hosts: online, engine, capacity, stacks.
     Ls,
+    /// The Compose projects on a host, managed or not (`stack adopt` takes one over).
+    LsProjects {
+        /// The host id.
+        host: String,
+    },
     /// Cordon a host: it takes no migrated stacks until uncordoned.
     Cordon {
         /// The host id.
@@ -75,6 +80,28 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                             eprintln!("{}: {e}", h.id);
                         }
                     }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            HostCommand::LsProjects { host } => {
+                let list: Vec<dockmesh_core::ports::ProjectInfo> = c
+                    .get(&format!("/api/v1/hosts/{}/projects", seg(&host)))
+                    .await?;
+                if c.json {
+                    print_json(&list);
+                } else {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.name.clone(),
+                                if p.running { "running" } else { "stopped" }.into(),
+                                p.services.join(","),
+                                p.config_files.join(","),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["PROJECT", "STATE", "SERVICES", "FILES"], &rows);
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use dockmesh_core::HostId;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    ByteStream, Clock, DeployReport, HealthReport, HostRuntime, IdGen, Progress, RuntimeError,
-    RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
+    AdoptReport, ByteStream, Clock, DeployReport, HealthReport, HostRuntime, IdGen, Progress,
+    ProjectInfo, RuntimeError, RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
 };
 use dockmesh_core::snapshot::HostSnapshot;
 use dockmesh_core::types::StackFiles;
@@ -334,5 +334,15 @@ impl HostRuntime for EngineHost {
     }
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         self.rt().await?.remove_volume(volume).await
+    }
+    async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
+        self.rt().await?.list_projects().await
+    }
+    async fn adopt_project(
+        &self,
+        name: &str,
+        given: Option<&StackFiles>,
+    ) -> Result<AdoptReport, RuntimeError> {
+        self.rt().await?.adopt_project(name, given).await
     }
 }

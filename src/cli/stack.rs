@@ -4,7 +4,7 @@ use super::client::{Client, ClientError, Conn, block_on, print_json, print_table
 use super::migration::{follow, print_migration};
 use clap::Subcommand;
 use dockmesh_http::api::migrations::MigrationView;
-use dockmesh_http::api::stacks::{StackDetail, StackView, StatusView};
+use dockmesh_http::api::stacks::{AdoptView, StackDetail, StackView, StatusView};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal, Write};
@@ -19,6 +19,22 @@ pub enum StackCommand {
     Check(super::check::CheckArgs),
     /// List the stacks the server knows and where each runs.
     Ls,
+    /// Adopt a Compose project that already runs on a host (started with `docker compose
+    /// up`): its files are read from where its labels record them (or given), checked to
+    /// describe what runs, and the stack is managed from then on. No container restarts.
+    Adopt {
+        /// The project's name.
+        name: String,
+        /// The host it runs on.
+        #[arg(long, value_name = "HOST")]
+        host: String,
+        /// The compose file to use instead of the one the project records.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The `.env` to use with `--file`.
+        #[arg(long, value_name = "FILE", requires = "file")]
+        env_file: Option<PathBuf>,
+    },
     /// Register a stack's compose file (and `.env`) and deploy it on a host.
     Deploy {
         /// The stack name.
@@ -72,6 +88,12 @@ pub fn run(cmd: StackCommand, conn: Conn) -> ExitCode {
         match cmd {
             StackCommand::Check(_) => unreachable!("handled above, offline"),
             StackCommand::Ls => ls(&c).await,
+            StackCommand::Adopt {
+                name,
+                host,
+                file,
+                env_file,
+            } => adopt(&c, &name, &host, file.as_deref(), env_file.as_deref()).await,
             StackCommand::Deploy {
                 name,
                 file,
@@ -310,4 +332,38 @@ async fn migrate(
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn adopt(
+    c: &Client,
+    name: &str,
+    host: &str,
+    file: Option<&std::path::Path>,
+    env_file: Option<&std::path::Path>,
+) -> Result<ExitCode, ClientError> {
+    let body = json!({
+        "compose": file.map(read).transpose()?,
+        "env": env_file.map(read).transpose()?,
+    });
+    let v: AdoptView = c
+        .post(
+            &format!("/api/v1/hosts/{}/projects/{}/adopt", seg(host), seg(name)),
+            &body,
+        )
+        .await?;
+    if c.json {
+        print_json(&v);
+    } else {
+        println!(
+            "stack {name} adopted on {host}: {} container(s) kept as they run",
+            v.containers.len()
+        );
+        if !v.renamed_on_next_deploy.is_empty() {
+            println!(
+                "the next deploy recreates these services' containers under dockmesh's names: {}",
+                v.renamed_on_next_deploy.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

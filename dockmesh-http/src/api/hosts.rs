@@ -219,3 +219,20 @@ pub(crate) async fn drain_plan_for(
     dockmesh_core::drain::plan(id, &snaps, DrainOrder::default())
         .map_err(|e| ApiError::conflict(e.to_string()))
 }
+
+/// The Compose projects on a host (also those this server does not manage), for adoption.
+#[utoipa::path(get, path = "/api/v1/hosts/{id}/projects", tag = "hosts",
+    params(("id" = String, Path, description = "Host id")),
+    responses((status = 200, description = "The projects", body = Vec<Object>),
+        (status = 404, body = crate::error::ErrorBody)))]
+pub async fn list_projects(
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<dockmesh_core::ports::ProjectInfo>>, ApiError> {
+    let id = known_host(&state, &id)?;
+    let host = state
+        .hosts()
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("host {id} is not known")))?;
+    Ok(Json(host.list_projects().await?))
+}

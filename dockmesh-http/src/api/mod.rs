@@ -68,6 +68,8 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(hosts::cordon))
         .routes(routes!(hosts::uncordon))
         .routes(routes!(hosts::drain_plan))
+        .routes(routes!(hosts::list_projects))
+        .routes(routes!(stacks::adopt_stack))
         .routes(routes!(drains::start_drain))
         .routes(routes!(drains::list_drains))
         .routes(routes!(drains::get_drain))

@@ -345,3 +345,104 @@ pub async fn delete_stack(
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Files for an adoption, when the project's recorded ones should not be read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct AdoptRequest {
+    /// The content of `compose.yaml` (default: the file the project's labels record).
+    #[serde(default)]
+    pub compose: Option<String>,
+    /// The content of `.env` (default: the one beside the recorded compose file).
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+/// What an adoption did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AdoptView {
+    /// The stack, now managed.
+    pub stack: StackView,
+    /// Each service's container id, unchanged.
+    pub containers: std::collections::BTreeMap<String, String>,
+    /// Services whose container a later deploy recreates under dockmesh's name.
+    pub renamed_on_next_deploy: Vec<String>,
+}
+
+/// Adopt a Compose project that already runs on a host (started with `docker compose up`):
+/// its files are read from where its labels record them (or taken from the body), checked to
+/// describe what runs, and recorded as a stack of this server. No container is restarted; the
+/// stack can then be migrated like any other.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/projects/{name}/adopt", tag = "stacks",
+    request_body = AdoptRequest,
+    params(("id" = String, Path, description = "Host id"), ("name" = String, Path, description = "Project name")),
+    responses((status = 201, body = AdoptView),
+        (status = 400, description = "The files do not describe what runs, or cannot be deployed", body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "A stack of that name is managed already", body = crate::error::ErrorBody)))]
+pub async fn adopt_stack(
+    State(state): State<ServerState>,
+    Path((host, name)): Path<(String, String)>,
+    by: Option<Extension<Actor>>,
+    ApiJson(req): ApiJson<AdoptRequest>,
+) -> Result<(StatusCode, Json<AdoptView>), ApiError> {
+    let host_id = known_host(&state, &host)?;
+    validate_stack_name(&name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
+    let _guard = state.lock_stack(&name).await;
+    if let Some(existing) = state.store().get_stack(&name).await? {
+        return Err(ApiError::conflict(format!(
+            "stack {name} is managed already{}",
+            existing
+                .host
+                .map(|h| format!(" (on {h})"))
+                .unwrap_or_default()
+        )));
+    }
+    let runtime = state
+        .hosts()
+        .get(&host_id)
+        .ok_or_else(|| ApiError::not_found(format!("host {host_id} is not known")))?;
+    let given = req.compose.map(|compose| StackFiles {
+        name: name.clone(),
+        compose,
+        env: req.env,
+    });
+    let report = runtime.adopt_project(&name, given.as_ref()).await?;
+    let now = state.clock().now();
+    let actor = actor(&by);
+    let record = StackRecord {
+        name: name.clone(),
+        compose: report.files.compose.clone(),
+        env: report.files.env.clone(),
+        host: Some(host_id.clone()),
+        updated_at: now,
+    };
+    state
+        .store()
+        .put_stack(
+            &record,
+            Some(&DeployRecord {
+                stack: name.clone(),
+                at: now,
+                host: host_id.clone(),
+                action: "adopt".into(),
+                actor: actor.clone(),
+            }),
+        )
+        .await?;
+    let _ = state
+        .store()
+        .append_audit(
+            &AuditEvent::new(now, &actor, "stack.adopt", &name)
+                .with("host", host_id.to_string())
+                .with("containers", report.containers.len().to_string()),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(AdoptView {
+            stack: record.into(),
+            containers: report.containers,
+            renamed_on_next_deploy: report.renamed_on_next_deploy,
+        }),
+    ))
+}
