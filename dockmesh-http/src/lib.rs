@@ -19,10 +19,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod channel;
 pub mod drains;
 pub mod error;
 pub mod hosts;
 pub mod metrics;
+pub mod pki;
 pub mod server;
 pub mod state;
 pub mod supervisor;
