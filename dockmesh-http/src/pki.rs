@@ -227,7 +227,10 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "dockmesh");
-        dn.push(DnType::CommonName, "dockmesh agent CA");
+        // A name of its own, so an agent of another dockmesh CA is refused as of an unknown
+        // issuer rather than for a bad signature under a look-alike name.
+        let tag = hex::encode(&Sha256::digest(key.public_key_raw())[..6]);
+        dn.push(DnType::CommonName, format!("dockmesh agent CA {tag}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
