@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod channel;
 pub mod drains;
+pub mod enroll;
 pub mod error;
 pub mod hosts;
 pub mod metrics;

@@ -8,7 +8,9 @@
 //! id in a SAN URI `dockmesh-agent://<id>`, client-auth extended key usage);
 //! [`agent_id_of`] reads the id back out of a presented certificate (x509-parser).
 //!
-//! Not built yet: issuing from a CSR (enrollment), revocation, renewal before expiry. Every
+//! [`Ca::issue_agent_for_csr`] certifies an agent's own key from a PKCS#10 request.
+//!
+//! Not built yet: revocation, renewal before expiry. Every
 //! TLS configuration of the crate takes its crypto provider from [`provider`], the one
 //! aws-lc-rs provider.
 
@@ -279,21 +281,17 @@ impl Ca {
     }
 
     /// A client certificate for agent `agent_id` (SAN URI `dockmesh-agent://<id>`,
-    /// client-auth usage).
+    /// client-auth usage), with a new key.
     pub fn issue_agent(&self, agent_id: &str) -> Result<Issued, PkiError> {
-        check_agent_id(agent_id)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("dockmesh agent {agent_id}"));
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(
-            format!("{AGENT_URI_SCHEME}{agent_id}").try_into()?,
-        )];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params, LEAF_VALIDITY);
-        self.sign(params)
+        self.sign(agent_params(agent_id)?)
+    }
+
+    /// A client certificate for agent `agent_id` for the key of a PKCS#10 request (PEM), whose
+    /// signature is checked. Only its key is used: the names and usages are the CA's choice.
+    pub fn issue_agent_for_csr(&self, agent_id: &str, csr_pem: &str) -> Result<String, PkiError> {
+        let params = agent_params(agent_id)?;
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 
     fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
@@ -306,6 +304,22 @@ impl Ca {
             key_der: key.serialize_der(),
         })
     }
+}
+
+fn agent_params(agent_id: &str) -> Result<CertificateParams, PkiError> {
+    check_agent_id(agent_id)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("dockmesh agent {agent_id}"));
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![SanType::URI(
+        format!("{AGENT_URI_SCHEME}{agent_id}").try_into()?,
+    )];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, LEAF_VALIDITY);
+    Ok(params)
 }
 
 fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {

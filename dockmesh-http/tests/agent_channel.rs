@@ -215,8 +215,12 @@ async fn a_newer_connection_replaces_the_old_one() {
     server.abort();
 }
 
-/// Run one connection of `connect` through `acceptor.accept` and return its outcome.
-async fn accept_one<F, Fut>(acceptor: &AgentAcceptor, connect: F) -> Result<(), AcceptError>
+/// Run one connection of `connect` through `acceptor.accept`: its outcome, and the client's
+/// task (the agent, while it serves).
+async fn accept_one<F, Fut>(
+    acceptor: &AgentAcceptor,
+    connect: F,
+) -> (Result<(), AcceptError>, tokio::task::JoinHandle<()>)
 where
     F: FnOnce(std::net::SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -226,8 +230,7 @@ where
     let client = tokio::spawn(connect(addr));
     let (stream, _) = tcp.accept().await.unwrap();
     let out = acceptor.accept(stream).await.map(|_| ());
-    client.abort();
-    out
+    (out, client)
 }
 
 #[tokio::test]
@@ -235,7 +238,7 @@ async fn an_agent_without_a_client_certificate_is_refused() {
     let ca = Ca::ephemeral().unwrap();
     let acceptor = acceptor(&ca, PROTOCOL_VERSION);
     let ca_der = ca.cert_der().clone();
-    let out = accept_one(&acceptor, move |addr| async move {
+    let (out, client) = accept_one(&acceptor, move |addr| async move {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca_der).unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(pki::provider())
@@ -256,6 +259,7 @@ async fn an_agent_without_a_client_certificate_is_refused() {
     .await;
     assert!(matches!(out, Err(AcceptError::Tls(_))), "{out:?}");
     assert!(acceptor.agents().is_empty());
+    client.abort();
 }
 
 #[tokio::test]
@@ -273,7 +277,7 @@ async fn a_certificate_from_another_ca_is_refused() {
         options(),
     )
     .unwrap();
-    let out = accept_one(&acceptor, move |addr| async move {
+    let (out, client) = accept_one(&acceptor, move |addr| async move {
         if let Ok(session) = connector.connect(addr, server_name()).await {
             let _ = session.serve(agent_router(hello(PROTOCOL_VERSION))).await;
         }
@@ -284,6 +288,7 @@ async fn a_certificate_from_another_ca_is_refused() {
     };
     assert!(e.to_string().to_lowercase().contains("issuer"), "{e}");
     assert!(acceptor.agents().is_empty());
+    client.abort();
 }
 
 #[tokio::test]
@@ -294,7 +299,7 @@ async fn the_n_and_n_minus_one_rule_decides_at_the_handshake() {
     for (server, agent, accepted) in [(3, 3, true), (3, 2, true), (3, 1, false), (1, 2, false)] {
         let acceptor = acceptor(&ca, server);
         let connector = connector(&ca, &cert, agent);
-        let out = accept_one(&acceptor, move |addr| async move {
+        let (out, client) = accept_one(&acceptor, move |addr| async move {
             if let Ok(session) = connector.connect(addr, server_name()).await {
                 let _ = session.serve(agent_router(hello(agent))).await;
             }
@@ -302,10 +307,9 @@ async fn the_n_and_n_minus_one_rule_decides_at_the_handshake() {
         .await;
         if accepted {
             out.unwrap();
-            assert_eq!(
-                acceptor.agents().get("agent-old").unwrap().protocol(),
-                agent
-            );
+            let conn = acceptor.agents().get("agent-old").unwrap();
+            assert_eq!(conn.protocol(), agent);
+            assert_eq!(conn.hello().await.unwrap().protocol_version, agent);
         } else {
             let Err(AcceptError::Refused {
                 agent_id,
@@ -323,6 +327,7 @@ async fn the_n_and_n_minus_one_rule_decides_at_the_handshake() {
             );
             assert!(acceptor.agents().is_empty());
         }
+        client.abort();
     }
 }
 
@@ -340,7 +345,7 @@ async fn a_client_offering_no_dockmesh_protocol_is_refused() {
         .with_client_auth_cert(vec![cert.cert_der.clone()], cert.key_der())
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let out = accept_one(&acceptor, move |addr| async move {
+    let (out, client) = accept_one(&acceptor, move |addr| async move {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let _ = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(server_name(), tcp)
@@ -349,6 +354,7 @@ async fn a_client_offering_no_dockmesh_protocol_is_refused() {
     .await;
     assert!(matches!(out, Err(AcceptError::NoProtocol)), "{out:?}");
     assert!(acceptor.agents().is_empty());
+    client.abort();
 }
 
 #[tokio::test]
@@ -365,10 +371,157 @@ async fn a_silent_client_times_out() {
         ConnectedAgents::default(),
     )
     .unwrap();
-    let out = accept_one(&acceptor, |addr| async move {
+    let (out, client) = accept_one(&acceptor, |addr| async move {
         let _tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
     })
     .await;
     assert!(matches!(out, Err(AcceptError::Timeout)), "{out:?}");
+    client.abort();
+}
+
+// ---- enrollment ----
+
+mod enrollment {
+    use super::*;
+    use dockmesh_core::ports::Store;
+    use dockmesh_core::records::TokenKind;
+    use dockmesh_core::testing::MemStore;
+    use dockmesh_http::enroll::{
+        EnrollError, EnrollRequest, EnrollmentToken, enroll, new_enrollment_token,
+    };
+    use jiff::{SignedDuration, Timestamp};
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    async fn token_for(store: &MemStore, ca: &Ca) -> String {
+        let (token, record) = new_enrollment_token(
+            "host-a",
+            &ca.fingerprint(),
+            now(),
+            SignedDuration::from_hours(1),
+        )
+        .unwrap();
+        assert_eq!(record.kind, TokenKind::Enrollment);
+        assert!(record.one_time);
+        assert!(
+            !record.hash.contains(&token[4..68]),
+            "only the hash is stored"
+        );
+        store.put_token(&record).await.unwrap();
+        token
+    }
+
+    fn request(token: &str, csr_pem: Option<String>) -> EnrollRequest {
+        EnrollRequest {
+            token: token.to_owned(),
+            csr_pem,
+        }
+    }
+
+    #[test]
+    fn tokens_carry_the_ca_fingerprint() {
+        let ca = Ca::ephemeral().unwrap();
+        let (token, _) =
+            new_enrollment_token("x", &ca.fingerprint(), now(), SignedDuration::from_hours(1))
+                .unwrap();
+        assert!(token.starts_with("dme_"));
+        let parsed = EnrollmentToken::parse(&token).unwrap();
+        assert_eq!(parsed.ca_fingerprint(), ca.fingerprint());
+        assert_eq!(parsed.to_string(), token);
+        for bad in [
+            "",
+            "dme_",
+            "dmt_abc",
+            &token[..token.len() - 1],
+            &token.replace('_', "-"),
+        ] {
+            assert!(
+                matches!(EnrollmentToken::parse(bad), Err(EnrollError::Malformed)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_enrolls_once_with_its_own_key_and_connects() {
+        let ca = Ca::ephemeral().unwrap();
+        let store = MemStore::new();
+        let token = token_for(&store, &ca).await;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let enrolled = enroll(&store, &ca, &request(&token, Some(csr.clone())), now())
+            .await
+            .unwrap();
+        assert!(enrolled.key_pem.is_none(), "the agent keeps its own key");
+        assert_eq!(enrolled.ca_pem, ca.cert_pem());
+        use rustls_pki_types::pem::PemObject;
+        let cert =
+            rustls_pki_types::CertificateDer::from_pem_slice(enrolled.cert_pem.as_bytes()).unwrap();
+        assert_eq!(pki::agent_id_of(&cert).unwrap(), enrolled.agent_id);
+
+        // The token is spent.
+        let again = enroll(&store, &ca, &request(&token, Some(csr)), now()).await;
+        assert!(matches!(again, Err(EnrollError::AlreadyUsed)), "{again:?}");
+
+        // The certificate and the agent's key open the channel.
+        let acceptor = acceptor(&ca, PROTOCOL_VERSION);
+        let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let connector = AgentConnector::new(
+            ca.cert_der().clone(),
+            vec![cert],
+            key_der,
+            PROTOCOL_VERSION,
+            options(),
+        )
+        .unwrap();
+        let (out, client) = accept_one(&acceptor, move |addr| async move {
+            if let Ok(session) = connector.connect(addr, server_name()).await {
+                let _ = session.serve(agent_router(hello(PROTOCOL_VERSION))).await;
+            }
+        })
+        .await;
+        out.unwrap();
+        let conn = acceptor.agents().get(&enrolled.agent_id).unwrap();
+        assert_eq!(conn.hello().await.unwrap(), hello(PROTOCOL_VERSION));
+        client.abort();
+    }
+
+    #[tokio::test]
+    async fn refused_enrollments_spend_nothing() {
+        let ca = Ca::ephemeral().unwrap();
+        let store = MemStore::new();
+        let token = token_for(&store, &ca).await;
+
+        // A bad CSR: refused before the token is spent.
+        let out = enroll(&store, &ca, &request(&token, Some("garbage".into())), now()).await;
+        assert!(matches!(out, Err(EnrollError::Csr(_))), "{out:?}");
+        // Another CA's server: refused before the token is spent.
+        let other = Ca::ephemeral().unwrap();
+        let out = enroll(&store, &other, &request(&token, None), now()).await;
+        assert!(matches!(out, Err(EnrollError::WrongCa)), "{out:?}");
+        // An unknown token of the right CA.
+        let (stranger, _) =
+            new_enrollment_token("x", &ca.fingerprint(), now(), SignedDuration::from_hours(1))
+                .unwrap();
+        let out = enroll(&store, &ca, &request(&stranger, None), now()).await;
+        assert!(matches!(out, Err(EnrollError::Unknown)), "{out:?}");
+
+        // Expired.
+        let late = now() + SignedDuration::from_hours(2);
+        let out = enroll(&store, &ca, &request(&token, None), late).await;
+        assert!(matches!(out, Err(EnrollError::Expired)), "{out:?}");
+
+        // Still valid within its hour, with a key made by the server.
+        let enrolled = enroll(&store, &ca, &request(&token, None), now())
+            .await
+            .unwrap();
+        assert!(enrolled.key_pem.is_some());
+    }
 }
