@@ -8,8 +8,9 @@
 //!
 //! The built-in CA ([`pki`]) and the agent channel ([`channel`]: mTLS 1.3, reversed HTTP/2,
 //! both ends, `GET /v1/hello`) are built as library pieces with loopback tests, but nothing
-//! uses them yet: hosts are still Docker engines the server reaches directly, and enrollment,
-//! `RemoteHost` and the rest of the agent API are not built.
+//! uses them yet: hosts are still Docker engines the server reaches directly. [`enroll`] and
+//! `POST /api/v1/agents/enroll` exchange a one-time token for an agent certificate once the
+//! binary gives the server its CA; `RemoteHost` and the rest of the agent API are not built.
 //!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
 //!

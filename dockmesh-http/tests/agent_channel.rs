@@ -524,4 +524,70 @@ mod enrollment {
             .unwrap();
         assert!(enrolled.key_pem.is_some());
     }
+
+    async fn post(
+        state: &dockmesh_http::ServerState,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::post("/api/v1/agents/enroll")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let resp = dockmesh_http::api::router(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_enroll_endpoint_needs_no_api_token_and_spends_the_token_once() {
+        use dockmesh_core::testing::{FixedClock, SeqIds};
+        use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState};
+        let store = Arc::new(MemStore::new());
+        let state = ServerState::new(
+            store.clone(),
+            Hosts::new(),
+            Arc::new(FixedClock::new(now())),
+            Arc::new(SeqIds::default()),
+            ServerConfig::default(),
+        );
+        state.set_lifecycle(Lifecycle::Ready);
+        let ca = Arc::new(Ca::ephemeral().unwrap());
+        let token = token_for(&store, &ca).await;
+
+        let (s, v) = post(&state, serde_json::json!({"token": token})).await;
+        assert_eq!(s, 503, "{v}");
+        assert!(state.set_agent_ca(ca.clone()));
+        assert!(!state.set_agent_ca(Arc::new(Ca::ephemeral().unwrap())));
+
+        let (s, v) = post(&state, serde_json::json!({"token": "dme_nope"})).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["hint"].is_string(), "{v}");
+
+        let (s, v) = post(&state, serde_json::json!({"token": token})).await;
+        assert_eq!(s, 200, "{v}");
+        let agent_id = v["agent_id"].as_str().unwrap();
+        assert!(v["key_pem"].as_str().unwrap().contains("PRIVATE KEY"));
+        assert_eq!(v["ca_pem"], ca.cert_pem());
+        use rustls_pki_types::pem::PemObject;
+        let cert = rustls_pki_types::CertificateDer::from_pem_slice(
+            v["cert_pem"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(pki::agent_id_of(&cert).unwrap(), agent_id);
+
+        let (s, v) = post(&state, serde_json::json!({"token": token})).await;
+        assert_eq!(s, 401, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("already used"), "{v}");
+
+        let doc = dockmesh_http::api::openapi();
+        let doc = serde_json::to_value(&doc).unwrap();
+        assert!(doc["paths"]["/api/v1/agents/enroll"]["post"].is_object());
+    }
 }
