@@ -215,6 +215,90 @@ async fn a_newer_connection_replaces_the_old_one() {
     server.abort();
 }
 
+/// A TCP relay to `upstream` that, once `frozen` is set, swallows everything while keeping
+/// both sockets open: a peer that is gone without closing.
+async fn freezing_relay(
+    upstream: std::net::SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            for (mut r, mut w) in [
+                (
+                    Box::new(dr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(ur), Box::new(dw)),
+            ] {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                            // Hold both ends open, forward nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_dropped_by_the_keep_alive() {
+    let ca = Ca::ephemeral().unwrap();
+    let acceptor = acceptor(&ca, PROTOCOL_VERSION);
+    let agents = acceptor.agents().clone();
+    let listener = AgentListener::bind("127.0.0.1:0".parse().unwrap(), acceptor)
+        .await
+        .unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let server = tokio::spawn(listener.run());
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = freezing_relay(upstream, frozen.clone()).await;
+
+    let cert = ca.issue_agent("agent-1").unwrap();
+    let session = connector(&ca, &cert, PROTOCOL_VERSION)
+        .connect(relay, server_name())
+        .await
+        .unwrap();
+    let agent = tokio::spawn(session.serve(agent_router(hello(PROTOCOL_VERSION))));
+    wait_for("agent-1 to register", || agents.get("agent-1").is_some()).await;
+    agents.get("agent-1").unwrap().hello().await.unwrap();
+
+    // The network goes silent; no FIN, no RST. PING (1 s + 1 s) notices.
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    wait_for("the silent agent to be removed", || agents.is_empty()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The agent's side notices too: its serve ends with an error.
+    let out = tokio::time::timeout(Duration::from_secs(5), agent)
+        .await
+        .expect("the agent notices the dead server")
+        .unwrap();
+    assert!(out.is_err(), "{out:?}");
+    server.abort();
+}
+
 /// Run one connection of `connect` through `acceptor.accept`: its outcome, and the client's
 /// task (the agent, while it serves).
 async fn accept_one<F, Fut>(
