@@ -6,8 +6,11 @@
 //! [`dockmesh_core::ports::HostRuntime`] per host, and hands both to [`ServerState::new`]; then
 //! [`serve`] answers HTTP until its shutdown future resolves.
 //!
-//! The agent channel (mTLS, reversed HTTP/2) and the built-in CA are not built yet: hosts are
-//! Docker engines the server reaches directly.
+//! The built-in CA ([`pki`]) and the agent channel ([`channel`]: mTLS 1.3, reversed HTTP/2,
+//! both ends, `GET /v1/hello`) are built as library pieces with loopback tests, but nothing
+//! uses them yet: hosts are still Docker engines the server reaches directly. [`enroll`] and
+//! `POST /api/v1/agents/enroll` exchange a one-time token for an agent certificate once the
+//! binary gives the server its CA; `RemoteHost` and the rest of the agent API are not built.
 //!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
 //!
@@ -19,10 +22,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod channel;
 pub mod drains;
+pub mod enroll;
 pub mod error;
 pub mod hosts;
 pub mod metrics;
+pub mod pki;
 pub mod server;
 pub mod state;
 pub mod supervisor;

@@ -75,6 +75,7 @@ struct Inner {
     config: ServerConfig,
     lifecycle: AtomicU8,
     stack_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    agent_ca: std::sync::OnceLock<Arc<crate::pki::Ca>>,
 }
 
 /// The state shared by every handler and background task (cheap to clone).
@@ -111,6 +112,7 @@ impl ServerState {
             config,
             lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
             stack_locks: Default::default(),
+            agent_ca: Default::default(),
         }))
     }
 
@@ -145,6 +147,14 @@ impl ServerState {
     /// The settings.
     pub fn config(&self) -> &ServerConfig {
         &self.0.config
+    }
+    /// The agent CA, when agent enrollment is enabled.
+    pub fn agent_ca(&self) -> Option<&Arc<crate::pki::Ca>> {
+        self.0.agent_ca.get()
+    }
+    /// Enable agent enrollment with `ca`; `false` (and no change) when a CA is already set.
+    pub fn set_agent_ca(&self, ca: Arc<crate::pki::Ca>) -> bool {
+        self.0.agent_ca.set(ca).is_ok()
     }
 
     /// Serialise the API's changes to one stack (register, deploy, remove, migrate, rollback)

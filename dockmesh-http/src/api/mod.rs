@@ -1,10 +1,12 @@
 //! The REST API under `/api/v1`, health and metrics, with the OpenAPI document generated from
 //! the handlers' annotations (`GET /api/v1/openapi.json`).
 //!
-//! Every `/api/v1` route but health and the OpenAPI document needs `Authorization: Bearer`.
+//! Every `/api/v1` route but health, the OpenAPI document and agent enrollment (which carries
+//! its one-time enrollment token in the body) needs `Authorization: Bearer`.
 //! Errors are [`crate::error::ErrorBody`] JSON. Bodies are limited
 //! ([`crate::ServerConfig::body_limit`], 413 above it) and requests time out (408).
 
+pub mod agents;
 pub mod audit;
 pub mod drains;
 pub mod health;
@@ -40,6 +42,7 @@ use utoipa_axum::routes;
         (name = "stacks", description = "Compose stacks: register, deploy, status"),
         (name = "migrations", description = "Moving a stack with its data to another host"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "agents", description = "Agents: enrollment"),
     )
 )]
 struct ApiDoc;
@@ -93,7 +96,9 @@ fn protected() -> OpenApiRouter<ServerState> {
 
 /// The public routes documented in the OpenAPI document.
 fn public() -> OpenApiRouter<ServerState> {
-    OpenApiRouter::new().routes(routes!(health::api_health))
+    OpenApiRouter::new()
+        .routes(routes!(health::api_health))
+        .routes(routes!(agents::enroll))
 }
 
 /// The OpenAPI document of the API.

@@ -1,0 +1,59 @@
+//! The agent channel: reversed HTTP/2 over mutually authenticated TLS 1.3.
+//!
+//! The agent dials the server's agent listener (TCP, then TLS 1.3 with its client certificate;
+//! ALPN names the protocol version, `dockmesh/N`). On that stream the roles of HTTP/2 are
+//! reversed: the **agent serves** an axum [`Router`](axum::Router) with
+//! `hyper::server::conn::http2`, and the **server is the HTTP/2 client**
+//! (`hyper::client::conn::http2::handshake`), holding one `SendRequest` per agent. HTTP/2 brings
+//! multiplexing, flow control and PING keep-alives (dead-peer detection); nothing here frames
+//! or multiplexes by hand.
+//!
+//! What works:
+//! - server side ([`server`]): [`AgentListener`] accepts TCP and hands each connection to
+//!   [`AgentAcceptor::accept`]: the TLS handshake under a timeout (`WebPkiClientVerifier` over
+//!   the built-in CA, TLS 1.3 only), the agent id read from the client certificate, the agent's
+//!   protocol judged by core's N/N−1 rule (a refused agent completes the handshake, so it is
+//!   authenticated and named, then gets [`AcceptError::Refused`] with core's reason), then the
+//!   HTTP/2 client handshake with keep-alive. [`ConnectedAgents`] keeps one live connection per
+//!   agent id: a newer one replaces (and closes) the old, a closed one is removed.
+//! - agent side ([`agent`]): [`AgentConnector`] dials with its certificate and the CA, and
+//!   [`AgentSession::serve`] serves a router over the stream; [`agent_router`] is the agent API
+//!   of this slice: `GET /v1/hello`.
+//! - [`AgentConnection::hello`] calls the agent's hello over the reversed channel.
+//!
+//! Not built yet: the rest of the agent API (`RemoteHost` as `HostRuntime`), the agent's
+//! reconnect loop with backoff, the event stream, telling a refused agent the reason over the
+//! wire (the agent sees the connection closed; the server logs the reason), revocation, and
+//! wiring into the binary.
+
+pub mod agent;
+pub mod server;
+
+pub use agent::{AgentConnector, AgentSession, ConnectError, agent_router};
+pub use server::{
+    AcceptError, AgentAcceptor, AgentConnection, AgentListener, CallError, ConnectedAgents,
+};
+
+use std::time::Duration;
+
+/// Timeouts of the channel, on both ends.
+#[derive(Debug, Clone)]
+pub struct ChannelOptions {
+    /// How long a TCP connection may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How often an HTTP/2 PING is sent on a connection.
+    pub keep_alive_interval: Duration,
+    /// How long a PING may go unanswered before the peer is taken for dead; a dead peer is
+    /// noticed within `keep_alive_interval + keep_alive_timeout`.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            handshake_timeout: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The server's end of the channel: the agent listener, the handshake, the registry of
+//! connected agents, and calls to an agent's API.
+
+use super::ChannelOptions;
+use crate::pki::{self, Ca, Issued, PkiError};
+use axum::body::Body;
+use dockmesh_core::protocol::{self, Hello};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::RootCertStore;
+use rustls::server::{Acceptor, WebPkiClientVerifier};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+use tokio_rustls::LazyConfigAcceptor;
+
+/// Why an agent's connection was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The TLS handshake did not complete in time.
+    #[error("the TLS handshake did not complete in time")]
+    Timeout,
+    /// The TLS handshake failed (no client certificate, one from another CA, not TLS 1.3, …).
+    #[error("the TLS handshake failed")]
+    Tls(#[source] std::io::Error),
+    /// The client offered no `dockmesh/N` ALPN id.
+    #[error("the client offered no dockmesh protocol")]
+    NoProtocol,
+    /// The verified certificate names no agent.
+    #[error("the client certificate names no agent")]
+    Identity(#[source] PkiError),
+    /// The agent speaks a protocol this server does not accept.
+    #[error("agent {agent_id} refused: {reason}")]
+    Refused {
+        /// The agent, as its certificate names it.
+        agent_id: String,
+        /// The protocol it speaks.
+        agent_protocol: u32,
+        /// Core's reason, for the operator.
+        reason: String,
+    },
+    /// The HTTP/2 handshake over the TLS stream failed.
+    #[error("the HTTP/2 handshake with agent {agent_id} failed")]
+    Http2 {
+        /// The agent.
+        agent_id: String,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// Why a call to an agent failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The request could not be sent or answered (connection closed, peer dead).
+    #[error("the agent's connection failed")]
+    Connection(#[from] hyper::Error),
+    /// The agent answered with an error status.
+    #[error("the agent answered {status}")]
+    Status {
+        /// The status.
+        status: hyper::StatusCode,
+    },
+    /// The body could not be read.
+    #[error("the agent's answer could not be read")]
+    Body(#[source] axum::Error),
+    /// The body is not the JSON expected.
+    #[error("the agent's answer is not the expected JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One live connection to an agent: the HTTP/2 client of its API.
+#[derive(Clone)]
+pub struct AgentConnection {
+    agent_id: String,
+    protocol: u32,
+    send: SendRequest<Body>,
+}
+
+impl std::fmt::Debug for AgentConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConnection")
+            .field("agent_id", &self.agent_id)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest answer body read into memory by [`AgentConnection::get_json`].
+const JSON_LIMIT: usize = 4 << 20;
+
+impl AgentConnection {
+    /// The agent's id (from its certificate).
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// The protocol version the connection negotiated.
+    pub fn protocol(&self) -> u32 {
+        self.protocol
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+
+    /// Send a request to the agent's API (its URI's path names the endpoint).
+    pub async fn request(
+        &self,
+        req: hyper::Request<Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CallError> {
+        let mut send = self.send.clone();
+        send.ready().await?;
+        Ok(send.send_request(req).await?)
+    }
+
+    /// `GET path` on the agent's API, its JSON answer decoded.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, CallError> {
+        let req = hyper::Request::get(format!("http://agent{path}"))
+            .body(Body::empty())
+            .expect("a GET with a path is a valid request");
+        let resp = self.request(req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(CallError::Status { status });
+        }
+        let bytes = axum::body::to_bytes(Body::new(resp.into_body()), JSON_LIMIT)
+            .await
+            .map_err(CallError::Body)?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// What the agent says about itself (`GET /v1/hello`).
+    pub async fn hello(&self) -> Result<Hello, CallError> {
+        self.get_json("/v1/hello").await
+    }
+}
+
+struct Slot {
+    generation: u64,
+    conn: AgentConnection,
+    task: AbortHandle,
+}
+
+/// The agents connected now: one live connection per agent id.
+#[derive(Clone, Default)]
+pub struct ConnectedAgents {
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ConnectedAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectedAgents")
+            .field("agents", &self.ids())
+            .finish()
+    }
+}
+
+impl ConnectedAgents {
+    /// The live connection of `agent_id`.
+    pub fn get(&self, agent_id: &str) -> Option<AgentConnection> {
+        let slots = self.slots.lock().expect("agent registry lock");
+        slots
+            .get(agent_id)
+            .filter(|s| !s.conn.is_closed())
+            .map(|s| s.conn.clone())
+    }
+
+    /// The ids of the connected agents, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let slots = self.slots.lock().expect("agent registry lock");
+        let mut ids: Vec<String> = slots.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// How many agents are connected.
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("agent registry lock").len()
+    }
+
+    /// Whether no agent is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keep `conn`, driven by `driver` (the HTTP/2 connection future); a connection the agent
+    /// already had is closed. The entry is removed when the driver ends.
+    fn insert<F>(&self, conn: AgentConnection, driver: F)
+    where
+        F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let id = conn.agent_id.clone();
+        let me = self.clone();
+        // The lock is held across the spawn so the driver's removal cannot run before the
+        // entry exists.
+        let mut slots = self.slots.lock().expect("agent registry lock");
+        let task = tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::info!(agent = %id, error = %e, "agent connection ended");
+            } else {
+                tracing::info!(agent = %id, "agent connection closed");
+            }
+            let mut slots = me.slots.lock().expect("agent registry lock");
+            if slots.get(&id).is_some_and(|s| s.generation == generation) {
+                slots.remove(&id);
+            }
+        })
+        .abort_handle();
+        let id = conn.agent_id.clone();
+        if let Some(old) = slots.insert(
+            id.clone(),
+            Slot {
+                generation,
+                conn,
+                task,
+            },
+        ) {
+            tracing::info!(agent = %id, "a newer connection replaces the agent's previous one");
+            old.task.abort();
+        }
+    }
+}
+
+/// The server's side of the handshake: TLS settings, the protocol it speaks, the registry.
+pub struct AgentAcceptor {
+    base: rustls::ServerConfig,
+    protocol: u32,
+    options: ChannelOptions,
+    agents: ConnectedAgents,
+}
+
+impl std::fmt::Debug for AgentAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentAcceptor")
+            .field("protocol", &self.protocol)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentAcceptor {
+    /// An acceptor presenting `server_cert` (issued by `ca`), trusting only agents certified
+    /// by `ca`, speaking `protocol` (so accepting `protocol` and `protocol − 1`).
+    pub fn new(
+        ca: &Ca,
+        server_cert: &Issued,
+        protocol: u32,
+        options: ChannelOptions,
+        agents: ConnectedAgents,
+    ) -> Result<AgentAcceptor, rustls::Error> {
+        let provider = pki::provider();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert_der().clone())?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let base = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![server_cert.cert_der.clone(), ca.cert_der().clone()],
+                server_cert.key_der(),
+            )?;
+        Ok(AgentAcceptor {
+            base,
+            protocol,
+            options,
+            agents,
+        })
+    }
+
+    /// The registry connections are kept in.
+    pub fn agents(&self) -> &ConnectedAgents {
+        &self.agents
+    }
+
+    /// Take one TCP connection through the handshakes and keep it in the registry.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<AgentConnection, AcceptError> {
+        let (tls, agent_id, agent_protocol) =
+            tokio::time::timeout(self.options.handshake_timeout, self.tls_handshake(tcp))
+                .await
+                .map_err(|_| AcceptError::Timeout)??;
+        if let Some(reason) = protocol::refusal(self.protocol, agent_protocol) {
+            return Err(AcceptError::Refused {
+                agent_id,
+                agent_protocol,
+                reason,
+            });
+        }
+        let (send, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.options.keep_alive_interval)
+            .keep_alive_timeout(self.options.keep_alive_timeout)
+            .keep_alive_while_idle(true)
+            .handshake::<_, Body>(TokioIo::new(tls))
+            .await
+            .map_err(|source| AcceptError::Http2 {
+                agent_id: agent_id.clone(),
+                source,
+            })?;
+        let conn = AgentConnection {
+            agent_id,
+            protocol: agent_protocol,
+            send,
+        };
+        self.agents.insert(conn.clone(), driver);
+        Ok(conn)
+    }
+
+    /// TLS: pick the agent's protocol from its ALPN offer (the newest it offers that we
+    /// accept, else the newest it offers, to be refused once it is authenticated), complete
+    /// the handshake, read the agent id.
+    async fn tls_handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, String, u32), AcceptError> {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
+            .await
+            .map_err(AcceptError::Tls)?;
+        let offered: Vec<u32> = start
+            .client_hello()
+            .alpn()
+            .map(|ids| ids.filter_map(protocol::parse_alpn).collect())
+            .unwrap_or_default();
+        let accepted = offered
+            .iter()
+            .copied()
+            .filter(|v| protocol::check(self.protocol, *v).accepted())
+            .max();
+        let chosen = accepted
+            .or_else(|| offered.iter().copied().max())
+            .ok_or(AcceptError::NoProtocol)?;
+        let mut config = self.base.clone();
+        config.alpn_protocols = vec![protocol::alpn(chosen)];
+        let tls = start
+            .into_stream(Arc::new(config))
+            .await
+            .map_err(AcceptError::Tls)?;
+        let (_, session) = tls.get_ref();
+        let cert = session
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .ok_or(AcceptError::Identity(PkiError::NoAgentId))?;
+        let agent_id = pki::agent_id_of(cert).map_err(AcceptError::Identity)?;
+        let negotiated = session
+            .alpn_protocol()
+            .and_then(protocol::parse_alpn)
+            .ok_or(AcceptError::NoProtocol)?;
+        Ok((tls, agent_id, negotiated))
+    }
+}
+
+/// The agent listener: accepts TCP connections and runs each through the
+/// [`AgentAcceptor`] in its own task.
+#[derive(Debug)]
+pub struct AgentListener {
+    tcp: TcpListener,
+    acceptor: Arc<AgentAcceptor>,
+}
+
+impl AgentListener {
+    /// Listen on `addr`.
+    pub async fn bind(addr: SocketAddr, acceptor: AgentAcceptor) -> std::io::Result<AgentListener> {
+        Ok(AgentListener {
+            tcp: TcpListener::bind(addr).await?,
+            acceptor: Arc::new(acceptor),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Accept agents until the task is dropped; refusals are logged.
+    pub async fn run(self) {
+        loop {
+            let (tcp, peer) = match self.tcp.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an agent connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = self.acceptor.clone();
+            tokio::spawn(async move {
+                match acceptor.accept(tcp).await {
+                    Ok(conn) => tracing::info!(
+                        agent = conn.agent_id(),
+                        protocol = conn.protocol(),
+                        %peer,
+                        "agent connected"
+                    ),
+                    Err(e) => tracing::warn!(%peer, error = %e, "agent connection refused"),
+                }
+            });
+        }
+    }
+}

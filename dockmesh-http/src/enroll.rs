@@ -1,0 +1,240 @@
+//! Agent enrollment: one-time enrollment tokens that carry the CA's fingerprint, and the
+//! exchange of a token for an agent's client certificate.
+//!
+//! A token reads `dme_<secret>_<fingerprint>` (both 64 hex digits): the store keeps only the
+//! SHA-256 of the whole token ([`crate::auth::hash_token`]), as a one-time
+//! [`TokenKind::Enrollment`] token with an expiry. The fingerprint is the SHA-256 of the CA's
+//! certificate: an agent checks the server it enrolls with against it before trusting it.
+//!
+//! What works: [`new_enrollment_token`], [`EnrollmentToken::parse`], and [`enroll`], which
+//! checks the token names this server's CA, certifies the agent's key (from its CSR, or a key
+//! made here when it sends none), and only then spends the token; a refused request writes
+//! nothing. Not built yet: an agent record in the store (the agent id is random and not
+//! remembered, so there is no revocation list), the agent's side of enrollment, and the
+//! `dockmesh agent token create` command.
+
+use crate::auth::hash_token;
+use crate::pki::{Ca, PkiError};
+use dockmesh_core::ports::{Store, StoreError};
+use dockmesh_core::records::{TokenKind, TokenRecord, TokenUse};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The prefix of every enrollment token, so a leaked one is recognisable.
+pub const ENROLL_TOKEN_PREFIX: &str = "dme_";
+
+/// An enrollment token, parsed: its secret and the fingerprint of the CA it belongs to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrollmentToken {
+    secret: String,
+    ca_fingerprint: String,
+}
+
+impl fmt::Debug for EnrollmentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollmentToken")
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for EnrollmentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{ENROLL_TOKEN_PREFIX}{}_{}",
+            self.secret, self.ca_fingerprint
+        )
+    }
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl EnrollmentToken {
+    /// Read a token (`dme_<secret>_<fingerprint>`).
+    pub fn parse(s: &str) -> Result<EnrollmentToken, EnrollError> {
+        let (secret, fp) = s
+            .trim()
+            .strip_prefix(ENROLL_TOKEN_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .ok_or(EnrollError::Malformed)?;
+        if !is_hex64(secret) || !is_hex64(fp) {
+            return Err(EnrollError::Malformed);
+        }
+        Ok(EnrollmentToken {
+            secret: secret.to_owned(),
+            ca_fingerprint: fp.to_owned(),
+        })
+    }
+
+    /// The fingerprint of the CA the token belongs to (lowercase hex SHA-256).
+    pub fn ca_fingerprint(&self) -> &str {
+        &self.ca_fingerprint
+    }
+}
+
+/// A new one-time enrollment token for `ca_fingerprint`, valid for `ttl` from `now`: the
+/// token (shown once) and the record to store.
+pub fn new_enrollment_token(
+    name: &str,
+    ca_fingerprint: &str,
+    now: Timestamp,
+    ttl: SignedDuration,
+) -> Result<(String, TokenRecord), getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let token = EnrollmentToken {
+        secret: hex::encode(bytes),
+        ca_fingerprint: ca_fingerprint.to_ascii_lowercase(),
+    }
+    .to_string();
+    let record = TokenRecord {
+        hash: hash_token(&token),
+        kind: TokenKind::Enrollment,
+        name: name.to_owned(),
+        created_at: now,
+        expires_at: now.checked_add(ttl).ok(),
+        one_time: true,
+        used_at: None,
+    };
+    Ok((token, record))
+}
+
+/// What an agent sends to enroll.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EnrollRequest {
+    /// The enrollment token.
+    pub token: String,
+    /// A PKCS#10 certificate signing request (PEM) for the agent's own key; without one the
+    /// server makes the key and returns it.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
+}
+
+/// What an enrolled agent receives.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Enrolled {
+    /// The id the server gave the agent (in its certificate's SAN URI).
+    pub agent_id: String,
+    /// The agent's client certificate (PEM).
+    pub cert_pem: String,
+    /// The agent's private key (PKCS#8 PEM), when the request carried no CSR.
+    #[serde(default)]
+    pub key_pem: Option<String>,
+    /// The CA's certificate (PEM): the agent's trust root for the agent listener.
+    pub ca_pem: String,
+}
+
+impl fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("agent_id", &self.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an enrollment was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// The token is not `dme_<64 hex>_<64 hex>`.
+    #[error("the enrollment token is malformed")]
+    Malformed,
+    /// The token belongs to another CA (another server, or a CA that was replaced).
+    #[error("the enrollment token belongs to another server's CA")]
+    WrongCa,
+    /// No such token (never made, deleted, or an API token).
+    #[error("the enrollment token is not known")]
+    Unknown,
+    /// The token expired.
+    #[error("the enrollment token has expired")]
+    Expired,
+    /// The token was already used.
+    #[error("the enrollment token was already used")]
+    AlreadyUsed,
+    /// The CSR is unusable.
+    #[error("the certificate request cannot be used")]
+    Csr(#[source] PkiError),
+    /// Issuing the certificate failed.
+    #[error("issuing the agent's certificate failed")]
+    Pki(#[source] PkiError),
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    /// No randomness for the agent id.
+    #[error("no randomness available")]
+    Random(#[source] getrandom::Error),
+}
+
+impl EnrollError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            EnrollError::Malformed | EnrollError::Unknown => {
+                "copy the whole token printed by `dockmesh agent token create`"
+            }
+            EnrollError::WrongCa => {
+                "this token was made by another server: make one on the server you enroll with"
+            }
+            EnrollError::Expired | EnrollError::AlreadyUsed => {
+                "make a new token with `dockmesh agent token create`"
+            }
+            EnrollError::Csr(_) => "send a PEM PKCS#10 request signed by the agent's key",
+            EnrollError::Pki(_) | EnrollError::Store(_) | EnrollError::Random(_) => {
+                "nothing was enrolled and the token was not spent unless it says so; retry"
+            }
+        }
+    }
+}
+
+/// A new random agent id (`agent-` and 16 hex digits).
+fn new_agent_id() -> Result<String, EnrollError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(EnrollError::Random)?;
+    Ok(format!("agent-{}", hex::encode(bytes)))
+}
+
+/// Exchange an enrollment token for a client certificate of `ca`. The token must name `ca`'s
+/// fingerprint; the certificate is made before the token is spent, so a refused request
+/// (bad token or bad CSR) writes nothing.
+pub async fn enroll(
+    store: &dyn Store,
+    ca: &Ca,
+    req: &EnrollRequest,
+    now: Timestamp,
+) -> Result<Enrolled, EnrollError> {
+    let token = EnrollmentToken::parse(&req.token)?;
+    if token.ca_fingerprint != ca.fingerprint() {
+        return Err(EnrollError::WrongCa);
+    }
+    let agent_id = new_agent_id()?;
+    let (cert_pem, key_pem) = match &req.csr_pem {
+        Some(csr) => (
+            ca.issue_agent_for_csr(&agent_id, csr)
+                .map_err(EnrollError::Csr)?,
+            None,
+        ),
+        None => {
+            let issued = ca.issue_agent(&agent_id).map_err(EnrollError::Pki)?;
+            (issued.cert_pem, Some(issued.key_pem))
+        }
+    };
+    match store
+        .use_token(&hash_token(&token.to_string()), now)
+        .await?
+    {
+        TokenUse::Accepted { token } if token.kind == TokenKind::Enrollment => {}
+        TokenUse::Accepted { .. } | TokenUse::Unknown => return Err(EnrollError::Unknown),
+        TokenUse::Expired => return Err(EnrollError::Expired),
+        TokenUse::AlreadyUsed => return Err(EnrollError::AlreadyUsed),
+    }
+    Ok(Enrolled {
+        agent_id,
+        cert_pem,
+        key_pem,
+        ca_pem: ca.cert_pem().to_owned(),
+    })
+}
