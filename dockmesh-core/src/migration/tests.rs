@@ -759,3 +759,48 @@ async fn preflight_on_request_reports_without_recording_anything() {
     assert!(listed.is_empty(), "pre-flight recorded nothing");
     assert!(!w.src().calls().iter().any(|c| c.starts_with("Stop")));
 }
+
+#[tokio::test]
+async fn a_later_migration_of_another_stack_does_not_block_a_rollback() {
+    let w = World::new().await;
+    let d = w.driver();
+    let first = w.start().await;
+    d.run(first).await.unwrap();
+    // Another stack moves later (and stays committed).
+    let blog = StackFiles {
+        name: "blog".into(),
+        compose: "services: {}".into(),
+        env: None,
+    };
+    w.src()
+        .seed_stack(blog.clone(), &[("blog_data", b"posts")], 1 << 20);
+    w.store
+        .put_stack(
+            &StackRecord {
+                name: "blog".into(),
+                compose: blog.compose,
+                env: None,
+                host: Some(HostId::from("src")),
+                updated_at: w.clock.now(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let other = d
+        .start(MigrationRequest {
+            stack: "blog".into(),
+            target: HostId::from("dst"),
+            by: "bob".into(),
+            retention: DEFAULT_RETENTION,
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.run(other).await.unwrap().phase(), Phase::Committed);
+    // Rolling back shop is not superseded by blog's migration.
+    assert_eq!(
+        d.rollback(first, "alice").await.unwrap().phase(),
+        Phase::RolledBack
+    );
+    assert_eq!(w.running_on(), ["src"]);
+}

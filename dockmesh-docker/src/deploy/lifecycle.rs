@@ -157,20 +157,16 @@ pub(crate) async fn remove(
             .await
             .map_err(|e| engine(format!("listing the volumes of stack `{stack}`"), e))?;
         for v in list.volumes.unwrap_or_default() {
-            match rt
-                .docker
-                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+            // Also removes carriers an interrupted transfer left holding the volume.
+            crate::volume::remove_volume(&rt.docker, &v.name)
                 .await
-            {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    return Err(engine(
-                        format!("removing volume `{}` of stack `{stack}`", v.name),
-                        e,
-                    ));
-                }
-            }
+                .map_err(|e| RuntimeError {
+                    message: format!(
+                        "removing volume `{}` of stack `{stack}`: {}",
+                        v.name, e.message
+                    ),
+                    ..e
+                })?;
         }
     }
     Ok(())

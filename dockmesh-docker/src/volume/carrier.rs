@@ -218,6 +218,13 @@ impl Drop for Carrier {
     }
 }
 
+/// Remove the carrier an interrupted import of an earlier process left under `claim`'s name.
+/// This process holds the claim, so no import of this process uses that container; a server
+/// that was killed mid-import leaves it behind, and its migration resumes through here.
+pub(crate) async fn remove_leftover(docker: &Docker, claim: &Claim) -> Result<(), RuntimeError> {
+    remove_container(docker, &claim.name).await
+}
+
 async fn remove_container(docker: &Docker, id: &str) -> Result<(), RuntimeError> {
     let options = RemoveContainerOptions {
         force: true,

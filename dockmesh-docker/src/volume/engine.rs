@@ -2,7 +2,8 @@
 
 use super::Limits;
 use super::carrier::{
-    Carrier, Claim, MOUNT, ensure_carrier_image, export_name, import_name, remove_stale_carriers,
+    Carrier, Claim, MOUNT, ensure_carrier_image, export_name, import_name, remove_leftover,
+    remove_stale_carriers,
 };
 use super::error::{Refusal, StreamError};
 use super::policy::Layout;
@@ -243,6 +244,7 @@ pub async fn import_volume(
     // the carrier's name makes the same refusal atomic across processes below, where the
     // volume is left to the import that holds it.
     let claim = Claim::take(volume, import_name(volume))?;
+    remove_leftover(docker, &claim).await?;
     prepare_volume(docker, target).await?;
     let carrier = match Carrier::create(docker, volume, claim).await {
         Ok(c) => c,
