@@ -10,7 +10,10 @@
 //! both ends, `GET /v1/hello`) are built as library pieces with loopback tests, but nothing
 //! uses them yet: hosts are still Docker engines the server reaches directly. [`enroll`] and
 //! `POST /api/v1/agents/enroll` exchange a one-time token for an agent certificate once the
-//! binary gives the server its CA; `RemoteHost` and the rest of the agent API are not built.
+//! binary gives the server its CA. The agent API (`channel::agent_api`, every `HostRuntime`
+//! method over an injected runtime) and `channel::RemoteHost` (`HostRuntime` over an agent's
+//! connection) are built and pass the core conformance suite in-process; the binary does not
+//! use them yet.
 //!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
 //!

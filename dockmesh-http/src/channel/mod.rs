@@ -20,16 +20,26 @@
 //!   [`AgentSession::serve`] serves a router over the stream; [`agent_router`] is the agent API
 //!   of this slice: `GET /v1/hello`.
 //! - [`AgentConnection::hello`] calls the agent's hello over the reversed channel.
+//! - [`agent_api`] (agent side): every `HostRuntime` method as a `/v1/…` route over an injected
+//!   runtime, volume data streamed both ways; [`RemoteHost`] (server side): `HostRuntime` over an
+//!   [`AgentConnection`] (or over whichever connection an agent has in [`ConnectedAgents`]),
+//!   rebuilding the agent's errors; the core conformance suite passes against it in-process.
+//!   [`wire`] holds what both ends agree on.
 //!
-//! Not built yet: the rest of the agent API (`RemoteHost` as `HostRuntime`), the agent's
+//! Not built yet: resumable and compressed volume transfers, the agent's
 //! reconnect loop with backoff, the event stream, telling a refused agent the reason over the
 //! wire (the agent sees the connection closed; the server logs the reason), revocation, and
 //! wiring into the binary.
 
 pub mod agent;
+pub mod agent_api;
+pub mod remote;
 pub mod server;
+pub mod wire;
 
 pub use agent::{AgentConnector, AgentSession, ConnectError, agent_router};
+pub use agent_api::agent_api;
+pub use remote::RemoteHost;
 pub use server::{
     AcceptError, AgentAcceptor, AgentConnection, AgentListener, CallError, ConnectedAgents,
 };

@@ -1,0 +1,298 @@
+//! The agent API: every [`HostRuntime`] method as an HTTP route over the agent's own runtime.
+//!
+//! The agent serves [`agent_api`] over the reversed channel; the server's
+//! [`RemoteHost`](super::RemoteHost) calls it. JSON in and out; a [`RuntimeError`] is answered
+//! as [`WireError`] `{kind, message}` with a non-2xx status.
+//!
+//! | method | path | body → answer |
+//! |---|---|---|
+//! | GET | `/v1/hello` | → `Hello` |
+//! | GET | `/v1/snapshot` | → `HostSnapshot` |
+//! | PUT / GET / DELETE | `/v1/stacks/{stack}/files` | `StackFiles` → 204 / `StackFiles` or `null` / 204 |
+//! | POST | `/v1/stacks/{stack}/deploy` | `StackFiles` → `DeployReport` |
+//! | POST | `/v1/stacks/{stack}/stop`, `…/start` | → 204 |
+//! | DELETE | `/v1/stacks/{stack}?volumes=true` | → 204 |
+//! | GET | `/v1/stacks/{stack}/status` | → `StackStatus` |
+//! | POST | `/v1/stacks/{stack}/wait-healthy` | → `HealthReport` |
+//! | POST | `/v1/volumes/{volume}/exports` | → the tar stream, header `x-dockmesh-export-id` |
+//! | GET | `/v1/volumes/{volume}/exports/{id}/manifest` | → `VolumeManifest` (once) |
+//! | PUT | `/v1/volumes/{volume}/data` | the tar stream, header `x-dockmesh-volume-target` → `VolumeManifest` |
+//! | DELETE | `/v1/volumes/{volume}` | → 204 |
+//! | GET | `/v1/projects` | → `[ProjectInfo]` |
+//! | POST | `/v1/projects/{name}/adopt` | `StackFiles` or `null` → `AdoptReport` |
+//!
+//! Volume data streams in both directions without being buffered whole: the export's body is
+//! the runtime's stream, the import's request body is handed to the runtime as it arrives, and
+//! HTTP/2 flow control holds the sender back. An export's manifest is known only once its stream
+//! has ended, so the agent keeps its [`ManifestSlot`] under an export id (the last
+//! [`KEPT_EXPORTS`] exports) until the server fetches it.
+//!
+//! Not built: the event stream (agent → server reports), resumable transfers, compression on the
+//! wire, request size limits beyond axum's JSON default.
+
+use super::wire::{self, EXPORT_ID, VOLUME_TARGET, WireError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, http};
+use dockmesh_core::manifest::VolumeManifest;
+use dockmesh_core::ports::{
+    AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo, RuntimeError,
+    RuntimeErrorKind, StackStatus, VolumeTarget, no_progress,
+};
+use dockmesh_core::protocol::Hello;
+use dockmesh_core::snapshot::HostSnapshot;
+use dockmesh_core::types::StackFiles;
+use futures_util::{StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How many exports' manifests the agent keeps for the server to fetch; older ones are dropped.
+pub const KEPT_EXPORTS: usize = 64;
+
+struct Api {
+    hello: Hello,
+    runtime: Arc<dyn HostRuntime>,
+    exports: Mutex<BTreeMap<u64, ManifestSlot>>,
+    next_export: AtomicU64,
+}
+
+impl Api {
+    fn keep(&self, slot: ManifestSlot) -> u64 {
+        let id = self.next_export.fetch_add(1, Ordering::Relaxed);
+        let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+        exports.insert(id, slot);
+        while exports.len() > KEPT_EXPORTS {
+            exports.pop_first();
+        }
+        id
+    }
+}
+
+/// A [`RuntimeError`] as an answer: [`WireError`] JSON with [`wire::status_of`] its kind.
+#[derive(Debug)]
+pub struct Failure(pub RuntimeError);
+
+impl From<RuntimeError> for Failure {
+    fn from(e: RuntimeError) -> Self {
+        Failure(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (wire::status_of(self.0.kind), Json(WireError::of(&self.0))).into_response()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure(RuntimeError::new(RuntimeErrorKind::InvalidStack, message))
+}
+
+type Answer<T> = Result<Json<T>, Failure>;
+type Done = Result<StatusCode, Failure>;
+
+/// The agent API over `runtime`, answering `hello` at `GET /v1/hello`.
+pub fn agent_api(hello: Hello, runtime: Arc<dyn HostRuntime>) -> Router {
+    let api = Arc::new(Api {
+        hello,
+        runtime,
+        exports: Mutex::new(BTreeMap::new()),
+        next_export: AtomicU64::new(1),
+    });
+    Router::new()
+        .route("/v1/hello", get(hello_of))
+        .route("/v1/snapshot", get(snapshot))
+        .route(
+            "/v1/stacks/{stack}/files",
+            put(write_files).get(read_files).delete(remove_files),
+        )
+        .route("/v1/stacks/{stack}/deploy", post(deploy))
+        .route("/v1/stacks/{stack}/stop", post(stop))
+        .route("/v1/stacks/{stack}/start", post(start))
+        .route("/v1/stacks/{stack}", axum::routing::delete(remove_stack))
+        .route("/v1/stacks/{stack}/status", get(status))
+        .route("/v1/stacks/{stack}/wait-healthy", post(wait_healthy))
+        .route("/v1/volumes/{volume}/exports", post(export))
+        .route(
+            "/v1/volumes/{volume}/exports/{id}/manifest",
+            get(export_manifest),
+        )
+        .route("/v1/volumes/{volume}/data", put(import))
+        .route("/v1/volumes/{volume}", axum::routing::delete(remove_volume))
+        .route("/v1/projects", get(list_projects))
+        .route("/v1/projects/{name}/adopt", post(adopt))
+        .with_state(api)
+}
+
+type S = State<Arc<Api>>;
+
+async fn hello_of(State(api): S) -> Json<Hello> {
+    Json(api.hello.clone())
+}
+
+async fn snapshot(State(api): S) -> Answer<HostSnapshot> {
+    Ok(Json(api.runtime.snapshot().await?))
+}
+
+fn same_stack(path: &str, files: &StackFiles) -> Result<(), Failure> {
+    if files.name == path {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "the files name stack {} but were sent for {path}",
+            files.name
+        )))
+    }
+}
+
+async fn write_files(State(api): S, Path(stack): Path<String>, Json(f): Json<StackFiles>) -> Done {
+    same_stack(&stack, &f)?;
+    api.runtime.write_stack_files(&f).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn read_files(State(api): S, Path(stack): Path<String>) -> Answer<Option<StackFiles>> {
+    Ok(Json(api.runtime.read_stack_files(&stack).await?))
+}
+
+async fn remove_files(State(api): S, Path(stack): Path<String>) -> Done {
+    api.runtime.remove_stack_files(&stack).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn deploy(
+    State(api): S,
+    Path(stack): Path<String>,
+    Json(f): Json<StackFiles>,
+) -> Answer<DeployReport> {
+    same_stack(&stack, &f)?;
+    Ok(Json(api.runtime.deploy(&f).await?))
+}
+
+async fn stop(State(api): S, Path(stack): Path<String>) -> Done {
+    api.runtime.stop_stack(&stack).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start(State(api): S, Path(stack): Path<String>) -> Done {
+    api.runtime.start_stack(&stack).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The query of `DELETE /v1/stacks/{stack}`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    volumes: bool,
+}
+
+async fn remove_stack(
+    State(api): S,
+    Path(stack): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Done {
+    api.runtime.remove_stack(&stack, q.volumes).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn status(State(api): S, Path(stack): Path<String>) -> Answer<StackStatus> {
+    Ok(Json(api.runtime.stack_status(&stack).await?))
+}
+
+async fn wait_healthy(State(api): S, Path(stack): Path<String>) -> Answer<HealthReport> {
+    Ok(Json(api.runtime.wait_healthy(&stack).await?))
+}
+
+async fn export(State(api): S, Path(volume): Path<String>) -> Result<Response, Failure> {
+    let export = api.runtime.export_volume(&volume).await?;
+    let id = api.keep(export.manifest);
+    let mut resp = Body::from_stream(wire::coalesce(export.stream)).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(EXPORT_ID, http::HeaderValue::from(id));
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
+}
+
+async fn export_manifest(
+    State(api): S,
+    Path((volume, id)): Path<(String, u64)>,
+) -> Answer<VolumeManifest> {
+    let slot = api
+        .exports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    let slot = slot.ok_or_else(|| {
+        Failure(RuntimeError::new(
+            RuntimeErrorKind::NotFound,
+            format!("no export {id} of volume {volume} is kept (fetched already, or too old)"),
+        ))
+    })?;
+    Ok(Json(slot.take()?))
+}
+
+fn target_of(headers: &HeaderMap, volume: &str) -> Result<VolumeTarget, Failure> {
+    let bad = |why: &str| {
+        Failure(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!("the import of {volume} has no usable {VOLUME_TARGET} header: {why}"),
+        ))
+    };
+    let raw = headers.get(VOLUME_TARGET).ok_or_else(|| bad("missing"))?;
+    let json = hex::decode(raw.as_bytes()).map_err(|_| bad("not hex"))?;
+    let target: VolumeTarget = serde_json::from_slice(&json).map_err(|_| bad("not JSON"))?;
+    if target.name != volume {
+        return Err(bad("it names another volume"));
+    }
+    Ok(target)
+}
+
+async fn import(
+    State(api): S,
+    Path(volume): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<VolumeManifest> {
+    let target = target_of(&headers, &volume)?;
+    let data = body
+        .into_data_stream()
+        .map_err(|e| {
+            RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("the volume stream from the server broke: {e}"),
+            )
+        })
+        .boxed();
+    Ok(Json(
+        api.runtime
+            .import_volume(&target, data, no_progress())
+            .await?,
+    ))
+}
+
+async fn remove_volume(State(api): S, Path(volume): Path<String>) -> Done {
+    api.runtime.remove_volume(&volume).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_projects(State(api): S) -> Answer<Vec<ProjectInfo>> {
+    Ok(Json(api.runtime.list_projects().await?))
+}
+
+async fn adopt(
+    State(api): S,
+    Path(name): Path<String>,
+    Json(given): Json<Option<StackFiles>>,
+) -> Answer<AdoptReport> {
+    Ok(Json(
+        api.runtime.adopt_project(&name, given.as_ref()).await?,
+    ))
+}

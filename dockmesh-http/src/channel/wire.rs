@@ -1,0 +1,140 @@
+//! What both ends of the agent API agree on: the error body, header names, path encoding.
+
+use axum::http;
+use bytes::{Bytes, BytesMut};
+use dockmesh_core::ports::{ByteStream, RuntimeError, RuntimeErrorKind};
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The header of an export's answer naming the export, for fetching its manifest afterwards.
+pub const EXPORT_ID: &str = "x-dockmesh-export-id";
+
+/// The header of an import's request carrying its [`VolumeTarget`] as hex-encoded JSON (labels
+/// may hold any text; header values may not).
+///
+/// [`VolumeTarget`]: dockmesh_core::ports::VolumeTarget
+pub const VOLUME_TARGET: &str = "x-dockmesh-volume-target";
+
+/// A [`RuntimeError`] as it travels: its kind and its message, with a non-2xx status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// The kind, snake case (`not_found`, `unreachable`, …). An unknown kind reads as `engine`.
+    pub kind: String,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl WireError {
+    /// The error as it travels.
+    pub fn of(e: &RuntimeError) -> WireError {
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "engine".into());
+        WireError {
+            kind,
+            message: e.message.clone(),
+        }
+    }
+
+    /// The error rebuilt on the receiving end.
+    pub fn into_runtime_error(self) -> RuntimeError {
+        let kind = serde_json::from_value(serde_json::Value::String(self.kind))
+            .unwrap_or(RuntimeErrorKind::Engine);
+        RuntimeError::new(kind, self.message)
+    }
+}
+
+/// The HTTP status an error of `kind` is answered with (the body says the kind exactly).
+pub fn status_of(kind: RuntimeErrorKind) -> http::StatusCode {
+    use http::StatusCode as S;
+    match kind {
+        RuntimeErrorKind::Unreachable => S::BAD_GATEWAY,
+        RuntimeErrorKind::NotFound => S::NOT_FOUND,
+        RuntimeErrorKind::InvalidStack => S::UNPROCESSABLE_ENTITY,
+        RuntimeErrorKind::Conflict => S::CONFLICT,
+        RuntimeErrorKind::Unhealthy => S::SERVICE_UNAVAILABLE,
+        RuntimeErrorKind::Integrity => S::UNPROCESSABLE_ENTITY,
+        _ => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `s` as one path segment: every byte outside RFC 3986's unreserved set percent-encoded.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The most bytes [`coalesce`] joins into one chunk.
+pub const COALESCE_BYTES: usize = 64 << 10;
+
+/// `stream` with the chunks that are ready together joined, up to [`COALESCE_BYTES`] each, so a
+/// source of many small chunks does not become as many HTTP/2 DATA frames. It never waits for
+/// more data to fill a chunk: what is ready is sent.
+pub fn coalesce(stream: ByteStream) -> ByteStream {
+    Coalesce {
+        inner: Some(stream),
+        held: None,
+    }
+    .boxed()
+}
+
+struct Coalesce {
+    inner: Option<ByteStream>,
+    /// An error or the end, seen after data that was sent first.
+    held: Option<Option<RuntimeError>>,
+}
+
+impl Stream for Coalesce {
+    type Item = Result<Bytes, RuntimeError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(held) = self.held.take() {
+            self.inner = None;
+            return Poll::Ready(held.map(Err));
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let mut first: Option<Bytes> = None;
+        let mut joined = BytesMut::new();
+        loop {
+            let size = first.as_ref().map_or(0, Bytes::len) + joined.len();
+            if size >= COALESCE_BYTES {
+                break;
+            }
+            match inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) if first.is_none() => first = Some(b),
+                Poll::Ready(Some(Ok(b))) => joined.extend_from_slice(&b),
+                Poll::Ready(end_or_err) => {
+                    let held = end_or_err.map(|r| r.expect_err("data is matched above"));
+                    if first.is_none() {
+                        self.inner = None;
+                        return Poll::Ready(held.map(Err));
+                    }
+                    self.held = Some(held);
+                    break;
+                }
+                Poll::Pending if first.is_none() => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        let first = first.expect("a chunk was read");
+        if joined.is_empty() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let mut all = BytesMut::with_capacity(first.len() + joined.len());
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&joined);
+        Poll::Ready(Some(Ok(all.freeze())))
+    }
+}

@@ -1,0 +1,271 @@
+//! `RemoteHost` against agents serving the agent API over `FakeHost`s, in process on loopback.
+
+use dockmesh_core::ports::{HostRuntime, RuntimeErrorKind, VolumeTarget, no_progress};
+use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
+use dockmesh_core::testing::{FakeHost, FakeOp, RuntimeFixture, host_runtime_conformance};
+use dockmesh_core::types::StackFiles;
+use dockmesh_http::channel::{
+    AgentAcceptor, AgentConnection, AgentConnector, AgentListener, ChannelOptions, ConnectedAgents,
+    RemoteHost, agent_api,
+};
+use dockmesh_http::pki::Ca;
+use futures_util::StreamExt;
+use rustls_pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+fn hello() -> Hello {
+    Hello {
+        version: "0.1.0".into(),
+        commit: None,
+        protocol_version: PROTOCOL_VERSION,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        hostname: "host".into(),
+        docker_version: "28.0.0".into(),
+    }
+}
+
+fn options() -> ChannelOptions {
+    ChannelOptions {
+        handshake_timeout: Duration::from_secs(5),
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(1),
+    }
+}
+
+/// A server's agent listener on loopback.
+struct Server {
+    ca: Ca,
+    addr: SocketAddr,
+    agents: ConnectedAgents,
+    _listener: JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let ca = Ca::ephemeral().unwrap();
+        let server_cert = ca.issue_server(&["localhost".into()]).unwrap();
+        let agents = ConnectedAgents::default();
+        let acceptor = AgentAcceptor::new(
+            &ca,
+            &server_cert,
+            PROTOCOL_VERSION,
+            options(),
+            agents.clone(),
+        )
+        .unwrap();
+        let listener = AgentListener::bind("127.0.0.1:0".parse().unwrap(), acceptor)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        Server {
+            ca,
+            addr,
+            agents,
+            _listener: tokio::spawn(listener.run()),
+        }
+    }
+
+    /// Connect agent `id` serving the agent API over `host`; its connection once the server
+    /// holds it, and the agent's task (abort it to take the agent away).
+    async fn agent(&self, id: &str, host: Arc<FakeHost>) -> (AgentConnection, JoinHandle<()>) {
+        let cert = self.ca.issue_agent(id).unwrap();
+        let connector = AgentConnector::new(
+            self.ca.cert_der().clone(),
+            vec![cert.cert_der.clone()],
+            cert.key_der(),
+            PROTOCOL_VERSION,
+            options(),
+        )
+        .unwrap();
+        let session = connector
+            .connect(self.addr, ServerName::try_from("localhost").unwrap())
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move {
+            let _ = session.serve(agent_api(hello(), host)).await;
+        });
+        for _ in 0..200 {
+            if let Some(conn) = self.agents.get(id) {
+                return (conn, task);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("agent {id} did not connect");
+    }
+}
+
+fn fixture() -> RuntimeFixture {
+    let stack = StackFiles {
+        name: "web".into(),
+        compose: "v1".into(),
+        env: None,
+    };
+    let changed = StackFiles {
+        compose: "v2".into(),
+        ..stack.clone()
+    };
+    RuntimeFixture {
+        stack,
+        changed,
+        volume: "web_data".into(),
+        scratch_volume: "scratch".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_remote_host_passes_the_host_runtime_conformance_suite() {
+    let server = Server::start().await;
+    let (conn, _agent) = server.agent("a1", Arc::new(FakeHost::new("h1"))).await;
+    assert_eq!(conn.hello().await.unwrap(), hello());
+    let remote = RemoteHost::new("h1", conn);
+    host_runtime_conformance(&remote, &fixture()).await;
+
+    // The same over the registry, which follows the agent's current connection.
+    let (_conn, _agent2) = server.agent("a2", Arc::new(FakeHost::new("h2"))).await;
+    let registered = RemoteHost::registered("h2", server.agents.clone(), "a2");
+    host_runtime_conformance(&registered, &fixture()).await;
+}
+
+#[tokio::test]
+async fn a_volume_moves_between_two_remote_hosts_byte_identical() {
+    let server = Server::start().await;
+    let source_fake = Arc::new(FakeHost::new("src"));
+    let target_fake = Arc::new(FakeHost::new("dst"));
+    // 3 MiB, well over HTTP/2's initial flow-control window, so the window is exercised.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let content: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    source_fake.seed_stack(fixture().stack, &[("web_data", &content)], 1 << 20);
+    let (src_conn, _a) = server.agent("src-agent", source_fake.clone()).await;
+    let (dst_conn, _b) = server.agent("dst-agent", target_fake.clone()).await;
+    let source = RemoteHost::new("src", src_conn);
+    let target = RemoteHost::new("dst", dst_conn);
+
+    let export = source.export_volume("web_data").await.unwrap();
+    let moved = Arc::new(AtomicU64::new(0));
+    let seen = moved.clone();
+    let imported = target
+        .import_volume(
+            &VolumeTarget {
+                name: "web_data".into(),
+                labels: [("com.docker.compose.project".into(), "web".into())].into(),
+                expected_bytes: Some(content.len() as u64),
+            },
+            export.stream,
+            Arc::new(move |n| seen.store(n, Ordering::Relaxed)),
+        )
+        .await
+        .unwrap();
+    let exported = export.manifest.take().expect("the manifest once streamed");
+    assert_eq!(exported.first_difference(&imported), None);
+    assert_eq!(exported, imported);
+    assert_eq!(target_fake.volume("web_data").unwrap(), content);
+    assert_eq!(moved.load(Ordering::Relaxed), content.len() as u64);
+    assert!(
+        export.manifest.take().is_err(),
+        "a manifest is handed out once"
+    );
+}
+
+#[tokio::test]
+async fn the_agents_errors_arrive_with_their_kind() {
+    let server = Server::start().await;
+    let fake = Arc::new(FakeHost::new("h1"));
+    let (conn, _agent) = server.agent("a1", fake.clone()).await;
+    let remote = RemoteHost::new("h1", conn);
+
+    let kind = |r: Result<(), dockmesh_core::ports::RuntimeError>| r.unwrap_err().kind;
+    assert_eq!(
+        kind(remote.stop_stack("no-such-stack").await),
+        RuntimeErrorKind::NotFound
+    );
+    let missing = remote.export_volume("no such/volume").await;
+    assert_eq!(
+        missing.err().map(|e| e.kind),
+        Some(RuntimeErrorKind::NotFound)
+    );
+    fake.fail(FakeOp::Deploy, 1);
+    let err = remote.deploy(&fixture().stack).await.unwrap_err();
+    assert_eq!(err.kind, RuntimeErrorKind::Engine);
+    assert!(err.message.contains("injected fault"), "{}", err.message);
+    // The FakeHost's default: it cannot list projects.
+    assert_eq!(
+        remote.list_projects().await.unwrap_err().kind,
+        RuntimeErrorKind::Engine
+    );
+    fake.set_online(false);
+    assert_eq!(
+        remote.snapshot().await.unwrap_err().kind,
+        RuntimeErrorKind::Unreachable
+    );
+    fake.set_online(true);
+    assert!(remote.snapshot().await.unwrap().online);
+
+    // A failing source stream fails the import with the source's own error.
+    let broken = futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::from_static(b"some data")),
+        Err(dockmesh_core::ports::RuntimeError::new(
+            RuntimeErrorKind::Integrity,
+            "the source broke",
+        )),
+    ])
+    .boxed();
+    let err = remote
+        .import_volume(
+            &VolumeTarget {
+                name: "v".into(),
+                labels: Default::default(),
+                expected_bytes: None,
+            },
+            broken,
+            no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+    assert_eq!(err.message, "the source broke");
+}
+
+#[tokio::test]
+async fn an_agent_that_disconnects_makes_calls_unreachable() {
+    let server = Server::start().await;
+    let (conn, agent) = server.agent("a1", Arc::new(FakeHost::new("h1"))).await;
+    let fixed = RemoteHost::new("h1", conn.clone());
+    let registered = RemoteHost::registered("h1", server.agents.clone(), "a1");
+    assert!(fixed.snapshot().await.unwrap().online);
+    assert!(registered.snapshot().await.unwrap().online);
+
+    agent.abort();
+    for _ in 0..200 {
+        if conn.is_closed() && server.agents.get("a1").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(conn.is_closed(), "the server notices the closed connection");
+    for host in [&fixed, &registered] {
+        let err = host.snapshot().await.unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
+        let err = host.export_volume("v").await.err().unwrap();
+        assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
+    }
+
+    // The registered host follows the agent when it comes back.
+    let (_conn, _agent) = server.agent("a1", Arc::new(FakeHost::new("h1"))).await;
+    assert!(registered.snapshot().await.unwrap().online);
+    assert_eq!(
+        fixed.snapshot().await.unwrap_err().kind,
+        RuntimeErrorKind::Unreachable
+    );
+}
