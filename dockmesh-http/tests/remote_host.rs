@@ -73,6 +73,15 @@ impl Server {
     /// Connect agent `id` serving the agent API over `host`; its connection once the server
     /// holds it, and the agent's task (abort it to take the agent away).
     async fn agent(&self, id: &str, host: Arc<FakeHost>) -> (AgentConnection, JoinHandle<()>) {
+        self.agent_over(id, host).await
+    }
+
+    /// [`Server::agent`] over any runtime.
+    async fn agent_over(
+        &self,
+        id: &str,
+        host: Arc<dyn HostRuntime>,
+    ) -> (AgentConnection, JoinHandle<()>) {
         let cert = self.ca.issue_agent(id).unwrap();
         let connector = AgentConnector::new(
             self.ca.cert_der().clone(),
@@ -268,4 +277,171 @@ async fn an_agent_that_disconnects_makes_calls_unreachable() {
         fixed.snapshot().await.unwrap_err().kind,
         RuntimeErrorKind::Unreachable
     );
+}
+
+/// A host whose exports never end and whose imports read one chunk and then wait: for watching
+/// HTTP/2 flow control hold the sender back.
+struct Endless {
+    id: dockmesh_core::types::HostId,
+    produced: Arc<AtomicU64>,
+}
+
+fn not_here() -> dockmesh_core::ports::RuntimeError {
+    dockmesh_core::ports::RuntimeError::new(RuntimeErrorKind::Engine, "not part of this test")
+}
+
+#[async_trait::async_trait]
+impl HostRuntime for Endless {
+    fn host_id(&self) -> &dockmesh_core::types::HostId {
+        &self.id
+    }
+    async fn snapshot(
+        &self,
+    ) -> Result<dockmesh_core::snapshot::HostSnapshot, dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn write_stack_files(
+        &self,
+        _: &StackFiles,
+    ) -> Result<(), dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn read_stack_files(
+        &self,
+        _: &str,
+    ) -> Result<Option<StackFiles>, dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn remove_stack_files(&self, _: &str) -> Result<(), dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn deploy(
+        &self,
+        _: &StackFiles,
+    ) -> Result<dockmesh_core::ports::DeployReport, dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn stop_stack(&self, _: &str) -> Result<(), dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn start_stack(&self, _: &str) -> Result<(), dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn remove_stack(
+        &self,
+        _: &str,
+        _: bool,
+    ) -> Result<(), dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn stack_status(
+        &self,
+        _: &str,
+    ) -> Result<dockmesh_core::ports::StackStatus, dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn wait_healthy(
+        &self,
+        _: &str,
+    ) -> Result<dockmesh_core::ports::HealthReport, dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+    async fn export_volume(
+        &self,
+        _: &str,
+    ) -> Result<dockmesh_core::ports::VolumeExport, dockmesh_core::ports::RuntimeError> {
+        let produced = self.produced.clone();
+        let stream = futures_util::stream::repeat_with(move || {
+            produced.fetch_add(CHUNK as u64, Ordering::Relaxed);
+            Ok(bytes::Bytes::from(vec![7u8; CHUNK]))
+        });
+        Ok(dockmesh_core::ports::VolumeExport {
+            stream: stream.boxed(),
+            manifest: Default::default(),
+        })
+    }
+    async fn import_volume(
+        &self,
+        _: &VolumeTarget,
+        mut data: dockmesh_core::ports::ByteStream,
+        _: dockmesh_core::ports::Progress,
+    ) -> Result<dockmesh_core::manifest::VolumeManifest, dockmesh_core::ports::RuntimeError> {
+        let _ = data.next().await;
+        std::future::pending().await
+    }
+    async fn remove_volume(&self, _: &str) -> Result<(), dockmesh_core::ports::RuntimeError> {
+        Err(not_here())
+    }
+}
+
+const CHUNK: usize = 64 << 10;
+/// More than HTTP/2's windows and the few chunks in flight, far less than "everything".
+const BOUND: u64 = 8 << 20;
+
+#[tokio::test]
+async fn flow_control_holds_back_an_export_nobody_reads() {
+    let server = Server::start().await;
+    let produced = Arc::new(AtomicU64::new(0));
+    let (conn, _agent) = server
+        .agent_over(
+            "a1",
+            Arc::new(Endless {
+                id: "h1".into(),
+                produced: produced.clone(),
+            }),
+        )
+        .await;
+    let remote = RemoteHost::new("h1", conn);
+    let mut export = remote.export_volume("v").await.unwrap();
+    assert!(export.stream.next().await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = produced.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        produced.load(Ordering::Relaxed),
+        held,
+        "the agent stops producing"
+    );
+    assert!(held < BOUND, "{held} bytes read ahead");
+    // The connection still serves other calls meanwhile.
+    assert_eq!(
+        remote.snapshot().await.unwrap_err().message,
+        "not part of this test"
+    );
+}
+
+#[tokio::test]
+async fn flow_control_holds_back_an_import_the_agent_does_not_read() {
+    let server = Server::start().await;
+    let (conn, _agent) = server
+        .agent_over(
+            "a1",
+            Arc::new(Endless {
+                id: "h1".into(),
+                produced: Arc::default(),
+            }),
+        )
+        .await;
+    let remote = RemoteHost::new("h1", conn);
+    let produced = Arc::new(AtomicU64::new(0));
+    let counter = produced.clone();
+    let endless = futures_util::stream::repeat_with(move || {
+        counter.fetch_add(CHUNK as u64, Ordering::Relaxed);
+        Ok(bytes::Bytes::from(vec![7u8; CHUNK]))
+    })
+    .boxed();
+    let target = VolumeTarget {
+        name: "v".into(),
+        labels: Default::default(),
+        expected_bytes: None,
+    };
+    let import = remote.import_volume(&target, endless, no_progress());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), import)
+            .await
+            .is_err(),
+        "the import waits on the agent"
+    );
+    let held = produced.load(Ordering::Relaxed);
+    assert!(held < BOUND, "{held} bytes sent ahead");
 }
