@@ -445,3 +445,48 @@ async fn flow_control_holds_back_an_import_the_agent_does_not_read() {
     let held = produced.load(Ordering::Relaxed);
     assert!(held < BOUND, "{held} bytes sent ahead");
 }
+
+#[tokio::test]
+async fn an_exports_manifest_is_handed_out_once_and_only_for_its_volume() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let fake = Arc::new(FakeHost::new("h1"));
+    fake.seed_stack(fixture().stack, &[("web_data", b"abc")], 1);
+    let api = agent_api(hello(), fake);
+    let call = |method: &str, uri: &str| {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        api.clone().oneshot(req)
+    };
+    let resp = call("POST", "/v1/volumes/web_data/exports").await.unwrap();
+    assert!(resp.status().is_success());
+    let id = resp.headers()["x-dockmesh-export-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"abc");
+
+    let other = call("GET", &format!("/v1/volumes/other/exports/{id}/manifest"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "another volume's manifest is not handed out"
+    );
+    let path = format!("/v1/volumes/web_data/exports/{id}/manifest");
+    assert_eq!(call("GET", &path).await.unwrap().status(), 200);
+    let again = call("GET", &path).await.unwrap();
+    assert_eq!(again.status(), 404);
+    let body = axum::body::to_bytes(again.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["kind"], "not_found");
+}

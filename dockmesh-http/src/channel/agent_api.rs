@@ -57,15 +57,15 @@ pub const KEPT_EXPORTS: usize = 64;
 struct Api {
     hello: Hello,
     runtime: Arc<dyn HostRuntime>,
-    exports: Mutex<BTreeMap<u64, ManifestSlot>>,
+    exports: Mutex<BTreeMap<u64, (String, ManifestSlot)>>,
     next_export: AtomicU64,
 }
 
 impl Api {
-    fn keep(&self, slot: ManifestSlot) -> u64 {
+    fn keep(&self, volume: String, slot: ManifestSlot) -> u64 {
         let id = self.next_export.fetch_add(1, Ordering::Relaxed);
         let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
-        exports.insert(id, slot);
+        exports.insert(id, (volume, slot));
         while exports.len() > KEPT_EXPORTS {
             exports.pop_first();
         }
@@ -210,7 +210,7 @@ async fn wait_healthy(State(api): S, Path(stack): Path<String>) -> Answer<Health
 
 async fn export(State(api): S, Path(volume): Path<String>) -> Result<Response, Failure> {
     let export = api.runtime.export_volume(&volume).await?;
-    let id = api.keep(export.manifest);
+    let id = api.keep(volume, export.manifest);
     let mut resp = Body::from_stream(wire::coalesce(export.stream)).into_response();
     let headers = resp.headers_mut();
     headers.insert(EXPORT_ID, http::HeaderValue::from(id));
@@ -225,11 +225,13 @@ async fn export_manifest(
     State(api): S,
     Path((volume, id)): Path<(String, u64)>,
 ) -> Answer<VolumeManifest> {
-    let slot = api
-        .exports
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
+    let slot = {
+        let mut exports = api.exports.lock().unwrap_or_else(|p| p.into_inner());
+        match exports.get(&id) {
+            Some((of, _)) if *of == volume => exports.remove(&id).map(|(_, slot)| slot),
+            _ => None,
+        }
+    };
     let slot = slot.ok_or_else(|| {
         Failure(RuntimeError::new(
             RuntimeErrorKind::NotFound,

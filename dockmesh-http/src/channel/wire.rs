@@ -138,3 +138,83 @@ impl Stream for Coalesce {
         Poll::Ready(Some(Ok(all.freeze())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    fn ok(b: &'static [u8]) -> Result<Bytes, RuntimeError> {
+        Ok(Bytes::from_static(b))
+    }
+
+    async fn collect(s: ByteStream) -> Vec<Result<Vec<u8>, String>> {
+        s.map(|r| r.map(|b| b.to_vec()).map_err(|e| e.message))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn coalesce_joins_ready_chunks_and_keeps_an_error_after_the_data() {
+        let s = stream::iter(vec![ok(b"ab"), ok(b"c"), ok(b"d")]).boxed();
+        assert_eq!(collect(coalesce(s)).await, vec![Ok(b"abcd".to_vec())]);
+
+        let err = RuntimeError::new(RuntimeErrorKind::Integrity, "broke");
+        let s = stream::iter(vec![ok(b"ab"), ok(b"c"), Err(err), ok(b"never")]).boxed();
+        assert_eq!(
+            collect(coalesce(s)).await,
+            vec![Ok(b"abc".to_vec()), Err("broke".into())],
+            "the data before an error is sent, then the error, then nothing"
+        );
+
+        let empty = stream::iter(Vec::<Result<Bytes, RuntimeError>>::new()).boxed();
+        assert!(collect(coalesce(empty)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn coalesce_bounds_its_chunks() {
+        let chunk = vec![1u8; 1000];
+        let n = 3 * COALESCE_BYTES / 1000;
+        let s = stream::iter((0..n).map(move |_| Ok(Bytes::from(chunk.clone())))).boxed();
+        let out = collect(coalesce(s)).await;
+        assert!(out.len() >= 3);
+        let sizes: Vec<usize> = out.into_iter().map(|c| c.unwrap().len()).collect();
+        assert!(
+            sizes.iter().all(|&s| s < COALESCE_BYTES + 1000),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), n * 1000);
+    }
+
+    #[test]
+    fn errors_keep_their_kind_and_an_unknown_kind_is_engine() {
+        for kind in [
+            RuntimeErrorKind::Unreachable,
+            RuntimeErrorKind::NotFound,
+            RuntimeErrorKind::InvalidStack,
+            RuntimeErrorKind::Conflict,
+            RuntimeErrorKind::Unhealthy,
+            RuntimeErrorKind::Integrity,
+            RuntimeErrorKind::Engine,
+        ] {
+            let wire = WireError::of(&RuntimeError::new(kind, "m"));
+            assert!(!status_of(kind).is_success());
+            let json = serde_json::to_string(&wire).unwrap();
+            let back: WireError = serde_json::from_str(&json).unwrap();
+            let e = back.into_runtime_error();
+            assert_eq!((e.kind, e.message.as_str()), (kind, "m"));
+        }
+        let newer = WireError {
+            kind: "quota_exceeded".into(),
+            message: "m".into(),
+        };
+        assert_eq!(newer.into_runtime_error().kind, RuntimeErrorKind::Engine);
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("web_data-1.x~"), "web_data-1.x~");
+        assert_eq!(segment("a b/c?d%"), "a%20b%2Fc%3Fd%25");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+}
