@@ -490,3 +490,40 @@ async fn an_exports_manifest_is_handed_out_once_and_only_for_its_volume() {
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(err["kind"], "not_found");
 }
+
+#[tokio::test]
+async fn an_export_cut_off_by_a_lost_agent_ends_in_an_error_not_a_short_volume() {
+    let server = Server::start().await;
+    let (conn, agent) = server
+        .agent_over(
+            "a1",
+            Arc::new(Endless {
+                id: "h1".into(),
+                produced: Arc::default(),
+            }),
+        )
+        .await;
+    let remote = RemoteHost::new("h1", conn);
+    let mut export = remote.export_volume("v").await.unwrap();
+    assert!(export.stream.next().await.unwrap().is_ok());
+    agent.abort();
+    let last = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match export.stream.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends once the agent is gone");
+    assert!(
+        matches!(last, Some(Err(_))),
+        "a cut-off stream ends in an error"
+    );
+    assert!(export.manifest.take().is_err(), "and has no manifest");
+    assert_eq!(
+        remote.snapshot().await.unwrap_err().kind,
+        RuntimeErrorKind::Unreachable
+    );
+}
