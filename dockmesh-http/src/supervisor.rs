@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::state::ServerConfig;
 use async_trait::async_trait;
 use dockmesh_core::MigrationId;
-use dockmesh_core::migration::{DriveError, Driver, Phase, ProgressEvent};
+use dockmesh_core::migration::{DriveError, Driver, Phase, ProgressEvent, StoredMigration};
 use dockmesh_core::ports::{Clock, IdGen, MAX_PAGE, MigrationQuery, Store, StoreError, Timer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -203,21 +203,11 @@ impl Supervisor {
 
     /// Drive every migration the store has in progress (rollbacks and purges included).
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let mut query = MigrationQuery {
-            active_only: true,
-            limit: MAX_PAGE,
-            ..Default::default()
-        };
         let mut n = 0;
-        loop {
-            let page = self.store.list_migrations(&query).await?;
-            let Some(last) = page.last() else { break };
-            query.after = Some(last.spec.id);
-            for m in &page {
-                tracing::info!(migration = %m.spec.id, stack = %m.spec.stack, "resuming migration");
-                if self.drive(m.spec.id) {
-                    n += 1;
-                }
+        for m in all_migrations(self.store.as_ref(), true).await? {
+            tracing::info!(migration = %m.spec.id, stack = %m.spec.stack, "resuming migration");
+            if self.drive(m.spec.id) {
+                n += 1;
             }
         }
         Ok(n)
@@ -227,36 +217,27 @@ impl Supervisor {
     /// and its source is still kept. Sources are never deleted automatically.
     pub async fn remind_retention(&self) -> Result<Vec<MigrationId>, StoreError> {
         let now = self.clock.now();
-        let mut query = MigrationQuery {
-            limit: MAX_PAGE,
-            ..Default::default()
-        };
         let mut due = Vec::new();
-        loop {
-            let page = self.store.list_migrations(&query).await?;
-            let Some(last) = page.last() else { break };
-            query.after = Some(last.spec.id);
-            for s in page {
-                let Ok(m) = dockmesh_core::migration::Migration::replay(s.spec, &s.events) else {
-                    continue;
-                };
-                if m.phase() == Phase::Committed
-                    && m.retain_until().is_some_and(|t| t <= now)
-                    && self
-                        .reminded
-                        .lock()
-                        .expect("reminded poisoned")
-                        .insert(m.spec().id)
-                {
-                    tracing::warn!(
-                        migration = %m.spec().id,
-                        stack = %m.spec().stack,
-                        source = %m.spec().source,
-                        "the rollback window of this migration has ended; its source is still kept on the source host: purge it with `dockmesh migration purge-source {}` when you no longer need it",
-                        m.spec().id
-                    );
-                    due.push(m.spec().id);
-                }
+        for s in all_migrations(self.store.as_ref(), false).await? {
+            let Ok(m) = dockmesh_core::migration::Migration::replay(s.spec, &s.events) else {
+                continue;
+            };
+            if m.phase() == Phase::Committed
+                && m.retain_until().is_some_and(|t| t <= now)
+                && self
+                    .reminded
+                    .lock()
+                    .expect("reminded poisoned")
+                    .insert(m.spec().id)
+            {
+                tracing::warn!(
+                    migration = %m.spec().id,
+                    stack = %m.spec().stack,
+                    source = %m.spec().source,
+                    "the rollback window of this migration has ended; its source is still kept on the source host: purge it with `dockmesh migration purge-source {}` when you no longer need it",
+                    m.spec().id
+                );
+                due.push(m.spec().id);
             }
         }
         Ok(due)
@@ -316,6 +297,26 @@ impl CrashPoint {
             std::process::abort();
         }
     }
+}
+
+/// Every stored migration (or every active one), through all pages, newest first.
+pub async fn all_migrations(
+    store: &dyn Store,
+    active_only: bool,
+) -> Result<Vec<StoredMigration>, StoreError> {
+    let mut query = MigrationQuery {
+        active_only,
+        limit: MAX_PAGE,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_migrations(&query).await?;
+        let Some(last) = page.last() else { break };
+        query.after = Some(last.spec.id);
+        out.extend(page);
+    }
+    Ok(out)
 }
 
 /// The error's causes, joined, for logs.

@@ -1,12 +1,12 @@
 //! Liveness, readiness, the version and database check, and metrics.
 
 use crate::state::{Lifecycle, ServerState};
+use crate::supervisor::all_migrations;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use dockmesh_core::migration::{Migration, Phase};
-use dockmesh_core::ports::{MAX_PAGE, MigrationQuery};
+use dockmesh_core::migration::Migration;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -90,28 +90,17 @@ pub async fn metrics(State(state): State<ServerState>) -> Response {
     let mut gauges = Vec::new();
     // Migrations by phase, over every stored migration.
     let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
-    let mut query = MigrationQuery {
-        limit: MAX_PAGE,
-        ..Default::default()
-    };
     let mut db_up = 1;
-    loop {
-        let page = match state.store().list_migrations(&query).await {
-            Ok(p) => p,
-            Err(_) => {
-                db_up = 0;
-                break;
+    match all_migrations(state.store().as_ref(), false).await {
+        Ok(list) => {
+            for s in list {
+                let phase = Migration::replay(s.spec, &s.events)
+                    .map(|m| wire_name(m.phase()))
+                    .unwrap_or_else(|_| "unreadable".into());
+                *by_phase.entry(phase).or_default() += 1;
             }
-        };
-        let Some(last) = page.last() else { break };
-        query.after = Some(last.spec.id);
-        for s in page {
-            let phase = Migration::replay(s.spec, &s.events)
-                .map(|m| m.phase())
-                .map(phase_name)
-                .unwrap_or_else(|_| "unreadable".into());
-            *by_phase.entry(phase).or_default() += 1;
         }
+        Err(_) => db_up = 0,
     }
     gauges.push(crate::metrics::Gauge {
         name: "dockmesh_migrations",
@@ -125,11 +114,9 @@ pub async fn metrics(State(state): State<ServerState>) -> Response {
     match state.store().list_agents().await {
         Ok(list) => {
             for a in list {
-                let conn = serde_json::to_value(a.connection)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                *agents.entry((a.version, conn)).or_default() += 1;
+                *agents
+                    .entry((a.version, wire_name(a.connection)))
+                    .or_default() += 1;
             }
         }
         Err(_) => db_up = 0,
@@ -159,10 +146,11 @@ pub async fn metrics(State(state): State<ServerState>) -> Response {
         .into_response()
 }
 
-/// A phase's wire name (`committed`, `rolling_back`, …).
-pub fn phase_name(p: Phase) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{p:?}"))
+/// The name a unit enum variant has on the wire (`committed`, `rolling_back`, `transfer_volumes`,
+/// …): its serde name.
+pub fn wire_name<T: Serialize + std::fmt::Debug>(v: T) -> String {
+    match serde_json::to_value(&v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{v:?}"),
+    }
 }

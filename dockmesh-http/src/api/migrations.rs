@@ -1,7 +1,7 @@
 //! Migrations: pre-flight, start, list, show, rollback, purge of the retained source.
 
 use super::actor;
-use super::health::phase_name;
+use super::health::wire_name;
 use super::hosts::known_host;
 use super::stacks::load_stack;
 use crate::auth::Actor;
@@ -143,15 +143,12 @@ fn view(state: &ServerState, stored: StoredMigration, with_events: bool) -> Migr
                 })
                 .collect();
             (
-                phase_name(m.phase()),
+                wire_name(m.phase()),
                 m.phase().is_settled(),
                 m.next_command().map(|c| command_words(&c).to_owned()),
                 volumes,
                 m.failure().map(|f| FailureView {
-                    step: serde_json::to_value(f.step)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    step: wire_name(f.step),
                     reason: f.reason.clone(),
                 }),
                 m.retain_until(),
@@ -445,7 +442,7 @@ pub async fn purge_target(
     if m.phase() != dockmesh_core::migration::Phase::RolledBack {
         return Err(ApiError::conflict(format!(
             "migration {id} is {}; only a rolled-back migration's target copy can be purged",
-            phase_name(m.phase())
+            wire_name(m.phase())
         )));
     }
     let active = state
