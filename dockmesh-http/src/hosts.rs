@@ -40,11 +40,6 @@ impl Hosts {
         self.hosts.keys().cloned().collect()
     }
 
-    /// Whether a host of this id exists.
-    pub fn contains(&self, id: &HostId) -> bool {
-        self.hosts.contains_key(id)
-    }
-
     /// One host's runtime.
     pub fn get(&self, id: &HostId) -> Option<Arc<dyn HostRuntime>> {
         self.hosts.get(id).cloned()

@@ -6,8 +6,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use dockmesh_core::HostId;
 use dockmesh_core::drain::{DrainOrder, DrainPlan};
+use dockmesh_core::ports::HostRuntime;
 use dockmesh_core::snapshot::HostSnapshot;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -94,11 +96,18 @@ pub async fn list_hosts(State(state): State<ServerState>) -> Json<Vec<HostView>>
 
 /// The host named in a path, or 404.
 pub(crate) fn known_host(state: &ServerState, id: &str) -> Result<HostId, ApiError> {
+    known_runtime(state, id).map(|(id, _)| id)
+}
+
+/// The host named in a path and its runtime, or 404 naming the hosts there are.
+pub(crate) fn known_runtime(
+    state: &ServerState,
+    id: &str,
+) -> Result<(HostId, Arc<dyn HostRuntime>), ApiError> {
     let id = HostId::from(id);
-    if state.hosts().contains(&id) {
-        Ok(id)
-    } else {
-        Err(ApiError::not_found(format!(
+    match state.hosts().get(&id) {
+        Some(runtime) => Ok((id, runtime)),
+        None => Err(ApiError::not_found(format!(
             "host {id} is not known; known hosts: {}",
             state
                 .hosts()
@@ -107,7 +116,7 @@ pub(crate) fn known_host(state: &ServerState, id: &str) -> Result<HostId, ApiErr
                 .map(|h| h.0.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )))
+        ))),
     }
 }
 
@@ -229,10 +238,6 @@ pub async fn list_projects(
     State(state): State<ServerState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<dockmesh_core::ports::ProjectInfo>>, ApiError> {
-    let id = known_host(&state, &id)?;
-    let host = state
-        .hosts()
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("host {id} is not known")))?;
+    let (_, host) = known_runtime(&state, &id)?;
     Ok(Json(host.list_projects().await?))
 }

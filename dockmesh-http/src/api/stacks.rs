@@ -1,7 +1,7 @@
 //! Stacks: register a compose file (and `.env`), deploy it on a host, read its status, remove it.
 
 use super::actor;
-use super::hosts::known_host;
+use super::hosts::known_runtime;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiJson};
 use crate::state::ServerState;
@@ -199,7 +199,7 @@ pub async fn deploy_stack(
     by: Option<Extension<Actor>>,
     ApiJson(req): ApiJson<DeployRequest>,
 ) -> Result<Json<StatusView>, ApiError> {
-    let host_id = known_host(&state, &req.host)?;
+    let (host_id, host) = known_runtime(&state, &req.host)?;
     let _guard = state.lock_stack(&name).await;
     let res = async {
         let record = load_stack(&state, &name).await?;
@@ -211,10 +211,6 @@ pub async fn deploy_stack(
                 "stack {name} is deployed on {current}; move it with `migrate`, not a deploy on {host_id}"
             )));
         }
-        let host = state
-            .hosts()
-            .get(&host_id)
-            .ok_or_else(|| ApiError::not_found(format!("host {host_id} is not known")))?;
         let files = StackFiles {
             name: name.clone(),
             compose: record.compose.clone(),
@@ -385,7 +381,7 @@ pub async fn adopt_stack(
     by: Option<Extension<Actor>>,
     ApiJson(req): ApiJson<AdoptRequest>,
 ) -> Result<(StatusCode, Json<AdoptView>), ApiError> {
-    let host_id = known_host(&state, &host)?;
+    let (host_id, runtime) = known_runtime(&state, &host)?;
     validate_stack_name(&name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
     let _guard = state.lock_stack(&name).await;
     if let Some(existing) = state.store().get_stack(&name).await? {
@@ -397,10 +393,6 @@ pub async fn adopt_stack(
                 .unwrap_or_default()
         )));
     }
-    let runtime = state
-        .hosts()
-        .get(&host_id)
-        .ok_or_else(|| ApiError::not_found(format!("host {host_id} is not known")))?;
     let given = req.compose.map(|compose| StackFiles {
         name: name.clone(),
         compose,
