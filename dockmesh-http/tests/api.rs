@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
-use dockmesh_core::ports::Clock;
+use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::records::TokenKind;
 use dockmesh_core::testing::{FakeHost, FakeOp, MemStore, SeqIds};
 use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
@@ -28,13 +28,30 @@ struct World {
 }
 
 async fn world() -> World {
-    let store = Arc::new(MemStore::new());
-    let (token, record) =
-        dockmesh_http::auth::new_api_token("ops", jiff::Timestamp::now()).unwrap();
-    use dockmesh_core::ports::Store;
+    world_on(Arc::new(MemStore::new()), Arc::new(SystemClock)).await
+}
+
+/// Two fake hosts `a` and `b`, an API token, and a ready server over `store` and `clock`.
+async fn world_on(store: Arc<MemStore>, clock: Arc<dyn Clock>) -> World {
+    let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
     store.put_token(&record).await.unwrap();
     let a = Arc::new(FakeHost::new("a"));
     let b = Arc::new(FakeHost::new("b"));
+    World {
+        state: server(store, &a, &b, clock),
+        token,
+        a,
+        b,
+    }
+}
+
+/// A ready server over these fakes (retries every 50 ms at most).
+fn server(
+    store: Arc<dyn Store>,
+    a: &Arc<FakeHost>,
+    b: &Arc<FakeHost>,
+    clock: Arc<dyn Clock>,
+) -> ServerState {
     let mut hosts = Hosts::new();
     hosts.add(a.clone()).unwrap();
     hosts.add(b.clone()).unwrap();
@@ -42,15 +59,9 @@ async fn world() -> World {
         max_retry_delay: Duration::from_millis(50),
         ..ServerConfig::default()
     };
-    let state = ServerState::new(
-        store,
-        hosts,
-        Arc::new(SystemClock),
-        Arc::new(SeqIds::default()),
-        config,
-    );
+    let state = ServerState::new(store, hosts, clock, Arc::new(SeqIds::default()), config);
     state.set_lifecycle(Lifecycle::Ready);
-    World { state, token, a, b }
+    state
 }
 
 impl World {
@@ -106,18 +117,39 @@ impl World {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 
-    async fn settled(&self, id: &str) -> Value {
-        for _ in 0..500 {
-            let (s, m) = self
-                .call("GET", &format!("/api/v1/migrations/{id}"), None)
-                .await;
-            assert_eq!(s, StatusCode::OK);
-            if m["settled"] == true {
-                return m;
+    /// GET `path` every 10 ms until `done` holds (at most 10 s).
+    async fn poll(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..1000 {
+            let (s, v) = self.call("GET", path, None).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {v}");
+            if done(&v) {
+                return v;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("migration {id} did not settle");
+        panic!("{path} never got there");
+    }
+
+    async fn settled(&self, id: &str) -> Value {
+        self.poll(&format!("/api/v1/migrations/{id}"), |m| {
+            m["settled"] == true
+        })
+        .await
+    }
+
+    /// The same store and hosts under a new server (a restarted one); nothing resumed yet.
+    fn restarted(&self) -> World {
+        World {
+            state: server(
+                self.state.store().clone(),
+                &self.a,
+                &self.b,
+                Arc::new(SystemClock),
+            ),
+            token: self.token.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+        }
     }
 }
 
@@ -469,25 +501,10 @@ async fn shutdown_stops_at_a_checkpoint_and_a_new_server_resumes() {
         .call("GET", &format!("/api/v1/migrations/{id}"), None)
         .await;
     // A new supervisor over the same store (a restarted server) finishes it.
-    let mut hosts = Hosts::new();
-    hosts.add(w.a.clone()).unwrap();
-    hosts.add(w.b.clone()).unwrap();
-    let again = ServerState::new(
-        w.state.store().clone(),
-        hosts,
-        Arc::new(SystemClock),
-        Arc::new(SeqIds::default()),
-        ServerConfig::default(),
-    );
+    let w2 = w.restarted();
     if m["settled"] == false {
-        assert_eq!(again.supervisor().resume_all().await.unwrap(), 1);
+        assert_eq!(w2.state.supervisor().resume_all().await.unwrap(), 1);
     }
-    let w2 = World {
-        state: again,
-        token: w.token.clone(),
-        a: w.a.clone(),
-        b: w.b.clone(),
-    };
     assert_eq!(w2.settled(&id).await["state"], "committed");
 }
 
@@ -523,15 +540,8 @@ async fn seeded(w: &World, name: &str) {
 }
 
 async fn drain_until(w: &World, id: &str, want: &str) -> Value {
-    for _ in 0..1000 {
-        let (s, d) = w.call("GET", &format!("/api/v1/drains/{id}"), None).await;
-        assert_eq!(s, StatusCode::OK);
-        if d["state"] == want {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("drain {id} never became {want}");
+    w.poll(&format!("/api/v1/drains/{id}"), |d| d["state"] == want)
+        .await
 }
 
 #[tokio::test]
@@ -615,24 +625,8 @@ async fn a_paused_drain_starts_nothing_and_a_new_server_resumes_a_running_one() 
         "a paused drain starts no next stack"
     );
     // A restarted server over the same store: resume the drain there; it completes.
-    let mut hosts = Hosts::new();
-    hosts.add(w.a.clone()).unwrap();
-    hosts.add(w.b.clone()).unwrap();
-    let again = ServerState::new(
-        w.state.store().clone(),
-        hosts,
-        Arc::new(SystemClock),
-        Arc::new(SeqIds::default()),
-        ServerConfig::default(),
-    );
-    again.set_lifecycle(Lifecycle::Ready);
-    again.supervisor().resume_all().await.unwrap();
-    let w2 = World {
-        state: again,
-        token: w.token.clone(),
-        a: w.a.clone(),
-        b: w.b.clone(),
-    };
+    let w2 = w.restarted();
+    w2.state.supervisor().resume_all().await.unwrap();
     assert_eq!(
         w2.state.drains().resume_all(&w2.state).await.unwrap(),
         0,
@@ -652,24 +646,7 @@ async fn a_paused_drain_starts_nothing_and_a_new_server_resumes_a_running_one() 
 async fn after_the_window_the_source_is_kept_marked_and_reminded_once() {
     use dockmesh_core::testing::FixedClock;
     let clock = Arc::new(FixedClock::new(jiff::Timestamp::now()));
-    let store = Arc::new(MemStore::with_clock(clock.clone()));
-    let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
-    use dockmesh_core::ports::Store;
-    store.put_token(&record).await.unwrap();
-    let a = Arc::new(FakeHost::new("a"));
-    let b = Arc::new(FakeHost::new("b"));
-    let mut hosts = Hosts::new();
-    hosts.add(a.clone()).unwrap();
-    hosts.add(b.clone()).unwrap();
-    let state = ServerState::new(
-        store,
-        hosts,
-        clock.clone(),
-        Arc::new(SeqIds::default()),
-        ServerConfig::default(),
-    );
-    state.set_lifecycle(Lifecycle::Ready);
-    let w = World { state, token, a, b };
+    let w = world_on(Arc::new(MemStore::with_clock(clock.clone())), clock.clone()).await;
     w.deployed("shop").await;
     let (_, m) = w
         .call(
