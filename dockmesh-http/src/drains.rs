@@ -105,7 +105,7 @@ async fn drive(state: &ServerState, id: uuid::Uuid) -> Result<(), StoreError> {
             DrainStep::Idle => return Ok(()),
             DrainStep::Wait(m) => {
                 state.supervisor().drive(m);
-                tokio::time::sleep(POLL).await;
+                wait_settled(state, m).await?;
             }
             DrainStep::Complete => {
                 d.state = DrainState::Completed { at: now };
@@ -176,6 +176,24 @@ async fn drive(state: &ServerState, id: uuid::Uuid) -> Result<(), StoreError> {
             }
         }
     }
+}
+
+/// Wait until migration `m` settles (or shutdown begins), looking only at it.
+async fn wait_settled(
+    state: &ServerState,
+    m: dockmesh_core::MigrationId,
+) -> Result<(), StoreError> {
+    while !state.supervisor().stopping() {
+        let Some(s) = state.store().load_migration(m).await? else {
+            return Ok(());
+        };
+        let running = Migration::replay(s.spec, &s.events).is_ok_and(|m| !m.phase().is_settled());
+        if !running {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
 }
 
 /// The active migration of `stack` this drain started but did not record, if there is one.
