@@ -99,7 +99,7 @@ pub fn refusal(server: u32, agent: u32) -> Option<String> {
 }
 
 /// What an agent says about itself when it connects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The agent's version (`0.1.0`).
     pub version: String,

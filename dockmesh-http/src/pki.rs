@@ -30,6 +30,11 @@ use std::time::{Duration, SystemTime};
 /// The scheme of the SAN URI naming an agent: `dockmesh-agent://<id>`.
 pub const AGENT_URI_SCHEME: &str = "dockmesh-agent://";
 
+/// The DNS name every agent listener certificate carries, and the name an agent checks it
+/// against whatever address it dials: the CA is private to one server and pinned by its
+/// fingerprint at enrollment, so the name adds no trust of its own.
+pub const SERVER_NAME: &str = "dockmesh-server";
+
 /// How long the CA's certificate is valid.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a server or agent certificate is valid (renewal is not built yet).
@@ -245,7 +250,7 @@ impl Ca {
 
     fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let cert_der = pem_to_der(cert_pem)?;
+        let cert_der = der_of_pem(cert_pem)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)?;
         Ok(Ca {
             cert_der,
@@ -270,8 +275,11 @@ impl Ca {
     }
 
     /// A server certificate for the agent listener, valid for these DNS names or IP addresses.
+    /// [`SERVER_NAME`] is always among them.
     pub fn issue_server(&self, sans: &[String]) -> Result<Issued, PkiError> {
-        let mut params = CertificateParams::new(sans.to_vec())?;
+        let mut names = vec![SERVER_NAME.to_owned()];
+        names.extend(sans.iter().filter(|n| *n != SERVER_NAME).cloned());
+        let mut params = CertificateParams::new(names)?;
         params
             .distinguished_name
             .push(DnType::CommonName, "dockmesh server");
@@ -308,6 +316,13 @@ impl Ca {
     }
 }
 
+/// A new agent key and a PKCS#10 request for it, both PEM: `(key, request)`.
+pub fn new_key_and_csr() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
 fn agent_params(agent_id: &str) -> Result<CertificateParams, PkiError> {
     check_agent_id(agent_id)?;
     let mut params = CertificateParams::default();
@@ -324,7 +339,8 @@ fn agent_params(agent_id: &str) -> Result<CertificateParams, PkiError> {
     Ok(params)
 }
 
-fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
+/// The DER of a PEM certificate.
+pub fn der_of_pem(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Parse)
 }

@@ -237,7 +237,7 @@ fn build_hosts(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Hosts> {
     if specs.is_empty() {
         anyhow::bail!("no hosts: drop --no-local-host or give --host NAME=ENDPOINT");
     }
-    let mut hosts = Hosts::new();
+    let hosts = Hosts::new();
     for (name, endpoint) in specs {
         tracing::info!(host = %name, %endpoint, "host");
         let config = DockerConfig::new(data_dir.join("hosts").join(&name).join("stacks"))

@@ -41,7 +41,8 @@ pub use agent::{AgentConnector, AgentSession, ConnectError, agent_router};
 pub use agent_api::agent_api;
 pub use remote::RemoteHost;
 pub use server::{
-    AcceptError, AgentAcceptor, AgentConnection, AgentListener, CallError, ConnectedAgents,
+    AcceptError, AgentAcceptor, AgentConnection, AgentGate, AgentListener, CallError,
+    ConnectedAgents,
 };
 
 use std::time::Duration;
