@@ -481,6 +481,14 @@ impl AgentListener {
         })
     }
 
+    /// Accept on a listener already bound (so its port is known before the acceptor is made).
+    pub fn new(tcp: TcpListener, acceptor: AgentAcceptor) -> AgentListener {
+        AgentListener {
+            tcp,
+            acceptor: Arc::new(acceptor),
+        }
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
