@@ -215,7 +215,7 @@ pub async fn remove_agent(
     state
         .store()
         .append_audit(
-            &AuditEvent::new(now, &super::actor(&actor), "agent.remove", &agent.name)
+            &AuditEvent::new(now, super::actor(&actor), "agent.remove", &agent.name)
                 .with("agent", agent.id.0.clone())
                 .with("version", agent.version.clone())
                 .with(
