@@ -8,7 +8,7 @@ use std::fmt;
 #[serde(transparent)]
 pub struct HostId(pub String);
 
-/// Agents are identified by the id of the host they run on.
+/// An agent's id (the id its certificate names; its host has a name of its own, the record's `name`).
 pub type AgentId = HostId;
 
 impl HostId {

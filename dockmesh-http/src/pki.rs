@@ -10,7 +10,8 @@
 //!
 //! [`Ca::issue_agent_for_csr`] certifies an agent's own key from a PKCS#10 request.
 //!
-//! Not built yet: revocation, renewal before expiry. Every
+//! Revocation is by the agent registry (an agent without a record is refused at the
+//! handshake). Not built yet: renewal before expiry. Every
 //! TLS configuration of the crate takes its crypto provider from [`provider`], the one
 //! aws-lc-rs provider.
 

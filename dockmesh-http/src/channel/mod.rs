@@ -26,10 +26,12 @@
 //!   rebuilding the agent's errors; the core conformance suite passes against it in-process.
 //!   [`wire`] holds what both ends agree on.
 //!
-//! Not built yet: resumable and compressed volume transfers, the agent's
-//! reconnect loop with backoff, the event stream, telling a refused agent the reason over the
-//! wire (the agent sees the connection closed; the server logs the reason), revocation, and
-//! wiring into the binary.
+//! - [`AgentGate`]: the server's admission of an authenticated agent (the store's agent
+//!   registry, `crate::agents`); a refused agent is told why (`POST /v1/refused`) before the
+//!   connection closes, so it can stop rather than retry.
+//!
+//! Not built yet: resumable and compressed volume transfers, the event stream, certificate
+//! renewal. The agent's reconnect loop lives in the binary (`dockmesh agent`).
 
 pub mod agent;
 pub mod agent_api;
