@@ -70,11 +70,14 @@ impl AgentRegistry {
 
 /// Serve `agent`'s host (a [`RemoteHost`] over the server's connected agents).
 pub fn register_host(state: &ServerState, agent: &AgentRecord) -> Result<(), String> {
-    state.hosts().add(Arc::new(RemoteHost::registered(
-        HostId::from(agent.name.as_str()),
-        state.connected_agents().clone(),
-        agent.id.0.clone(),
-    )))
+    state.hosts().add(Arc::new(
+        RemoteHost::registered(
+            HostId::from(agent.name.as_str()),
+            state.connected_agents().clone(),
+            agent.id.0.clone(),
+        )
+        .with_compression(state.config().agent_compression),
+    ))
 }
 
 #[async_trait::async_trait]

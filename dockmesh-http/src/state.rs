@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// Where agents dial the agent listener (`host:port`), told to each agent at enrollment;
     /// without it, the host the agent reached the API at and [`ServerConfig::agent_port`].
     pub agent_endpoint: Option<String>,
+    /// Compress volume streams to and from agents with zstd.
+    pub agent_compression: bool,
     /// For crash tests: kill this process (SIGKILL) just before a migration command whose
     /// name starts with this (`StopSource`, `TransferVolume`, …), or once a transfer has
     /// moved `bytes:N` bytes. Never set in production.
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(120),
             agent_port: None,
             agent_endpoint: None,
+            agent_compression: true,
             crash_at: None,
         }
     }

@@ -25,6 +25,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Volume data on the agent channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    /// zstd, level 1.
+    Zstd,
+    /// Uncompressed.
+    None,
+}
+
 /// `dockmesh server …`
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -64,6 +73,15 @@ pub struct ServerArgs {
         default_value_t = 60
     )]
     agent_grace: u64,
+    /// How volume data travels to and from agents: `zstd` (level 1) or `none` (for fast
+    /// links where the CPU is the limit).
+    #[arg(
+        long,
+        value_enum,
+        env = "DOCKMESH_AGENT_COMPRESSION",
+        default_value = "zstd"
+    )]
+    agent_compression: Compression,
     /// Do not manage the local Docker engine (`DOCKER_HOST`, else /var/run/docker.sock) as
     /// host `local`.
     #[arg(long, env = "DOCKMESH_NO_LOCAL_HOST")]
@@ -196,6 +214,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         agent_port: agent_port.map(|a| a.port()),
         agent_endpoint: args.agent_advertise.clone(),
+        agent_compression: args.agent_compression == Compression::Zstd,
         retention: jiff::SignedDuration::from_hours(i64::from(args.retention_hours)),
         lease_ttl: jiff::SignedDuration::from_secs(i64::from(args.lease_ttl.max(1))),
         max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),

@@ -35,6 +35,7 @@
 
 pub mod agent;
 pub mod agent_api;
+pub mod compress;
 pub mod remote;
 pub mod server;
 pub mod wire;
