@@ -9,7 +9,7 @@
 //! [`RemoteHost`] that follows the agent across reconnects and is unreachable while it is away.
 
 use crate::channel::wire::Refusal;
-use crate::channel::{AgentConnection, AgentGate, RemoteHost};
+use crate::channel::{AgentConnection, AgentGate, RemoteHost, renew};
 use crate::state::ServerState;
 use dockmesh_core::ports::StoreError;
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
@@ -68,6 +68,50 @@ impl AgentRegistry {
     }
 }
 
+impl AgentRegistry {
+    /// While `conn` lives, renew its agent's certificate when it ends within
+    /// [`renew::RENEW_BEFORE`] (looked at on connection and every [`renew::RENEW_CHECK`]).
+    fn keep_certificate_fresh(&self, conn: AgentConnection) {
+        let Some(ca) = self.state.agent_ca().cloned() else {
+            return;
+        };
+        let clock = self.state.clock().clone();
+        let mut ends = conn.cert_not_after();
+        tokio::spawn(async move {
+            let mut next_check = Duration::ZERO;
+            while !conn.is_closed() {
+                if next_check.is_zero() {
+                    next_check = renew::RENEW_CHECK;
+                    let now = clock.now().as_second();
+                    let due = ends.is_some_and(|e| {
+                        e - now < i64::try_from(renew::RENEW_BEFORE.as_secs()).unwrap_or(i64::MAX)
+                    });
+                    if due {
+                        match renew::renew(&conn, &ca).await {
+                            Ok(new_end) => {
+                                tracing::info!(
+                                    agent = conn.agent_id(),
+                                    until = new_end,
+                                    "agent certificate renewed"
+                                );
+                                ends = Some(new_end);
+                            }
+                            Err(e) => tracing::warn!(agent = conn.agent_id(), error = %e,
+                                "renewing the agent's certificate failed; retried later"),
+                        }
+                    }
+                }
+                let nap = next_check.min(CLOSED_POLL);
+                tokio::time::sleep(nap).await;
+                next_check = next_check.saturating_sub(nap);
+            }
+        });
+    }
+}
+
+/// How often the renewal task looks whether its connection closed.
+const CLOSED_POLL: Duration = Duration::from_secs(30);
+
 /// Serve `agent`'s host (a [`RemoteHost`] over the server's connected agents).
 pub fn register_host(state: &ServerState, agent: &AgentRecord) -> Result<(), String> {
     state.hosts().add(Arc::new(
@@ -121,6 +165,7 @@ impl AgentGate for AgentRegistry {
                 None
             }
         };
+        self.keep_certificate_fresh(conn.clone());
         let now = self.state.clock().now();
         let protocol = conn.protocol();
         self.update(conn.agent_id(), move |rec| {

@@ -300,7 +300,19 @@ impl Ca {
     /// A client certificate for agent `agent_id` for the key of a PKCS#10 request (PEM), whose
     /// signature is checked. Only its key is used: the names and usages are the CA's choice.
     pub fn issue_agent_for_csr(&self, agent_id: &str, csr_pem: &str) -> Result<String, PkiError> {
-        let params = agent_params(agent_id)?;
+        self.issue_agent_for_csr_valid_for(agent_id, csr_pem, LEAF_VALIDITY)
+    }
+
+    /// [`Ca::issue_agent_for_csr`] valid for `lifetime` (a year by default; a short one is for
+    /// renewal tests).
+    pub fn issue_agent_for_csr_valid_for(
+        &self,
+        agent_id: &str,
+        csr_pem: &str,
+        lifetime: Duration,
+    ) -> Result<String, PkiError> {
+        let mut params = agent_params(agent_id)?;
+        validity(&mut params, lifetime);
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
@@ -344,6 +356,26 @@ fn agent_params(agent_id: &str) -> Result<CertificateParams, PkiError> {
 pub fn der_of_pem(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Parse)
+}
+
+/// When a certificate stops being valid (seconds since the Unix epoch).
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, PkiError> {
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| PkiError::Parse)?;
+    Ok(x509.validity().not_after.timestamp())
+}
+
+/// The public key a certificate certifies (its DER SubjectPublicKeyInfo).
+pub fn public_key_of(cert: &CertificateDer<'_>) -> Result<Vec<u8>, PkiError> {
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| PkiError::Parse)?;
+    Ok(x509.public_key().raw.to_vec())
+}
+
+/// The public key (DER SubjectPublicKeyInfo) of a PKCS#8 private key (PEM).
+pub fn public_key_of_key(key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rcgen::PublicKeyData;
+    Ok(KeyPair::from_pem(key_pem)?.subject_public_key_info())
 }
 
 /// The agent id a certificate names in its `dockmesh-agent://` SAN URI. It does not verify the

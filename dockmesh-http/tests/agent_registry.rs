@@ -12,7 +12,7 @@ use dockmesh_http::channel::{
     AgentAcceptor, AgentConnector, AgentListener, ChannelOptions, ConnectError, agent_router,
 };
 use dockmesh_http::enroll::{EnrollRequest, enroll, new_enrollment_token};
-use dockmesh_http::pki::{Ca, SERVER_NAME};
+use dockmesh_http::pki::{self, Ca, SERVER_NAME};
 use dockmesh_http::{Hosts, ServerConfig, ServerState};
 use jiff::{SignedDuration, Timestamp};
 use rustls_pki_types::pem::PemObject;
@@ -169,4 +169,216 @@ async fn the_registry_admits_recorded_agents_and_keeps_their_records() {
     assert_eq!(r.kind, "not_admitted");
     assert!(r.reason.contains("not enrolled"), "{}", r.reason);
     assert!(state.connected_agents().is_empty());
+}
+
+/// An agent's key and certificate in memory.
+struct MemCreds {
+    id: String,
+    ca_pem: String,
+    pending: std::sync::Mutex<Option<String>>,
+    installed: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl dockmesh_http::channel::renew::AgentCredentials for MemCreds {
+    fn agent_id(&self) -> &str {
+        &self.id
+    }
+    fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+    fn new_request(&self) -> Result<String, String> {
+        let (key, csr) = dockmesh_http::pki::new_key_and_csr().map_err(|e| e.to_string())?;
+        *self.pending.lock().unwrap() = Some(key);
+        Ok(csr)
+    }
+    fn pending_key(&self) -> Option<String> {
+        self.pending.lock().unwrap().clone()
+    }
+    fn install(&self, cert_pem: &str) -> Result<(), String> {
+        let key = self
+            .pending
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or("nothing pending")?;
+        self.installed
+            .lock()
+            .unwrap()
+            .push((key, cert_pem.to_owned()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_near_its_end_is_renewed_over_the_channel_with_a_new_key() {
+    use dockmesh_http::channel::renew::{RENEW_BEFORE, renewal_routes};
+    let store = Arc::new(MemStore::new());
+    let state = ServerState::new(
+        store.clone(),
+        Hosts::new(),
+        Arc::new(FixedClock::new(Timestamp::now())),
+        Arc::new(SeqIds::default()),
+        ServerConfig::default(),
+    );
+    let ca = Arc::new(Ca::ephemeral().unwrap());
+    assert!(state.set_agent_ca(ca.clone()));
+    let id = "agent-renew";
+    store
+        .upsert_agent(&dockmesh_core::rollout::AgentRecord {
+            id: AgentId::from(id),
+            name: "edge".into(),
+            version: String::new(),
+            commit: None,
+            protocol_version: 1,
+            arch: String::new(),
+            docker_version: String::new(),
+            last_seen: None,
+            connection: ConnectionState::Disconnected,
+            upgrade: UpgradeState::Idle,
+        })
+        .await
+        .unwrap();
+    let acceptor = AgentAcceptor::new(
+        &ca,
+        &ca.issue_server(&[]).unwrap(),
+        1,
+        options(),
+        state.connected_agents().clone(),
+    )
+    .unwrap()
+    .with_gate(Arc::new(AgentRegistry::new(state.clone())));
+    let listener = AgentListener::bind("127.0.0.1:0".parse().unwrap(), acceptor)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _l = tokio::spawn(listener.run());
+
+    // A certificate that ends in a day.
+    let (key_pem, csr_pem) = dockmesh_http::pki::new_key_and_csr().unwrap();
+    let short = ca
+        .issue_agent_for_csr_valid_for(id, &csr_pem, Duration::from_secs(24 * 3600))
+        .unwrap();
+    let creds = Arc::new(MemCreds {
+        id: id.into(),
+        ca_pem: ca.cert_pem().to_owned(),
+        pending: Default::default(),
+        installed: Default::default(),
+    });
+    let connect = |key: &str, cert: &str| {
+        AgentConnector::new(
+            ca.cert_der().clone(),
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            1,
+            options(),
+        )
+        .unwrap()
+    };
+    let router = || {
+        agent_router(Hello {
+            protocol_version: 1,
+            ..Hello::default()
+        })
+        .merge(renewal_routes(creds.clone()))
+    };
+    let session = connect(&key_pem, &short)
+        .connect(addr, ServerName::try_from(SERVER_NAME).unwrap())
+        .await
+        .unwrap();
+    let serving = tokio::spawn(session.serve(router()));
+    eventually("the renewal", || async {
+        !creds.installed.lock().unwrap().is_empty()
+    })
+    .await;
+    let (new_key, new_cert) = creds.installed.lock().unwrap()[0].clone();
+    assert_ne!(new_key, key_pem, "a new key");
+    let der = CertificateDer::from_pem_slice(new_cert.as_bytes()).unwrap();
+    assert_eq!(pki::agent_id_of(&der).unwrap(), id);
+    let ends = pki::not_after(&der).unwrap();
+    let now = Timestamp::now().as_second();
+    assert!(
+        ends - now > RENEW_BEFORE.as_secs() as i64,
+        "the new certificate is not due again at once"
+    );
+    serving.abort();
+
+    // The new key and certificate open the channel.
+    let session = connect(&new_key, &new_cert)
+        .connect(addr, ServerName::try_from(SERVER_NAME).unwrap())
+        .await
+        .unwrap();
+    let _serving = tokio::spawn(session.serve(router()));
+    eventually("the new connection", || async {
+        state.connected_agents().get(id).is_some()
+    })
+    .await;
+    assert_eq!(
+        creds.installed.lock().unwrap().len(),
+        1,
+        "a fresh certificate is not renewed again"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_installs_only_a_certificate_for_itself_its_pending_key_and_its_ca() {
+    use dockmesh_http::channel::renew::{AgentCredentials, Renewed, renewal_routes};
+    use tower::ServiceExt;
+    let ca = Ca::ephemeral().unwrap();
+    let creds = Arc::new(MemCreds {
+        id: "agent-me".into(),
+        ca_pem: ca.cert_pem().to_owned(),
+        pending: Default::default(),
+        installed: Default::default(),
+    });
+    let app = renewal_routes(creds.clone());
+    let put = |r: Renewed| {
+        let app = app.clone();
+        async move {
+            let req = axum::http::Request::put("/v1/certificate")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(serde_json::to_vec(&r).unwrap()))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status().as_u16()
+        }
+    };
+    let csr = creds.new_request().unwrap();
+    let (_, other_csr) = pki::new_key_and_csr().unwrap();
+    let other_ca = Ca::ephemeral().unwrap();
+    let cases = [
+        // Another agent's id.
+        (
+            ca.issue_agent_for_csr("agent-other", &csr).unwrap(),
+            ca.cert_pem(),
+        ),
+        // Another key.
+        (
+            ca.issue_agent_for_csr("agent-me", &other_csr).unwrap(),
+            ca.cert_pem(),
+        ),
+        // Another CA.
+        (
+            other_ca.issue_agent_for_csr("agent-me", &csr).unwrap(),
+            other_ca.cert_pem(),
+        ),
+    ];
+    for (cert_pem, ca_pem) in cases {
+        let status = put(Renewed {
+            cert_pem,
+            ca_pem: ca_pem.to_owned(),
+        })
+        .await;
+        assert_eq!(status, 422);
+    }
+    assert!(
+        creds.installed.lock().unwrap().is_empty(),
+        "nothing installed"
+    );
+    let good = ca.issue_agent_for_csr("agent-me", &csr).unwrap();
+    let status = put(Renewed {
+        cert_pem: good,
+        ca_pem: ca.cert_pem().to_owned(),
+    })
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(creds.installed.lock().unwrap().len(), 1);
 }

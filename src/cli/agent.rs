@@ -12,6 +12,7 @@ use dockmesh_core::HostId;
 use dockmesh_core::ports::{HostRuntime, Store};
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_docker::{DockerConfig, Endpoint};
+use dockmesh_http::channel::renew::{AgentCredentials, renewal_routes};
 use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api};
 use dockmesh_http::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
 use dockmesh_http::pki;
@@ -303,6 +304,19 @@ struct AgentState {
     agent_endpoint: String,
     server_name: String,
     server: String,
+    /// The key and certificate files in use (renewal writes new ones, then this file).
+    #[serde(default = "default_key_file")]
+    key_file: String,
+    #[serde(default = "default_cert_file")]
+    cert_file: String,
+}
+
+fn default_key_file() -> String {
+    KEY_FILE.to_owned()
+}
+
+fn default_cert_file() -> String {
+    CERT_FILE.to_owned()
 }
 
 const STATE_FILE: &str = "agent.json";
@@ -378,7 +392,14 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
         HostId::from(state.host.as_str()),
         DockerConfig::new(args.state_dir.join("stacks")).with_endpoint(endpoint.clone()),
     ));
-    let connector = connector_from(&args.state_dir, args.grace)?;
+    let creds = Arc::new(FileCredentials {
+        dir: args.state_dir.clone(),
+        agent_id: state.agent_id.clone(),
+        state: std::sync::Mutex::new(state.clone()),
+        ca_pem: std::fs::read_to_string(args.state_dir.join(CA_FILE))
+            .with_context(|| format!("reading {}", args.state_dir.join(CA_FILE).display()))?,
+        pending: std::sync::Mutex::new(None),
+    });
     let dial = args
         .endpoint
         .clone()
@@ -396,6 +417,8 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
+        // Read each time: a renewal may have replaced the key and certificate.
+        let connector = connector_from(&args.state_dir, &creds.current(), args.grace)?;
         match connector.connect(dial.as_str(), server_name.clone()).await {
             Ok(session) => {
                 tracing::info!(
@@ -403,7 +426,8 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
                     "connected to the server at {dial}"
                 );
                 let hello = hello_for(Some(runtime.as_ref())).await;
-                match session.serve(agent_api(hello, runtime.clone())).await {
+                let api = agent_api(hello, runtime.clone()).merge(renewal_routes(creds.clone()));
+                match session.serve(api).await {
                     Err(ConnectError::Refused(r)) if !r.is_transient() => {
                         tracing::error!(kind = %r.kind, "the server refused this agent: {}", r.reason);
                         return Ok(ExitCode::from(1));
@@ -467,7 +491,7 @@ fn load_state(dir: &Path) -> anyhow::Result<Option<AgentState>> {
                     path.display()
                 )
             })?;
-            for f in [KEY_FILE, CERT_FILE, CA_FILE] {
+            for f in [state.key_file.as_str(), state.cert_file.as_str(), CA_FILE] {
                 if !dir.join(f).exists() {
                     anyhow::bail!(
                         "{} is missing from the agent's state directory; remove {} and enroll again",
@@ -538,6 +562,8 @@ async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result
         agent_endpoint: enrolled.agent_endpoint.clone(),
         server_name: enrolled.server_name.clone(),
         server: base,
+        key_file: default_key_file(),
+        cert_file: default_cert_file(),
     };
     save_state(&args.state_dir, &state, &key_pem, &enrolled)?;
     tracing::info!(agent = %state.agent_id, host = %state.host, "enrolled");
@@ -577,16 +603,16 @@ fn save_state(dir: &Path, state: &AgentState, key_pem: &str, e: &Enrolled) -> an
     )
 }
 
-fn connector_from(dir: &Path, grace: u64) -> anyhow::Result<AgentConnector> {
+fn connector_from(dir: &Path, state: &AgentState, grace: u64) -> anyhow::Result<AgentConnector> {
     let read = |f: &str| {
         std::fs::read(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))
     };
     let ca = CertificateDer::from_pem_slice(&read(CA_FILE)?)
         .context("ca.crt is not a PEM certificate")?;
-    let cert = CertificateDer::from_pem_slice(&read(CERT_FILE)?)
-        .context("agent.crt is not a PEM certificate")?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&read(KEY_FILE)?).context("agent.key is not a PEM key")?;
+    let cert = CertificateDer::from_pem_slice(&read(&state.cert_file)?)
+        .with_context(|| format!("{} is not a PEM certificate", state.cert_file))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&state.key_file)?)
+        .with_context(|| format!("{} is not a PEM key", state.key_file))?;
     let half = Duration::from_secs(grace.max(2) / 2);
     AgentConnector::new(
         ca,
@@ -600,4 +626,146 @@ fn connector_from(dir: &Path, grace: u64) -> anyhow::Result<AgentConnector> {
         },
     )
     .context("the agent's key or certificates are unusable")
+}
+
+/// The agent's key and certificate in its state directory, renewed by the server over the
+/// channel. A renewal writes the new pair under new names, then `agent.json` naming them
+/// (atomically), then removes the old pair: a crash at any point leaves a usable pair.
+struct FileCredentials {
+    dir: PathBuf,
+    agent_id: String,
+    state: std::sync::Mutex<AgentState>,
+    ca_pem: String,
+    pending: std::sync::Mutex<Option<String>>,
+}
+
+impl FileCredentials {
+    fn current(&self) -> AgentState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl AgentCredentials for FileCredentials {
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    fn new_request(&self) -> Result<String, String> {
+        let (key, csr) = enroll::new_agent_key().map_err(|e| e.to_string())?;
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        Ok(csr)
+    }
+
+    fn pending_key(&self) -> Option<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn install(&self, cert_pem: &str) -> Result<(), String> {
+        let key = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("no new key is pending")?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = jiff::Timestamp::now().as_second();
+        let mut next = state.clone();
+        next.key_file = format!("agent-{stamp}.key");
+        next.cert_file = format!("agent-{stamp}.crt");
+        let write = || -> anyhow::Result<()> {
+            write_private(&self.dir.join(&next.key_file), key.as_bytes())?;
+            write_private(&self.dir.join(&next.cert_file), cert_pem.as_bytes())?;
+            write_private(
+                &self.dir.join(STATE_FILE),
+                &serde_json::to_vec_pretty(&next).expect("the agent state serialises"),
+            )
+        };
+        write().map_err(|e| format!("{e:#}"))?;
+        for old in [&state.key_file, &state.cert_file] {
+            let _ = std::fs::remove_file(self.dir.join(old));
+        }
+        *state = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_renewal_replaces_key_and_certificate_together_and_survives_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = pki::Ca::ephemeral().unwrap();
+        let (key_pem, csr) = enroll::new_agent_key().unwrap();
+        let enrolled = Enrolled {
+            agent_id: "agent-x".into(),
+            cert_pem: ca.issue_agent_for_csr("agent-x", &csr).unwrap(),
+            key_pem: None,
+            ca_pem: ca.cert_pem().to_owned(),
+            host: "edge".into(),
+            agent_endpoint: "127.0.0.1:1".into(),
+            server_name: pki::SERVER_NAME.into(),
+        };
+        let state = AgentState {
+            agent_id: "agent-x".into(),
+            host: "edge".into(),
+            agent_endpoint: "127.0.0.1:1".into(),
+            server_name: pki::SERVER_NAME.into(),
+            server: "http://s".into(),
+            key_file: default_key_file(),
+            cert_file: default_cert_file(),
+        };
+        save_state(dir.path(), &state, &key_pem, &enrolled).unwrap();
+        let loaded = load_state(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.key_file, KEY_FILE);
+        connector_from(dir.path(), &loaded, 60).unwrap();
+
+        let creds = FileCredentials {
+            dir: dir.path().to_owned(),
+            agent_id: "agent-x".into(),
+            state: std::sync::Mutex::new(loaded),
+            ca_pem: ca.cert_pem().to_owned(),
+            pending: std::sync::Mutex::new(None),
+        };
+        assert!(creds.install("x").is_err(), "nothing pending");
+        let csr = creds.new_request().unwrap();
+        let new_key = creds.pending_key().unwrap();
+        assert_ne!(new_key, key_pem);
+        let cert = ca.issue_agent_for_csr("agent-x", &csr).unwrap();
+        creds.install(&cert).unwrap();
+
+        let reloaded = load_state(dir.path()).unwrap().unwrap();
+        assert_ne!(reloaded.key_file, KEY_FILE);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&reloaded.key_file)).unwrap(),
+            new_key
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&reloaded.cert_file)).unwrap(),
+            cert
+        );
+        for f in [&reloaded.key_file, &reloaded.cert_file] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        assert!(!dir.path().join(KEY_FILE).exists(), "the old key is gone");
+        assert!(
+            !dir.path().join(CERT_FILE).exists(),
+            "the old certificate is gone"
+        );
+        connector_from(dir.path(), &reloaded, 60).unwrap();
+        assert!(creds.pending_key().is_none());
+    }
 }

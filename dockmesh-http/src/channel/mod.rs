@@ -30,13 +30,15 @@
 //!   registry, `crate::agents`); a refused agent is told why (`POST /v1/refused`) before the
 //!   connection closes, so it can stop rather than retry.
 //!
-//! Not built yet: resumable and compressed volume transfers, the event stream, certificate
-//! renewal. The agent's reconnect loop lives in the binary (`dockmesh agent`).
+//! - [`renew`]: the server renews an agent's certificate over the channel before it expires.
+//!
+//! Not built yet: resumable volume transfers, the event stream. The agent's reconnect loop lives in the binary (`dockmesh agent`).
 
 pub mod agent;
 pub mod agent_api;
 pub mod compress;
 pub mod remote;
+pub mod renew;
 pub mod server;
 pub mod wire;
 

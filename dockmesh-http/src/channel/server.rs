@@ -102,6 +102,7 @@ pub trait AgentGate: Send + Sync + 'static {
 pub struct AgentConnection {
     agent_id: String,
     protocol: u32,
+    cert_not_after: Option<i64>,
     send: SendRequest<Body>,
 }
 
@@ -126,6 +127,11 @@ impl AgentConnection {
     /// The protocol version the connection negotiated.
     pub fn protocol(&self) -> u32 {
         self.protocol
+    }
+
+    /// When the certificate the agent presented ends (seconds since the Unix epoch).
+    pub fn cert_not_after(&self) -> Option<i64> {
+        self.cert_not_after
     }
 
     /// Whether the connection is closed.
@@ -343,7 +349,7 @@ impl AgentAcceptor {
 
     /// Take one TCP connection through the handshakes and keep it in the registry.
     pub async fn accept(&self, tcp: TcpStream) -> Result<AgentConnection, AcceptError> {
-        let (tls, agent_id, agent_protocol) =
+        let (tls, agent_id, agent_protocol, cert_not_after) =
             tokio::time::timeout(self.options.handshake_timeout, self.tls_handshake(tcp))
                 .await
                 .map_err(|_| AcceptError::Timeout)??;
@@ -380,6 +386,7 @@ impl AgentAcceptor {
         let conn = AgentConnection {
             agent_id,
             protocol: agent_protocol,
+            cert_not_after,
             send,
         };
         let on_end = self.gate.clone().map(|gate| {
@@ -402,7 +409,15 @@ impl AgentAcceptor {
     async fn tls_handshake(
         &self,
         tcp: TcpStream,
-    ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, String, u32), AcceptError> {
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<TcpStream>,
+            String,
+            u32,
+            Option<i64>,
+        ),
+        AcceptError,
+    > {
         let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
             .await
             .map_err(AcceptError::Tls)?;
@@ -431,11 +446,12 @@ impl AgentAcceptor {
             .and_then(|certs| certs.first())
             .ok_or(AcceptError::Identity(PkiError::NoAgentId))?;
         let agent_id = pki::agent_id_of(cert).map_err(AcceptError::Identity)?;
+        let not_after = pki::not_after(cert).ok();
         let negotiated = session
             .alpn_protocol()
             .and_then(protocol::parse_alpn)
             .ok_or(AcceptError::NoProtocol)?;
-        Ok((tls, agent_id, negotiated))
+        Ok((tls, agent_id, negotiated, not_after))
     }
 }
 
