@@ -369,3 +369,170 @@ fn refused_enrollments_say_why_and_keep_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
 }
+
+/// A TCP relay between an agent and the server's agent listener whose connections the test
+/// can cut (both directions shut down, as a network drop or a restarted middlebox would).
+struct Relay {
+    addr: String,
+    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: String) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let kept = conns.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut l = kept.lock().unwrap();
+                l.push(client.try_clone().unwrap());
+                l.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { addr, conns }
+    }
+
+    /// Drop every connection through the relay.
+    fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Poll migration `id` until the bytes its volume `volume` has received in the current
+/// transfer satisfy `until`; the bytes it had.
+fn wait_bytes(server: &Server, id: &str, volume: &str, until: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, m) = server.api("GET", &format!("/api/v1/migrations/{id}"), None);
+        let done = m["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == volume)
+            .and_then(|v| v["bytes_done"].as_u64())
+            .unwrap_or(0);
+        if until(done) {
+            return done;
+        }
+        assert!(
+            m["state"] != "committed" && m["state"] != "failed",
+            "the migration settled before the cut: {m}"
+        );
+        assert!(Instant::now() < deadline, "no such progress: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_transfer_between_agents_survives_a_dropped_connection_and_an_agent_restart() {
+    let Some((a, b)) = engines() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(&dir.path().join("data"), &["--no-local-host"]);
+    let ta = agent_token(&server, &[]);
+    let tb = agent_token(&server, &[]);
+    let _agent_a = Agent::start(
+        "a",
+        &dir.path().join("agent-a"),
+        &["--server", &server.url, "--token", &ta, "--name", "src"],
+    );
+    // The target's agent reaches the server through a relay the test can cut.
+    let relay = Relay::start(server.agent_addr.clone());
+    let b_args = [
+        "--server",
+        server.url.as_str(),
+        "--docker-host",
+        b.as_str(),
+        "--endpoint",
+        relay.addr.as_str(),
+    ];
+    let state_b = dir.path().join("agent-b");
+    let mut args = b_args.to_vec();
+    args.extend_from_slice(&["--token", &tb, "--name", "dst"]);
+    let mut agent_b = Agent::start("b", &state_b, &args);
+    wait_connected(&server, &["src", "dst"]);
+
+    let stack = Stack {
+        name: unique("cut"),
+        a: a.clone(),
+        b: b.clone(),
+    };
+    let file = write_compose(dir.path(), &compose(IMAGE, HEALTHY, ""));
+    server.cli_ok(&[
+        "stack",
+        "deploy",
+        &stack.name,
+        "--file",
+        &file,
+        "--host",
+        "src",
+    ]);
+    // 512 MiB of random data in the first volume: long enough to cut in the middle.
+    seed(&a, &stack.name, 512 * 1024);
+    let before = describe(&a, &stack.name);
+    let (status, m) = server.api(
+        "POST",
+        &format!("/api/v1/stacks/{}/migrate", stack.name),
+        Some(r#"{"target_host_id":"dst"}"#),
+    );
+    assert_eq!(status, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+    let volume = format!("{}_db", stack.name);
+
+    // Cut the connection in the middle of the volume; the agent dials again by itself.
+    let sent_before_cut = wait_bytes(&server, &id, &volume, |b| b > 64 << 20);
+    relay.cut();
+    // Then kill the target's agent in the middle of the transfer that started again (its
+    // progress counts from zero again), and start it again.
+    wait_bytes(&server, &id, &volume, |b| b < sent_before_cut);
+    let sent_before_kill = wait_bytes(&server, &id, &volume, |b| b > 64 << 20);
+    let _ = agent_b.child.kill();
+    let _ = agent_b.child.wait();
+    drop(agent_b);
+    std::thread::sleep(Duration::from_secs(2));
+    let _agent_b = Agent::start("b-again", &state_b, &b_args);
+
+    let m = server.wait_settled(&id, Duration::from_secs(300));
+    assert_eq!(m["state"], "committed", "{m}");
+    let kinds: Vec<&str> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"volume_transfer_interrupted"),
+        "the interruption is recorded: {kinds:?}"
+    );
+    assert!(!kinds.contains(&"step_failed"), "{kinds:?}");
+    assert_eq!(
+        describe(&b, &stack.name),
+        before,
+        "the target holds exactly what the source held"
+    );
+    let verified: u64 = m["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["bytes_done"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "re-sent after the cut: {sent_before_cut} bytes; after the agent restart: \
+         {sent_before_kill} bytes (the transfer restarts the volume it was cut in); \
+         {verified} bytes verified in all"
+    );
+}

@@ -87,6 +87,19 @@ pub enum MigrationEvent {
         /// The volume.
         volume: String,
     },
+    /// The transfer of a volume was cut off because a host stopped answering (a dropped
+    /// connection, an agent restarting). The transfer of that volume starts again once both
+    /// hosts answer, until [`crate::migration::TRANSFER_RESUME_DEADLINE`] after the first
+    /// interruption; then the step fails and is compensated. Volumes already verified are
+    /// not sent again.
+    VolumeTransferInterrupted {
+        /// When.
+        at: Timestamp,
+        /// The volume.
+        volume: String,
+        /// What the host said.
+        reason: String,
+    },
     /// A volume was copied and the target's manifest equals the source's.
     VolumeVerified {
         /// When.
@@ -195,6 +208,7 @@ impl MigrationEvent {
             PreflightPassed { at, .. }
             | SourceStopped { at }
             | VolumeTransferStarted { at, .. }
+            | VolumeTransferInterrupted { at, .. }
             | VolumeVerified { at, .. }
             | FilesShipped { at }
             | TargetStarted { at }
@@ -234,6 +248,7 @@ impl MigrationEvent {
             PreflightPassed { .. } => "preflight_passed",
             SourceStopped { .. } => "source_stopped",
             VolumeTransferStarted { .. } => "volume_transfer_started",
+            VolumeTransferInterrupted { .. } => "volume_transfer_interrupted",
             VolumeVerified { .. } => "volume_verified",
             FilesShipped { .. } => "files_shipped",
             TargetStarted { .. } => "target_started",

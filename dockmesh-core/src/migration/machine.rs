@@ -5,7 +5,7 @@ use super::event::{MigrationEvent, MigrationSpec, Step};
 use crate::ports::{RuntimeError, RuntimeErrorKind};
 use crate::snapshot::VolumeUsage;
 use crate::types::MigrationId;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -175,6 +175,21 @@ pub struct Failure {
     pub kind: Option<RuntimeErrorKind>,
 }
 
+/// How long a volume transfer cut off by a host that stopped answering waits for both hosts to
+/// answer again (counted from its first interruption) before the step fails and is
+/// compensated.
+pub const TRANSFER_RESUME_DEADLINE: SignedDuration = SignedDuration::from_mins(10);
+
+/// A duration in words (`10 min`).
+pub(crate) fn words(d: SignedDuration) -> String {
+    let s = d.as_secs();
+    if s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
 /// Where a migration stands, with the facts each state needs and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -188,6 +203,9 @@ pub enum State {
         started: BTreeSet<String>,
         /// Volumes verified on the target.
         verified: BTreeSet<String>,
+        /// Since when the transfer of the current volume has been cut off by a host that
+        /// does not answer (its first interruption), if it has.
+        interrupted: Option<Timestamp>,
     },
     /// Every volume is verified on the target; the files are shipped next.
     VolumesVerified,
@@ -363,7 +381,9 @@ impl Migration {
         Some(match &self.state {
             State::Requested => Command::RunPreflight,
             State::PreflightPassed => Command::StopSource,
-            State::Transferring { started, verified } => {
+            State::Transferring {
+                started, verified, ..
+            } => {
                 // Invariant of `apply`: while transferring, some volume is not verified yet.
                 let v = self.volumes.iter().find(|v| !verified.contains(&v.name))?;
                 if started.contains(&v.name) {
@@ -418,6 +438,37 @@ impl Migration {
         let step = match cmd {
             Command::RunPreflight => Step::Preflight,
             Command::StopSource => Step::StopSource,
+            Command::TransferVolume(v) if error.kind == RuntimeErrorKind::Unreachable => {
+                if let State::Transferring { interrupted, .. } = &self.state {
+                    match interrupted {
+                        None => {
+                            return Decision::Record(MigrationEvent::VolumeTransferInterrupted {
+                                at: now,
+                                volume: v.name.clone(),
+                                reason: error.message.clone(),
+                            });
+                        }
+                        Some(since) if now.duration_since(*since) < TRANSFER_RESUME_DEADLINE => {
+                            return Decision::Retry;
+                        }
+                        Some(_) => {
+                            return Decision::Record(MigrationEvent::StepFailed {
+                                at: now,
+                                step: Step::TransferVolumes,
+                                reason: format!(
+                                    "{} (the transfer of {} waited {} for the hosts to answer \
+                                     again)",
+                                    error.message,
+                                    v.name,
+                                    words(TRANSFER_RESUME_DEADLINE)
+                                ),
+                                kind: Some(error.kind),
+                            });
+                        }
+                    }
+                }
+                Step::TransferVolumes
+            }
             Command::BeginVolume(_) | Command::TransferVolume(_) => Step::TransferVolumes,
             Command::ShipFiles => Step::ShipFiles,
             Command::StartTarget => Step::StartTarget,
@@ -530,11 +581,14 @@ impl Migration {
                     State::Transferring {
                         started: BTreeSet::new(),
                         verified: BTreeSet::new(),
+                        interrupted: None,
                     }
                 }
             }
             (
-                State::Transferring { started, verified },
+                State::Transferring {
+                    started, verified, ..
+                },
                 E::VolumeTransferStarted { volume, .. },
             ) if self.volumes.iter().any(|v| v.name == *volume) => {
                 let mut started = started.clone();
@@ -542,11 +596,27 @@ impl Migration {
                 State::Transferring {
                     started,
                     verified: verified.clone(),
+                    interrupted: None,
                 }
             }
-            (State::Transferring { started, verified }, E::VolumeVerified { volume, .. })
-                if started.contains(volume) =>
-            {
+            (
+                State::Transferring {
+                    started,
+                    verified,
+                    interrupted,
+                },
+                E::VolumeTransferInterrupted { volume, at, .. },
+            ) if started.contains(volume) && !verified.contains(volume) => State::Transferring {
+                started: started.clone(),
+                verified: verified.clone(),
+                interrupted: Some(interrupted.unwrap_or(*at)),
+            },
+            (
+                State::Transferring {
+                    started, verified, ..
+                },
+                E::VolumeVerified { volume, .. },
+            ) if started.contains(volume) => {
                 let mut verified = verified.clone();
                 verified.insert(volume.clone());
                 if self.volumes.iter().all(|v| verified.contains(&v.name)) {
@@ -555,6 +625,7 @@ impl Migration {
                     State::Transferring {
                         started: started.clone(),
                         verified,
+                        interrupted: None,
                     }
                 }
             }

@@ -2,7 +2,9 @@
 //!
 //! The flow: requested → pre-flight passed → source stopped → volumes transferred (each
 //! verified by comparing manifests) → files shipped → target started → target healthy →
-//! committed (source kept for the retention window). From committed: rollback while the window
+//! committed (source kept for the retention window). A volume transfer cut off by a host that
+//! stops answering starts that volume again when both answer (volumes already verified stay),
+//! within [`TRANSFER_RESUME_DEADLINE`]. From committed: rollback while the window
 //! is open, or purge of the source. A failure before the commit is compensated (the target is
 //! cleaned, the source restarted) and the migration ends `failed` with the step and reason.
 //!
@@ -19,7 +21,8 @@ pub use driver::{
 };
 pub use event::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, Step, StoredMigration};
 pub use machine::{
-    Command, Decision, Failure, Migration, Phase, RequestError, State, TransitionError,
+    Command, Decision, Failure, Migration, Phase, RequestError, State, TRANSFER_RESUME_DEADLINE,
+    TransitionError,
 };
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ enum Transition {
     Purge,
     /// Time passes.
     Advance(i64),
+    /// The next volume transfer finds the target not answering (a dropped connection).
+    Cut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,8 @@ enum RefPhase {
 struct RefState {
     phase: RefPhase,
     hours: i64,
+    /// The volume whose transfer was cut off, and since when (hours).
+    interrupted: Option<(usize, i64)>,
 }
 
 impl RefState {
@@ -193,6 +197,7 @@ impl ReferenceStateMachine for RefMachine {
         Just(RefState {
             phase: RefPhase::Requested,
             hours: 0,
+            interrupted: None,
         })
         .boxed()
     }
@@ -205,6 +210,7 @@ impl ReferenceStateMachine for RefMachine {
             1 => Just(Transition::Rollback),
             1 => Just(Transition::Purge),
             1 => (1i64..50).prop_map(Transition::Advance),
+            2 => Just(Transition::Cut),
         ]
         .boxed()
     }
@@ -212,6 +218,7 @@ impl ReferenceStateMachine for RefMachine {
     fn preconditions(state: &RefState, t: &Transition) -> bool {
         match t {
             Transition::FailNext => state.next_is_fallible(),
+            Transition::Cut => matches!(state.phase, RefPhase::Transferring { begun: true, .. }),
             Transition::Crash => !state.settled(),
             _ => true,
         }
@@ -243,6 +250,29 @@ impl ReferenceStateMachine for RefMachine {
                 }
             }
             Transition::Advance(h) => state.hours += h,
+            Transition::Cut => {
+                let RefPhase::Transferring { volume, .. } = state.phase else {
+                    unreachable!("precondition")
+                };
+                match state.interrupted {
+                    // The first cut is recorded; the transfer starts again later.
+                    None => state.interrupted = Some((volume, state.hours)),
+                    // Past the deadline (any advance is hours, the deadline minutes): failed.
+                    Some((_, since)) if state.hours > since => state.fail_forward(true, true),
+                    // Within it: the driver waits and retries; nothing is recorded.
+                    Some(_) => {}
+                }
+            }
+        }
+        // An interruption belongs to the transfer of one volume.
+        if let Some((v, _)) = state.interrupted
+            && state.phase
+                != (RefPhase::Transferring {
+                    volume: v,
+                    begun: true,
+                })
+        {
+            state.interrupted = None;
         }
         state
     }
@@ -466,6 +496,12 @@ impl StateMachineTest for Sut {
                 let _ = res;
             }
             Transition::Advance(h) => sut.clock.advance(SignedDuration::from_hours(h)),
+            Transition::Cut => {
+                let dst = sut.fleet.get("dst");
+                dst.set_online(false);
+                let _ = sut.rt.block_on(d.step(&mut m, &lease));
+                dst.set_online(true);
+            }
         }
         let m = sut.load();
         assert!(
