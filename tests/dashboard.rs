@@ -244,7 +244,10 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     .await;
     click(&c, "deploy").await;
     let err = text(&c, "#compose-error").await;
-    assert!(err.contains("no_such_key"), "the error names the key: {err}");
+    assert!(
+        err.contains("no_such_key"),
+        "the error names the key: {err}"
+    );
     shot(&c, "04-deploy-error").await;
     let (status, _) = server.api("GET", &format!("/api/v1/stacks/{name}"), None);
     assert_eq!(status, 404, "a refused deploy registers nothing");
@@ -260,6 +263,26 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     let row = text(&c, &format!("tr[data-stack=\"{name}\"]")).await;
     assert!(row.contains("running"), "{row}");
     shot(&c, "06-stacks").await;
+
+    // Enough data in the volume for the transfer to take a moment, so that its progress shows.
+    docker(
+        &a,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{name}_db:/v"),
+            IMAGE,
+            "dd",
+            "if=/dev/urandom",
+            "of=/v/blob",
+            "bs=1M",
+            "count=200",
+        ],
+    )
+    .expect("seed the volume");
 
     // Migrate: the target, the pre-flight table, confirm, live progress, committed.
     c.goto(&format!("{url}/stacks/{name}")).await.unwrap();
@@ -279,27 +302,62 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
         assert!(table.contains(check), "{check} in {table}");
     }
     assert!(table.contains("pass"), "{table}");
-    let fails = c.find_all(Locator::Css("#preflight tr.check-fail")).await.unwrap();
+    let fails = c
+        .find_all(Locator::Css("#preflight tr.check-fail"))
+        .await
+        .unwrap();
     assert!(fails.is_empty(), "no check fails: {table}");
     shot(&c, "08-preflight").await;
     click(&c, "confirm-migrate").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path(&c).await.starts_with("/migrations/") {
-        assert!(Instant::now() < deadline, "no migration page after confirming");
+        assert!(
+            Instant::now() < deadline,
+            "no migration page after confirming"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let migration_path = path(&c).await;
-    assert!(migration_path.starts_with("/migrations/"), "{migration_path}");
-    // The page follows the migration by itself (server-sent events), then reloads with the
+    assert!(
+        migration_path.starts_with("/migrations/"),
+        "{migration_path}"
+    );
+    // The page follows the migration by itself (server-sent events): its progress changes
+    // without a reload while the live view is open; once committed the page reloads with the
     // outcome and the rollback button.
-    let live = c
-        .find(Locator::Css("#progress"))
+    let progress_text = || async {
+        let e = c.find(Locator::Css("#progress")).await.ok()?;
+        e.attr("data-live").await.ok()??;
+        e.text().await.ok()
+    };
+    let first = progress_text()
         .await
-        .unwrap()
-        .attr("data-live")
-        .await
-        .unwrap();
-    shot(&c, "09-migration-progress").await;
+        .expect("a live view of a migration in progress");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut updated = false;
+    while Instant::now() < deadline {
+        match progress_text().await {
+            Some(now) if now != first => {
+                updated = true;
+                if now.contains("MiB of") {
+                    shot(&c, "09-migration-progress").await;
+                    break;
+                }
+            }
+            Some(_) => {}
+            None if updated => break,
+            None => {
+                if c.find(Locator::Id("rollback")).await.is_ok() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        updated,
+        "the live view never changed before the page reloaded: {first}"
+    );
     c.wait()
         .at_most(Duration::from_secs(180))
         .for_element(Locator::Id("rollback"))
@@ -311,18 +369,23 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     assert!(volumes.contains("verified"), "{volumes}");
     assert!(text(&c, "#retain-until").await.contains("until"));
     let audit = text(&c, "#migration-audit").await;
-    assert!(audit.contains("migration.start") && audit.contains("migration.complete"), "{audit}");
+    assert!(
+        audit.contains("migration.start") && audit.contains("migration.complete"),
+        "{audit}"
+    );
     shot(&c, "10-migration-committed").await;
     assert!(running_on(&b, &name), "the stack runs on b");
     assert!(!running_on(&a, &name), "and no longer on local");
-    if live.is_none() {
-        eprintln!("the migration had settled before its page loaded: no live view to follow");
-    }
 
     // Purge names what it deletes (not confirmed here: the rollback needs the source).
-    c.goto(&format!("{url}{migration_path}/purge-source")).await.unwrap();
+    c.goto(&format!("{url}{migration_path}/purge-source"))
+        .await
+        .unwrap();
     let deleted = text(&c, "#deleted").await;
-    assert!(deleted.contains(&format!("volume {name}_db on host local")), "{deleted}");
+    assert!(
+        deleted.contains(&format!("volume {name}_db on host local")),
+        "{deleted}"
+    );
     shot(&c, "11-purge-confirm").await;
 
     // Roll back while the window is open.
@@ -331,9 +394,99 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     shot(&c, "12-rollback-confirm").await;
     click(&c, "confirm").await;
     at(&c, &migration_path).await;
-    wait_text(&c, "#migration-state", "rolled_back", Duration::from_secs(180)).await;
+    wait_text(
+        &c,
+        "#migration-state",
+        "rolled_back",
+        Duration::from_secs(180),
+    )
+    .await;
     assert!(running_on(&a, &name), "the stack runs on local again");
     shot(&c, "13-rolled-back").await;
+
+    // The stopped copy the rollback left on b is deleted behind a confirmation naming it.
+    click(&c, "purge-target").await;
+    let deleted = text(&c, "#deleted").await;
+    assert!(
+        deleted.contains(&format!("volume {name}_db on host b")),
+        "{deleted}"
+    );
+    click(&c, "confirm").await;
+    at(&c, &migration_path).await;
+    let left = docker(
+        &b,
+        &["volume", "ls", "-q", "--filter", &format!("name={name}_")],
+    )
+    .unwrap();
+    assert!(left.trim().is_empty(), "volumes left on b: {left}");
+    assert!(
+        c.find(Locator::Id("purge-target")).await.is_err(),
+        "nothing more to delete"
+    );
+
+    // Drain local: the plan first, then the drain with its progress.
+    c.goto(&format!("{url}/hosts")).await.unwrap();
+    click(&c, "drain-local").await;
+    let plan = text(&c, "#drain-plan").await;
+    assert!(plan.contains(&name) && plan.contains('b'), "{plan}");
+    shot(&c, "17-drain-plan").await;
+    click(&c, "start-drain").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path(&c).await.starts_with("/drains/") {
+        assert!(Instant::now() < deadline, "no drain page after starting it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_text(&c, "#drain-state", "completed", Duration::from_secs(240)).await;
+    assert!(running_on(&b, &name), "the drain moved the stack to b");
+    shot(&c, "18-drain-completed").await;
+    let moved = c
+        .find(Locator::Css("#drain-progress a[href^=\"/migrations/\"]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Delete the source the drain's migration kept on local.
+    c.goto(&format!("{url}{moved}/purge-source")).await.unwrap();
+    let deleted = text(&c, "#deleted").await;
+    assert!(
+        deleted.contains(&format!("volume {name}_db on host local")),
+        "{deleted}"
+    );
+    click(&c, "confirm").await;
+    at(&c, &moved).await;
+    wait_text(&c, "#migration-state", "purged", Duration::from_secs(120)).await;
+    let left = docker(
+        &a,
+        &["volume", "ls", "-q", "--filter", &format!("name={name}_")],
+    )
+    .unwrap();
+    assert!(left.trim().is_empty(), "volumes left on local: {left}");
+
+    // local is cordoned by the drain: uncordon it from the hosts page.
+    c.goto(&format!("{url}/hosts")).await.unwrap();
+    assert!(
+        text(&c, "tr[data-host=\"local\"]")
+            .await
+            .contains("cordoned")
+    );
+    click(&c, "toggle-cordon-local").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, hosts) = server.api("GET", "/api/v1/hosts", None);
+        if hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["cordoned"] == Value::Bool(false))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "local stayed cordoned: {hosts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The migrations list.
     c.goto(&format!("{url}/migrations")).await.unwrap();
@@ -343,7 +496,15 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     // The audit log has the entries, and the chain holds.
     c.goto(&format!("{url}/audit")).await.unwrap();
     let log = text(&c, "#audit").await;
-    for action in ["stack.deploy", "migration.start", "migration.complete", "migration.rollback"] {
+    for action in [
+        "stack.deploy",
+        "migration.start",
+        "migration.complete",
+        "migration.rollback",
+        "migration.purge_target",
+        "host.drain",
+        "migration.purge_source",
+    ] {
         assert!(log.contains(action), "{action} in {log}");
     }
     click(&c, "verify").await;
@@ -370,20 +531,15 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = text(&c, "#audit").await;
-    assert!(log.contains("migration.rollback") && !log.contains("stack.deploy"), "{log}");
+    assert!(
+        log.contains("migration.rollback") && !log.contains("stack.deploy"),
+        "{log}"
+    );
 
-    // The server page and a drain plan (nothing moves).
+    // The server page.
     c.goto(&format!("{url}/server")).await.unwrap();
     assert!(text(&c, "#server-facts").await.contains("dockmesh"));
     shot(&c, "16-server").await;
-    c.goto(&format!("{url}/hosts/local/drain")).await.unwrap();
-    assert!(text(&c, "#drain-plan").await.contains(&name));
-    shot(&c, "17-drain-plan").await;
-    let (_, hosts) = server.api("GET", "/api/v1/hosts", None);
-    assert!(
-        hosts.as_array().unwrap().iter().all(|h| h["cordoned"] == Value::Bool(false)),
-        "looking at a plan cordons nothing: {hosts}"
-    );
 
     // Log out: the pages are refused again.
     click(&c, "logout").await;

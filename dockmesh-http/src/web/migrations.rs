@@ -184,6 +184,8 @@ pub struct AuditRow {
     pub target: String,
     /// Its details in one line.
     pub detail: String,
+    /// The migration it belongs to, when it names one.
+    pub migration: Option<String>,
 }
 
 impl From<&AuditEntry> for AuditRow {
@@ -194,6 +196,7 @@ impl From<&AuditEntry> for AuditRow {
             actor: a.event.actor.clone(),
             action: a.event.action.clone(),
             target: a.event.target.clone(),
+            migration: a.event.detail.get("migration").cloned(),
             detail: a
                 .event
                 .detail
@@ -216,6 +219,7 @@ struct DetailPage {
     live: bool,
     can_rollback: bool,
     can_purge: bool,
+    can_purge_target: bool,
     steps: Vec<StepRow>,
     checks: Vec<super::stacks::CheckRow>,
     audit: Vec<AuditRow>,
@@ -232,7 +236,7 @@ pub async fn detail(State(web): State<WebState>, user: User, Path(id): Path<Stri
         Ok(Json(m)) => m,
         Err(e) => return error_page(&web, &user, "migrations", &e, "/migrations"),
     };
-    let audit = match list_audit(
+    let audit: Vec<AuditRow> = match list_audit(
         api(&web),
         Query(AuditParams {
             target: Some(m.stack.clone()),
@@ -254,7 +258,17 @@ pub async fn detail(State(web): State<WebState>, user: User, Path(id): Path<Stri
     render(&DetailPage {
         l: Layout::new(&web, &user, "migrations"),
         requested: when(&m.requested_at),
-        retain_until: m.retain_until.as_ref().map(when),
+        retain_until: m.retain_until.as_ref().map(|t| {
+            let left = t.duration_since(web.api.clock().now());
+            if left.is_positive() {
+                let mins = left.as_secs() / 60;
+                format!("{} (closes in {} h {} min)", when(t), mins / 60, mins % 60)
+            } else {
+                format!("{} (closed)", when(t))
+            }
+        }),
+        can_purge_target: m.state == "rolled_back"
+            && !audit.iter().any(|a| a.action == "migration.purge_target"),
         progress: super::fragment(&Progress::from(&m)),
         live: !m.settled,
         can_rollback: can_rollback(&m),
@@ -457,5 +471,79 @@ pub async fn purge(State(web): State<WebState>, user: User, Path(id): Path<Strin
     {
         Ok(_) => Redirect::to(&format!("/migrations/{id}")).into_response(),
         Err(e) => purge_page(&web, &user, &m, Some(&e)),
+    }
+}
+
+fn purge_target_page(
+    web: &WebState,
+    user: &User,
+    m: &MigrationView,
+    error: Option<&ApiError>,
+) -> Response {
+    let mut deleted = vec![format!(
+        "the stopped containers of stack {} on host {}",
+        m.stack, m.target
+    )];
+    deleted.extend(
+        m.volumes
+            .iter()
+            .map(|v| format!("volume {} on host {}", v.name, m.target)),
+    );
+    deleted.push(format!(
+        "the files of stack {} on host {} (compose.yaml, .env)",
+        m.stack, m.target
+    ));
+    super::render_with(
+        error
+            .map(|e| e.status)
+            .unwrap_or(axum::http::StatusCode::OK),
+        &ConfirmPage {
+            l: Layout::new(web, user, "migrations"),
+            title: format!(
+                "Delete the stopped copy of {} that the rollback left on {}?",
+                m.stack, m.target
+            ),
+            consequences: vec![
+                format!(
+                    "{} keeps running on {}; nothing there changes.",
+                    m.stack, m.source
+                ),
+                format!("Afterwards {} can be moved to {} again.", m.stack, m.target),
+            ],
+            deleted,
+            action: format!("/migrations/{}/purge-target", m.id),
+            button: format!("Delete the copy of {} on {}", m.stack, m.target),
+            danger: true,
+            back: format!("/migrations/{}", m.id),
+            error: error.map(ErrorText::from),
+        },
+    )
+}
+
+/// `GET /migrations/{id}/purge-target`: what deleting a rolled-back copy removes, by name.
+pub async fn purge_target_confirm(
+    State(web): State<WebState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Response {
+    match load(&web, &user, &id).await {
+        Ok(m) => purge_target_page(&web, &user, &m, None),
+        Err(r) => r,
+    }
+}
+
+/// `POST /migrations/{id}/purge-target`.
+pub async fn purge_target(
+    State(web): State<WebState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Response {
+    let by = Some(Extension(user.session.actor.clone()));
+    match crate::api::migrations::purge_target(api(&web), Path(id.clone()), by).await {
+        Ok(_) => Redirect::to(&format!("/migrations/{id}")).into_response(),
+        Err(e) => match load(&web, &user, &id).await {
+            Ok(m) => purge_target_page(&web, &user, &m, Some(&e)),
+            Err(r) => r,
+        },
     }
 }

@@ -97,6 +97,10 @@ pub fn router(state: ServerState) -> Router<ServerState> {
             "/migrations/{id}/purge-source",
             get(migrations::purge_confirm).post(migrations::purge),
         )
+        .route(
+            "/migrations/{id}/purge-target",
+            get(migrations::purge_target_confirm).post(migrations::purge_target),
+        )
         .route("/audit", get(audit::list))
         .route("/server", get(server::page))
         .layer(middleware::from_fn_with_state(

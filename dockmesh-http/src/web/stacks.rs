@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form, Json};
-use dockmesh_core::preflight::PreflightReport;
+use dockmesh_core::preflight::{CheckStatus, PreflightReport};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -230,18 +230,25 @@ pub async fn deploy(
     }
 }
 
-/// A container of a stack, for the page.
+/// A migration of a stack, for the page.
 pub struct MigrationRow {
     /// The API's view.
     pub m: MigrationView,
     /// When it was asked for.
     pub requested: String,
+    /// Until when it can be rolled back, while it can.
+    pub rollback_until: Option<String>,
 }
 
 impl From<MigrationView> for MigrationRow {
     fn from(m: MigrationView) -> Self {
         MigrationRow {
             requested: when(&m.requested_at),
+            rollback_until: m
+                .retain_until
+                .as_ref()
+                .filter(|_| m.state == "committed" && !m.retention_expired)
+                .map(when),
             m,
         }
     }
@@ -407,6 +414,8 @@ struct PreflightPage {
     target: String,
     checks: Vec<CheckRow>,
     passed: bool,
+    /// `13 pass · 1 warn · 0 fail`.
+    counts: String,
     error: Option<ErrorText>,
 }
 
@@ -434,6 +443,15 @@ fn preflight_page(
                 })
                 .collect(),
             passed: report.passed(),
+            counts: {
+                let n = |s: CheckStatus| report.checks.iter().filter(|c| c.status == s).count();
+                format!(
+                    "{} pass · {} warn · {} fail",
+                    n(CheckStatus::Pass),
+                    n(CheckStatus::Warn),
+                    n(CheckStatus::Fail)
+                )
+            },
             error: error.map(ErrorText::from),
         },
     )
