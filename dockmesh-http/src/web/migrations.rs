@@ -104,6 +104,7 @@ pub struct VolumeRow {
 pub struct Progress {
     m: MigrationView,
     volumes: Vec<VolumeRow>,
+    steps: Vec<StepRow>,
 }
 
 impl From<&MigrationView> for Progress {
@@ -126,6 +127,16 @@ impl From<&MigrationView> for Progress {
                         },
                         verified: v.verified,
                     }
+                })
+                .collect(),
+            steps: m
+                .events
+                .iter()
+                .flatten()
+                .map(|e| StepRow {
+                    at: when(&e.at),
+                    kind: e.kind.clone(),
+                    detail: summary(e),
                 })
                 .collect(),
             m: m.clone(),
@@ -220,7 +231,6 @@ struct DetailPage {
     can_rollback: bool,
     can_purge: bool,
     can_purge_target: bool,
-    steps: Vec<StepRow>,
     checks: Vec<super::stacks::CheckRow>,
     audit: Vec<AuditRow>,
 }
@@ -273,16 +283,6 @@ pub async fn detail(State(web): State<WebState>, user: User, Path(id): Path<Stri
         live: !m.settled,
         can_rollback: can_rollback(&m),
         can_purge: m.state == "committed",
-        steps: m
-            .events
-            .iter()
-            .flatten()
-            .map(|e| StepRow {
-                at: when(&e.at),
-                kind: e.kind.clone(),
-                detail: summary(e),
-            })
-            .collect(),
         checks: m
             .preflight
             .iter()
