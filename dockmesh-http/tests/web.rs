@@ -353,7 +353,9 @@ async fn logout_ends_the_session_and_a_revoked_token_ends_it_too() {
 async fn bad_deploy_input_is_named_beside_its_field_and_changes_nothing() {
     let w = Web::new().await;
     let (cookie, csrf) = w.session().await;
-    let cases: [(&[(&str, &str)], StatusCode, &str, &str); 3] = [
+    /// The form's fields, the status, the id of the error beside the field, what it says.
+    type Case<'a> = (&'a [(&'a str, &'a str)], StatusCode, &'a str, &'a str);
+    let cases: [Case; 3] = [
         (
             &[("name", "shop"), ("host", "a"), ("compose", "  ")],
             StatusCode::BAD_REQUEST,
