@@ -531,3 +531,40 @@ async fn a_bad_audit_time_is_named_beside_its_field() {
         .expect("an error beside `since`");
     assert!(a.body[at..].contains("is not an RFC 3339 time"));
 }
+
+#[tokio::test]
+async fn a_live_view_sends_changes_only_and_ends_when_the_server_shuts_down() {
+    use axum::response::IntoResponse;
+    let w = Web::new().await;
+    let polls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = polls.clone();
+    let sse = dockmesh_http::web::live(w.state.clone(), move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { (format!("<p>{}</p>", n.min(1)), false) }
+    });
+    let body = sse.into_response().into_body();
+    let stopper = w.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stopper.set_lifecycle(Lifecycle::Draining);
+    });
+    let bytes = tokio::time::timeout(
+        Duration::from_secs(10),
+        axum::body::to_bytes(body, usize::MAX),
+    )
+    .await
+    .expect("the stream ends once the server shuts down")
+    .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        polls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "it kept polling"
+    );
+    // Two distinct fragments, each sent once.
+    assert_eq!(text.matches("event: update").count(), 2, "{text}");
+    assert!(
+        text.contains("data: <p>0</p>") && text.contains("data: <p>1</p>"),
+        "{text}"
+    );
+    assert!(!text.contains("event: settled"), "{text}");
+}

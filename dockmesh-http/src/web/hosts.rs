@@ -183,7 +183,7 @@ pub async fn drain_live(
     _user: User,
     Path(id): Path<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    super::live(move || {
+    super::live(web.api.clone(), move || {
         let web = web.clone();
         let id = id.clone();
         async move {

@@ -305,7 +305,7 @@ pub async fn live(
     _user: User,
     Path(id): Path<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    super::live(move || {
+    super::live(web.api.clone(), move || {
         let web = web.clone();
         let id = id.clone();
         async move {

@@ -300,25 +300,51 @@ struct ErrorFragment {
 /// How often a live view polls what it shows.
 pub const LIVE_INTERVAL: Duration = Duration::from_millis(700);
 
-/// A live view: server-sent events, each an `update` with the HTML `poll` renders, until it
-/// says the view is settled; the last event is `settled` (the script then reloads the page).
-pub fn live<F, Fut>(poll: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+/// A live view: server-sent events, an `update` with the HTML `poll` renders each time it
+/// changes, until `poll` says the view is settled; the last event is `settled` (the script then
+/// reloads the page). The stream also ends when the server starts shutting down, so that an
+/// open page never holds a shutdown back (the browser reconnects to the next server).
+pub fn live<F, Fut>(
+    state: ServerState,
+    poll: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = (String, bool)> + Send,
 {
-    let stream = futures_util::stream::unfold((poll, 0u64, false), |(poll, n, done)| async move {
-        if done {
-            return None;
+    struct Tick<F> {
+        state: ServerState,
+        poll: F,
+        first: bool,
+        last: Option<String>,
+    }
+    let start = Tick {
+        state,
+        poll,
+        first: true,
+        last: None,
+    };
+    let stream = futures_util::stream::unfold(Some(start), |tick| async move {
+        let mut t = tick?;
+        loop {
+            if !t.first {
+                tokio::time::sleep(LIVE_INTERVAL).await;
+            }
+            t.first = false;
+            if t.state.lifecycle() == crate::state::Lifecycle::Draining {
+                return None;
+            }
+            let (html, settled) = (t.poll)().await;
+            if settled {
+                let event = Event::default().event("settled").data(html);
+                return Some((Ok(event), None));
+            }
+            if t.last.as_deref() != Some(html.as_str()) {
+                t.last = Some(html.clone());
+                let event = Event::default().event("update").data(html);
+                return Some((Ok(event), Some(t)));
+            }
         }
-        if n > 0 {
-            tokio::time::sleep(LIVE_INTERVAL).await;
-        }
-        let (html, settled) = poll().await;
-        let event = Event::default()
-            .event(if settled { "settled" } else { "update" })
-            .data(html);
-        Some((Ok(event), (poll, n + 1, settled)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
