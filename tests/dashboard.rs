@@ -538,7 +538,13 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
 
     // The server page.
     c.goto(&format!("{url}/server")).await.unwrap();
-    assert!(text(&c, "#server-facts").await.contains("dockmesh"));
+    let facts = text(&c, "#server-facts").await;
+    assert!(facts.contains("dockmesh"), "{facts}");
+    let schema = text(&c, "#schema-version").await;
+    assert!(
+        schema.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "the schema version from the audit log: {schema}"
+    );
     shot(&c, "16-server").await;
 
     // Log out: the pages are refused again.
