@@ -252,8 +252,34 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     let (status, _) = server.api("GET", &format!("/api/v1/stacks/{name}"), None);
     assert_eq!(status, 404, "a refused deploy registers nothing");
 
-    // Deploy through the page.
-    fill(&c, "compose", &compose()).await;
+    // Deploy through the page, the compose file loaded from disk into the form.
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, compose()).unwrap();
+    c.find(Locator::Id("compose-file"))
+        .await
+        .unwrap()
+        .send_keys(&file.to_string_lossy())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = c
+            .find(Locator::Id("compose"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if value == compose() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file never reached the form: {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     click(&c, "deploy").await;
     at(&c, &format!("/stacks/{name}")).await;
     assert_eq!(text(&c, "#stack-host").await, "local");

@@ -568,3 +568,68 @@ async fn a_live_view_sends_changes_only_and_ends_when_the_server_shuts_down() {
     );
     assert!(!text.contains("event: settled"), "{text}");
 }
+
+#[tokio::test]
+async fn a_drain_is_planned_then_run_from_the_pages() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let a = w
+        .post(
+            "/stacks",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("host", "a"),
+                ("compose", "services: {}"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let plan = w.get("/hosts/a/drain", Some(&cookie)).await;
+    assert_eq!(plan.status, StatusCode::OK);
+    assert!(plan.body.contains("id=\"drain-plan\"") && plan.body.contains("shop"));
+    assert!(plan.body.contains("id=\"start-drain\""));
+    assert!(
+        !w.state
+            .hosts()
+            .is_cordoned(&dockmesh_core::HostId::from("a")),
+        "a plan changes nothing"
+    );
+    let a = w
+        .post("/hosts/a/drain", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let drain = a.header("location").to_owned();
+    assert!(drain.starts_with("/drains/"));
+    let mut page = w.get(&drain, Some(&cookie)).await;
+    for _ in 0..500 {
+        if page.body.contains("id=\"drain-state\">completed<") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        page = w.get(&drain, Some(&cookie)).await;
+    }
+    assert!(page.body.contains(">completed<"), "{}", page.body);
+    assert!(page.body.contains(">moved<"));
+    assert!(
+        w.state
+            .hosts()
+            .is_cordoned(&dockmesh_core::HostId::from("a"))
+    );
+    // A finished drain cannot be paused; an unknown action is named.
+    let a = w
+        .post(&format!("{drain}/pause"), Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(a.body.contains("is not running"), "{}", a.body);
+    let a = w
+        .post(
+            &format!("{drain}/explode"),
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.body.contains("paused, resumed or aborted"), "{}", a.body);
+}
