@@ -170,8 +170,12 @@ pub struct User {
     pub session: Session,
 }
 
-/// Where to send a request without a session: the login page, then back here.
+/// Where to send a request without a session: the login page, then back here (for a page;
+/// a form's target is not a page to come back to).
 fn to_login(parts: &Parts) -> Response {
+    if parts.method != Method::GET {
+        return Redirect::to("/login").into_response();
+    }
     let here = parts
         .uri
         .path_and_query()
@@ -218,18 +222,22 @@ fn forbidden(why: &str) -> Response {
         .into_response()
 }
 
-/// Whether an `Origin` header, when there is one, names this server.
+/// Whether an `Origin` header, when there is one, names this server: its `Host`, or the
+/// `X-Forwarded-Host` a reverse proxy in front of it passes on.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    origin
+    let Some(origin_host) = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+    else {
+        return false;
+    };
+    [HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .filter_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
+        .any(|h| h.trim().eq_ignore_ascii_case(origin_host))
 }
 
 /// The `csrf` field of a URL-encoded form.
@@ -316,6 +324,11 @@ mod tests {
         assert!(!same_origin(&h));
         h.insert(ORIGIN, "null".parse().unwrap());
         assert!(!same_origin(&h));
+        // Behind a reverse proxy that passes the public host on.
+        h.insert(ORIGIN, "https://dockmesh.example".parse().unwrap());
+        assert!(!same_origin(&h));
+        h.insert("x-forwarded-host", "dockmesh.example".parse().unwrap());
+        assert!(same_origin(&h));
     }
 
     #[test]

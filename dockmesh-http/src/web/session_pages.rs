@@ -28,7 +28,13 @@ struct LoginPage {
 /// Where to go after logging in: a path on this server, never another site.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.chars().all(|c| c.is_ascii_graphic() && c != '\\') =>
+        {
+            p.to_owned()
+        }
         _ => "/hosts".to_owned(),
     }
 }
@@ -157,6 +163,7 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/hosts");
         assert_eq!(local_path(Some("https://evil.example/")), "/hosts");
         assert_eq!(local_path(Some("/\\evil.example")), "/hosts");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/hosts");
         assert_eq!(local_path(None), "/hosts");
     }
 }

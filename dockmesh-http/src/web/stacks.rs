@@ -51,19 +51,29 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
         .map(|h| (h.0, vec![]))
         .collect();
     let mut undeployed = vec![];
+    let mut deployed = vec![];
     for s in stacks {
-        let Some(host) = s.host else {
-            undeployed.push(s.name);
-            continue;
-        };
-        let status = stack_status(api(&web), Path(s.name.clone()))
-            .await
-            .map(|Json(v)| v)
-            .map_err(|e| ErrorText::from(&e));
-        by_host.entry(host).or_default().push(StackRow {
-            name: s.name,
-            status,
-        });
+        match s.host {
+            Some(host) => deployed.push((host, s.name)),
+            None => undeployed.push(s.name),
+        }
+    }
+    let statuses = futures_util::future::join_all(deployed.iter().map(|(_, name)| {
+        let web = web.clone();
+        let name = name.clone();
+        async move {
+            stack_status(api(&web), Path(name))
+                .await
+                .map(|Json(v)| v)
+                .map_err(|e| ErrorText::from(&e))
+        }
+    }))
+    .await;
+    for ((host, name), status) in deployed.into_iter().zip(statuses) {
+        by_host
+            .entry(host)
+            .or_default()
+            .push(StackRow { name, status });
     }
     render(&StacksPage {
         l: Layout::new(&web, &user, "stacks"),
