@@ -633,3 +633,92 @@ async fn a_drain_is_planned_then_run_from_the_pages() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.body.contains("paused, resumed or aborted"), "{}", a.body);
 }
+
+#[tokio::test]
+async fn the_audit_log_is_paged_and_keeps_its_filters() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    for i in 0..60 {
+        let at = jiff::Timestamp::now();
+        let e = dockmesh_core::audit::AuditEvent::new(at, "test", "stack.deploy", format!("s{i}"));
+        w.store.append_audit(&e).await.unwrap();
+    }
+    let first = w.get("/audit?action=stack.deploy", Some(&cookie)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        first
+            .body
+            .matches("<td class=\"mono\">stack.deploy</td>")
+            .count(),
+        50
+    );
+    let marker = "href=\"/audit?";
+    let at = first.body.find(marker).expect("a link to older entries") + "href=\"".len();
+    let href = first.body[at..at + first.body[at..].find('"').unwrap()].replace("&#38;", "&");
+    assert!(
+        href.contains("action=stack.deploy") && href.contains("before="),
+        "{href}"
+    );
+    let older = w.get(&href, Some(&cookie)).await;
+    assert_eq!(
+        older
+            .body
+            .matches("<td class=\"mono\">stack.deploy</td>")
+            .count(),
+        10
+    );
+    assert!(older.body.contains(">s0<") && !older.body.contains(">s59<"));
+    assert!(
+        !older.body.contains("id=\"older\""),
+        "the last page links no further"
+    );
+}
+
+#[tokio::test]
+async fn a_move_to_a_cordoned_host_is_refused_beside_the_target_and_changes_nothing() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let a = w
+        .post(
+            "/stacks",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("host", "a"),
+                ("compose", "services: {}"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let a = w
+        .post("/hosts/b/cordon", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let form = w.get("/stacks/shop/migrate", Some(&cookie)).await;
+    assert!(form.body.contains("b (cordoned)"), "{}", form.body);
+    for path in ["/stacks/shop/migrate/preflight", "/stacks/shop/migrate"] {
+        let page = w
+            .post(path, Some(&cookie), &[("csrf", &csrf), ("target", "b")])
+            .await;
+        assert_eq!(page.status, StatusCode::CONFLICT, "{path}");
+        let at = page
+            .body
+            .find("id=\"target-error\"")
+            .expect("an error beside the target");
+        assert!(
+            page.body[at..].contains("host b is cordoned"),
+            "{}",
+            &page.body[at..]
+        );
+    }
+    assert!(
+        w.store
+            .list_migrations(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stack = w.store.get_stack("shop").await.unwrap().unwrap();
+    assert_eq!(stack.host, Some(dockmesh_core::HostId::from("a")));
+}
