@@ -403,6 +403,23 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     assert!(running_on(&b, &name), "the stack runs on b");
     assert!(!running_on(&a, &name), "and no longer on local");
 
+    // The stack's page says where it runs now and until when it can go back.
+    c.goto(&format!("{url}/stacks/{name}")).await.unwrap();
+    assert_eq!(text(&c, "#stack-host").await, "b");
+    assert!(
+        text(&c, "#rollback-window")
+            .await
+            .contains("rolled back until")
+    );
+    shot(&c, "10b-stack-moved").await;
+    c.goto(&format!("{url}/hosts")).await.unwrap();
+    let local = text(&c, "tr[data-host=\"local\"]").await;
+    assert!(
+        local.contains(&format!("{name} stopped copy; runs on b")),
+        "{local}"
+    );
+    shot(&c, "10c-hosts-after-move").await;
+
     // Purge names what it deletes (not confirmed here: the rollback needs the source).
     c.goto(&format!("{url}{migration_path}/purge-source"))
         .await

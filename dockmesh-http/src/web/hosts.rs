@@ -15,6 +15,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use dockmesh_core::drain::DrainPlan;
 use futures_util::Stream;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 /// A host as the page shows it.
@@ -29,11 +30,33 @@ pub struct HostRow {
     pub disk: String,
     /// Used disk, per cent.
     pub disk_pct: u64,
+    /// The Compose projects on the host.
+    pub stacks: Vec<ProjectRow>,
 }
 
-impl From<HostView> for HostRow {
-    fn from(h: HostView) -> Self {
+/// A Compose project on a host.
+pub struct ProjectRow {
+    /// Its name.
+    pub name: String,
+    /// Whether it is a stack of this server.
+    pub managed: bool,
+    /// For a stack of this server: the host it runs on when that is another one (this is a
+    /// stopped copy a migration kept).
+    pub runs_on: Option<String>,
+}
+
+impl HostRow {
+    fn new(h: HostView, managed: &BTreeMap<String, Option<String>>) -> Self {
         HostRow {
+            stacks: h
+                .stacks
+                .iter()
+                .map(|s| ProjectRow {
+                    name: s.clone(),
+                    managed: managed.contains_key(s),
+                    runs_on: managed.get(s).cloned().flatten().filter(|on| *on != h.id),
+                })
+                .collect(),
             memory: format!(
                 "{} of {}",
                 human_bytes(h.memory_used),
@@ -62,6 +85,10 @@ struct HostsPage {
 /// `GET /hosts`.
 pub async fn list(State(web): State<WebState>, user: User) -> Response {
     let axum::Json(hosts) = list_hosts(api(&web)).await;
+    let managed = match crate::api::stacks::list_stacks(api(&web)).await {
+        Ok(axum::Json(list)) => list.into_iter().map(|s| (s.name, s.host)).collect(),
+        Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
+    };
     let drains = match list_drains(api(&web)).await {
         Ok(axum::Json(d)) => d
             .into_iter()
@@ -71,7 +98,10 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
     };
     render(&HostsPage {
         l: Layout::new(&web, &user, "hosts"),
-        hosts: hosts.into_iter().map(HostRow::from).collect(),
+        hosts: hosts
+            .into_iter()
+            .map(|h| HostRow::new(h, &managed))
+            .collect(),
         drains,
     })
 }
