@@ -520,6 +520,34 @@ async fn a_stack_is_deployed_moved_and_rolled_back_through_the_pages() {
 }
 
 #[tokio::test]
+async fn unknown_things_get_a_page_that_names_them() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    for (path, status, text) in [
+        (
+            "/stacks/nope",
+            StatusCode::NOT_FOUND,
+            "stack nope is not known",
+        ),
+        (
+            "/migrations/not-an-id",
+            StatusCode::BAD_REQUEST,
+            "is not a migration id",
+        ),
+        (
+            "/hosts/zz/drain",
+            StatusCode::NOT_FOUND,
+            "host zz is not known; known hosts: a, b",
+        ),
+    ] {
+        let a = w.get(path, Some(&cookie)).await;
+        assert_eq!(a.status, status, "{path}");
+        assert!(a.body.contains(text), "{path}: {}", a.body);
+        assert!(a.header("content-type").starts_with("text/html"), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_bad_audit_time_is_named_beside_its_field() {
     let w = Web::new().await;
     let (cookie, _) = w.session().await;

@@ -349,7 +349,7 @@ where
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// Serve the state for handlers that need only the API's state.
+/// The API's state, as an API handler takes it.
 pub(crate) fn api(web: &WebState) -> State<ServerState> {
     State(web.api.clone())
 }
