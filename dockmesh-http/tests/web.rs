@@ -65,6 +65,11 @@ struct Web {
     token: String,
 }
 
+/// Add a fake host to `hosts`.
+fn add_host(hosts: &mut Hosts, host: Arc<FakeHost>) {
+    hosts.add(host).unwrap();
+}
+
 fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
@@ -76,8 +81,9 @@ impl Web {
         let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
         store.put_token(&record).await.unwrap();
         let mut hosts = Hosts::new();
-        hosts.add(Arc::new(FakeHost::new("a"))).unwrap();
-        hosts.add(Arc::new(FakeHost::new("b"))).unwrap();
+        for id in ["a", "b"] {
+            add_host(&mut hosts, Arc::new(FakeHost::new(id)));
+        }
         let config = ServerConfig {
             max_retry_delay: Duration::from_millis(50),
             ..ServerConfig::default()
