@@ -11,6 +11,7 @@
 //! sends.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -99,7 +100,7 @@ pub fn refusal(server: u32, agent: u32) -> Option<String> {
 }
 
 /// What an agent says about itself when it connects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The agent's version (`0.1.0`).
     pub version: String,
@@ -139,6 +140,34 @@ pub enum AgentReport {
     /// A report this version does not know (sent by a newer peer); ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// The first reconnect delay's ceiling.
+pub const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+/// The largest reconnect delay.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(60);
+/// A session that lasted this long was stable: the next reconnect starts again from
+/// [`RECONNECT_FIRST`].
+pub const RECONNECT_STABLE: Duration = Duration::from_secs(60);
+
+/// The ceiling of an agent's reconnect delay after `failures` failed or short sessions in a
+/// row (0 for the first retry): 1 s, 2 s, 4 s, … at most [`RECONNECT_MAX`].
+pub fn reconnect_ceiling(failures: u32) -> Duration {
+    let factor = 1u64.checked_shl(failures.min(32)).unwrap_or(u64::MAX);
+    RECONNECT_FIRST
+        .checked_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+        .map_or(RECONNECT_MAX, |d| d.min(RECONNECT_MAX))
+}
+
+/// "Full jitter": the delay is drawn uniformly between zero and the ceiling, so that agents
+/// cut off together do not come back together. `unit` is a uniform draw in `[0, 1)`.
+pub fn reconnect_delay(failures: u32, unit: f64) -> Duration {
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    reconnect_ceiling(failures).mul_f64(unit)
 }
 
 #[cfg(test)]
@@ -209,6 +238,28 @@ mod tests {
                 stack: "shop".into()
             }
         );
+    }
+
+    #[test]
+    fn reconnect_ceilings_double_from_one_second_up_to_a_minute() {
+        let secs: Vec<u64> = (0..9).map(|f| reconnect_ceiling(f).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(reconnect_ceiling(u32::MAX), RECONNECT_MAX);
+        assert_eq!(reconnect_delay(3, 0.5), Duration::from_secs(4));
+        assert_eq!(reconnect_delay(0, 0.0), Duration::ZERO);
+        assert_eq!(reconnect_delay(0, f64::NAN), Duration::ZERO);
+        assert_eq!(reconnect_delay(0, 7.0), RECONNECT_FIRST);
+    }
+
+    proptest! {
+        #[test]
+        fn a_reconnect_delay_stays_under_its_ceiling(failures in 0u32..200, unit in 0.0f64..1.0) {
+            let d = reconnect_delay(failures, unit);
+            prop_assert!(d <= reconnect_ceiling(failures));
+            prop_assert!(reconnect_ceiling(failures) <= RECONNECT_MAX);
+            prop_assert!(reconnect_ceiling(failures) <= reconnect_ceiling(failures + 1));
+            prop_assert!(reconnect_ceiling(failures) >= RECONNECT_FIRST);
+        }
     }
 
     proptest! {

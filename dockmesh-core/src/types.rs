@@ -3,12 +3,12 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The id of a host. Each host runs one agent, so an agent is named by its host's id.
+/// The id of a host: its name on the server.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct HostId(pub String);
 
-/// Agents are identified by the id of the host they run on.
+/// An agent's id (the id its certificate names; its host has a name of its own, the record's `name`).
 pub type AgentId = HostId;
 
 impl HostId {

@@ -6,17 +6,20 @@
 //! [`TokenKind::Enrollment`] token with an expiry. The fingerprint is the SHA-256 of the CA's
 //! certificate: an agent checks the server it enrolls with against it before trusting it.
 //!
-//! What works: [`new_enrollment_token`], [`EnrollmentToken::parse`], and [`enroll`], which
-//! checks the token names this server's CA, certifies the agent's key (from its CSR, or a key
-//! made here when it sends none), and only then spends the token; a refused request writes
-//! nothing. Not built yet: an agent record in the store (the agent id is random and not
-//! remembered, so there is no revocation list), the agent's side of enrollment, and the
-//! `dockmesh agent token create` command.
+//! [`enroll`] checks the token names this server's CA, certifies the agent's key (from its CSR,
+//! or a key made here when it sends none), and only then spends the token and records the
+//! agent (its [`AgentRecord`], under a new random id that its certificate names); a refused
+//! request writes nothing. The agent's record is what admits it at the handshake: removing it
+//! revokes the agent. The agent's side: [`new_agent_key`] makes its key and request, and
+//! [`check_ca`] checks the CA the server returns against the token before anything trusts it.
 
 use crate::auth::hash_token;
 use crate::pki::{Ca, PkiError};
 use dockmesh_core::ports::{Store, StoreError};
+use dockmesh_core::protocol::Hello;
 use dockmesh_core::records::{TokenKind, TokenRecord, TokenUse};
+use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
+use dockmesh_core::types::AgentId;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -108,6 +111,12 @@ pub fn new_enrollment_token(
 pub struct EnrollRequest {
     /// The enrollment token.
     pub token: String,
+    /// The name of the agent's host on this server (a stack-name-like id, unique among hosts).
+    pub name: String,
+    /// What the agent says about itself.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub hello: Option<Hello>,
     /// A PKCS#10 certificate signing request (PEM) for the agent's own key; without one the
     /// server makes the key and returns it.
     #[serde(default)]
@@ -126,6 +135,13 @@ pub struct Enrolled {
     pub key_pem: Option<String>,
     /// The CA's certificate (PEM): the agent's trust root for the agent listener.
     pub ca_pem: String,
+    /// The agent's host name on the server.
+    pub host: String,
+    /// Where the agent listener is (`host:port`).
+    pub agent_endpoint: String,
+    /// The name the agent listener's certificate carries (checked by the agent in place of
+    /// the address it dials).
+    pub server_name: String,
 }
 
 impl fmt::Debug for Enrolled {
@@ -164,6 +180,17 @@ pub enum EnrollError {
     /// The store failed.
     #[error("the store failed")]
     Store(#[from] StoreError),
+    /// The agent's host name is not a valid name.
+    #[error("the host name {name:?} is invalid: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another host already has that name.
+    #[error("a host named {0:?} already exists on this server")]
+    NameTaken(String),
     /// No randomness for the agent id.
     #[error("no randomness available")]
     Random(#[source] getrandom::Error),
@@ -183,6 +210,12 @@ impl EnrollError {
                 "make a new token with `dockmesh agent token create`"
             }
             EnrollError::Csr(_) => "send a PEM PKCS#10 request signed by the agent's key",
+            EnrollError::BadName { .. } => {
+                "give the agent a name of lowercase letters, digits, `-` and `_` with --name"
+            }
+            EnrollError::NameTaken(_) => {
+                "give the agent another name with --name, or remove the old host first"
+            }
             EnrollError::Pki(_) | EnrollError::Store(_) | EnrollError::Random(_) => {
                 "nothing was enrolled and the token was not spent unless it says so; retry"
             }
@@ -197,18 +230,41 @@ fn new_agent_id() -> Result<String, EnrollError> {
     Ok(format!("agent-{}", hex::encode(bytes)))
 }
 
-/// Exchange an enrollment token for a client certificate of `ca`. The token must name `ca`'s
-/// fingerprint; the certificate is made before the token is spent, so a refused request
-/// (bad token or bad CSR) writes nothing.
+/// Exchange an enrollment token for a client certificate of `ca`, and record the agent. The
+/// token must name `ca`'s fingerprint and the name must be free (`taken` says which host
+/// names are in use besides the store's agents); the certificate is made before the token is
+/// spent, so a refused request (bad token, bad name or bad CSR) writes nothing.
 pub async fn enroll(
     store: &dyn Store,
     ca: &Ca,
     req: &EnrollRequest,
+    taken: &[String],
     now: Timestamp,
+    agent_endpoint: String,
 ) -> Result<Enrolled, EnrollError> {
     let token = EnrollmentToken::parse(&req.token)?;
     if token.ca_fingerprint != ca.fingerprint() {
         return Err(EnrollError::WrongCa);
+    }
+    // The token's state first (read only; spending it below is what counts), so that a spent
+    // or expired token is named as such rather than as a name conflict of its own agent.
+    let hash = hash_token(&token.to_string());
+    match store.list_tokens().await?.iter().find(|t| t.hash == hash) {
+        None => return Err(EnrollError::Unknown),
+        Some(t) if t.kind != TokenKind::Enrollment => return Err(EnrollError::Unknown),
+        Some(t) if t.used_at.is_some() => return Err(EnrollError::AlreadyUsed),
+        Some(t) if t.expires_at.is_some_and(|e| e <= now) => return Err(EnrollError::Expired),
+        Some(_) => {}
+    }
+    dockmesh_core::types::validate_stack_name(&req.name).map_err(|reason| {
+        EnrollError::BadName {
+            name: req.name.clone(),
+            reason,
+        }
+    })?;
+    let agents = store.list_agents().await?;
+    if taken.contains(&req.name) || agents.iter().any(|a| a.name == req.name) {
+        return Err(EnrollError::NameTaken(req.name.clone()));
     }
     let agent_id = new_agent_id()?;
     let (cert_pem, key_pem) = match &req.csr_pem {
@@ -222,19 +278,51 @@ pub async fn enroll(
             (issued.cert_pem, Some(issued.key_pem))
         }
     };
-    match store
-        .use_token(&hash_token(&token.to_string()), now)
-        .await?
-    {
+    match store.use_token(&hash, now).await? {
         TokenUse::Accepted { token } if token.kind == TokenKind::Enrollment => {}
         TokenUse::Accepted { .. } | TokenUse::Unknown => return Err(EnrollError::Unknown),
         TokenUse::Expired => return Err(EnrollError::Expired),
         TokenUse::AlreadyUsed => return Err(EnrollError::AlreadyUsed),
     }
+    let hello = req.hello.clone().unwrap_or_default();
+    store
+        .upsert_agent(&AgentRecord {
+            id: AgentId::from(agent_id.as_str()),
+            name: req.name.clone(),
+            version: hello.version,
+            commit: hello.commit,
+            protocol_version: hello.protocol_version,
+            arch: hello.arch,
+            docker_version: hello.docker_version,
+            last_seen: Some(now),
+            connection: ConnectionState::Disconnected,
+            upgrade: UpgradeState::Idle,
+        })
+        .await?;
     Ok(Enrolled {
         agent_id,
         cert_pem,
         key_pem,
         ca_pem: ca.cert_pem().to_owned(),
+        host: req.name.clone(),
+        agent_endpoint,
+        server_name: crate::pki::SERVER_NAME.to_owned(),
     })
+}
+
+/// A new key for an agent and a certificate request for it (PEM): `(key, request)`. The key
+/// never leaves the agent.
+pub fn new_agent_key() -> Result<(String, String), PkiError> {
+    crate::pki::new_key_and_csr()
+}
+
+/// Check the CA certificate a server returned (PEM) against the token the agent enrolled
+/// with: the agent trusts it only when its fingerprint is the token's.
+pub fn check_ca(token: &EnrollmentToken, ca_pem: &str) -> Result<(), EnrollError> {
+    let der = crate::pki::der_of_pem(ca_pem).map_err(EnrollError::Pki)?;
+    if crate::pki::fingerprint_of(&der) == token.ca_fingerprint {
+        Ok(())
+    } else {
+        Err(EnrollError::WrongCa)
+    }
 }

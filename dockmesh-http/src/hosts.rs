@@ -1,6 +1,8 @@
 //! The hosts the server manages: one [`HostRuntime`] each, and which are cordoned.
 //!
-//! Hosts are given at start (the binary builds a runtime per Docker engine it reaches). A
+//! Hosts reached by socket are given at start (the binary builds a runtime per Docker engine it
+//! reaches); hosts reached through an agent are added when the agent enrolls and at start for
+//! every agent the store knows, and removed when the agent is removed. A
 //! cordoned host is never a migration target; cordons are stored (the API writes the store
 //! first) and loaded at start; this set is their in-memory copy.
 
@@ -10,12 +12,12 @@ use dockmesh_core::ports::{Fleet, HostRuntime, RuntimeError, RuntimeErrorKind};
 use dockmesh_core::rollout::UpgradeOrder;
 use dockmesh_core::types::AgentId;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The server's hosts.
 #[derive(Default)]
 pub struct Hosts {
-    hosts: BTreeMap<HostId, Arc<dyn HostRuntime>>,
+    hosts: RwLock<BTreeMap<HostId, Arc<dyn HostRuntime>>>,
     cordoned: Mutex<BTreeSet<HostId>>,
 }
 
@@ -26,23 +28,42 @@ impl Hosts {
     }
 
     /// Add a host under its own id; a second host with the same id is refused.
-    pub fn add(&mut self, host: Arc<dyn HostRuntime>) -> Result<(), String> {
+    pub fn add(&self, host: Arc<dyn HostRuntime>) -> Result<(), String> {
         let id = host.host_id().clone();
-        if self.hosts.contains_key(&id) {
+        let mut hosts = self.hosts.write().expect("host map poisoned");
+        if hosts.contains_key(&id) {
             return Err(format!("host {id} is given twice"));
         }
-        self.hosts.insert(id, host);
+        hosts.insert(id, host);
         Ok(())
+    }
+
+    /// Remove a host; returns whether it was there.
+    pub fn remove(&self, id: &HostId) -> bool {
+        self.hosts
+            .write()
+            .expect("host map poisoned")
+            .remove(id)
+            .is_some()
     }
 
     /// The ids, in order.
     pub fn ids(&self) -> Vec<HostId> {
-        self.hosts.keys().cloned().collect()
+        self.hosts
+            .read()
+            .expect("host map poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// One host's runtime.
     pub fn get(&self, id: &HostId) -> Option<Arc<dyn HostRuntime>> {
-        self.hosts.get(id).cloned()
+        self.hosts
+            .read()
+            .expect("host map poisoned")
+            .get(id)
+            .cloned()
     }
 
     /// Cordon (`true`) or uncordon a host; returns whether the state changed.
@@ -97,7 +118,7 @@ mod tests {
 
     #[tokio::test]
     async fn hosts_are_unique_and_cordons_toggle() {
-        let mut hosts = Hosts::new();
+        let hosts = Hosts::new();
         hosts.add(Arc::new(FakeHost::new("a"))).unwrap();
         assert!(hosts.add(Arc::new(FakeHost::new("a"))).is_err());
         hosts.add(Arc::new(FakeHost::new("b"))).unwrap();
@@ -109,6 +130,9 @@ mod tests {
         assert!(hosts.is_cordoned(&a));
         assert!(hosts.set_cordoned(&a, false));
         assert!(!hosts.is_cordoned(&a));
+        assert!(hosts.remove(&HostId::from("b")));
+        assert!(!hosts.remove(&HostId::from("b")), "already gone");
+        assert_eq!(hosts.ids(), [a.clone()]);
         assert!(hosts.host(&HostId::from("zz")).await.is_err());
         assert_eq!(hosts.host(&a).await.unwrap().host_id(), &a);
     }

@@ -10,7 +10,8 @@
 //!
 //! [`Ca::issue_agent_for_csr`] certifies an agent's own key from a PKCS#10 request.
 //!
-//! Not built yet: revocation, renewal before expiry. Every
+//! Revocation is by the agent registry (an agent without a record is refused at the
+//! handshake). Not built yet: renewal before expiry. Every
 //! TLS configuration of the crate takes its crypto provider from [`provider`], the one
 //! aws-lc-rs provider.
 
@@ -29,6 +30,11 @@ use std::time::{Duration, SystemTime};
 
 /// The scheme of the SAN URI naming an agent: `dockmesh-agent://<id>`.
 pub const AGENT_URI_SCHEME: &str = "dockmesh-agent://";
+
+/// The DNS name every agent listener certificate carries, and the name an agent checks it
+/// against whatever address it dials: the CA is private to one server and pinned by its
+/// fingerprint at enrollment, so the name adds no trust of its own.
+pub const SERVER_NAME: &str = "dockmesh-server";
 
 /// How long the CA's certificate is valid.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -245,7 +251,7 @@ impl Ca {
 
     fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let cert_der = pem_to_der(cert_pem)?;
+        let cert_der = der_of_pem(cert_pem)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)?;
         Ok(Ca {
             cert_der,
@@ -270,8 +276,11 @@ impl Ca {
     }
 
     /// A server certificate for the agent listener, valid for these DNS names or IP addresses.
+    /// [`SERVER_NAME`] is always among them.
     pub fn issue_server(&self, sans: &[String]) -> Result<Issued, PkiError> {
-        let mut params = CertificateParams::new(sans.to_vec())?;
+        let mut names = vec![SERVER_NAME.to_owned()];
+        names.extend(sans.iter().filter(|n| *n != SERVER_NAME).cloned());
+        let mut params = CertificateParams::new(names)?;
         params
             .distinguished_name
             .push(DnType::CommonName, "dockmesh server");
@@ -291,7 +300,19 @@ impl Ca {
     /// A client certificate for agent `agent_id` for the key of a PKCS#10 request (PEM), whose
     /// signature is checked. Only its key is used: the names and usages are the CA's choice.
     pub fn issue_agent_for_csr(&self, agent_id: &str, csr_pem: &str) -> Result<String, PkiError> {
-        let params = agent_params(agent_id)?;
+        self.issue_agent_for_csr_valid_for(agent_id, csr_pem, LEAF_VALIDITY)
+    }
+
+    /// [`Ca::issue_agent_for_csr`] valid for `lifetime` (a year by default; a short one is for
+    /// renewal tests).
+    pub fn issue_agent_for_csr_valid_for(
+        &self,
+        agent_id: &str,
+        csr_pem: &str,
+        lifetime: Duration,
+    ) -> Result<String, PkiError> {
+        let mut params = agent_params(agent_id)?;
+        validity(&mut params, lifetime);
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
@@ -306,6 +327,13 @@ impl Ca {
             key_der: key.serialize_der(),
         })
     }
+}
+
+/// A new agent key and a PKCS#10 request for it, both PEM: `(key, request)`.
+pub fn new_key_and_csr() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
 }
 
 fn agent_params(agent_id: &str) -> Result<CertificateParams, PkiError> {
@@ -324,9 +352,30 @@ fn agent_params(agent_id: &str) -> Result<CertificateParams, PkiError> {
     Ok(params)
 }
 
-fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
+/// The DER of a PEM certificate.
+pub fn der_of_pem(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Parse)
+}
+
+/// When a certificate stops being valid (seconds since the Unix epoch).
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, PkiError> {
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| PkiError::Parse)?;
+    Ok(x509.validity().not_after.timestamp())
+}
+
+/// The public key a certificate certifies (its DER SubjectPublicKeyInfo).
+pub fn public_key_of(cert: &CertificateDer<'_>) -> Result<Vec<u8>, PkiError> {
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| PkiError::Parse)?;
+    Ok(x509.public_key().raw.to_vec())
+}
+
+/// The public key (DER SubjectPublicKeyInfo) of a PKCS#8 private key (PEM).
+pub fn public_key_of_key(key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rcgen::PublicKeyData;
+    Ok(KeyPair::from_pem(key_pem)?.subject_public_key_info())
 }
 
 /// The agent id a certificate names in its `dockmesh-agent://` SAN URI. It does not verify the

@@ -29,6 +29,13 @@ pub struct ServerConfig {
     pub reminder_interval: Duration,
     /// How long shutdown waits for running steps to reach a checkpoint.
     pub shutdown_grace: Duration,
+    /// The port of the agent listener, when it runs.
+    pub agent_port: Option<u16>,
+    /// Where agents dial the agent listener (`host:port`), told to each agent at enrollment;
+    /// without it, the host the agent reached the API at and [`ServerConfig::agent_port`].
+    pub agent_endpoint: Option<String>,
+    /// Compress volume streams to and from agents with zstd.
+    pub agent_compression: bool,
     /// For crash tests: kill this process (SIGKILL) just before a migration command whose
     /// name starts with this (`StopSource`, `TransferVolume`, …), or once a transfer has
     /// moved `bytes:N` bytes. Never set in production.
@@ -47,6 +54,9 @@ impl Default for ServerConfig {
             max_retry_delay: Duration::from_secs(60),
             reminder_interval: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(120),
+            agent_port: None,
+            agent_endpoint: None,
+            agent_compression: true,
             crash_at: None,
         }
     }
@@ -76,6 +86,7 @@ struct Inner {
     lifecycle: AtomicU8,
     stack_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     agent_ca: std::sync::OnceLock<Arc<crate::pki::Ca>>,
+    connected: crate::channel::ConnectedAgents,
 }
 
 /// The state shared by every handler and background task (cheap to clone).
@@ -113,6 +124,7 @@ impl ServerState {
             lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
             stack_locks: Default::default(),
             agent_ca: Default::default(),
+            connected: Default::default(),
         }))
     }
 
@@ -151,6 +163,10 @@ impl ServerState {
     /// The agent CA, when agent enrollment is enabled.
     pub fn agent_ca(&self) -> Option<&Arc<crate::pki::Ca>> {
         self.0.agent_ca.get()
+    }
+    /// The agents connected now (the agent listener keeps them here).
+    pub fn connected_agents(&self) -> &crate::channel::ConnectedAgents {
+        &self.0.connected
     }
     /// Enable agent enrollment with `ca`; `false` (and no change) when a CA is already set.
     pub fn set_agent_ca(&self, ca: Arc<crate::pki::Ca>) -> bool {

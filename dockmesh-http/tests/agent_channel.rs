@@ -1,9 +1,10 @@
 //! The built-in CA and the reversed HTTP/2 agent channel, in process on loopback.
 
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
+use dockmesh_http::channel::wire::Refusal;
 use dockmesh_http::channel::{
-    AcceptError, AgentAcceptor, AgentConnector, AgentListener, ChannelOptions, ConnectedAgents,
-    agent_router,
+    AcceptError, AgentAcceptor, AgentConnector, AgentGate, AgentListener, ChannelOptions,
+    ConnectError, ConnectedAgents, agent_router,
 };
 use dockmesh_http::pki::{self, Ca, Issued};
 use rustls_pki_types::ServerName;
@@ -383,12 +384,29 @@ async fn the_n_and_n_minus_one_rule_decides_at_the_handshake() {
     for (server, agent, accepted) in [(3, 3, true), (3, 2, true), (3, 1, false), (1, 2, false)] {
         let acceptor = acceptor(&ca, server);
         let connector = connector(&ca, &cert, agent);
+        let (told_tx, told_rx) = tokio::sync::oneshot::channel();
         let (out, client) = accept_one(&acceptor, move |addr| async move {
             if let Ok(session) = connector.connect(addr, server_name()).await {
-                let _ = session.serve(agent_router(hello(agent))).await;
+                let _ = told_tx.send(session.serve(agent_router(hello(agent))).await);
             }
         })
         .await;
+        if !accepted {
+            // The agent hears why, not only that the connection closed.
+            let told = tokio::time::timeout(Duration::from_secs(5), told_rx)
+                .await
+                .expect("the refused agent's session ends")
+                .unwrap();
+            let Err(ConnectError::Refused(refusal)) = told else {
+                panic!("{server} {agent}: {told:?}")
+            };
+            assert_eq!(refusal.kind, "protocol");
+            assert!(!refusal.is_transient());
+            assert_eq!(
+                Some(refusal.reason),
+                dockmesh_core::protocol::refusal(server, agent)
+            );
+        }
         if accepted {
             out.unwrap();
             let conn = acceptor.agents().get("agent-old").unwrap();
@@ -413,6 +431,116 @@ async fn the_n_and_n_minus_one_rule_decides_at_the_handshake() {
         }
         client.abort();
     }
+}
+
+/// A gate admitting the ids in `admitted`, recording what it is told.
+#[derive(Default)]
+struct TestGate {
+    admitted: std::sync::Mutex<Vec<String>>,
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl AgentGate for TestGate {
+    async fn admit(&self, agent_id: &str) -> Result<(), Refusal> {
+        if self.admitted.lock().unwrap().iter().any(|a| a == agent_id) {
+            Ok(())
+        } else {
+            Err(Refusal::not_admitted(&format!("{agent_id} was removed")))
+        }
+    }
+    async fn refused_protocol(&self, agent_id: &str, agent_protocol: u32, _reason: &str) {
+        let e = format!("refused {agent_id} {agent_protocol}");
+        self.events.lock().unwrap().push(e);
+    }
+    async fn connected(&self, conn: dockmesh_http::channel::AgentConnection) {
+        let e = format!("connected {}", conn.agent_id());
+        self.events.lock().unwrap().push(e);
+    }
+    async fn disconnected(&self, agent_id: &str) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("disconnected {agent_id}"));
+    }
+}
+
+#[tokio::test]
+async fn the_gate_refuses_a_removed_agent_with_its_reason_and_hears_of_connections() {
+    let ca = Ca::ephemeral().unwrap();
+    let gate = Arc::new(TestGate::default());
+    let acceptor = acceptor(&ca, 2).with_gate(gate.clone());
+    let cert = ca.issue_agent("agent-g").unwrap();
+
+    // Not admitted: refused after the handshake, told why, nothing kept.
+    let conn = connector(&ca, &cert, 2);
+    let (told_tx, told_rx) = tokio::sync::oneshot::channel();
+    let (out, _client) = accept_one(&acceptor, move |addr| async move {
+        let session = conn.connect(addr, server_name()).await.unwrap();
+        let _ = told_tx.send(session.serve(agent_router(hello(2))).await);
+    })
+    .await;
+    let Err(AcceptError::NotAdmitted { agent_id, reason }) = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(agent_id, "agent-g");
+    assert!(reason.contains("removed"), "{reason}");
+    let told = told_rx.await.unwrap();
+    let Err(ConnectError::Refused(refusal)) = &told else {
+        panic!("{told:?}")
+    };
+    assert_eq!(refusal.kind, "not_admitted");
+    assert!(
+        refusal.reason.contains("agent-g was removed"),
+        "{refusal:?}"
+    );
+    assert!(acceptor.agents().is_empty());
+
+    // Admitted: kept, and the gate hears of the connection and of its end.
+    gate.admitted.lock().unwrap().push("agent-g".into());
+    let conn = connector(&ca, &cert, 2);
+    let (out, client) = accept_one(&acceptor, move |addr| async move {
+        let session = conn.connect(addr, server_name()).await.unwrap();
+        let _ = session.serve(agent_router(hello(2))).await;
+    })
+    .await;
+    out.unwrap();
+    wait_for("the gate to hear of the connection", || {
+        gate.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e == "connected agent-g")
+    })
+    .await;
+    client.abort();
+    wait_for("the gate to hear the connection ended", || {
+        gate.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e == "disconnected agent-g")
+    })
+    .await;
+    assert!(acceptor.agents().is_empty());
+}
+
+#[tokio::test]
+async fn the_gate_hears_of_an_agent_refused_for_its_protocol() {
+    let ca = Ca::ephemeral().unwrap();
+    let gate = Arc::new(TestGate::default());
+    gate.admitted.lock().unwrap().push("agent-o".into());
+    let acceptor = acceptor(&ca, 3).with_gate(gate.clone());
+    let cert = ca.issue_agent("agent-o").unwrap();
+    let old = connector(&ca, &cert, 1);
+    let (out, _client) = accept_one(&acceptor, move |addr| async move {
+        if let Ok(session) = old.connect(addr, server_name()).await {
+            let _ = session.serve(agent_router(hello(1))).await;
+        }
+    })
+    .await;
+    assert!(matches!(out, Err(AcceptError::Refused { .. })), "{out:?}");
+    assert_eq!(*gate.events.lock().unwrap(), ["refused agent-o 1"]);
 }
 
 #[tokio::test]
@@ -501,6 +629,8 @@ mod enrollment {
     fn request(token: &str, csr_pem: Option<String>) -> EnrollRequest {
         EnrollRequest {
             token: token.to_owned(),
+            name: "host-a".into(),
+            hello: None,
             csr_pem,
         }
     }
@@ -540,9 +670,16 @@ mod enrollment {
             .unwrap()
             .pem()
             .unwrap();
-        let enrolled = enroll(&store, &ca, &request(&token, Some(csr.clone())), now())
-            .await
-            .unwrap();
+        let enrolled = enroll(
+            &store,
+            &ca,
+            &request(&token, Some(csr.clone())),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await
+        .unwrap();
         assert!(enrolled.key_pem.is_none(), "the agent keeps its own key");
         assert_eq!(enrolled.ca_pem, ca.cert_pem());
         use rustls_pki_types::pem::PemObject;
@@ -551,7 +688,15 @@ mod enrollment {
         assert_eq!(pki::agent_id_of(&cert).unwrap(), enrolled.agent_id);
 
         // The token is spent.
-        let again = enroll(&store, &ca, &request(&token, Some(csr)), now()).await;
+        let again = enroll(
+            &store,
+            &ca,
+            &request(&token, Some(csr)),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await;
         assert!(matches!(again, Err(EnrollError::AlreadyUsed)), "{again:?}");
 
         // The certificate and the agent's key open the channel.
@@ -584,29 +729,98 @@ mod enrollment {
         let token = token_for(&store, &ca).await;
 
         // A bad CSR: refused before the token is spent.
-        let out = enroll(&store, &ca, &request(&token, Some("garbage".into())), now()).await;
+        let out = enroll(
+            &store,
+            &ca,
+            &request(&token, Some("garbage".into())),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await;
         assert!(matches!(out, Err(EnrollError::Csr(_))), "{out:?}");
         // Another CA's server: refused before the token is spent.
         let other = Ca::ephemeral().unwrap();
-        let out = enroll(&store, &other, &request(&token, None), now()).await;
+        let out = enroll(
+            &store,
+            &other,
+            &request(&token, None),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await;
         assert!(matches!(out, Err(EnrollError::WrongCa)), "{out:?}");
         // An unknown token of the right CA.
         let (stranger, _) =
             new_enrollment_token("x", &ca.fingerprint(), now(), SignedDuration::from_hours(1))
                 .unwrap();
-        let out = enroll(&store, &ca, &request(&stranger, None), now()).await;
+        let out = enroll(
+            &store,
+            &ca,
+            &request(&stranger, None),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await;
         assert!(matches!(out, Err(EnrollError::Unknown)), "{out:?}");
 
         // Expired.
         let late = now() + SignedDuration::from_hours(2);
-        let out = enroll(&store, &ca, &request(&token, None), late).await;
+        let out = enroll(&store, &ca, &request(&token, None), &[], late, "s:1".into()).await;
         assert!(matches!(out, Err(EnrollError::Expired)), "{out:?}");
 
+        // A bad host name, or one already taken: refused before the token is spent.
+        let mut bad = request(&token, None);
+        bad.name = "Not A Name".into();
+        let out = enroll(&store, &ca, &bad, &[], now(), "s:1".into()).await;
+        assert!(matches!(out, Err(EnrollError::BadName { .. })), "{out:?}");
+        let out = enroll(
+            &store,
+            &ca,
+            &request(&token, None),
+            &["host-a".into()],
+            now(),
+            "s:1".into(),
+        )
+        .await;
+        assert!(matches!(out, Err(EnrollError::NameTaken(_))), "{out:?}");
+        assert!(
+            store.list_agents().await.unwrap().is_empty(),
+            "nothing recorded"
+        );
+
         // Still valid within its hour, with a key made by the server.
-        let enrolled = enroll(&store, &ca, &request(&token, None), now())
-            .await
-            .unwrap();
+        let enrolled = enroll(
+            &store,
+            &ca,
+            &request(&token, None),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await
+        .unwrap();
         assert!(enrolled.key_pem.is_some());
+        let agents = store.list_agents().await.unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].id.0, enrolled.agent_id);
+        assert_eq!(agents[0].name, "host-a");
+        assert_eq!(enrolled.host, "host-a");
+
+        // A second agent cannot take the name (the store's agents count as taken).
+        let second = token_for(&store, &ca).await;
+        let out = enroll(
+            &store,
+            &ca,
+            &request(&second, None),
+            &[],
+            now(),
+            "s:1".into(),
+        )
+        .await;
+        assert!(matches!(out, Err(EnrollError::NameTaken(_))), "{out:?}");
     }
 
     async fn post(
@@ -639,22 +853,37 @@ mod enrollment {
             Hosts::new(),
             Arc::new(FixedClock::new(now())),
             Arc::new(SeqIds::default()),
-            ServerConfig::default(),
+            ServerConfig {
+                agent_port: Some(7443),
+                ..ServerConfig::default()
+            },
         );
         state.set_lifecycle(Lifecycle::Ready);
         let ca = Arc::new(Ca::ephemeral().unwrap());
         let token = token_for(&store, &ca).await;
 
-        let (s, v) = post(&state, serde_json::json!({"token": token})).await;
+        let (s, v) = post(
+            &state,
+            serde_json::json!({"token": token, "name": "edge-1"}),
+        )
+        .await;
         assert_eq!(s, 503, "{v}");
         assert!(state.set_agent_ca(ca.clone()));
         assert!(!state.set_agent_ca(Arc::new(Ca::ephemeral().unwrap())));
 
-        let (s, v) = post(&state, serde_json::json!({"token": "dme_nope"})).await;
+        let (s, v) = post(
+            &state,
+            serde_json::json!({"token": "dme_nope", "name": "edge-1"}),
+        )
+        .await;
         assert_eq!(s, 400, "{v}");
         assert!(v["hint"].is_string(), "{v}");
 
-        let (s, v) = post(&state, serde_json::json!({"token": token})).await;
+        let (s, v) = post(
+            &state,
+            serde_json::json!({"token": token, "name": "edge-1"}),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
         let agent_id = v["agent_id"].as_str().unwrap();
         assert!(v["key_pem"].as_str().unwrap().contains("PRIVATE KEY"));
@@ -665,8 +894,28 @@ mod enrollment {
         )
         .unwrap();
         assert_eq!(pki::agent_id_of(&cert).unwrap(), agent_id);
+        assert_eq!(v["host"], "edge-1");
+        assert_eq!(v["agent_endpoint"], "localhost:7443");
+        assert_eq!(v["server_name"], pki::SERVER_NAME);
+        // The agent is recorded and its host is served (unreachable until it connects).
+        let agents = store.list_agents().await.unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].id.0, agent_id);
+        let host = state
+            .hosts()
+            .get(&"edge-1".into())
+            .expect("the agent's host");
+        let err = host.snapshot().await.unwrap_err();
+        assert_eq!(
+            err.kind,
+            dockmesh_core::ports::RuntimeErrorKind::Unreachable
+        );
 
-        let (s, v) = post(&state, serde_json::json!({"token": token})).await;
+        let (s, v) = post(
+            &state,
+            serde_json::json!({"token": token, "name": "edge-1"}),
+        )
+        .await;
         assert_eq!(s, 401, "{v}");
         assert!(v["error"].as_str().unwrap().contains("already used"), "{v}");
 

@@ -52,7 +52,7 @@ fn server(
     b: &Arc<FakeHost>,
     clock: Arc<dyn Clock>,
 ) -> ServerState {
-    let mut hosts = Hosts::new();
+    let hosts = Hosts::new();
     hosts.add(a.clone()).unwrap();
     hosts.add(b.clone()).unwrap();
     let config = ServerConfig {

@@ -351,9 +351,10 @@ impl HostRuntime for Endless {
         _: &str,
     ) -> Result<dockmesh_core::ports::VolumeExport, dockmesh_core::ports::RuntimeError> {
         let produced = self.produced.clone();
+        let mut seed = 1;
         let stream = futures_util::stream::repeat_with(move || {
             produced.fetch_add(CHUNK as u64, Ordering::Relaxed);
-            Ok(bytes::Bytes::from(vec![7u8; CHUNK]))
+            Ok(noise(&mut seed))
         });
         Ok(dockmesh_core::ports::VolumeExport {
             stream: stream.boxed(),
@@ -375,6 +376,21 @@ impl HostRuntime for Endless {
 }
 
 const CHUNK: usize = 64 << 10;
+
+/// A chunk of incompressible bytes: volume streams are compressed on the wire, and flow
+/// control bounds what is in flight, so the bound holds for source bytes only when they do
+/// not compress.
+fn noise(seed: &mut u64) -> bytes::Bytes {
+    (0..CHUNK)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
 /// More than HTTP/2's windows and the few chunks in flight, far less than "everything".
 const BOUND: u64 = 8 << 20;
 
@@ -425,9 +441,10 @@ async fn flow_control_holds_back_an_import_the_agent_does_not_read() {
     let remote = RemoteHost::new("h1", conn);
     let produced = Arc::new(AtomicU64::new(0));
     let counter = produced.clone();
+    let mut seed = 2;
     let endless = futures_util::stream::repeat_with(move || {
         counter.fetch_add(CHUNK as u64, Ordering::Relaxed);
-        Ok(bytes::Bytes::from(vec![7u8; CHUNK]))
+        Ok(noise(&mut seed))
     })
     .boxed();
     let target = VolumeTarget {
@@ -526,4 +543,56 @@ async fn an_export_cut_off_by_a_lost_agent_ends_in_an_error_not_a_short_volume()
         remote.snapshot().await.unwrap_err().kind,
         RuntimeErrorKind::Unreachable
     );
+}
+
+async fn body_of(resp: axum::response::Response) -> Vec<u8> {
+    axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn the_agent_compresses_an_export_when_asked_and_refuses_unknown_codings() {
+    use tower::ServiceExt;
+    let host = Arc::new(FakeHost::new("h1"));
+    let content = vec![b'a'; 4 << 20];
+    host.seed_stack(fixture().stack, &[("web_data", &content)], 1 << 20);
+    let api = agent_api(hello(), host.clone());
+    let export = |zstd: bool| {
+        let mut req = axum::http::Request::post("/v1/volumes/web_data/exports");
+        if zstd {
+            req = req.header("accept-encoding", "gzip, zstd");
+        }
+        api.clone()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+    };
+    let plain = export(false).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = body_of(plain).await;
+    let packed = export(true).await.unwrap();
+    assert_eq!(packed.headers()["content-encoding"], "zstd");
+    let packed = body_of(packed).await;
+    assert!(
+        packed.len() * 100 < plain.len(),
+        "{} bytes on the wire for {}",
+        packed.len(),
+        plain.len()
+    );
+    assert_eq!(zstd::decode_all(&packed[..]).unwrap(), plain);
+
+    // An import in a coding the agent does not know is refused before anything is written.
+    let req = axum::http::Request::put("/v1/volumes/scratch/data")
+        .header("content-encoding", "gzip")
+        .header(
+            "x-dockmesh-volume-target",
+            hex::encode(br#"{"name":"scratch","labels":{},"expected_bytes":null}"#),
+        )
+        .body(axum::body::Body::from(plain))
+        .unwrap();
+    let resp = api.clone().oneshot(req).await.unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    let body = String::from_utf8(body_of(resp).await).unwrap();
+    assert!(body.contains("only zstd"), "{body}");
+    assert!(host.volume("scratch").is_none(), "nothing imported");
 }

@@ -1,11 +1,13 @@
 //! Command-line interface: one module per command group.
 
+pub mod agent;
 pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod client;
 pub mod db;
 pub mod drain;
+pub mod engine;
 pub mod host;
 pub mod migration;
 pub mod server;
@@ -78,8 +80,9 @@ enum Command {
         #[command(flatten)]
         conn: client::Conn,
     },
-    /// Run the agent on a host (not built yet: this says so and exits).
-    Agent,
+    /// Run the agent on a host (`--server URL --token T` the first time), or manage agents:
+    /// enrollment tokens, list, remove.
+    Agent(agent::AgentArgs),
 }
 
 /// Run a parsed command line; the exit code says whether it succeeded.
@@ -100,12 +103,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migration { cmd, conn } => migration::run(cmd, conn),
         Command::Audit { cmd, conn } => audit::run(cmd, conn),
         Command::Drain { cmd, conn } => drain::run(cmd, conn),
-        Command::Agent => {
-            eprintln!(
-                "error: the dockmesh agent is not built yet; hosts are Docker engines the \
-                 server reaches by socket (`dockmesh server --host NAME=unix:///path/docker.sock`)"
-            );
-            ExitCode::from(2)
-        }
+        Command::Agent(args) => agent::run(args),
     }
 }

@@ -4,17 +4,10 @@
 
 use super::db::Location;
 use anyhow::Context;
-use async_trait::async_trait;
 use clap::{Args, ValueEnum};
 use dockmesh_core::HostId;
-use dockmesh_core::manifest::VolumeManifest;
-use dockmesh_core::ports::{
-    AdoptReport, ByteStream, Clock, DeployReport, HealthReport, HostRuntime, IdGen, Progress,
-    ProjectInfo, RuntimeError, RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
-};
-use dockmesh_core::snapshot::HostSnapshot;
-use dockmesh_core::types::StackFiles;
-use dockmesh_docker::{DockerConfig, DockerRuntime, Endpoint};
+use dockmesh_core::ports::{Clock, IdGen};
+use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::{Hosts, ServerConfig, ServerState};
 use dockmesh_sqlx::{OpenOptions, ServerLock, SqlStore};
 use std::net::SocketAddr;
@@ -32,6 +25,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Volume data on the agent channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    /// zstd, level 1.
+    Zstd,
+    /// Uncompressed.
+    None,
+}
+
 /// `dockmesh server …`
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -45,7 +47,8 @@ pub struct ServerArgs {
         default_value = "127.0.0.1:8080"
     )]
     listen: SocketAddr,
-    /// Where agents would connect (mTLS). The agent channel is not built yet: nothing listens.
+    /// Where agents connect (TLS 1.3 with client certificates from the server's own CA, kept
+    /// in `<data-dir>/ca`).
     #[arg(
         long,
         value_name = "ADDR",
@@ -53,6 +56,32 @@ pub struct ServerArgs {
         default_value = "0.0.0.0:8443"
     )]
     agent_listen: SocketAddr,
+    /// The address agents dial (`host:port`), told to each agent when it enrolls; by default
+    /// the host the agent reached the API at, with the agent listener's port.
+    #[arg(long, value_name = "HOST:PORT", env = "DOCKMESH_AGENT_ADVERTISE")]
+    agent_advertise: Option<String>,
+    /// Run no agent listener: every host is an engine reached by socket, and agents cannot
+    /// enroll.
+    #[arg(long, env = "DOCKMESH_NO_AGENT_LISTENER")]
+    no_agent_listener: bool,
+    /// How long an agent's connection may stay silent before the server takes it for dead, in
+    /// seconds (HTTP/2 PING every half of it).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "DOCKMESH_AGENT_GRACE",
+        default_value_t = 60
+    )]
+    agent_grace: u64,
+    /// How volume data travels to and from agents: `zstd` (level 1) or `none` (for fast
+    /// links where the CPU is the limit).
+    #[arg(
+        long,
+        value_enum,
+        env = "DOCKMESH_AGENT_COMPRESSION",
+        default_value = "zstd"
+    )]
+    agent_compression: Compression,
     /// Do not manage the local Docker engine (`DOCKER_HOST`, else /var/run/docker.sock) as
     /// host `local`.
     #[arg(long, env = "DOCKMESH_NO_LOCAL_HOST")]
@@ -113,7 +142,7 @@ impl IdGen for UuidV7 {
     }
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -161,7 +190,31 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(backend = ?store.backend(), "database open");
     let hosts = build_hosts(&args, &data_dir)?;
     tracing::info!(hosts = ?hosts.ids(), "hosts");
+    let agent_tcp = if args.no_agent_listener {
+        None
+    } else {
+        let tcp = tokio::net::TcpListener::bind(args.agent_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "listening for agents on {} (choose another address with --agent-listen, \
+                     or run without agents with --no-agent-listener)",
+                    args.agent_listen
+                )
+            })?;
+        Some(tcp)
+    };
+    let agent_port = match &agent_tcp {
+        Some(tcp) => Some(
+            tcp.local_addr()
+                .context("reading the agent listener's address")?,
+        ),
+        None => None,
+    };
     let config = ServerConfig {
+        agent_port: agent_port.map(|a| a.port()),
+        agent_endpoint: args.agent_advertise.clone(),
+        agent_compression: args.agent_compression == Compression::Zstd,
         retention: jiff::SignedDuration::from_hours(i64::from(args.retention_hours)),
         lease_ttl: jiff::SignedDuration::from_secs(i64::from(args.lease_ttl.max(1))),
         max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
@@ -176,6 +229,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         Arc::new(UuidV7),
         config,
     );
+    let agent_task = match agent_tcp {
+        Some(tcp) => Some(start_agent_listener(&state, tcp, &data_dir, args.agent_grace).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -185,17 +242,71 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the listener's address")?
     );
-    tracing::warn!(
-        "Agent listener on {} not started: the agent channel is not built yet; hosts are Docker engines reached by socket (--host NAME=ENDPOINT)",
-        args.agent_listen
-    );
     dockmesh_http::serve(listener, state, shutdown_signal()).await?;
+    if let Some(task) = agent_task {
+        task.abort();
+    }
     store.close().await;
     lock.release().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// The agent channel: the CA in `<data-dir>/ca` (made on the first start), the listener's
+/// certificate, the registry that admits enrolled agents, and each stored agent's host.
+async fn start_agent_listener(
+    state: &ServerState,
+    tcp: tokio::net::TcpListener,
+    data_dir: &Path,
+    grace: u64,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use dockmesh_http::agents::AgentRegistry;
+    use dockmesh_http::channel::{AgentAcceptor, AgentListener, ChannelOptions};
+    let ca_dir = data_dir.join("ca");
+    let ca = dockmesh_http::pki::Ca::load_or_create(&ca_dir)
+        .with_context(|| format!("loading or making the agent CA in {}", ca_dir.display()))?;
+    let mut names = vec!["localhost".to_owned()];
+    if let Some(h) = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+    {
+        names.push(h);
+    }
+    let server_cert = ca
+        .issue_server(&names)
+        .context("issuing the agent listener's certificate")?;
+    let half = Duration::from_secs(grace.max(2) / 2);
+    let options = ChannelOptions {
+        keep_alive_interval: half,
+        keep_alive_timeout: half,
+        ..ChannelOptions::default()
+    };
+    let registry = AgentRegistry::new(state.clone());
+    let acceptor = AgentAcceptor::new(
+        &ca,
+        &server_cert,
+        dockmesh_core::protocol::PROTOCOL_VERSION,
+        options,
+        state.connected_agents().clone(),
+    )
+    .context("configuring the agent listener's TLS")?
+    .with_gate(Arc::new(registry.clone()));
+    let registered = registry.register_stored().await?;
+    let addr = tcp
+        .local_addr()
+        .context("reading the agent listener's address")?;
+    tracing::info!(
+        %addr,
+        ca_fingerprint = %ca.fingerprint(),
+        agents = registered,
+        "agent listener on {addr}"
+    );
+    state.set_agent_ca(Arc::new(ca));
+    Ok(tokio::spawn(AgentListener::new(tcp, acceptor).run()))
+}
+
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -234,115 +345,23 @@ fn build_hosts(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Hosts> {
             Endpoint::parse(endpoint).map_err(|e| anyhow::anyhow!("--host {spec:?}: {e}"))?;
         specs.push((name.to_owned(), endpoint));
     }
-    if specs.is_empty() {
-        anyhow::bail!("no hosts: drop --no-local-host or give --host NAME=ENDPOINT");
+    if specs.is_empty() && args.no_agent_listener {
+        anyhow::bail!(
+            "no hosts: drop --no-local-host, give --host NAME=ENDPOINT, or let agents enroll \
+             (drop --no-agent-listener)"
+        );
     }
-    let mut hosts = Hosts::new();
+    let hosts = Hosts::new();
     for (name, endpoint) in specs {
         tracing::info!(host = %name, %endpoint, "host");
         let config = DockerConfig::new(data_dir.join("hosts").join(&name).join("stacks"))
             .with_endpoint(endpoint);
         hosts
-            .add(Arc::new(EngineHost::new(
+            .add(Arc::new(super::engine::EngineHost::new(
                 HostId::from(name.as_str()),
                 config,
             )))
             .map_err(anyhow::Error::msg)?;
     }
     Ok(hosts)
-}
-
-/// A Docker engine reached by socket, connected on first use (and again after a failed
-/// connection), so that a server starts while one of its engines is down.
-struct EngineHost {
-    id: HostId,
-    config: DockerConfig,
-    runtime: tokio::sync::OnceCell<Arc<DockerRuntime>>,
-}
-
-impl EngineHost {
-    fn new(id: HostId, config: DockerConfig) -> Self {
-        EngineHost {
-            id,
-            config,
-            runtime: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn rt(&self) -> Result<&Arc<DockerRuntime>, RuntimeError> {
-        self.runtime
-            .get_or_try_init(|| async {
-                DockerRuntime::connect(self.id.clone(), self.config.clone())
-                    .await
-                    .map(Arc::new)
-                    .map_err(|e| {
-                        RuntimeError::new(
-                            RuntimeErrorKind::Unreachable,
-                            format!("the Docker engine of host {} does not answer: {e}", self.id),
-                        )
-                    })
-            })
-            .await
-    }
-}
-
-#[async_trait]
-impl HostRuntime for EngineHost {
-    fn host_id(&self) -> &HostId {
-        &self.id
-    }
-    async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
-        self.rt().await?.snapshot().await
-    }
-    async fn write_stack_files(&self, files: &StackFiles) -> Result<(), RuntimeError> {
-        self.rt().await?.write_stack_files(files).await
-    }
-    async fn read_stack_files(&self, stack: &str) -> Result<Option<StackFiles>, RuntimeError> {
-        self.rt().await?.read_stack_files(stack).await
-    }
-    async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError> {
-        self.rt().await?.remove_stack_files(stack).await
-    }
-    async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
-        self.rt().await?.deploy(files).await
-    }
-    async fn stop_stack(&self, stack: &str) -> Result<(), RuntimeError> {
-        self.rt().await?.stop_stack(stack).await
-    }
-    async fn start_stack(&self, stack: &str) -> Result<(), RuntimeError> {
-        self.rt().await?.start_stack(stack).await
-    }
-    async fn remove_stack(&self, stack: &str, volumes: bool) -> Result<(), RuntimeError> {
-        self.rt().await?.remove_stack(stack, volumes).await
-    }
-    async fn stack_status(&self, stack: &str) -> Result<StackStatus, RuntimeError> {
-        self.rt().await?.stack_status(stack).await
-    }
-    async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError> {
-        self.rt().await?.wait_healthy(stack).await
-    }
-    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        self.rt().await?.export_volume(volume).await
-    }
-    async fn import_volume(
-        &self,
-        volume: &VolumeTarget,
-        data: ByteStream,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        self.rt().await?.import_volume(volume, data, progress).await
-    }
-    async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
-        self.rt().await?.remove_volume(volume).await
-    }
-    async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
-        self.rt().await?.list_projects().await
-    }
-    async fn adopt_project(
-        &self,
-        name: &str,
-        given: Option<&StackFiles>,
-    ) -> Result<AdoptReport, RuntimeError> {
-        self.rt().await?.adopt_project(name, given).await
-    }
 }

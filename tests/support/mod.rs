@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod stack;
 
 use std::process::Command as Process;
 

@@ -21,6 +21,8 @@ pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
     pub token: String,
+    /// Where the agent listener is (`127.0.0.1:PORT`).
+    pub agent_addr: String,
     b: String,
 }
 
@@ -39,16 +41,26 @@ impl Server {
     /// Start a server on `data_dir` with hosts `local` and `b` (the engine at `b`); `extra`
     /// are more arguments (a crash point).
     pub fn start(data_dir: &Path, b: &str, extra: &[&str]) -> Server {
+        let host_b = format!("b={b}");
+        let mut args = vec!["--host", host_b.as_str()];
+        args.extend_from_slice(extra);
+        let mut server = Server::launch(data_dir, &args);
+        server.b = b.to_owned();
+        server
+    }
+
+    /// Start a server on `data_dir` with these arguments (hosts, options) besides the data
+    /// directory, loopback listeners and short retry delays.
+    pub fn launch(data_dir: &Path, args: &[&str]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let token = make_token(data_dir);
         let mut child = Command::new(bin())
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--host"])
-            .arg(format!("b={b}"))
+            .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
             .args(["--lease-ttl", "5", "--max-retry-delay", "2"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -60,19 +72,31 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[server] {line}");
                 if let Some(addr) = line.split("HTTP listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                    let _ = tx.send(("http", addr.trim().to_owned()));
+                }
+                if let Some(rest) = line.split("agent listener on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(("agent", addr));
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs `HTTP listening on ADDR`");
+        let (mut http, mut agent) = (None, None);
+        while http.is_none() || agent.is_none() {
+            let (kind, addr) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server logs `agent listener on ADDR` and `HTTP listening on ADDR`");
+            match kind {
+                "http" => http = Some(addr),
+                _ => agent = Some(addr),
+            }
+        }
         let server = Server {
             child,
-            url: format!("http://{addr}"),
+            url: format!("http://{}", http.unwrap()),
             data_dir: data_dir.to_owned(),
             token,
-            b: b.to_owned(),
+            agent_addr: agent.unwrap(),
+            b: String::new(),
         };
         server.wait_ready();
         server

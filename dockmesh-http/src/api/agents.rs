@@ -1,21 +1,29 @@
-//! Agent enrollment: `POST /api/v1/agents/enroll`, authenticated by the one-time enrollment
-//! token in the body rather than an API token.
+//! Agents: enrollment (`POST /api/v1/agents/enroll`, authenticated by the one-time enrollment
+//! token in the body rather than an API token), the list of agents, and removal (revocation).
 
 use crate::enroll::{self, EnrollError, EnrollRequest, Enrolled};
 use crate::error::{ApiError, ApiJson};
 use crate::state::ServerState;
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use dockmesh_core::audit::AuditEvent;
+use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
+use dockmesh_core::types::{AgentId, HostId};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 impl From<EnrollError> for ApiError {
     fn from(e: EnrollError) -> Self {
         let hint = e.hint();
         let api = match &e {
-            EnrollError::Malformed | EnrollError::Csr(_) => ApiError::bad_request(format!("{e}"))
-                .with_details(serde_json::json!({
+            EnrollError::Malformed | EnrollError::Csr(_) | EnrollError::BadName { .. } => {
+                ApiError::bad_request(format!("{e}")).with_details(serde_json::json!({
                     "cause": std::error::Error::source(&e).map(|s| s.to_string()),
-                })),
+                }))
+            }
+            EnrollError::NameTaken(_) => ApiError::conflict(e.to_string()),
             EnrollError::WrongCa
             | EnrollError::Unknown
             | EnrollError::Expired
@@ -33,27 +41,196 @@ impl From<EnrollError> for ApiError {
     }
 }
 
-/// Exchange a one-time enrollment token for the agent's client certificate. Refused tokens
-/// and bad requests write nothing; 503 when the server has no agent CA.
+/// Where agents dial: the configured endpoint, else the host the request reached the API at
+/// with the agent listener's port.
+fn agent_endpoint(state: &ServerState, headers: &HeaderMap, port: u16) -> String {
+    if let Some(e) = &state.config().agent_endpoint {
+        return e.clone();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .map(|a| a.host().to_owned())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{port}")
+}
+
+/// Exchange a one-time enrollment token for the agent's client certificate and record the
+/// agent as host `name`. Refused tokens and bad requests write nothing; 503 when the server
+/// runs no agent listener.
 #[utoipa::path(post, path = "/api/v1/agents/enroll", tag = "agents", security(()),
     request_body = EnrollRequest,
     responses(
         (status = 200, body = Enrolled),
         (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)))]
 pub async fn enroll(
     State(state): State<ServerState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<Json<Enrolled>, ApiError> {
-    let Some(ca) = state.agent_ca() else {
+    let (Some(ca), Some(port)) = (state.agent_ca(), state.config().agent_port) else {
         return Err(
             ApiError::unavailable("agent enrollment is not enabled on this server")
                 .with_hint("start the server with its agent listener to enroll agents"),
         );
     };
+    // One enrollment per name at a time, so two agents cannot take the same name.
+    let _guard = state
+        .lock_stack(&format!("\u{0}agent-name:{}", req.name))
+        .await;
     let now = state.clock().now();
+    let taken: Vec<String> = state.hosts().ids().into_iter().map(|h| h.0).collect();
+    let endpoint = agent_endpoint(&state, &headers, port);
+    let enrolled = enroll::enroll(state.store().as_ref(), ca, &req, &taken, now, endpoint).await?;
+    if let Some(rec) = state
+        .store()
+        .get_agent(&AgentId::from(enrolled.agent_id.as_str()))
+        .await?
+    {
+        crate::agents::register_host(&state, &rec).map_err(ApiError::conflict)?;
+    }
+    let _ = state
+        .store()
+        .append_audit(
+            &AuditEvent::new(now, &enrolled.agent_id, "agent.enroll", &enrolled.host)
+                .with("agent", enrolled.agent_id.clone()),
+        )
+        .await;
+    tracing::info!(agent = %enrolled.agent_id, host = %enrolled.host, "agent enrolled");
+    Ok(Json(enrolled))
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    /// The agent's id (its certificate names it).
+    pub id: String,
+    /// The host it serves.
+    pub host: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// The version it reports.
+    pub version: String,
+    /// Whether that version differs from the server's.
+    pub drift: bool,
+    /// The protocol it speaks.
+    pub protocol_version: u32,
+    /// CPU architecture.
+    pub arch: String,
+    /// The host's Docker engine version.
+    pub docker_version: String,
+    /// When it was last heard from.
+    #[schema(value_type = Option<String>)]
+    pub last_seen: Option<Timestamp>,
+    /// Its upgrade state (`idle`, `pending_manual` with the reason, …).
+    #[schema(value_type = Object)]
+    pub upgrade: UpgradeState,
+}
+
+fn agent_view(state: &ServerState, a: AgentRecord) -> AgentView {
+    let connected = state.connected_agents().get(&a.id.0).is_some();
+    AgentView {
+        drift: !a.version.is_empty() && a.version != state.config().version,
+        connected,
+        id: a.id.0,
+        host: a.name,
+        version: a.version,
+        protocol_version: a.protocol_version,
+        arch: a.arch,
+        docker_version: a.docker_version,
+        last_seen: a.last_seen,
+        upgrade: a.upgrade,
+    }
+}
+
+/// Every enrolled agent, by id.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses((status = 200, body = Vec<AgentView>)))]
+pub async fn list_agents(
+    State(state): State<ServerState>,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    let agents = state.store().list_agents().await?;
     Ok(Json(
-        enroll::enroll(state.store().as_ref(), ca, &req, now).await?,
+        agents.into_iter().map(|a| agent_view(&state, a)).collect(),
     ))
+}
+
+/// How an agent is named in a path: its id or its host's name.
+async fn find_agent(state: &ServerState, key: &str) -> Result<AgentRecord, ApiError> {
+    let agents = state.store().list_agents().await?;
+    agents
+        .into_iter()
+        .find(|a| a.id.0 == key || a.name == key)
+        .ok_or_else(|| ApiError::not_found(format!("no agent with id or host name {key:?}")))
+}
+
+/// What removing an agent did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Removed {
+    /// The agent's id.
+    pub id: String,
+    /// Its host.
+    pub host: String,
+    /// Whether its live connection was closed.
+    pub disconnected: bool,
+}
+
+/// Remove (revoke) an agent, by id or host name: its record goes (the audit keeps it), its
+/// connection is closed and the handshake refuses it from now on. Refused (409) while stacks
+/// are recorded on its host: move them away first.
+#[utoipa::path(delete, path = "/api/v1/agents/{agent}", tag = "agents",
+    params(("agent" = String, Path, description = "agent id or host name")),
+    responses(
+        (status = 200, body = Removed),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn remove_agent(
+    State(state): State<ServerState>,
+    actor: Option<axum::Extension<crate::auth::Actor>>,
+    Path(key): Path<String>,
+) -> Result<Json<Removed>, ApiError> {
+    let agent = find_agent(&state, &key).await?;
+    let host = HostId::from(agent.name.as_str());
+    let stacks: Vec<String> = state
+        .store()
+        .list_stacks()
+        .await?
+        .into_iter()
+        .filter(|s| s.host.as_ref() == Some(&host))
+        .map(|s| s.name)
+        .collect();
+    if !stacks.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "host {} still runs stacks: {}",
+            agent.name,
+            stacks.join(", ")
+        ))
+        .with_hint("move them with `dockmesh stack migrate` or drain the host first"));
+    }
+    let now = state.clock().now();
+    state
+        .store()
+        .append_audit(
+            &AuditEvent::new(now, super::actor(&actor), "agent.remove", &agent.name)
+                .with("agent", agent.id.0.clone())
+                .with("version", agent.version.clone())
+                .with(
+                    "connected",
+                    (agent.connection == ConnectionState::Connected).to_string(),
+                ),
+        )
+        .await?;
+    state.store().delete_agent(&agent.id).await?;
+    state.hosts().remove(&host);
+    let disconnected = state.connected_agents().disconnect(&agent.id.0);
+    tracing::info!(agent = %agent.id, host = %agent.name, "agent removed");
+    Ok(Json(Removed {
+        id: agent.id.0,
+        host: agent.name,
+        disconnected,
+    }))
 }

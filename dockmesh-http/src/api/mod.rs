@@ -42,7 +42,7 @@ use utoipa_axum::routes;
         (name = "stacks", description = "Compose stacks: register, deploy, status"),
         (name = "migrations", description = "Moving a stack with its data to another host"),
         (name = "audit", description = "The hash-chained audit log"),
-        (name = "agents", description = "Agents: enrollment"),
+        (name = "agents", description = "Agents: enrollment, list, removal"),
     )
 )]
 struct ApiDoc;
@@ -92,6 +92,8 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(migrations::purge_target))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::remove_agent))
 }
 
 /// The public routes documented in the OpenAPI document.

@@ -2,15 +2,17 @@
 //! the agent API over the TLS stream as the HTTP/2 server.
 
 use super::ChannelOptions;
+use super::wire::{REFUSED_PATH, Refusal};
 use crate::pki;
+use axum::Json;
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use dockmesh_core::protocol::{self, Hello};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -31,6 +33,9 @@ pub enum ConnectError {
     /// The server selected no protocol of ours.
     #[error("the server selected no dockmesh protocol")]
     NoProtocol,
+    /// The server refused the agent and said why (the agent should not retry as it is).
+    #[error("the server refused this agent: {}", .0.reason)]
+    Refused(super::wire::Refusal),
     /// Serving the agent API over the connection failed.
     #[error("the connection to the server failed")]
     Http2(#[source] hyper::Error),
@@ -123,15 +128,32 @@ impl AgentSession {
         self.protocol
     }
 
-    /// Serve `router` as the HTTP/2 server until the connection closes.
+    /// Serve `router` as the HTTP/2 server until the connection closes. When the server
+    /// refuses the agent it says why first (`POST /v1/refused`): that ends in
+    /// [`ConnectError::Refused`].
     pub async fn serve(self, router: Router) -> Result<(), ConnectError> {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let told: Arc<Mutex<Option<Refusal>>> = Arc::default();
+        let slot = told.clone();
+        let router = router.route(
+            REFUSED_PATH,
+            post(move |Json(refusal): Json<Refusal>| {
+                let slot = slot.clone();
+                async move {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(self.options.keep_alive_interval)
             .keep_alive_timeout(self.options.keep_alive_timeout)
             .serve_connection(TokioIo::new(self.tls), TowerToHyperService::new(router))
-            .await
-            .map_err(ConnectError::Http2)
+            .await;
+        if let Some(refusal) = told.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(ConnectError::Refused(refusal));
+        }
+        served.map_err(ConnectError::Http2)
     }
 }
 

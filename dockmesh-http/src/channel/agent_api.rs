@@ -14,9 +14,9 @@
 //! | DELETE | `/v1/stacks/{stack}?volumes=true` | → 204 |
 //! | GET | `/v1/stacks/{stack}/status` | → `StackStatus` |
 //! | POST | `/v1/stacks/{stack}/wait-healthy` | → `HealthReport` |
-//! | POST | `/v1/volumes/{volume}/exports` | → the tar stream, header `x-dockmesh-export-id` |
+//! | POST | `/v1/volumes/{volume}/exports` | → the tar stream (zstd when asked with `accept-encoding`), header `x-dockmesh-export-id` |
 //! | GET | `/v1/volumes/{volume}/exports/{id}/manifest` | → `VolumeManifest` (once) |
-//! | PUT | `/v1/volumes/{volume}/data` | the tar stream, header `x-dockmesh-volume-target` → `VolumeManifest` |
+//! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest` |
 //! | DELETE | `/v1/volumes/{volume}` | → 204 |
 //! | GET | `/v1/projects` | → `[ProjectInfo]` |
 //! | POST | `/v1/projects/{name}/adopt` | `StackFiles` or `null` → `AdoptReport` |
@@ -27,9 +27,12 @@
 //! has ended, so the agent keeps its [`ManifestSlot`] under an export id (the last
 //! [`KEPT_EXPORTS`] exports) until the server fetches it.
 //!
-//! Not built: the event stream (agent → server reports), resumable transfers, compression on the
-//! wire, request size limits beyond axum's JSON default.
+//! Volume streams are compressed with zstd when the server asks ([`super::compress`]).
+//!
+//! Not built: the event stream (agent → server reports), resumable transfers, request size
+//! limits beyond axum's JSON default.
 
+use super::compress;
 use super::wire::{self, EXPORT_ID, VOLUME_TARGET, WireError};
 use axum::Router;
 use axum::body::Body;
@@ -208,11 +211,27 @@ async fn wait_healthy(State(api): S, Path(stack): Path<String>) -> Answer<Health
     Ok(Json(api.runtime.wait_healthy(&stack).await?))
 }
 
-async fn export(State(api): S, Path(volume): Path<String>) -> Result<Response, Failure> {
+async fn export(
+    State(api): S,
+    Path(volume): Path<String>,
+    req_headers: HeaderMap,
+) -> Result<Response, Failure> {
+    let zstd = compress::names_zstd(req_headers.get(header::ACCEPT_ENCODING));
     let export = api.runtime.export_volume(&volume).await?;
     let id = api.keep(volume, export.manifest);
-    let mut resp = Body::from_stream(wire::coalesce(export.stream)).into_response();
+    let stream = if zstd {
+        compress::encode(export.stream, compress::LEVEL)?
+    } else {
+        export.stream
+    };
+    let mut resp = Body::from_stream(wire::coalesce(stream)).into_response();
     let headers = resp.headers_mut();
+    if zstd {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            http::HeaderValue::from_static(compress::ZSTD),
+        );
+    }
     headers.insert(EXPORT_ID, http::HeaderValue::from(id));
     headers.insert(
         header::CONTENT_TYPE,
@@ -273,6 +292,15 @@ async fn import(
             )
         })
         .boxed();
+    let data = match headers.get(header::CONTENT_ENCODING) {
+        None => data,
+        Some(v) if compress::names_zstd(Some(v)) => compress::decode(data)?,
+        Some(v) => {
+            return Err(invalid(format!(
+                "the import of {volume} is coded as {v:?}: only zstd is understood"
+            )));
+        }
+    };
     Ok(Json(
         api.runtime
             .import_volume(&target, data, no_progress())

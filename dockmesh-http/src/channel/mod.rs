@@ -26,14 +26,19 @@
 //!   rebuilding the agent's errors; the core conformance suite passes against it in-process.
 //!   [`wire`] holds what both ends agree on.
 //!
-//! Not built yet: resumable and compressed volume transfers, the agent's
-//! reconnect loop with backoff, the event stream, telling a refused agent the reason over the
-//! wire (the agent sees the connection closed; the server logs the reason), revocation, and
-//! wiring into the binary.
+//! - [`AgentGate`]: the server's admission of an authenticated agent (the store's agent
+//!   registry, `crate::agents`); a refused agent is told why (`POST /v1/refused`) before the
+//!   connection closes, so it can stop rather than retry.
+//!
+//! - [`renew`]: the server renews an agent's certificate over the channel before it expires.
+//!
+//! Not built yet: resumable volume transfers, the event stream. The agent's reconnect loop lives in the binary (`dockmesh agent`).
 
 pub mod agent;
 pub mod agent_api;
+pub mod compress;
 pub mod remote;
+pub mod renew;
 pub mod server;
 pub mod wire;
 
@@ -41,7 +46,8 @@ pub use agent::{AgentConnector, AgentSession, ConnectError, agent_router};
 pub use agent_api::agent_api;
 pub use remote::RemoteHost;
 pub use server::{
-    AcceptError, AgentAcceptor, AgentConnection, AgentListener, CallError, ConnectedAgents,
+    AcceptError, AgentAcceptor, AgentConnection, AgentGate, AgentListener, CallError,
+    ConnectedAgents,
 };
 
 use std::time::Duration;

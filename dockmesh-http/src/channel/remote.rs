@@ -8,9 +8,12 @@
 //! [`ManifestSlot`]; volume import streams the caller's [`ByteStream`] as the request body
 //! (HTTP/2 flow control is the backpressure) and reports progress as bytes are handed on.
 //!
-//! Not built: resuming a transfer after the connection drops, compression on the wire, the
-//! agent's event stream, wiring into the binary's `Fleet`.
+//! Volume streams are compressed with zstd on the wire unless
+//! [`RemoteHost::with_compression`] turns it off ([`super::compress`]).
+//!
+//! Not built: resuming a transfer after the connection drops, the agent's event stream.
 
+use super::compress;
 use super::server::{AgentConnection, CallError, ConnectedAgents};
 use super::wire::{self, EXPORT_ID, VOLUME_TARGET, WireError};
 use axum::body::Body;
@@ -45,6 +48,8 @@ enum Link {
 struct Client {
     host: HostId,
     link: Link,
+    /// Compress volume streams on the wire (zstd).
+    zstd: bool,
 }
 
 fn gone(host: &HostId, what: impl std::fmt::Display) -> RuntimeError {
@@ -180,6 +185,7 @@ impl RemoteHost {
             client: Client {
                 host: host.into(),
                 link: Link::Fixed(conn),
+                zstd: true,
             },
         }
     }
@@ -198,8 +204,15 @@ impl RemoteHost {
                     agents,
                     agent_id: agent_id.into(),
                 },
+                zstd: true,
             },
         }
+    }
+
+    /// Compress volume streams on the wire with zstd (`true`, the default) or not.
+    pub fn with_compression(mut self, zstd: bool) -> RemoteHost {
+        self.client.zstd = zstd;
+        self
     }
 }
 
@@ -213,7 +226,7 @@ fn volume_path(volume: &str, rest: &str) -> String {
 
 /// The state of an export's stream on the server side.
 struct Exporting {
-    data: Option<axum::body::BodyDataStream>,
+    data: Option<ByteStream>,
     client: Client,
     manifest_path: String,
     slot: ManifestSlot,
@@ -276,10 +289,15 @@ impl HostRuntime for RemoteHost {
 
     async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
         let path = volume_path(volume, "/exports");
-        let resp = self
-            .client
-            .send(Client::request(Method::POST, &path, None))
-            .await?;
+        let mut req = Client::request(Method::POST, &path, None);
+        if self.client.zstd {
+            req.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                header::HeaderValue::from_static(compress::ZSTD),
+            );
+        }
+        let resp = self.client.send(req).await?;
+        let zstd = compress::names_zstd(resp.headers().get(header::CONTENT_ENCODING));
         let id = resp
             .headers()
             .get(EXPORT_ID)
@@ -295,8 +313,25 @@ impl HostRuntime for RemoteHost {
                 )
             })?;
         let slot = ManifestSlot::default();
+        let client = self.client.clone();
+        let raw = Body::new(resp.into_body())
+            .into_data_stream()
+            .map(move |item| {
+                item.map_err(|e| {
+                    if client.conn().is_err() {
+                        gone(&client.host, format!("the export stream broke: {e}"))
+                    } else {
+                        RuntimeError::new(
+                            RuntimeErrorKind::Integrity,
+                            format!("the export stream from host {} broke: {e}", client.host),
+                        )
+                    }
+                })
+            })
+            .boxed();
+        let data = if zstd { compress::decode(raw)? } else { raw };
         let state = Exporting {
-            data: Some(Body::new(resp.into_body()).into_data_stream()),
+            data: Some(data),
             client: self.client.clone(),
             manifest_path: volume_path(volume, &format!("/exports/{id}/manifest")),
             slot: slot.clone(),
@@ -305,16 +340,8 @@ impl HostRuntime for RemoteHost {
             let data = st.data.as_mut()?;
             match data.next().await {
                 Some(Ok(bytes)) => Some((Ok(bytes), st)),
-                Some(Err(e)) => {
+                Some(Err(err)) => {
                     st.data = None;
-                    let err = if st.client.conn().is_err() {
-                        gone(&st.client.host, format!("the export stream broke: {e}"))
-                    } else {
-                        RuntimeError::new(
-                            RuntimeErrorKind::Integrity,
-                            format!("the export stream from host {} broke: {e}", st.client.host),
-                        )
-                    };
                     st.slot.fill(Err(err.message.clone()));
                     Some((Err(err), st))
                 }
@@ -355,15 +382,23 @@ impl HostRuntime for RemoteHost {
             }
             item
         });
-        let req = Request::builder()
+        let counted = counted.boxed();
+        let mut req = Request::builder()
             .method(Method::PUT)
             .uri(format!(
                 "http://agent{}",
                 volume_path(&volume.name, "/data")
             ))
             .header(header::CONTENT_TYPE, "application/x-tar")
-            .header(VOLUME_TARGET, hex::encode(to_json(volume)))
-            .body(Body::from_stream(counted))
+            .header(VOLUME_TARGET, hex::encode(to_json(volume)));
+        let body = if self.client.zstd {
+            req = req.header(header::CONTENT_ENCODING, compress::ZSTD);
+            Body::from_stream(wire::coalesce(compress::encode(counted, compress::LEVEL)?))
+        } else {
+            Body::from_stream(counted)
+        };
+        let req = req
+            .body(body)
             .expect("a request with a path of encoded segments is valid");
         let result = async {
             let resp = self.client.send(req).await?;

@@ -1,7 +1,7 @@
 //! The server's end of the channel: the agent listener, the handshake, the registry of
 //! connected agents, and calls to an agent's API.
 
-use super::ChannelOptions;
+use super::{ChannelOptions, wire};
 use crate::pki::{self, Ca, Issued, PkiError};
 use axum::body::Body;
 use dockmesh_core::protocol::{self, Hello};
@@ -43,6 +43,14 @@ pub enum AcceptError {
         /// Core's reason, for the operator.
         reason: String,
     },
+    /// The agent is authenticated but the server does not admit it (removed, never recorded).
+    #[error("agent {agent_id} refused: {reason}")]
+    NotAdmitted {
+        /// The agent, as its certificate names it.
+        agent_id: String,
+        /// Why, for the operator and the agent.
+        reason: String,
+    },
     /// The HTTP/2 handshake over the TLS stream failed.
     #[error("the HTTP/2 handshake with agent {agent_id} failed")]
     Http2 {
@@ -75,11 +83,26 @@ pub enum CallError {
     Json(#[from] serde_json::Error),
 }
 
+/// What the server decides about an authenticated agent, and what it is told of its
+/// connections. Without a gate every agent the CA certified is admitted.
+#[async_trait::async_trait]
+pub trait AgentGate: Send + Sync + 'static {
+    /// Whether `agent_id` may connect; `Err` refuses it, and the agent is told why.
+    async fn admit(&self, agent_id: &str) -> Result<(), wire::Refusal>;
+    /// `agent_id` was refused for its protocol version (it needs a manual upgrade).
+    async fn refused_protocol(&self, agent_id: &str, agent_protocol: u32, reason: &str);
+    /// A connection of the agent is kept (it replaced any earlier one).
+    async fn connected(&self, conn: AgentConnection);
+    /// The agent's live connection ended and no newer one replaced it.
+    async fn disconnected(&self, agent_id: &str);
+}
+
 /// One live connection to an agent: the HTTP/2 client of its API.
 #[derive(Clone)]
 pub struct AgentConnection {
     agent_id: String,
     protocol: u32,
+    cert_not_after: Option<i64>,
     send: SendRequest<Body>,
 }
 
@@ -104,6 +127,11 @@ impl AgentConnection {
     /// The protocol version the connection negotiated.
     pub fn protocol(&self) -> u32 {
         self.protocol
+    }
+
+    /// When the certificate the agent presented ends (seconds since the Unix epoch).
+    pub fn cert_not_after(&self) -> Option<i64> {
+        self.cert_not_after
     }
 
     /// Whether the connection is closed.
@@ -190,6 +218,16 @@ impl ConnectedAgents {
         self.slots.lock().expect("agent registry lock").len()
     }
 
+    /// Close `agent_id`'s connection (when it is removed); returns whether it had one.
+    pub fn disconnect(&self, agent_id: &str) -> bool {
+        let slot = self
+            .slots
+            .lock()
+            .expect("agent registry lock")
+            .remove(agent_id);
+        slot.map(|s| s.task.abort()).is_some()
+    }
+
     /// Whether no agent is connected.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -197,7 +235,7 @@ impl ConnectedAgents {
 
     /// Keep `conn`, driven by `driver` (the HTTP/2 connection future); a connection the agent
     /// already had is closed. The entry is removed when the driver ends.
-    fn insert<F>(&self, conn: AgentConnection, driver: F)
+    fn insert<F>(&self, conn: AgentConnection, driver: F, on_end: Option<OnEnd>)
     where
         F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
@@ -213,9 +251,16 @@ impl ConnectedAgents {
             } else {
                 tracing::info!(agent = %id, "agent connection closed");
             }
-            let mut slots = me.slots.lock().expect("agent registry lock");
-            if slots.get(&id).is_some_and(|s| s.generation == generation) {
-                slots.remove(&id);
+            let ended = {
+                let mut slots = me.slots.lock().expect("agent registry lock");
+                let current = slots.get(&id).is_some_and(|s| s.generation == generation);
+                if current {
+                    slots.remove(&id);
+                }
+                current
+            };
+            if ended && let Some(on_end) = on_end {
+                on_end().await;
             }
         })
         .abort_handle();
@@ -234,12 +279,19 @@ impl ConnectedAgents {
     }
 }
 
+/// What runs when an agent's live connection ends.
+type OnEnd = Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>;
+
+/// How long the server waits to tell a refused agent why before closing its connection.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The server's side of the handshake: TLS settings, the protocol it speaks, the registry.
 pub struct AgentAcceptor {
     base: rustls::ServerConfig,
     protocol: u32,
     options: ChannelOptions,
     agents: ConnectedAgents,
+    gate: Option<Arc<dyn AgentGate>>,
 }
 
 impl std::fmt::Debug for AgentAcceptor {
@@ -280,7 +332,14 @@ impl AgentAcceptor {
             protocol,
             options,
             agents,
+            gate: None,
         })
+    }
+
+    /// Ask `gate` whether each authenticated agent may connect, and tell it of connections.
+    pub fn with_gate(mut self, gate: Arc<dyn AgentGate>) -> AgentAcceptor {
+        self.gate = Some(gate);
+        self
     }
 
     /// The registry connections are kept in.
@@ -290,16 +349,28 @@ impl AgentAcceptor {
 
     /// Take one TCP connection through the handshakes and keep it in the registry.
     pub async fn accept(&self, tcp: TcpStream) -> Result<AgentConnection, AcceptError> {
-        let (tls, agent_id, agent_protocol) =
+        let (tls, agent_id, agent_protocol, cert_not_after) =
             tokio::time::timeout(self.options.handshake_timeout, self.tls_handshake(tcp))
                 .await
                 .map_err(|_| AcceptError::Timeout)??;
         if let Some(reason) = protocol::refusal(self.protocol, agent_protocol) {
+            if let Some(gate) = &self.gate {
+                gate.refused_protocol(&agent_id, agent_protocol, &reason)
+                    .await;
+            }
+            tell_refusal(tls, wire::Refusal::protocol(&reason)).await;
             return Err(AcceptError::Refused {
                 agent_id,
                 agent_protocol,
                 reason,
             });
+        }
+        if let Some(gate) = &self.gate
+            && let Err(refusal) = gate.admit(&agent_id).await
+        {
+            let reason = refusal.reason.clone();
+            tell_refusal(tls, refusal).await;
+            return Err(AcceptError::NotAdmitted { agent_id, reason });
         }
         let (send, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -315,9 +386,20 @@ impl AgentAcceptor {
         let conn = AgentConnection {
             agent_id,
             protocol: agent_protocol,
+            cert_not_after,
             send,
         };
-        self.agents.insert(conn.clone(), driver);
+        let on_end = self.gate.clone().map(|gate| {
+            let id = conn.agent_id.clone();
+            Box::new(move || -> futures_util::future::BoxFuture<'static, ()> {
+                Box::pin(async move { gate.disconnected(&id).await })
+            }) as OnEnd
+        });
+        self.agents.insert(conn.clone(), driver, on_end);
+        if let Some(gate) = self.gate.clone() {
+            let conn = conn.clone();
+            tokio::spawn(async move { gate.connected(conn).await });
+        }
         Ok(conn)
     }
 
@@ -327,7 +409,15 @@ impl AgentAcceptor {
     async fn tls_handshake(
         &self,
         tcp: TcpStream,
-    ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, String, u32), AcceptError> {
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<TcpStream>,
+            String,
+            u32,
+            Option<i64>,
+        ),
+        AcceptError,
+    > {
         let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
             .await
             .map_err(AcceptError::Tls)?;
@@ -356,12 +446,38 @@ impl AgentAcceptor {
             .and_then(|certs| certs.first())
             .ok_or(AcceptError::Identity(PkiError::NoAgentId))?;
         let agent_id = pki::agent_id_of(cert).map_err(AcceptError::Identity)?;
+        let not_after = pki::not_after(cert).ok();
         let negotiated = session
             .alpn_protocol()
             .and_then(protocol::parse_alpn)
             .ok_or(AcceptError::NoProtocol)?;
-        Ok((tls, agent_id, negotiated))
+        Ok((tls, agent_id, negotiated, not_after))
     }
+}
+
+/// Tell a refused agent why over HTTP/2 (`POST /v1/refused`), waiting at most
+/// [`REFUSAL_WAIT`], then close the connection. An agent that does not listen learns only
+/// that the connection closed.
+async fn tell_refusal(tls: tokio_rustls::server::TlsStream<TcpStream>, refusal: wire::Refusal) {
+    let tell = async move {
+        let (mut send, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake::<_, Body>(TokioIo::new(tls))
+            .await
+            .ok()?;
+        let driver = tokio::spawn(driver);
+        let req = hyper::Request::post(format!("http://agent{}", wire::REFUSED_PATH))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::to_vec(&refusal).expect("a refusal serialises"),
+            ))
+            .expect("a POST with a path is a valid request");
+        send.ready().await.ok()?;
+        let answered = send.send_request(req).await.ok();
+        driver.abort();
+        answered
+    };
+    let _ = tokio::time::timeout(REFUSAL_WAIT, tell).await;
 }
 
 /// The agent listener: accepts TCP connections and runs each through the
@@ -379,6 +495,14 @@ impl AgentListener {
             tcp: TcpListener::bind(addr).await?,
             acceptor: Arc::new(acceptor),
         })
+    }
+
+    /// Accept on a listener already bound (so its port is known before the acceptor is made).
+    pub fn new(tcp: TcpListener, acceptor: AgentAcceptor) -> AgentListener {
+        AgentListener {
+            tcp,
+            acceptor: Arc::new(acceptor),
+        }
     }
 
     /// The address it listens on.

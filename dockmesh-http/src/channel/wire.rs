@@ -17,6 +17,52 @@ pub const EXPORT_ID: &str = "x-dockmesh-export-id";
 /// [`VolumeTarget`]: dockmesh_core::ports::VolumeTarget
 pub const VOLUME_TARGET: &str = "x-dockmesh-volume-target";
 
+/// Where the server tells a refused agent why (`POST`, a [`Refusal`]), before it closes the
+/// connection.
+pub const REFUSED_PATH: &str = "/v1/refused";
+
+/// Why the server refused an agent's connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// `protocol` (the agent's protocol is outside the server's window: upgrade it by hand),
+    /// `not_admitted` (the agent was removed or is not known: enroll it again), `unavailable`
+    /// (the server cannot decide now: retry); an unknown kind is read as permanent.
+    pub kind: String,
+    /// The server's reason, for the operator.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// Refused for its protocol version.
+    pub fn protocol(reason: &str) -> Refusal {
+        Refusal {
+            kind: "protocol".into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Not admitted now because the server cannot decide (its store does not answer).
+    pub fn unavailable(reason: &str) -> Refusal {
+        Refusal {
+            kind: "unavailable".into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the agent should try again later as it is.
+    pub fn is_transient(&self) -> bool {
+        self.kind == "unavailable"
+    }
+
+    /// Refused because the server does not admit it.
+    pub fn not_admitted(reason: &str) -> Refusal {
+        Refusal {
+            kind: "not_admitted".into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A [`RuntimeError`] as it travels: its kind and its message, with a non-2xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {

@@ -1,0 +1,771 @@
+//! `dockmesh agent`: run the agent on a host (enroll once, then keep an outbound mTLS
+//! connection to the server and serve the agent API over it), and the commands about agents:
+//! `agent token create` (on the store directly), `agent ls`, `agent rm`.
+
+use super::client::{Client, ClientError, Conn, print_json, print_table};
+use super::db::{Location, fail};
+use super::engine::EngineHost;
+use super::server::LogFormat;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use dockmesh_core::HostId;
+use dockmesh_core::ports::{HostRuntime, Store};
+use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
+use dockmesh_docker::{DockerConfig, Endpoint};
+use dockmesh_http::channel::renew::{AgentCredentials, renewal_routes};
+use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api};
+use dockmesh_http::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
+use dockmesh_http::pki;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `dockmesh agent [--server URL --token T] …` or `dockmesh agent COMMAND`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    cmd: Option<AgentCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Running the agent.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server's API address, for enrolling (`http://server:8080`).
+    #[arg(
+        long = "server",
+        id = "agent_server",
+        value_name = "URL",
+        env = "DOCKMESH_SERVER"
+    )]
+    server: Option<String>,
+    /// A one-time enrollment token from `dockmesh agent token create`; needed only the first
+    /// time (the agent then keeps its certificate in its state directory).
+    #[arg(
+        long = "token",
+        id = "agent_token",
+        value_name = "TOKEN",
+        env = "DOCKMESH_ENROLL_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// The name of this host on the server (lowercase letters, digits, `-`, `_`); by default
+    /// the machine's host name.
+    #[arg(long, value_name = "NAME", env = "DOCKMESH_AGENT_NAME")]
+    name: Option<String>,
+    /// Where the agent keeps its key, certificates and stack files (mode 0700).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "DOCKMESH_AGENT_STATE_DIR",
+        default_value = "dockmesh-agent"
+    )]
+    state_dir: PathBuf,
+    /// The Docker engine this agent serves (`unix:///var/run/docker.sock`, `tcp://addr:port`);
+    /// by default `DOCKER_HOST`, else the local socket.
+    #[arg(long, value_name = "ENDPOINT", env = "DOCKMESH_AGENT_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Dial the agent listener here (`host:port`) instead of where the server said at
+    /// enrollment.
+    #[arg(long, value_name = "HOST:PORT", env = "DOCKMESH_AGENT_ENDPOINT")]
+    endpoint: Option<String>,
+    /// How long the connection may stay silent before the agent takes it for dead and
+    /// reconnects, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "DOCKMESH_AGENT_GRACE",
+        default_value_t = 60
+    )]
+    grace: u64,
+    /// Log format.
+    #[arg(long, value_enum, env = "DOCKMESH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Enrollment tokens, made on the store directly.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List the enrolled agents: host, version, connected, upgrade state.
+    Ls {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove an agent (by id or host name): its certificate is refused from now on and its
+    /// host leaves the server. Refused while stacks run on it.
+    Rm {
+        /// The agent's id or host name.
+        agent: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a one-time enrollment token (it carries the fingerprint of the server's CA) and
+    /// print it: `dockmesh agent --server URL --token TOKEN` on the new host uses it.
+    Create {
+        #[command(flatten)]
+        location: Location,
+        /// How long the token stays valid (`30m`, `1h`, `2d`).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// A name to recognise it by.
+        #[arg(long, default_value = "agent")]
+        name: String,
+        /// Print `{"token": …, "expires_at": …}`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run `dockmesh agent …`.
+pub fn run(args: AgentArgs) -> ExitCode {
+    match args.cmd {
+        Some(AgentCommand::Token(TokenCommand::Create {
+            location,
+            ttl,
+            name,
+            json,
+        })) => {
+            super::db::init_logging();
+            let rt = match super::db::runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(token_create(&location, &ttl, &name, json)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Some(AgentCommand::Ls { conn }) => client_run(&conn, |c| Box::pin(list(c))),
+        Some(AgentCommand::Rm { agent, conn }) => {
+            client_run(&conn, move |c| Box::pin(remove(c, agent)))
+        }
+        None => run_agent(args.run),
+    }
+}
+
+type ClientFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClientError>> + 'a>>;
+
+fn client_run(conn: &Conn, f: impl for<'a> FnOnce(&'a Client) -> ClientFuture<'a>) -> ExitCode {
+    let rt = match super::db::runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let client = match Client::new(conn) {
+        Ok(c) => c,
+        Err(e) => return e.report(),
+    };
+    match rt.block_on(f(&client)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+async fn token_create(
+    location: &Location,
+    ttl: &str,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let ttl: jiff::SignedDuration = ttl
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: not a duration like 30m, 1h or 2d: {e}"))?;
+    if ttl.is_negative() || ttl.is_zero() {
+        anyhow::bail!("--ttl must be positive");
+    }
+    let ca_dir = location.data_dir.join("ca");
+    let ca = pki::Ca::load_or_create(&ca_dir)
+        .with_context(|| format!("loading or making the agent CA in {}", ca_dir.display()))?;
+    let target = location.target()?;
+    let (store, _) = dockmesh_sqlx::SqlStore::open_with(
+        &target,
+        &dockmesh_sqlx::OpenOptions::in_data_dir(&location.data_dir),
+    )
+    .await?;
+    let now = jiff::Timestamp::now();
+    let (token, record) = enroll::new_enrollment_token(name, &ca.fingerprint(), now, ttl)
+        .context("drawing random bytes for the token")?;
+    store.put_token(&record).await?;
+    store.close().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"token": token, "expires_at": record.expires_at})
+        );
+    } else {
+        println!("{token}");
+        eprintln!(
+            "Enrollment token made; it works once, until {}. On the new host run: \
+             dockmesh agent --server http://<this server>:8080 --token <token>",
+            record
+                .expires_at
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    Ok(())
+}
+
+async fn list(c: &Client) -> Result<(), ClientError> {
+    let agents: Vec<Value> = c.get("/api/v1/agents").await?;
+    if c.json {
+        print_json(&agents);
+        return Ok(());
+    }
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let upgrade = a["upgrade"]["state"].as_str().unwrap_or("").to_owned();
+            vec![
+                s(a, "host"),
+                s(a, "id"),
+                if a["connected"].as_bool() == Some(true) {
+                    "connected".into()
+                } else {
+                    "offline".into()
+                },
+                s(a, "version"),
+                a["protocol_version"].to_string(),
+                if a["drift"].as_bool() == Some(true) {
+                    "drifted".into()
+                } else {
+                    "-".into()
+                },
+                upgrade,
+                s(a, "last_seen"),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "HOST",
+            "AGENT",
+            "STATE",
+            "VERSION",
+            "PROTOCOL",
+            "DRIFT",
+            "UPGRADE",
+            "LAST SEEN",
+        ],
+        &rows,
+    );
+    for a in &agents {
+        if a["upgrade"]["state"] == "pending_manual" {
+            eprintln!(
+                "agent {} on {} needs a manual upgrade: {}",
+                s(a, "id"),
+                s(a, "host"),
+                a["upgrade"]["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn remove(c: &Client, agent: String) -> Result<(), ClientError> {
+    let path = format!(
+        "/api/v1/agents/{}",
+        dockmesh_http::channel::wire::segment(&agent)
+    );
+    let v = c.send::<()>(reqwest::Method::DELETE, &path, None).await?;
+    if c.json {
+        print_json(&v);
+    } else {
+        println!(
+            "removed agent {} (host {}); its certificate is refused from now on",
+            v["id"].as_str().unwrap_or(""),
+            v["host"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// What the agent keeps about its enrollment (`agent.json`; the key and certificates sit
+/// beside it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentState {
+    agent_id: String,
+    host: String,
+    agent_endpoint: String,
+    server_name: String,
+    server: String,
+    /// The key and certificate files in use (renewal writes new ones, then this file).
+    #[serde(default = "default_key_file")]
+    key_file: String,
+    #[serde(default = "default_cert_file")]
+    cert_file: String,
+}
+
+fn default_key_file() -> String {
+    KEY_FILE.to_owned()
+}
+
+fn default_cert_file() -> String {
+    CERT_FILE.to_owned()
+}
+
+const STATE_FILE: &str = "agent.json";
+const KEY_FILE: &str = "agent.key";
+const CERT_FILE: &str = "agent.crt";
+const CA_FILE: &str = "ca.crt";
+
+fn run_agent(args: RunArgs) -> ExitCode {
+    super::server::init_logging(args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::Error::from(e).context("starting the runtime")),
+    };
+    let out = rt.block_on(async {
+        tokio::select! {
+            r = agent_main(args) => r,
+            () = super::server::shutdown_signal() => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match out {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+}
+
+async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = Endpoint::resolve(
+        args.docker_host
+            .as_deref()
+            .map(Endpoint::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--docker-host: {e}"))?
+            .as_ref(),
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let state = match load_state(&args.state_dir)? {
+        Some(s) => {
+            if args.token.is_some() {
+                tracing::warn!(
+                    agent = %s.agent_id,
+                    "already enrolled (state in {}): the token was not used",
+                    args.state_dir.display()
+                );
+            }
+            s
+        }
+        None => {
+            let name = args
+                .name
+                .clone()
+                .or_else(host_name)
+                .context("this host has no name to enroll under: give one with --name")?;
+            let hello = hello_for(None).await;
+            enroll_once(&args, &name, hello).await?
+        }
+    };
+    let runtime: Arc<dyn HostRuntime> = Arc::new(EngineHost::new(
+        HostId::from(state.host.as_str()),
+        DockerConfig::new(args.state_dir.join("stacks")).with_endpoint(endpoint.clone()),
+    ));
+    let creds = Arc::new(FileCredentials {
+        dir: args.state_dir.clone(),
+        agent_id: state.agent_id.clone(),
+        state: std::sync::Mutex::new(state.clone()),
+        ca_pem: std::fs::read_to_string(args.state_dir.join(CA_FILE))
+            .with_context(|| format!("reading {}", args.state_dir.join(CA_FILE).display()))?,
+        pending: std::sync::Mutex::new(None),
+    });
+    let dial = args
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| state.agent_endpoint.clone());
+    let server_name = ServerName::try_from(state.server_name.clone())
+        .with_context(|| format!("the server name {:?} is not usable", state.server_name))?;
+    tracing::info!(
+        agent = %state.agent_id,
+        host = %state.host,
+        engine = %endpoint,
+        "dockmesh agent v{} serving host {} (agent listener {dial})",
+        env!("CARGO_PKG_VERSION"),
+        state.host
+    );
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        // Read each time: a renewal may have replaced the key and certificate.
+        let connector = connector_from(&args.state_dir, &creds.current(), args.grace)?;
+        match connector.connect(dial.as_str(), server_name.clone()).await {
+            Ok(session) => {
+                tracing::info!(
+                    protocol = session.protocol(),
+                    "connected to the server at {dial}"
+                );
+                let hello = hello_for(Some(runtime.as_ref())).await;
+                let api = agent_api(hello, runtime.clone()).merge(renewal_routes(creds.clone()));
+                match session.serve(api).await {
+                    Err(ConnectError::Refused(r)) if !r.is_transient() => {
+                        tracing::error!(kind = %r.kind, "the server refused this agent: {}", r.reason);
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => tracing::warn!("the connection to the server ended: {e:#}"),
+                    Ok(()) => tracing::info!("the server closed the connection"),
+                }
+            }
+            Err(e) => tracing::warn!(
+                "cannot connect to the server's agent listener at {dial}: {}",
+                anyhow::Error::from(e)
+            ),
+        }
+        if started.elapsed() >= protocol::RECONNECT_STABLE {
+            failures = 0;
+        }
+        let delay = protocol::reconnect_delay(failures, unit_draw());
+        failures = failures.saturating_add(1);
+        tracing::info!("reconnecting in {:.1} s", delay.as_secs_f64());
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A uniform draw in `[0, 1)`.
+fn unit_draw() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What this agent says about itself; the engine's version when it answers.
+async fn hello_for(runtime: Option<&dyn HostRuntime>) -> Hello {
+    let docker_version = match runtime {
+        Some(r) => r
+            .snapshot()
+            .await
+            .map(|s| s.docker_version)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    Hello {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        commit: option_env!("DOCKMESH_COMMIT").map(str::to_owned),
+        protocol_version: PROTOCOL_VERSION,
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        hostname: host_name().unwrap_or_default(),
+        docker_version,
+    }
+}
+
+fn load_state(dir: &Path) -> anyhow::Result<Option<AgentState>> {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let state: AgentState = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is damaged; remove the state directory and enroll again",
+                    path.display()
+                )
+            })?;
+            for f in [state.key_file.as_str(), state.cert_file.as_str(), CA_FILE] {
+                if !dir.join(f).exists() {
+                    anyhow::bail!(
+                        "{} is missing from the agent's state directory; remove {} and enroll again",
+                        f,
+                        dir.display()
+                    );
+                }
+            }
+            Ok(Some(state))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Enroll with the server: make a key here, send its request with the token, check the CA
+/// that comes back against the token's fingerprint, and only then keep anything.
+async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result<AgentState> {
+    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+        anyhow::bail!(
+            "this agent is not enrolled yet (no {} in {}): run it once with --server URL and \
+             --token TOKEN (from `dockmesh agent token create` on the server)",
+            STATE_FILE,
+            args.state_dir.display()
+        );
+    };
+    let parsed =
+        EnrollmentToken::parse(token).map_err(|e| anyhow::anyhow!("--token: {e}; {}", e.hint()))?;
+    let (key_pem, csr_pem) = enroll::new_agent_key().context("making the agent's key")?;
+    let req = EnrollRequest {
+        token: token.clone(),
+        name: name.to_owned(),
+        hello: Some(hello),
+        csr_pem: Some(csr_pem),
+    };
+    let base = server.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")?;
+    let resp = http
+        .post(format!("{base}/api/v1/agents/enroll"))
+        .json(&req)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the dockmesh server at {base}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = body["error"].as_str().unwrap_or("no reason given");
+        let hint = body["hint"]
+            .as_str()
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        anyhow::bail!("the server refused the enrollment ({status}): {msg}{hint}");
+    }
+    let enrolled: Enrolled = serde_json::from_value(body)
+        .context("the server's answer to the enrollment is not understood")?;
+    enroll::check_ca(&parsed, &enrolled.ca_pem).map_err(|_| {
+        anyhow::anyhow!(
+            "the server at {base} presented a CA whose fingerprint is not the token's: it is \
+             not the server that made the token; nothing was kept"
+        )
+    })?;
+    let state = AgentState {
+        agent_id: enrolled.agent_id.clone(),
+        host: enrolled.host.clone(),
+        agent_endpoint: enrolled.agent_endpoint.clone(),
+        server_name: enrolled.server_name.clone(),
+        server: base,
+        key_file: default_key_file(),
+        cert_file: default_cert_file(),
+    };
+    save_state(&args.state_dir, &state, &key_pem, &enrolled)?;
+    tracing::info!(agent = %state.agent_id, host = %state.host, "enrolled");
+    Ok(state)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn save_state(dir: &Path, state: &AgentState, key_pem: &str, e: &Enrolled) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    write_private(&dir.join(KEY_FILE), key_pem.as_bytes())?;
+    write_private(&dir.join(CERT_FILE), e.cert_pem.as_bytes())?;
+    write_private(&dir.join(CA_FILE), e.ca_pem.as_bytes())?;
+    // Last: its presence means the enrollment is complete.
+    write_private(
+        &dir.join(STATE_FILE),
+        &serde_json::to_vec_pretty(state).expect("the agent state serialises"),
+    )
+}
+
+fn connector_from(dir: &Path, state: &AgentState, grace: u64) -> anyhow::Result<AgentConnector> {
+    let read = |f: &str| {
+        std::fs::read(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))
+    };
+    let ca = CertificateDer::from_pem_slice(&read(CA_FILE)?)
+        .context("ca.crt is not a PEM certificate")?;
+    let cert = CertificateDer::from_pem_slice(&read(&state.cert_file)?)
+        .with_context(|| format!("{} is not a PEM certificate", state.cert_file))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&state.key_file)?)
+        .with_context(|| format!("{} is not a PEM key", state.key_file))?;
+    let half = Duration::from_secs(grace.max(2) / 2);
+    AgentConnector::new(
+        ca,
+        vec![cert],
+        key,
+        PROTOCOL_VERSION,
+        ChannelOptions {
+            keep_alive_interval: half,
+            keep_alive_timeout: half,
+            ..ChannelOptions::default()
+        },
+    )
+    .context("the agent's key or certificates are unusable")
+}
+
+/// The agent's key and certificate in its state directory, renewed by the server over the
+/// channel. A renewal writes the new pair under new names, then `agent.json` naming them
+/// (atomically), then removes the old pair: a crash at any point leaves a usable pair.
+struct FileCredentials {
+    dir: PathBuf,
+    agent_id: String,
+    state: std::sync::Mutex<AgentState>,
+    ca_pem: String,
+    pending: std::sync::Mutex<Option<String>>,
+}
+
+impl FileCredentials {
+    fn current(&self) -> AgentState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl AgentCredentials for FileCredentials {
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    fn new_request(&self) -> Result<String, String> {
+        let (key, csr) = enroll::new_agent_key().map_err(|e| e.to_string())?;
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        Ok(csr)
+    }
+
+    fn pending_key(&self) -> Option<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn install(&self, cert_pem: &str) -> Result<(), String> {
+        let key = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("no new key is pending")?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = jiff::Timestamp::now().as_second();
+        let mut next = state.clone();
+        next.key_file = format!("agent-{stamp}.key");
+        next.cert_file = format!("agent-{stamp}.crt");
+        let write = || -> anyhow::Result<()> {
+            write_private(&self.dir.join(&next.key_file), key.as_bytes())?;
+            write_private(&self.dir.join(&next.cert_file), cert_pem.as_bytes())?;
+            write_private(
+                &self.dir.join(STATE_FILE),
+                &serde_json::to_vec_pretty(&next).expect("the agent state serialises"),
+            )
+        };
+        write().map_err(|e| format!("{e:#}"))?;
+        for old in [&state.key_file, &state.cert_file] {
+            let _ = std::fs::remove_file(self.dir.join(old));
+        }
+        *state = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_renewal_replaces_key_and_certificate_together_and_survives_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = pki::Ca::ephemeral().unwrap();
+        let (key_pem, csr) = enroll::new_agent_key().unwrap();
+        let enrolled = Enrolled {
+            agent_id: "agent-x".into(),
+            cert_pem: ca.issue_agent_for_csr("agent-x", &csr).unwrap(),
+            key_pem: None,
+            ca_pem: ca.cert_pem().to_owned(),
+            host: "edge".into(),
+            agent_endpoint: "127.0.0.1:1".into(),
+            server_name: pki::SERVER_NAME.into(),
+        };
+        let state = AgentState {
+            agent_id: "agent-x".into(),
+            host: "edge".into(),
+            agent_endpoint: "127.0.0.1:1".into(),
+            server_name: pki::SERVER_NAME.into(),
+            server: "http://s".into(),
+            key_file: default_key_file(),
+            cert_file: default_cert_file(),
+        };
+        save_state(dir.path(), &state, &key_pem, &enrolled).unwrap();
+        let loaded = load_state(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.key_file, KEY_FILE);
+        connector_from(dir.path(), &loaded, 60).unwrap();
+
+        let creds = FileCredentials {
+            dir: dir.path().to_owned(),
+            agent_id: "agent-x".into(),
+            state: std::sync::Mutex::new(loaded),
+            ca_pem: ca.cert_pem().to_owned(),
+            pending: std::sync::Mutex::new(None),
+        };
+        assert!(creds.install("x").is_err(), "nothing pending");
+        let csr = creds.new_request().unwrap();
+        let new_key = creds.pending_key().unwrap();
+        assert_ne!(new_key, key_pem);
+        let cert = ca.issue_agent_for_csr("agent-x", &csr).unwrap();
+        creds.install(&cert).unwrap();
+
+        let reloaded = load_state(dir.path()).unwrap().unwrap();
+        assert_ne!(reloaded.key_file, KEY_FILE);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&reloaded.key_file)).unwrap(),
+            new_key
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&reloaded.cert_file)).unwrap(),
+            cert
+        );
+        for f in [&reloaded.key_file, &reloaded.cert_file] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        assert!(!dir.path().join(KEY_FILE).exists(), "the old key is gone");
+        assert!(
+            !dir.path().join(CERT_FILE).exists(),
+            "the old certificate is gone"
+        );
+        connector_from(dir.path(), &reloaded, 60).unwrap();
+        assert!(creds.pending_key().is_none());
+    }
+}

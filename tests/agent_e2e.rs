@@ -1,0 +1,371 @@
+//! End to end with agents: the real `dockmesh` binary as a server with no host of its own and
+//! as two agent processes, one on the main engine and one on the second engine, each dialing
+//! the server's agent listener. Stacks move between the agents' hosts with their data, checked
+//! by the engines' own tools; enrollment and revocation are refused with a clear reason and
+//! leave nothing behind.
+
+mod support;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::server::{Server, bin};
+use support::stack::*;
+use support::*;
+
+/// An agent process, its log kept for assertions.
+struct Agent {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Start `dockmesh agent` with `args` (besides its state directory).
+    fn start(name: &str, state_dir: &Path, args: &[&str]) -> Agent {
+        let mut child = Command::new(bin())
+            .arg("agent")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--grace", "4"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("DOCKMESH_SERVER")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dockmesh agent");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (keep, tag) = (log.clone(), name.to_owned());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[agent {tag}] {line}");
+                let mut l = keep.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the process exits by itself, up to `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `dockmesh agent token create` on the server's store, with more arguments.
+fn agent_token(server: &Server, extra: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(["agent", "token", "create", "--data-dir"])
+        .arg(&server.data_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "agent token create: {out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("dme_"), "{token}");
+    token
+}
+
+/// The agents as `GET /api/v1/agents` shows them.
+fn agents(server: &Server) -> Vec<Value> {
+    let (status, v) = server.api("GET", "/api/v1/agents", None);
+    assert_eq!(status, 200, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+fn agent_on<'a>(list: &'a [Value], host: &str) -> Option<&'a Value> {
+    list.iter().find(|a| a["host"] == host)
+}
+
+/// Wait until every host in `hosts` has a connected agent that reported its hello.
+fn wait_connected(server: &Server, hosts: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = agents(server);
+        let ready = hosts.iter().all(|h| {
+            agent_on(&list, h).is_some_and(|a| {
+                a["connected"] == true && !a["docker_version"].as_str().unwrap_or("").is_empty()
+            })
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents {hosts:?} never connected: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn two_agents_enroll_and_a_stack_moves_between_their_hosts_with_its_data() {
+    let Some((a, b)) = engines() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(&dir.path().join("data"), &["--no-local-host"]);
+    let ta = agent_token(&server, &[]);
+    let tb = agent_token(&server, &["--ttl", "10m"]);
+
+    let _agent_a = Agent::start(
+        "a",
+        &dir.path().join("agent-a"),
+        &["--server", &server.url, "--token", &ta, "--name", "edge-a"],
+    );
+    let _agent_b = Agent::start(
+        "b",
+        &dir.path().join("agent-b"),
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &tb,
+            "--name",
+            "edge-b",
+            "--docker-host",
+            &b,
+        ],
+    );
+    wait_connected(&server, &["edge-a", "edge-b"]);
+
+    // The agents keep their key and certificates private.
+    for d in ["agent-a", "agent-b"] {
+        let state = dir.path().join(d);
+        assert_eq!(mode(&state), 0o700, "{d}");
+        for f in ["agent.key", "agent.crt", "ca.crt", "agent.json"] {
+            assert_eq!(mode(&state.join(f)), 0o600, "{d}/{f}");
+        }
+    }
+    // What the agents said about themselves is recorded.
+    let list = agents(&server);
+    let ea = agent_on(&list, "edge-a").unwrap();
+    assert_eq!(ea["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(ea["drift"], false);
+    assert_eq!(ea["protocol_version"], 1);
+    assert_eq!(ea["upgrade"]["state"], "idle");
+    // Both are hosts of the server, online, next to nothing else.
+    let hosts = server.cli_ok(&["host", "ls"]);
+    assert!(
+        hosts.contains("edge-a") && hosts.contains("edge-b"),
+        "{hosts}"
+    );
+    assert_eq!(hosts.matches("online").count(), 2, "{hosts}");
+
+    // A stack with a varied tree moves from one agent's host to the other's.
+    let stack = Stack {
+        name: unique("ag"),
+        a: a.clone(),
+        b: b.clone(),
+    };
+    let file = write_compose(dir.path(), &compose(IMAGE, HEALTHY, ""));
+    server.cli_ok(&[
+        "stack",
+        "deploy",
+        &stack.name,
+        "--file",
+        &file,
+        "--host",
+        "edge-a",
+    ]);
+    server.cli_ok(&["stack", "status", &stack.name]);
+    seed(&a, &stack.name, 2048);
+    let before = describe(&a, &stack.name);
+    let out = server.cli_ok(&["stack", "migrate", &stack.name, "--to", "edge-b", "--yes"]);
+    assert!(out.contains("committed"), "{out}");
+    assert_eq!(
+        describe(&b, &stack.name),
+        before,
+        "the target's volumes hold what the source's held"
+    );
+    let (status, st) = server.api("GET", &format!("/api/v1/stacks/{}", stack.name), None);
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["host"], "edge-b", "{st}");
+
+    // Rolled back through the agents: the source runs again with its data.
+    let (_, list) = server.api(
+        "GET",
+        &format!("/api/v1/migrations?stack={}", stack.name),
+        None,
+    );
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    server.cli_ok(&["migration", "rollback", &id]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, m) = server.api("GET", &format!("/api/v1/migrations/{id}"), None);
+        if m["state"] == "rolled_back" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rollback: {m}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(describe(&a, &stack.name), before);
+    server.cli_ok(&["stack", "rm", &stack.name, "--volumes"]);
+}
+
+#[test]
+fn a_removed_agent_is_refused_at_the_handshake_and_told_why() {
+    let Some((_a, b)) = engines() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(&dir.path().join("data"), &["--no-local-host"]);
+    let token = agent_token(&server, &[]);
+    let state = dir.path().join("agent");
+    let args = [
+        "--server",
+        server.url.as_str(),
+        "--token",
+        token.as_str(),
+        "--name",
+        "gone",
+        "--docker-host",
+        b.as_str(),
+    ];
+    let mut agent = Agent::start("gone", &state, &args);
+    wait_connected(&server, &["gone"]);
+
+    let out = server.cli_ok(&["agent", "rm", "gone"]);
+    assert!(out.contains("removed agent"), "{out}");
+    // The agent's connection is closed; it dials again and is refused with the reason.
+    let status = agent.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("the server refused this agent") && log.contains("not enrolled"),
+        "{log}"
+    );
+    assert!(agents(&server).is_empty());
+    assert!(!server.cli_ok(&["host", "ls"]).contains("gone"));
+
+    // Started again with its kept certificate: refused again, at once.
+    let mut again = Agent::start("gone-again", &state, &["--docker-host", &b]);
+    assert_eq!(again.wait_exit(Duration::from_secs(30)).code(), Some(1));
+    assert!(again.log().contains("not enrolled"), "{}", again.log());
+    drop(agent);
+
+    // The audit keeps the enrollment and the removal.
+    let (_, audit) = server.api("GET", "/api/v1/audit?action=agent.remove", None);
+    let entries = audit["entries"].as_array().or(audit.as_array()).unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+}
+
+#[test]
+fn refused_enrollments_say_why_and_keep_nothing() {
+    // No engine is touched: an agent enrolls before it talks to its engine.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(&dir.path().join("data"), &["--no-local-host"]);
+    let other = Server::launch(&dir.path().join("other"), &["--no-local-host"]);
+    let enroll = |name: &str, token: &str, url: &str| {
+        let state = dir.path().join(format!("refused-{name}"));
+        let mut agent = Agent::start(
+            name,
+            &state,
+            &["--server", url, "--token", token, "--name", name],
+        );
+        let status = agent.wait_exit(Duration::from_secs(30));
+        (status, agent.log(), state)
+    };
+
+    // A good enrollment spends the token; the agent then keeps running.
+    let token = agent_token(&server, &[]);
+    let mut first = Agent::start(
+        "first",
+        &dir.path().join("state-first"),
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--name",
+            "first",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agents(&server).is_empty() {
+        assert!(Instant::now() < deadline, "{}", first.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = first.child.kill();
+
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("reused", token.clone(), server.url.as_str(), "already used"),
+        (
+            "malformed",
+            "dme_not-a-token".into(),
+            server.url.as_str(),
+            "malformed",
+        ),
+        (
+            "wrong-server",
+            agent_token(&other, &[]),
+            server.url.as_str(),
+            "another server",
+        ),
+        (
+            "first",
+            agent_token(&server, &[]),
+            server.url.as_str(),
+            "already exists",
+        ),
+        (
+            "bad_NAME",
+            agent_token(&server, &[]),
+            server.url.as_str(),
+            "invalid",
+        ),
+    ];
+    for (name, token, url, why) in cases {
+        let (status, log, state) = enroll(name, &token, url);
+        assert_eq!(status.code(), Some(1), "{name}: {log}");
+        assert!(log.contains(why), "{name}: expected {why:?} in\n{log}");
+        assert!(!state.join("agent.json").exists(), "{name}: nothing kept");
+        assert!(!state.join("agent.key").exists(), "{name}: nothing kept");
+    }
+    // An expired token.
+    let short = agent_token(&server, &["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, log, _) = enroll("late", &short, &server.url);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("expired"), "{log}");
+
+    // Only the first agent was recorded; a bad --ttl is refused by name.
+    let list = agents(&server);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["host"], "first");
+    let out = Command::new(bin())
+        .args(["agent", "token", "create", "--ttl", "soon", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
+}
