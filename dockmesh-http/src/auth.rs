@@ -71,20 +71,55 @@ pub async fn require_token(
     else {
         return unauthorized("the Authorization header is not `Bearer <token>`");
     };
-    let now = state.clock().now();
-    match state.store().use_token(&hash_token(secret), now).await {
-        Ok(TokenUse::Accepted { token }) if token.kind == TokenKind::Api => {
-            req.extensions_mut()
-                .insert(Actor(format!("token:{}", token.name)));
+    match authenticate(&state, secret).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
             next.run(req).await
         }
-        Ok(TokenUse::Accepted { .. }) => {
-            unauthorized("this token is an enrollment token, not an API token")
+        Err(TokenRefusal::Store(e)) => e.into_response(),
+        Err(refusal) => unauthorized(&refusal.to_string()),
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenRefusal {
+    /// The token is an enrollment token.
+    #[error("this token is an enrollment token, not an API token")]
+    NotApi,
+    /// The token has expired.
+    #[error("this API token has expired")]
+    Expired,
+    /// A one-time token was used already.
+    #[error("this one-time token was already used")]
+    AlreadyUsed,
+    /// No such token (or it was revoked).
+    #[error("this API token is not known (or was revoked)")]
+    Unknown,
+    /// The store did not answer.
+    #[error("the token could not be checked")]
+    Store(ApiError),
+}
+
+/// Check an API token's secret against the store: the [`Actor`] it names, or why it is refused.
+/// The API's bearer middleware and the dashboard's login both use it.
+pub async fn authenticate(state: &ServerState, secret: &str) -> Result<Actor, TokenRefusal> {
+    authenticate_hash(state, &hash_token(secret)).await
+}
+
+/// [`authenticate`] for a token known by its hash (a dashboard session keeps only the hash).
+pub async fn authenticate_hash(state: &ServerState, hash: &str) -> Result<Actor, TokenRefusal> {
+    let now = state.clock().now();
+    match state.store().use_token(hash, now).await {
+        Ok(TokenUse::Accepted { token }) if token.kind == TokenKind::Api => {
+            Ok(Actor(format!("token:{}", token.name)))
         }
-        Ok(TokenUse::Expired) => unauthorized("this API token has expired"),
-        Ok(TokenUse::AlreadyUsed) => unauthorized("this one-time token was already used"),
-        Ok(TokenUse::Unknown) => unauthorized("this API token is not known (or was revoked)"),
-        Err(e) => ApiError::from(e).into_response(),
+        Ok(TokenUse::Accepted { .. }) => Err(TokenRefusal::NotApi),
+        Ok(TokenUse::Expired) => Err(TokenRefusal::Expired),
+        Ok(TokenUse::AlreadyUsed) => Err(TokenRefusal::AlreadyUsed),
+        Ok(TokenUse::Unknown) => Err(TokenRefusal::Unknown),
+        Err(e) => Err(TokenRefusal::Store(ApiError::from(e))),
     }
 }
 

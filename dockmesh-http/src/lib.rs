@@ -15,6 +15,9 @@
 //! connection) are built and pass the core conformance suite in-process; the binary does not
 //! use them yet.
 //!
+//! The web dashboard ([`web`]) is served at `/` beside the API: server-rendered pages over the
+//! same handler functions the API answers with.
+//!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
 //!
 //! **Architecture Invariant:** every state change goes through the core driver, which persists
@@ -36,6 +39,7 @@ pub mod pki;
 pub mod server;
 pub mod state;
 pub mod supervisor;
+pub mod web;
 
 pub use hosts::Hosts;
 pub use server::{ServeError, serve};

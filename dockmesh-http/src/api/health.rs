@@ -69,20 +69,25 @@ pub async fn ready(State(state): State<ServerState>) -> Response {
         (status = 503, description = "The database does not answer", body = Health),
     ))]
 pub async fn api_health(State(state): State<ServerState>) -> Response {
-    let db = db_check(&state).await;
-    let ok = db.is_ok();
-    let body = Health {
-        status: if ok { "ok" } else { "error" }.into(),
-        db: if ok { "ok" } else { "error" }.into(),
-        version: state.config().version.clone(),
-        db_error: db.err(),
-    };
-    let status = if ok {
+    let body = health(&state).await;
+    let status = if body.status == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// The server's health, as `GET /api/v1/health` answers it.
+pub async fn health(state: &ServerState) -> Health {
+    let db = db_check(state).await;
+    let ok = db.is_ok();
+    Health {
+        status: if ok { "ok" } else { "error" }.into(),
+        db: if ok { "ok" } else { "error" }.into(),
+        version: state.config().version.clone(),
+        db_error: db.err(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.

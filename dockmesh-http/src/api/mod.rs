@@ -136,6 +136,7 @@ pub fn router(state: ServerState) -> Router {
                 async move { axum::Json(doc) }
             }),
         )
+        .merge(crate::web::router(state.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,246 @@
+//! The hosts page: online or not, engine, capacity and use, stacks; cordon and uncordon; a
+//! drain's plan, then the drain itself with its progress.
+
+use super::session::User;
+use super::{ErrorText, Layout, WebState, api, error_page, human_bytes, percent, render};
+use crate::api::drains::{
+    DrainView, abort_drain, get_drain, list_drains, pause_drain, resume_drain,
+};
+use crate::api::hosts::{HostView, list_hosts};
+use crate::error::ApiError;
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use dockmesh_core::drain::DrainPlan;
+use futures_util::Stream;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+/// A host as the page shows it.
+pub struct HostRow {
+    /// The API's view.
+    pub h: HostView,
+    /// Used memory, in words.
+    pub memory: String,
+    /// Used memory, per cent.
+    pub memory_pct: u64,
+    /// Used disk, in words.
+    pub disk: String,
+    /// Used disk, per cent.
+    pub disk_pct: u64,
+    /// The Compose projects on the host.
+    pub stacks: Vec<ProjectRow>,
+}
+
+/// A Compose project on a host.
+pub struct ProjectRow {
+    /// Its name.
+    pub name: String,
+    /// Whether it is a stack of this server.
+    pub managed: bool,
+    /// For a stack of this server: the host it runs on when that is another one (this is a
+    /// stopped copy a migration kept).
+    pub runs_on: Option<String>,
+}
+
+impl HostRow {
+    fn new(h: HostView, managed: &BTreeMap<String, Option<String>>) -> Self {
+        HostRow {
+            stacks: h
+                .stacks
+                .iter()
+                .map(|s| ProjectRow {
+                    name: s.clone(),
+                    managed: managed.contains_key(s),
+                    runs_on: managed.get(s).cloned().flatten().filter(|on| *on != h.id),
+                })
+                .collect(),
+            memory: format!(
+                "{} of {}",
+                human_bytes(h.memory_used),
+                human_bytes(h.memory_total)
+            ),
+            memory_pct: percent(h.memory_used, h.memory_total),
+            disk: format!(
+                "{} of {}",
+                human_bytes(h.disk_used),
+                human_bytes(h.disk_total)
+            ),
+            disk_pct: percent(h.disk_used, h.disk_total),
+            h,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "hosts.html")]
+struct HostsPage {
+    l: Layout,
+    hosts: Vec<HostRow>,
+    drains: Vec<DrainView>,
+}
+
+/// `GET /hosts`.
+pub async fn list(State(web): State<WebState>, user: User) -> Response {
+    let axum::Json(hosts) = list_hosts(api(&web)).await;
+    let managed = match crate::api::stacks::list_stacks(api(&web)).await {
+        Ok(axum::Json(list)) => list.into_iter().map(|s| (s.name, s.host)).collect(),
+        Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
+    };
+    let drains = match list_drains(api(&web)).await {
+        Ok(axum::Json(d)) => d
+            .into_iter()
+            .filter(|d| d.state == "running" || d.state == "paused")
+            .collect(),
+        Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
+    };
+    render(&HostsPage {
+        l: Layout::new(&web, &user, "hosts"),
+        hosts: hosts
+            .into_iter()
+            .map(|h| HostRow::new(h, &managed))
+            .collect(),
+        drains,
+    })
+}
+
+fn done_or_error(web: &WebState, user: &User, r: Result<(), ApiError>, to: &str) -> Response {
+    match r {
+        Ok(()) => Redirect::to(to).into_response(),
+        Err(e) => error_page(web, user, "hosts", &e, "/hosts"),
+    }
+}
+
+fn by(user: &User) -> Option<Extension<crate::auth::Actor>> {
+    Some(Extension(user.session.actor.clone()))
+}
+
+/// `POST /hosts/{id}/cordon`.
+pub async fn cordon(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
+    let r = crate::api::hosts::cordon(api(&web), Path(id), by(&user)).await;
+    done_or_error(&web, &user, r.map(|_| ()), "/hosts")
+}
+
+/// `POST /hosts/{id}/uncordon`.
+pub async fn uncordon(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
+    let r = crate::api::hosts::uncordon(api(&web), Path(id)).await;
+    done_or_error(&web, &user, r.map(|_| ()), "/hosts")
+}
+
+#[derive(Template)]
+#[template(path = "drain_plan.html")]
+struct DrainPlanPage {
+    l: Layout,
+    host: String,
+    plan: Option<DrainPlan>,
+    error: Option<ErrorText>,
+}
+
+/// `GET /hosts/{id}/drain`: the plan, nothing moves yet.
+pub async fn drain_plan(
+    State(web): State<WebState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Response {
+    match crate::api::hosts::drain_plan(api(&web), Path(id.clone())).await {
+        Ok(axum::Json(plan)) => render(&DrainPlanPage {
+            l: Layout::new(&web, &user, "hosts"),
+            host: id,
+            plan: Some(plan),
+            error: None,
+        }),
+        Err(e) if e.status == axum::http::StatusCode::CONFLICT => render(&DrainPlanPage {
+            l: Layout::new(&web, &user, "hosts"),
+            host: id,
+            plan: None,
+            error: Some((&e).into()),
+        }),
+        Err(e) => error_page(&web, &user, "hosts", &e, "/hosts"),
+    }
+}
+
+/// `POST /hosts/{id}/drain`: cordon the host and move its stacks, one at a time.
+pub async fn start_drain(
+    State(web): State<WebState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Response {
+    match crate::api::drains::start_drain(api(&web), Path(id), by(&user)).await {
+        Ok((_, axum::Json(d))) => Redirect::to(&format!("/drains/{}", d.id)).into_response(),
+        Err(e) => error_page(&web, &user, "hosts", &e, "/hosts"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "drain.html")]
+struct DrainPage {
+    l: Layout,
+    d: DrainView,
+    started: String,
+    progress: String,
+}
+
+/// The live part of a drain's page.
+#[derive(Template)]
+#[template(path = "drain_progress.html")]
+struct DrainProgress {
+    d: DrainView,
+}
+
+fn drain_active(d: &DrainView) -> bool {
+    d.state == "running"
+}
+
+/// `GET /drains/{id}`.
+pub async fn drain(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
+    match get_drain(api(&web), Path(id)).await {
+        Ok(axum::Json(d)) => render(&DrainPage {
+            l: Layout::new(&web, &user, "hosts"),
+            started: super::when(&d.created_at),
+            progress: super::fragment(&DrainProgress { d: d.clone() }),
+            d,
+        }),
+        Err(e) => error_page(&web, &user, "hosts", &e, "/hosts"),
+    }
+}
+
+/// `GET /drains/{id}/live`: the drain's progress as server-sent events, until it stops
+/// running.
+pub async fn drain_live(
+    State(web): State<WebState>,
+    _user: User,
+    Path(id): Path<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    super::live(web.api.clone(), move || {
+        let web = web.clone();
+        let id = id.clone();
+        async move {
+            match get_drain(api(&web), Path(id)).await {
+                Ok(axum::Json(d)) => {
+                    let settled = !drain_active(&d);
+                    (super::fragment(&DrainProgress { d }), settled)
+                }
+                Err(e) => (super::error_fragment(&e), true),
+            }
+        }
+    })
+}
+
+/// `POST /drains/{id}/{pause|resume|abort}`.
+pub async fn steer_drain(
+    State(web): State<WebState>,
+    user: User,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let r = match action.as_str() {
+        "pause" => pause_drain(api(&web), Path(id.clone()), by(&user)).await,
+        "resume" => resume_drain(api(&web), Path(id.clone())).await,
+        "abort" => abort_drain(api(&web), Path(id.clone()), by(&user)).await,
+        other => Err(ApiError::not_found(format!(
+            "a drain can be paused, resumed or aborted, not {other:?}"
+        ))),
+    };
+    done_or_error(&web, &user, r.map(|_| ()), &format!("/drains/{id}"))
+}

@@ -1,0 +1,758 @@
+//! The dashboard in process (`tower::ServiceExt::oneshot`) over the core's fakes: security
+//! headers, the session cookie's attributes, login and logout, CSRF refusals that change
+//! nothing, bad input refused with its reason, and the deploy → migrate → rollback flow
+//! through the pages.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
+use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// One answer: status, headers, body text.
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    /// The value of the first hidden `csrf` field of the page.
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("a form with a csrf field") + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].to_owned()
+    }
+}
+
+struct Web {
+    app: Router,
+    state: ServerState,
+    store: Arc<MemStore>,
+    token: String,
+}
+
+/// Add a fake host to `hosts`.
+fn add_host(hosts: &mut Hosts, host: Arc<FakeHost>) {
+    hosts.add(host).unwrap();
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+impl Web {
+    async fn new() -> Web {
+        let store = Arc::new(MemStore::new());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
+        store.put_token(&record).await.unwrap();
+        let mut hosts = Hosts::new();
+        for id in ["a", "b"] {
+            add_host(&mut hosts, Arc::new(FakeHost::new(id)));
+        }
+        let config = ServerConfig {
+            max_retry_delay: Duration::from_millis(50),
+            ..ServerConfig::default()
+        };
+        let state = ServerState::new(
+            store.clone(),
+            hosts,
+            clock,
+            Arc::new(SeqIds::default()),
+            config,
+        );
+        state.set_lifecycle(Lifecycle::Ready);
+        Web {
+            // One router for the whole test: the sessions live in it.
+            app: api::router(state.clone()),
+            state,
+            store,
+            token,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let mut req = Request::get(path).header(header::HOST, "dash.test");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Answer {
+        self.post_with(path, cookie, form, &[]).await
+    }
+
+    async fn post_with(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req = Request::post(path)
+            .header(header::HOST, "dash.test")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Log in with `token`: the login page's answer to the form.
+    async fn login_with(&self, token: &str) -> Answer {
+        let form = self.get("/login", None).await;
+        let login_cookie = cookie_pair(&form.cookie("dockmesh_login_csrf").unwrap());
+        self.post(
+            "/login",
+            Some(&login_cookie),
+            &[
+                ("csrf", &form.csrf()),
+                ("token", token),
+                ("next", "/stacks"),
+            ],
+        )
+        .await
+    }
+
+    /// A logged-in session: its cookie and its CSRF token.
+    async fn session(&self) -> (String, String) {
+        let a = self.login_with(&self.token).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let cookie = cookie_pair(&a.cookie("dockmesh_session").unwrap());
+        let page = self.get("/hosts", Some(&cookie)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        (cookie, page.csrf())
+    }
+}
+
+#[tokio::test]
+async fn pages_carry_a_strict_csp_and_refuse_framing() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    for path in [
+        "/login",
+        "/hosts",
+        "/stacks",
+        "/audit",
+        "/assets/dashboard.css",
+    ] {
+        let a = w.get(path, Some(&cookie)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        let csp = a.header("content-security-policy");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(a.header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(a.header("x-content-type-options"), "nosniff", "{path}");
+    }
+    // No inline script or style in a page: everything comes from /assets.
+    let page = w.get("/hosts", Some(&cookie)).await.body;
+    assert!(!page.contains("<style"), "inline style block");
+    assert!(!page.contains(" style=\""), "inline style attribute");
+    assert!(!page.contains("<script>"), "inline script");
+    assert!(page.contains("<script src=\"/assets/dashboard.js\""));
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_and_same_site_strict() {
+    let w = Web::new().await;
+    let a = w.login_with(&w.token).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.header("location"), "/stacks");
+    let c = a.cookie("dockmesh_session").expect("a session cookie");
+    assert!(c.contains("HttpOnly"), "{c}");
+    assert!(c.contains("SameSite=Strict"), "{c}");
+    assert!(c.contains("Path=/"), "{c}");
+    assert!(!c.contains("Secure"), "plain HTTP: no Secure flag: {c}");
+    // The value is not the token.
+    assert!(!c.contains(&w.token[4..]), "{c}");
+
+    // Behind a TLS proxy the cookie is Secure.
+    let form = w.get("/login", None).await;
+    let login_cookie = cookie_pair(&form.cookie("dockmesh_login_csrf").unwrap());
+    let a = w
+        .post_with(
+            "/login",
+            Some(&login_cookie),
+            &[("csrf", &form.csrf()), ("token", &w.token)],
+            &[("x-forwarded-proto", "https")],
+        )
+        .await;
+    let c = a.cookie("dockmesh_session").unwrap();
+    assert!(c.contains("Secure") && c.contains("HttpOnly"), "{c}");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_opens_no_session() {
+    let w = Web::new().await;
+    let a = w.login_with("dmt_0000").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.body.contains("not known"), "{}", a.body);
+    assert!(a.cookie("dockmesh_session").is_none());
+    let a = w.login_with("").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("Enter an API token"), "{}", a.body);
+    // A login form without its token (another site's form) is refused before the token is looked at.
+    let a = w.post("/login", None, &[("token", &w.token)]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.cookie("dockmesh_session").is_none());
+}
+
+#[tokio::test]
+async fn pages_without_a_session_redirect_to_the_login_page() {
+    let w = Web::new().await;
+    for path in [
+        "/hosts",
+        "/stacks",
+        "/migrations",
+        "/audit",
+        "/server",
+        "/stacks/new",
+    ] {
+        let a = w.get(path, None).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{path}");
+        assert!(a.header("location").starts_with("/login?next="), "{path}");
+    }
+    let a = w.get("/hosts", Some("dockmesh_session=forged")).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    // The API keeps its own answer.
+    let a = w.get("/api/v1/hosts", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_post_without_the_csrf_token_is_refused_and_changes_nothing() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let b = dockmesh_core::HostId::from("b");
+
+    let a = w.post("/hosts/b/cordon", Some(&cookie), &[]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.body.contains("CSRF"), "{}", a.body);
+    let a = w
+        .post(
+            "/hosts/b/cordon",
+            Some(&cookie),
+            &[("csrf", "0".repeat(64).as_str())],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // The right token from another site's page.
+    let a = w
+        .post_with(
+            "/hosts/b/cordon",
+            Some(&cookie),
+            &[("csrf", &csrf)],
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(!w.state.hosts().is_cordoned(&b));
+    assert!(w.store.list_cordons().await.unwrap().is_empty());
+    let stacks_before = w.store.list_stacks().await.unwrap().len();
+    let a = w
+        .post(
+            "/stacks",
+            Some(&cookie),
+            &[("name", "x"), ("host", "a"), ("compose", "services: {}")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(w.store.list_stacks().await.unwrap().len(), stacks_before);
+
+    // With the token it goes through.
+    let a = w
+        .post_with(
+            "/hosts/b/cordon",
+            Some(&cookie),
+            &[("csrf", &csrf)],
+            &[("origin", "http://dash.test")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(w.state.hosts().is_cordoned(&b));
+    let page = w.get("/hosts", Some(&cookie)).await;
+    assert!(page.body.contains("cordoned"));
+    assert!(page.body.contains("Uncordon"));
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_a_revoked_token_ends_it_too() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let a = w.post("/logout", Some(&cookie), &[("csrf", &csrf)]).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.header("location"), "/login");
+    assert!(a.cookie("dockmesh_session").unwrap().contains("Max-Age=0"));
+    let a = w.get("/hosts", Some(&cookie)).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+
+    let (cookie, _) = w.session().await;
+    w.store
+        .delete_token(&dockmesh_http::auth::hash_token(&w.token))
+        .await
+        .unwrap();
+    let a = w.get("/hosts", Some(&cookie)).await;
+    assert_eq!(
+        a.status,
+        StatusCode::SEE_OTHER,
+        "a revoked token's session ends"
+    );
+}
+
+#[tokio::test]
+async fn bad_deploy_input_is_named_beside_its_field_and_changes_nothing() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    /// The form's fields, the status, the id of the error beside the field, what it says.
+    type Case<'a> = (&'a [(&'a str, &'a str)], StatusCode, &'a str, &'a str);
+    let cases: [Case; 3] = [
+        (
+            &[("name", "shop"), ("host", "a"), ("compose", "  ")],
+            StatusCode::BAD_REQUEST,
+            "compose-error",
+            "the compose file is empty",
+        ),
+        (
+            &[
+                ("name", "Bad Name"),
+                ("host", "a"),
+                ("compose", "services: {}"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "name-error",
+            "lowercase",
+        ),
+        (
+            &[
+                ("name", "shop"),
+                ("host", "nowhere"),
+                ("compose", "services: {}"),
+            ],
+            StatusCode::NOT_FOUND,
+            "host-error",
+            "host nowhere is not known",
+        ),
+    ];
+    for (fields, status, id, text) in cases {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let a = w.post("/stacks", Some(&cookie), &form).await;
+        assert_eq!(a.status, status, "{fields:?}: {}", a.body);
+        let at = a
+            .body
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} in {}", a.body));
+        assert!(a.body[at..].contains(text), "{fields:?}: {}", &a.body[at..]);
+        // The form keeps what was typed.
+        assert!(a.body.contains("services: {}") || fields[2].1.trim().is_empty());
+        assert!(
+            w.store.list_stacks().await.unwrap().is_empty(),
+            "{fields:?} registered a stack"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stack_is_deployed_moved_and_rolled_back_through_the_pages() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let a = w
+        .post(
+            "/stacks",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("host", "a"),
+                ("compose", "services: {}"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.header("location"), "/stacks/shop");
+    let page = w.get("/stacks/shop", Some(&cookie)).await;
+    assert!(
+        page.body.contains("href=\"/stacks/shop/migrate\""),
+        "two hosts: migrate offered"
+    );
+
+    let page = w
+        .post(
+            "/stacks/shop/migrate/preflight",
+            Some(&cookie),
+            &[("csrf", &csrf), ("target", "b")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("id=\"preflight\""));
+    assert!(page.body.contains("target_online"));
+    assert!(page.body.contains("id=\"confirm-migrate\""));
+    assert!(
+        w.store
+            .list_migrations(&Default::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "pre-flight changes nothing"
+    );
+
+    let a = w
+        .post(
+            "/stacks/shop/migrate",
+            Some(&cookie),
+            &[("csrf", &csrf), ("target", "b")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let location = a.header("location").to_owned();
+    assert!(location.starts_with("/migrations/"));
+    let mut page = w.get(&location, Some(&cookie)).await;
+    for _ in 0..500 {
+        if page.body.contains("id=\"migration-state\">committed<") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        page = w.get(&location, Some(&cookie)).await;
+    }
+    assert!(page.body.contains(">committed<"), "{}", page.body);
+    assert!(page.body.contains("id=\"retain-until\""));
+    assert!(
+        page.body.contains("migration.start"),
+        "its audit entries are shown"
+    );
+    assert!(page.body.contains("id=\"rollback\""));
+
+    // The live view of a settled migration ends with `settled`.
+    let live = w.get(&format!("{location}/live"), Some(&cookie)).await;
+    assert_eq!(live.header("content-type"), "text/event-stream");
+    assert!(live.body.contains("event: settled"), "{}", live.body);
+    assert!(live.body.contains("committed"));
+
+    let confirm = w
+        .get(&format!("{location}/purge-source"), Some(&cookie))
+        .await;
+    assert!(
+        confirm.body.contains("volume")
+            || confirm
+                .body
+                .contains("stopped containers of stack shop on host a")
+    );
+    let confirm = w.get(&format!("{location}/rollback"), Some(&cookie)).await;
+    assert!(confirm.body.contains("Roll shop back to a"));
+    let a = w
+        .post(
+            &format!("{location}/rollback"),
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    for _ in 0..500 {
+        page = w.get(&location, Some(&cookie)).await;
+        if page.body.contains(">rolled_back<") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(page.body.contains(">rolled_back<"), "{}", page.body);
+    let audit = w
+        .get(
+            "/audit?verify=true&action=migration.rollback",
+            Some(&cookie),
+        )
+        .await;
+    assert!(audit.body.contains("Chain intact"), "{}", audit.body);
+    assert!(audit.body.contains("migration.rollback"));
+    assert!(
+        !audit.body.contains("migration.start<"),
+        "the action filter applies"
+    );
+}
+
+#[tokio::test]
+async fn unknown_things_get_a_page_that_names_them() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    for (path, status, text) in [
+        (
+            "/stacks/nope",
+            StatusCode::NOT_FOUND,
+            "stack nope is not known",
+        ),
+        (
+            "/migrations/not-an-id",
+            StatusCode::BAD_REQUEST,
+            "is not a migration id",
+        ),
+        (
+            "/hosts/zz/drain",
+            StatusCode::NOT_FOUND,
+            "host zz is not known; known hosts: a, b",
+        ),
+    ] {
+        let a = w.get(path, Some(&cookie)).await;
+        assert_eq!(a.status, status, "{path}");
+        assert!(a.body.contains(text), "{path}: {}", a.body);
+        assert!(a.header("content-type").starts_with("text/html"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_audit_time_is_named_beside_its_field() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    let a = w.get("/audit?since=yesterday", Some(&cookie)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let at = a
+        .body
+        .find("id=\"since-error\"")
+        .expect("an error beside `since`");
+    assert!(a.body[at..].contains("is not an RFC 3339 time"));
+}
+
+#[tokio::test]
+async fn a_live_view_sends_changes_only_and_ends_when_the_server_shuts_down() {
+    use axum::response::IntoResponse;
+    let w = Web::new().await;
+    let polls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = polls.clone();
+    let sse = dockmesh_http::web::live(w.state.clone(), move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { (format!("<p>{}</p>", n.min(1)), false) }
+    });
+    let body = sse.into_response().into_body();
+    let stopper = w.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stopper.set_lifecycle(Lifecycle::Draining);
+    });
+    let bytes = tokio::time::timeout(
+        Duration::from_secs(10),
+        axum::body::to_bytes(body, usize::MAX),
+    )
+    .await
+    .expect("the stream ends once the server shuts down")
+    .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        polls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "it kept polling"
+    );
+    // Two distinct fragments, each sent once.
+    assert_eq!(text.matches("event: update").count(), 2, "{text}");
+    assert!(
+        text.contains("data: <p>0</p>") && text.contains("data: <p>1</p>"),
+        "{text}"
+    );
+    assert!(!text.contains("event: settled"), "{text}");
+}
+
+#[tokio::test]
+async fn a_drain_is_planned_then_run_from_the_pages() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let a = w
+        .post(
+            "/stacks",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("host", "a"),
+                ("compose", "services: {}"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let plan = w.get("/hosts/a/drain", Some(&cookie)).await;
+    assert_eq!(plan.status, StatusCode::OK);
+    assert!(plan.body.contains("id=\"drain-plan\"") && plan.body.contains("shop"));
+    assert!(plan.body.contains("id=\"start-drain\""));
+    assert!(
+        !w.state
+            .hosts()
+            .is_cordoned(&dockmesh_core::HostId::from("a")),
+        "a plan changes nothing"
+    );
+    let a = w
+        .post("/hosts/a/drain", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let drain = a.header("location").to_owned();
+    assert!(drain.starts_with("/drains/"));
+    let mut page = w.get(&drain, Some(&cookie)).await;
+    for _ in 0..500 {
+        if page.body.contains("id=\"drain-state\">completed<") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        page = w.get(&drain, Some(&cookie)).await;
+    }
+    assert!(page.body.contains(">completed<"), "{}", page.body);
+    assert!(page.body.contains(">moved<"));
+    assert!(
+        w.state
+            .hosts()
+            .is_cordoned(&dockmesh_core::HostId::from("a"))
+    );
+    // A finished drain cannot be paused; an unknown action is named.
+    let a = w
+        .post(&format!("{drain}/pause"), Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(a.body.contains("is not running"), "{}", a.body);
+    let a = w
+        .post(
+            &format!("{drain}/explode"),
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.body.contains("paused, resumed or aborted"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn the_audit_log_is_paged_and_keeps_its_filters() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    for i in 0..60 {
+        let at = jiff::Timestamp::now();
+        let e = dockmesh_core::audit::AuditEvent::new(at, "test", "stack.deploy", format!("s{i}"));
+        w.store.append_audit(&e).await.unwrap();
+    }
+    let first = w.get("/audit?action=stack.deploy", Some(&cookie)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        first
+            .body
+            .matches("<td class=\"mono\">stack.deploy</td>")
+            .count(),
+        50
+    );
+    let marker = "href=\"/audit?";
+    let at = first.body.find(marker).expect("a link to older entries") + "href=\"".len();
+    let href = first.body[at..at + first.body[at..].find('"').unwrap()].replace("&#38;", "&");
+    assert!(
+        href.contains("action=stack.deploy") && href.contains("before="),
+        "{href}"
+    );
+    let older = w.get(&href, Some(&cookie)).await;
+    assert_eq!(
+        older
+            .body
+            .matches("<td class=\"mono\">stack.deploy</td>")
+            .count(),
+        10
+    );
+    assert!(older.body.contains(">s0<") && !older.body.contains(">s59<"));
+    assert!(
+        !older.body.contains("id=\"older\""),
+        "the last page links no further"
+    );
+}
+
+#[tokio::test]
+async fn a_move_to_a_cordoned_host_is_refused_beside_the_target_and_changes_nothing() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let a = w
+        .post(
+            "/stacks",
+            Some(&cookie),
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("host", "a"),
+                ("compose", "services: {}"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let a = w
+        .post("/hosts/b/cordon", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let form = w.get("/stacks/shop/migrate", Some(&cookie)).await;
+    assert!(form.body.contains("b (cordoned)"), "{}", form.body);
+    for path in ["/stacks/shop/migrate/preflight", "/stacks/shop/migrate"] {
+        let page = w
+            .post(path, Some(&cookie), &[("csrf", &csrf), ("target", "b")])
+            .await;
+        assert_eq!(page.status, StatusCode::CONFLICT, "{path}");
+        let at = page
+            .body
+            .find("id=\"target-error\"")
+            .expect("an error beside the target");
+        assert!(
+            page.body[at..].contains("host b is cordoned"),
+            "{}",
+            &page.body[at..]
+        );
+    }
+    assert!(
+        w.store
+            .list_migrations(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stack = w.store.get_stack("shop").await.unwrap().unwrap();
+    assert_eq!(stack.host, Some(dockmesh_core::HostId::from("a")));
+}
