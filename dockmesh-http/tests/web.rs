@@ -756,3 +756,88 @@ async fn a_move_to_a_cordoned_host_is_refused_beside_the_target_and_changes_noth
     let stack = w.store.get_stack("shop").await.unwrap().unwrap();
     assert_eq!(stack.host, Some(dockmesh_core::HostId::from("a")));
 }
+
+#[tokio::test]
+async fn the_agents_page_lists_agents_calls_out_manual_upgrades_and_removes_one() {
+    use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let empty = w.get("/agents", Some(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(
+        empty.body.contains("No agent is enrolled yet"),
+        "{}",
+        empty.body
+    );
+    let record = |id: &str, name: &str, version: &str, upgrade: UpgradeState| AgentRecord {
+        id: id.into(),
+        name: name.into(),
+        version: version.into(),
+        commit: None,
+        protocol_version: 1,
+        arch: "x86_64".into(),
+        docker_version: "28.2.2".into(),
+        last_seen: Some(jiff::Timestamp::now()),
+        connection: ConnectionState::Disconnected,
+        upgrade,
+    };
+    let server = w.state.config().version.clone();
+    w.store
+        .upsert_agent(&record("agent-1", "edge-1", &server, UpgradeState::Idle))
+        .await
+        .unwrap();
+    w.store
+        .upsert_agent(&record(
+            "agent-2",
+            "edge-2",
+            "0.0.1",
+            UpgradeState::PendingManual {
+                since: jiff::Timestamp::now(),
+                reason: "this agent speaks protocol 0".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for text in [
+        "edge-1",
+        "edge-2",
+        "differs from the server",
+        "needs a manual upgrade: this agent speaks protocol 0",
+        "pending manual upgrade",
+        "up to date",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert_eq!(
+        page.body.matches("differs from the server").count(),
+        1,
+        "only the drifted agent"
+    );
+
+    // Removal: a confirmation that names what goes, then the agent is gone, with an audit entry.
+    let confirm = w.get("/agents/edge-2/remove", Some(&cookie)).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm
+            .body
+            .contains("the enrollment of agent agent-2 (host edge-2)")
+    );
+    let refused = w.post("/agents/agent-2/remove", Some(&cookie), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "no CSRF token");
+    assert_eq!(
+        w.store.list_agents().await.unwrap().len(),
+        2,
+        "nothing removed"
+    );
+    let done = w
+        .post("/agents/agent-2/remove", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let left = w.store.list_agents().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "edge-1");
+    let audit = w.get("/audit?action=agent.remove", Some(&cookie)).await;
+    assert!(audit.body.contains("edge-2"), "{}", audit.body);
+}

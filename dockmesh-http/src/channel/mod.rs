@@ -20,7 +20,7 @@
 //!   [`AgentSession::serve`] serves a router over the stream; [`agent_router`] is the agent API
 //!   of this slice: `GET /v1/hello`.
 //! - [`AgentConnection::hello`] calls the agent's hello over the reversed channel.
-//! - [`agent_api`] (agent side): every `HostRuntime` method as a `/v1/…` route over an injected
+//! - [`agent_api`](mod@agent_api) (agent side): every `HostRuntime` method as a `/v1/…` route over an injected
 //!   runtime, volume data streamed both ways; [`RemoteHost`] (server side): `HostRuntime` over an
 //!   [`AgentConnection`] (or over whichever connection an agent has in [`ConnectedAgents`]),
 //!   rebuilding the agent's errors; the core conformance suite passes against it in-process.

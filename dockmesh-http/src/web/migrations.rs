@@ -317,20 +317,21 @@ pub async fn live(
     })
 }
 
+/// A confirmation page: what an action does and deletes, by name, and its button.
 #[derive(Template)]
 #[template(path = "confirm.html")]
-struct ConfirmPage {
-    l: Layout,
-    title: String,
+pub(super) struct ConfirmPage {
+    pub(super) l: Layout,
+    pub(super) title: String,
     /// What the action does, one line each.
-    consequences: Vec<String>,
+    pub(super) consequences: Vec<String>,
     /// Names of what is deleted.
-    deleted: Vec<String>,
-    action: String,
-    button: String,
-    danger: bool,
-    back: String,
-    error: Option<ErrorText>,
+    pub(super) deleted: Vec<String>,
+    pub(super) action: String,
+    pub(super) button: String,
+    pub(super) danger: bool,
+    pub(super) back: String,
+    pub(super) error: Option<ErrorText>,
 }
 
 async fn load(web: &WebState, user: &User, id: &str) -> Result<MigrationView, Response> {

@@ -12,6 +12,7 @@
 //! Content-Security-Policy (`default-src 'self'`, no inline script or style),
 //! `frame-ancestors 'none'` and `X-Frame-Options: DENY`.
 
+pub mod agents;
 pub mod audit;
 pub mod hosts;
 pub mod migrations;
@@ -100,6 +101,11 @@ pub fn router(state: ServerState) -> Router<ServerState> {
         .route(
             "/migrations/{id}/purge-target",
             get(migrations::purge_target_confirm).post(migrations::purge_target),
+        )
+        .route("/agents", get(agents::list))
+        .route(
+            "/agents/{id}/remove",
+            get(agents::remove_confirm).post(agents::remove),
         )
         .route("/audit", get(audit::list))
         .route("/server", get(server::page))
