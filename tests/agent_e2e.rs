@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::server::{Server, bin};
+use support::server::{Server, api_call, bin};
 use support::stack::*;
 use support::*;
 
@@ -357,10 +357,56 @@ fn refused_enrollments_say_why_and_keep_nothing() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("expired"), "{log}");
 
-    // Only the first agent was recorded; a bad --ttl is refused by name.
+    // A request body over the limit is refused before it is read whole, and spends nothing.
+    let spare = agent_token(&server, &[]);
+    let huge = format!(
+        r#"{{"token":"{spare}","name":"huge","csr_pem":"{}"}}"#,
+        "A".repeat(5 << 20)
+    );
+    let (status, body) = api_call(
+        &server.url,
+        None,
+        "POST",
+        "/api/v1/agents/enroll",
+        Some(&huge),
+        &[],
+    );
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = api_call(
+        &server.url,
+        None,
+        "POST",
+        "/api/v1/agents/enroll",
+        Some(r#"{"token": "#),
+        &[],
+    );
+    assert_eq!(status, 400, "a truncated request is named: {body}");
+    // Only the first agent was recorded.
     let list = agents(&server);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["host"], "first");
+
+    // The token of the request over the limit was not spent: it still enrolls an agent.
+    let mut spare_agent = Agent::start(
+        "spare",
+        &dir.path().join("state-spare"),
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &spare,
+            "--name",
+            "spare",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agents(&server).len() < 2 {
+        assert!(Instant::now() < deadline, "{}", spare_agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = spare_agent.child.kill();
+
+    // A bad --ttl is refused by name.
     let out = Command::new(bin())
         .args(["agent", "token", "create", "--ttl", "soon", "--data-dir"])
         .arg(&server.data_dir)
