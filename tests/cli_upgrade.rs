@@ -316,12 +316,21 @@ fn bad_releases_files_exit_2_naming_the_problem() {
 }
 
 #[test]
-fn the_agent_says_it_is_not_built_yet() {
+fn an_agent_that_is_not_enrolled_says_how_to_enroll_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("agent");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockmesh"))
-        .arg("agent")
+        .args(["agent", "--state-dir"])
+        .arg(&state)
+        .env_remove("DOCKMESH_SERVER")
+        .env_remove("DOCKMESH_ENROLL_TOKEN")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(
+        err.contains("not enrolled yet") && err.contains("--server") && err.contains("--token"),
+        "{err}"
+    );
+    assert!(!state.exists(), "nothing kept");
 }
