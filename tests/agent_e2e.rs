@@ -211,6 +211,12 @@ fn two_agents_enroll_and_a_stack_moves_between_their_hosts_with_its_data() {
     let (status, st) = server.api("GET", &format!("/api/v1/stacks/{}", stack.name), None);
     assert_eq!(status, 200, "{st}");
     assert_eq!(st["host"], "edge-b", "{st}");
+    // The source's host keeps the stack for a rollback: its agent cannot be removed.
+    let refused = server.cli(&["agent", "rm", "edge-a"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("still needed by migration"), "{err}");
+    assert_eq!(agents(&server).len(), 2, "nothing removed");
 
     // Rolled back through the agents: the source runs again with its data.
     let (_, list) = server.api(

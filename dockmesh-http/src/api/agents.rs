@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use dockmesh_core::audit::AuditEvent;
+use dockmesh_core::migration::{Migration, Phase};
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::types::{AgentId, HostId};
 use jiff::Timestamp;
@@ -181,7 +182,8 @@ pub struct Removed {
 
 /// Remove (revoke) an agent, by id or host name: its record goes (the audit keeps it), its
 /// connection is closed and the handshake refuses it from now on. Refused (409) while stacks
-/// are recorded on its host: move them away first.
+/// are recorded on its host, while a migration through it is in flight, or while it keeps a
+/// committed migration's source for a rollback.
 #[utoipa::path(delete, path = "/api/v1/agents/{agent}", tag = "agents",
     params(("agent" = String, Path, description = "agent id or host name")),
     responses(
@@ -211,7 +213,39 @@ pub async fn remove_agent(
         ))
         .with_hint("move them with `dockmesh stack migrate` or drain the host first"));
     }
+    // A migration still in flight through this host, or one whose source it keeps for a
+    // rollback, would lose what it needs.
     let now = state.clock().now();
+    let mut holds = Vec::new();
+    for m in crate::supervisor::all_migrations(state.store().as_ref(), false).await? {
+        let Ok(mig) = Migration::replay(m.spec.clone(), &m.events) else {
+            continue;
+        };
+        let spec = mig.spec();
+        let kept_source = spec.source == host
+            && mig.phase() == Phase::Committed
+            && mig.retain_until().is_some_and(|u| u > now);
+        let in_flight = !mig.phase().is_settled() && (spec.source == host || spec.target == host);
+        if kept_source || in_flight {
+            holds.push(format!(
+                "{} (stack {}, {})",
+                spec.id,
+                spec.stack,
+                wire_phase(mig.phase())
+            ));
+        }
+    }
+    if !holds.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "host {} is still needed by migration(s): {}",
+            agent.name,
+            holds.join(", ")
+        ))
+        .with_hint(
+            "wait for migrations in flight to settle; purge a kept source with `dockmesh \
+             migration purge-source ID` (or let its rollback window close) first",
+        ));
+    }
     state
         .store()
         .append_audit(
@@ -233,4 +267,8 @@ pub async fn remove_agent(
         host: agent.name,
         disconnected,
     }))
+}
+
+fn wire_phase(p: Phase) -> String {
+    super::health::wire_name(p)
 }
