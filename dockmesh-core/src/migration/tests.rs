@@ -804,3 +804,149 @@ async fn a_later_migration_of_another_stack_does_not_block_a_rollback() {
     );
     assert_eq!(w.running_on(), ["src"]);
 }
+
+/// A volume transfer cut off by an unreachable host: recorded once, retried until the
+/// deadline counted from the first cut, failed from the deadline on; other errors fail at once.
+#[test]
+fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
+    use crate::ports::{RuntimeError, RuntimeErrorKind};
+    use crate::snapshot::VolumeUsage;
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let spec = MigrationSpec {
+        id: MigrationId(uuid::Uuid::from_u128(7)),
+        stack: "s".into(),
+        source: HostId::from("a"),
+        target: HostId::from("b"),
+        requested_at: t0,
+        requested_by: "x".into(),
+        retention: DEFAULT_RETENTION,
+    };
+    let volume = VolumeUsage {
+        name: "s_db".into(),
+        bytes: Some(10),
+        labels: Default::default(),
+    };
+    let mut m = Migration::replay(
+        spec,
+        &[
+            MigrationEvent::PreflightPassed {
+                at: t0,
+                report: Default::default(),
+                volumes: vec![volume.clone()],
+            },
+            MigrationEvent::SourceStopped { at: t0 },
+            MigrationEvent::VolumeTransferStarted {
+                at: t0,
+                volume: "s_db".into(),
+            },
+        ],
+    )
+    .unwrap();
+    let cmd = m.next_command().unwrap();
+    assert_eq!(cmd, Command::TransferVolume(volume.clone()));
+    let gone = RuntimeError::new(RuntimeErrorKind::Unreachable, "host b is unreachable");
+    let cut_at = t0 + jiff::SignedDuration::from_secs(30);
+
+    // The first cut is recorded.
+    let Decision::Record(e) = m.decide_failure(&cmd, &gone, cut_at) else {
+        panic!("the first cut is recorded")
+    };
+    assert_eq!(e.kind(), "volume_transfer_interrupted");
+    m.apply(&e).unwrap();
+    assert_eq!(
+        m.next_command(),
+        Some(cmd.clone()),
+        "the volume is sent again"
+    );
+
+    // Within the deadline: retried, nothing recorded; a second cut does not move the start.
+    let just_before = cut_at + TRANSFER_RESUME_DEADLINE - jiff::SignedDuration::from_secs(1);
+    assert_eq!(m.decide_failure(&cmd, &gone, just_before), Decision::Retry);
+    let again = MigrationEvent::VolumeTransferInterrupted {
+        at: just_before,
+        volume: "s_db".into(),
+        reason: "again".into(),
+    };
+    m.apply(&again).unwrap();
+    assert_eq!(m.decide_failure(&cmd, &gone, just_before), Decision::Retry);
+
+    // From the deadline on: the step fails, and compensation follows.
+    for late in [
+        cut_at + TRANSFER_RESUME_DEADLINE,
+        cut_at + TRANSFER_RESUME_DEADLINE * 3,
+    ] {
+        let Decision::Record(MigrationEvent::StepFailed {
+            step, kind, reason, ..
+        }) = m.decide_failure(&cmd, &gone, late)
+        else {
+            panic!("past the deadline the step fails")
+        };
+        assert_eq!(step, Step::TransferVolumes);
+        assert_eq!(kind, Some(RuntimeErrorKind::Unreachable));
+        assert!(reason.contains("waited 10 min"), "{reason}");
+    }
+
+    // A verification failure is not waited for.
+    let bad = RuntimeError::new(RuntimeErrorKind::Integrity, "manifests differ");
+    assert!(matches!(
+        m.decide_failure(&cmd, &bad, cut_at),
+        Decision::Record(MigrationEvent::StepFailed { .. })
+    ));
+
+    // Once the volume is verified the interruption is over: a later cut is recorded anew.
+    let mut fresh = Migration::replay(
+        m.spec().clone(),
+        &[
+            MigrationEvent::PreflightPassed {
+                at: t0,
+                report: Default::default(),
+                volumes: vec![
+                    volume.clone(),
+                    VolumeUsage {
+                        name: "s_files".into(),
+                        bytes: Some(1),
+                        labels: Default::default(),
+                    },
+                ],
+            },
+            MigrationEvent::SourceStopped { at: t0 },
+            MigrationEvent::VolumeTransferStarted {
+                at: t0,
+                volume: "s_db".into(),
+            },
+        ],
+    )
+    .unwrap();
+    fresh.apply(&e).unwrap();
+    fresh
+        .apply(&MigrationEvent::VolumeVerified {
+            at: t0,
+            volume: "s_db".into(),
+            bytes: 10,
+            digest: "d".into(),
+            outside_links: vec![],
+        })
+        .unwrap();
+    fresh
+        .apply(&MigrationEvent::VolumeTransferStarted {
+            at: t0,
+            volume: "s_files".into(),
+        })
+        .unwrap();
+    let next = fresh.next_command().unwrap();
+    let much_later = cut_at + TRANSFER_RESUME_DEADLINE * 5;
+    assert!(matches!(
+        fresh.decide_failure(&next, &gone, much_later),
+        Decision::Record(MigrationEvent::VolumeTransferInterrupted { .. })
+    ));
+    // An interruption of a volume that is not being transferred is refused.
+    assert!(
+        fresh
+            .apply(&MigrationEvent::VolumeTransferInterrupted {
+                at: much_later,
+                volume: "s_db".into(),
+                reason: "x".into(),
+            })
+            .is_err()
+    );
+}
