@@ -950,3 +950,68 @@ fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
             .is_err()
     );
 }
+
+/// The transfer's bookkeeping: a volume the migration does not move cannot start, one that
+/// did not start cannot be verified, and a failure mid-transfer cleans only what started.
+#[test]
+fn transfer_events_follow_the_volumes_and_compensation_cleans_only_what_started() {
+    use crate::snapshot::VolumeUsage;
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let spec = MigrationSpec {
+        id: MigrationId(uuid::Uuid::from_u128(8)),
+        stack: "s".into(),
+        source: HostId::from("a"),
+        target: HostId::from("b"),
+        requested_at: t0,
+        requested_by: "x".into(),
+        retention: DEFAULT_RETENTION,
+    };
+    let vol = |name: &str| VolumeUsage {
+        name: name.into(),
+        bytes: Some(1),
+        labels: Default::default(),
+    };
+    let mut m = Migration::replay(
+        spec,
+        &[
+            MigrationEvent::PreflightPassed {
+                at: t0,
+                report: Default::default(),
+                volumes: vec![vol("s_db"), vol("s_files")],
+            },
+            MigrationEvent::SourceStopped { at: t0 },
+        ],
+    )
+    .unwrap();
+    let started = |v: &str| MigrationEvent::VolumeTransferStarted {
+        at: t0,
+        volume: v.into(),
+    };
+    let verified = |v: &str| MigrationEvent::VolumeVerified {
+        at: t0,
+        volume: v.into(),
+        bytes: 1,
+        digest: "d".into(),
+        outside_links: vec![],
+    };
+    assert!(
+        m.apply(&started("other")).is_err(),
+        "not a volume of the stack"
+    );
+    assert!(m.apply(&verified("s_db")).is_err(), "not started");
+    m.apply(&started("s_db")).unwrap();
+    m.apply(&MigrationEvent::StepFailed {
+        at: t0,
+        step: Step::TransferVolumes,
+        reason: "r".into(),
+        kind: None,
+    })
+    .unwrap();
+    assert_eq!(
+        m.next_command(),
+        Some(Command::CleanTarget {
+            volumes: vec!["s_db".into()]
+        }),
+        "only the volume that started may be on the target"
+    );
+}
