@@ -102,7 +102,8 @@ enum AgentCommand {
         conn: Conn,
     },
     /// Remove an agent (by id or host name): its certificate is refused from now on and its
-    /// host leaves the server. Refused while stacks run on it.
+    /// host leaves the server. Refused while stacks run on it, a migration through it is in
+    /// flight, or it keeps a migrated stack's source for a rollback.
     Rm {
         /// The agent's id or host name.
         agent: String,
