@@ -8,6 +8,7 @@ use crate::drain::DrainRecord;
 use crate::manifest::VolumeManifest;
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::release::ReleaseRecord;
 use crate::rollout::{AgentRecord, RolloutRecord};
 use crate::snapshot::HostSnapshot;
 use crate::types::{AgentId, HostId, MigrationId, StackFiles};
@@ -133,7 +134,7 @@ pub trait Store: Send + Sync {
     async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError>;
     /// Every stack, ordered by name.
     async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError>;
-    /// Remove a stack and its deploy history. Removing an unknown stack is not an error.
+    /// Remove a stack, its deploy history and its releases. Removing an unknown stack is not an error.
     async fn delete_stack(&self, name: &str) -> Result<(), StoreError>;
     /// One page of a stack's deploy history, newest first.
     async fn deploy_history(
@@ -141,6 +142,20 @@ pub trait Store: Send + Sync {
         stack: &str,
         page: &PageQuery,
     ) -> Result<Vec<DeployEntry>, StoreError>;
+
+    // --- releases ---
+    /// Record a release of a stack and, in the same transaction, the stack as it is now and
+    /// its deploy history entry: all are written or none. The release's `rev` must be one more
+    /// than the stack's newest release (1 for its first): anything else is a
+    /// [`StoreError::Conflict`] and nothing is written.
+    async fn put_release(
+        &self,
+        release: &ReleaseRecord,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError>;
+    /// Every release of a stack, newest first. [`Store::delete_stack`] removes them too.
+    async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError>;
 
     // --- migrations ---
     /// Record a new migration and, in the same transaction, its audit entry. A conflict when
