@@ -8,7 +8,7 @@ use crate::drain::DrainRecord;
 use crate::manifest::VolumeManifest;
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
-use crate::release::ReleaseRecord;
+use crate::release::{ReleaseRecord, ServiceShape};
 use crate::rollout::{AgentRecord, RolloutRecord};
 use crate::snapshot::HostSnapshot;
 use crate::types::{AgentId, HostId, MigrationId, StackFiles};
@@ -590,6 +590,35 @@ pub trait HostRuntime: Send + Sync {
     ) -> Result<VolumeManifest, RuntimeError>;
     /// Remove a named volume. Removing a missing volume is not an error.
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError>;
+
+    /// Resolve a stack's files as this host would deploy them, changing nothing: each
+    /// service's shape (image, and its id when the host has it; environment, ports, mounts,
+    /// replicas; a digest of the whole definition), for a release diff. Invalid files are an
+    /// [`RuntimeErrorKind::InvalidStack`] error naming the problem. Hosts that cannot tell say so.
+    async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!(
+                "host {} cannot resolve the release of stack {}",
+                self.host_id(),
+                files.name
+            ),
+        ))
+    }
+
+    /// Make sure every image in `images` is on the host, pulling the missing ones when a
+    /// registry answers. The error ([`RuntimeErrorKind::NotFound`]) names every image still
+    /// missing; nothing else changes.
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!(
+                "host {} cannot fetch images ({})",
+                self.host_id(),
+                images.join(", ")
+            ),
+        ))
+    }
 
     /// The Compose projects on the host, found by their containers' labels (also those
     /// dockmesh did not start). Hosts that cannot tell say so with an error.

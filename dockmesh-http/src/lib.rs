@@ -36,6 +36,7 @@ pub mod pki;
 pub mod server;
 pub mod state;
 pub mod supervisor;
+pub mod upgrades;
 
 pub use hosts::Hosts;
 pub use server::{ServeError, serve};

@@ -46,12 +46,14 @@ use std::path::Path;
 mod checks;
 mod container;
 mod lifecycle;
+mod release;
 
 use checks::{check_external, check_images};
 
 use container::{container_body, endpoint, inject_files};
 
 pub(crate) use lifecycle::{remove, start, status, stop};
+pub(crate) use release::{ensure_images, resolve_release};
 
 const HASH_FORMAT: u32 = 1;
 
