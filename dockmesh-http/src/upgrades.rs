@@ -11,9 +11,9 @@
 //!    changes nothing else.
 //! 4. The new files are deployed: only changed services are replaced, named volumes are kept.
 //!    Then every service must become healthy.
-//! 5. On any failure of step 4: with a backup, the stack is stopped and each volume is filled
-//!    again from its copy (verified the same way); the previous files are deployed and must
-//!    become healthy. The release is recorded as rolled back (or failed, when putting the
+//! 5. On any failure of step 4: with a backup, the stack's containers are removed (a volume in
+//!    use cannot be filled again) and each volume is filled again from its copy (verified the
+//!    same way); the previous files are deployed and must become healthy. The release is recorded as rolled back (or failed, when putting the
 //!    previous one back failed too, with what failed).
 //!
 //! Every outcome is recorded as a [`ReleaseRecord`] with the stack's record and a deploy
@@ -413,8 +413,12 @@ async fn put_back(
     let mut problems = Vec::new();
     let mut restored = Vec::new();
     if !backups.is_empty() {
-        if let Err(e) = host.stop_stack(name).await {
-            problems.push(format!("stopping the stack to restore its volumes: {e}"));
+        // A volume is filled again only when no container uses it: the stack's containers go
+        // (its volumes stay) and the previous release's deploy creates them again.
+        if let Err(e) = host.remove_stack(name, false).await {
+            problems.push(format!(
+                "removing the stack's containers to restore its volumes: {e}"
+            ));
         } else {
             for b in backups {
                 let target = VolumeTarget {
