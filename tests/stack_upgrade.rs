@@ -385,3 +385,229 @@ fn upgrade_diff_backup_rollback_and_history() {
     server.cli_ok(&["stack", "rm", &stack, "--volumes"]);
     let _ = docker(&host, &["volume", "rm", "-f", &copy]);
 }
+
+/// Three replicas of `web` serving `/release`, replaced one at a time.
+fn replicated(image: &str, order: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www; cp /release /www/index.html; httpd -p 8080 -h /www; while true; do sleep 1; done"]
+    healthcheck:
+      test: ["CMD-SHELL", "test ! -f /broken && wget -q -O /dev/null http://127.0.0.1:8080/"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+    deploy:
+      replicas: 3
+      update_config:
+        order: {order}
+        monitor: 1s
+        failure_action: rollback
+"#
+    )
+}
+
+/// Each replica's (id, start time).
+fn replicas(host: &str, stack: &str) -> Vec<(String, String)> {
+    (1..=3)
+        .map(|n| {
+            let out = docker(
+                host,
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.Id}} {{.State.StartedAt}}",
+                    &format!("{stack}-web-{n}"),
+                ],
+            )
+            .unwrap();
+            let (id, at) = out.trim().split_once(' ').unwrap();
+            (id.to_owned(), at.to_owned())
+        })
+        .collect()
+}
+
+fn serves_replica(host: &str, stack: &str, n: u32) -> String {
+    docker(
+        host,
+        &[
+            "exec",
+            &format!("{stack}-web-{n}"),
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:8080/",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_owned()
+}
+
+/// Run `f` while sampling, every 100 ms, how many of the stack's containers run and are
+/// healthy; the fewest seen, and `f`'s result.
+fn sampled<T>(host: &str, stack: &str, f: impl FnOnce() -> T) -> (usize, T) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let stop = Arc::new(AtomicBool::new(false));
+    let min = Arc::new(Mutex::new(usize::MAX));
+    let sampler = {
+        let (stop, min, host, stack) =
+            (stop.clone(), min.clone(), host.to_owned(), stack.to_owned());
+        std::thread::spawn(move || {
+            let filter = format!("label=com.docker.compose.project={stack}");
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(out) = docker(
+                    &host,
+                    &[
+                        "ps",
+                        "-q",
+                        "--filter",
+                        &filter,
+                        "--filter",
+                        "health=healthy",
+                    ],
+                ) {
+                    let n = out.lines().filter(|l| !l.trim().is_empty()).count();
+                    let mut m = min.lock().unwrap();
+                    *m = (*m).min(n);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
+    };
+    let result = f();
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    let m = *min.lock().unwrap();
+    (m, result)
+}
+
+fn rolling_case(order: &str) {
+    let Some(host) = engine() else { return };
+    let v1 = release_image(&host, "v1", false);
+    let v2 = release_image(&host, "v2", false);
+    let bad = release_image(&host, "bad", true);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(&dir.path().join("data"), &[]);
+    let stack = unique("roll");
+    let _cleanup = docker_cleanup(&host, &stack);
+    let file = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let f1 = file("v1.yaml", replicated(&v1, order));
+    let f2 = file("v2.yaml", replicated(&v2, order));
+    let fbad = file("bad.yaml", replicated(&bad, order));
+    server.cli_ok(&["stack", "deploy", &stack, "--file", &f1, "--host", "local"]);
+    let health = server.cli_ok(&["stack", "status", &stack]);
+    assert_eq!(
+        health.matches(&format!("{stack}-web-")).count(),
+        3,
+        "{health}"
+    );
+    for n in 1..=3 {
+        assert_eq!(serves_replica(&host, &stack, n), "v1");
+    }
+    let before = replicas(&host, &stack);
+    // Healthy before sampling starts.
+    let filter = format!("label=com.docker.compose.project={stack}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while docker(
+        &host,
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &filter,
+            "--filter",
+            "health=healthy",
+        ],
+    )
+    .unwrap()
+    .lines()
+    .count()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replicas never became healthy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (min, out) = sampled(&host, &stack, || {
+        server.cli(&["stack", "upgrade", &stack, "--file", &f2, "--json"])
+    });
+    assert!(out.status.success());
+    assert_eq!(json(&out)["outcome"], "deployed");
+    let floor = if order == "start-first" { 3 } else { 2 };
+    assert!(
+        min >= floor,
+        "{min} replicas healthy at one moment, fewer than {floor}"
+    );
+    let upgraded = replicas(&host, &stack);
+    for n in 0..3 {
+        assert_ne!(upgraded[n].0, before[n].0, "replica {} replaced", n + 1);
+        assert_eq!(serves_replica(&host, &stack, n as u32 + 1), "v2");
+    }
+
+    let (min, out) = sampled(&host, &stack, || {
+        server.cli(&["stack", "upgrade", &stack, "--file", &fbad, "--json"])
+    });
+    assert_eq!(out.status.code(), Some(1), "rolled back");
+    let v = json(&out);
+    assert_eq!(v["outcome"], "rolled_back");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("after 1 of 3 replicas"), "{detail}");
+    assert!(
+        min >= floor,
+        "{min} replicas healthy at one moment, fewer than {floor}"
+    );
+    let after = replicas(&host, &stack);
+    assert_eq!(
+        after.iter().map(|r| &r.0).collect::<Vec<_>>(),
+        upgraded.iter().map(|r| &r.0).collect::<Vec<_>>(),
+        "every replica is its old container again"
+    );
+    assert_eq!(after[1], upgraded[1], "replica 2 never restarted");
+    assert_eq!(after[2], upgraded[2], "replica 3 never restarted");
+    if order == "start-first" {
+        assert_eq!(
+            after[0], upgraded[0],
+            "start-first: replica 1 never restarted either"
+        );
+    }
+    for n in 1..=3 {
+        assert_eq!(serves_replica(&host, &stack, n), "v2");
+    }
+    server.cli_ok(&["stack", "rm", &stack]);
+}
+
+fn docker_cleanup(host: &str, stack: &str) -> impl Drop {
+    struct C(String, String);
+    impl Drop for C {
+        fn drop(&mut self) {
+            let filter = format!("label=com.docker.compose.project={}", self.1);
+            if let Ok(ids) = docker(&self.0, &["ps", "-aq", "--filter", &filter]) {
+                for id in ids.lines() {
+                    let _ = docker(&self.0, &["rm", "-f", id]);
+                }
+            }
+            let _ = docker(&self.0, &["network", "rm", &format!("{}_default", self.1)]);
+        }
+    }
+    C(host.to_owned(), stack.to_owned())
+}
+
+#[test]
+fn rolling_stop_first_keeps_two_of_three_serving_and_rolls_back_after_the_first() {
+    rolling_case("stop-first");
+}
+
+#[test]
+fn rolling_start_first_keeps_all_serving_and_restarts_nothing_on_rollback() {
+    rolling_case("start-first");
+}

@@ -7,7 +7,7 @@ use crate::compose::{MountKind, ServiceSpec, StackSpec};
 use crate::error::{engine, engine_message, is_not_found};
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind};
-use dockmesh_core::release::{ServiceShape, UpdateConfig};
+use dockmesh_core::release::ServiceShape;
 use dockmesh_core::types::StackFiles;
 use futures_util::StreamExt;
 
@@ -73,8 +73,8 @@ fn shape(spec: &StackSpec, s: &ServiceSpec, image_id: Option<String>) -> Service
         environment: s.environment.clone(),
         ports,
         volumes,
-        replicas: 1,
-        update: UpdateConfig::default(),
+        replicas: s.replicas(),
+        update: s.update_settings().config(),
     }
 }
 
