@@ -20,6 +20,7 @@
 //! - [`migration`]: the stack migration state machine, its event log, and the async driver.
 //! - [`drain`]: planning the migration of every stack off a host.
 //! - [`release`]: stack release upgrades: the diff, rolling replacement of replicas, release history.
+//! - [`verify`]: the checks after a server upgrade.
 //! - [`audit`]: the audit event model and the hash chain rule.
 //! - [`ports`]: the traits adapters implement.
 //! - `testing` (feature `testing`): in-memory fakes and a conformance suite per port.
@@ -40,6 +41,7 @@ pub mod rollout;
 pub mod schema;
 pub mod snapshot;
 pub mod types;
+pub mod verify;
 pub mod version;
 
 #[cfg(feature = "testing")]

@@ -1,5 +1,6 @@
-//! `dockmesh upgrade check|plan`: the version rules from the command line. `preflight`,
-//! `apply` and `verify` are not built yet: they say so and exit 2.
+//! `dockmesh upgrade check|plan`: the version rules from the command line; `verify` (in
+//! `verify.rs`) checks a server after its upgrade. `preflight` and `apply` are not built yet:
+//! they say so and exit 2.
 //!
 //! Output, one fact per line (or one JSON object with `--json`):
 //! - `check`: `allowed: FROM → TO (RULES rules)` then one `advice: …` line per advice (exit 0);
@@ -33,8 +34,10 @@ pub enum UpgradeCommand {
     Preflight(NotBuiltArgs),
     /// Not built yet: the server's own upgrade, hop by hop (exit 2).
     Apply(NotBuiltArgs),
-    /// Not built yet: the checks after the server's own upgrade (exit 2).
-    Verify(NotBuiltArgs),
+    /// After a server upgrade: every host online, agents on the server's version (or pending a
+    /// manual upgrade), stacks healthy, audit chain intact, schema up to date. Exit 1 when
+    /// anything is off.
+    Verify(super::verify::VerifyArgs),
 }
 
 /// The arguments of a command that is not built yet, accepted so that it can say so.
@@ -99,7 +102,7 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
         UpgradeCommand::Plan(args) => (args.common.json, plan(&args)),
         UpgradeCommand::Preflight(_) => return not_built("preflight"),
         UpgradeCommand::Apply(_) => return not_built("apply"),
-        UpgradeCommand::Verify(_) => return not_built("verify"),
+        UpgradeCommand::Verify(args) => return super::verify::run(args),
     };
     match outcome {
         Ok(outcome) => {

@@ -458,3 +458,31 @@ fn revisions_running_and_previous() {
     assert_eq!(previous(&rs[..1]).map(|r| r.rev), None);
     assert_eq!(running(&rs[2..]).map(|r| r.rev), None);
 }
+
+#[test]
+fn outcomes_read_as_words_and_shapes_default_to_one_replica() {
+    assert_eq!(ReleaseOutcome::Deployed.to_string(), "deployed");
+    assert_eq!(ReleaseOutcome::RolledBack.to_string(), "rolled back");
+    assert_eq!(ReleaseOutcome::Failed.to_string(), "failed");
+    let s: ServiceShape =
+        serde_json::from_str(r#"{"name": "web", "image": "x", "digest": "d"}"#).unwrap();
+    assert_eq!(s.replicas, 1, "a shape without replicas has one");
+    assert_eq!(s.update, UpdateConfig::default());
+    assert_eq!(s.image_id, None);
+}
+
+#[test]
+fn update_config_durations_are_milliseconds_on_the_wire() {
+    let c = UpdateConfig {
+        delay: Duration::from_millis(1500),
+        monitor: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(
+        (json["delay"].as_u64(), json["monitor"].as_u64()),
+        (Some(1500), Some(2000))
+    );
+    let back: UpdateConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, c);
+}
