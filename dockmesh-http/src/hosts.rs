@@ -132,7 +132,7 @@ mod tests {
         assert!(!hosts.is_cordoned(&a));
         assert!(hosts.remove(&HostId::from("b")));
         assert!(!hosts.remove(&HostId::from("b")), "already gone");
-        assert_eq!(hosts.ids(), [a.clone()]);
+        assert_eq!(hosts.ids(), std::slice::from_ref(&a));
         assert!(hosts.host(&HostId::from("zz")).await.is_err());
         assert_eq!(hosts.host(&a).await.unwrap().host_id(), &a);
     }

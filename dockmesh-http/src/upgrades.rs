@@ -153,10 +153,7 @@ pub(crate) async fn run(
         .map(|b| (b.volume.name.clone(), b.copy.clone()))
         .collect();
 
-    let failure = match apply(host.as_ref(), &up.files).await {
-        Ok(()) => None,
-        Err(why) => Some(why),
-    };
+    let failure = apply(host.as_ref(), &up.files).await.err();
     let now = state.clock().now();
     let (outcome, stack_record, images) = match failure {
         None => {

@@ -54,7 +54,7 @@ fn the_same_reference_naming_another_image_is_an_image_change() {
     let mut new = old.clone();
     new.image_id = Some("sha256:0123456789abcdef".into());
     check(
-        &[old.clone()],
+        std::slice::from_ref(&old),
         &[new],
         "~ web: image shop:1@shop:1 → shop:1@0123456789ab\n",
     );
@@ -72,15 +72,20 @@ fn a_change_outside_the_named_fields_is_other_settings() {
     let old = shape("web", "shop:1");
     let mut new = old.clone();
     new.digest = "another".into();
-    check(&[old.clone()], &[new], "~ web: other settings\n");
+    check(
+        std::slice::from_ref(&old),
+        &[new],
+        "~ web: other settings\n",
+    );
     let mut new = old.clone();
     new.update.parallelism = 2;
-    check(&[old.clone()], &[new], "~ web: other settings\n");
     check(
-        &[old.clone()],
-        &[old],
-        "no change: every service is as it runs\n",
+        std::slice::from_ref(&old),
+        &[new],
+        "~ web: other settings\n",
     );
+    let same = std::slice::from_ref(&old);
+    check(same, same, "no change: every service is as it runs\n");
 }
 
 fn arb_shape(name: String) -> impl Strategy<Value = ServiceShape> {

@@ -268,7 +268,7 @@ impl Store for MemStore {
             .filter(|r| r.stack == stack)
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.rev.cmp(&a.rev));
+        v.sort_by_key(|r| std::cmp::Reverse(r.rev));
         Ok(v)
     }
 
