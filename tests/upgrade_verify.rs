@@ -102,3 +102,55 @@ fn verify_fails_on_a_host_that_does_not_answer_and_passes_when_it_is_back() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+#[test]
+fn host_ls_stale_lists_agents_not_seen_for_that_long() {
+    use dockmesh_core::ports::Store;
+    use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let now = jiff::Timestamp::now();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = dockmesh_sqlx::SqlStore::open(&dockmesh_sqlx::DbTarget::sqlite_in(&data))
+            .await
+            .unwrap();
+        for (id, days) in [("gone", Some(40)), ("fresh", Some(1)), ("silent", None)] {
+            store
+                .upsert_agent(&AgentRecord {
+                    id: dockmesh_core::HostId::from(id),
+                    name: id.into(),
+                    version: "0.1.0".into(),
+                    commit: None,
+                    protocol_version: 1,
+                    arch: "x86_64".into(),
+                    docker_version: "28.0.0".into(),
+                    last_seen: days.map(|d: i64| {
+                        now.checked_sub(jiff::SignedDuration::from_hours(24 * d))
+                            .unwrap()
+                    }),
+                    connection: ConnectionState::Disconnected,
+                    upgrade: UpgradeState::Idle,
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let server = Server::launch(&data, &["--no-local-host"]);
+    let out = server.cli(&["host", "ls", "--stale", "30d", "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["silent", "gone"], "never seen first, then the oldest");
+    let out = server.cli(&["host", "ls", "--stale", "30"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an age without a unit is refused"
+    );
+}

@@ -330,3 +330,81 @@ mod tests {
         }
     }
 }
+
+/// An agent as last seen, for [`stale`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The agent's id.
+    pub id: String,
+    /// Its host.
+    pub host: String,
+    /// When it was last seen; `None`: never.
+    pub last_seen: Option<jiff::Timestamp>,
+}
+
+/// The agents (with their hosts) not seen since `now − older_than`, or never: oldest first,
+/// the never seen ones before all.
+pub fn stale(now: jiff::Timestamp, older_than: jiff::SignedDuration, seen: &[Seen]) -> Vec<Seen> {
+    let limit = now.checked_sub(older_than).unwrap_or(jiff::Timestamp::MIN);
+    let mut out: Vec<Seen> = seen
+        .iter()
+        .filter(|s| s.last_seen.is_none_or(|t| t < limit))
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| a.last_seen.cmp(&b.last_seen).then_with(|| a.id.cmp(&b.id)));
+    out
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+    use jiff::{SignedDuration, Timestamp};
+    use proptest::prelude::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn seen(id: &str, at: Option<i64>) -> Seen {
+        Seen {
+            id: id.into(),
+            host: format!("host-{id}"),
+            last_seen: at.map(t),
+        }
+    }
+
+    #[test]
+    fn lists_the_never_seen_then_the_oldest() {
+        let day = 86_400;
+        let all = [
+            seen("fresh", Some(-day)),
+            seen("old", Some(-40 * day)),
+            seen("never", None),
+            seen("older", Some(-90 * day)),
+            seen("edge", Some(-30 * day)),
+        ];
+        let ids: Vec<String> = stale(t(0), SignedDuration::from_hours(24 * 30), &all)
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["never", "older", "old"],
+            "exactly 30 days ago is not stale"
+        );
+    }
+
+    proptest! {
+        /// Reference: stale exactly when never seen or seen strictly before the limit.
+        #[test]
+        fn stale_is_seen_before_the_limit(ages in prop::collection::vec(prop::option::of(0i64..100), 0..8), limit in 0i64..100) {
+            let all: Vec<Seen> = ages.iter().enumerate().map(|(i, a)| seen(&format!("a{i}"), a.map(|a| -a))).collect();
+            let out = stale(t(0), SignedDuration::from_secs(limit), &all);
+            for s in &all {
+                let expected = s.last_seen.is_none_or(|at| at < t(-limit));
+                prop_assert_eq!(out.contains(s), expected);
+            }
+            prop_assert!(out.windows(2).all(|w| w[0].last_seen <= w[1].last_seen));
+        }
+    }
+}

@@ -745,3 +745,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hops_print_as_arrows_and_an_empty_plan_is_nothing_to_do() {
+    let plan = rules_named("dtr")
+        .recommended(&v("1.4.2"), &v("1.5.3"), &vs("1.5.0 1.5.3"))
+        .unwrap();
+    assert!(!plan.is_empty());
+    assert_eq!(plan.hops[0].to_string(), "1.4.2 → 1.5.3");
+    let none = rules_named("dtr")
+        .recommended(&v("1.4.2"), &v("1.4.2"), &[])
+        .unwrap();
+    assert!(none.is_empty());
+}
