@@ -78,6 +78,29 @@ async fn a_docker_host_behind_an_agent_conforms() {
         scratch_volume: format!("{name}-scratch"),
     };
     host_runtime_conformance(&remote, &fx).await;
+
+    // Stack upgrades through the agent: a release resolves as on the engine itself, and
+    // images are made sure of (a missing one named, nothing pulled without a registry).
+    assert_eq!(
+        remote.resolve_release(&fx.stack).await.unwrap(),
+        rt.resolve_release(&fx.stack).await.unwrap()
+    );
+    let image = "dockmesh-test/busybox:1".to_owned();
+    remote
+        .ensure_images(std::slice::from_ref(&image))
+        .await
+        .unwrap();
+    let missing = "dockmesh-test/not-here:0".to_owned();
+    let err = remote
+        .ensure_images(&[image, missing.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        dockmesh_core::ports::RuntimeErrorKind::NotFound,
+        "{err:?}"
+    );
+    assert!(err.message.contains(&missing), "{}", err.message);
     let left = testsupport::engine_objects(&rt, &name).await;
     assert!(
         left.containers.is_empty() && left.volumes.is_empty() && left.networks.is_empty(),

@@ -185,6 +185,20 @@ fn plan_from_a_json_array_with_advice() {
     let run = dockmesh(&["upgrade", "plan", "1.4.2", "2.1.0", "--releases", path]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
+        run.stdout, "1.4.2 → 1.5.3\n1.5.3 → 2.0.1\n2.0.1 → 2.1.0\n",
+        "by default the recommended path: the latest of major 1 before crossing"
+    );
+    let run = dockmesh(&[
+        "upgrade",
+        "plan",
+        "1.4.2",
+        "2.1.0",
+        "--releases",
+        path,
+        "--shortest",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
         run.stdout,
         "1.4.2 → 2.0.1\n2.0.1 → 2.1.0\n\
          advice: 1.4.2 is not the latest release of major 1 (1.5.3 is); upgrading to 1.5.3 \
@@ -199,6 +213,7 @@ fn plan_from_a_json_array_with_advice() {
         "--releases",
         path,
         "--json",
+        "--shortest",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v = json(&run);
@@ -333,4 +348,18 @@ fn an_agent_that_is_not_enrolled_says_how_to_enroll_and_keeps_nothing() {
         "{err}"
     );
     assert!(!state.exists(), "nothing kept");
+}
+
+#[test]
+fn server_upgrade_commands_not_built_say_so() {
+    for sub in ["preflight", "apply"] {
+        let run = dockmesh(&["upgrade", sub, "--to", "2.0.0"]);
+        assert_eq!(run.code, 2, "{sub}");
+        assert!(
+            run.stderr
+                .contains(&format!("`dockmesh upgrade {sub}` is not built yet")),
+            "{}",
+            run.stderr
+        );
+    }
 }

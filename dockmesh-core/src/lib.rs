@@ -19,6 +19,8 @@
 //! - [`preflight`]: checks over host and stack snapshots.
 //! - [`migration`]: the stack migration state machine, its event log, and the async driver.
 //! - [`drain`]: planning the migration of every stack off a host.
+//! - [`release`]: stack release upgrades: the diff, rolling replacement of replicas, release history.
+//! - [`verify`]: the checks after a server upgrade.
 //! - [`audit`]: the audit event model and the hash chain rule.
 //! - [`ports`]: the traits adapters implement.
 //! - `testing` (feature `testing`): in-memory fakes and a conformance suite per port.
@@ -34,10 +36,12 @@ pub mod ports;
 pub mod preflight;
 pub mod protocol;
 pub mod records;
+pub mod release;
 pub mod rollout;
 pub mod schema;
 pub mod snapshot;
 pub mod types;
+pub mod verify;
 pub mod version;
 
 #[cfg(feature = "testing")]

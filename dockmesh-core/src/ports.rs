@@ -8,6 +8,7 @@ use crate::drain::DrainRecord;
 use crate::manifest::VolumeManifest;
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::release::{ReleaseRecord, ServiceShape};
 use crate::rollout::{AgentRecord, RolloutRecord};
 use crate::snapshot::HostSnapshot;
 use crate::types::{AgentId, HostId, MigrationId, StackFiles};
@@ -133,7 +134,7 @@ pub trait Store: Send + Sync {
     async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError>;
     /// Every stack, ordered by name.
     async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError>;
-    /// Remove a stack and its deploy history. Removing an unknown stack is not an error.
+    /// Remove a stack, its deploy history and its releases. Removing an unknown stack is not an error.
     async fn delete_stack(&self, name: &str) -> Result<(), StoreError>;
     /// One page of a stack's deploy history, newest first.
     async fn deploy_history(
@@ -141,6 +142,20 @@ pub trait Store: Send + Sync {
         stack: &str,
         page: &PageQuery,
     ) -> Result<Vec<DeployEntry>, StoreError>;
+
+    // --- releases ---
+    /// Record a release of a stack and, in the same transaction, the stack as it is now and
+    /// its deploy history entry: all are written or none. The release's `rev` must be one more
+    /// than the stack's newest release (1 for its first): anything else is a
+    /// [`StoreError::Conflict`] and nothing is written.
+    async fn put_release(
+        &self,
+        release: &ReleaseRecord,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError>;
+    /// Every release of a stack, newest first. [`Store::delete_stack`] removes them too.
+    async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError>;
 
     // --- migrations ---
     /// Record a new migration and, in the same transaction, its audit entry. A conflict when
@@ -575,6 +590,35 @@ pub trait HostRuntime: Send + Sync {
     ) -> Result<VolumeManifest, RuntimeError>;
     /// Remove a named volume. Removing a missing volume is not an error.
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError>;
+
+    /// Resolve a stack's files as this host would deploy them, changing nothing: each
+    /// service's shape (image, and its id when the host has it; environment, ports, mounts,
+    /// replicas; a digest of the whole definition), for a release diff. Invalid files are an
+    /// [`RuntimeErrorKind::InvalidStack`] error naming the problem. Hosts that cannot tell say so.
+    async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!(
+                "host {} cannot resolve the release of stack {}",
+                self.host_id(),
+                files.name
+            ),
+        ))
+    }
+
+    /// Make sure every image in `images` is on the host, pulling the missing ones when a
+    /// registry answers. The error ([`RuntimeErrorKind::NotFound`]) names every image still
+    /// missing; nothing else changes.
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!(
+                "host {} cannot fetch images ({})",
+                self.host_id(),
+                images.join(", ")
+            ),
+        ))
+    }
 
     /// The Compose projects on the host, found by their containers' labels (also those
     /// dockmesh did not start). Hosts that cannot tell say so with an error.

@@ -307,14 +307,27 @@ pub(crate) async fn wait_stack(
     stack: &str,
 ) -> Result<HealthReport, RuntimeError> {
     let containers = labels::project_containers(&rt.docker, stack).await?;
-    let mut by_service: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // Every replica of a service (`<project>-<service>-<n>`), or the one container it has.
+    let mut by_service: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
     for c in &containers {
         if let Some(service) = labels::summary_label(c, labels::SERVICE) {
             let name = labels::summary_name(c);
             let canonical = labels::container_name(stack, service);
+            let replica = name
+                .strip_prefix(&format!("{stack}-{service}-"))
+                .is_some_and(|n| n.parse::<u32>().is_ok());
             let entry = by_service.entry(service.to_owned()).or_insert(None);
-            if entry.is_none() || name == canonical {
-                *entry = Some(name);
+            match entry {
+                None => *entry = Some(vec![name]),
+                Some(names) if replica => {
+                    names.retain(|n| {
+                        n.strip_prefix(&format!("{stack}-{service}-"))
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                    });
+                    names.push(name);
+                }
+                Some(names) if name == canonical => *names = vec![name],
+                Some(_) => {}
             }
         }
     }
@@ -350,11 +363,30 @@ pub(crate) async fn wait_stack(
     let one_shot = &one_shot;
     let waits = by_service
         .into_iter()
-        .map(|(service, container)| async move {
-            match container {
-                Some(c) if one_shot.contains(&service) => wait_completed(rt, &service, &c).await,
-                Some(c) => wait_service(rt, &service, &c).await,
-                None => ServiceHealth {
+        .map(|(service, containers)| async move {
+            match containers.as_deref() {
+                Some([c]) if one_shot.contains(&service) => wait_completed(rt, &service, c).await,
+                Some([c]) => wait_service(rt, &service, c).await,
+                Some(replicas) if !replicas.is_empty() => {
+                    let waits = replicas.iter().map(|c| wait_service(rt, &service, c));
+                    let each = futures_util::future::join_all(waits).await;
+                    let failed: Vec<String> = replicas
+                        .iter()
+                        .zip(&each)
+                        .filter(|(_, h)| !h.healthy)
+                        .map(|(c, h)| format!("{c}: {}", h.detail))
+                        .collect();
+                    ServiceHealth {
+                        service: service.clone(),
+                        healthy: failed.is_empty(),
+                        detail: if failed.is_empty() {
+                            format!("{} replicas healthy", replicas.len())
+                        } else {
+                            failed.join("; ")
+                        },
+                    }
+                }
+                _ => ServiceHealth {
                     service,
                     healthy: false,
                     detail: "it has no container: deploy the stack".into(),

@@ -290,6 +290,18 @@ impl HostRuntime for DockerRuntime {
         crate::files::remove(&self.config.stacks_dir, stack).await
     }
 
+    async fn resolve_release(
+        &self,
+        files: &StackFiles,
+    ) -> Result<Vec<dockmesh_core::release::ServiceShape>, RuntimeError> {
+        checked_stack(&files.name)?;
+        crate::deploy::resolve_release(self, files).await
+    }
+
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
+        crate::deploy::ensure_images(self, images).await
+    }
+
     async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
         checked_stack(&files.name)?;
         let _guard = self.lock_stack(&files.name).await;

@@ -39,6 +39,7 @@ pub mod pki;
 pub mod server;
 pub mod state;
 pub mod supervisor;
+pub mod upgrades;
 pub mod web;
 
 pub use hosts::Hosts;

@@ -21,6 +21,7 @@ use dockmesh_core::ports::{
 use dockmesh_core::records::{
     CordonRecord, DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse,
 };
+use dockmesh_core::release::{ReleaseOutcome, ReleaseRecord};
 use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutPolicy, RolloutRecord, RolloutState, UpgradeState,
 };
@@ -787,6 +788,66 @@ impl StackRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct ReleaseRow {
+    stack: String,
+    rev: i64,
+    at: Ts,
+    host: String,
+    compose: String,
+    env: Option<String>,
+    images: Json<BTreeMap<String, String>>,
+    outcome: String,
+    detail: Option<String>,
+    from_rev: Option<i64>,
+    actor: String,
+}
+
+fn outcome_name(o: ReleaseOutcome) -> &'static str {
+    match o {
+        ReleaseOutcome::Deployed => "deployed",
+        ReleaseOutcome::RolledBack => "rolled_back",
+        ReleaseOutcome::Failed => "failed",
+    }
+}
+
+impl ReleaseRow {
+    fn into_record(self) -> Result<ReleaseRecord, StoreError> {
+        let outcome = match self.outcome.as_str() {
+            "deployed" => ReleaseOutcome::Deployed,
+            "rolled_back" => ReleaseOutcome::RolledBack,
+            "failed" => ReleaseOutcome::Failed,
+            other => {
+                return Err(corrupt(format!(
+                    "release {} of stack {} has an unknown outcome {other:?}",
+                    self.rev, self.stack
+                )));
+            }
+        };
+        let rev = |v: i64| {
+            u64::try_from(v).map_err(|_| {
+                corrupt(format!(
+                    "release of stack {} has a negative revision {v}",
+                    self.stack
+                ))
+            })
+        };
+        Ok(ReleaseRecord {
+            rev: rev(self.rev)?,
+            from_rev: self.from_rev.map(rev).transpose()?,
+            stack: self.stack.clone(),
+            at: self.at.0,
+            host: HostId(self.host),
+            compose: self.compose,
+            env: self.env,
+            images: self.images.0,
+            outcome,
+            detail: self.detail,
+            actor: self.actor,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct DeployRow {
     id: i64,
     stack: String,
@@ -1121,6 +1182,11 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(se("delete a stack's deploy history"))?;
+            sqlx::query("DELETE FROM releases WHERE stack = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("delete a stack's releases"))?;
             sqlx::query("DELETE FROM stacks WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)
@@ -1166,6 +1232,105 @@ impl Store for SqlStore {
                     },
                 })
                 .collect())
+        })
+    }
+
+    async fn put_release(
+        &self,
+        release: &ReleaseRecord,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError> {
+        if stack.name != release.stack {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "release of stack {} written with the record of stack {}",
+                    release.stack, stack.name
+                ),
+            });
+        }
+        let rev = to_i64(release.rev, "release revision")?;
+        let from_rev = release
+            .from_rev
+            .map(|r| to_i64(r, "release revision"))
+            .transpose()?;
+        on!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(se("store a release"))?;
+            let newest: (Option<i64>,) =
+                sqlx::query_as("SELECT MAX(rev) FROM releases WHERE stack = $1")
+                    .bind(&release.stack)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(se("read a stack's releases"))?;
+            let next = newest.0.unwrap_or(0) + 1;
+            if rev != next {
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "release {rev} of stack {}: the next revision is {next}",
+                        release.stack
+                    ),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO releases (stack, rev, at, host, compose, env, images, outcome, detail, from_rev, actor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&release.stack)
+            .bind(rev)
+            .bind(Ts::new(release.at))
+            .bind(release.host.as_str())
+            .bind(&release.compose)
+            .bind(release.env.as_deref())
+            .bind(Json(&release.images))
+            .bind(outcome_name(release.outcome))
+            .bind(release.detail.as_deref())
+            .bind(from_rev)
+            .bind(&release.actor)
+            .execute(&mut *tx)
+            .await
+            .map_err(se("store a release"))?;
+            sqlx::query(
+                "INSERT INTO stacks (name, compose, env, host, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO UPDATE SET compose = excluded.compose, env = excluded.env, \
+                 host = excluded.host, updated_at = excluded.updated_at",
+            )
+            .bind(&stack.name)
+            .bind(&stack.compose)
+            .bind(stack.env.as_deref())
+            .bind(stack.host.as_ref().map(|h| h.as_str()))
+            .bind(Ts::new(stack.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(se("store a stack"))?;
+            if let Some(record) = deploy {
+                sqlx::query(
+                    "INSERT INTO deploys (stack, at, host, action, actor) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&record.stack)
+                .bind(Ts::new(record.at))
+                .bind(record.host.as_str())
+                .bind(&record.action)
+                .bind(&record.actor)
+                .execute(&mut *tx)
+                .await
+                .map_err(se("append to a stack's deploy history"))?;
+            }
+            tx.commit().await.map_err(se("store a release"))?;
+            Ok(())
+        })
+    }
+
+    async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
+        on!(&self.pool, p => {
+            let rows: Vec<ReleaseRow> = sqlx::query_as(
+                "SELECT stack, rev, at, host, compose, env, images, outcome, detail, from_rev, actor \
+                 FROM releases WHERE stack = $1 ORDER BY rev DESC",
+            )
+            .bind(stack)
+            .fetch_all(p)
+            .await
+            .map_err(se("list a stack's releases"))?;
+            rows.into_iter().map(ReleaseRow::into_record).collect()
         })
     }
 

@@ -8,6 +8,7 @@ use dockmesh_core::drain::{DrainEntry, DrainPlan, DrainRecord};
 use dockmesh_core::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, StoredMigration};
 use dockmesh_core::ports::{DeployEntry, MAX_PAGE, MigrationQuery, PageQuery, Store};
 use dockmesh_core::records::{DeployRecord, StackRecord, TokenKind, TokenRecord};
+use dockmesh_core::release::{ReleaseOutcome, ReleaseRecord};
 use dockmesh_core::rollout::{
     AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState,
 };
@@ -90,6 +91,29 @@ async fn populate(store: &SqlStore, stacks: usize) {
             )
             .await
             .unwrap();
+    }
+    if stacks > 0 {
+        let stack = store.get_stack("stack-0000").await.unwrap().unwrap();
+        for rev in 1..=2u64 {
+            let release = ReleaseRecord {
+                stack: stack.name.clone(),
+                rev,
+                at: t(rev as i64),
+                host: HostId::from("host-0"),
+                compose: stack.compose.clone(),
+                env: (rev == 1).then(|| "TAG=1\n".into()),
+                images: [("web".to_owned(), format!("sha256:{rev}"))].into(),
+                outcome: if rev == 1 {
+                    ReleaseOutcome::Deployed
+                } else {
+                    ReleaseOutcome::RolledBack
+                },
+                detail: (rev == 2).then(|| "web: unhealthy".into()),
+                from_rev: (rev == 2).then_some(1),
+                actor: "alice".into(),
+            };
+            store.put_release(&release, &stack, None).await.unwrap();
+        }
     }
     let spec = MigrationSpec {
         id: MigrationId(uuid::Uuid::from_u128(7)),
@@ -195,6 +219,7 @@ struct View {
     tokens: Vec<TokenRecord>,
     stacks: Vec<StackRecord>,
     deploys: Vec<Vec<DeployEntry>>,
+    releases: Vec<Vec<ReleaseRecord>>,
     migrations: Vec<StoredMigration>,
     drains: Vec<DrainRecord>,
     rollout: RolloutRecord,
@@ -205,7 +230,9 @@ struct View {
 async fn view(store: &SqlStore) -> View {
     let stacks = store.list_stacks().await.unwrap();
     let mut deploys = Vec::new();
+    let mut releases = Vec::new();
     for s in &stacks {
+        releases.push(store.list_releases(&s.name).await.unwrap());
         deploys.push(
             store
                 .deploy_history(&s.name, &PageQuery::default())
@@ -218,6 +245,7 @@ async fn view(store: &SqlStore) -> View {
         tokens: store.list_tokens().await.unwrap(),
         stacks,
         deploys,
+        releases,
         migrations: store
             .list_migrations(&MigrationQuery {
                 limit: MAX_PAGE,

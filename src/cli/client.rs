@@ -106,8 +106,23 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<Value, ClientError> {
+        self.send_within(method, path, body, None).await
+    }
+
+    /// [`Client::send`] for a request that may take longer than the default timeout (an
+    /// upgrade waits for health, and for a rollback when the release fails).
+    pub async fn send_within<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

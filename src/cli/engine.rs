@@ -107,4 +107,13 @@ impl HostRuntime for EngineHost {
     ) -> Result<AdoptReport, RuntimeError> {
         self.rt().await?.adopt_project(name, given).await
     }
+    async fn resolve_release(
+        &self,
+        files: &StackFiles,
+    ) -> Result<Vec<dockmesh_core::release::ServiceShape>, RuntimeError> {
+        self.rt().await?.resolve_release(files).await
+    }
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
+        self.rt().await?.ensure_images(images).await
+    }
 }

@@ -2,6 +2,7 @@
 
 use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
 use clap::Subcommand;
+use dockmesh_core::verify::{Seen, stale};
 use dockmesh_http::api::drains::DrainView;
 use dockmesh_http::api::hosts::{CordonView, HostView};
 use serde_json::Value;
@@ -11,7 +12,12 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum HostCommand {
     /// List hosts: online, engine, capacity, stacks.
-    Ls,
+    Ls {
+        /// Instead, list the agents (and their hosts) not seen for this long, or never
+        /// (`30d`, `12h`, `90m`, `45s`).
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        stale: Option<jiff::SignedDuration>,
+    },
     /// The Compose projects on a host, managed or not (`stack adopt` takes one over).
     LsProjects {
         /// The host id.
@@ -49,7 +55,41 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
     block_on(async move {
         let c = Client::new(&conn)?;
         match cmd {
-            HostCommand::Ls => {
+            HostCommand::Ls { stale: Some(age) } => {
+                let agents: Vec<dockmesh_http::api::agents::AgentView> =
+                    c.get("/api/v1/agents").await?;
+                let seen: Vec<Seen> = agents
+                    .into_iter()
+                    .map(|a| Seen {
+                        id: a.id,
+                        host: a.host,
+                        last_seen: a.last_seen,
+                    })
+                    .collect();
+                let list = stale(jiff::Timestamp::now(), age, &seen);
+                if c.json {
+                    print_json(&list);
+                } else {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.host.clone(),
+                                s.id.clone(),
+                                s.last_seen
+                                    .map(|t| t.to_string())
+                                    .unwrap_or_else(|| "never".into()),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["HOST", "AGENT", "LAST SEEN"], &rows);
+                    eprintln!(
+                        "hosts the server reaches directly keep no last-seen time: `dockmesh host ls` shows whether they answer now"
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            HostCommand::Ls { stale: None } => {
                 let list: Vec<HostView> = c.get("/api/v1/hosts").await?;
                 if c.json {
                     print_json(&list);
@@ -188,4 +228,44 @@ async fn cordon(c: &Client, host: &str, verb: &str) -> Result<ExitCode, ClientEr
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `30d`, `12h`, `90m`, `45s`: a whole number and a unit.
+fn parse_age(text: &str) -> Result<jiff::SignedDuration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: write it like 30d, 12h, 90m or 45s"))?;
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let secs = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use d, h, m or s"
+            ));
+        }
+    };
+    n.checked_mul(secs)
+        .map(jiff::SignedDuration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages() {
+        assert_eq!(super::parse_age("30d").unwrap().as_secs(), 30 * 86_400);
+        assert_eq!(super::parse_age("12h").unwrap().as_secs(), 12 * 3_600);
+        assert_eq!(super::parse_age("90m").unwrap().as_secs(), 90 * 60);
+        assert_eq!(super::parse_age("45s").unwrap().as_secs(), 45);
+        assert!(super::parse_age("30").unwrap_err().contains("no unit"));
+        assert!(super::parse_age("3w").unwrap_err().contains("unknown unit"));
+        assert!(super::parse_age("d").is_err());
+    }
 }

@@ -14,6 +14,7 @@ pub mod server;
 pub mod stack;
 pub mod token;
 pub mod upgrade;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

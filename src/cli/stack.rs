@@ -1,10 +1,13 @@
-//! `dockmesh stack ls|deploy|status|rm|migrate`: stacks through the server's API.
+//! `dockmesh stack ls|deploy|status|upgrade|history|rollback|rm|migrate`: stacks through the
+//! server's API.
 
-use super::client::{Client, ClientError, Conn, block_on, print_json, print_table, seg};
+use super::client::{Client, ClientError, Conn, block_on, decode, print_json, print_table, seg};
 use super::migration::{follow, print_migration};
 use clap::Subcommand;
+use dockmesh_core::release::ReleaseOutcome;
 use dockmesh_http::api::migrations::MigrationView;
 use dockmesh_http::api::stacks::{AdoptView, StackDetail, StackView, StatusView};
+use dockmesh_http::upgrades::{ReleaseView, UpgradeView};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal, Write};
@@ -62,6 +65,45 @@ pub enum StackCommand {
         #[arg(long)]
         volumes: bool,
     },
+    /// Upgrade a deployed stack to new files: the diff against what runs, then (unless
+    /// --dry-run) images checked, volumes copied with --backup, changed services replaced,
+    /// health awaited, and the previous release put back by itself when the new one fails.
+    Upgrade {
+        /// The stack name.
+        name: String,
+        /// The new compose file.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        /// The new `.env` file.
+        #[arg(long, value_name = "FILE")]
+        env_file: Option<PathBuf>,
+        /// Show the diff only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Copy the stack's named volumes first (the stack stops while they are copied) and
+        /// fill them again from the copies if the release is rolled back.
+        #[arg(long)]
+        backup: bool,
+    },
+    /// Every release of a stack (compose, env, image ids), newest first.
+    History {
+        /// The stack name.
+        name: String,
+    },
+    /// Deploy an earlier release of a stack again (default: the one before the running one).
+    Rollback {
+        /// The stack name.
+        name: String,
+        /// The revision to go back to (`dockmesh stack history NAME`).
+        #[arg(long, value_name = "REV")]
+        to: Option<u64>,
+        /// Show the diff only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Copy the stack's named volumes first, as for an upgrade.
+        #[arg(long)]
+        backup: bool,
+    },
     /// Move a stack with its data to another host: pre-flight, confirm, then follow progress.
     Migrate {
         /// The stack name.
@@ -101,6 +143,31 @@ pub fn run(cmd: StackCommand, conn: Conn) -> ExitCode {
                 host,
             } => deploy(&c, &name, &file, env_file.as_deref(), &host).await,
             StackCommand::Status { name } => status(&c, &name).await,
+            StackCommand::Upgrade {
+                name,
+                file,
+                env_file,
+                dry_run,
+                backup,
+            } => {
+                let compose = read(&file)?;
+                let env = env_file.as_deref().map(read).transpose()?;
+                let body =
+                    json!({"compose": compose, "env": env, "dry_run": dry_run, "backup": backup});
+                let path = format!("/api/v1/stacks/{}", seg(&name));
+                upgrade(&c, Method::PUT, &path, &body).await
+            }
+            StackCommand::History { name } => history(&c, &name).await,
+            StackCommand::Rollback {
+                name,
+                to,
+                dry_run,
+                backup,
+            } => {
+                let body = json!({"to": to, "dry_run": dry_run, "backup": backup});
+                let path = format!("/api/v1/stacks/{}/rollback", seg(&name));
+                upgrade(&c, Method::POST, &path, &body).await
+            }
             StackCommand::Rm { name, volumes } => {
                 c.send::<()>(
                     Method::DELETE,
@@ -165,7 +232,7 @@ async fn deploy(
             let known: StackDetail = c.get(&format!("/api/v1/stacks/{}", seg(name))).await?;
             if known.compose != compose || known.env != env {
                 return Err(ClientError::Transport(format!(
-                    "stack {name} is deployed on {} with other files; changing a deployed stack's files is an upgrade, which this version does not do yet (remove it with `dockmesh stack rm {name}` and deploy again, keeping its volumes)",
+                    "stack {name} is deployed on {} with other files; changing a deployed stack's files is an upgrade: `dockmesh stack upgrade {name} --file FILE`",
                     known.host.unwrap_or_default()
                 )));
             }
@@ -184,6 +251,90 @@ async fn deploy(
         println!("stack {name} deployed on {}", st.host);
         print_status(&st);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long the CLI waits for an upgrade's answer: health waits, volume copies and a rollback.
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Run an upgrade or a rollback and print the diff and the outcome. Exit 0 when the release
+/// was deployed (or for a dry run), 1 when it was rolled back, 2 when putting the previous
+/// release back failed too.
+async fn upgrade(
+    c: &Client,
+    method: Method,
+    path: &str,
+    body: &Value,
+) -> Result<ExitCode, ClientError> {
+    let v: UpgradeView = decode(
+        c.send_within(method, path, Some(body), Some(UPGRADE_TIMEOUT))
+            .await?,
+    )?;
+    let code = match v.outcome {
+        None | Some(ReleaseOutcome::Deployed) => ExitCode::SUCCESS,
+        Some(ReleaseOutcome::RolledBack) => ExitCode::from(1),
+        Some(_) => ExitCode::from(2),
+    };
+    if c.json {
+        print_json(&v);
+        return Ok(code);
+    }
+    print!("{}", v.diff);
+    for (volume, copy) in &v.backups {
+        println!("backup: volume {volume} copied to {copy} (verified)");
+    }
+    match (v.outcome, v.rev) {
+        (None, _) => println!("dry run: nothing was changed on {}", v.host),
+        (Some(ReleaseOutcome::Deployed), Some(rev)) => {
+            println!("stack {} is at release {rev} on {}", v.stack, v.host)
+        }
+        (Some(outcome), rev) => {
+            eprintln!(
+                "stack {}: release {} {outcome}: {}",
+                v.stack,
+                rev.map(|r| r.to_string()).unwrap_or_default(),
+                v.detail.as_deref().unwrap_or_default()
+            );
+            for volume in &v.restored {
+                eprintln!("restored: volume {volume} from its backup");
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn history(c: &Client, name: &str) -> Result<ExitCode, ClientError> {
+    let list: Vec<ReleaseView> = c
+        .get(&format!("/api/v1/stacks/{}/releases", seg(name)))
+        .await?;
+    if c.json {
+        print_json(&list);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            let images: Vec<String> = r
+                .images
+                .iter()
+                .map(|(s, id)| {
+                    let id = id.strip_prefix("sha256:").unwrap_or(id);
+                    format!("{s}={}", &id[..id.len().min(12)])
+                })
+                .collect();
+            vec![
+                format!("{}{}", r.rev, if r.current { " *" } else { "" }),
+                r.at.to_string(),
+                r.outcome.to_string(),
+                r.from_rev
+                    .map(|f| format!("rollback to {f}"))
+                    .unwrap_or_default(),
+                r.actor.clone(),
+                images.join(" "),
+            ]
+        })
+        .collect();
+    print_table(&["REV", "AT", "OUTCOME", "NOTE", "BY", "IMAGES"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,12 @@
-//! `dockmesh upgrade check|plan`: the version rules from the command line.
+//! `dockmesh upgrade check|plan`: the version rules from the command line; `verify` (in
+//! `verify.rs`) checks a server after its upgrade. `preflight` and `apply` are not built yet:
+//! they say so and exit 2.
 //!
 //! Output, one fact per line (or one JSON object with `--json`):
 //! - `check`: `allowed: FROM → TO (RULES rules)` then one `advice: …` line per advice (exit 0);
 //!   `nothing to do: FROM is already TO` (exit 0); `refused: REASON` (exit 1).
-//! - `plan`: one hop per line, `FROM → TO`, then one `advice: …` line per advice (exit 0);
+//! - `plan`: one hop per line, `FROM → TO` (the recommended chain, or the shortest with
+//!   `--shortest`), then one `advice: …` line per advice (exit 0);
 //!   `nothing to do: …` (exit 0); `no plan: REASON` (exit 1).
 //! - A bad version, rules name or releases file: `error: …` on stderr (exit 2; with `--json`, also
 //!   `{"result": "error", "error": …}` on stdout).
@@ -23,8 +26,26 @@ use std::process::ExitCode;
 pub enum UpgradeCommand {
     /// Check one upgrade: prints `allowed`, `nothing to do`, or `refused: REASON` (exit 1).
     Check(CheckArgs),
-    /// Plan the shortest chain of allowed upgrades through known releases, one hop per line.
+    /// Plan a chain of allowed upgrades through known releases, one hop per line: the
+    /// recommended one (the latest release of each major before crossing to the next), or the
+    /// shortest with --shortest.
     Plan(PlanArgs),
+    /// Not built yet: the checks before the server's own upgrade (exit 2).
+    Preflight(NotBuiltArgs),
+    /// Not built yet: the server's own upgrade, hop by hop (exit 2).
+    Apply(NotBuiltArgs),
+    /// After a server upgrade: every host online, agents on the server's version (or pending a
+    /// manual upgrade), stacks healthy, audit chain intact, schema up to date. Exit 1 when
+    /// anything is off.
+    Verify(super::verify::VerifyArgs),
+}
+
+/// The arguments of a command that is not built yet, accepted so that it can say so.
+#[derive(Debug, Args)]
+pub struct NotBuiltArgs {
+    /// Ignored.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
 }
 
 /// Options both subcommands take.
@@ -62,6 +83,9 @@ pub struct PlanArgs {
     /// array of version strings.
     #[arg(long, value_name = "FILE")]
     releases: PathBuf,
+    /// The minimal chain instead of the recommended one.
+    #[arg(long)]
+    shortest: bool,
 }
 
 /// What a subcommand decided: the lines to print (or the JSON object) and the exit code.
@@ -76,6 +100,9 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
     let (json, outcome) = match cmd {
         UpgradeCommand::Check(args) => (args.common.json, check(&args)),
         UpgradeCommand::Plan(args) => (args.common.json, plan(&args)),
+        UpgradeCommand::Preflight(_) => return not_built("preflight"),
+        UpgradeCommand::Apply(_) => return not_built("apply"),
+        UpgradeCommand::Verify(args) => return super::verify::run(args),
     };
     match outcome {
         Ok(outcome) => {
@@ -97,6 +124,15 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn not_built(what: &str) -> ExitCode {
+    eprintln!(
+        "error: `dockmesh upgrade {what}` is not built yet; nothing was checked or changed. \
+         `dockmesh upgrade check` and `plan` work; upgrade the server by hand: \
+         `dockmesh backup`, replace the binary, `dockmesh db migrate`, start it"
+    );
+    ExitCode::from(2)
 }
 
 struct Parsed {
@@ -175,7 +211,12 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         "to": p.to,
         "rules": p.rules_name,
     });
-    Ok(match p.rules.plan(&p.from, &p.to, &releases) {
+    let planned = if args.shortest {
+        p.rules.plan(&p.from, &p.to, &releases)
+    } else {
+        p.rules.recommended(&p.from, &p.to, &releases)
+    };
+    Ok(match planned {
         Ok(plan) if plan.is_empty() => Outcome {
             lines: vec![format!("nothing to do: {} is already {}", p.from, p.to)],
             json: with(

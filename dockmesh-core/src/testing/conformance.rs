@@ -8,6 +8,7 @@ use crate::ports::{
     VolumeTarget, no_progress,
 };
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
+use crate::release::{ReleaseOutcome, ReleaseRecord};
 use crate::rollout::{AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState};
 use crate::types::{HostId, MigrationId, StackFiles};
 use jiff::{SignedDuration, Timestamp};
@@ -21,6 +22,7 @@ pub async fn store_conformance(store: &dyn Store) {
     agents(store).await;
     tokens(store).await;
     stacks(store).await;
+    releases(store).await;
     migrations(store).await;
     drains(store).await;
     cordons(store).await;
@@ -249,6 +251,98 @@ async fn stacks(store: &dyn Store) {
             .len(),
         1
     );
+}
+
+async fn releases(store: &dyn Store) {
+    let stack = |compose: &str| StackRecord {
+        name: "shop".into(),
+        compose: compose.into(),
+        env: Some("TAG=1\n".into()),
+        host: Some(HostId::from("h1")),
+        updated_at: t(10),
+    };
+    let release = |rev: u64, outcome: ReleaseOutcome| ReleaseRecord {
+        stack: "shop".into(),
+        rev,
+        at: t(10 + rev as i64),
+        host: HostId::from("h1"),
+        compose: format!("services:\n  web:\n    image: shop:{rev}\n"),
+        env: (rev % 2 == 1).then(|| "TAG=1\n".into()),
+        images: [("web".to_owned(), format!("sha256:{rev:064}"))].into(),
+        outcome,
+        detail: (outcome != ReleaseOutcome::Deployed).then(|| "web: unhealthy".into()),
+        from_rev: rev.checked_sub(1).filter(|r| *r > 0),
+        actor: "alice".into(),
+    };
+    let deploy = |at: i64| DeployRecord {
+        stack: "shop".into(),
+        at: t(at),
+        host: HostId::from("h1"),
+        action: "upgrade".into(),
+        actor: "alice".into(),
+    };
+    assert!(store.list_releases("shop").await.unwrap().is_empty());
+    let r1 = release(1, ReleaseOutcome::Deployed);
+    store
+        .put_release(&r1, &stack("v1"), Some(&deploy(11)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_stack("shop").await.unwrap(),
+        Some(stack("v1")),
+        "the stack is written with its release"
+    );
+    let r3 = release(3, ReleaseOutcome::Deployed);
+    assert!(
+        matches!(
+            store
+                .put_release(&r3, &stack("v3"), Some(&deploy(13)))
+                .await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a revision that skips one is a conflict"
+    );
+    assert!(
+        matches!(
+            store.put_release(&r1, &stack("again"), None).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a revision that exists is a conflict"
+    );
+    assert_eq!(
+        store.get_stack("shop").await.unwrap(),
+        Some(stack("v1")),
+        "a refused release writes nothing"
+    );
+    assert_eq!(
+        store
+            .deploy_history("shop", &PageQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "a refused release adds no history"
+    );
+    let r2 = release(2, ReleaseOutcome::RolledBack);
+    store.put_release(&r2, &stack("v1"), None).await.unwrap();
+    let r3 = release(3, ReleaseOutcome::Failed);
+    store.put_release(&r3, &stack("v1"), None).await.unwrap();
+    assert_eq!(
+        store.list_releases("shop").await.unwrap(),
+        vec![r3, r2, r1],
+        "newest first, every field kept"
+    );
+    assert!(store.list_releases("other").await.unwrap().is_empty());
+    store.delete_stack("shop").await.unwrap();
+    assert!(
+        store.list_releases("shop").await.unwrap().is_empty(),
+        "releases go with the stack"
+    );
+    store
+        .put_release(&release(1, ReleaseOutcome::Deployed), &stack("v1"), None)
+        .await
+        .expect("a stack made again starts at revision 1");
+    store.delete_stack("shop").await.unwrap();
 }
 
 fn spec(n: u128, stack: &str, at: i64) -> MigrationSpec {

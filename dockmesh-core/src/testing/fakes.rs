@@ -11,6 +11,7 @@ use crate::ports::{
     VolumeTarget, page_size,
 };
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
+use crate::release::ReleaseRecord;
 use crate::rollout::{AgentRecord, RolloutRecord, UpgradeOrder};
 use crate::snapshot::{HostSnapshot, StackSnapshot, VolumeUsage};
 use crate::types::{AgentId, HostId, MigrationId, StackFiles};
@@ -70,6 +71,7 @@ struct MemInner {
     tokens: BTreeMap<String, TokenRecord>,
     stacks: BTreeMap<String, StackRecord>,
     deploys: Vec<DeployEntry>,
+    releases: Vec<ReleaseRecord>,
     migrations: BTreeMap<MigrationId, (StoredMigration, bool)>,
     drains: BTreeMap<uuid::Uuid, DrainRecord>,
     cordons: BTreeMap<HostId, CordonRecord>,
@@ -205,6 +207,7 @@ impl Store for MemStore {
         let mut g = lock(&self.inner);
         g.stacks.remove(name);
         g.deploys.retain(|d| d.record.stack != name);
+        g.releases.retain(|r| r.stack != name);
         Ok(())
     }
     async fn deploy_history(
@@ -220,6 +223,53 @@ impl Store for MemStore {
             .take(page_size(page.limit) as usize)
             .cloned()
             .collect())
+    }
+
+    async fn put_release(
+        &self,
+        release: &ReleaseRecord,
+        stack: &StackRecord,
+        deploy: Option<&DeployRecord>,
+    ) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        let newest = g
+            .releases
+            .iter()
+            .filter(|r| r.stack == release.stack)
+            .map(|r| r.rev)
+            .max()
+            .unwrap_or(0);
+        if release.rev != newest + 1 || stack.name != release.stack {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "release {} of stack {}: the next revision is {}",
+                    release.rev,
+                    release.stack,
+                    newest + 1
+                ),
+            });
+        }
+        g.releases.push(release.clone());
+        g.stacks.insert(stack.name.clone(), stack.clone());
+        if let Some(d) = deploy {
+            let seq = g.deploys.last().map_or(1, |e| e.seq + 1);
+            g.deploys.push(DeployEntry {
+                seq,
+                record: d.clone(),
+            });
+        }
+        Ok(())
+    }
+    async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
+        let g = lock(&self.inner);
+        let mut v: Vec<ReleaseRecord> = g
+            .releases
+            .iter()
+            .filter(|r| r.stack == stack)
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.rev));
+        Ok(v)
     }
 
     async fn create_migration(

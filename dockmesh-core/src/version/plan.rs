@@ -257,3 +257,51 @@ impl Rules {
         done(hops)
     }
 }
+
+impl Rules {
+    /// The recommended chain from `from` to `to` through `releases`: before each major is
+    /// crossed, the latest known release of the current major (not a pre-release) is reached
+    /// first; each stretch is a [`Rules::plan`]. It is never shorter than [`Rules::plan`]'s, and
+    /// its [`Plan::advice`] is empty unless `to` itself is a crossing's only way.
+    ///
+    /// Errors: those of [`Rules::plan`] for the stretch that fails.
+    pub fn recommended(
+        &self,
+        from: &Version,
+        to: &Version,
+        releases: &[Version],
+    ) -> Result<Plan, PlanError> {
+        let mut hops: Vec<Hop> = Vec::new();
+        let mut cur = from.clone();
+        while cur.major() < to.major() {
+            let latest = releases
+                .iter()
+                .filter(|r| r.major() == cur.major() && !r.is_prerelease() && **r > cur)
+                .max()
+                .cloned();
+            if let Some(latest) = latest {
+                hops.extend(self.plan(&cur, &latest, releases)?.hops);
+                cur = latest;
+            }
+            // The first hop of the shortest chain from here crosses the major (the latest of
+            // this major is where we are).
+            let rest = self.plan(&cur, to, releases)?;
+            let Some(first) = rest.hops.into_iter().next() else {
+                break;
+            };
+            cur = first.to.clone();
+            hops.push(first);
+        }
+        hops.extend(self.plan(&cur, to, releases)?.hops);
+        let advice = hops
+            .iter()
+            .flat_map(|h| advice(&h.from, &h.to, releases))
+            .collect();
+        Ok(Plan {
+            from: from.clone(),
+            to: to.clone(),
+            hops,
+            advice,
+        })
+    }
+}

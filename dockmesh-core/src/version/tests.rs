@@ -669,3 +669,92 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------- recommended plan
+
+fn check_recommended(input: &str, expected: &str) {
+    let (rules, rest) = input.split_once(": ").expect("RULES: FROM -> TO via …");
+    let (hop, releases) = rest.split_once(" via").unwrap_or((rest, ""));
+    let (from, to) = hop.split_once(" -> ").expect("FROM -> TO");
+    let got = match rules_named(rules).recommended(&v(from), &v(to), &vs(releases)) {
+        Ok(plan) => std::iter::once(plan.to_string())
+            .chain(plan.advice.iter().map(|a| format!("advice: {a}")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("error: {e}"),
+    };
+    assert_eq!(got, expected, "{input}");
+}
+
+#[test]
+fn the_recommended_plan_reaches_the_latest_of_each_major_before_crossing() {
+    check_recommended(
+        "dtr: 1.4.2 -> 2.2.0 via 1.5.0 1.5.3 2.0.0 2.0.1 2.1.0 2.2.0",
+        "1.4.2 → 1.5.3 → 2.0.1 → 2.1.0 → 2.2.0",
+    );
+    check_recommended(
+        "dtr: 1.5.3 -> 3.0.0 via 1.5.3 2.0.0 2.0.4 2.1.0 3.0.0",
+        "1.5.3 → 2.0.4 → 2.1.0 → 3.0.0",
+    );
+    check_recommended("dtr: 1.5.3 -> 2.0.0 via 1.5.0 1.5.3 2.0.0", "1.5.3 → 2.0.0");
+    check_recommended(
+        "dtr: 2.3.1 -> 2.5.0 via 2.4.0 2.4.3 2.5.0",
+        "2.3.1 → 2.4.3 → 2.5.0",
+    );
+    check_recommended("dtr: 1.0.0 -> 1.0.0", "1.0.0");
+    check_recommended("dtr: 1.0.0 -> 2.0.0 via 1.1.0-rc.1", "1.0.0 → 2.0.0");
+    check_recommended(
+        "dtr: 1.0.0 -> 3.0.0 via 2.1.0",
+        "error: no upgrade path from 1.0.0 to 3.0.0 through the given releases: a 2.0.x release \
+         is missing from the list (1.0.0 → 3.0.0 skips major 2; majors go one at a time; \
+         upgrade to a 2.0.x release first)",
+    );
+}
+
+proptest! {
+    /// A recommended plan is a chain of allowed upward hops from `from` to `to`, never shorter
+    /// than the shortest, and it crosses a major only from the latest known release of that
+    /// major (so it carries no advice).
+    #[test]
+    fn recommended_plans_are_valid_and_cross_from_the_latest(
+        rules in arb_rules(),
+        from in arb_version(),
+        to in arb_version(),
+        releases in prop::collection::vec(arb_version(), 0..10),
+    ) {
+        prop_assume!(from < to && !from.is_prerelease() && !to.is_prerelease());
+        if let Ok(plan) = rules.recommended(&from, &to, &releases) {
+            prop_assert_eq!(&plan.from, &from);
+            let mut cur = from.clone();
+            for hop in &plan.hops {
+                prop_assert_eq!(&hop.from, &cur);
+                prop_assert!(hop.to > hop.from);
+                prop_assert_eq!(rules.check(&hop.from, &hop.to), Check::Allowed);
+                if hop.to.major() > hop.from.major() {
+                    let later = releases.iter().any(|r| {
+                        r.major() == hop.from.major() && !r.is_prerelease() && *r > hop.from
+                    });
+                    prop_assert!(!later, "{} crosses from {} with a later release of its major", hop, hop.from);
+                }
+                cur = hop.to.clone();
+            }
+            prop_assert_eq!(&cur, &to);
+            prop_assert!(plan.advice.is_empty(), "{:?}", plan.advice);
+            let shortest = reference_len(&rules, &from, &to, &releases);
+            prop_assert!(shortest.is_some_and(|s| plan.hops.len() >= s));
+        }
+    }
+}
+
+#[test]
+fn hops_print_as_arrows_and_an_empty_plan_is_nothing_to_do() {
+    let plan = rules_named("dtr")
+        .recommended(&v("1.4.2"), &v("1.5.3"), &vs("1.5.0 1.5.3"))
+        .unwrap();
+    assert!(!plan.is_empty());
+    assert_eq!(plan.hops[0].to_string(), "1.4.2 → 1.5.3");
+    let none = rules_named("dtr")
+        .recommended(&v("1.4.2"), &v("1.4.2"), &[])
+        .unwrap();
+    assert!(none.is_empty());
+}

@@ -301,6 +301,26 @@ impl ServiceSpec {
             .clone()
             .unwrap_or_else(|| crate::labels::container_name(project, &self.name))
     }
+
+    /// `deploy.replicas` (1 when unset).
+    pub fn replicas(&self) -> u32 {
+        self.options.replicas.unwrap_or(1)
+    }
+
+    /// The name of replica `n` (from 1): [`ServiceSpec::container_name`] for the first,
+    /// Compose's `<project>-<service>-<n>` for the others.
+    pub fn replica_name(&self, project: &str, n: u32) -> String {
+        if n <= 1 {
+            self.container_name(project)
+        } else {
+            format!("{project}-{}-{n}", self.name)
+        }
+    }
+
+    /// `deploy.update_config`, with Swarm's defaults where unset.
+    pub fn update_settings(&self) -> options::UpdateSettings {
+        self.options.update_config.unwrap_or_default()
+    }
 }
 
 /// Labels no compose file may set: the ones dockmesh and Compose manage.

@@ -8,6 +8,7 @@ use super::schema::scalar_text;
 use super::short::parse_range;
 use super::units;
 use super::{ComposeError, Problems};
+use dockmesh_core::release::{FailureAction, UpdateConfig, UpdateOrder};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use yaml_serde::{Mapping, Value};
@@ -48,7 +49,24 @@ pub const OPTION_KEYS: &[&str] = &[
 ];
 
 /// Keys of `deploy`.
-pub const DEPLOY_KEYS: &[&str] = &["mode", "replicas", "resources", "restart_policy"];
+pub const DEPLOY_KEYS: &[&str] = &[
+    "mode",
+    "replicas",
+    "resources",
+    "restart_policy",
+    "update_config",
+];
+/// Keys of `deploy.update_config`.
+pub const UPDATE_CONFIG_KEYS: &[&str] = &[
+    "parallelism",
+    "delay",
+    "order",
+    "failure_action",
+    "monitor",
+    "max_failure_ratio",
+];
+/// The most replicas a service may ask for on one host.
+pub const MAX_REPLICAS: i64 = 100;
 /// Keys of `deploy.resources`.
 pub const RESOURCES_KEYS: &[&str] = &["limits", "reservations"];
 /// Keys of `deploy.resources.limits`.
@@ -101,10 +119,63 @@ pub struct LoggingSpec {
     pub options: BTreeMap<String, String>,
 }
 
+/// `deploy.update_config` of a service: how its replicas are replaced (Swarm's defaults where
+/// unset). See [`dockmesh_core::release::rolling`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// Replicas replaced at once (0: all).
+    pub parallelism: u32,
+    /// Wait between batches.
+    pub delay: std::time::Duration,
+    /// Stop-first or start-first.
+    pub order: UpdateOrder,
+    /// What to do when replicas fail beyond the ratio.
+    pub failure_action: FailureAction,
+    /// How long a new replica is watched once healthy.
+    pub monitor: std::time::Duration,
+    /// `max_failure_ratio` in millionths.
+    pub max_failure_ppm: u32,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        let d = UpdateConfig::default();
+        UpdateSettings {
+            parallelism: d.parallelism,
+            delay: d.delay,
+            order: d.order,
+            failure_action: d.failure_action,
+            monitor: d.monitor,
+            max_failure_ppm: 0,
+        }
+    }
+}
+
+impl UpdateSettings {
+    /// As core's [`UpdateConfig`].
+    pub fn config(&self) -> UpdateConfig {
+        UpdateConfig {
+            parallelism: self.parallelism,
+            delay: self.delay,
+            order: self.order,
+            failure_action: self.failure_action,
+            monitor: self.monitor,
+            max_failure_ratio: f64::from(self.max_failure_ppm) / 1_000_000.0,
+        }
+    }
+}
+
 /// The engine options of a service. Empty ones are left out of its serialised form, so a
 /// service that uses none hashes as it did before they existed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ServiceOptions {
+    /// `deploy.replicas` when it is not 1. Left out of the hash: scaling adds or removes
+    /// replicas without replacing the others.
+    #[serde(skip)]
+    pub replicas: Option<u32>,
+    /// `deploy.update_config`, left out of the hash for the same reason.
+    #[serde(skip)]
+    pub update_config: Option<UpdateSettings>,
     /// A fixed container name instead of `<project>-<service>-1`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
@@ -318,6 +389,70 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    fn update_config(&mut self, v: &Value) -> Option<UpdateSettings> {
+        const KEY: &str = "deploy.update_config";
+        let Some(m) = v.as_mapping() else {
+            self.bad(KEY, "must be a mapping");
+            return None;
+        };
+        self.keys(m, UPDATE_CONFIG_KEYS, KEY, "");
+        let mut u = UpdateSettings::default();
+        if let Some(p) = m.get("parallelism")
+            && let Some(n) = self.int("deploy.update_config.parallelism", p, 0)
+        {
+            u.parallelism = u32::try_from(n.min(MAX_REPLICAS)).unwrap_or(1);
+        }
+        let duration = |me: &mut Self, key: &str| -> Option<std::time::Duration> {
+            let full = format!("{KEY}.{key}");
+            let t = me.text(&full, m.get(key)?)?;
+            units::parse_duration(&t).map_err(|e| me.bad(&full, e)).ok()
+        };
+        if let Some(d) = duration(self, "delay") {
+            u.delay = d;
+        }
+        if let Some(d) = duration(self, "monitor") {
+            u.monitor = d;
+        }
+        if let Some(o) = m.get("order") {
+            match scalar_text(o).as_deref() {
+                Some("stop-first") => u.order = UpdateOrder::StopFirst,
+                Some("start-first") => u.order = UpdateOrder::StartFirst,
+                _ => self.bad(
+                    "deploy.update_config.order",
+                    "must be stop-first or start-first",
+                ),
+            }
+        }
+        if let Some(a) = m.get("failure_action") {
+            match scalar_text(a).as_deref() {
+                Some("pause") => u.failure_action = FailureAction::Pause,
+                Some("rollback") => u.failure_action = FailureAction::Rollback,
+                Some("continue") => u.failure_action = FailureAction::Continue,
+                _ => self.bad(
+                    "deploy.update_config.failure_action",
+                    "must be pause, rollback or continue",
+                ),
+            }
+        }
+        if let Some(r) = m.get("max_failure_ratio") {
+            let ratio = match r {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            match ratio {
+                Some(x) if (0.0..=1.0).contains(&x) => {
+                    u.max_failure_ppm = (x * 1_000_000.0).round() as u32
+                }
+                _ => self.bad(
+                    "deploy.update_config.max_failure_ratio",
+                    "must be a number from 0 to 1",
+                ),
+            }
+        }
+        Some(u)
     }
 
     fn bytes(&mut self, key: &str, v: &Value) -> Option<i64> {
@@ -601,13 +736,21 @@ impl Reader<'_> {
             );
         }
         if let Some(r) = m.get("replicas")
-            && let Some(n) = self.int("deploy.replicas", r, 0)
-            && n != 1
+            && let Some(n) = self.int("deploy.replicas", r, 1)
         {
-            self.bad(
-                "deploy.replicas",
-                format!("{n} replicas are not supported: dockmesh runs one container per service"),
-            );
+            if n > MAX_REPLICAS {
+                self.bad(
+                    "deploy.replicas",
+                    format!(
+                        "{n} replicas on one host is more than the {MAX_REPLICAS} dockmesh runs"
+                    ),
+                );
+            } else if n != 1 {
+                o.replicas = Some(n as u32);
+            }
+        }
+        if let Some(u) = m.get("update_config") {
+            o.update_config = self.update_config(u);
         }
         if let Some(Value::Mapping(res)) = m.get("resources") {
             self.keys(res, RESOURCES_KEYS, "deploy.resources", "");

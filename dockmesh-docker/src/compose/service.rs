@@ -419,6 +419,28 @@ pub(super) fn resolve_service(
             ));
         }
     }
+    if let Some(n) = options.replicas {
+        if let Some(c) = &options.container_name {
+            problems.push(invalid(
+                &location,
+                format!(
+                    "asks for {n} replicas with the fixed `container_name: {c}`, which only one \
+                     container can have; remove one of them"
+                ),
+            ));
+        }
+        if let Some(p) = ports.iter().find(|p| p.host_port.is_some()) {
+            problems.push(invalid(
+                &location,
+                format!(
+                    "asks for {n} replicas but publishes the fixed host port {}, which only one \
+                     of them can hold; publish the container port alone (`\"{}\"`) or use one replica",
+                    p.host_port.unwrap_or_default(),
+                    p.container_port
+                ),
+            ));
+        }
+    }
     problems.finish()?;
     Ok(ServiceSpec {
         name: name.to_owned(),

@@ -320,12 +320,36 @@ fn unsupported_keys_are_named_with_their_service() {
             &["service `web`", "`pid`"],
         ),
         (
-            "services:\n  web:\n    image: x\n    deploy: {replicas: 2}\n",
+            "services:\n  web:\n    image: x\n    deploy: {replicas: 0}\n",
+            &["service `web`", "`deploy.replicas`", "at least 1"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy: {replicas: 101}\n",
+            &["service `web`", "`deploy.replicas`", "more than the 100"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    container_name: c\n    deploy: {replicas: 2}\n",
+            &["service `web`", "2 replicas", "`container_name: c`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    ports: [\"8080:80\"]\n    deploy: {replicas: 3}\n",
+            &["service `web`", "3 replicas", "host port 8080", "`\"80\"`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      update_config: {order: sideways}\n",
+            &["`deploy.update_config.order`", "stop-first or start-first"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      update_config: {failure_action: retry, max_failure_ratio: 2, delay: soon}\n",
             &[
-                "service `web`",
-                "`deploy.replicas`",
-                "one container per service",
+                "`deploy.update_config.failure_action`",
+                "`deploy.update_config.max_failure_ratio`",
+                "`deploy.update_config.delay`",
             ],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      update_config: {rollback: true}\n",
+            &["`deploy.update_config`", "`rollback`"],
         ),
         (
             "services:\n  web:\n    image: x\n    network_mode: container:other\n",
@@ -761,4 +785,52 @@ fn relative_paths_resolve_inside_the_stack_directory() {
     let a = spec.service("a").unwrap();
     assert_eq!(a.mounts[0].source, "/stacks/shop/data/x");
     assert_eq!(a.mounts[1].source, "/stacks/sibling");
+}
+
+#[test]
+fn replicas_and_update_config_are_read_with_swarm_defaults() {
+    use dockmesh_core::release::{FailureAction, UpdateConfig, UpdateOrder};
+    let spec = load_with(
+        "services:\n  web:\n    image: x\n    ports: [\"80\"]\n    deploy:\n      replicas: 3\n      update_config:\n        parallelism: 2\n        delay: 1s\n        order: start-first\n        failure_action: rollback\n        monitor: 500ms\n        max_failure_ratio: 0.25\n  one:\n    image: x\n",
+        None,
+        &[],
+    )
+    .unwrap();
+    let web = spec.service("web").unwrap();
+    assert_eq!(web.replicas(), 3);
+    assert_eq!(
+        (1..=3)
+            .map(|n| web.replica_name("p", n))
+            .collect::<Vec<_>>(),
+        ["p-web-1", "p-web-2", "p-web-3"]
+    );
+    let c = web.update_settings().config();
+    assert_eq!(
+        c,
+        UpdateConfig {
+            parallelism: 2,
+            delay: std::time::Duration::from_secs(1),
+            order: UpdateOrder::StartFirst,
+            failure_action: FailureAction::Rollback,
+            monitor: std::time::Duration::from_millis(500),
+            max_failure_ratio: 0.25,
+        }
+    );
+    let one = spec.service("one").unwrap();
+    assert_eq!(one.replicas(), 1);
+    assert_eq!(one.update_settings().config(), UpdateConfig::default());
+    let scaled = load_with(
+        "services:\n  web:\n    image: x\n    ports: [\"80\"]\n    deploy:\n      replicas: 5\n  one:\n    image: x\n",
+        None,
+        &[],
+    )
+    .unwrap();
+    let h = |s: &crate::compose::StackSpec| {
+        crate::deploy::config_hash(s, s.service("web").unwrap(), "sha256:1")
+    };
+    assert_eq!(
+        h(&spec),
+        h(&scaled),
+        "replicas and update_config are not part of the hash: scaling replaces nothing"
+    );
 }

@@ -42,13 +42,14 @@ pub(super) fn container_body(
     image_id: &str,
     hash: &str,
     network_container: Option<&str>,
+    number: u32,
 ) -> ContainerCreateBody {
     let mut labels: HashMap<String, String> = s.labels.clone().into_iter().collect();
     let compose_file = spec.dir.join(crate::files::COMPOSE_FILE);
     for (k, v) in [
         (labels::PROJECT, spec.project.clone()),
         (labels::SERVICE, s.name.clone()),
-        (labels::CONTAINER_NUMBER, "1".to_owned()),
+        (labels::CONTAINER_NUMBER, number.to_string()),
         (labels::ONEOFF, "False".to_owned()),
         (labels::WORKING_DIR, spec.dir.display().to_string()),
         (labels::CONFIG_FILES, compose_file.display().to_string()),

@@ -46,12 +46,15 @@ use std::path::Path;
 mod checks;
 mod container;
 mod lifecycle;
+mod release;
+mod rolling;
 
 use checks::{check_external, check_images};
 
 use container::{container_body, endpoint, inject_files};
 
 pub(crate) use lifecycle::{remove, start, status, stop};
+pub(crate) use release::{ensure_images, resolve_release};
 
 const HASH_FORMAT: u32 = 1;
 
@@ -110,6 +113,9 @@ enum Action {
 
 struct Planned<'a> {
     service: &'a ServiceSpec,
+    /// The replica (from 1) and its container's name.
+    number: u32,
+    name: String,
     image_id: String,
     hash: String,
     action: Action,
@@ -185,9 +191,39 @@ async fn plan<'a>(
     let mut plan = Vec::new();
     let mut changed: BTreeSet<&str> = BTreeSet::new();
     for s in &spec.services {
-        let name = s.container_name(&spec.project);
-        let image_id = image_ids.get(&s.name).cloned().unwrap_or_default();
-        let hash = config_hash(spec, s, &image_id);
+        for number in 1..=s.replicas() {
+            let name = s.replica_name(&spec.project, number);
+            let image_id = image_ids.get(&s.name).cloned().unwrap_or_default();
+            let hash = config_hash(spec, s, &image_id);
+            let p = plan_replica(
+                rt, spec, s, &by_name, &changed, number, name, image_id, hash,
+            )
+            .await?;
+            plan.push(p);
+        }
+        if plan
+            .iter()
+            .any(|p| p.service.name == s.name && !matches!(p.action, Action::Keep { .. }))
+        {
+            changed.insert(s.name.as_str());
+        }
+    }
+    Ok(plan)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_replica<'a>(
+    rt: &DockerRuntime,
+    spec: &'a StackSpec,
+    s: &'a ServiceSpec,
+    by_name: &HashMap<String, &ContainerSummary>,
+    changed: &BTreeSet<&str>,
+    number: u32,
+    name: String,
+    image_id: String,
+    hash: String,
+) -> Result<Planned<'a>, RuntimeError> {
+    {
         let action = match by_name.get(&name) {
             Some(c) => {
                 let id = c.id.clone().unwrap_or_default();
@@ -233,17 +269,15 @@ async fn plan<'a>(
             Action::Keep { id, running } if follows => Action::Recreate { id, running },
             action => action,
         };
-        if !matches!(action, Action::Keep { .. }) {
-            changed.insert(s.name.as_str());
-        }
-        plan.push(Planned {
+        Ok(Planned {
             service: s,
+            number,
+            name,
             image_id,
             hash,
             action,
-        });
+        })
     }
-    Ok(plan)
 }
 
 async fn execute(
@@ -268,9 +302,14 @@ async fn execute(
         .map(|s| (s.name.clone(), s.container_name(&spec.project)))
         .collect();
     let mut report = DeployReport::default();
-    for p in plan {
-        let s = p.service;
-        let name = s.container_name(&spec.project);
+    let mut i = 0;
+    while i < plan.len() {
+        let s = plan[i].service;
+        let group: Vec<&Planned<'_>> = plan[i..]
+            .iter()
+            .take_while(|p| p.service.name == s.name)
+            .collect();
+        i += group.len();
         wait_dependencies(
             rt,
             &spec.project,
@@ -289,49 +328,69 @@ async fn execute(
                 tracing::warn!(stack = %spec.project, service = %s.name, dependency = %d, error = %e, "an optional dependency is not ready; starting anyway");
             }
         }
-        match &p.action {
-            Action::Keep { id, running } => {
-                if !running {
-                    start_container(rt, &s.name, id, &s.ports).await?;
-                    undo.started.push(id.clone());
+        let rolling = s.replicas() > 1;
+        let mut kind = "unchanged";
+        for p in &group {
+            let name = p.name.clone();
+            match &p.action {
+                Action::Keep { id, running } => {
+                    if !running {
+                        start_container(rt, &s.name, id, &s.ports).await?;
+                        undo.started.push(id.clone());
+                    }
                 }
-                report.unchanged.push(s.name.clone());
+                Action::Create => {
+                    let id = create_container(rt, spec, p, &name).await?;
+                    undo.created.push(id.clone());
+                    start_container(rt, &s.name, &id, &s.ports).await?;
+                    if kind == "unchanged" {
+                        kind = "created";
+                    }
+                }
+                Action::Recreate { .. } if rolling => kind = "recreated",
+                Action::Recreate { id, running } => {
+                    // Recorded first, so that a failure of any step below is undone.
+                    undo.replaced.push(Replaced {
+                        old_id: id.clone(),
+                        name: name.clone(),
+                        was_running: *running,
+                        renamed: false,
+                        new_id: None,
+                    });
+                    if *running {
+                        rt.docker.stop_container(id, None).await.map_err(|e| {
+                            engine(
+                                format!("stopping the old container of service `{}`", s.name),
+                                e,
+                            )
+                        })?;
+                    }
+                    let aside = format!("{name}-replaced-{}", &id[..id.len().min(12)]);
+                    rename(rt, id, &aside).await?;
+                    if let Some(r) = undo.replaced.last_mut() {
+                        r.renamed = true;
+                    }
+                    let new_id = create_container(rt, spec, p, &name).await?;
+                    if let Some(r) = undo.replaced.last_mut() {
+                        r.new_id = Some(new_id.clone());
+                    }
+                    start_container(rt, &s.name, &new_id, &s.ports).await?;
+                    kind = "recreated";
+                }
             }
-            Action::Create => {
-                let id = create_container(rt, spec, p, &name).await?;
-                undo.created.push(id.clone());
-                start_container(rt, &s.name, &id, &s.ports).await?;
-                report.created.push(s.name.clone());
-            }
-            Action::Recreate { id, running } => {
-                // Recorded first, so that a failure of any step below is undone.
-                undo.replaced.push(Replaced {
-                    old_id: id.clone(),
-                    name: name.clone(),
-                    was_running: *running,
-                    renamed: false,
-                    new_id: None,
-                });
-                if *running {
-                    rt.docker.stop_container(id, None).await.map_err(|e| {
-                        engine(
-                            format!("stopping the old container of service `{}`", s.name),
-                            e,
-                        )
-                    })?;
-                }
-                let aside = format!("{name}-replaced-{}", &id[..id.len().min(12)]);
-                rename(rt, id, &aside).await?;
-                if let Some(r) = undo.replaced.last_mut() {
-                    r.renamed = true;
-                }
-                let new_id = create_container(rt, spec, p, &name).await?;
-                if let Some(r) = undo.replaced.last_mut() {
-                    r.new_id = Some(new_id.clone());
-                }
-                start_container(rt, &s.name, &new_id, &s.ports).await?;
-                report.recreated.push(s.name.clone());
-            }
+        }
+        if rolling {
+            let replaced: Vec<&Planned<'_>> = group
+                .iter()
+                .copied()
+                .filter(|p| matches!(p.action, Action::Recreate { .. }))
+                .collect();
+            rolling::replace_replicas(rt, spec, &replaced, undo).await?;
+        }
+        match kind {
+            "created" => report.created.push(s.name.clone()),
+            "recreated" => report.recreated.push(s.name.clone()),
+            _ => report.unchanged.push(s.name.clone()),
         }
     }
     Ok(report)
@@ -499,7 +558,14 @@ async fn create_container(
         }
         _ => None,
     };
-    let body = container_body(spec, s, &p.image_id, &p.hash, network_container.as_deref());
+    let body = container_body(
+        spec,
+        s,
+        &p.image_id,
+        &p.hash,
+        network_container.as_deref(),
+        p.number,
+    );
     let mut options = CreateContainerOptionsBuilder::new().name(name);
     if let Some(platform) = &s.options.platform {
         options = options.platform(platform);
@@ -697,7 +763,7 @@ async fn finish(rt: &DockerRuntime, spec: &StackSpec, undo: &Undo, existing: &[C
     let wanted: BTreeSet<String> = spec
         .services
         .iter()
-        .map(|s| s.container_name(&spec.project))
+        .flat_map(|s| (1..=s.replicas()).map(|n| s.replica_name(&spec.project, n)))
         .collect();
     for c in existing {
         let id = c.id.as_deref().unwrap_or_default();

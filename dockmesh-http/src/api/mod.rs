@@ -12,6 +12,7 @@ pub mod drains;
 pub mod health;
 pub mod hosts;
 pub mod migrations;
+pub mod releases;
 pub mod stacks;
 
 use crate::error::ApiError;
@@ -80,7 +81,13 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(drains::resume_drain))
         .routes(routes!(drains::abort_drain))
         .routes(routes!(stacks::list_stacks, stacks::create_stack))
-        .routes(routes!(stacks::get_stack, stacks::delete_stack))
+        .routes(routes!(
+            stacks::get_stack,
+            stacks::delete_stack,
+            releases::upgrade_stack
+        ))
+        .routes(routes!(releases::list_releases))
+        .routes(routes!(releases::rollback_stack))
         .routes(routes!(stacks::deploy_stack))
         .routes(routes!(stacks::stack_status))
         .routes(routes!(migrations::preflight))

@@ -231,19 +231,21 @@ pub async fn deploy_stack(
             updated_at: now,
             ..record
         };
-        state
-            .store()
-            .put_stack(
-                &updated,
-                Some(&DeployRecord {
-                    stack: name.clone(),
-                    at: now,
-                    host: host_id.clone(),
-                    action: "deploy".into(),
-                    actor: actor.clone(),
-                }),
-            )
-            .await?;
+        // Every deploy is a release of the stack (`GET /api/v1/stacks/{name}/releases`).
+        crate::upgrades::record_deploy(
+            &state,
+            &host,
+            &host_id,
+            &updated,
+            &DeployRecord {
+                stack: name.clone(),
+                at: now,
+                host: host_id.clone(),
+                action: "deploy".into(),
+                actor: actor.clone(),
+            },
+        )
+        .await?;
         let _ = state
             .store()
             .append_audit(

@@ -14,6 +14,8 @@
 //! | DELETE | `/v1/stacks/{stack}?volumes=true` | → 204 |
 //! | GET | `/v1/stacks/{stack}/status` | → `StackStatus` |
 //! | POST | `/v1/stacks/{stack}/wait-healthy` | → `HealthReport` |
+//! | POST | `/v1/stacks/{stack}/resolve` | `StackFiles` → `[ServiceShape]` |
+//! | POST | `/v1/images/ensure` | `[image]` → 204 |
 //! | POST | `/v1/volumes/{volume}/exports` | → the tar stream (zstd when asked with `accept-encoding`), header `x-dockmesh-export-id` |
 //! | GET | `/v1/volumes/{volume}/exports/{id}/manifest` | → `VolumeManifest` (once) |
 //! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest` |
@@ -47,6 +49,7 @@ use dockmesh_core::ports::{
     RuntimeErrorKind, StackStatus, VolumeTarget, no_progress,
 };
 use dockmesh_core::protocol::Hello;
+use dockmesh_core::release::ServiceShape;
 use dockmesh_core::snapshot::HostSnapshot;
 use dockmesh_core::types::StackFiles;
 use futures_util::{StreamExt, TryStreamExt};
@@ -120,6 +123,8 @@ pub fn agent_api(hello: Hello, runtime: Arc<dyn HostRuntime>) -> Router {
         .route("/v1/stacks/{stack}", axum::routing::delete(remove_stack))
         .route("/v1/stacks/{stack}/status", get(status))
         .route("/v1/stacks/{stack}/wait-healthy", post(wait_healthy))
+        .route("/v1/stacks/{stack}/resolve", post(resolve_release))
+        .route("/v1/images/ensure", post(ensure_images))
         .route("/v1/volumes/{volume}/exports", post(export))
         .route(
             "/v1/volumes/{volume}/exports/{id}/manifest",
@@ -306,6 +311,25 @@ async fn import(
             .import_volume(&target, data, no_progress())
             .await?,
     ))
+}
+
+async fn resolve_release(
+    State(api): S,
+    Path(stack): Path<String>,
+    Json(files): Json<StackFiles>,
+) -> Answer<Vec<ServiceShape>> {
+    if files.name != stack {
+        return Err(invalid(format!(
+            "the files are of stack {}, not {stack}",
+            files.name
+        )));
+    }
+    Ok(Json(api.runtime.resolve_release(&files).await?))
+}
+
+async fn ensure_images(State(api): S, Json(images): Json<Vec<String>>) -> Done {
+    api.runtime.ensure_images(&images).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn remove_volume(State(api): S, Path(volume): Path<String>) -> Done {

@@ -22,6 +22,7 @@ use dockmesh_core::ports::{
     AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, ManifestSlot, Progress,
     ProjectInfo, RuntimeError, RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
 };
+use dockmesh_core::release::ServiceShape;
 use dockmesh_core::snapshot::HostSnapshot;
 use dockmesh_core::types::{HostId, StackFiles};
 use futures_util::StreamExt;
@@ -421,6 +422,17 @@ impl HostRuntime for RemoteHost {
                 None => Err(e),
             },
         }
+    }
+
+    async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
+        let path = stack_path(&files.name, "/resolve");
+        self.client.call(Method::POST, &path, Some(files)).await
+    }
+
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
+        self.client
+            .call_done(Method::POST, "/v1/images/ensure", Some(images))
+            .await
     }
 
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {

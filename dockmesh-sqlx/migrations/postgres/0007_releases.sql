@@ -1,0 +1,18 @@
+-- dockmesh: reversible
+-- Releases of stacks: every release deployed or tried (its compose file, .env and the image id
+-- of each service), how it ended, so that any earlier revision can be deployed again.
+
+CREATE TABLE releases (
+    stack    TEXT NOT NULL,
+    rev      BIGINT NOT NULL,
+    at       TIMESTAMPTZ NOT NULL,
+    host     TEXT NOT NULL,
+    compose  TEXT NOT NULL,
+    env      TEXT,
+    images   JSONB NOT NULL,
+    outcome  TEXT NOT NULL,
+    detail   TEXT,
+    from_rev BIGINT,
+    actor    TEXT NOT NULL,
+    PRIMARY KEY (stack, rev)
+);
