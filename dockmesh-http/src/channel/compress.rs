@@ -263,11 +263,30 @@ mod tests {
                     .unwrap_err();
                 assert_eq!(err.kind, RuntimeErrorKind::Integrity, "cut at {cut}");
             }
-            // Garbage is refused too.
+            // Garbage is refused too, naming what failed.
             let err = collect(decode(chunks(b"not zstd at all", &[5])).unwrap())
                 .await
                 .unwrap_err();
             assert_eq!(err.kind, RuntimeErrorKind::Integrity);
+            assert!(
+                err.message.contains("zstd decompression"),
+                "{}",
+                err.message
+            );
+            // A whole frame followed by the start of a second one is cut short too.
+            let mut two = z.clone();
+            two.extend_from_slice(&z[..6]);
+            let err = collect(decode(chunks(&two, &[4096])).unwrap())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, RuntimeErrorKind::Integrity);
+            // Two whole frames back to back are two streams' worth.
+            let mut both = z.clone();
+            both.extend_from_slice(&z);
+            let out = collect(decode(chunks(&both, &[4096])).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(out.len(), 2 * input.len());
         });
     }
 
