@@ -590,10 +590,16 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     );
     shot(&c, "16-server").await;
 
+    // The agents page: no agent yet, and how to enroll one.
+    c.goto(&format!("{url}/agents")).await.unwrap();
+    let help = text(&c, "#enroll-help").await;
+    assert!(help.contains("dockmesh agent token create"), "{help}");
+    shot(&c, "17-agents").await;
+
     // Log out: the pages are refused again.
     click(&c, "logout").await;
     at(&c, "/login").await;
-    for page in ["/hosts", "/stacks", "/audit", &migration_path] {
+    for page in ["/hosts", "/stacks", "/audit", "/agents", &migration_path] {
         c.goto(&format!("{url}{page}")).await.unwrap();
         assert_eq!(path(&c).await, "/login", "{page} after logout");
     }
