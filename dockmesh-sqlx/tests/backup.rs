@@ -680,10 +680,17 @@ async fn every_corrupted_byte_is_refused() {
     let bundle = sample_bundle(dir.path()).await;
     let bytes = std::fs::read(&bundle).unwrap();
     let n = bytes.len();
+    let content = zstd::stream::decode_all(&bytes[..]).unwrap();
     let positions: Vec<usize> = (0..24).map(|k| k * (n - 1) / 23).collect();
     for pos in positions {
         let mut bad = bytes.clone();
         bad[pos] ^= 0x01;
+        // A few bits of a zstd frame do not change what it decodes to (seen: a bit of an
+        // entropy table's description): such a bundle holds exactly the original data, and
+        // nothing is damaged to refuse. Every other flip must be refused.
+        if zstd::stream::decode_all(&bad[..]).ok().as_ref() == Some(&content) {
+            continue;
+        }
         let path = dir.path().join(format!("bad-{pos}.tar.zst"));
         std::fs::write(&path, &bad).unwrap();
         let err = expect_refused(&path).await;
