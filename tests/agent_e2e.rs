@@ -126,6 +126,27 @@ fn wait_connected(server: &Server, hosts: &[&str]) {
     }
 }
 
+/// Deploy a new stack (serving HTTP, two volumes) on `host`; its leftovers on the engines `a`
+/// and `b` go when it is dropped.
+fn deploy(server: &Server, dir: &Path, prefix: &str, host: &str, a: &str, b: &str) -> Stack {
+    let stack = Stack {
+        name: unique(prefix),
+        a: a.to_owned(),
+        b: b.to_owned(),
+    };
+    let file = write_compose(dir, &compose(IMAGE, HEALTHY, ""));
+    server.cli_ok(&[
+        "stack",
+        "deploy",
+        &stack.name,
+        "--file",
+        &file,
+        "--host",
+        host,
+    ]);
+    stack
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -183,21 +204,7 @@ fn two_agents_enroll_and_a_stack_moves_between_their_hosts_with_its_data() {
     assert_eq!(hosts.matches("online").count(), 2, "{hosts}");
 
     // A stack with a varied tree moves from one agent's host to the other's.
-    let stack = Stack {
-        name: unique("ag"),
-        a: a.clone(),
-        b: b.clone(),
-    };
-    let file = write_compose(dir.path(), &compose(IMAGE, HEALTHY, ""));
-    server.cli_ok(&[
-        "stack",
-        "deploy",
-        &stack.name,
-        "--file",
-        &file,
-        "--host",
-        "edge-a",
-    ]);
+    let stack = deploy(&server, dir.path(), "ag", "edge-a", &a, &b);
     server.cli_ok(&["stack", "status", &stack.name]);
     seed(&a, &stack.name, 2048);
     let before = describe(&a, &stack.name);
@@ -518,21 +525,7 @@ fn a_transfer_between_agents_survives_a_dropped_connection_and_an_agent_restart(
     let mut agent_b = Agent::start("b", &state_b, &args);
     wait_connected(&server, &["src", "dst"]);
 
-    let stack = Stack {
-        name: unique("cut"),
-        a: a.clone(),
-        b: b.clone(),
-    };
-    let file = write_compose(dir.path(), &compose(IMAGE, HEALTHY, ""));
-    server.cli_ok(&[
-        "stack",
-        "deploy",
-        &stack.name,
-        "--file",
-        &file,
-        "--host",
-        "src",
-    ]);
+    let stack = deploy(&server, dir.path(), "cut", "src", &a, &b);
     // 512 MiB of random data in the first volume: long enough to cut in the middle.
     seed(&a, &stack.name, 512 * 1024);
     let before = describe(&a, &stack.name);

@@ -805,13 +805,9 @@ async fn a_later_migration_of_another_stack_does_not_block_a_rollback() {
     assert_eq!(w.running_on(), ["src"]);
 }
 
-/// A volume transfer cut off by an unreachable host: recorded once, retried until the
-/// deadline counted from the first cut, failed from the deadline on; other errors fail at once.
-#[test]
-fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
-    use crate::ports::{RuntimeError, RuntimeErrorKind};
-    use crate::snapshot::VolumeUsage;
-    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+/// A migration of stack `s` (volumes `volumes`, 1 byte each) whose source is stopped and
+/// whose transfer of `started` began, at `t0`.
+fn transferring(t0: Timestamp, volumes: &[&str], started: &[&str]) -> Migration {
     let spec = MigrationSpec {
         id: MigrationId(uuid::Uuid::from_u128(7)),
         stack: "s".into(),
@@ -821,27 +817,41 @@ fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
         requested_by: "x".into(),
         retention: DEFAULT_RETENTION,
     };
-    let volume = VolumeUsage {
-        name: "s_db".into(),
-        bytes: Some(10),
+    let mut events = vec![
+        MigrationEvent::PreflightPassed {
+            at: t0,
+            report: Default::default(),
+            volumes: volumes.iter().map(|v| usage(v)).collect(),
+        },
+        MigrationEvent::SourceStopped { at: t0 },
+    ];
+    events.extend(
+        started
+            .iter()
+            .map(|v| MigrationEvent::VolumeTransferStarted {
+                at: t0,
+                volume: (*v).into(),
+            }),
+    );
+    Migration::replay(spec, &events).unwrap()
+}
+
+fn usage(name: &str) -> crate::snapshot::VolumeUsage {
+    crate::snapshot::VolumeUsage {
+        name: name.into(),
+        bytes: Some(1),
         labels: Default::default(),
-    };
-    let mut m = Migration::replay(
-        spec,
-        &[
-            MigrationEvent::PreflightPassed {
-                at: t0,
-                report: Default::default(),
-                volumes: vec![volume.clone()],
-            },
-            MigrationEvent::SourceStopped { at: t0 },
-            MigrationEvent::VolumeTransferStarted {
-                at: t0,
-                volume: "s_db".into(),
-            },
-        ],
-    )
-    .unwrap();
+    }
+}
+
+/// A volume transfer cut off by an unreachable host: recorded once, retried until the
+/// deadline counted from the first cut, failed from the deadline on; other errors fail at once.
+#[test]
+fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
+    use crate::ports::{RuntimeError, RuntimeErrorKind};
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let volume = usage("s_db");
+    let mut m = transferring(t0, &["s_db"], &["s_db"]);
     let cmd = m.next_command().unwrap();
     assert_eq!(cmd, Command::TransferVolume(volume.clone()));
     let gone = RuntimeError::new(RuntimeErrorKind::Unreachable, "host b is unreachable");
@@ -894,29 +904,7 @@ fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
     ));
 
     // Once the volume is verified the interruption is over: a later cut is recorded anew.
-    let mut fresh = Migration::replay(
-        m.spec().clone(),
-        &[
-            MigrationEvent::PreflightPassed {
-                at: t0,
-                report: Default::default(),
-                volumes: vec![
-                    volume.clone(),
-                    VolumeUsage {
-                        name: "s_files".into(),
-                        bytes: Some(1),
-                        labels: Default::default(),
-                    },
-                ],
-            },
-            MigrationEvent::SourceStopped { at: t0 },
-            MigrationEvent::VolumeTransferStarted {
-                at: t0,
-                volume: "s_db".into(),
-            },
-        ],
-    )
-    .unwrap();
+    let mut fresh = transferring(t0, &["s_db", "s_files"], &["s_db"]);
     fresh.apply(&e).unwrap();
     fresh
         .apply(&MigrationEvent::VolumeVerified {
@@ -955,34 +943,8 @@ fn a_cut_transfer_waits_until_its_deadline_and_no_longer() {
 /// did not start cannot be verified, and a failure mid-transfer cleans only what started.
 #[test]
 fn transfer_events_follow_the_volumes_and_compensation_cleans_only_what_started() {
-    use crate::snapshot::VolumeUsage;
     let t0 = Timestamp::from_second(1_800_000_000).unwrap();
-    let spec = MigrationSpec {
-        id: MigrationId(uuid::Uuid::from_u128(8)),
-        stack: "s".into(),
-        source: HostId::from("a"),
-        target: HostId::from("b"),
-        requested_at: t0,
-        requested_by: "x".into(),
-        retention: DEFAULT_RETENTION,
-    };
-    let vol = |name: &str| VolumeUsage {
-        name: name.into(),
-        bytes: Some(1),
-        labels: Default::default(),
-    };
-    let mut m = Migration::replay(
-        spec,
-        &[
-            MigrationEvent::PreflightPassed {
-                at: t0,
-                report: Default::default(),
-                volumes: vec![vol("s_db"), vol("s_files")],
-            },
-            MigrationEvent::SourceStopped { at: t0 },
-        ],
-    )
-    .unwrap();
+    let mut m = transferring(t0, &["s_db", "s_files"], &[]);
     let started = |v: &str| MigrationEvent::VolumeTransferStarted {
         at: t0,
         volume: v.into(),
