@@ -108,6 +108,7 @@ fn order() -> UpgradeOrder {
     UpgradeOrder {
         version: SERVER.into(),
         binary: "dockmesh-1.5.0-x86_64-unknown-linux-gnu".into(),
+        size: 0,
         sha256: "ab".repeat(32),
         signature: None,
     }

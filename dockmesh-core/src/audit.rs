@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 pub const AGENT_UPGRADE_POLICY: &str = "agent.upgrade_policy";
 /// An operator asked for an immediate rollout evaluation ("run now").
 pub const AGENT_UPGRADE_RUN: &str = "agent.upgrade_run";
+/// An agent upgrade failed: the agent refused the binary (size, checksum, signature), could
+/// not download it, or went back to its previous binary.
+pub const AGENT_UPGRADE_FAILED: &str = "agent.upgrade_failed";
 /// A deploy action; with detail `action=agent-upgrade` it records an upgrade dispatched to an agent.
 pub const STACK_DEPLOY: &str = "stack.deploy";
 /// A stack migration was started.

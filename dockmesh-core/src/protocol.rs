@@ -121,6 +121,18 @@ pub struct Hello {
     /// The Docker engine's version.
     #[serde(default)]
     pub docker_version: String,
+    /// The last upgrade this agent was sent failed and it went back to its previous binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_failure: Option<UpgradeFailure>,
+}
+
+/// An upgrade that did not take: the agent runs its previous binary again and says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeFailure {
+    /// The version the agent was sent.
+    pub target_version: String,
+    /// What went wrong (the new binary exited, or did not connect before the deadline).
+    pub reason: String,
 }
 
 /// A report an agent sends on its event stream.

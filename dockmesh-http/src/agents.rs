@@ -53,6 +53,7 @@ impl AgentRegistry {
     }
 
     async fn update(&self, agent_id: &str, change: impl FnOnce(&mut AgentRecord)) {
+        let _records = self.state.agent_records().lock().await;
         let store = self.state.store();
         let id = AgentId::from(agent_id);
         match store.get_agent(&id).await {
@@ -106,6 +107,34 @@ impl AgentRegistry {
                 next_check = next_check.saturating_sub(nap);
             }
         });
+    }
+}
+
+/// Offer the agent the release key (it pins the first one it gets); a refusal is logged.
+async fn offer_release_key(conn: &AgentConnection, pem: &str) {
+    let req = hyper::Request::put(format!(
+        "http://agent{}",
+        crate::channel::upgrade::RELEASE_KEY_PATH
+    ))
+    .body(axum::body::Body::from(pem.to_owned()))
+    .expect("a PUT with a path is a valid request");
+    match conn.request(req).await {
+        Ok(resp) if resp.status().is_success() => {}
+        Ok(resp) if resp.status() == hyper::StatusCode::NOT_FOUND => {
+            tracing::debug!(agent = conn.agent_id(), "the agent takes no release key")
+        }
+        Ok(resp) => {
+            let status = resp.status();
+            let body = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 16 << 10)
+                .await
+                .unwrap_or_default();
+            tracing::warn!(agent = conn.agent_id(), %status,
+                "the agent refused the release key: {}; upgrades signed with it will be refused",
+                String::from_utf8_lossy(&body));
+        }
+        Err(e) => {
+            tracing::warn!(agent = conn.agent_id(), error = %e, "offering the release key failed")
+        }
     }
 }
 
@@ -166,8 +195,12 @@ impl AgentGate for AgentRegistry {
             }
         };
         self.keep_certificate_fresh(conn.clone());
+        if let Some(b) = &self.state.config().agent_binaries {
+            offer_release_key(&conn, &crate::release::public_pem(b.key())).await;
+        }
         let now = self.state.clock().now();
         let protocol = conn.protocol();
+        let failure = hello.as_ref().and_then(|h| h.upgrade_failure.clone());
         self.update(conn.agent_id(), move |rec| {
             rec.connection = ConnectionState::Connected;
             rec.last_seen = Some(now);
@@ -184,6 +217,23 @@ impl AgentGate for AgentRegistry {
             }
         })
         .await;
+        // A reverted upgrade is reported in the hello of the previous binary; only the upgrade
+        // in flight to that version is settled by it.
+        if let Some(f) = failure {
+            let id = AgentId::from(conn.agent_id());
+            let in_flight = self.state.store().get_agent(&id).await.ok().flatten().is_some_and(
+                |r| matches!(&r.upgrade, UpgradeState::InFlight { target_version, .. } if *target_version == f.target_version),
+            );
+            if in_flight {
+                crate::rollout::record_report(
+                    &self.state,
+                    &id,
+                    &dockmesh_core::rollout::AgentReport::UpgradeFailed { reason: f.reason },
+                )
+                .await;
+            }
+        }
+        self.state.wake_rollout();
     }
 
     async fn disconnected(&self, agent_id: &str) {

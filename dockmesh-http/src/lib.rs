@@ -36,6 +36,8 @@ pub mod error;
 pub mod hosts;
 pub mod metrics;
 pub mod pki;
+pub mod release;
+pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod supervisor;

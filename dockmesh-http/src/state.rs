@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// name starts with this (`StopSource`, `TransferVolume`, …), or once a transfer has
     /// moved `bytes:N` bytes. Never set in production.
     pub crash_at: Option<String>,
+    /// The signed agent binaries this server sends agents to upgrade them (and the release
+    /// key agents trust from enrollment on); without them agent upgrades are off.
+    pub agent_binaries: Option<crate::release::AgentBinaries>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             agent_endpoint: None,
             agent_compression: true,
             crash_at: None,
+            agent_binaries: None,
         }
     }
 }
@@ -87,6 +91,8 @@ struct Inner {
     stack_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     agent_ca: std::sync::OnceLock<Arc<crate::pki::Ca>>,
     connected: crate::channel::ConnectedAgents,
+    agent_records: tokio::sync::Mutex<()>,
+    rollout_wake: tokio::sync::Notify,
 }
 
 /// The state shared by every handler and background task (cheap to clone).
@@ -125,6 +131,8 @@ impl ServerState {
             stack_locks: Default::default(),
             agent_ca: Default::default(),
             connected: Default::default(),
+            agent_records: Default::default(),
+            rollout_wake: Default::default(),
         }))
     }
 
@@ -167,6 +175,19 @@ impl ServerState {
     /// The agents connected now (the agent listener keeps them here).
     pub fn connected_agents(&self) -> &crate::channel::ConnectedAgents {
         &self.0.connected
+    }
+    /// Held while an agent record is read and written back, so the registry (connection,
+    /// version) and the rollout (upgrade state) never overwrite each other's change.
+    pub fn agent_records(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.agent_records
+    }
+    /// Ask the rollout evaluator to run now (a policy changed, an agent came back).
+    pub fn wake_rollout(&self) {
+        self.0.rollout_wake.notify_one();
+    }
+    /// Resolves when [`Self::wake_rollout`] was called.
+    pub async fn rollout_woken(&self) {
+        self.0.rollout_wake.notified().await;
     }
     /// Enable agent enrollment with `ca`; `false` (and no change) when a CA is already set.
     pub fn set_agent_ca(&self, ca: Arc<crate::pki::Ca>) -> bool {

@@ -22,6 +22,7 @@ fn hello(protocol_version: u32) -> Hello {
         arch: "x86_64".into(),
         hostname: "host-a".into(),
         docker_version: "28.0.0".into(),
+        upgrade_failure: None,
     }
 }
 

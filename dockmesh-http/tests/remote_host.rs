@@ -26,6 +26,7 @@ fn hello() -> Hello {
         arch: "x86_64".into(),
         hostname: "host".into(),
         docker_version: "28.0.0".into(),
+        upgrade_failure: None,
     }
 }
 

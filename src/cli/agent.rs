@@ -412,7 +412,7 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
         host = %state.host,
         engine = %endpoint,
         "dockmesh agent v{} serving host {} (agent listener {dial})",
-        env!("CARGO_PKG_VERSION"),
+        super::VERSION,
         state.host
     );
     let mut failures = 0u32;
@@ -472,7 +472,7 @@ async fn hello_for(runtime: Option<&dyn HostRuntime>) -> Hello {
         None => String::new(),
     };
     Hello {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: super::VERSION.to_owned(),
         commit: option_env!("DOCKMESH_COMMIT").map(str::to_owned),
         protocol_version: PROTOCOL_VERSION,
         os: std::env::consts::OS.to_owned(),

@@ -19,9 +19,15 @@ pub mod verify;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// This build's version: `DOCKMESH_BUILD_VERSION` when set at build time, else the crate's.
+pub const VERSION: &str = match option_env!("DOCKMESH_BUILD_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// Move and upgrade Docker Compose workloads across a fleet of hosts without losing data.
 #[derive(Debug, Parser)]
-#[command(name = "dockmesh", version, about, max_term_width = 100)]
+#[command(name = "dockmesh", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,7 +96,7 @@ enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Version => {
-            println!("dockmesh {}", env!("CARGO_PKG_VERSION"));
+            println!("dockmesh {VERSION}");
             ExitCode::SUCCESS
         }
         Command::Upgrade(cmd) => upgrade::run(cmd),

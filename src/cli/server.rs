@@ -161,7 +161,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 /// held by another server, 2 on other errors.
 pub fn run(args: ServerArgs) -> ExitCode {
     init_logging(args.log_format);
-    tracing::info!("dockmesh v{} starting", env!("CARGO_PKG_VERSION"));
+    tracing::info!("dockmesh v{} starting", super::VERSION);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -258,11 +258,18 @@ pub struct RolloutRecord {
 pub struct UpgradeOrder {
     /// The version to upgrade to (the server's version string).
     pub version: String,
-    /// The binary to fetch (its name or URL).
+    /// The binary to fetch: a URL, or a path the agent resolves against the server's API
+    /// address it enrolled with.
     pub binary: String,
+    /// The binary's size in bytes; the agent refuses a download of any other size. 0 when the
+    /// order is not for one binary (the evaluator's order names the release, each dispatch
+    /// names the binary of the agent's platform).
+    #[serde(default)]
+    pub size: u64,
     /// Hex SHA-256 of the binary; the agent refuses a download that does not match.
     pub sha256: String,
-    /// Signature over the binary's SHA-256, hex, when releases are signed.
+    /// The release signature (ed25519, hex) over the binary's version, platform, size and
+    /// SHA-256; the agent checks it with the release key it trusted at enrollment.
     #[serde(default)]
     pub signature: Option<String>,
 }

@@ -21,6 +21,7 @@ fn order() -> &'static UpgradeOrder {
     static ORDER: std::sync::LazyLock<UpgradeOrder> = std::sync::LazyLock::new(|| UpgradeOrder {
         version: SERVER.into(),
         binary: "dockmesh-1.5.0-x86_64-linux".into(),
+        size: 0,
         sha256: "ab".repeat(32),
         signature: None,
     });

@@ -130,12 +130,35 @@ pub struct AgentView {
     /// Its upgrade state (`idle`, `pending_manual` with the reason, …).
     #[schema(value_type = Object)]
     pub upgrade: UpgradeState,
+    /// Where it stands, in one word: `up_to_date`, `drifted`, `requested`, `upgrading`,
+    /// `failed` or `pending_manual`.
+    pub status: String,
+    /// For an agent that needs a person (`pending_manual`), what to do on its host.
+    pub manual_steps: Option<String>,
 }
 
-fn agent_view(state: &ServerState, a: AgentRecord) -> AgentView {
+/// An agent's upgrade standing in one word.
+pub fn upgrade_status(a: &AgentRecord, server_version: &str) -> &'static str {
+    match a.upgrade {
+        UpgradeState::Requested { .. } => "requested",
+        UpgradeState::InFlight { .. } => "upgrading",
+        UpgradeState::Failed { .. } => "failed",
+        UpgradeState::PendingManual { .. } => "pending_manual",
+        UpgradeState::Idle if a.version == server_version => "up_to_date",
+        UpgradeState::Idle => "drifted",
+    }
+}
+
+pub(crate) fn agent_view(state: &ServerState, a: AgentRecord) -> AgentView {
     let connected = state.connected_agents().get(&a.id.0).is_some();
+    let server = state.config().version.as_str();
+    let status = upgrade_status(&a, server).to_owned();
+    let manual_steps = matches!(a.upgrade, UpgradeState::PendingManual { .. })
+        .then(|| crate::rollout::manual_steps(server, &a.arch));
     AgentView {
-        drift: !a.version.is_empty() && a.version != state.config().version,
+        status,
+        manual_steps,
+        drift: !a.version.is_empty() && a.version != server,
         connected,
         id: a.id.0,
         host: a.name,
@@ -271,4 +294,124 @@ pub async fn remove_agent(
 
 fn wire_phase(p: Phase) -> String {
     super::health::wire_name(p)
+}
+
+impl From<crate::rollout::RolloutServiceError> for ApiError {
+    fn from(e: crate::rollout::RolloutServiceError) -> Self {
+        use crate::rollout::RolloutServiceError as E;
+        use dockmesh_core::rollout::RolloutError as R;
+        match e {
+            E::Rule(R::InvalidPolicy { field, ref problem }) => {
+                ApiError::bad_request(e.to_string()).with_details(serde_json::json!({
+                    "field": field,
+                    "problem": problem,
+                }))
+            }
+            E::Rule(_) | E::NoBinaries | E::TooOld { .. } => ApiError::conflict(e.to_string()),
+            E::UnknownAgent(_) => ApiError::not_found(e.to_string()),
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The agent upgrade policy, the evaluator's state, the agents' counters and the binaries
+/// served.
+#[utoipa::path(get, path = "/api/v1/agents/upgrade-policy", tag = "agents",
+    responses((status = 200, body = crate::rollout::PolicyView)))]
+pub async fn get_policy(
+    State(state): State<ServerState>,
+) -> Result<Json<crate::rollout::PolicyView>, ApiError> {
+    Ok(Json(crate::rollout::policy_view(&state).await?))
+}
+
+/// Replace the upgrade policy (`mode` manual|auto|staged; `staged`: `percent` 1–100,
+/// `min_gap`, `canaries`, `halt_after_failures`; `interval`; `upgrade_timeout`; durations
+/// like `5m` or `PT5M`; fields left out take their defaults). An invalid value is refused
+/// with 400 naming the field, and nothing changes. Audited as `agent.upgrade_policy`.
+#[utoipa::path(put, path = "/api/v1/agents/upgrade-policy", tag = "agents",
+    request_body(content = Object, description = "the policy"),
+    responses(
+        (status = 200, body = crate::rollout::PolicyView),
+        (status = 400, body = crate::error::ErrorBody)))]
+pub async fn put_policy(
+    State(state): State<ServerState>,
+    actor: Option<axum::Extension<crate::auth::Actor>>,
+    ApiJson(policy): ApiJson<dockmesh_core::rollout::RolloutPolicy>,
+) -> Result<Json<crate::rollout::PolicyView>, ApiError> {
+    crate::rollout::set_policy(&state, &super::actor(&actor), policy).await?;
+    Ok(Json(crate::rollout::policy_view(&state).await?))
+}
+
+/// Evaluate the rollout now ("Run now"; audited as `agent.upgrade_run`). The staged gap and
+/// a halt still hold. 409 when the server has no agent binaries.
+#[utoipa::path(post, path = "/api/v1/agents/upgrade-policy/run", tag = "agents",
+    responses(
+        (status = 200, body = crate::rollout::Evaluation),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn run_policy(
+    State(state): State<ServerState>,
+    actor: Option<axum::Extension<crate::auth::Actor>>,
+) -> Result<Json<crate::rollout::Evaluation>, ApiError> {
+    Ok(Json(
+        crate::rollout::evaluate(&state, Some(&super::actor(&actor))).await?,
+    ))
+}
+
+/// Resume a rollout halted by failures (409 when it is not halted).
+#[utoipa::path(post, path = "/api/v1/agents/upgrade-policy/resume", tag = "agents",
+    responses(
+        (status = 200, body = crate::rollout::PolicyView),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn resume_policy(
+    State(state): State<ServerState>,
+    actor: Option<axum::Extension<crate::auth::Actor>>,
+) -> Result<Json<crate::rollout::PolicyView>, ApiError> {
+    crate::rollout::resume(&state, &super::actor(&actor)).await?;
+    Ok(Json(crate::rollout::policy_view(&state).await?))
+}
+
+/// Upgrade one agent (by id or host name) in any mode, even while the rollout is halted:
+/// it is sent the order now when connected, else when it connects. 409 when an upgrade is in
+/// flight, when it already runs the server's version, when it is too old to take an order
+/// (the manual steps are in the error), or when the server has no binaries.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/upgrade", tag = "agents",
+    params(("agent" = String, Path, description = "agent id or host name")),
+    responses(
+        (status = 202, body = AgentView),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn upgrade_agent(
+    State(state): State<ServerState>,
+    actor: Option<axum::Extension<crate::auth::Actor>>,
+    Path(key): Path<String>,
+) -> Result<(StatusCode, Json<AgentView>), ApiError> {
+    let rec = crate::rollout::request(&state, &super::actor(&actor), &key).await?;
+    Ok((StatusCode::ACCEPTED, Json(agent_view(&state, rec))))
+}
+
+/// A signed agent binary (no token needed: agents download it, and check its size, SHA-256
+/// and signature). Range requests resume an interrupted download.
+pub async fn download_binary(
+    State(state): State<ServerState>,
+    Path(file): Path<String>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    let Some(path) = state
+        .config()
+        .agent_binaries
+        .as_ref()
+        .and_then(|b| b.served_path(&file))
+    else {
+        return ApiError::not_found(format!("no signed agent binary named {file:?}"))
+            .into_response();
+    };
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+    {
+        Ok(r) => r.into_response(),
+        Err(e) => ApiError::internal(format!("reading the binary failed: {e}")).into_response(),
+    }
 }

@@ -101,6 +101,10 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(audit::verify_audit))
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::remove_agent))
+        .routes(routes!(agents::get_policy, agents::put_policy))
+        .routes(routes!(agents::run_policy))
+        .routes(routes!(agents::resume_policy))
+        .routes(routes!(agents::upgrade_agent))
 }
 
 /// The public routes documented in the OpenAPI document.
@@ -136,6 +140,10 @@ pub fn router(state: ServerState) -> Router {
         .route("/healthz/live", axum::routing::get(health::live))
         .route("/healthz/ready", axum::routing::get(health::ready))
         .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/api/v1/agent-binaries/{file}",
+            axum::routing::get(agents::download_binary),
+        )
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

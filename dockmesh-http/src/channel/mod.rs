@@ -32,7 +32,10 @@
 //!
 //! - [`renew`]: the server renews an agent's certificate over the channel before it expires.
 //!
-//! Not built yet: resumable volume transfers, the event stream. The agent's reconnect loop lives in the binary (`dockmesh agent`).
+//! - [`upgrade`]: the agent takes an upgrade order (`POST /v1/upgrade`) and hands it to the
+//!   binary's [`upgrade::AgentUpgrader`].
+//!
+//! Not built yet: resuming inside a volume, the event stream. The agent's reconnect loop lives in the binary (`dockmesh agent`).
 
 pub mod agent;
 pub mod agent_api;
@@ -40,6 +43,7 @@ pub mod compress;
 pub mod remote;
 pub mod renew;
 pub mod server;
+pub mod upgrade;
 pub mod wire;
 
 pub use agent::{AgentConnector, AgentSession, ConnectError, agent_router};

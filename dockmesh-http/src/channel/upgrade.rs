@@ -1,0 +1,59 @@
+//! The agent's side of an upgrade order: `POST /v1/upgrade` over the channel, handed to the
+//! [`AgentUpgrader`] the binary injects (download, checks, swap, restart).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use dockmesh_core::rollout::{AgentReport, UpgradeOrder};
+use std::sync::Arc;
+
+/// What carries out an upgrade order on the agent.
+#[async_trait::async_trait]
+pub trait AgentUpgrader: Send + Sync + 'static {
+    /// Download the order's binary, check its size, SHA-256 and signature, and put it in
+    /// place of the running one; `Ok` once the swap is certain to be attempted (the agent
+    /// restarts after answering). `Err` says why nothing was changed.
+    async fn upgrade(&self, order: UpgradeOrder) -> Result<(), AgentReport>;
+    /// The server offers its release public key (PEM). The first key offered is pinned;
+    /// another key later is refused (`Err` says why) and upgrades signed with it are refused.
+    fn offer_release_key(&self, pem: &str) -> Result<(), String>;
+}
+
+/// Where the server offers its release key (`PUT`, the PEM as the body) on each connection.
+pub const RELEASE_KEY_PATH: &str = "/v1/release-key";
+
+/// The agent's upgrade route (`POST` [`crate::rollout::UPGRADE_PATH`]): `202` when the order
+/// is taken, `422` with the [`AgentReport`] when it is refused.
+pub fn upgrade_routes(upgrader: Arc<dyn AgentUpgrader>) -> Router {
+    Router::new()
+        .route(crate::rollout::UPGRADE_PATH, post(take_order))
+        .route(RELEASE_KEY_PATH, axum::routing::put(take_key))
+        .with_state(upgrader)
+}
+
+async fn take_order(
+    State(upgrader): State<Arc<dyn AgentUpgrader>>,
+    Json(order): Json<UpgradeOrder>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    match upgrader.upgrade(order).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"status": "swapping"})),
+        ),
+        Err(report) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::to_value(&report).expect("a report serialises")),
+        ),
+    }
+}
+
+async fn take_key(
+    State(upgrader): State<Arc<dyn AgentUpgrader>>,
+    pem: String,
+) -> (StatusCode, String) {
+    match upgrader.offer_release_key(&pem) {
+        Ok(()) => (StatusCode::NO_CONTENT, String::new()),
+        Err(e) => (StatusCode::CONFLICT, e),
+    }
+}
