@@ -13,6 +13,7 @@ use dockmesh_core::ports::{HostRuntime, Store};
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::channel::renew::{AgentCredentials, renewal_routes};
+use dockmesh_http::channel::upgrade::{on_hello, upgrade_routes};
 use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api};
 use dockmesh_http::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
 use dockmesh_http::pki;
@@ -86,6 +87,15 @@ struct RunArgs {
         default_value_t = 60
     )]
     grace: u64,
+    /// How long a new binary has, after an upgrade, to connect to the server before the
+    /// previous binary is put back, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "DOCKMESH_AGENT_UPGRADE_DEADLINE",
+        default_value_t = 60
+    )]
+    upgrade_deadline: u64,
     /// Log format.
     #[arg(long, value_enum, env = "DOCKMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -109,6 +119,21 @@ enum AgentCommand {
         agent: String,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Upgrade one agent (by id or host name) to the server's version now, in any policy
+    /// mode, even while the rollout is halted.
+    Upgrade {
+        /// The agent's id or host name.
+        agent: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Watch an upgrade of this agent (started by the agent itself before it swaps its binary).
+    #[command(hide = true)]
+    Watchdog {
+        /// The agent's state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
     },
 }
 
@@ -154,6 +179,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Some(AgentCommand::Rm { agent, conn }) => {
             client_run(&conn, move |c| Box::pin(remove(c, agent)))
         }
+        Some(AgentCommand::Upgrade { agent, conn }) => {
+            client_run(&conn, move |c| Box::pin(upgrade(c, agent)))
+        }
+        Some(AgentCommand::Watchdog { state_dir }) => super::swap::watchdog(&state_dir),
         None => run_agent(args.run),
     }
 }
@@ -296,6 +325,36 @@ async fn remove(c: &Client, agent: String) -> Result<(), ClientError> {
     Ok(())
 }
 
+async fn upgrade(c: &Client, agent: String) -> Result<(), ClientError> {
+    let path = format!(
+        "/api/v1/agents/{}/upgrade",
+        dockmesh_http::channel::wire::segment(&agent)
+    );
+    let v = c.send::<()>(reqwest::Method::POST, &path, None).await?;
+    if c.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let id = v["id"].as_str().unwrap_or("");
+    match v["upgrade"]["state"].as_str().unwrap_or("") {
+        "in_flight" => println!(
+            "agent {id} (host {}) was sent the upgrade to {}; `dockmesh agent ls` shows when it \
+             reports the new version",
+            v["host"].as_str().unwrap_or(""),
+            v["upgrade"]["target_version"].as_str().unwrap_or("")
+        ),
+        "requested" => println!(
+            "agent {id} is not connected: the upgrade is sent when it connects"
+        ),
+        "pending_manual" => println!(
+            "agent {id} cannot be upgraded from here: {}",
+            v["manual_steps"].as_str().unwrap_or("")
+        ),
+        other => println!("agent {id}: {other}"),
+    }
+    Ok(())
+}
+
 /// What the agent keeps about its enrollment (`agent.json`; the key and certificates sit
 /// beside it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -385,7 +444,7 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .clone()
                 .or_else(host_name)
                 .context("this host has no name to enroll under: give one with --name")?;
-            let hello = hello_for(None).await;
+            let hello = hello_for(None, None).await;
             enroll_once(&args, &name, hello).await?
         }
     };
@@ -401,6 +460,13 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", args.state_dir.join(CA_FILE).display()))?,
         pending: std::sync::Mutex::new(None),
     });
+    let startup = super::swap::startup(&args.state_dir);
+    let swapper: Arc<dyn dockmesh_http::channel::upgrade::AgentUpgrader> =
+        Arc::new(super::swap::Swapper::new(
+        &args.state_dir,
+        &state.server,
+        Duration::from_secs(args.upgrade_deadline.max(1)),
+    )?);
     let dial = args
         .endpoint
         .clone()
@@ -426,8 +492,15 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
                     protocol = session.protocol(),
                     "connected to the server at {dial}"
                 );
-                let hello = hello_for(Some(runtime.as_ref())).await;
-                let api = agent_api(hello, runtime.clone()).merge(renewal_routes(creds.clone()));
+                let hello =
+                    hello_for(Some(runtime.as_ref()), startup.failure.clone()).await;
+                let mut api = agent_api(hello, runtime.clone())
+                    .merge(renewal_routes(creds.clone()))
+                    .merge(upgrade_routes(swapper.clone()));
+                if let Some(trial) = &startup.trial {
+                    let trial = trial.clone();
+                    api = on_hello(api, Arc::new(move || trial.confirm()));
+                }
                 match session.serve(api).await {
                     Err(ConnectError::Refused(r)) if !r.is_transient() => {
                         tracing::error!(kind = %r.kind, "the server refused this agent: {}", r.reason);
@@ -462,7 +535,10 @@ fn unit_draw() -> f64 {
 }
 
 /// What this agent says about itself; the engine's version when it answers.
-async fn hello_for(runtime: Option<&dyn HostRuntime>) -> Hello {
+async fn hello_for(
+    runtime: Option<&dyn HostRuntime>,
+    upgrade_failure: Option<dockmesh_core::protocol::UpgradeFailure>,
+) -> Hello {
     let docker_version = match runtime {
         Some(r) => r
             .snapshot()
@@ -479,6 +555,7 @@ async fn hello_for(runtime: Option<&dyn HostRuntime>) -> Hello {
         arch: std::env::consts::ARCH.to_owned(),
         hostname: host_name().unwrap_or_default(),
         docker_version,
+        upgrade_failure,
     }
 }
 
@@ -571,7 +648,7 @@ async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result
     Ok(state)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()

@@ -10,8 +10,11 @@ pub mod drain;
 pub mod engine;
 pub mod host;
 pub mod migration;
+pub mod policy;
+pub mod release;
 pub mod server;
 pub mod stack;
+pub mod swap;
 pub mod token;
 pub mod upgrade;
 pub mod verify;
@@ -90,6 +93,16 @@ enum Command {
     /// Run the agent on a host (`--server URL --token T` the first time), or manage agents:
     /// enrollment tokens, list, remove.
     Agent(agent::AgentArgs),
+    /// The agent upgrade policy: show, set, run now, resume after a halt.
+    AgentPolicy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCommand,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Release keys and signed agent binaries.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
 }
 
 /// Run a parsed command line; the exit code says whether it succeeded.
@@ -111,5 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit { cmd, conn } => audit::run(cmd, conn),
         Command::Drain { cmd, conn } => drain::run(cmd, conn),
         Command::Agent(args) => agent::run(args),
+        Command::AgentPolicy { cmd, conn } => policy::run(cmd, conn),
+        Command::Release(cmd) => release::run(cmd),
     }
 }

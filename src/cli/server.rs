@@ -11,7 +11,7 @@ use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::{Hosts, ServerConfig, ServerState};
 use dockmesh_sqlx::{OpenOptions, ServerLock, SqlStore};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +82,16 @@ pub struct ServerArgs {
         default_value = "zstd"
     )]
     agent_compression: Compression,
+    /// The release public key (PEM, from `dockmesh release keygen`) that agent binaries are
+    /// signed with; agents pin it on their first connection. By default
+    /// `<data-dir>/release.pub` when it exists; without a key, agent upgrades are off.
+    #[arg(long, value_name = "FILE", env = "DOCKMESH_RELEASE_KEY")]
+    release_key: Option<PathBuf>,
+    /// Where the signed agent binaries are (each with the `.release.json` written by
+    /// `dockmesh release sign`); served to agents under `/api/v1/agent-binaries/`. By default
+    /// `<data-dir>/agent-binaries`.
+    #[arg(long, value_name = "DIR", env = "DOCKMESH_AGENT_BINARIES")]
+    agent_binaries: Option<PathBuf>,
     /// Do not manage the local Docker engine (`DOCKER_HOST`, else /var/run/docker.sock) as
     /// host `local`.
     #[arg(long, env = "DOCKMESH_NO_LOCAL_HOST")]
@@ -211,7 +221,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let agent_binaries = agent_binaries(&args, &data_dir)?;
     let config = ServerConfig {
+        version: super::VERSION.to_owned(),
+        agent_binaries,
         agent_port: agent_port.map(|a| a.port()),
         agent_endpoint: args.agent_advertise.clone(),
         agent_compression: args.agent_compression == Compression::Zstd,
@@ -242,13 +255,52 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the listener's address")?
     );
+    let rollout = tokio::spawn(dockmesh_http::rollout::run_loop(
+        state.clone(),
+        format!("{holder} {}", uuid::Uuid::now_v7()),
+    ));
     dockmesh_http::serve(listener, state, shutdown_signal()).await?;
+    rollout.abort();
     if let Some(task) = agent_task {
         task.abort();
     }
     store.close().await;
     lock.release().await;
     Ok(())
+}
+
+/// The release key and binaries directory, when agent upgrades are on.
+fn agent_binaries(
+    args: &ServerArgs,
+    data_dir: &Path,
+) -> anyhow::Result<Option<dockmesh_http::release::AgentBinaries>> {
+    let default_key = data_dir.join("release.pub");
+    let key_path = match &args.release_key {
+        Some(p) => p.clone(),
+        None if default_key.exists() => default_key,
+        None => return Ok(None),
+    };
+    let pem = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("reading the release key {}", key_path.display()))?;
+    let key = dockmesh_http::release::parse_public(&pem, &key_path.display().to_string())?;
+    let dir = args
+        .agent_binaries
+        .clone()
+        .unwrap_or_else(|| data_dir.join("agent-binaries"));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the agent binaries directory {}", dir.display()))?;
+    let binaries = dockmesh_http::release::AgentBinaries::new(dir, key);
+    let scan = binaries.scan();
+    tracing::info!(
+        key = %dockmesh_http::release::fingerprint(binaries.key()),
+        dir = %binaries.dir().display(),
+        served = scan.served.len(),
+        "agent upgrades on"
+    );
+    for r in &scan.refused {
+        tracing::warn!("agent binary not served: {r}");
+    }
+    Ok(Some(binaries))
 }
 
 /// The agent channel: the CA in `<data-dir>/ca` (made on the first start), the listener's

@@ -2,6 +2,7 @@
 //! computed inside containers (outside dockmesh), unique names, and clean-up.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod server;
 pub mod stack;
 

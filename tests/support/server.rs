@@ -52,9 +52,14 @@ impl Server {
     /// Start a server on `data_dir` with these arguments (hosts, options) besides the data
     /// directory, loopback listeners and short retry delays.
     pub fn launch(data_dir: &Path, args: &[&str]) -> Server {
+        Server::launch_with(Path::new(bin()), data_dir, args)
+    }
+
+    /// [`Server::launch`] running the server binary `exe`.
+    pub fn launch_with(exe: &Path, data_dir: &Path, args: &[&str]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let token = make_token(data_dir);
-        let mut child = Command::new(bin())
+        let mut child = Command::new(exe)
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)

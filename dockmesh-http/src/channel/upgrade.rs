@@ -57,3 +57,21 @@ async fn take_key(
         Err(e) => (StatusCode::CONFLICT, e),
     }
 }
+
+/// Call `seen` each time the server reads this agent's `hello` through `router` (a new binary
+/// on trial knows from it that the server took its connection).
+pub fn on_hello(router: Router, seen: Arc<dyn Fn() + Send + Sync>) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let seen = seen.clone();
+            async move {
+                let hello = req.uri().path() == "/v1/hello";
+                let resp = next.run(req).await;
+                if hello && resp.status().is_success() {
+                    seen();
+                }
+                resp
+            }
+        },
+    ))
+}

@@ -1,0 +1,659 @@
+//! The agent's self-upgrade: take an order, download the binary beside the running one
+//! (resuming an interrupted download), check size, SHA-256 and the release signature, keep the
+//! running binary as `<exe>.previous`, replace it atomically, and re-execute in place (same
+//! pid). A watchdog, started from the previous binary before the swap, puts the previous binary
+//! back and starts it when the new one exits, or does not connect before the deadline; the
+//! restored agent states the failure in its next `hello`. Containers are never touched.
+//!
+//! The state of an upgrade is `upgrade.json` in the agent's state directory: `trial` from the
+//! swap until the new binary's `hello` is read by the server (`confirmed`), or `reverted` with
+//! the reason. The release key is pinned in `release.pub` the first time the server offers it.
+
+use super::VERSION;
+use anyhow::Context;
+use dockmesh_core::protocol::UpgradeFailure;
+use dockmesh_core::rollout::{AgentReport, UpgradeOrder};
+use dockmesh_http::channel::upgrade::AgentUpgrader;
+use dockmesh_http::release;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const MARKER: &str = "upgrade.json";
+const PINNED_KEY: &str = "release.pub";
+/// Attempts at a download, each resuming where the last stopped.
+const ATTEMPTS: u32 = 4;
+/// How long the new binary's `--version` may take.
+const VERSION_CHECK: Duration = Duration::from_secs(10);
+/// How long past the deadline the watchdog waits for a new binary that did not exit by itself.
+const HUNG_GRACE_MS: i64 = 15_000;
+
+/// Where an upgrade stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Stage {
+    Trial,
+    Confirmed,
+    Reverted,
+}
+
+/// `upgrade.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Marker {
+    stage: Stage,
+    target_version: String,
+    from_version: String,
+    exe: PathBuf,
+    previous: PathBuf,
+    pid: u32,
+    /// Unix milliseconds by which the new binary must have connected.
+    deadline_ms: i64,
+    argv: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn read_marker(dir: &Path) -> Option<Marker> {
+    let bytes = std::fs::read(dir.join(MARKER)).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("{} is damaged ({e}); it is ignored", dir.join(MARKER).display());
+            None
+        }
+    }
+}
+
+fn write_marker(dir: &Path, m: &Marker) -> anyhow::Result<()> {
+    super::agent::write_private(
+        &dir.join(MARKER),
+        &serde_json::to_vec_pretty(m).expect("the upgrade marker serialises"),
+    )
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn failed(reason: impl Into<String>) -> AgentReport {
+    AgentReport::UpgradeFailed {
+        reason: reason.into(),
+    }
+}
+
+/// The agent's [`AgentUpgrader`].
+pub struct Swapper {
+    state_dir: PathBuf,
+    server: String,
+    exe: PathBuf,
+    argv: Vec<String>,
+    deadline: Duration,
+    http: reqwest::Client,
+    busy: Arc<AtomicBool>,
+}
+
+impl Swapper {
+    /// An upgrader for the agent whose state is in `state_dir`, which enrolled with the API at
+    /// `server`; a new binary must connect within `deadline`.
+    pub fn new(state_dir: &Path, server: &str, deadline: Duration) -> anyhow::Result<Swapper> {
+        let exe = std::env::current_exe().context("finding the agent's own binary")?;
+        let argv = std::env::args_os()
+            .map(|a| {
+                a.into_string()
+                    .map_err(|a| anyhow::anyhow!("the argument {a:?} is not UTF-8"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Swapper {
+            state_dir: state_dir.to_owned(),
+            server: server.trim_end_matches('/').to_owned(),
+            exe,
+            argv,
+            deadline,
+            http,
+            busy: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn pinned_key(&self) -> Option<release::VerifyingKey> {
+        let pem = std::fs::read_to_string(self.state_dir.join(PINNED_KEY)).ok()?;
+        release::parse_public(&pem, PINNED_KEY).ok()
+    }
+
+    fn download_path(&self) -> PathBuf {
+        let name = self
+            .exe
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dockmesh".into());
+        self.exe.with_file_name(format!(".{name}.download"))
+    }
+
+    fn previous_path(&self) -> PathBuf {
+        let mut p = self.exe.clone().into_os_string();
+        p.push(".previous");
+        PathBuf::from(p)
+    }
+
+    /// Download and check the order's binary; returns where it is.
+    async fn fetch(&self, order: &UpgradeOrder) -> Result<PathBuf, AgentReport> {
+        check_order(order)?;
+        let key = self.pinned_key().ok_or_else(|| {
+            failed(
+                "this agent has no release key pinned (the server offers its key on each \
+                 connection once it has one): nothing was downloaded; upgrade it by hand",
+            )
+        })?;
+        let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+        let signature = order.signature.as_deref().unwrap_or_default();
+        release::verify(
+            &key,
+            &release::statement(&order.version, os, arch, order.size, &order.sha256),
+            signature,
+            &format!("dockmesh {} for {os}/{arch}", order.version),
+        )
+        .map_err(|e| failed(format!("{e}; nothing was downloaded")))?;
+        let url = if order.binary.starts_with("http://") || order.binary.starts_with("https://") {
+            order.binary.clone()
+        } else {
+            format!("{}{}", self.server, order.binary)
+        };
+        let path = self.download_path();
+        self.download(&url, &path, order.size).await?;
+        let check = path.clone();
+        let (size, sha256) = tokio::task::spawn_blocking(move || release::digest_file(&check))
+            .await
+            .map_err(|e| failed(format!("checking the download: {e}")))?
+            .map_err(|e| failed(e.to_string()))?;
+        if size != order.size || !sha256.eq_ignore_ascii_case(&order.sha256) {
+            let _ = std::fs::remove_file(&path);
+            return Err(failed(format!(
+                "the downloaded binary's SHA-256 is {sha256} ({size} bytes), the signed release \
+                 says {} ({} bytes): it was refused and removed; the agent keeps running {VERSION}",
+                order.sha256, order.size
+            )));
+        }
+        if let Err(reason) = self.try_version(&path, &order.version).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(failed(reason));
+        }
+        Ok(path)
+    }
+
+    /// Download `url` into `path` until it holds `size` bytes, resuming with a range request
+    /// after an interruption.
+    async fn download(&self, url: &str, path: &Path, size: u64) -> Result<(), AgentReport> {
+        use tokio::io::AsyncWriteExt;
+        let mut reached = false;
+        let mut last = String::from("no attempt made");
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+            }
+            let mut have = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if have > size {
+                let _ = std::fs::remove_file(path);
+                have = 0;
+            }
+            if have == size {
+                return Ok(());
+            }
+            let mut req = self.http.get(url);
+            if have > 0 {
+                req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{e:#}");
+                    continue;
+                }
+            };
+            reached = true;
+            let status = resp.status();
+            let append = match status {
+                reqwest::StatusCode::PARTIAL_CONTENT => true,
+                reqwest::StatusCode::OK => false,
+                reqwest::StatusCode::RANGE_NOT_SATISFIABLE => {
+                    let _ = std::fs::remove_file(path);
+                    last = "the server refused to resume the download".into();
+                    continue;
+                }
+                s => {
+                    return Err(failed(format!(
+                        "downloading {url}: the server answered {s}; the agent keeps running \
+                         {VERSION}"
+                    )));
+                }
+            };
+            let mut file = match tokio::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(path)
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    return Err(failed(format!(
+                        "cannot write the download to {}: {e}",
+                        path.display()
+                    )));
+                }
+            };
+            let mut written = if append { have } else { 0 };
+            let mut body = resp.bytes_stream();
+            let mut broke = None;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        written += bytes.len() as u64;
+                        if written > size {
+                            drop(file);
+                            let _ = std::fs::remove_file(path);
+                            return Err(failed(format!(
+                                "the download from {url} is longer than the signed size of \
+                                 {size} bytes: refused and removed"
+                            )));
+                        }
+                        if let Err(e) = file.write_all(&bytes).await {
+                            return Err(failed(format!(
+                                "writing the download to {}: {e}",
+                                path.display()
+                            )));
+                        }
+                    }
+                    Err(e) => {
+                        broke = Some(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            let _ = file.sync_all().await;
+            if written == size {
+                return Ok(());
+            }
+            last = broke.unwrap_or_else(|| format!("the answer ended after {written} bytes"));
+            tracing::warn!(written, size, "the download was cut ({last}); resuming");
+        }
+        if !reached {
+            return Err(AgentReport::CannotDownload {
+                reason: format!("cannot reach {url}: {last}"),
+            });
+        }
+        let have = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Err(failed(format!(
+            "the download from {url} stayed truncated: {have} of {size} bytes after {ATTEMPTS} \
+             attempts ({last}); the agent keeps running {VERSION}"
+        )))
+    }
+
+    /// The new binary must run and say it is `dockmesh <version>`.
+    async fn try_version(&self, path: &Path, version: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("making the download executable: {e}"))?;
+        let out = tokio::time::timeout(
+            VERSION_CHECK,
+            tokio::process::Command::new(path)
+                .arg("--version")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| "the new binary did not answer `--version` in time".to_owned())?
+        .map_err(|e| format!("the new binary cannot be run: {e}"))?;
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if said != format!("dockmesh {version}") {
+            return Err(format!(
+                "the new binary says {said:?} to `--version`, not \"dockmesh {version}\""
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keep the running binary as the previous one, start the watchdog, put the new one in
+    /// place.
+    fn swap(&self, order: &UpgradeOrder, new: &Path) -> Result<(), AgentReport> {
+        let previous = self.previous_path();
+        let _ = std::fs::remove_file(&previous);
+        if std::fs::hard_link(&self.exe, &previous).is_err() {
+            std::fs::copy(&self.exe, &previous).map_err(|e| {
+                failed(format!(
+                    "keeping the running binary as {}: {e}",
+                    previous.display()
+                ))
+            })?;
+        }
+        let marker = Marker {
+            stage: Stage::Trial,
+            target_version: order.version.clone(),
+            from_version: VERSION.to_owned(),
+            exe: self.exe.clone(),
+            previous: previous.clone(),
+            pid: std::process::id(),
+            deadline_ms: now_ms()
+                .saturating_add(i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX)),
+            argv: self.argv.clone(),
+            reason: None,
+        };
+        write_marker(&self.state_dir, &marker).map_err(|e| failed(format!("{e:#}")))?;
+        let watchdog = std::process::Command::new(&previous)
+            .arg("agent")
+            .arg("watchdog")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = watchdog {
+            let _ = std::fs::remove_file(self.state_dir.join(MARKER));
+            return Err(failed(format!("starting the upgrade watchdog: {e}")));
+        }
+        if let Err(e) = self_replace::self_replace(new) {
+            // The watchdog stops once the marker is gone.
+            let _ = std::fs::remove_file(self.state_dir.join(MARKER));
+            return Err(failed(format!(
+                "replacing {} failed: {e}; the agent keeps running {VERSION}",
+                self.exe.display()
+            )));
+        }
+        let _ = std::fs::remove_file(new);
+        Ok(())
+    }
+
+}
+
+/// Re-execute the (new) binary at `exe` in place; on failure put the previous one back.
+fn restart(exe: &Path, argv: &[String], state_dir: &Path, busy: &AtomicBool) {
+    use std::os::unix::process::CommandExt;
+    tracing::info!("restarting as the new binary");
+    let err = std::process::Command::new(exe)
+        .args(argv.iter().skip(1))
+        .exec();
+    tracing::error!("re-executing {} failed: {err}", exe.display());
+    let reason = format!("the new binary could not be executed: {err}");
+    if let Some(mut m) = read_marker(state_dir)
+        && std::fs::rename(&m.previous, &m.exe).is_ok()
+    {
+        m.stage = Stage::Reverted;
+        m.reason = Some(reason);
+        let _ = write_marker(state_dir, &m);
+    }
+    busy.store(false, Ordering::SeqCst);
+}
+
+fn check_order(order: &UpgradeOrder) -> Result<(), AgentReport> {
+    let v = &order.version;
+    if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(failed(format!("the order's version {v:?} is not a version")));
+    }
+    if order.sha256.len() != 64 || !order.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(failed(format!(
+            "the order's SHA-256 {:?} is not 64 hex digits",
+            order.sha256
+        )));
+    }
+    if order.size == 0 || order.size > release::MAX_BINARY {
+        return Err(failed(format!(
+            "the order's size {} is not between 1 byte and {} bytes",
+            order.size,
+            release::MAX_BINARY
+        )));
+    }
+    if order.signature.is_none() {
+        return Err(failed("the order carries no release signature: refused"));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl AgentUpgrader for Swapper {
+    async fn upgrade(&self, order: UpgradeOrder) -> Result<(), AgentReport> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(failed("an upgrade is already being carried out on this agent"));
+        }
+        tracing::info!(version = %order.version, binary = %order.binary, "upgrade order taken");
+        let outcome = match self.fetch(&order).await {
+            Ok(new) => self.swap(&order, &new),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                let (exe, argv, dir, busy) = (
+                    self.exe.clone(),
+                    self.argv.clone(),
+                    self.state_dir.clone(),
+                    self.busy.clone(),
+                );
+                tokio::spawn(async move {
+                    // Let the answer reach the server first.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::task::spawn_blocking(move || restart(&exe, &argv, &dir, &busy));
+                });
+                Ok(())
+            }
+            Err(report) => {
+                tracing::warn!(?report, "upgrade refused");
+                self.busy.store(false, Ordering::SeqCst);
+                Err(report)
+            }
+        }
+    }
+
+    fn offer_release_key(&self, pem: &str) -> Result<(), String> {
+        let offered = release::parse_public(pem, "the offered release key").map_err(|e| e.to_string())?;
+        let path = self.state_dir.join(PINNED_KEY);
+        match std::fs::read_to_string(&path) {
+            Ok(pinned) => {
+                let pinned = release::parse_public(&pinned, &path.display().to_string())
+                    .map_err(|e| e.to_string())?;
+                if pinned == offered {
+                    Ok(())
+                } else {
+                    let msg = format!(
+                        "this agent pinned the release key {} and the server offers {}: \
+                         upgrades signed with the new key are refused; to trust it, remove {} \
+                         on this host",
+                        release::fingerprint(&pinned),
+                        release::fingerprint(&offered),
+                        path.display()
+                    );
+                    tracing::error!("{msg}");
+                    Err(msg)
+                }
+            }
+            Err(_) => {
+                super::agent::write_private(&path, pem.as_bytes()).map_err(|e| format!("{e:#}"))?;
+                tracing::info!(key = %release::fingerprint(&offered), "release key pinned");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// At start: the failure to report when this binary was put back after an upgrade, and the
+/// trial to confirm when this binary is the new one on trial.
+pub struct Startup {
+    /// For `hello`.
+    pub failure: Option<UpgradeFailure>,
+    /// Set when this process is a new binary on trial.
+    pub trial: Option<Arc<Trial>>,
+}
+
+/// A new binary on trial: it must be confirmed before the deadline, else the process exits so
+/// the watchdog puts the previous binary back.
+pub struct Trial {
+    dir: PathBuf,
+    done: AtomicBool,
+}
+
+impl Trial {
+    /// The server read this binary's `hello`: the upgrade took.
+    pub fn confirm(&self) {
+        if self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(mut m) = read_marker(&self.dir) {
+            m.stage = Stage::Confirmed;
+            match write_marker(&self.dir, &m) {
+                Ok(()) => tracing::info!(version = VERSION, "upgrade confirmed"),
+                Err(e) => tracing::warn!("recording the confirmed upgrade failed: {e:#}"),
+            }
+        }
+    }
+}
+
+/// Read the upgrade marker at start.
+pub fn startup(state_dir: &Path) -> Startup {
+    let Some(mut m) = read_marker(state_dir) else {
+        return Startup {
+            failure: None,
+            trial: None,
+        };
+    };
+    match m.stage {
+        Stage::Trial if m.target_version == VERSION => {
+            let trial = Arc::new(Trial {
+                dir: state_dir.to_owned(),
+                done: AtomicBool::new(false),
+            });
+            let watch = trial.clone();
+            let left = Duration::from_millis(u64::try_from(m.deadline_ms - now_ms()).unwrap_or(0));
+            tracing::info!(
+                from = %m.from_version,
+                "running a new binary on trial: it must connect within {:.0} s",
+                left.as_secs_f64()
+            );
+            std::thread::spawn(move || {
+                std::thread::sleep(left);
+                if !watch.done.load(Ordering::SeqCst) {
+                    tracing::error!(
+                        "the new binary did not connect to the server before the deadline; \
+                         exiting so the previous binary is put back"
+                    );
+                    std::process::exit(3);
+                }
+            });
+            Startup {
+                failure: None,
+                trial: Some(trial),
+            }
+        }
+        Stage::Trial => {
+            // This is not the binary on trial: the swap did not complete.
+            m.stage = Stage::Reverted;
+            m.reason = Some(format!(
+                "the upgrade to {} did not complete; {} runs again",
+                m.target_version, VERSION
+            ));
+            let _ = write_marker(state_dir, &m);
+            Startup {
+                failure: failure_of(&m),
+                trial: None,
+            }
+        }
+        Stage::Reverted => Startup {
+            failure: failure_of(&m),
+            trial: None,
+        },
+        Stage::Confirmed => Startup {
+            failure: None,
+            trial: None,
+        },
+    }
+}
+
+fn failure_of(m: &Marker) -> Option<UpgradeFailure> {
+    (m.from_version == VERSION).then(|| UpgradeFailure {
+        target_version: m.target_version.clone(),
+        reason: m
+            .reason
+            .clone()
+            .unwrap_or_else(|| "the new binary did not take".into()),
+    })
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
+/// `dockmesh agent watchdog`: watch an upgrade on trial; put the previous binary back and
+/// start it when the new one exits or hangs before it is confirmed.
+pub fn watchdog(state_dir: &Path) -> std::process::ExitCode {
+    loop {
+        let Some(m) = read_marker(state_dir) else {
+            return std::process::ExitCode::SUCCESS;
+        };
+        if m.stage != Stage::Trial {
+            return std::process::ExitCode::SUCCESS;
+        }
+        if !alive(m.pid) {
+            return revert(
+                state_dir,
+                m.clone(),
+                format!(
+                    "the new binary ({}) exited before it connected to the server",
+                    m.target_version
+                ),
+            );
+        }
+        if now_ms() > m.deadline_ms.saturating_add(HUNG_GRACE_MS) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &m.pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+            return revert(
+                state_dir,
+                m.clone(),
+                format!(
+                    "the new binary ({}) did not connect to the server before the deadline",
+                    m.target_version
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn revert(state_dir: &Path, mut m: Marker, reason: String) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    eprintln!("dockmesh agent watchdog: {reason}; putting {} back", m.from_version);
+    if let Err(e) = std::fs::rename(&m.previous, &m.exe) {
+        eprintln!(
+            "dockmesh agent watchdog: cannot put {} back in place of {}: {e}",
+            m.previous.display(),
+            m.exe.display()
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    m.stage = Stage::Reverted;
+    m.reason = Some(reason);
+    if let Err(e) = write_marker(state_dir, &m) {
+        eprintln!("dockmesh agent watchdog: {e:#}");
+    }
+    let _ = std::io::stderr().flush();
+    let err = std::process::Command::new(&m.exe)
+        .args(m.argv.iter().skip(1))
+        .exec();
+    eprintln!(
+        "dockmesh agent watchdog: starting {} failed: {err}",
+        m.exe.display()
+    );
+    std::process::ExitCode::FAILURE
+}
