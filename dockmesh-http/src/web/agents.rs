@@ -386,7 +386,7 @@ async fn page(web: &WebState, user: &User, extra: Extra) -> Response {
             next_evaluation: never(
                 p.next_evaluation.as_ref(),
                 if p.upgrades_enabled {
-                    "at the next interval"
+                    "now: it has not run yet"
                 } else {
                     "never: agent upgrades are off"
                 },
