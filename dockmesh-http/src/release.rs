@@ -505,7 +505,7 @@ mod tests {
             let err = m.verify(&public).unwrap_err();
             assert!(matches!(err, ReleaseError::BadSignature { .. }), "{err}");
         }
-        let (_, other) = setup();
+        let (_, _, other) = setup();
         assert!(meta.verify(&other).is_err(), "another key refuses it");
     }
 

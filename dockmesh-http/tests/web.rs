@@ -76,6 +76,11 @@ fn cookie_pair(set_cookie: &str) -> String {
 
 impl Web {
     async fn new() -> Web {
+        Web::with_config(|_| {}).await
+    }
+
+    /// A server whose configuration `configure` changed.
+    async fn with_config(configure: impl FnOnce(&mut ServerConfig)) -> Web {
         let store = Arc::new(MemStore::new());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
@@ -84,10 +89,11 @@ impl Web {
         for id in ["a", "b"] {
             add_host(&mut hosts, Arc::new(FakeHost::new(id)));
         }
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             max_retry_delay: Duration::from_millis(50),
             ..ServerConfig::default()
         };
+        configure(&mut config);
         let state = ServerState::new(
             store.clone(),
             hosts,
@@ -807,6 +813,8 @@ async fn the_agents_page_lists_agents_calls_out_manual_upgrades_and_removes_one(
         "needs a manual upgrade: this agent speaks protocol 0",
         "pending manual upgrade",
         "up to date",
+        "Pending upgrade: 1 agent(s)",
+        "Steps: on the host, install the dockmesh",
     ] {
         assert!(page.body.contains(text), "{text}: {}", page.body);
     }
@@ -840,4 +848,418 @@ async fn the_agents_page_lists_agents_calls_out_manual_upgrades_and_removes_one(
     assert_eq!(left[0].name, "edge-1");
     let audit = w.get("/audit?action=agent.remove", Some(&cookie)).await;
     assert!(audit.body.contains("edge-2"), "{}", audit.body);
+}
+
+/// An agent record for the store.
+fn agent_record(
+    id: &str,
+    name: &str,
+    version: &str,
+    upgrade: dockmesh_core::rollout::UpgradeState,
+) -> dockmesh_core::rollout::AgentRecord {
+    dockmesh_core::rollout::AgentRecord {
+        id: id.into(),
+        name: name.into(),
+        version: version.into(),
+        commit: None,
+        protocol_version: dockmesh_core::protocol::PROTOCOL_VERSION,
+        arch: std::env::consts::ARCH.into(),
+        docker_version: "28.2.2".into(),
+        last_seen: Some(jiff::Timestamp::now()),
+        connection: dockmesh_core::rollout::ConnectionState::Disconnected,
+        upgrade,
+    }
+}
+
+/// The audit entries with `action`, newest first.
+async fn audit_of(w: &Web, action: &str) -> Vec<dockmesh_core::audit::AuditEntry> {
+    w.store
+        .query_audit(&dockmesh_core::audit::AuditQuery {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn audit_len(w: &Web) -> usize {
+    w.store
+        .query_audit(&dockmesh_core::audit::AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// A server with a release key and one agent binary signed as its own version for this
+/// machine's platform; the temporary directory lives as long as the server is used.
+async fn web_with_binaries() -> (Web, tempfile::TempDir, String) {
+    use dockmesh_http::release::{AgentBinaries, keygen, parse_private, parse_public, sign_file};
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen().unwrap();
+    let signing = parse_private(&private, "the test's private key").unwrap();
+    let verifying = parse_public(&public, "the test's public key").unwrap();
+    let binary = dir.path().join("dockmesh-agent-test");
+    std::fs::write(&binary, b"#!/bin/sh\necho not really dockmesh\n").unwrap();
+    let version = ServerConfig::default().version;
+    sign_file(&signing, &binary, &version, "linux", std::env::consts::ARCH).unwrap();
+    let fingerprint = dockmesh_http::release::fingerprint(&verifying);
+    let binaries = AgentBinaries::new(dir.path().to_owned(), verifying);
+    let w = Web::with_config(|c| c.agent_binaries = Some(binaries)).await;
+    (w, dir, fingerprint)
+}
+
+/// The part of `body` from the label of field `id` to the end of its input.
+fn field_html<'a>(body: &'a str, id: &str) -> &'a str {
+    let start = body
+        .find(&format!("<label for=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no label for {id}: {body}"));
+    let input = body[start..]
+        .find(&format!("id=\"{id}\" name=\"{id}\""))
+        .unwrap_or_else(|| panic!("no input {id}: {body}"));
+    let end = body[start + input..].find('>').unwrap();
+    &body[start..start + input + end]
+}
+
+#[tokio::test]
+async fn the_upgrade_policy_form_names_a_bad_value_beside_its_field_and_stores_a_good_one() {
+    use dockmesh_core::rollout::RolloutMode;
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for text in [
+        "id=\"policy-form\"",
+        "Agent upgrades are off on this server",
+        "--release-key FILE",
+        "--agent-binaries DIR",
+        "dockmesh release sign",
+        "id=\"run-now\"",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert!(!page.body.contains("id=\"resume-rollout\""), "not halted");
+    let before = w.store.get_rollout().await.unwrap();
+    let form = |percent: &'static str, gap: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("mode", "staged".to_owned()),
+            ("percent", percent.to_owned()),
+            ("min_gap", gap.to_owned()),
+            ("canaries", "1".to_owned()),
+            ("halt_after_failures", "2".to_owned()),
+            ("upgrade_timeout", "10m".to_owned()),
+            ("interval", "60s".to_owned()),
+        ]
+    };
+    let post = |f: Vec<(&'static str, String)>| {
+        let cookie = cookie.clone();
+        let w = &w;
+        async move {
+            let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            w.post("/agents/upgrade-policy", Some(&cookie), &pairs)
+                .await
+        }
+    };
+
+    for bad in ["0", "150"] {
+        let a = post(form(bad, "1m")).await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "percent {bad}: {}",
+            a.body
+        );
+        let field = field_html(&a.body, "percent");
+        assert!(field.contains("id=\"percent-error\""), "{field}");
+        assert!(
+            field.contains(&format!("is {bad}, it must be between 1 and 100")),
+            "{field}"
+        );
+        assert!(field.contains(&format!("value=\"{bad}\"")), "kept: {field}");
+        assert!(field.contains("aria-invalid=\"true\""), "{field}");
+        assert!(
+            field_html(&a.body, "min_gap").contains("value=\"1m\""),
+            "the other fields are kept too"
+        );
+        assert!(!field_html(&a.body, "min_gap").contains("-error"));
+        assert!(a.body.contains("The upgrade policy was not saved"));
+        assert_eq!(
+            w.store.get_rollout().await.unwrap(),
+            before,
+            "nothing stored"
+        );
+    }
+    // A duration that is not one, and a number that is not one, are named too.
+    let a = post(form("20", "soon")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let field = field_html(&a.body, "min_gap");
+    assert!(field.contains("“soon” is not a duration"), "{field}");
+    assert!(field.contains("value=\"soon\""), "{field}");
+    assert!(!field_html(&a.body, "percent").contains("-error"));
+    let a = post(form("lots", "1m")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(field_html(&a.body, "percent").contains("“lots” is not a whole number"));
+    assert_eq!(
+        w.store.get_rollout().await.unwrap(),
+        before,
+        "nothing stored"
+    );
+    assert!(audit_of(&w, "agent.upgrade_policy").await.is_empty());
+
+    // A valid staged policy is stored and audited, as the session's user.
+    let a = post(form("20", "1m")).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.header("location"), "/agents");
+    let stored = w.store.get_rollout().await.unwrap().policy;
+    assert_eq!(stored.mode, RolloutMode::Staged);
+    assert_eq!(stored.staged.percent, 20);
+    assert_eq!(stored.staged.min_gap, jiff::SignedDuration::from_mins(1));
+    assert_eq!(stored.staged.canaries, 1);
+    assert_eq!(stored.staged.halt_after_failures, 2);
+    assert_eq!(stored.upgrade_timeout, jiff::SignedDuration::from_mins(10));
+    assert_eq!(stored.interval, jiff::SignedDuration::from_secs(60));
+    let audit = audit_of(&w, "agent.upgrade_policy").await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].event.actor, "token:ops");
+    assert_eq!(audit[0].event.detail["percent"], "20");
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert!(page.body.contains("waves of 20%"), "{}", page.body);
+    assert!(field_html(&page.body, "percent").contains("value=\"20\""));
+}
+
+#[tokio::test]
+async fn run_now_without_agent_binaries_says_so_and_records_nothing() {
+    let w = Web::new().await;
+    let (cookie, csrf) = w.session().await;
+    let server = w.state.config().version.clone();
+    w.store
+        .upsert_agent(&agent_record(
+            "agent-1",
+            "edge-1",
+            "0.0.1",
+            dockmesh_core::rollout::UpgradeState::Idle,
+        ))
+        .await
+        .unwrap();
+    let rollout = w.store.get_rollout().await.unwrap();
+    let agents = w.store.list_agents().await.unwrap();
+    let entries = audit_len(&w).await;
+
+    let a = w
+        .post(
+            "/agents/upgrade-policy/run",
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+    assert!(a.body.contains("id=\"action-error\""), "{}", a.body);
+    assert!(a.body.contains("Run now did nothing"), "{}", a.body);
+    assert!(a.body.contains("no agent binaries"), "{}", a.body);
+    assert!(a.body.contains("id=\"agents\""), "the page is still there");
+    // An idle drifted agent reads "drifted"; the Upgrade button is there, and refused the same way.
+    assert!(a.body.contains(">drifted</span>"), "{}", a.body);
+    let u = w
+        .post("/agents/agent-1/upgrade", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(u.status, StatusCode::CONFLICT, "{}", u.body);
+    assert!(
+        u.body.contains("Agent agent-1 was not upgraded"),
+        "{}",
+        u.body
+    );
+    assert!(u.body.contains("no agent binaries"), "{}", u.body);
+
+    assert_eq!(w.store.get_rollout().await.unwrap(), rollout);
+    assert_eq!(w.store.list_agents().await.unwrap(), agents);
+    assert_eq!(audit_len(&w).await, entries, "no audit entry");
+    assert!(audit_of(&w, "agent.upgrade_run").await.is_empty());
+    assert_ne!(server, "0.0.1");
+}
+
+#[tokio::test]
+async fn run_now_resume_and_upgrade_go_through_the_api_as_the_session_user() {
+    use dockmesh_core::rollout::{Halt, RolloutRecord, RolloutState, UpgradeState};
+    let (w, _dir, fingerprint) = web_with_binaries().await;
+    let (cookie, csrf) = w.session().await;
+    let server = w.state.config().version.clone();
+    w.store
+        .upsert_agent(&agent_record(
+            "agent-1",
+            "edge-1",
+            &server,
+            UpgradeState::Idle,
+        ))
+        .await
+        .unwrap();
+    w.store
+        .upsert_agent(&agent_record(
+            "agent-2",
+            "edge-2",
+            "0.0.1",
+            UpgradeState::Idle,
+        ))
+        .await
+        .unwrap();
+
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for text in [
+        fingerprint.as_str(),
+        "dockmesh-agent-test",
+        "id=\"binaries\"",
+        "id=\"upgrade-edge-2\"",
+        "id=\"upgrade-counters\"",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert!(!page.body.contains("Agent upgrades are off"));
+    assert!(!page.body.contains("id=\"upgrade-edge-1\""), "up to date");
+
+    // Run now: evaluated as the session's user, and the page says what it did.
+    let a = w
+        .post(
+            "/agents/upgrade-policy/run",
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("id=\"run-outcome\""), "{}", a.body);
+    assert!(a.body.contains("Manual mode"), "{}", a.body);
+    assert!(a.body.contains("No upgrade order was sent."), "{}", a.body);
+    let runs = audit_of(&w, "agent.upgrade_run").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].event.actor, "token:ops");
+    assert!(
+        w.store
+            .get_rollout()
+            .await
+            .unwrap()
+            .state
+            .last_evaluated_at
+            .is_some(),
+        "the evaluation is recorded"
+    );
+
+    // Upgrade one agent: requested (it is not connected, so it waits), audited; its button goes.
+    let a = w
+        .post("/agents/agent-2/upgrade", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let agent = w.store.get_agent(&"agent-2".into()).await.unwrap().unwrap();
+    assert!(
+        matches!(agent.upgrade, UpgradeState::Requested { .. }),
+        "{:?}",
+        agent.upgrade
+    );
+    let runs = audit_of(&w, "agent.upgrade_run").await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].event.actor, "token:ops");
+    assert_eq!(runs[0].event.target, "agent-2");
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert!(page.body.contains("upgrade requested"), "{}", page.body);
+    assert!(
+        !page.body.contains("id=\"upgrade-edge-2\""),
+        "{}",
+        page.body
+    );
+    // An agent that runs the server's version is refused, as text.
+    let a = w
+        .post("/agents/edge-1/upgrade", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+    assert!(a.body.contains("already reports the server"), "{}", a.body);
+
+    // Resume: only offered while halted, with the reason.
+    let a = w
+        .post(
+            "/agents/upgrade-policy/resume",
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+    assert!(a.body.contains("not halted"), "{}", a.body);
+    let mut record: RolloutRecord = w.store.get_rollout().await.unwrap();
+    record.state = RolloutState {
+        halted: Some(Halt {
+            at: jiff::Timestamp::now(),
+            reason: "2 upgrades failed (edge-3, edge-4)".into(),
+        }),
+        failures: 2,
+        ..record.state
+    };
+    w.store.put_rollout(&record).await.unwrap();
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert!(page.body.contains("id=\"rollout-halted\""), "{}", page.body);
+    assert!(page.body.contains("2 upgrades failed (edge-3, edge-4)"));
+    assert!(page.body.contains("id=\"resume-rollout\""));
+    let a = w
+        .post(
+            "/agents/upgrade-policy/resume",
+            Some(&cookie),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let state = w.store.get_rollout().await.unwrap().state;
+    assert!(state.halted.is_none());
+    assert_eq!(state.failures, 0);
+    let page = w.get("/agents", Some(&cookie)).await;
+    assert!(!page.body.contains("id=\"resume-rollout\""));
+}
+
+#[tokio::test]
+async fn the_upgrade_buttons_refuse_a_post_without_the_csrf_token_and_change_nothing() {
+    use dockmesh_core::rollout::{Halt, UpgradeState};
+    let (w, _dir, _) = web_with_binaries().await;
+    let (cookie, _csrf) = w.session().await;
+    w.store
+        .upsert_agent(&agent_record(
+            "agent-2",
+            "edge-2",
+            "0.0.1",
+            UpgradeState::Idle,
+        ))
+        .await
+        .unwrap();
+    let mut record = w.store.get_rollout().await.unwrap();
+    record.state.halted = Some(Halt {
+        at: jiff::Timestamp::now(),
+        reason: "1 upgrade failed".into(),
+    });
+    w.store.put_rollout(&record).await.unwrap();
+    let agents = w.store.list_agents().await.unwrap();
+    let entries = audit_len(&w).await;
+    let policy = [
+        ("mode", "auto"),
+        ("percent", "50"),
+        ("min_gap", "1m"),
+        ("canaries", "0"),
+        ("halt_after_failures", "1"),
+        ("upgrade_timeout", "5m"),
+        ("interval", "60s"),
+    ];
+    for (path, form) in [
+        ("/agents/upgrade-policy", &policy[..]),
+        ("/agents/upgrade-policy/run", &[][..]),
+        ("/agents/upgrade-policy/resume", &[][..]),
+        ("/agents/agent-2/upgrade", &[][..]),
+    ] {
+        let a = w.post(path, Some(&cookie), form).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.body);
+        assert!(a.body.contains("CSRF"), "{path}: {}", a.body);
+        let mut with_wrong = form.to_vec();
+        let wrong = "0".repeat(64);
+        with_wrong.push(("csrf", &wrong));
+        let a = w.post(path, Some(&cookie), &with_wrong).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.body);
+        assert_eq!(w.store.get_rollout().await.unwrap(), record, "{path}");
+        assert_eq!(w.store.list_agents().await.unwrap(), agents, "{path}");
+        assert_eq!(audit_len(&w).await, entries, "{path}");
+    }
 }

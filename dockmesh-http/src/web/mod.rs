@@ -103,6 +103,10 @@ pub fn router(state: ServerState) -> Router<ServerState> {
             get(migrations::purge_target_confirm).post(migrations::purge_target),
         )
         .route("/agents", get(agents::list))
+        .route("/agents/upgrade-policy", post(agents::save_policy))
+        .route("/agents/upgrade-policy/run", post(agents::run_now))
+        .route("/agents/upgrade-policy/resume", post(agents::resume))
+        .route("/agents/{id}/upgrade", post(agents::upgrade))
         .route(
             "/agents/{id}/remove",
             get(agents::remove_confirm).post(agents::remove),
