@@ -597,6 +597,10 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         ),
     )
     .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let out = Command::new(bin())
         .args(["release", "sign", "--key"])
         .arg(&fleet.key)

@@ -492,8 +492,11 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
                     protocol = session.protocol(),
                     "connected to the server at {dial}"
                 );
-                let hello =
-                    hello_for(Some(runtime.as_ref()), startup.failure.clone()).await;
+                let hello = hello_for(
+                    Some(runtime.as_ref()),
+                    super::swap::current_failure(&args.state_dir),
+                )
+                .await;
                 let mut api = agent_api(hello, runtime.clone())
                     .merge(renewal_routes(creds.clone()))
                     .merge(upgrade_routes(swapper.clone()));

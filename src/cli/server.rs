@@ -255,12 +255,20 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the listener's address")?
     );
+    let rollout_owner = format!("{holder} {}", uuid::Uuid::now_v7());
     let rollout = tokio::spawn(dockmesh_http::rollout::run_loop(
         state.clone(),
-        format!("{holder} {}", uuid::Uuid::now_v7()),
+        rollout_owner.clone(),
     ));
     dockmesh_http::serve(listener, state, shutdown_signal()).await?;
     rollout.abort();
+    // The next server drives the rollout at once rather than after the lease runs out.
+    let _ = dockmesh_core::ports::Store::release_lease(
+        store.as_ref(),
+        dockmesh_http::rollout::ROLLOUT_LEASE,
+        &rollout_owner,
+    )
+    .await;
     if let Some(task) = agent_task {
         task.abort();
     }

@@ -422,6 +422,11 @@ impl AgentUpgrader for Swapper {
             return Err(failed("an upgrade is already being carried out on this agent"));
         }
         tracing::info!(version = %order.version, binary = %order.binary, "upgrade order taken");
+        // A new order means the server has settled the last one: its outcome is not stated
+        // again.
+        if read_marker(&self.state_dir).is_some_and(|m| m.stage != Stage::Trial) {
+            let _ = std::fs::remove_file(self.state_dir.join(MARKER));
+        }
         let outcome = match self.fetch(&order).await {
             Ok(new) => self.swap(&order, &new),
             Err(e) => Err(e),
@@ -480,11 +485,8 @@ impl AgentUpgrader for Swapper {
     }
 }
 
-/// At start: the failure to report when this binary was put back after an upgrade, and the
-/// trial to confirm when this binary is the new one on trial.
+/// At start: the trial to confirm when this binary is the new one on trial.
 pub struct Startup {
-    /// For `hello`.
-    pub failure: Option<UpgradeFailure>,
     /// Set when this process is a new binary on trial.
     pub trial: Option<Arc<Trial>>,
 }
@@ -515,10 +517,7 @@ impl Trial {
 /// Read the upgrade marker at start.
 pub fn startup(state_dir: &Path) -> Startup {
     let Some(mut m) = read_marker(state_dir) else {
-        return Startup {
-            failure: None,
-            trial: None,
-        };
+        return Startup { trial: None };
     };
     match m.stage {
         Stage::Trial if m.target_version == VERSION => {
@@ -528,6 +527,15 @@ pub fn startup(state_dir: &Path) -> Startup {
             });
             let watch = trial.clone();
             let left = Duration::from_millis(u64::try_from(m.deadline_ms - now_ms()).unwrap_or(0));
+            if now_ms() > m.deadline_ms.saturating_add(2 * HUNG_GRACE_MS) {
+                // Long past the deadline (a restart much later): no watchdog waits any more, so
+                // exiting would only stop the agent. It is confirmed once it connects.
+                tracing::warn!(
+                    "an upgrade to {VERSION} was never confirmed and its watchdog is gone; it is \
+                     confirmed once the server reads this agent's hello"
+                );
+                return Startup { trial: Some(trial) };
+            }
             tracing::info!(
                 from = %m.from_version,
                 "running a new binary on trial: it must connect within {:.0} s",
@@ -543,10 +551,7 @@ pub fn startup(state_dir: &Path) -> Startup {
                     std::process::exit(3);
                 }
             });
-            Startup {
-                failure: None,
-                trial: Some(trial),
-            }
+            Startup { trial: Some(trial) }
         }
         Stage::Trial => {
             // This is not the binary on trial: the swap did not complete.
@@ -556,20 +561,19 @@ pub fn startup(state_dir: &Path) -> Startup {
                 m.target_version, VERSION
             ));
             let _ = write_marker(state_dir, &m);
-            Startup {
-                failure: failure_of(&m),
-                trial: None,
-            }
+            Startup { trial: None }
         }
-        Stage::Reverted => Startup {
-            failure: failure_of(&m),
-            trial: None,
-        },
-        Stage::Confirmed => Startup {
-            failure: None,
-            trial: None,
-        },
+        Stage::Reverted => Startup { trial: None },
+        Stage::Confirmed => Startup { trial: None },
     }
+}
+
+/// The failed upgrade this agent states in its `hello` now (read at each connection: a new
+/// order clears it).
+pub fn current_failure(state_dir: &Path) -> Option<UpgradeFailure> {
+    read_marker(state_dir)
+        .filter(|m| m.stage == Stage::Reverted)
+        .and_then(|m| failure_of(&m))
 }
 
 fn failure_of(m: &Marker) -> Option<UpgradeFailure> {
