@@ -144,12 +144,7 @@ impl Fleet {
             &exe,
             &n,
             &home.join("state"),
-            &[
-                "--docker-host",
-                &self.engine,
-                "--upgrade-deadline",
-                "20",
-            ],
+            &["--docker-host", &self.engine, "--upgrade-deadline", "20"],
         );
         self.agents.push((n, exe, agent));
     }
@@ -159,18 +154,27 @@ impl Fleet {
     }
 
     fn exe(&self, name: &str) -> PathBuf {
-        self.dir.path().join("agents").join(name).join("bin/dockmesh")
+        self.dir
+            .path()
+            .join("agents")
+            .join(name)
+            .join("bin/dockmesh")
     }
 
     fn policy(&self, body: &str) {
-        let (status, v) =
-            self.server
-                .api("PUT", "/api/v1/agents/upgrade-policy", Some(body));
+        let (status, v) = self
+            .server
+            .api("PUT", "/api/v1/agents/upgrade-policy", Some(body));
         assert_eq!(status, 200, "{v}");
     }
 
     /// Wait until `pred` holds for the agents' list; the list.
-    fn wait_agents(&self, what: &str, limit: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    fn wait_agents(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + limit;
         loop {
             let list = agents(&self.server);
@@ -184,9 +188,11 @@ impl Fleet {
 
     /// The audit entries of `action`, oldest first.
     fn audit(&self, action: &str) -> Vec<Value> {
-        let (status, v) = self
-            .server
-            .api("GET", &format!("/api/v1/audit?action={action}&limit=1000"), None);
+        let (status, v) = self.server.api(
+            "GET",
+            &format!("/api/v1/audit?action={action}&limit=1000"),
+            None,
+        );
         assert_eq!(status, 200, "{v}");
         let mut events: Vec<Value> = v["entries"]
             .as_array()
@@ -281,9 +287,15 @@ fn a_staged_rollout_upgrades_ten_agents_in_waves_and_leaves_containers_running()
     fleet.policy(&format!(
         r#"{{"mode": "staged", "staged": {{"percent": 20, "min_gap": "{gap}s", "halt_after_failures": 1}}, "interval": "1s", "upgrade_timeout": "60s"}}"#
     ));
-    let list = fleet.wait_agents("every agent reports the new version", Duration::from_secs(240), |l| {
-        l.len() == 10 && l.iter().all(|a| a["version"] == NEW && a["connected"] == true)
-    });
+    let list = fleet.wait_agents(
+        "every agent reports the new version",
+        Duration::from_secs(240),
+        |l| {
+            l.len() == 10
+                && l.iter()
+                    .all(|a| a["version"] == NEW && a["connected"] == true)
+        },
+    );
     for a in &list {
         assert_eq!(a["status"], "up_to_date", "{a}");
     }
@@ -298,7 +310,13 @@ fn a_staged_rollout_upgrades_ten_agents_in_waves_and_leaves_containers_running()
     agents_sent.sort();
     agents_sent.dedup();
     assert_eq!(agents_sent.len(), 10);
-    let at = |d: &Value| d["at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let at = |d: &Value| {
+        d["at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
     let mut waves: Vec<Vec<jiff::Timestamp>> = Vec::new();
     for d in &dispatches {
         assert_eq!(d["detail"]["trigger"], "wave", "{d}");
@@ -365,10 +383,13 @@ fn manual_mode_waits_for_a_request_and_auto_mode_sends_each_drifted_agent_once()
     assert_ne!(on(&l, "m-3")["version"], NEW);
 
     // Auto: the two others, once each.
-    let out = fleet.server.cli_ok(&["agent-policy", "set", "--mode", "auto"]);
+    let out = fleet
+        .server
+        .cli_ok(&["agent-policy", "set", "--mode", "auto"]);
     assert!(out.contains("mode:            auto"), "{out}");
     fleet.wait_agents("all upgraded", Duration::from_secs(90), |l| {
-        l.iter().all(|a| a["version"] == NEW && a["connected"] == true)
+        l.iter()
+            .all(|a| a["version"] == NEW && a["connected"] == true)
     });
     std::thread::sleep(Duration::from_secs(3));
     let dispatches = fleet.dispatches();
@@ -535,7 +556,10 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
     let a = settled_upgrade(&fleet, "edge");
     assert_eq!(a["status"], "failed", "{a}");
-    assert!(a["upgrade"]["reason"].as_str().unwrap().contains("SHA-256"), "{a}");
+    assert!(
+        a["upgrade"]["reason"].as_str().unwrap().contains("SHA-256"),
+        "{a}"
+    );
     assert_eq!(a["version"], old.as_str());
     assert_eq!(version_of(&fleet.exe("edge")), old);
     assert_eq!(failures(&fleet).len(), 1);
@@ -545,7 +569,13 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
     let a = settled_upgrade(&fleet, "edge");
     assert_eq!(a["status"], "failed", "{a}");
-    assert!(a["upgrade"]["reason"].as_str().unwrap().contains("truncated"), "{a}");
+    assert!(
+        a["upgrade"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("truncated"),
+        "{a}"
+    );
     assert_eq!(version_of(&fleet.exe("edge")), old);
     assert_eq!(failures(&fleet).len(), 2);
     proxy.set(Tamper::Pass);
@@ -571,7 +601,13 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
     let a = settled_upgrade(&fleet, "edge");
     assert_eq!(a["status"], "failed", "{a}");
-    assert!(a["upgrade"]["reason"].as_str().unwrap().contains("signature"), "{a}");
+    assert!(
+        a["upgrade"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{a}"
+    );
     assert_eq!(version_of(&fleet.exe("edge")), old);
     assert_eq!(failures(&fleet).len(), 3);
     std::fs::copy(
@@ -617,9 +653,15 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     let reason = a["upgrade"]["reason"].as_str().unwrap();
     assert!(reason.contains("exited before it connected"), "{a}");
     assert_eq!(a["version"], old.as_str());
-    assert_eq!(version_of(&fleet.exe("edge")), old, "the previous binary is back");
+    assert_eq!(
+        version_of(&fleet.exe("edge")),
+        old,
+        "the previous binary is back"
+    );
     assert_eq!(failures(&fleet).len(), 4);
-    let (_, policy) = fleet.server.api("GET", "/api/v1/agents/upgrade-policy", None);
+    let (_, policy) = fleet
+        .server
+        .api("GET", "/api/v1/agents/upgrade-policy", None);
     assert!(policy["state"]["halted"]["reason"].is_string(), "{policy}");
     // Resume clears the halt.
     let out = fleet.server.cli_ok(&["agent-policy", "resume"]);

@@ -104,8 +104,8 @@ impl Fleet for Hosts {
         Err(RuntimeError::new(
             RuntimeErrorKind::Unreachable,
             format!(
-                "cannot send an upgrade to agent {agent}: this server reaches its hosts by \
-                 socket and has no agent channel yet"
+                "cannot send an upgrade to agent {agent} through the host map: orders go over \
+                 the agent's channel from the rollout evaluator (`rollout::evaluate`)"
             ),
         ))
     }

@@ -6,14 +6,11 @@
 //! [`dockmesh_core::ports::HostRuntime`] per host, and hands both to [`ServerState::new`]; then
 //! [`serve`] answers HTTP until its shutdown future resolves.
 //!
-//! The built-in CA ([`pki`]) and the agent channel ([`channel`]: mTLS 1.3, reversed HTTP/2,
-//! both ends, `GET /v1/hello`) are built as library pieces with loopback tests, but nothing
-//! uses them yet: hosts are still Docker engines the server reaches directly. [`enroll`] and
-//! `POST /api/v1/agents/enroll` exchange a one-time token for an agent certificate once the
-//! binary gives the server its CA. The agent API (`channel::agent_api`, every `HostRuntime`
-//! method over an injected runtime) and `channel::RemoteHost` (`HostRuntime` over an agent's
-//! connection) are built and pass the core conformance suite in-process; the binary does not
-//! use them yet.
+//! Agents: the built-in CA ([`pki`]), enrollment ([`enroll`], `POST /api/v1/agents/enroll`),
+//! the channel ([`channel`]: mTLS 1.3, reversed HTTP/2, both ends; `channel::RemoteHost` is
+//! a `HostRuntime` over an agent's connection) and the registry that admits agents
+//! ([`agents`]). Agent upgrades: signed binaries ([`release`]) and the rollout evaluator
+//! that sends them ([`rollout`]).
 //!
 //! The web dashboard ([`web`]) is served at `/` beside the API: server-rendered pages over the
 //! same handler functions the API answers with.

@@ -15,8 +15,8 @@
 use dockmesh_core::rollout::UpgradeOrder;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use ed25519_dalek::{Signature, Signer};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -548,6 +548,37 @@ mod tests {
         std::fs::write(dir.path().join(format!("d{META_SUFFIX}")), b"{").unwrap();
         let err = binaries.find("1.0.0", "linux", "x86_64").unwrap_err();
         assert!(err.contains("not a release metadata file"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// A signature verifies for exactly what was signed: any other version, platform, size
+        /// or checksum is refused.
+        #[test]
+        fn a_signature_covers_exactly_its_statement(
+            version in "[0-9a-z.+-]{1,20}",
+            os in "[a-z]{1,8}",
+            arch in "[a-z0-9_]{1,10}",
+            size in 1u64..MAX_BINARY,
+            sha in "[0-9a-f]{64}",
+            field in 0usize..5,
+            other in "[0-9a-z]{1,8}",
+        ) {
+            let (private, public) = keygen().unwrap();
+            let key = parse_private(&private, "k").unwrap();
+            let public = parse_public(&public, "p").unwrap();
+            let sig = hex::encode(key.sign(&statement(&version, &os, &arch, size, &sha)).to_bytes());
+            proptest::prop_assert!(verify(&public, &statement(&version, &os, &arch, size, &sha), &sig, "x").is_ok());
+            let (mut v, mut o, mut a, mut z, mut h) =
+                (version.clone(), os.clone(), arch.clone(), size, sha.clone());
+            match field {
+                0 => v = format!("{v}{other}"),
+                1 => o = format!("{o}{other}"),
+                2 => a = format!("{a}{other}"),
+                3 => z = size + 1 + other.len() as u64,
+                _ => h = format!("{}{}", &sha[..63], if sha.ends_with('0') { '1' } else { '0' }),
+            }
+            proptest::prop_assert!(verify(&public, &statement(&v, &o, &a, z, &h), &sig, "x").is_err());
+        }
     }
 
     #[test]

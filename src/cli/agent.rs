@@ -260,7 +260,14 @@ async fn list(c: &Client) -> Result<(), ClientError> {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            let upgrade = a["upgrade"]["state"].as_str().unwrap_or("").to_owned();
+            let upgrade = match a["status"].as_str().unwrap_or("") {
+                "upgrading" => format!(
+                    "upgrading to {}",
+                    a["upgrade"]["target_version"].as_str().unwrap_or("?")
+                ),
+                "failed" => format!("failed: {}", a["upgrade"]["reason"].as_str().unwrap_or("")),
+                other => other.replace('_', " "),
+            };
             vec![
                 s(a, "host"),
                 s(a, "id"),
@@ -271,11 +278,6 @@ async fn list(c: &Client) -> Result<(), ClientError> {
                 },
                 s(a, "version"),
                 a["protocol_version"].to_string(),
-                if a["drift"].as_bool() == Some(true) {
-                    "drifted".into()
-                } else {
-                    "-".into()
-                },
                 upgrade,
                 s(a, "last_seen"),
             ]
@@ -288,7 +290,6 @@ async fn list(c: &Client) -> Result<(), ClientError> {
             "STATE",
             "VERSION",
             "PROTOCOL",
-            "DRIFT",
             "UPGRADE",
             "LAST SEEN",
         ],
@@ -297,10 +298,11 @@ async fn list(c: &Client) -> Result<(), ClientError> {
     for a in &agents {
         if a["upgrade"]["state"] == "pending_manual" {
             eprintln!(
-                "agent {} on {} needs a manual upgrade: {}",
+                "agent {} on {} needs a manual upgrade: {}\n  steps: {}",
                 s(a, "id"),
                 s(a, "host"),
-                a["upgrade"]["reason"].as_str().unwrap_or("")
+                a["upgrade"]["reason"].as_str().unwrap_or(""),
+                a["manual_steps"].as_str().unwrap_or("")
             );
         }
     }
@@ -343,9 +345,9 @@ async fn upgrade(c: &Client, agent: String) -> Result<(), ClientError> {
             v["host"].as_str().unwrap_or(""),
             v["upgrade"]["target_version"].as_str().unwrap_or("")
         ),
-        "requested" => println!(
-            "agent {id} is not connected: the upgrade is sent when it connects"
-        ),
+        "requested" => {
+            println!("agent {id} is not connected: the upgrade is sent when it connects")
+        }
         "pending_manual" => println!(
             "agent {id} cannot be upgraded from here: {}",
             v["manual_steps"].as_str().unwrap_or("")
@@ -463,10 +465,10 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let startup = super::swap::startup(&args.state_dir);
     let swapper: Arc<dyn dockmesh_http::channel::upgrade::AgentUpgrader> =
         Arc::new(super::swap::Swapper::new(
-        &args.state_dir,
-        &state.server,
-        Duration::from_secs(args.upgrade_deadline.max(1)),
-    )?);
+            &args.state_dir,
+            &state.server,
+            Duration::from_secs(args.upgrade_deadline.max(1)),
+        )?);
     let dial = args
         .endpoint
         .clone()

@@ -165,7 +165,10 @@ fn print_view(v: &Value) {
         let st = &p["staged"];
         println!(
             "waves:           {}% of the drifted agents, at least {} apart, {} canary(ies), halt after {} failure(s)",
-            st["percent"], st["min_gap"].as_str().unwrap_or("?"), st["canaries"], st["halt_after_failures"]
+            st["percent"],
+            st["min_gap"].as_str().unwrap_or("?"),
+            st["canaries"],
+            st["halt_after_failures"]
         );
     }
     println!(
@@ -187,7 +190,14 @@ fn print_view(v: &Value) {
     let c = &v["counters"];
     println!(
         "agents:          {} ({} connected): {} up to date, {} drifted, {} requested, {} upgrading, {} failed, {} pending manual",
-        c["agents"], c["connected"], c["up_to_date"], c["drifted"], c["requested"], c["in_flight"], c["failed"], c["pending_manual"]
+        c["agents"],
+        c["connected"],
+        c["up_to_date"],
+        c["drifted"],
+        c["requested"],
+        c["in_flight"],
+        c["failed"],
+        c["pending_manual"]
     );
     if v["upgrades_enabled"] == true {
         println!(

@@ -62,7 +62,10 @@ fn read_marker(dir: &Path) -> Option<Marker> {
     match serde_json::from_slice(&bytes) {
         Ok(m) => Some(m),
         Err(e) => {
-            tracing::warn!("{} is damaged ({e}); it is ignored", dir.join(MARKER).display());
+            tracing::warn!(
+                "{} is damaged ({e}); it is ignored",
+                dir.join(MARKER).display()
+            );
             None
         }
     }
@@ -369,7 +372,6 @@ impl Swapper {
         let _ = std::fs::remove_file(new);
         Ok(())
     }
-
 }
 
 /// Re-execute the (new) binary at `exe` in place; on failure put the previous one back.
@@ -394,7 +396,9 @@ fn restart(exe: &Path, argv: &[String], state_dir: &Path, busy: &AtomicBool) {
 fn check_order(order: &UpgradeOrder) -> Result<(), AgentReport> {
     let v = &order.version;
     if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(failed(format!("the order's version {v:?} is not a version")));
+        return Err(failed(format!(
+            "the order's version {v:?} is not a version"
+        )));
     }
     if order.sha256.len() != 64 || !order.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(failed(format!(
@@ -419,7 +423,9 @@ fn check_order(order: &UpgradeOrder) -> Result<(), AgentReport> {
 impl AgentUpgrader for Swapper {
     async fn upgrade(&self, order: UpgradeOrder) -> Result<(), AgentReport> {
         if self.busy.swap(true, Ordering::SeqCst) {
-            return Err(failed("an upgrade is already being carried out on this agent"));
+            return Err(failed(
+                "an upgrade is already being carried out on this agent",
+            ));
         }
         tracing::info!(version = %order.version, binary = %order.binary, "upgrade order taken");
         // A new order means the server has settled the last one: its outcome is not stated
@@ -455,7 +461,8 @@ impl AgentUpgrader for Swapper {
     }
 
     fn offer_release_key(&self, pem: &str) -> Result<(), String> {
-        let offered = release::parse_public(pem, "the offered release key").map_err(|e| e.to_string())?;
+        let offered =
+            release::parse_public(pem, "the offered release key").map_err(|e| e.to_string())?;
         let path = self.state_dir.join(PINNED_KEY);
         match std::fs::read_to_string(&path) {
             Ok(pinned) => {
@@ -637,7 +644,10 @@ pub fn watchdog(state_dir: &Path) -> std::process::ExitCode {
 
 fn revert(state_dir: &Path, mut m: Marker, reason: String) -> std::process::ExitCode {
     use std::os::unix::process::CommandExt;
-    eprintln!("dockmesh agent watchdog: {reason}; putting {} back", m.from_version);
+    eprintln!(
+        "dockmesh agent watchdog: {reason}; putting {} back",
+        m.from_version
+    );
     if let Err(e) = std::fs::rename(&m.previous, &m.exe) {
         eprintln!(
             "dockmesh agent watchdog: cannot put {} back in place of {}: {e}",
@@ -660,4 +670,120 @@ fn revert(state_dir: &Path, mut m: Marker, reason: String) -> std::process::Exit
         m.exe.display()
     );
     std::process::ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> UpgradeOrder {
+        UpgradeOrder {
+            version: "1.2.3".into(),
+            binary: "/api/v1/agent-binaries/x".into(),
+            size: 10,
+            sha256: "ab".repeat(32),
+            signature: Some("00".repeat(64)),
+        }
+    }
+
+    #[test]
+    fn an_order_is_checked_before_anything_is_downloaded() {
+        assert!(check_order(&order()).is_ok());
+        let bad: [fn(&mut UpgradeOrder); 7] = [
+            |o| o.version = String::new(),
+            |o| o.version = "1.2 3".into(),
+            |o| o.sha256 = "ab".repeat(31),
+            |o| o.sha256 = "zz".repeat(32),
+            |o| o.size = 0,
+            |o| o.size = release::MAX_BINARY + 1,
+            |o| o.signature = None,
+        ];
+        for change in bad {
+            let mut o = order();
+            change(&mut o);
+            let err = check_order(&o).unwrap_err();
+            assert!(matches!(err, AgentReport::UpgradeFailed { .. }), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn a_process_is_alive_until_it_is_gone() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX - 1));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not yet reaped: a zombie counts as gone.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!alive(pid));
+        child.wait().unwrap();
+    }
+
+    fn marker(stage: Stage, target: &str, from: &str) -> Marker {
+        Marker {
+            stage,
+            target_version: target.into(),
+            from_version: from.into(),
+            exe: "/x/dockmesh".into(),
+            previous: "/x/dockmesh.previous".into(),
+            pid: 1,
+            deadline_ms: now_ms() + 60_000,
+            argv: vec!["dockmesh".into(), "agent".into()],
+            reason: Some("it exited".into()),
+        }
+    }
+
+    #[test]
+    fn the_marker_says_what_to_report_and_whether_this_binary_is_on_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(startup(dir.path()).trial.is_none());
+        assert!(current_failure(dir.path()).is_none());
+        // Put back after an upgrade away from this version: reported.
+        write_marker(dir.path(), &marker(Stage::Reverted, "9.9.9", VERSION)).unwrap();
+        assert!(startup(dir.path()).trial.is_none());
+        let f = current_failure(dir.path()).unwrap();
+        assert_eq!(
+            (f.target_version.as_str(), f.reason.as_str()),
+            ("9.9.9", "it exited")
+        );
+        // About another version's upgrade: not this binary's to report.
+        write_marker(dir.path(), &marker(Stage::Reverted, "9.9.9", "0.0.0-other")).unwrap();
+        assert!(current_failure(dir.path()).is_none());
+        // A trial of another version found by this binary: the swap did not complete.
+        write_marker(dir.path(), &marker(Stage::Trial, "9.9.9", VERSION)).unwrap();
+        assert!(startup(dir.path()).trial.is_none());
+        let f = current_failure(dir.path()).unwrap();
+        assert!(f.reason.contains("did not complete"), "{f:?}");
+        // This binary on trial: confirmed once, and then nothing is reported.
+        write_marker(dir.path(), &marker(Stage::Trial, VERSION, "0.0.0-old")).unwrap();
+        let trial = startup(dir.path()).trial.expect("on trial");
+        trial.confirm();
+        assert_eq!(read_marker(dir.path()).unwrap().stage, Stage::Confirmed);
+        assert!(current_failure(dir.path()).is_none());
+        assert!(startup(dir.path()).trial.is_none());
+        // A damaged marker is ignored.
+        std::fs::write(dir.path().join(MARKER), b"{").unwrap();
+        assert!(startup(dir.path()).trial.is_none());
+    }
+
+    #[test]
+    fn the_first_release_key_offered_is_pinned_and_another_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let swapper = Swapper::new(dir.path(), "http://server", Duration::from_secs(60)).unwrap();
+        let (_, first) = release::keygen().unwrap();
+        let (_, second) = release::keygen().unwrap();
+        assert!(swapper.pinned_key().is_none());
+        assert!(swapper.offer_release_key("not a key").is_err());
+        assert!(
+            swapper.pinned_key().is_none(),
+            "nothing pinned from garbage"
+        );
+        swapper.offer_release_key(&first).unwrap();
+        swapper.offer_release_key(&first).unwrap();
+        let err = swapper.offer_release_key(&second).unwrap_err();
+        assert!(err.contains("pinned"), "{err}");
+        assert_eq!(
+            swapper.pinned_key().unwrap(),
+            release::parse_public(&first, "k").unwrap()
+        );
+    }
 }

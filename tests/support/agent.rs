@@ -130,4 +130,3 @@ pub fn wait_connected(server: &Server, hosts: &[&str]) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-
