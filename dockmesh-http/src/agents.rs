@@ -201,6 +201,9 @@ impl AgentGate for AgentRegistry {
         let now = self.state.clock().now();
         let protocol = conn.protocol();
         let failure = hello.as_ref().and_then(|h| h.upgrade_failure.clone());
+        if let Some(h) = &hello {
+            tracing::info!(agent = conn.agent_id(), version = %h.version, "agent hello");
+        }
         self.update(conn.agent_id(), move |rec| {
             rec.connection = ConnectionState::Connected;
             rec.last_seen = Some(now);
