@@ -420,6 +420,8 @@ fn manual_mode_waits_for_a_request_and_auto_mode_sends_each_drifted_agent_once()
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tamper {
     Pass,
+    /// Close the connection without an answer (the download cannot be reached).
+    Drop,
     FlipByte,
     Truncate,
 }
@@ -491,6 +493,9 @@ fn relay_one(mut client: TcpStream, upstream: &str, tamper: Tamper) -> std::io::
         .lines()
         .next()
         .is_some_and(|l| l.contains("/api/v1/agent-binaries/"));
+    if binary && tamper == Tamper::Drop {
+        return client.shutdown(std::net::Shutdown::Both);
+    }
     // Ask the server to close after its answer, so the whole answer is read to its end.
     let mut forwarded: Vec<u8> = Vec::new();
     for line in head.trim_end().split("\r\n") {
@@ -551,6 +556,20 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     wait_connected(&fleet.server, &["edge"]);
     let failures = |fleet: &Fleet| fleet.audit("agent.upgrade_failed");
 
+    // 0. The download cannot be reached: pending a manual upgrade, with the steps.
+    proxy.set(Tamper::Drop);
+    fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
+    let a = settled_upgrade(&fleet, "edge");
+    assert_eq!(a["status"], "pending_manual", "{a}");
+    assert!(a["upgrade"]["reason"].as_str().unwrap().contains("cannot reach"), "{a}");
+    assert!(a["manual_steps"].as_str().unwrap().contains("install the dockmesh"), "{a}");
+    let out = fleet.server.cli(&["agent", "ls"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("steps: on the host"), "{out:?}");
+    assert_eq!(version_of(&fleet.exe("edge")), old);
+    let audited = failures(&fleet);
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0]["detail"]["kind"], "cannot_download");
+
     // 1. A byte changed on the way: the SHA-256 differs; refused, nothing replaced.
     proxy.set(Tamper::FlipByte);
     fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
@@ -562,7 +581,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     );
     assert_eq!(a["version"], old.as_str());
     assert_eq!(version_of(&fleet.exe("edge")), old);
-    assert_eq!(failures(&fleet).len(), 1);
+    assert_eq!(failures(&fleet).len(), 2);
 
     // 2. The download is cut every time: it resumes, stays short, and is refused.
     proxy.set(Tamper::Truncate);
@@ -577,7 +596,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         "{a}"
     );
     assert_eq!(version_of(&fleet.exe("edge")), old);
-    assert_eq!(failures(&fleet).len(), 2);
+    assert_eq!(failures(&fleet).len(), 3);
     proxy.set(Tamper::Pass);
 
     // 3. The agent pinned another release key: the signature does not verify; nothing is
@@ -609,7 +628,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         "{a}"
     );
     assert_eq!(version_of(&fleet.exe("edge")), old);
-    assert_eq!(failures(&fleet).len(), 3);
+    assert_eq!(failures(&fleet).len(), 4);
     std::fs::copy(
         fleet.server.data_dir.join("release.pub"),
         fleet.state_dir("edge").join("release.pub"),
@@ -645,7 +664,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     fleet.policy(r#"{"mode": "staged", "staged": {"percent": 100, "min_gap": "0s", "halt_after_failures": 1}, "interval": "1s"}"#);
-    // The staged rollout had failures already (the three above count from this rollout on):
+    // The staged rollout had failures already (those above count from this rollout on):
     // it is halted, so only a request goes out.
     fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
     let a = settled_upgrade(&fleet, "edge");
@@ -658,7 +677,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         old,
         "the previous binary is back"
     );
-    assert_eq!(failures(&fleet).len(), 4);
+    assert_eq!(failures(&fleet).len(), 5);
     let (_, policy) = fleet
         .server
         .api("GET", "/api/v1/agents/upgrade-policy", None);
