@@ -150,15 +150,28 @@ pub async fn evaluate(
             }
             None => rollout::tick(now, &record.policy, &record.state, &order, &agents),
         };
-        // Each dispatched agent's binary, by its platform; without one it needs a person.
-        let mut metas: Vec<(usize, Result<ReleaseMeta, String>)> = Vec::new();
+        // Each dispatched agent's binary, by its platform (looked up and hashed once per
+        // platform, off the async threads); without one it needs a person.
+        let mut by_arch: std::collections::BTreeMap<String, Result<ReleaseMeta, String>> =
+            Default::default();
         for d in &outcome.dispatches {
-            let arch = agents[d.index].arch.as_str();
-            metas.push((d.index, binaries.find(&version, "linux", arch)));
+            let arch = agents[d.index].arch.clone();
+            if !by_arch.contains_key(&arch) {
+                let (b, v, a) = (binaries.clone(), version.clone(), arch.clone());
+                let found = tokio::task::spawn_blocking(move || b.find(&v, "linux", &a))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("looking up the binary failed: {e}")));
+                by_arch.insert(arch, found);
+            }
         }
+        let metas: std::collections::HashMap<usize, Result<ReleaseMeta, String>> = outcome
+            .dispatches
+            .iter()
+            .map(|d| (d.index, by_arch[&agents[d.index].arch].clone()))
+            .collect();
         let mut changes = outcome.owned_changes();
         for (index, upgrade) in changes.iter_mut() {
-            if let Some((_, Err(reason))) = metas.iter().find(|(i, _)| i == index) {
+            if let Some(Err(reason)) = metas.get(index) {
                 *upgrade = UpgradeState::PendingManual {
                     since: now,
                     reason: format!("{reason}; {}", manual_steps(&version, &agents[*index].arch)),
@@ -188,9 +201,8 @@ pub async fn evaluate(
         for d in &outcome.dispatches {
             let agent = &agents[d.index];
             let meta = metas
-                .iter()
-                .find(|(i, _)| *i == d.index)
-                .map(|(_, m)| m.clone())
+                .get(&d.index)
+                .cloned()
                 .expect("every dispatch has its binary looked up");
             match meta {
                 Ok(meta) => {
