@@ -12,7 +12,8 @@
 #   `curl` of the same binary from the same server + `sha256sum` + `NEW --version`.
 #
 # Needs the main Docker engine, curl, python3. Builds what it needs into target/release
-# (leaving target/release/dockmesh as the plain build).
+# (leaving target/release/dockmesh as the plain build), unless OLD and NEW name release builds
+# already made (NEW built with DOCKMESH_BUILD_VERSION=0.1.1-bench).
 # Usage: bash bench/agent-upgrade.sh [ROUNDS]   (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +23,16 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release -q --bin dockmesh
-cp target/release/dockmesh "$work/old"
-DOCKMESH_BUILD_VERSION=$NEWV cargo build --release -q --bin dockmesh
-cp target/release/dockmesh "$work/new"
-cargo build --release -q --bin dockmesh
+if [ -n "${OLD:-}" ] && [ -n "${NEW:-}" ]; then
+  cp "$OLD" "$work/old"; cp "$NEW" "$work/new"
+else
+  cargo build --release -q --bin dockmesh
+  cp target/release/dockmesh "$work/old"
+  DOCKMESH_BUILD_VERSION=$NEWV cargo build --release -q --bin dockmesh
+  cp target/release/dockmesh "$work/new"
+  cargo build --release -q --bin dockmesh
+fi
+[ "$("$work/new" --version)" = "dockmesh $NEWV" ] || { echo "NEW is not dockmesh $NEWV" >&2; exit 2; }
 oldv=$("$work/old" --version | cut -d' ' -f2)
 size=$(stat -c %s "$work/new")
 
