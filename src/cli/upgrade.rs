@@ -20,7 +20,7 @@
 //! array of version strings.
 
 use super::db::Location;
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use dockmesh_core::preflight::{CheckResult, CheckStatus};
 use dockmesh_core::version::{self, Check, Hop, Plan, PlanError, Rules, Version};
@@ -546,9 +546,6 @@ pub(super) fn parse_target(to: &str, rules: &str) -> anyhow::Result<Parsed> {
         .with_context(|| format!("this binary's version {:?}", super::VERSION))?;
     let to = Version::parse(to).context("--to")?;
     let rules_parsed = Rules::preset(rules).context("--rules")?;
-    if rules.trim().is_empty() {
-        bail!("--rules is empty: write dtr or k8s");
-    }
     Ok(Parsed {
         from,
         to,
@@ -605,7 +602,7 @@ fn parse_releases(text: &str) -> anyhow::Result<Vec<Version>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_releases;
+    use super::*;
 
     #[test]
     fn releases_files() {
@@ -625,5 +622,207 @@ mod tests {
         assert!(err.contains("not a JSON array of version strings"), "{err}");
         let err = format!("{:#}", parse_releases(r#"["1.2.3", "x"]"#).unwrap_err());
         assert!(err.starts_with("entry 2: invalid version \"x\""), "{err}");
+    }
+
+    fn parsed(from: &str, to: &str, rules: &str) -> Parsed {
+        Parsed {
+            from: Version::parse(from).unwrap(),
+            to: Version::parse(to).unwrap(),
+            rules: Rules::preset(rules).unwrap(),
+            rules_name: rules.into(),
+        }
+    }
+
+    fn versions(list: &[&str]) -> Vec<Version> {
+        list.iter().map(|v| Version::parse(v).unwrap()).collect()
+    }
+
+    #[test]
+    fn max_backup_ages() {
+        let check = |text: &str, secs: u64| {
+            assert_eq!(
+                parse_age(text).unwrap(),
+                std::time::Duration::from_secs(secs),
+                "{text}"
+            );
+        };
+        check("24h", 24 * 3600);
+        check("90m", 90 * 60);
+        check("1h30m", 5400);
+        check(" 2d ", 2 * 86_400);
+        check("1w", 7 * 86_400);
+        check("45s", 45);
+        check("1d12h", 36 * 3600);
+        let refused = |text: &str, why: &str| {
+            let err = parse_age(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid --max-backup-age {text:?}")) && err.contains(why),
+                "{text}: {err}"
+            );
+            assert!(err.contains("24h, 90m, 2d or 1h30m"), "{err}");
+        };
+        refused("", "empty");
+        refused("24", "no unit after 24");
+        refused("h", "no number before 'h'");
+        refused("5x", "unknown unit 'x'");
+        refused("1.5h", "unknown unit '.'");
+        refused("0h", "zero");
+        refused("-1h", "unknown unit '-'");
+        refused("99999999999999999999h", "too large");
+        refused("999999999999999w", "too large");
+    }
+
+    #[test]
+    fn ages_in_words() {
+        let w = |s: u64| age_words(std::time::Duration::from_secs(s));
+        assert_eq!(w(17), "17s");
+        assert_eq!(w(42 * 60 + 5), "42m");
+        assert_eq!(w(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(w(3 * 86_400 + 2 * 3600 + 59), "3d 2h");
+    }
+
+    #[test]
+    fn the_exit_code_is_1_only_when_a_check_fails() {
+        use CheckStatus::*;
+        let checks = |s: &[CheckStatus]| -> Vec<CheckResult> {
+            s.iter()
+                .enumerate()
+                .map(|(i, st)| row(&format!("c{i}"), *st, ""))
+                .collect()
+        };
+        assert_eq!(preflight_code(&[]), 0);
+        assert_eq!(preflight_code(&checks(&[Pass, Pass])), 0);
+        assert_eq!(preflight_code(&checks(&[Warn, Pass, Warn])), 0);
+        assert_eq!(preflight_code(&checks(&[Pass, Fail])), 1);
+        assert_eq!(preflight_code(&checks(&[Fail, Warn, Fail])), 1);
+    }
+
+    #[test]
+    fn the_version_rule_is_upgrade_checks() {
+        let c = version_rule_check(&parsed("0.1.0", "0.2.0", "dtr"));
+        assert_eq!(
+            (c.name.as_str(), c.status),
+            ("version_rule", CheckStatus::Pass)
+        );
+        assert_eq!(c.detail, "allowed: 0.1.0 → 0.2.0 (dtr rules)");
+        let c = version_rule_check(&parsed("0.1.0", "0.3.0", "dtr"));
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(
+            c.detail.starts_with("refused: ") && c.detail.contains("0.2"),
+            "{}",
+            c.detail
+        );
+        let c = version_rule_check(&parsed("1.4.0", "2.0.0", "k8s"));
+        assert_eq!(c.status, CheckStatus::Fail, "{}", c.detail);
+        let c = version_rule_check(&parsed("0.1.0", "0.1.0", "dtr"));
+        assert_eq!(c.status, CheckStatus::Warn);
+        assert_eq!(c.detail, "nothing to do: 0.1.0 is already 0.1.0");
+    }
+
+    #[test]
+    fn the_plan_is_upgrade_plans_or_the_direct_hop() {
+        let p = parsed("0.1.0", "0.3.0", "dtr");
+        let releases = versions(&["0.1.0", "0.2.0", "0.2.4", "0.3.0"]);
+        let (c, hops) = plan_check(&p, Some(&releases));
+        assert_eq!(
+            (c.name.as_str(), c.status),
+            ("plan", CheckStatus::Pass),
+            "{}",
+            c.detail
+        );
+        assert_eq!(hops, plan_hops(&p, &releases, false).unwrap().hops);
+        assert_eq!(
+            hops.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["0.1.0 → 0.2.4", "0.2.4 → 0.3.0"]
+        );
+        assert!(
+            c.detail
+                .starts_with("2 hop(s): 0.1.0 → 0.2.4, 0.2.4 → 0.3.0"),
+            "{}",
+            c.detail
+        );
+
+        let (c, hops) = plan_check(&p, Some(&versions(&["0.1.0", "0.3.0"])));
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.starts_with("no plan: "), "{}", c.detail);
+        assert!(hops.is_empty());
+
+        let (c, hops) = plan_check(&p, None);
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.contains("--releases FILE"), "{}", c.detail);
+        assert!(hops.is_empty());
+
+        let (c, hops) = plan_check(&parsed("0.1.0", "0.2.0", "dtr"), None);
+        assert_eq!(c.status, CheckStatus::Warn);
+        assert!(
+            c.detail
+                .starts_with("no releases file: only the direct hop was checked"),
+            "{}",
+            c.detail
+        );
+        assert_eq!(hops.len(), 1);
+    }
+
+    #[test]
+    fn the_table_and_json_of_a_preflight() {
+        let p = parsed("0.1.0", "0.2.0", "dtr");
+        let plan = vec![Hop {
+            from: p.from.clone(),
+            to: p.to.clone(),
+        }];
+        let checks = vec![
+            row("version_rule", CheckStatus::Pass, "allowed"),
+            row("backup", CheckStatus::Warn, "old-ish"),
+            row("disk", CheckStatus::Pass, "plenty"),
+        ];
+        let out = preflight_outcome(&p, &checks, &plan);
+        assert_eq!(out.code, 0);
+        assert_eq!(
+            out.lines,
+            [
+                "CHECK         STATUS  DETAIL",
+                "version_rule  pass    allowed",
+                "backup        warn    old-ish",
+                "disk          pass    plenty",
+                "preflight passed: 0.1.0 → 0.2.0 (dtr rules), 1 warning(s): backup",
+            ]
+        );
+        assert_eq!(
+            out.json,
+            json!({
+                "result": "pass",
+                "from": "0.1.0",
+                "to": "0.2.0",
+                "rules": "dtr",
+                "checks": [
+                    {"name": "version_rule", "status": "pass", "detail": "allowed"},
+                    {"name": "backup", "status": "warn", "detail": "old-ish"},
+                    {"name": "disk", "status": "pass", "detail": "plenty"},
+                ],
+                "plan": [{"from": "0.1.0", "to": "0.2.0"}],
+            })
+        );
+
+        let checks = vec![
+            row("version_rule", CheckStatus::Fail, "refused: no"),
+            row("backup", CheckStatus::Fail, "none"),
+            row("disk", CheckStatus::Pass, "plenty"),
+        ];
+        let out = preflight_outcome(&p, &checks, &[]);
+        assert_eq!(out.code, 1);
+        assert_eq!(out.lines[1], "version_rule  fail    refused: no");
+        assert_eq!(
+            out.lines.last().unwrap(),
+            "preflight failed: 2 check(s) failed: version_rule, backup"
+        );
+        assert_eq!(out.json["result"], "fail");
+        assert_eq!(out.json["plan"], json!([]));
+        assert_eq!(out.json["checks"][1]["status"], "fail");
+
+        let out = preflight_outcome(&p, &checks[2..], &plan);
+        assert_eq!(
+            out.lines.last().unwrap(),
+            "preflight passed: 0.1.0 → 0.2.0 (dtr rules)"
+        );
     }
 }
