@@ -173,8 +173,9 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
 fn not_built(what: &str) -> ExitCode {
     eprintln!(
         "error: `dockmesh upgrade {what}` is not built yet; nothing was checked or changed. \
-         `dockmesh upgrade check` and `plan` work; upgrade the server by hand: \
-         `dockmesh backup`, replace the binary, `dockmesh db migrate`, start it"
+         `dockmesh upgrade check`, `plan` and `preflight` work; upgrade the server by hand: \
+         `dockmesh upgrade preflight --to VERSION --binary NEW --backup`, replace the binary, \
+         `dockmesh db migrate`, start it"
     );
     ExitCode::from(2)
 }
