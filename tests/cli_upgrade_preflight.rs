@@ -346,8 +346,30 @@ fn the_same_binary_as_target_has_no_pending_migrations_and_must_say_the_version(
     let data = Data::new();
     data.backup("b.tar.zst");
     let own = own_version().to_string();
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let (db_before, files_before) = (
+        std::fs::read(data.path.join("dockmesh.db")).unwrap(),
+        listing(&data.path),
+    );
     let run = data.preflight(&["--to", &own, "--binary", BIN, "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        std::fs::read(data.path.join("dockmesh.db")).unwrap(),
+        db_before,
+        "read only: the database is unchanged"
+    );
+    assert_eq!(
+        listing(&data.path),
+        files_before,
+        "no file added or removed"
+    );
     let report = json(&run);
     assert_eq!(report["result"], "pass");
     assert_eq!(report["from"], own.as_str());
