@@ -561,10 +561,25 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
     let a = settled_upgrade(&fleet, "edge");
     assert_eq!(a["status"], "pending_manual", "{a}");
-    assert!(a["upgrade"]["reason"].as_str().unwrap().contains("cannot reach"), "{a}");
-    assert!(a["manual_steps"].as_str().unwrap().contains("install the dockmesh"), "{a}");
+    assert!(
+        a["upgrade"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{a}"
+    );
+    assert!(
+        a["manual_steps"]
+            .as_str()
+            .unwrap()
+            .contains("install the dockmesh"),
+        "{a}"
+    );
     let out = fleet.server.cli(&["agent", "ls"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("steps: on the host"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("steps: on the host"),
+        "{out:?}"
+    );
     assert_eq!(version_of(&fleet.exe("edge")), old);
     let audited = failures(&fleet);
     assert_eq!(audited.len(), 1);

@@ -156,12 +156,12 @@ pub async fn evaluate(
             Default::default();
         for d in &outcome.dispatches {
             let arch = agents[d.index].arch.clone();
-            if !by_arch.contains_key(&arch) {
-                let (b, v, a) = (binaries.clone(), version.clone(), arch.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = by_arch.entry(arch) {
+                let (b, v, a) = (binaries.clone(), version.clone(), slot.key().clone());
                 let found = tokio::task::spawn_blocking(move || b.find(&v, "linux", &a))
                     .await
                     .unwrap_or_else(|e| Err(format!("looking up the binary failed: {e}")));
-                by_arch.insert(arch, found);
+                slot.insert(found);
             }
         }
         let metas: std::collections::HashMap<usize, Result<ReleaseMeta, String>> = outcome

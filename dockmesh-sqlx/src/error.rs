@@ -132,6 +132,10 @@ pub enum SqlStoreError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The database cannot be opened for reading (no such SQLite file, or a schema other than
+    /// this binary's); nothing was changed.
+    #[error("{0}")]
+    NotReadable(String),
     /// The database is held by a running server (or a restore): see [`crate::ServerLock`].
     #[error("the database {database} is in use by {holder}; nothing was changed")]
     Locked {

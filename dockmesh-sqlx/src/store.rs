@@ -415,6 +415,85 @@ impl SqlStore {
         report
     }
 
+    /// Open the database at `target` to read it: no file is created, no migration is applied,
+    /// no journal mode is set and no audit anchor is moved. It is refused (nothing changed)
+    /// unless the schema is up to date with this binary, so the queries match the tables. The
+    /// caller only reads through it (as `dockmesh upgrade preflight` does).
+    pub async fn open_for_reading(target: &DbTarget) -> Result<SqlStore, SqlStoreError> {
+        let pool = match target {
+            DbTarget::Sqlite { path } => {
+                if !path.exists() {
+                    return Err(SqlStoreError::NotReadable(format!(
+                        "there is no database at {}; nothing was changed",
+                        target.display()
+                    )));
+                }
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(sqlite_inspect_options(path))
+                        .await
+                        .map_err(|source| SqlStoreError::Connect {
+                            url: target.display(),
+                            source,
+                        })?,
+                )
+            }
+            DbTarget::Postgres { .. } => connect(target, false).await?,
+        };
+        let report = match inspect(&pool).await {
+            Ok(r) => r,
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        };
+        if report.status != SchemaStatus::UpToDate {
+            pool.close().await;
+            return Err(SqlStoreError::NotReadable(format!(
+                "the database {} is at schema version {} and this binary at {} ({:?}); it is read \
+                 only when they match; nothing was changed",
+                target.display(),
+                report.database_version,
+                report.binary_version,
+                report.status
+            )));
+        }
+        Ok(SqlStore {
+            pool,
+            target: target.clone(),
+            audit: crate::audit::AuditKey::Off,
+        })
+    }
+
+    /// The database's size in bytes: the SQLite file (with its write-ahead log), or
+    /// PostgreSQL's `pg_database_size` of the current database.
+    pub async fn database_bytes(&self) -> Result<u64, SqlStoreError> {
+        match (&self.pool, &self.target) {
+            (Pool::Sqlite(_), DbTarget::Sqlite { path }) => {
+                let mut total = 0;
+                for p in [path.clone(), {
+                    let mut wal = path.clone().into_os_string();
+                    wal.push("-wal");
+                    std::path::PathBuf::from(wal)
+                }] {
+                    if let Ok(m) = std::fs::metadata(&p) {
+                        total += m.len();
+                    }
+                }
+                Ok(total)
+            }
+            (Pool::Postgres(p), _) => {
+                let n: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(p)
+                    .await
+                    .map_err(read_err("reading the database size"))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+            (Pool::Sqlite(_), DbTarget::Postgres { .. }) => Ok(0),
+        }
+    }
+
     /// Where this database stands against this binary.
     pub async fn schema_report(&self) -> Result<SchemaReport, SqlStoreError> {
         inspect(&self.pool).await

@@ -188,6 +188,13 @@ pub fn print_json<T: Serialize>(v: &T) {
 
 /// Print rows as aligned columns under a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    for l in table_lines(header, rows) {
+        println!("{l}");
+    }
+}
+
+/// Rows as aligned columns under a header, one string per line.
+pub fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -205,12 +212,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        out.trim_end().to_owned()
     };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r.clone());
-    }
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out
 }
 
 /// Human bytes (binary units).

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod host;
 pub mod migration;
 pub mod policy;
+pub mod preflight;
 pub mod release;
 pub mod server;
 pub mod stack;
@@ -38,8 +39,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print `dockmesh <version>`.
-    Version,
+    /// Print `dockmesh <version>` (with --json: the version, the agent protocol and the
+    /// newest schema version this binary knows).
+    Version {
+        /// Print `{"version", "protocol", "schema"}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Version rules: check an upgrade, plan a multi-hop upgrade.
     #[command(subcommand)]
     Upgrade(upgrade::UpgradeCommand),
@@ -105,11 +111,26 @@ enum Command {
     Release(release::ReleaseCommand),
 }
 
+/// `dockmesh version --json`: `{"version", "protocol", "schema"}`, what another binary's
+/// `upgrade preflight` reads of this one.
+pub fn version_json() -> serde_json::Value {
+    use dockmesh_sqlx::{Backend, binary_version};
+    serde_json::json!({
+        "version": VERSION,
+        "protocol": dockmesh_core::protocol::PROTOCOL_VERSION,
+        "schema": binary_version(Backend::Sqlite).max(binary_version(Backend::Postgres)),
+    })
+}
+
 /// Run a parsed command line; the exit code says whether it succeeded.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Version => {
-            println!("dockmesh {VERSION}");
+        Command::Version { json } => {
+            if json {
+                println!("{}", version_json());
+            } else {
+                println!("dockmesh {VERSION}");
+            }
             ExitCode::SUCCESS
         }
         Command::Upgrade(cmd) => upgrade::run(cmd),

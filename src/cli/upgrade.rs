@@ -1,6 +1,7 @@
-//! `dockmesh upgrade check|plan`: the version rules from the command line; `verify` (in
-//! `verify.rs`) checks a server after its upgrade. `preflight` and `apply` are not built yet:
-//! they say so and exit 2.
+//! `dockmesh upgrade check|plan`: the version rules from the command line; `preflight` (the
+//! facts gathered in `preflight.rs`, judged and printed here) checks before the server's own
+//! upgrade; `verify` (in `verify.rs`) checks a server after it. `apply` is not built yet: it
+//! says so and exits 2.
 //!
 //! Output, one fact per line (or one JSON object with `--json`):
 //! - `check`: `allowed: FROM → TO (RULES rules)` then one `advice: …` line per advice (exit 0);
@@ -8,15 +9,21 @@
 //! - `plan`: one hop per line, `FROM → TO` (the recommended chain, or the shortest with
 //!   `--shortest`), then one `advice: …` line per advice (exit 0);
 //!   `nothing to do: …` (exit 0); `no plan: REASON` (exit 1).
+//! - `preflight`: a table `CHECK STATUS DETAIL` (`version_rule`, `plan`, `backup`, `disk`,
+//!   `schema`, `agents`), then `preflight passed: …` (exit 0) or
+//!   `preflight failed: N check(s) failed` (exit 1); with `--json` one object
+//!   `{"result": "pass"|"fail", "from", "to", "checks": [{"name", "status", "detail"}], "plan"}`.
 //! - A bad version, rules name or releases file: `error: …` on stderr (exit 2; with `--json`, also
 //!   `{"result": "error", "error": …}` on stdout).
 //!
 //! A releases file holds one version per line (blank lines and `#` comments ignored) or a JSON
 //! array of version strings.
 
+use super::db::Location;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
-use dockmesh_core::version::{self, Check, PlanError, Rules, Version};
+use dockmesh_core::preflight::{CheckResult, CheckStatus};
+use dockmesh_core::version::{self, Check, Hop, Plan, PlanError, Rules, Version};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,8 +37,11 @@ pub enum UpgradeCommand {
     /// recommended one (the latest release of each major before crossing to the next), or the
     /// shortest with --shortest.
     Plan(PlanArgs),
-    /// Not built yet: the checks before the server's own upgrade (exit 2).
-    Preflight(NotBuiltArgs),
+    /// The checks before the server's own upgrade: the version rule and plan, a recent
+    /// verified backup, free disk, the target binary's schema migrations, agents that would
+    /// fall outside the target's protocol window. Exit 1 when a check fails. Changes nothing
+    /// (unless --backup, which takes a backup first).
+    Preflight(PreflightArgs),
     /// Not built yet: the server's own upgrade, hop by hop (exit 2).
     Apply(NotBuiltArgs),
     /// After a server upgrade: every host online, agents on the server's version (or pending a
@@ -88,11 +98,45 @@ pub struct PlanArgs {
     shortest: bool,
 }
 
+/// `dockmesh upgrade preflight --to VERSION …`
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The version the server is to be upgraded to (from this binary's version).
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// Known releases, to plan the hops (one version per line, `#` comments, or a JSON array).
+    /// Without it only the direct hop is checked.
+    #[arg(long, value_name = "FILE")]
+    pub releases: Option<PathBuf>,
+    /// The new binary: its `--version` must be VERSION; its `db status` tells the schema
+    /// migrations it brings (read only) and its `version --json` its agent protocol.
+    #[arg(long, value_name = "NEW_BINARY")]
+    pub binary: Option<PathBuf>,
+    /// Where the backup bundles (`*.tar.zst`) are [default: <data-dir>/backups].
+    #[arg(long, value_name = "DIR")]
+    pub backups: Option<PathBuf>,
+    /// The newest verified bundle must be younger than this (`90m`, `24h`, `2d`, `1h30m`).
+    #[arg(long, value_name = "AGE", default_value = "24h")]
+    pub max_backup_age: String,
+    /// Take a backup into the backups directory first (as `dockmesh backup` does).
+    #[arg(long)]
+    pub backup: bool,
+    /// The database (read only) and the data directory.
+    #[command(flatten)]
+    pub location: Location,
+    /// The rule preset: `dtr` or `k8s` (as for `upgrade check`).
+    #[arg(long, default_value = "dtr", value_name = "dtr|k8s")]
+    pub rules: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// What a subcommand decided: the lines to print (or the JSON object) and the exit code.
-struct Outcome {
-    lines: Vec<String>,
-    json: Value,
-    code: u8,
+pub(super) struct Outcome {
+    pub(super) lines: Vec<String>,
+    pub(super) json: Value,
+    pub(super) code: u8,
 }
 
 /// Run an upgrade subcommand.
@@ -100,7 +144,7 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
     let (json, outcome) = match cmd {
         UpgradeCommand::Check(args) => (args.common.json, check(&args)),
         UpgradeCommand::Plan(args) => (args.common.json, plan(&args)),
-        UpgradeCommand::Preflight(_) => return not_built("preflight"),
+        UpgradeCommand::Preflight(args) => (args.json, super::preflight::run(&args)),
         UpgradeCommand::Apply(_) => return not_built("apply"),
         UpgradeCommand::Verify(args) => return super::verify::run(args),
     };
@@ -129,17 +173,18 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
 fn not_built(what: &str) -> ExitCode {
     eprintln!(
         "error: `dockmesh upgrade {what}` is not built yet; nothing was checked or changed. \
-         `dockmesh upgrade check` and `plan` work; upgrade the server by hand: \
-         `dockmesh backup`, replace the binary, `dockmesh db migrate`, start it"
+         `dockmesh upgrade check`, `plan` and `preflight` work; upgrade the server by hand: \
+         `dockmesh upgrade preflight --to VERSION --binary NEW --backup`, replace the binary, \
+         `dockmesh db migrate`, start it"
     );
     ExitCode::from(2)
 }
 
-struct Parsed {
-    from: Version,
-    to: Version,
-    rules: Rules,
-    rules_name: String,
+pub(super) struct Parsed {
+    pub(super) from: Version,
+    pub(super) to: Version,
+    pub(super) rules: Rules,
+    pub(super) rules_name: String,
 }
 
 fn parse_common(args: &CommonArgs) -> anyhow::Result<Parsed> {
@@ -211,11 +256,7 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         "to": p.to,
         "rules": p.rules_name,
     });
-    let planned = if args.shortest {
-        p.rules.plan(&p.from, &p.to, &releases)
-    } else {
-        p.rules.recommended(&p.from, &p.to, &releases)
-    };
+    let planned = plan_hops(&p, &releases, args.shortest);
     Ok(match planned {
         Ok(plan) if plan.is_empty() => Outcome {
             lines: vec![format!("nothing to do: {} is already {}", p.from, p.to)],
@@ -261,6 +302,259 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The chain `upgrade plan` prints: the recommended one, or the shortest.
+fn plan_hops(p: &Parsed, releases: &[Version], shortest: bool) -> Result<Plan, PlanError> {
+    if shortest {
+        p.rules.plan(&p.from, &p.to, releases)
+    } else {
+        p.rules.recommended(&p.from, &p.to, releases)
+    }
+}
+
+/// One row of the preflight table.
+pub(super) fn row(name: &str, status: CheckStatus, detail: impl Into<String>) -> CheckResult {
+    CheckResult {
+        name: name.to_owned(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// `--max-backup-age`: one or more `<number><unit>` with the units `s`, `m`, `h`, `d`, `w`
+/// (`90m`, `24h`, `1h30m`, `2d`).
+pub(super) fn parse_age(text: &str) -> anyhow::Result<std::time::Duration> {
+    let bad = |why: &str| {
+        anyhow!("invalid --max-backup-age {text:?}: {why}; write it like 24h, 90m, 2d or 1h30m")
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad(&format!("unknown unit {c:?}"))),
+        };
+        if digits.is_empty() {
+            return Err(bad(&format!("no number before {c:?}")));
+        }
+        let n: u64 = digits.parse().map_err(|_| bad("the number is too large"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| bad("it is too large"))?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(bad(&format!("no unit after {digits}")));
+    }
+    if total == 0 {
+        return Err(bad("it is zero"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+/// A duration in words, coarse: `3d 2h`, `5h 12m`, `42m`, `17s`.
+pub(super) fn age_words(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {mins}m")
+    } else if mins > 0 {
+        format!("{mins}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `version_rule`: the direct upgrade from this binary's version, as `upgrade check` judges it.
+pub(super) fn version_rule_check(p: &Parsed) -> CheckResult {
+    let name = "version_rule";
+    match p.rules.check(&p.from, &p.to) {
+        Check::Allowed => row(
+            name,
+            CheckStatus::Pass,
+            format!("allowed: {} → {} ({} rules)", p.from, p.to, p.rules_name),
+        ),
+        Check::NothingToDo => row(
+            name,
+            CheckStatus::Warn,
+            format!("nothing to do: {} is already {}", p.from, p.to),
+        ),
+        Check::Refused(refusal) => row(name, CheckStatus::Fail, format!("refused: {refusal}")),
+    }
+}
+
+/// `plan`: the recommended chain through the known releases (as `upgrade plan` computes it),
+/// or, without releases, the direct hop only.
+pub(super) fn plan_check(p: &Parsed, releases: Option<&[Version]>) -> (CheckResult, Vec<Hop>) {
+    let name = "plan";
+    let Some(releases) = releases else {
+        return match p.rules.check(&p.from, &p.to) {
+            Check::Allowed => (
+                row(
+                    name,
+                    CheckStatus::Warn,
+                    format!(
+                        "no releases file: only the direct hop was checked ({} → {})",
+                        p.from, p.to
+                    ),
+                ),
+                vec![Hop {
+                    from: p.from.clone(),
+                    to: p.to.clone(),
+                }],
+            ),
+            Check::NothingToDo => (
+                row(
+                    name,
+                    CheckStatus::Warn,
+                    "no releases file: only the direct hop was checked (nothing to do)",
+                ),
+                Vec::new(),
+            ),
+            Check::Refused(_) => (
+                row(
+                    name,
+                    CheckStatus::Fail,
+                    "no releases file: only the direct hop was checked, and it is refused; \
+                     pass --releases FILE to plan through the releases in between",
+                ),
+                Vec::new(),
+            ),
+        };
+    };
+    match plan_hops(p, releases, false) {
+        Ok(plan) if plan.is_empty() => (
+            row(
+                name,
+                CheckStatus::Pass,
+                format!("nothing to do: {} is already {}", p.from, p.to),
+            ),
+            Vec::new(),
+        ),
+        Ok(plan) => {
+            let mut detail = format!(
+                "{} hop(s): {}",
+                plan.hops.len(),
+                plan.hops
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for a in &plan.advice {
+                detail.push_str(&format!("; advice: {a}"));
+            }
+            (row(name, CheckStatus::Pass, detail), plan.hops)
+        }
+        Err(err) => (
+            row(name, CheckStatus::Fail, format!("no plan: {err}")),
+            Vec::new(),
+        ),
+    }
+}
+
+/// The exit code of a preflight: 1 when any check failed, else 0.
+pub(super) fn preflight_code(checks: &[CheckResult]) -> u8 {
+    if checks.iter().any(|c| c.status == CheckStatus::Fail) {
+        1
+    } else {
+        0
+    }
+}
+
+fn status_word(s: CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Pass => "pass",
+        CheckStatus::Warn => "warn",
+        CheckStatus::Fail => "fail",
+    }
+}
+
+/// The table, the summary line and the JSON object of a preflight.
+pub(super) fn preflight_outcome(p: &Parsed, checks: &[CheckResult], plan: &[Hop]) -> Outcome {
+    let code = preflight_code(checks);
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                status_word(c.status).to_owned(),
+                c.detail.clone(),
+            ]
+        })
+        .collect();
+    let mut lines = super::client::table_lines(&["CHECK", "STATUS", "DETAIL"], &rows);
+    let names = |status: CheckStatus| {
+        checks
+            .iter()
+            .filter(|c| c.status == status)
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    let failed = names(CheckStatus::Fail);
+    let warned = names(CheckStatus::Warn);
+    lines.push(if failed.is_empty() {
+        let mut s = format!(
+            "preflight passed: {} → {} ({} rules)",
+            p.from, p.to, p.rules_name
+        );
+        if !warned.is_empty() {
+            s.push_str(&format!(
+                ", {} warning(s): {}",
+                warned.len(),
+                warned.join(", ")
+            ));
+        }
+        s
+    } else {
+        format!(
+            "preflight failed: {} check(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        )
+    });
+    Outcome {
+        lines,
+        json: json!({
+            "result": if code == 0 { "pass" } else { "fail" },
+            "from": p.from,
+            "to": p.to,
+            "rules": p.rules_name,
+            "checks": checks,
+            "plan": plan,
+        }),
+        code,
+    }
+}
+
+/// Parse `--to` (and `--rules`) against this binary's version.
+pub(super) fn parse_target(to: &str, rules: &str) -> anyhow::Result<Parsed> {
+    let from = Version::parse(super::VERSION)
+        .with_context(|| format!("this binary's version {:?}", super::VERSION))?;
+    let to = Version::parse(to).context("--to")?;
+    let rules_parsed = Rules::preset(rules).context("--rules")?;
+    Ok(Parsed {
+        from,
+        to,
+        rules: rules_parsed,
+        rules_name: rules.trim().to_ascii_lowercase(),
+    })
+}
+
 /// Advice as objects with their words (`message`) beside the data.
 fn advice_json(advice: &[version::Advice]) -> Value {
     advice
@@ -279,7 +573,7 @@ fn with(mut base: Value, extra: Value) -> Value {
 
 /// Read a releases file: a JSON array of version strings, or one version per line with blank
 /// lines and `#` comments ignored.
-fn read_releases(path: &Path) -> anyhow::Result<Vec<Version>> {
+pub(super) fn read_releases(path: &Path) -> anyhow::Result<Vec<Version>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the releases file {}", path.display()))?;
     parse_releases(&text).with_context(|| format!("releases file {}", path.display()))
@@ -309,7 +603,7 @@ fn parse_releases(text: &str) -> anyhow::Result<Vec<Version>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_releases;
+    use super::*;
 
     #[test]
     fn releases_files() {
@@ -329,5 +623,207 @@ mod tests {
         assert!(err.contains("not a JSON array of version strings"), "{err}");
         let err = format!("{:#}", parse_releases(r#"["1.2.3", "x"]"#).unwrap_err());
         assert!(err.starts_with("entry 2: invalid version \"x\""), "{err}");
+    }
+
+    fn parsed(from: &str, to: &str, rules: &str) -> Parsed {
+        Parsed {
+            from: Version::parse(from).unwrap(),
+            to: Version::parse(to).unwrap(),
+            rules: Rules::preset(rules).unwrap(),
+            rules_name: rules.into(),
+        }
+    }
+
+    fn versions(list: &[&str]) -> Vec<Version> {
+        list.iter().map(|v| Version::parse(v).unwrap()).collect()
+    }
+
+    #[test]
+    fn max_backup_ages() {
+        let check = |text: &str, secs: u64| {
+            assert_eq!(
+                parse_age(text).unwrap(),
+                std::time::Duration::from_secs(secs),
+                "{text}"
+            );
+        };
+        check("24h", 24 * 3600);
+        check("90m", 90 * 60);
+        check("1h30m", 5400);
+        check(" 2d ", 2 * 86_400);
+        check("1w", 7 * 86_400);
+        check("45s", 45);
+        check("1d12h", 36 * 3600);
+        let refused = |text: &str, why: &str| {
+            let err = parse_age(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid --max-backup-age {text:?}")) && err.contains(why),
+                "{text}: {err}"
+            );
+            assert!(err.contains("24h, 90m, 2d or 1h30m"), "{err}");
+        };
+        refused("", "empty");
+        refused("24", "no unit after 24");
+        refused("h", "no number before 'h'");
+        refused("5x", "unknown unit 'x'");
+        refused("1.5h", "unknown unit '.'");
+        refused("0h", "zero");
+        refused("-1h", "unknown unit '-'");
+        refused("99999999999999999999h", "too large");
+        refused("999999999999999w", "too large");
+    }
+
+    #[test]
+    fn ages_in_words() {
+        let w = |s: u64| age_words(std::time::Duration::from_secs(s));
+        assert_eq!(w(17), "17s");
+        assert_eq!(w(42 * 60 + 5), "42m");
+        assert_eq!(w(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(w(3 * 86_400 + 2 * 3600 + 59), "3d 2h");
+    }
+
+    #[test]
+    fn the_exit_code_is_1_only_when_a_check_fails() {
+        use CheckStatus::*;
+        let checks = |s: &[CheckStatus]| -> Vec<CheckResult> {
+            s.iter()
+                .enumerate()
+                .map(|(i, st)| row(&format!("c{i}"), *st, ""))
+                .collect()
+        };
+        assert_eq!(preflight_code(&[]), 0);
+        assert_eq!(preflight_code(&checks(&[Pass, Pass])), 0);
+        assert_eq!(preflight_code(&checks(&[Warn, Pass, Warn])), 0);
+        assert_eq!(preflight_code(&checks(&[Pass, Fail])), 1);
+        assert_eq!(preflight_code(&checks(&[Fail, Warn, Fail])), 1);
+    }
+
+    #[test]
+    fn the_version_rule_is_upgrade_checks() {
+        let c = version_rule_check(&parsed("0.1.0", "0.2.0", "dtr"));
+        assert_eq!(
+            (c.name.as_str(), c.status),
+            ("version_rule", CheckStatus::Pass)
+        );
+        assert_eq!(c.detail, "allowed: 0.1.0 → 0.2.0 (dtr rules)");
+        let c = version_rule_check(&parsed("0.1.0", "0.3.0", "dtr"));
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(
+            c.detail.starts_with("refused: ") && c.detail.contains("0.2"),
+            "{}",
+            c.detail
+        );
+        let c = version_rule_check(&parsed("1.4.0", "2.0.0", "k8s"));
+        assert_eq!(c.status, CheckStatus::Fail, "{}", c.detail);
+        let c = version_rule_check(&parsed("0.1.0", "0.1.0", "dtr"));
+        assert_eq!(c.status, CheckStatus::Warn);
+        assert_eq!(c.detail, "nothing to do: 0.1.0 is already 0.1.0");
+    }
+
+    #[test]
+    fn the_plan_is_upgrade_plans_or_the_direct_hop() {
+        let p = parsed("0.1.0", "0.3.0", "dtr");
+        let releases = versions(&["0.1.0", "0.2.0", "0.2.4", "0.3.0"]);
+        let (c, hops) = plan_check(&p, Some(&releases));
+        assert_eq!(
+            (c.name.as_str(), c.status),
+            ("plan", CheckStatus::Pass),
+            "{}",
+            c.detail
+        );
+        assert_eq!(hops, plan_hops(&p, &releases, false).unwrap().hops);
+        assert_eq!(
+            hops.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["0.1.0 → 0.2.4", "0.2.4 → 0.3.0"]
+        );
+        assert!(
+            c.detail
+                .starts_with("2 hop(s): 0.1.0 → 0.2.4, 0.2.4 → 0.3.0"),
+            "{}",
+            c.detail
+        );
+
+        let (c, hops) = plan_check(&p, Some(&versions(&["0.1.0", "0.3.0"])));
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.starts_with("no plan: "), "{}", c.detail);
+        assert!(hops.is_empty());
+
+        let (c, hops) = plan_check(&p, None);
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.contains("--releases FILE"), "{}", c.detail);
+        assert!(hops.is_empty());
+
+        let (c, hops) = plan_check(&parsed("0.1.0", "0.2.0", "dtr"), None);
+        assert_eq!(c.status, CheckStatus::Warn);
+        assert!(
+            c.detail
+                .starts_with("no releases file: only the direct hop was checked"),
+            "{}",
+            c.detail
+        );
+        assert_eq!(hops.len(), 1);
+    }
+
+    #[test]
+    fn the_table_and_json_of_a_preflight() {
+        let p = parsed("0.1.0", "0.2.0", "dtr");
+        let plan = vec![Hop {
+            from: p.from.clone(),
+            to: p.to.clone(),
+        }];
+        let checks = vec![
+            row("version_rule", CheckStatus::Pass, "allowed"),
+            row("backup", CheckStatus::Warn, "old-ish"),
+            row("disk", CheckStatus::Pass, "plenty"),
+        ];
+        let out = preflight_outcome(&p, &checks, &plan);
+        assert_eq!(out.code, 0);
+        assert_eq!(
+            out.lines,
+            [
+                "CHECK         STATUS  DETAIL",
+                "version_rule  pass    allowed",
+                "backup        warn    old-ish",
+                "disk          pass    plenty",
+                "preflight passed: 0.1.0 → 0.2.0 (dtr rules), 1 warning(s): backup",
+            ]
+        );
+        assert_eq!(
+            out.json,
+            json!({
+                "result": "pass",
+                "from": "0.1.0",
+                "to": "0.2.0",
+                "rules": "dtr",
+                "checks": [
+                    {"name": "version_rule", "status": "pass", "detail": "allowed"},
+                    {"name": "backup", "status": "warn", "detail": "old-ish"},
+                    {"name": "disk", "status": "pass", "detail": "plenty"},
+                ],
+                "plan": [{"from": "0.1.0", "to": "0.2.0"}],
+            })
+        );
+
+        let checks = vec![
+            row("version_rule", CheckStatus::Fail, "refused: no"),
+            row("backup", CheckStatus::Fail, "none"),
+            row("disk", CheckStatus::Pass, "plenty"),
+        ];
+        let out = preflight_outcome(&p, &checks, &[]);
+        assert_eq!(out.code, 1);
+        assert_eq!(out.lines[1], "version_rule  fail    refused: no");
+        assert_eq!(
+            out.lines.last().unwrap(),
+            "preflight failed: 2 check(s) failed: version_rule, backup"
+        );
+        assert_eq!(out.json["result"], "fail");
+        assert_eq!(out.json["plan"], json!([]));
+        assert_eq!(out.json["checks"][1]["status"], "fail");
+
+        let out = preflight_outcome(&p, &checks[2..], &plan);
+        assert_eq!(
+            out.lines.last().unwrap(),
+            "preflight passed: 0.1.0 → 0.2.0 (dtr rules)"
+        );
     }
 }
