@@ -112,7 +112,7 @@ pub struct PreflightArgs {
     /// migrations it brings (read only) and its `version --json` its agent protocol.
     #[arg(long, value_name = "NEW_BINARY")]
     pub binary: Option<PathBuf>,
-    /// Where the backup bundles (`*.tar.zst`) are [default: <data-dir>/backups].
+    /// Where the backup bundles (`*.tar.zst`) are (by default `<data-dir>/backups`).
     #[arg(long, value_name = "DIR")]
     pub backups: Option<PathBuf>,
     /// The newest verified bundle must be younger than this (`90m`, `24h`, `2d`, `1h30m`).
