@@ -524,6 +524,17 @@ fn relay_one(mut client: TcpStream, upstream: &str, tamper: Tamper) -> std::io::
     client.shutdown(std::net::Shutdown::Both)
 }
 
+/// Ask for `host`'s upgrade; it must settle as failed with `why` in its reason; the agent.
+fn upgrade_fails(fleet: &Fleet, host: &str, why: &str) -> Value {
+    fleet.server.cli_ok(&["agent", "upgrade", host]);
+    let a = settled_upgrade(fleet, host);
+    assert_eq!(a["status"], "failed", "{a}");
+    let reason = a["upgrade"]["reason"].as_str().unwrap();
+    assert!(reason.contains(why), "{why:?} not in {a}");
+    assert_ne!(a["version"], NEW, "the agent still runs its version: {a}");
+    a
+}
+
 /// The agent's upgrade state once it is no longer in flight.
 fn settled_upgrade(fleet: &Fleet, host: &str) -> Value {
     fleet
@@ -587,29 +598,14 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
 
     // 1. A byte changed on the way: the SHA-256 differs; refused, nothing replaced.
     proxy.set(Tamper::FlipByte);
-    fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
-    let a = settled_upgrade(&fleet, "edge");
-    assert_eq!(a["status"], "failed", "{a}");
-    assert!(
-        a["upgrade"]["reason"].as_str().unwrap().contains("SHA-256"),
-        "{a}"
-    );
+    let a = upgrade_fails(&fleet, "edge", "SHA-256");
     assert_eq!(a["version"], old.as_str());
     assert_eq!(version_of(&fleet.exe("edge")), old);
     assert_eq!(failures(&fleet).len(), 2);
 
     // 2. The download is cut every time: it resumes, stays short, and is refused.
     proxy.set(Tamper::Truncate);
-    fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
-    let a = settled_upgrade(&fleet, "edge");
-    assert_eq!(a["status"], "failed", "{a}");
-    assert!(
-        a["upgrade"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("truncated"),
-        "{a}"
-    );
+    upgrade_fails(&fleet, "edge", "truncated");
     assert_eq!(version_of(&fleet.exe("edge")), old);
     assert_eq!(failures(&fleet).len(), 3);
     proxy.set(Tamper::Pass);
@@ -632,16 +628,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     std::fs::copy(&other_public, fleet.state_dir("edge").join("release.pub")).unwrap();
     fleet.restart_agent("edge");
     wait_connected(&fleet.server, &["edge"]);
-    fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
-    let a = settled_upgrade(&fleet, "edge");
-    assert_eq!(a["status"], "failed", "{a}");
-    assert!(
-        a["upgrade"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("signature"),
-        "{a}"
-    );
+    upgrade_fails(&fleet, "edge", "signature");
     assert_eq!(version_of(&fleet.exe("edge")), old);
     assert_eq!(failures(&fleet).len(), 4);
     std::fs::copy(
@@ -681,11 +668,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     fleet.policy(r#"{"mode": "staged", "staged": {"percent": 100, "min_gap": "0s", "halt_after_failures": 1}, "interval": "1s"}"#);
     // The staged rollout had failures already (those above count from this rollout on):
     // it is halted, so only a request goes out.
-    fleet.server.cli_ok(&["agent", "upgrade", "edge"]);
-    let a = settled_upgrade(&fleet, "edge");
-    assert_eq!(a["status"], "failed", "{a}");
-    let reason = a["upgrade"]["reason"].as_str().unwrap();
-    assert!(reason.contains("exited before it connected"), "{a}");
+    let a = upgrade_fails(&fleet, "edge", "exited before it connected");
     assert_eq!(a["version"], old.as_str());
     assert_eq!(
         version_of(&fleet.exe("edge")),

@@ -566,23 +566,6 @@ pub fn counters(
     c
 }
 
-/// One binary the server serves.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct BinaryView {
-    /// File name (under `/api/v1/agent-binaries/`).
-    pub file: String,
-    /// Version.
-    pub version: String,
-    /// Operating system.
-    pub os: String,
-    /// Architecture.
-    pub arch: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// SHA-256, hex.
-    pub sha256: String,
-}
-
 /// The policy, the evaluator's state and where the agents stand.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyView {
@@ -602,7 +585,8 @@ pub struct PolicyView {
     /// The release key's fingerprint, when set.
     pub release_key: Option<String>,
     /// The signed binaries served.
-    pub binaries: Vec<BinaryView>,
+    #[schema(value_type = Vec<Object>)]
+    pub binaries: Vec<ReleaseMeta>,
     /// Files of the binaries directory that are not served, with the reason.
     pub refused_binaries: Vec<String>,
     /// When the evaluator runs next by the interval.
@@ -622,17 +606,7 @@ pub async fn policy_view(state: &ServerState) -> Result<PolicyView, StoreError> 
             let scan = b.scan();
             (
                 Some(crate::release::fingerprint(b.key())),
-                scan.served
-                    .into_iter()
-                    .map(|m| BinaryView {
-                        file: m.file,
-                        version: m.version,
-                        os: m.os,
-                        arch: m.arch,
-                        size: m.size,
-                        sha256: m.sha256,
-                    })
-                    .collect(),
+                scan.served,
                 scan.refused,
             )
         }

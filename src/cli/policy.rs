@@ -97,11 +97,7 @@ pub fn run(cmd: PolicyCommand, conn: Conn) -> ExitCode {
                 let v = client
                     .send(reqwest::Method::PUT, PATH, Some(&policy))
                     .await?;
-                if client.json {
-                    print_json(&v);
-                } else {
-                    print_view(&v);
-                }
+                print_either(&client, &v);
                 Ok(())
             }
             PolicyCommand::Run => {
@@ -133,11 +129,7 @@ pub fn run(cmd: PolicyCommand, conn: Conn) -> ExitCode {
                 let v = client
                     .send::<()>(reqwest::Method::POST, &format!("{PATH}/resume"), None)
                     .await?;
-                if client.json {
-                    print_json(&v);
-                } else {
-                    print_view(&v);
-                }
+                print_either(&client, &v);
                 Ok(())
             }
         }
@@ -150,12 +142,17 @@ pub fn run(cmd: PolicyCommand, conn: Conn) -> ExitCode {
 
 async fn show(c: &Client) -> Result<(), ClientError> {
     let v: Value = c.get(PATH).await?;
-    if c.json {
-        print_json(&v);
-    } else {
-        print_view(&v);
-    }
+    print_either(c, &v);
     Ok(())
+}
+
+/// The policy view as JSON with `--json`, else as lines.
+fn print_either(c: &Client, v: &Value) {
+    if c.json {
+        print_json(v);
+    } else {
+        print_view(v);
+    }
 }
 
 fn print_view(v: &Value) {
