@@ -192,7 +192,18 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     let Some(driver) = chromedriver() else { return };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &b, &[]);
+    // A release key turns agent upgrades on (the policy panel's Run now needs it).
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let keygen = std::process::Command::new(support::server::bin())
+        .args(["release", "keygen", "--private"])
+        .arg(dir.path().join("release.key"))
+        .arg("--public")
+        .arg(data.join("release.pub"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let server = Server::start(&data, &b, &[]);
     let name = unique("dash");
     let _cleanup = Stack {
         name: name.clone(),
@@ -595,6 +606,44 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     let help = text(&c, "#enroll-help").await;
     assert!(help.contains("dockmesh agent token create"), "{help}");
     shot(&c, "17-agents").await;
+
+    // The agent upgrade policy: a bad percent is named beside its field and nothing is kept;
+    // a good policy is kept; Run now is evaluated and audited as the logged-in token.
+    c.find(Locator::Css("#mode option[value=staged]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "percent", "0").await;
+    click(&c, "save-policy").await;
+    let err = text(&c, "#percent-error").await;
+    assert!(err.contains("between 1 and 100"), "{err}");
+    shot(&c, "18-agents-policy-refused").await;
+    let (_, policy) = server.api("GET", "/api/v1/agents/upgrade-policy", None);
+    assert_eq!(policy["policy"]["mode"], "manual", "nothing kept: {policy}");
+    c.find(Locator::Css("#mode option[value=staged]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "percent", "20").await;
+    fill(&c, "min_gap", "1m").await;
+    click(&c, "save-policy").await;
+    at(&c, "/agents").await;
+    let (_, policy) = server.api("GET", "/api/v1/agents/upgrade-policy", None);
+    assert_eq!(policy["policy"]["mode"], "staged", "{policy}");
+    assert_eq!(policy["policy"]["staged"]["percent"], 20, "{policy}");
+    click(&c, "run-now").await;
+    let outcome = text(&c, "#run-outcome").await;
+    assert!(!outcome.is_empty());
+    shot(&c, "19-agents-run-now").await;
+    c.goto(&format!("{url}/audit")).await.unwrap();
+    let log = text(&c, "#audit").await;
+    for action in ["agent.upgrade_policy", "agent.upgrade_run"] {
+        assert!(log.contains(action), "{action} in {log}");
+    }
 
     // Log out: the pages are refused again.
     click(&c, "logout").await;
