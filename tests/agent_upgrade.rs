@@ -564,7 +564,9 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     let proxy = Proxy::start(&fleet.server.url);
     let proxy_url = proxy.url.clone();
     fleet.add_agent("edge", Some(&proxy_url));
-    wait_connected(&fleet.server, &["edge"]);
+    fleet.add_agent("edge-2", None);
+    fleet.add_agent("edge-3", None);
+    wait_connected(&fleet.server, &["edge", "edge-2", "edge-3"]);
     let failures = |fleet: &Fleet| fleet.audit("agent.upgrade_failed");
 
     // 0. The download cannot be reached: pending a manual upgrade, with the steps.
@@ -665,23 +667,55 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    fleet.policy(r#"{"mode": "staged", "staged": {"percent": 100, "min_gap": "0s", "halt_after_failures": 1}, "interval": "1s"}"#);
+    fleet.policy(r#"{"mode": "staged", "staged": {"percent": 30, "min_gap": "0s", "halt_after_failures": 1}, "interval": "1s"}"#);
     // The staged rollout had failures already (those above count from this rollout on):
-    // it is halted, so only a request goes out.
-    let a = upgrade_fails(&fleet, "edge", "exited before it connected");
-    assert_eq!(a["version"], old.as_str());
+    // it is halted at once, and only a request goes out.
+    upgrade_fails(&fleet, "edge", "exited before it connected");
     assert_eq!(
         version_of(&fleet.exe("edge")),
         old,
         "the previous binary is back"
     );
     assert_eq!(failures(&fleet).len(), 5);
-    let (_, policy) = fleet
-        .server
-        .api("GET", "/api/v1/agents/upgrade-policy", None);
-    assert!(policy["state"]["halted"]["reason"].is_string(), "{policy}");
-    // Resume clears the halt.
+    let halted = |fleet: &Fleet| {
+        let (_, p) = fleet
+            .server
+            .api("GET", "/api/v1/agents/upgrade-policy", None);
+        p["state"]["halted"]["reason"].as_str().map(str::to_owned)
+    };
+    assert!(halted(&fleet).is_some());
+    assert!(fleet.dispatches().iter().all(|d| d["detail"]["trigger"] == "requested"));
+
+    // 5. Resumed, the staged rollout sends its first wave (30 % of three drifted agents: one
+    //    of the two idle ones; `edge` failed and is not retried); that upgrade fails, the
+    //    threshold (1) is reached, and the rollout halts again: the other idle agent is never
+    //    sent the broken binary.
     let out = fleet.server.cli_ok(&["agent-policy", "resume"]);
     assert!(!out.contains("HALTED"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while halted(&fleet).is_none() {
+        assert!(Instant::now() < deadline, "the rollout did not halt again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let waves: Vec<Value> = fleet
+        .dispatches()
+        .into_iter()
+        .filter(|d| d["detail"]["trigger"] == "wave")
+        .collect();
+    assert_eq!(waves.len(), 1, "{waves:#?}");
+    let list = agents(&fleet.server);
+    let sent = waves[0]["detail"]["agent"].as_str().unwrap();
+    for a in &list {
+        assert_eq!(a["version"], old.as_str(), "{a}");
+        if a["id"] == sent || a["host"] == "edge" {
+            assert_eq!(a["status"], "failed", "{a}");
+        } else {
+            assert_eq!(a["status"], "drifted", "never sent: {a}");
+        }
+    }
+    assert_eq!(failures(&fleet).len(), 6);
+    let reason = halted(&fleet).unwrap();
+    assert!(reason.contains("halt threshold is 1"), "{reason}");
     assert_eq!(witness.state(), before, "the container was touched");
 }
