@@ -77,8 +77,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         // The whole group: the agent and an upgrade watchdog it started.
+        // `--` first: procps' kill reads `-PID` after a signal as another option.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
