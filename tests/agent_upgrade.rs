@@ -667,7 +667,9 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    fleet.policy(r#"{"mode": "staged", "staged": {"percent": 30, "min_gap": "0s", "halt_after_failures": 1}, "interval": "1s"}"#);
+    // The gap is longer than a failed upgrade takes to be reported, so a failure of one wave
+    // halts the rollout before the next (core's rule: keep the gap at least the timeout).
+    fleet.policy(r#"{"mode": "staged", "staged": {"percent": 30, "min_gap": "40s", "halt_after_failures": 1}, "interval": "1s", "upgrade_timeout": "40s"}"#);
     // The staged rollout had failures already (those above count from this rollout on):
     // it is halted at once, and only a request goes out.
     upgrade_fails(&fleet, "edge", "exited before it connected");
