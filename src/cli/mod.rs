@@ -1,6 +1,7 @@
 //! Command-line interface: one module per command group.
 
 pub mod agent;
+pub mod apply;
 pub mod audit;
 pub mod backup;
 pub mod check;
