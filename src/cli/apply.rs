@@ -469,25 +469,16 @@ fn run_hop(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, out: &mut Out) -> Resul
                     .catalog
                     .verify(&to_v, &ctx.key)
                     .map_err(|e| Stop::Failed(format!("release: {e}")))?;
-                let said =
-                    said_version(&path).map_err(|e| Stop::Failed(format!("release: {e}")))?;
-                if said != to_v {
-                    return Err(Stop::Failed(format!(
-                        "release: {} says `dockmesh {said}`, not `dockmesh {to}`",
-                        path.display()
-                    )));
-                }
+                let previous = previous_path(&ctx.binary, &from);
+                let said = swap(&ctx.binary, &path, &previous, &meta, &to_v)
+                    .map_err(|e| Stop::Failed(format!("{e:#}")))?;
                 out.say(format!(
-                    "{name}: release {} verified ({} bytes, sha256 {}, signed by {}, says \
-                     dockmesh {said})",
+                    "{name}: release {} verified ({} bytes, sha256 {}, signed by {}{said})",
                     path.display(),
                     meta.size,
                     &meta.sha256[..16.min(meta.sha256.len())],
                     release::fingerprint(&ctx.key)
                 ));
-                let previous = previous_path(&ctx.binary, &from);
-                swap(&ctx.binary, &path, &previous, &meta.sha256)
-                    .map_err(|e| Stop::Failed(format!("swap: {e:#}")))?;
                 hop.previous = Some(previous.clone());
                 hop.stage = Stage::Swapped;
                 out.say(format!(
@@ -610,7 +601,7 @@ fn take_backup(ctx: &Ctx<'_>, bundle: &Path) -> Result<(), String> {
     run_binary(&ctx.binary, &["backup", "--out", path], Some(ctx.location))?;
     run_binary(
         &ctx.binary,
-        &["restore", "--dry-run", "--from", path],
+        &["restore", "--dry-run", "--force", "--from", path],
         Some(ctx.location),
     )
     .map_err(|e| format!("{} does not verify: {e}", bundle.display()))?;
@@ -695,45 +686,79 @@ fn said_version(binary: &Path) -> Result<Version, String> {
         })
 }
 
-/// Put `new` in place of `binary`, keeping `binary` as `previous`. Done already (a run
-/// interrupted after the rename) when `binary` is the new release and `previous` is there.
-fn swap(binary: &Path, new: &Path, previous: &Path, sha256: &str) -> anyhow::Result<()> {
+/// Put the release `new` in place of `binary`, keeping `binary` as `previous`: the release is
+/// copied beside `binary` (fsync, 0755), that copy's size and SHA-256 checked against `meta` and
+/// its `--version` against `to`, the installed binary copied to `previous`, then the copy renamed
+/// over `binary`. Done already (a run interrupted after the rename) when `binary` is the release
+/// and `previous` is there. Returns what the release said (for the step line).
+fn swap(
+    binary: &Path,
+    new: &Path,
+    previous: &Path,
+    meta: &ReleaseMeta,
+    to: &Version,
+) -> anyhow::Result<String> {
     let (_, current) = release::digest_file(binary)?;
-    if current == sha256 && previous.is_file() {
-        return Ok(());
+    if current == meta.sha256.to_ascii_lowercase() && previous.is_file() {
+        return Ok(", already in place".into());
     }
-    copy_atomic(binary, previous)?;
-    copy_atomic(new, binary)?;
-    Ok(())
+    let staged = temp_beside(binary, &format!("new-{to}"))?;
+    let result = (|| {
+        copy_synced(new, &staged).context("release: staging it beside the binary")?;
+        let (size, sha256) = release::digest_file(&staged)?;
+        if size != meta.size || sha256 != meta.sha256.to_ascii_lowercase() {
+            bail!(
+                "release: the copy {} is {size} bytes with SHA-256 {sha256}, the release says \
+                 {} bytes, {}",
+                staged.display(),
+                meta.size,
+                meta.sha256
+            );
+        }
+        let said = said_version(&staged).map_err(|e| anyhow!("release: {e}"))?;
+        if &said != to {
+            bail!(
+                "release: {} says `dockmesh {said}`, not `dockmesh {to}`",
+                new.display()
+            );
+        }
+        let kept = temp_beside(previous, "tmp")?;
+        copy_synced(binary, &kept)
+            .and_then(|()| std::fs::rename(&kept, previous))
+            .and_then(|()| sync_dir(previous))
+            .with_context(|| format!("swap: keeping the binary as {}", previous.display()))?;
+        std::fs::rename(&staged, binary)
+            .and_then(|()| sync_dir(binary))
+            .with_context(|| format!("swap: renaming the release over {}", binary.display()))?;
+        Ok(format!(", says dockmesh {said}"))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    result
 }
 
-/// Copy `src` to a temporary file beside `dst`, fsync it, make it 0755 and rename it over `dst`.
-fn copy_atomic(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    let name = dst
+/// `.<name>.<what>-<pid>` beside `path`.
+fn temp_beside(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let name = path
         .file_name()
-        .ok_or_else(|| anyhow!("{} has no file name", dst.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dst.with_file_name(tmp_name);
-    std::fs::copy(src, &tmp)
-        .with_context(|| format!("copying {} to {}", src.display(), tmp.display()))?;
-    let done = (|| -> std::io::Result<()> {
-        let f = std::fs::File::open(&tmp)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, dst)?;
-        sync_dir(dst)
-    })();
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow!(e).context(format!("putting {} in place", dst.display())));
+        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{what}-{}", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Copy `src` to `dst`, make it 0755 and fsync it.
+fn copy_synced(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::copy(src, dst)?;
+    let f = std::fs::File::open(dst)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
     }
-    Ok(())
+    f.sync_all()
 }
 
 /// fsync the directory holding `path`, so a rename in it survives a crash.
