@@ -465,6 +465,20 @@ fn a_hop_whose_check_fails_puts_the_previous_binary_back_and_restores_the_backup
         );
     }
     assert_eq!(read(&case.binary), read(Path::new(BIN)));
+
+    // With the cause fixed (a good release signed in its place), the same command retries the
+    // hop and finishes.
+    let fixed = case.release(&v1, "");
+    let run = case.apply(&v1, &["--json"]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["result"], "done");
+    assert_eq!(out["from"], own.as_str());
+    assert_eq!(out["hops"][0]["stage"], "done");
+    assert_eq!(out["hops"][0]["error"], Value::Null);
+    assert_eq!(read(&case.binary), read(&fixed));
+    assert_eq!(read(&case.previous(&own)), read(Path::new(BIN)));
+    case.assert_database_usable();
 }
 
 #[test]

@@ -422,6 +422,7 @@ fn new_run(to: &Version, rules: &str, binary: &Path, hops: &[Hop]) -> RunRecord 
 fn summary_json(result: &str, run: &RunRecord, ctx: &Ctx<'_>, out: &Out) -> Value {
     json!({
         "result": result,
+        "from": run.hops.first().map(|h| h.from.clone()),
         "to": run.target,
         "binary": ctx.binary,
         "run_file": ctx.run_path,
@@ -728,8 +729,10 @@ fn swap(
             .and_then(|()| sync_dir(previous))
             .with_context(|| format!("swap: keeping the binary as {}", previous.display()))?;
         std::fs::rename(&staged, binary)
-            .and_then(|()| sync_dir(binary))
             .with_context(|| format!("swap: renaming the release over {}", binary.display()))?;
+        // The rename is done: from here on the hop counts as swapped (an undo puts `previous`
+        // back), so a failed directory fsync is not reported as a failed swap.
+        let _ = sync_dir(binary);
         Ok(format!(", says dockmesh {said}"))
     })();
     if result.is_err() {
