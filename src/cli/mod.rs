@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apply;
+mod apply_files;
 pub mod audit;
 pub mod backup;
 pub mod check;
