@@ -384,6 +384,7 @@ fn a_tampered_binary_a_wrong_key_or_bad_input_is_refused_before_anything_changes
     for (to, key, says) in [
         ("not-a-version", case.public.clone(), "--to"),
         ("99.0.0", case.public.clone(), "no plan"),
+        ("0.0.1", case.public.clone(), "only upgrades"),
         (
             v1.as_str(),
             case.root.join("missing.pub"),

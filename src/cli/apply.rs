@@ -216,6 +216,15 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
             return Ok((0, summary_json("nothing_to_do", &run, &ctx, out)));
         }
         _ => {
+            if p.to < p.from {
+                bail!(
+                    "{} is older than this binary's {}: `upgrade apply` only upgrades; to go \
+                     back, restore a backup taken before the upgrade with the older binary \
+                     (`restore --force --from BUNDLE`); nothing was changed",
+                    p.to,
+                    p.from
+                );
+            }
             let plan = plan_hops(&p, &ctx.catalog.versions(), false).map_err(|e| {
                 anyhow!(
                     "no plan from {} to {} through the releases in {} ({}): {e}; nothing was \
@@ -288,10 +297,20 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
                 }
                 undo(&ctx, &mut run, i, &reason, out);
                 let hop = &run.hops[i];
+                let state = if hop.undone.iter().any(|u| u.contains("FAILED")) {
+                    "undoing it did not complete (see above): finish it by hand before running \
+                     the same command again"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the installed binary is {} again; fix the cause and run the same command \
+                         to retry the hop",
+                        hop.from
+                    )
+                };
                 out.say(format!(
-                    "upgrade to {} failed at hop {} → {}: {reason}; the installed binary is {} \
-                     again; fix the cause and run the same command to retry the hop",
-                    run.target, hop.from, hop.to, hop.from
+                    "upgrade to {} failed at hop {} → {}: {reason}; {state}",
+                    run.target, hop.from, hop.to
                 ));
                 return Ok((1, summary_json("failed", &run, &ctx, out)));
             }
