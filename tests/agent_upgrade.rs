@@ -686,7 +686,12 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
         p["state"]["halted"]["reason"].as_str().map(str::to_owned)
     };
     assert!(halted(&fleet).is_some());
-    assert!(fleet.dispatches().iter().all(|d| d["detail"]["trigger"] == "requested"));
+    assert!(
+        fleet
+            .dispatches()
+            .iter()
+            .all(|d| d["detail"]["trigger"] == "requested")
+    );
 
     // 5. Resumed, the staged rollout sends its first wave (30 % of three drifted agents: one
     //    of the two idle ones; `edge` failed and is not retried); that upgrade fails, the

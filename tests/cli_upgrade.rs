@@ -351,12 +351,12 @@ fn an_agent_that_is_not_enrolled_says_how_to_enroll_and_keeps_nothing() {
 }
 
 #[test]
-fn server_upgrade_apply_not_built_says_so() {
+fn server_upgrade_apply_names_the_releases_and_key_it_needs() {
+    // The upgrade itself is tested in cli_upgrade_apply.rs.
     let run = dockmesh(&["upgrade", "apply", "--to", "2.0.0"]);
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr
-            .contains("`dockmesh upgrade apply` is not built yet"),
+        run.stderr.contains("--releases") && run.stderr.contains("--release-key"),
         "{}",
         run.stderr
     );

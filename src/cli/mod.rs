@@ -1,6 +1,8 @@
 //! Command-line interface: one module per command group.
 
 pub mod agent;
+pub mod apply;
+mod apply_files;
 pub mod audit;
 pub mod backup;
 pub mod check;
@@ -46,7 +48,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Version rules: check an upgrade, plan a multi-hop upgrade.
+    /// Version rules (check, plan), the checks before and after the server's own upgrade
+    /// (preflight, verify), and the upgrade itself (apply).
     #[command(subcommand)]
     Upgrade(upgrade::UpgradeCommand),
     /// The database: schema status, apply pending migrations.

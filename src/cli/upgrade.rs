@@ -1,7 +1,7 @@
 //! `dockmesh upgrade check|plan`: the version rules from the command line; `preflight` (the
 //! facts gathered in `preflight.rs`, judged and printed here) checks before the server's own
-//! upgrade; `verify` (in `verify.rs`) checks a server after it. `apply` is not built yet: it
-//! says so and exits 2.
+//! upgrade; `apply` (in `apply.rs`) performs it, hop by hop, resumable; `verify` (in
+//! `verify.rs`) checks a server after it.
 //!
 //! Output, one fact per line (or one JSON object with `--json`):
 //! - `check`: `allowed: FROM → TO (RULES rules)` then one `advice: …` line per advice (exit 0);
@@ -42,20 +42,14 @@ pub enum UpgradeCommand {
     /// fall outside the target's protocol window. Exit 1 when a check fails. Changes nothing
     /// (unless --backup, which takes a backup first).
     Preflight(PreflightArgs),
-    /// Not built yet: the server's own upgrade, hop by hop (exit 2).
-    Apply(NotBuiltArgs),
+    /// The server's own upgrade along the recommended plan through a directory of signed
+    /// binaries, hop by hop: backup, verify and swap the binary, migrate, check. Resumable
+    /// (progress in `<data-dir>/upgrade-run.json`); a failed hop is undone (exit 1).
+    Apply(super::apply::ApplyArgs),
     /// After a server upgrade: every host online, agents on the server's version (or pending a
     /// manual upgrade), stacks healthy, audit chain intact, schema up to date. Exit 1 when
     /// anything is off.
     Verify(super::verify::VerifyArgs),
-}
-
-/// The arguments of a command that is not built yet, accepted so that it can say so.
-#[derive(Debug, Args)]
-pub struct NotBuiltArgs {
-    /// Ignored.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
 }
 
 /// Options both subcommands take.
@@ -145,7 +139,7 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
         UpgradeCommand::Check(args) => (args.common.json, check(&args)),
         UpgradeCommand::Plan(args) => (args.common.json, plan(&args)),
         UpgradeCommand::Preflight(args) => (args.json, super::preflight::run(&args)),
-        UpgradeCommand::Apply(_) => return not_built("apply"),
+        UpgradeCommand::Apply(args) => return super::apply::run(args),
         UpgradeCommand::Verify(args) => return super::verify::run(args),
     };
     match outcome {
@@ -168,16 +162,6 @@ pub fn run(cmd: UpgradeCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn not_built(what: &str) -> ExitCode {
-    eprintln!(
-        "error: `dockmesh upgrade {what}` is not built yet; nothing was checked or changed. \
-         `dockmesh upgrade check`, `plan` and `preflight` work; upgrade the server by hand: \
-         `dockmesh upgrade preflight --to VERSION --binary NEW --backup`, replace the binary, \
-         `dockmesh db migrate`, start it"
-    );
-    ExitCode::from(2)
 }
 
 pub(super) struct Parsed {
@@ -303,7 +287,11 @@ fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
 }
 
 /// The chain `upgrade plan` prints: the recommended one, or the shortest.
-fn plan_hops(p: &Parsed, releases: &[Version], shortest: bool) -> Result<Plan, PlanError> {
+pub(super) fn plan_hops(
+    p: &Parsed,
+    releases: &[Version],
+    shortest: bool,
+) -> Result<Plan, PlanError> {
     if shortest {
         p.rules.plan(&p.from, &p.to, releases)
     } else {
