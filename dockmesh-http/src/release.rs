@@ -582,6 +582,58 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_names_one_key_in_16_hex_digits() {
+        let (_d1, _, a) = setup();
+        let (_d2, _, b) = setup();
+        let fp = fingerprint(&a);
+        assert_eq!(fp.len(), 16);
+        assert!(fp.chars().all(|c| c.is_ascii_hexdigit()), "{fp}");
+        assert_eq!(fingerprint(&a), fp);
+        assert_ne!(fingerprint(&b), fp);
+    }
+
+    #[test]
+    fn a_binary_over_the_size_limit_is_refused_and_one_at_the_limit_is_read() {
+        let (dir, key, public) = setup();
+        let binaries = AgentBinaries::new(dir.path().to_owned(), public);
+        assert_eq!(binaries.key(), &public);
+        let write = |name: &str, size: u64| {
+            let sha = "ab".repeat(32);
+            let sig = key.sign(&statement("1.0.0", "linux", "x86_64", size, &sha));
+            let meta = ReleaseMeta {
+                file: name.into(),
+                version: "1.0.0".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                size,
+                sha256: sha,
+                signature: hex::encode(sig.to_bytes()),
+            };
+            std::fs::write(dir.path().join(name), b"small").unwrap();
+            std::fs::write(
+                dir.path().join(format!("{name}{META_SUFFIX}")),
+                serde_json::to_vec(&meta).unwrap(),
+            )
+            .unwrap();
+        };
+        write("over", MAX_BINARY + 1);
+        write("at", MAX_BINARY);
+        let refused = binaries.scan().refused;
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused.iter().any(|r| r.contains("over the limit")),
+            "{refused:?}"
+        );
+        // At the limit, the size is not refused as such: the file beside it is what differs.
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.contains(&format!("{MAX_BINARY}")) && r.contains("5 bytes")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
     fn keys_in_the_wrong_shape_are_named() {
         let err = parse_private("not a key", "release.key").unwrap_err();
         assert!(err.to_string().contains("release.key"), "{err}");
