@@ -29,6 +29,9 @@ const PINNED_KEY: &str = "release.pub";
 const ATTEMPTS: u32 = 4;
 /// How long the new binary's `--version` may take.
 const VERSION_CHECK: Duration = Duration::from_secs(10);
+/// How many checks in a row (100 ms apart) must find the new binary gone before it counts as
+/// exited.
+const GONE_CHECKS: u32 = 10;
 /// How long past the deadline the watchdog waits for a new binary that did not exit by itself.
 const HUNG_GRACE_MS: i64 = 15_000;
 
@@ -607,6 +610,9 @@ fn alive(pid: u32) -> bool {
 /// `dockmesh agent watchdog`: watch an upgrade on trial; put the previous binary back and
 /// start it when the new one exits or hangs before it is confirmed.
 pub fn watchdog(state_dir: &Path) -> std::process::ExitCode {
+    // While a multi-threaded process executes a new binary, its main thread shows as a zombie
+    // for a moment: only a process seen gone for a whole second has exited.
+    let mut gone_for = 0u32;
     loop {
         let Some(m) = read_marker(state_dir) else {
             return std::process::ExitCode::SUCCESS;
@@ -614,7 +620,8 @@ pub fn watchdog(state_dir: &Path) -> std::process::ExitCode {
         if m.stage != Stage::Trial {
             return std::process::ExitCode::SUCCESS;
         }
-        if !alive(m.pid) {
+        gone_for = if alive(m.pid) { 0 } else { gone_for + 1 };
+        if gone_for >= GONE_CHECKS {
             return revert(
                 state_dir,
                 m.clone(),
