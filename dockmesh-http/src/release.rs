@@ -335,16 +335,7 @@ impl AgentBinaries {
                 return scan;
             }
         };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(META_SUFFIX))
-            })
-            .collect();
-        paths.sort();
-        for path in paths {
+        for path in meta_files(entries) {
             match self.check(&path) {
                 Ok(meta) => scan.served.push(meta),
                 Err(e) => scan.refused.push(e.to_string()),
@@ -429,6 +420,20 @@ impl AgentBinaries {
         let meta = self.dir.join(format!("{file}{META_SUFFIX}"));
         self.check(&meta).ok().map(|m| self.dir.join(m.file))
     }
+}
+
+/// The metadata files (`*.release.json`) among a directory's entries, sorted.
+pub fn meta_files(entries: std::fs::ReadDir) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(META_SUFFIX))
+        })
+        .collect();
+    paths.sort();
+    paths
 }
 
 /// A plain file name: no separator, not `.` or `..`, no control characters.

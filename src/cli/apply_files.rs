@@ -5,7 +5,7 @@
 use super::apply::said_version;
 use anyhow::{Context, anyhow, bail};
 use dockmesh_core::version::{Hop, Version};
-use dockmesh_http::release::{self, META_SUFFIX, ReleaseError, ReleaseMeta, VerifyingKey};
+use dockmesh_http::release::{self, ReleaseError, ReleaseMeta, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -250,15 +250,7 @@ impl Catalog {
     pub(super) fn read(dir: &Path) -> anyhow::Result<Catalog> {
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read the releases directory {}", dir.display()))?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(META_SUFFIX))
-            })
-            .collect();
-        paths.sort();
+        let paths = dockmesh_http::release::meta_files(entries);
         let mut catalog = Catalog {
             dir: dir.to_owned(),
             metas: Vec::new(),
