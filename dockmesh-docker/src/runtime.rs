@@ -114,6 +114,11 @@ pub struct DockerConfig {
     pub health_margin: Duration,
     /// Time between two looks at the engine while waiting.
     pub poll_interval: Duration,
+    /// Read and write volumes in their directories when the engine is on this machine (a Unix
+    /// socket), the volume is a plain `local` one and this process runs as root; else, or when
+    /// `false`, through the engine's archive endpoints. Default `true`. See
+    /// [`volume`](crate::volume) and [`VolumeAccess`](crate::volume::VolumeAccess).
+    pub volume_fast_path: bool,
 }
 
 impl DockerConfig {
@@ -126,7 +131,14 @@ impl DockerConfig {
             stable_grace: Duration::from_secs(3),
             health_margin: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
+            volume_fast_path: true,
         }
+    }
+
+    /// Allow or forbid the file-system fast path for volumes (allowed by default).
+    pub fn with_volume_fast_path(mut self, allowed: bool) -> Self {
+        self.volume_fast_path = allowed;
+        self
     }
 
     /// Use this engine instead of `DOCKER_HOST` or the default socket.
@@ -217,6 +229,20 @@ impl DockerRuntime {
             config,
             locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How this runtime's volume transfers reach the data: the file system where
+    /// [`DockerConfig::volume_fast_path`] allows it, the engine is reached through a Unix socket
+    /// and this process runs as root.
+    pub fn volume_access(&self) -> crate::volume::VolumeAccess {
+        if self.config.volume_fast_path
+            && self.endpoint.is_local()
+            && rustix::process::geteuid().is_root()
+        {
+            crate::volume::VolumeAccess::FileSystem
+        } else {
+            crate::volume::VolumeAccess::Archive
+        }
     }
 
     /// The bollard client, on the negotiated API version.
@@ -337,7 +363,7 @@ impl HostRuntime for DockerRuntime {
     }
 
     async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        crate::volume::export_volume(&self.docker, volume).await
+        crate::volume::export_volume_with(&self.docker, volume, self.volume_access()).await
     }
 
     async fn import_volume(
@@ -346,7 +372,14 @@ impl HostRuntime for DockerRuntime {
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
-        crate::volume::import_volume(&self.docker, volume, data, progress).await
+        crate::volume::import_volume_with(
+            &self.docker,
+            volume,
+            data,
+            progress,
+            self.volume_access(),
+        )
+        .await
     }
 
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {

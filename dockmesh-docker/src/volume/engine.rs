@@ -6,6 +6,7 @@ use super::carrier::{
     remove_stale_carriers,
 };
 use super::error::{Refusal, StreamError};
+use super::fs as fast;
 use super::policy::Layout;
 use super::transform::TarTransform;
 use bollard::Docker;
@@ -124,10 +125,41 @@ fn read_stream_error(volume: &str, e: StreamError) -> RuntimeError {
     .with_source(e)
 }
 
+/// How a transfer reaches a volume's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeAccess {
+    /// Always through the engine's archive endpoints.
+    Archive,
+    /// Through the volume's directory when this process can reach it (a `local` volume without
+    /// options, an engine on this machine, this process running as root: the caller vouches for
+    /// the last two), else through the archive endpoints. See the module documentation.
+    FileSystem,
+}
+
+/// Which way a transfer went, for the logs.
+fn path_name(root: &Option<std::path::PathBuf>) -> &'static str {
+    match root {
+        Some(_) => "file system",
+        None => "engine archive",
+    }
+}
+
+/// Export the named volume as a tar stream ([`Layout::Transfer`]) through the engine's archive
+/// endpoints ([`VolumeAccess::Archive`]); see [`export_volume_with`].
+pub async fn export_volume(docker: &Docker, volume: &str) -> Result<VolumeExport, RuntimeError> {
+    export_volume_with(docker, volume, VolumeAccess::Archive).await
+}
+
 /// Export the named volume as a tar stream ([`Layout::Transfer`]). The manifest is computed as
 /// the stream flows and put in the returned slot when it ends, or the error when it fails. The
 /// volume is only read; stop the containers that write to it first for a consistent copy.
-pub async fn export_volume(docker: &Docker, volume: &str) -> Result<VolumeExport, RuntimeError> {
+/// `access` says whether the volume's directory may be read directly; the stream, its checks
+/// and its manifest are the same either way.
+pub async fn export_volume_with(
+    docker: &Docker,
+    volume: &str,
+    access: VolumeAccess,
+) -> Result<VolumeExport, RuntimeError> {
     match docker.inspect_volume(volume).await {
         Ok(_) => {}
         Err(e) if status_of(&e) == Some(404) => {
@@ -145,7 +177,15 @@ pub async fn export_volume(docker: &Docker, volume: &str) -> Result<VolumeExport
     ensure_carrier_image(docker).await?;
     let claim = Claim::take(volume, export_name(volume))?;
     let carrier = Carrier::create(docker, volume, claim).await?;
-    let body = download(docker, &carrier);
+    let root = match access {
+        VolumeAccess::FileSystem => fast::local_root(docker, volume).await,
+        VolumeAccess::Archive => None,
+    };
+    tracing::info!(volume, path = path_name(&root), "exporting volume");
+    let body = match root {
+        Some(root) => fast::read_tree(root, volume),
+        None => download(docker, &carrier, volume),
+    };
     let slot = ManifestSlot::default();
     let state = ExportState {
         volume: volume.to_owned(),
@@ -162,16 +202,22 @@ pub async fn export_volume(docker: &Docker, volume: &str) -> Result<VolumeExport
     })
 }
 
-fn download(docker: &Docker, carrier: &Carrier) -> BoxStream<'static, Result<Bytes, DockerError>> {
+fn download(
+    docker: &Docker,
+    carrier: &Carrier,
+    volume: &str,
+) -> BoxStream<'static, Result<Bytes, RuntimeError>> {
     let options = DownloadFromContainerOptions { path: MOUNT.into() };
+    let what = format!("reading volume {volume} from the engine");
     docker
         .download_from_container(carrier.id(), Some(options))
+        .map(move |chunk| chunk.map_err(|e| engine_error(&what, e)))
         .boxed()
 }
 
 struct ExportState {
     volume: String,
-    body: BoxStream<'static, Result<Bytes, DockerError>>,
+    body: BoxStream<'static, Result<Bytes, RuntimeError>>,
     transform: TarTransform,
     carrier: Option<Carrier>,
     slot: ManifestSlot,
@@ -191,9 +237,7 @@ async fn export_step(mut st: ExportState) -> Option<(Result<Bytes, RuntimeError>
                 Ok(()) => continue,
                 Err(e) => export_refused(&st.volume, e),
             },
-            Some(Err(e)) => {
-                engine_error(&format!("reading volume {} from the engine", st.volume), e)
-            }
+            Some(Err(e)) => e,
             None => match st.transform.finish() {
                 Ok(manifest) => {
                     if let Some(carrier) = st.carrier.take()
@@ -238,6 +282,19 @@ pub async fn import_volume(
     data: ByteStream,
     progress: Progress,
 ) -> Result<VolumeManifest, RuntimeError> {
+    import_volume_with(docker, target, data, progress, VolumeAccess::Archive).await
+}
+
+/// [`import_volume`], writing into the volume's directory directly when `access` allows it and
+/// the freshly created volume's directory is here and empty ([`VolumeAccess::FileSystem`]);
+/// the checks, the read-back and the returned manifest are the same either way.
+pub async fn import_volume_with(
+    docker: &Docker,
+    target: &VolumeTarget,
+    data: ByteStream,
+    progress: Progress,
+    access: VolumeAccess,
+) -> Result<VolumeManifest, RuntimeError> {
     let volume = target.name.as_str();
     ensure_carrier_image(docker).await?;
     // Refused before the volume is touched when another import into it runs in this process;
@@ -267,23 +324,42 @@ pub async fn import_volume(
         failure: failure.clone(),
         done: false,
     });
-    let options = UploadToContainerOptions {
-        path: "/".into(),
-        ..Default::default()
+    let root = match access {
+        VolumeAccess::FileSystem => fast::local_root(docker, volume)
+            .await
+            .filter(|root| fast::is_empty_dir(root)),
+        VolumeAccess::Archive => None,
     };
-    let uploaded = docker
-        .clone()
-        .with_timeout(UPLOAD_TIMEOUT)
-        .upload_to_container(carrier.id(), Some(options), bollard::body_try_stream(body))
-        .await;
+    tracing::info!(volume, path = path_name(&root), "importing volume");
+    let uploaded = match &root {
+        Some(root) => fast::write_tree(root.clone(), body).await.map_err(|e| {
+            RuntimeError::new(
+                RuntimeErrorKind::Engine,
+                format!("writing the stream into the directory of volume {volume} failed: {e}"),
+            )
+            .with_source(e)
+        }),
+        None => {
+            let options = UploadToContainerOptions {
+                path: "/".into(),
+                ..Default::default()
+            };
+            docker
+                .clone()
+                .with_timeout(UPLOAD_TIMEOUT)
+                .upload_to_container(carrier.id(), Some(options), bollard::body_try_stream(body))
+                .await
+                .map_err(|e| engine_error(&format!("writing the stream into volume {volume}"), e))
+        }
+    };
     let refused = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     let result = match (refused, uploaded) {
         (Some(e), _) => Err(e),
-        (None, Err(e)) => Err(engine_error(
-            &format!("writing the stream into volume {volume}"),
-            e,
-        )),
-        (None, Ok(())) => read_back(docker, &carrier, volume).await,
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => match root {
+            Some(root) => read_back_stream(fast::read_tree(root, volume), volume).await,
+            None => read_back_stream(download(docker, &carrier, volume), volume).await,
+        },
     };
     let removed = carrier.remove().await;
     match result {
@@ -420,17 +496,19 @@ fn upload_body(
     })
 }
 
-/// The manifest of what the carrier's volume holds now.
-async fn read_back(
-    docker: &Docker,
-    carrier: &Carrier,
+/// The manifest of what the volume holds now, from a read of it (engine or directory).
+async fn read_back_stream(
+    mut body: BoxStream<'static, Result<Bytes, RuntimeError>>,
     volume: &str,
 ) -> Result<VolumeManifest, RuntimeError> {
-    let mut body = download(docker, carrier);
     let mut check = TarTransform::new(Layout::Carrier, None, Limits::default()).with_manifest();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            engine_error(&format!("reading volume {volume} back after the import"), e)
+        let chunk = chunk.map_err(|e| RuntimeError {
+            message: format!(
+                "reading volume {volume} back after the import: {}",
+                e.message
+            ),
+            ..e
         })?;
         check
             .push(chunk)

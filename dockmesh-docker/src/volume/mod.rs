@@ -75,6 +75,7 @@
 mod carrier;
 mod engine;
 mod error;
+mod fs;
 mod manifest;
 mod policy;
 mod reader;
@@ -84,7 +85,10 @@ mod transform;
 mod writer;
 
 pub use carrier::{CARRIER_IMAGE, CARRIER_LABEL, ensure_carrier_image};
-pub use engine::{export_volume, import_margin, import_volume, remove_volume};
+pub use engine::{
+    VolumeAccess, export_volume, export_volume_with, import_margin, import_volume,
+    import_volume_with, remove_volume,
+};
 pub use error::{Refusal, StreamError};
 pub use manifest::escape_path;
 pub use policy::Layout;

@@ -1,0 +1,622 @@
+//! The file-system fast path: a volume's data read and written in its directory on this host
+//! instead of through the engine's archive endpoints.
+//!
+//! It runs only where the engine keeps the volume on this machine's file system and this
+//! process may do everything the engine does there: a volume of the `local` driver without
+//! options (a `local` volume with `type`/`device` options is a mount that exists only while a
+//! container uses it), an engine reached through a Unix socket, and a process running as root.
+//! Anything else goes through the archive endpoints.
+//!
+//! The path changes where the bytes come from and go to, nothing else: an export walks the
+//! directory and writes every entry as the engine's archive reader would name it
+//! ([`Layout::Carrier`]), and that stream passes through the same [`TarTransform`] (checker,
+//! canonical writer, manifest) as the engine's. An import takes the stream the import's
+//! transform has checked and re-written, checks it once more, and creates each entry under the
+//! volume's directory, never through a symbolic link (every parent is a directory created by
+//! this import, every file is created new with `O_NOFOLLOW`). The result is read back by the
+//! same walk and its manifest compared by the caller, as on the archive path.
+//!
+//! What it keeps that the archive path loses: modification times to the nanosecond (files,
+//! directories, links, FIFOs), extended attributes in the `user.*` namespace (the checker's
+//! rule: `user.*` and `security.capability`; other namespaces are not read), and the holes of
+//! sparse files (every aligned 4 KiB block of zeros is left unwritten, so a hole stays a hole;
+//! a block of zeros that was written out on the source becomes a hole too, with the same
+//! content). What it cannot keep either: access and change times. Unix sockets are skipped as
+//! the engine skips them; device nodes are refused by name as on the archive path.
+//!
+//! [`TarTransform`]: super::TarTransform
+
+use super::Limits;
+use super::error::{Refusal, StreamError};
+use super::manifest::escape_path;
+use super::policy::{Checked, CheckedKind, Checker, Layout};
+use super::reader::{Event, Mtime, Reader, ZERO_BLOCK, padding};
+use super::writer::encode_header;
+use bollard::Docker;
+use bytes::{Bytes, BytesMut};
+use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind};
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::ffi::OsStr;
+use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bytes per chunk handed on by the walk.
+const CHUNK: usize = 256 * 1024;
+/// The block size of hole detection on import.
+const HOLE: usize = 4096;
+/// Data written per `pwrite` at most.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Where the data of `volume` lives on this host, when the fast path may take it: a `local`
+/// volume without options whose mount point is a directory here.
+pub(crate) async fn local_root(docker: &Docker, volume: &str) -> Option<PathBuf> {
+    let v = docker.inspect_volume(volume).await.ok()?;
+    if v.driver != "local" || !v.options.is_empty() || v.mountpoint.is_empty() {
+        return None;
+    }
+    let root = PathBuf::from(v.mountpoint);
+    let meta = fs::symlink_metadata(&root).ok()?;
+    meta.is_dir().then_some(root)
+}
+
+/// Whether the directory is empty (a volume the engine has just created).
+pub(crate) fn is_empty_dir(root: &Path) -> bool {
+    fs::read_dir(root).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Why the walk stopped.
+#[derive(Debug)]
+enum WalkError {
+    /// The consumer went away.
+    Closed,
+    Io(PathBuf, io::Error),
+    Refused(StreamError),
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
+    move |e| WalkError::Io(path.to_path_buf(), e)
+}
+
+/// The volume's directory as a tar stream named in [`Layout::Carrier`], read on a blocking
+/// thread and handed on in chunks of about 256 KiB through a small channel (so at most a few
+/// MiB are in flight, whatever the volume's size). Dropping the stream stops the walk.
+pub(crate) fn read_tree(
+    root: PathBuf,
+    volume: &str,
+) -> BoxStream<'static, Result<Bytes, RuntimeError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RuntimeError>>(8);
+    let volume = volume.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Out {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK * 2),
+        };
+        let failure = match walk(&root, &mut out) {
+            Ok(()) => return,
+            Err(WalkError::Closed) => return,
+            Err(WalkError::Io(path, e)) => RuntimeError::new(
+                RuntimeErrorKind::Engine,
+                format!(
+                    "reading volume {volume} from its directory failed at {}: {e}",
+                    path.display()
+                ),
+            )
+            .with_source(e),
+            Err(WalkError::Refused(e)) => RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!("volume {volume} cannot be read: {e}"),
+            )
+            .with_source(e),
+        };
+        let _ = out.tx.blocking_send(Err(failure));
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+struct Out {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, RuntimeError>>,
+    buf: BytesMut,
+}
+
+impl Out {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), WalkError> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WalkError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| WalkError::Closed)
+    }
+
+    /// Read exactly `size` bytes of `file` into the stream, then its padding.
+    fn content(&mut self, path: &Path, size: u64) -> Result<(), WalkError> {
+        let mut file = File::open(path).map_err(at(path))?;
+        let mut left = size;
+        while left > 0 {
+            let want = (CHUNK as u64).min(left) as usize;
+            let start = self.buf.len();
+            self.buf.resize(start + want, 0);
+            let n = file.read(&mut self.buf[start..]).map_err(at(path))?;
+            self.buf.truncate(start + n);
+            if n == 0 {
+                return Err(changed(path));
+            }
+            left -= n as u64;
+            if self.buf.len() >= CHUNK {
+                self.flush()?;
+            }
+        }
+        let mut probe = [0u8; 1];
+        if file.read(&mut probe).map_err(at(path))? != 0 {
+            return Err(changed(path));
+        }
+        self.put(&ZERO_BLOCK[..padding(size) as usize])
+    }
+}
+
+fn changed(path: &Path) -> WalkError {
+    WalkError::Io(
+        path.to_path_buf(),
+        io::Error::other(
+            "the file changed size while it was read: stop the containers that write to the \
+             volume and retry",
+        ),
+    )
+}
+
+/// Depth first, the entries of a directory in byte order of their names, each directory's
+/// content right after it: the order of the engine's own walk (Go's `filepath.Walk`), so that
+/// the first path of a hard-linked file is the same on both paths.
+fn walk(root: &Path, out: &mut Out) -> Result<(), WalkError> {
+    struct Level {
+        dir: PathBuf,
+        rel: Vec<u8>,
+        names: std::vec::IntoIter<std::ffi::OsString>,
+    }
+    fn level(dir: PathBuf, rel: Vec<u8>) -> Result<Level, WalkError> {
+        let mut names = fs::read_dir(&dir)
+            .map_err(at(&dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(at(&dir))?;
+        names.sort();
+        Ok(Level {
+            dir,
+            rel,
+            names: names.into_iter(),
+        })
+    }
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let meta = fs::symlink_metadata(root).map_err(at(root))?;
+    emit(out, root, Vec::new(), &meta, &mut links)?;
+    let mut stack = vec![level(root.to_path_buf(), Vec::new())?];
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = top.dir.join(&name);
+        let child = if top.rel.is_empty() {
+            name.into_vec()
+        } else {
+            [top.rel.as_slice(), b"/", name.as_bytes()].concat()
+        };
+        let meta = fs::symlink_metadata(&path).map_err(at(&path))?;
+        if emit(out, &path, child.clone(), &meta, &mut links)? && meta.is_dir() {
+            stack.push(level(path, child)?);
+        }
+    }
+    out.put(&ZERO_BLOCK)?;
+    out.put(&ZERO_BLOCK)?;
+    out.flush()
+}
+
+/// Write one entry (and a regular file's content). `false` when it is skipped (a socket).
+fn emit(
+    out: &mut Out,
+    path: &Path,
+    rel: Vec<u8>,
+    meta: &fs::Metadata,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> Result<bool, WalkError> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        CheckedKind::Dir
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(at(path))?;
+        CheckedKind::Symlink {
+            target: target.into_os_string().into_vec(),
+        }
+    } else if ft.is_file() {
+        match meta.nlink() > 1 {
+            true => match links.entry((meta.dev(), meta.ino())) {
+                MapEntry::Occupied(first) => CheckedKind::HardLink {
+                    target: first.get().clone(),
+                },
+                MapEntry::Vacant(slot) => {
+                    slot.insert(rel.clone());
+                    CheckedKind::File { size: meta.len() }
+                }
+            },
+            false => CheckedKind::File { size: meta.len() },
+        }
+    } else if ft.is_fifo() {
+        CheckedKind::Fifo
+    } else if ft.is_socket() {
+        return Ok(false);
+    } else {
+        return Err(WalkError::Refused(StreamError::Refused {
+            path: escape_path(&rel),
+            offset: 0,
+            reason: Refusal::SpecialFile {
+                kind: if ft.is_char_device() {
+                    "character device"
+                } else {
+                    "block device"
+                },
+            },
+        }));
+    };
+    let entry = Checked {
+        xattrs: read_xattrs(path)?,
+        path: rel,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        mtime: Mtime {
+            secs: meta.mtime(),
+            nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        },
+    };
+    let mut header = Vec::with_capacity(1024);
+    encode_header(&entry, Layout::Carrier, &mut header);
+    out.put(&header)?;
+    if let CheckedKind::File { size } = entry.kind {
+        out.content(path, size)?;
+    }
+    Ok(true)
+}
+
+/// The entry's extended attributes that a transfer carries (`user.*`, `security.capability`).
+/// Extended attributes: name and value, in the order the file system lists them.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_xattrs(path: &Path) -> Result<Xattrs, WalkError> {
+    let len = match rustix::fs::llistxattr_query(path) {
+        Ok(0) => return Ok(Vec::new()),
+        Ok(n) => n,
+        // A file system without extended attributes has none to carry.
+        Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
+        Err(e) => return Err(WalkError::Io(path.to_path_buf(), e.into())),
+    };
+    let mut names = vec![0u8; len];
+    let n = rustix::fs::llistxattr(path, &mut names[..])
+        .map_err(|e| WalkError::Io(path.to_path_buf(), e.into()))?;
+    names.truncate(n);
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if !(name == b"security.capability" || name.starts_with(b"user.")) {
+            continue;
+        }
+        let name_os = OsStr::from_bytes(name);
+        let size = rustix::fs::lgetxattr_query(path, name_os)
+            .map_err(|e| WalkError::Io(path.to_path_buf(), e.into()))?;
+        let mut value = vec![0u8; size];
+        let n = rustix::fs::lgetxattr(path, name_os, &mut value[..])
+            .map_err(|e| WalkError::Io(path.to_path_buf(), e.into()))?;
+        value.truncate(n);
+        out.push((name.to_vec(), value));
+    }
+    Ok(out)
+}
+
+/// Write a checked, canonical stream (as an import's transform hands to the engine, named in
+/// [`Layout::Carrier`]) into the empty directory `root`. Every entry is checked again on the
+/// way. When the stream ends, the directories get their owners, modes and times (last, so that
+/// writing their children changes none of it) and the file system is synced: on success every
+/// byte is on disk.
+pub(crate) async fn write_tree<S>(root: PathBuf, body: S) -> Result<(), io::Error>
+where
+    S: Stream<Item = Result<Bytes, io::Error>> + Send,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut tree = TreeWriter::new(root);
+        while let Some(chunk) = rx.blocking_recv() {
+            tree.push(chunk)?;
+        }
+        tree.finish()
+    });
+    let mut body = std::pin::pin!(body);
+    let mut failed = None;
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| io::Error::other(format!("the writing thread failed: {e}")))?;
+    match failed {
+        Some(e) => Err(e),
+        None => written,
+    }
+}
+
+/// A regular file being written: the data not yet written and where it goes.
+struct OpenFile {
+    file: File,
+    entry: Checked,
+    size: u64,
+    pos: u64,
+    pending: Vec<u8>,
+    pending_at: u64,
+}
+
+struct TreeWriter {
+    root: PathBuf,
+    reader: Reader,
+    checker: Checker,
+    file: Option<OpenFile>,
+    dirs: Vec<Checked>,
+}
+
+impl TreeWriter {
+    fn new(root: PathBuf) -> Self {
+        TreeWriter {
+            root,
+            reader: Reader::new(Limits::default()),
+            checker: Checker::new(Layout::Carrier, Limits::default()),
+            file: None,
+            dirs: Vec::new(),
+        }
+    }
+
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        let mut failure = None;
+        let mut events = Vec::new();
+        let parsed = self.reader.feed(chunk, &mut |event| {
+            events.push(event);
+            Ok(())
+        });
+        if let Err(e) = parsed {
+            return Err(io::Error::other(e.to_string()));
+        }
+        for event in events {
+            let step = match event {
+                Event::Entry(raw) => match self.checker.check(raw) {
+                    Ok(entry) => self.begin(entry),
+                    Err(e) => Err(io::Error::other(e.to_string())),
+                },
+                Event::Data(bytes) => self.data(&bytes),
+                Event::EntryEnd => self.end(),
+            };
+            if let Err(e) = step {
+                failure = Some(e);
+                break;
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&mut self, entry: Checked) -> io::Result<()> {
+        let path = self.path(&entry.path);
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        match &entry.kind {
+            CheckedKind::Dir => {
+                if !entry.path.is_empty() {
+                    fs::create_dir(&path).map_err(with_path)?;
+                }
+                self.dirs.push(entry);
+            }
+            CheckedKind::File { size } => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(with_path)?;
+                let size = *size;
+                self.file = Some(OpenFile {
+                    file,
+                    entry,
+                    size,
+                    pos: 0,
+                    pending: Vec::with_capacity(WRITE_BATCH),
+                    pending_at: 0,
+                });
+            }
+            CheckedKind::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(with_path)?;
+                set_meta_path(&path, &entry, false).map_err(with_path)?;
+            }
+            CheckedKind::HardLink { target } => {
+                fs::hard_link(self.path(target), &path).map_err(with_path)?;
+            }
+            CheckedKind::Fifo => {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &path,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .map_err(|e| with_path(e.into()))?;
+                set_meta_path(&path, &entry, true).map_err(with_path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(io::Error::other("content outside a regular file"));
+        };
+        while !bytes.is_empty() {
+            let in_block = HOLE - (f.pos % HOLE as u64) as usize;
+            let n = in_block.min(bytes.len());
+            let (segment, rest) = bytes.split_at(n);
+            if n == HOLE && segment.iter().all(|&b| b == 0) {
+                f.flush()?;
+            } else {
+                if f.pending.is_empty() {
+                    f.pending_at = f.pos;
+                }
+                f.pending.extend_from_slice(segment);
+                if f.pending.len() >= WRITE_BATCH {
+                    f.flush()?;
+                }
+            }
+            f.pos += n as u64;
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        let Some(mut f) = self.file.take() else {
+            return Ok(());
+        };
+        f.flush()?;
+        if f.pos != f.size {
+            return Err(io::Error::other(format!(
+                "{}: {} bytes of content where the header announced {}",
+                escape_path(&f.entry.path),
+                f.pos,
+                f.size
+            )));
+        }
+        // The length covers a hole at the end; owner before mode, so setuid bits stay.
+        f.file.set_len(f.size)?;
+        std::os::unix::fs::fchown(&f.file, Some(id(f.entry.uid)?), Some(id(f.entry.gid)?))?;
+        f.file
+            .set_permissions(Permissions::from_mode(f.entry.mode & 0o7777))?;
+        for (name, value) in &f.entry.xattrs {
+            rustix::fs::fsetxattr(
+                &f.file,
+                OsStr::from_bytes(name),
+                value,
+                rustix::fs::XattrFlags::empty(),
+            )?;
+        }
+        f.file
+            .set_times(FileTimes::new().set_modified(system_time(f.entry.mtime)))?;
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.reader
+            .finish()
+            .and_then(|()| self.checker.finish())
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if self.file.is_some() {
+            return Err(io::Error::other("the stream ended inside a file"));
+        }
+        for dir in self.dirs.iter().rev() {
+            let path = self.path(&dir.path);
+            set_meta_path(&path, dir, true)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        let root = File::open(&self.root)?;
+        rustix::fs::syncfs(&root)?;
+        Ok(())
+    }
+}
+
+impl OpenFile {
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all_at(&self.pending, self.pending_at)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
+fn id(n: u64) -> io::Result<u32> {
+    u32::try_from(n).map_err(|_| io::Error::other(format!("owner id {n} does not fit this system")))
+}
+
+fn system_time(t: Mtime) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(t.nanos));
+    if t.secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(t.secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + nanos
+    }
+}
+
+/// Owner, then mode (not for a symbolic link, whose mode means nothing on Linux), extended
+/// attributes and modification time, never following a link.
+fn set_meta_path(path: &Path, e: &Checked, mode: bool) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(id(e.uid)?), Some(id(e.gid)?))?;
+    if mode {
+        fs::set_permissions(path, Permissions::from_mode(e.mode & 0o7777))?;
+    }
+    for (name, value) in &e.xattrs {
+        rustix::fs::lsetxattr(
+            path,
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    let now = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    let mtime = rustix::fs::Timespec {
+        tv_sec: e.mtime.secs,
+        tv_nsec: i64::from(e.mtime.nanos),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: now,
+            last_modification: mtime,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
