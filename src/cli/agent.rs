@@ -96,6 +96,11 @@ struct RunArgs {
         default_value_t = 60
     )]
     upgrade_deadline: u64,
+    /// How volume data is read and written on this host: `auto` uses the volumes' directories
+    /// when the engine is on this machine and the agent runs as root, `archive` always the
+    /// engine's archive endpoints.
+    #[arg(long, value_enum, env = "DOCKMESH_VOLUME_PATH", default_value = "auto")]
+    volume_path: super::server::VolumePath,
     /// Log format.
     #[arg(long, value_enum, env = "DOCKMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -452,7 +457,9 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime: Arc<dyn HostRuntime> = Arc::new(EngineHost::new(
         HostId::from(state.host.as_str()),
-        DockerConfig::new(args.state_dir.join("stacks")).with_endpoint(endpoint.clone()),
+        DockerConfig::new(args.state_dir.join("stacks"))
+            .with_endpoint(endpoint.clone())
+            .with_volume_fast_path(args.volume_path.fast_path()),
     ));
     let creds = Arc::new(FileCredentials {
         dir: args.state_dir.clone(),

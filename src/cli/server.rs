@@ -34,6 +34,24 @@ pub enum Compression {
     None,
 }
 
+/// How volume transfers reach a volume's data on a host reached by socket or run by an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VolumePath {
+    /// The volume's directory directly when the engine is on this machine (a Unix socket), the
+    /// volume is a plain `local` one and dockmesh runs as root: faster, and it keeps sparse
+    /// holes, nanosecond times and `user.*` attributes. Otherwise the engine's archive endpoints.
+    Auto,
+    /// Always the engine's archive endpoints.
+    Archive,
+}
+
+impl VolumePath {
+    /// Whether the file-system fast path may run.
+    pub fn fast_path(self) -> bool {
+        self == VolumePath::Auto
+    }
+}
+
 /// `dockmesh server …`
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -82,6 +100,9 @@ pub struct ServerArgs {
         default_value = "zstd"
     )]
     agent_compression: Compression,
+    /// How volume data is read and written on the hosts this server reaches by socket.
+    #[arg(long, value_enum, env = "DOCKMESH_VOLUME_PATH", default_value = "auto")]
+    volume_path: VolumePath,
     /// The release public key (PEM, from `dockmesh release keygen`) that agent binaries are
     /// signed with; agents pin it on their first connection. By default
     /// `<data-dir>/release.pub` when it exists; without a key, agent upgrades are off.
@@ -415,7 +436,8 @@ fn build_hosts(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Hosts> {
     for (name, endpoint) in specs {
         tracing::info!(host = %name, %endpoint, "host");
         let config = DockerConfig::new(data_dir.join("hosts").join(&name).join("stacks"))
-            .with_endpoint(endpoint);
+            .with_endpoint(endpoint)
+            .with_volume_fast_path(args.volume_path.fast_path());
         hosts
             .add(Arc::new(super::engine::EngineHost::new(
                 HostId::from(name.as_str()),
