@@ -33,6 +33,24 @@
 //! from what the engine actually stored: that is what [`import_volume`] returns, for the caller
 //! to compare with the export's manifest.
 //!
+//! # The file-system fast path
+//!
+//! With [`VolumeAccess::FileSystem`] (what [`DockerRuntime`](crate::DockerRuntime) uses when
+//! the engine is reached through a Unix socket and the process runs as root, unless
+//! [`DockerConfig::volume_fast_path`](crate::DockerConfig::volume_fast_path) is off), a volume
+//! of the `local` driver without options is read and written in its directory on this host
+//! instead of through the archive endpoints. The carrier is still created (it holds the volume
+//! and claims the import), the stream passes through the same [`TarTransform`] and the import is
+//! read back and its manifest computed the same way, from the directory. It is faster (no
+//! engine tar on either side), and it keeps what the archive path cannot: nanosecond
+//! modification times, `user.*` extended attributes and the holes of sparse files. The logs
+//! say which path each transfer took (`path = "file system"` or `"engine archive"`).
+//!
+//! The two paths mix: an export of either kind imports through either. One case fails
+//! verification instead of losing data: a `user.*` attribute read by a fast-path export cannot be
+//! read back through the engine on an archive-path import, so that import's manifest differs and
+//! the difference is named.
+//!
 //! # What is moved exactly
 //!
 //! Regular files (content, size), directories (also empty ones), symbolic links (never
@@ -47,7 +65,9 @@
 //! extended attribute (the only one the engine's archive reader exports). Every extended
 //! attribute a stream carries is in the manifest too, so its loss fails verification.
 //!
-//! Not kept, because the engine's archive endpoint does not carry them: sub-second parts of
+//! Not kept on the archive path, because the engine's archive endpoint does not carry them
+//! (the fast path keeps sub-second times, `user.*` attributes and holes; neither path keeps
+//! access and change times): sub-second parts of
 //! modification times (the engine truncates them to seconds on export, so both manifests agree),
 //! access and change times, extended attributes other than `security.capability`, and the holes
 //! of sparse files (their content is moved exactly, the zeros are written out on the target).
