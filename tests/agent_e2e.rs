@@ -134,6 +134,19 @@ fn two_agents_enroll_and_a_stack_moves_between_their_hosts_with_its_data() {
     }
     assert_eq!(describe(&a, &stack.name), before);
     server.cli_ok(&["stack", "rm", &stack.name, "--volumes"]);
+
+    // Decommission: edge-a's host is removed with its agent; a host that is not there is named.
+    let out = server.cli_ok(&["host", "rm", "edge-a"]);
+    assert!(out.contains("removed host edge-a"), "{out}");
+    let left: Vec<String> = agents(&server)
+        .iter()
+        .map(|a| a["host"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, vec!["edge-b".to_owned()]);
+    let missing = server.cli(&["host", "rm", "edge-a"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("no host edge-a"), "{err}");
 }
 
 #[test]

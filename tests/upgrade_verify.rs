@@ -136,7 +136,14 @@ fn host_ls_stale_lists_agents_not_seen_for_that_long() {
                 .unwrap();
         }
     });
-    let server = Server::launch(&data, &["--no-local-host"]);
+    let server = Server::launch(
+        &data,
+        &[
+            "--no-local-host",
+            "--host",
+            "sock=unix:///var/run/docker.sock",
+        ],
+    );
     let out = server.cli(&["host", "ls", "--stale", "30d", "--json"]);
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -153,4 +160,22 @@ fn host_ls_stale_lists_agents_not_seen_for_that_long() {
         Some(2),
         "an age without a unit is refused"
     );
+
+    // Decommissioning the stale host removes its agent; a host reached by socket is not an
+    // agent's and is refused with what to do instead.
+    let out = server.cli(&["host", "rm", "gone"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed host gone"));
+    let out = server.cli(&["host", "ls", "--stale", "30d", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["id"], "silent");
+    let out = server.cli(&["host", "rm", "sock"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reached by socket"), "{err}");
 }

@@ -67,9 +67,10 @@ async fn ours(client: &bollard::Docker, src: &str, dst: &str, access: VolumeAcce
         labels: Default::default(),
         expected_bytes: None,
     };
-    let imported = volume::import_volume_with(client, &target, export.stream, no_progress(), access)
-        .await
-        .expect("import");
+    let imported =
+        volume::import_volume_with(client, &target, export.stream, no_progress(), access)
+            .await
+            .expect("import");
     let exported = export.manifest.take().expect("manifest");
     assert!(
         exported.first_difference(&imported).is_none(),
@@ -151,7 +152,10 @@ async fn run() {
     println!("| what | median of {rounds} | throughput | × baseline |");
     println!("|---|---:|---:|---:|");
     for (what, d) in [
-        ("`tar -C src -c . | tar -C dst -x`, then `sync` (baseline, no verification)", b),
+        (
+            "`tar -C src -c . | tar -C dst -x`, then `sync` (baseline, no verification)",
+            b,
+        ),
         ("dockmesh, file-system fast path (verified)", f),
         ("dockmesh, engine archive path (verified)", a),
     ] {

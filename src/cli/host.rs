@@ -33,6 +33,14 @@ pub enum HostCommand {
         /// The host id.
         host: String,
     },
+    /// Decommission a host that runs an agent: its agent record is removed, so its certificate
+    /// is refused from now on (the engine and anything still on it are left alone). Refused
+    /// while the host runs stacks or a migration needs it; a host reached by socket is removed
+    /// from the server's command line instead.
+    Rm {
+        /// The host id (or its agent's id).
+        host: String,
+    },
     /// Move every stack off a host, one at a time (the host is cordoned first): the plan is
     /// shown, confirmed, then followed. `--plan` only shows it.
     Drain {
@@ -120,6 +128,41 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                             eprintln!("{}: {e}", h.id);
                         }
                     }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            HostCommand::Rm { host } => {
+                let agents: Vec<dockmesh_http::api::agents::AgentView> =
+                    c.get("/api/v1/agents").await?;
+                if !agents.iter().any(|a| a.host == host || a.id == host) {
+                    let hosts: Vec<HostView> = c.get("/api/v1/hosts").await?;
+                    if hosts.iter().any(|h| h.id == host) {
+                        eprintln!(
+                            "error: host {host} is reached by socket, not by an agent: it is one \
+                             of the server's --host options (or its local host); restart the \
+                             server without it to remove it"
+                        );
+                    } else {
+                        eprintln!("error: no host {host} (`dockmesh host ls` lists them)");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+                let v = c
+                    .send::<()>(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/agents/{}", seg(&host)),
+                        None,
+                    )
+                    .await?;
+                if c.json {
+                    print_json(&v);
+                } else {
+                    println!(
+                        "removed host {} (agent {}): its agent's certificate is refused from \
+                         now on; stop `dockmesh agent` on that machine",
+                        v["host"].as_str().unwrap_or(""),
+                        v["id"].as_str().unwrap_or("")
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
