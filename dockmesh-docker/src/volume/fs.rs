@@ -620,3 +620,296 @@ fn set_meta_path(path: &Path, e: &Checked, mode: bool) -> io::Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::TarTransform;
+    use dockmesh_core::manifest::{EntryKind, VolumeManifest};
+    use std::os::unix::fs::symlink;
+
+    fn root_user() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// What a transfer between two directories does on the fast path: read `src` through the
+    /// export's transform, write the checked stream into `dst`, read `dst` back.
+    async fn transfer(src: &Path, dst: &Path) -> (VolumeManifest, VolumeManifest) {
+        let mut export =
+            TarTransform::new(Layout::Carrier, Some(Layout::Transfer), Limits::default())
+                .with_manifest();
+        let mut import =
+            TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default());
+        let mut checked = Vec::new();
+        let mut body = read_tree(src.to_path_buf(), "src");
+        while let Some(chunk) = body.next().await {
+            export.push(chunk.expect("read")).expect("export checks");
+            while let Some(b) = export.pop() {
+                import.push(b).expect("import checks");
+                while let Some(b) = import.pop() {
+                    checked.push(Ok(b));
+                }
+            }
+        }
+        let exported = export.finish().expect("export ends").unwrap();
+        while let Some(b) = export.pop() {
+            import.push(b).unwrap();
+        }
+        import.finish().unwrap();
+        while let Some(b) = import.pop() {
+            checked.push(Ok(b));
+        }
+        write_tree(dst.to_path_buf(), stream::iter(checked))
+            .await
+            .expect("write");
+        let mut back = TarTransform::new(Layout::Carrier, None, Limits::default()).with_manifest();
+        let mut body = read_tree(dst.to_path_buf(), "dst");
+        while let Some(chunk) = body.next().await {
+            back.push(chunk.expect("read back"))
+                .expect("read back checks");
+        }
+        (exported, back.finish().unwrap().unwrap())
+    }
+
+    fn set_mtime(path: &Path, secs: i64, nanos: u32) {
+        let ts = rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: i64::from(nanos),
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &rustix::fs::Timestamps {
+                last_access: ts,
+                last_modification: ts,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tree_moves_exactly_with_holes_times_attributes_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir_all(src.join("sub/deeper")).unwrap();
+        fs::create_dir(&dst).unwrap();
+        fs::write(src.join("a.txt"), b"hello").unwrap();
+        // Larger than one chunk of the walk, and not a multiple of a block.
+        let big: Vec<u8> = (0..CHUNK * 2 + 4097).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(src.join("sub/big.bin"), &big).unwrap();
+        // A real hole in the middle and at the end.
+        let sparse = File::create(src.join("sparse.bin")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        sparse.write_all_at(b"middle", 4 << 20).unwrap();
+        drop(sparse);
+        // Zeros written out: a hole on the target; a trailing partial block of zeros; zeros
+        // that are not block aligned.
+        let mut zeros = vec![0u8; 3 * HOLE + 100];
+        zeros[HOLE + 10] = 1;
+        fs::write(src.join("zeros.bin"), &zeros).unwrap();
+        let unaligned: Vec<u8> = [b"x".as_slice(), &[0u8; 2 * HOLE]].concat();
+        fs::write(src.join("unaligned.bin"), &unaligned).unwrap();
+        fs::write(src.join("empty.bin"), b"").unwrap();
+        fs::hard_link(src.join("a.txt"), src.join("sub/again.txt")).unwrap();
+        symlink("/etc/passwd", src.join("abs-link")).unwrap();
+        symlink("../a.txt", src.join("sub/rel-link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("pipe"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o640),
+            0,
+        )
+        .unwrap();
+        rustix::fs::setxattr(
+            src.join("a.txt"),
+            "user.note",
+            b"\x00bin\xff",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        rustix::fs::setxattr(
+            src.join("sub"),
+            "user.dir",
+            b"d",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        // Not carried: another namespace is not read.
+        let _ = rustix::fs::setxattr(
+            src.join("a.txt"),
+            "trusted.secret",
+            b"x",
+            rustix::fs::XattrFlags::empty(),
+        );
+        fs::set_permissions(src.join("a.txt"), Permissions::from_mode(0o4755)).unwrap();
+        fs::set_permissions(src.join("sub/deeper"), Permissions::from_mode(0o2750)).unwrap();
+        fs::set_permissions(&src, Permissions::from_mode(0o1777)).unwrap();
+        if root_user() {
+            std::os::unix::fs::lchown(src.join("sub/big.bin"), Some(1234), Some(5678)).unwrap();
+            std::os::unix::fs::lchown(src.join("abs-link"), Some(42), Some(43)).unwrap();
+        }
+        for (p, s, n) in [
+            ("a.txt", 1_600_000_000, 1),
+            ("sub/deeper", 1_500_000_000, 999_999_999),
+            ("abs-link", 1_400_000_000, 500),
+            ("pipe", 1_300_000_000, 7),
+            ("sub", 1_200_000_000, 123_456_789),
+            ("", 1_100_000_000, 42),
+        ] {
+            set_mtime(&src.join(p), s, n);
+        }
+
+        let (exported, imported) = transfer(&src, &dst).await;
+        assert_eq!(exported.first_difference(&imported), None);
+        assert_eq!(exported, imported);
+
+        let meta = |root: &Path, p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+        // Content.
+        for p in [
+            "a.txt",
+            "sub/big.bin",
+            "sparse.bin",
+            "zeros.bin",
+            "unaligned.bin",
+            "empty.bin",
+        ] {
+            assert_eq!(
+                fs::read(src.join(p)).unwrap(),
+                fs::read(dst.join(p)).unwrap(),
+                "{p}"
+            );
+        }
+        // Modes, owners, times to the nanosecond, for every kind.
+        for p in [
+            "",
+            "a.txt",
+            "sub",
+            "sub/deeper",
+            "sub/big.bin",
+            "abs-link",
+            "pipe",
+            "sub/rel-link",
+        ] {
+            let (a, b) = (meta(&src, p), meta(&dst, p));
+            assert_eq!(a.mode(), b.mode(), "{p}: mode and type");
+            assert_eq!((a.uid(), a.gid()), (b.uid(), b.gid()), "{p}: owner");
+            assert_eq!(
+                (a.mtime(), a.mtime_nsec()),
+                (b.mtime(), b.mtime_nsec()),
+                "{p}: mtime"
+            );
+        }
+        assert_eq!(meta(&dst, "").mtime_nsec(), 42);
+        assert_eq!(meta(&dst, "sub").mtime_nsec(), 123_456_789);
+        assert_eq!(meta(&dst, "a.txt").mode() & 0o7777, 0o4755);
+        assert!(meta(&dst, "pipe").file_type().is_fifo());
+        assert_eq!(
+            fs::read_link(dst.join("abs-link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert_eq!(meta(&dst, "a.txt").ino(), meta(&dst, "sub/again.txt").ino());
+        assert_eq!(meta(&dst, "a.txt").nlink(), 2);
+        // Attributes: the user ones, and only those.
+        let mut buf = [0u8; 16];
+        let n = rustix::fs::getxattr(dst.join("a.txt"), "user.note", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"\x00bin\xff");
+        let n = rustix::fs::getxattr(dst.join("sub"), "user.dir", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"d");
+        assert!(rustix::fs::getxattr(dst.join("a.txt"), "trusted.secret", &mut buf[..]).is_err());
+        let entry = |p: &str| exported.entries.iter().find(|e| e.path == p).unwrap();
+        assert_eq!(entry("a.txt").xattrs.len(), 1);
+        assert_eq!(
+            entry("sub/again.txt").kind,
+            EntryKind::HardLink {
+                target: "a.txt".into()
+            }
+        );
+        // Holes: the sparse file's stay holes, written zeros become holes, data does not.
+        let blocks = |p: &str| meta(&dst, p).blocks() * 512;
+        assert_eq!(meta(&dst, "sparse.bin").len(), 8 << 20);
+        assert!(blocks("sparse.bin") <= 64 << 10, "{}", blocks("sparse.bin"));
+        assert!(
+            blocks("zeros.bin") < 3 * HOLE as u64,
+            "{}",
+            blocks("zeros.bin")
+        );
+        assert!(blocks("sub/big.bin") >= big.len() as u64 - HOLE as u64);
+        // The order is the engine's: a directory's content right after it.
+        let paths: Vec<&str> = exported.entries.iter().map(|e| e.path.as_str()).collect();
+        let sub = paths.iter().position(|p| *p == "sub").unwrap();
+        assert_eq!(paths[sub + 1], "sub/again.txt");
+        assert_eq!(paths[0], ".");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_socket_is_skipped_and_a_device_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"x").unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(src.join("s.sock")).unwrap();
+        let dst = dir.path().join("dst");
+        fs::create_dir(&dst).unwrap();
+        let (exported, _) = transfer(&src, &dst).await;
+        assert!(exported.entries.iter().all(|e| e.path != "s.sock"));
+        assert!(!dst.join("s.sock").exists());
+        if !root_user() {
+            return;
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("zz-null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        let mut body = read_tree(src.clone(), "vol");
+        let mut failure = None;
+        while let Some(chunk) = body.next().await {
+            if let Err(e) = chunk {
+                failure = Some(e);
+            }
+        }
+        let e = failure.expect("refused");
+        assert_eq!(e.kind, RuntimeErrorKind::Integrity);
+        assert!(e.message.contains("\"zz-null\""), "{e}");
+        assert!(e.message.contains("character device"), "{e}");
+        assert!(e.message.contains("volume vol"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_cannot_land_fails_and_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"x").unwrap();
+        // The target already holds the file: created new, never overwritten or followed.
+        let dst = dir.path().join("dst");
+        fs::create_dir(&dst).unwrap();
+        symlink("/etc/hostname", dst.join("f")).unwrap();
+        let mut export =
+            TarTransform::new(Layout::Carrier, Some(Layout::Carrier), Limits::default());
+        let mut bytes = Vec::new();
+        let mut body = read_tree(src.clone(), "src");
+        while let Some(chunk) = body.next().await {
+            export.push(chunk.unwrap()).unwrap();
+        }
+        export.finish().unwrap();
+        while let Some(b) = export.pop() {
+            bytes.push(Ok(b));
+        }
+        let err = write_tree(dst.clone(), stream::iter(bytes))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&dst.join("f").display().to_string()),
+            "{err}"
+        );
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(fs::symlink_metadata(dst.join("f")).unwrap().is_symlink());
+    }
+}
