@@ -17,6 +17,12 @@ if ! DOCKER_HOST="unix://$sock" docker info >/dev/null 2>&1; then
     ip addr add 10.213.7.1/24 dev "$bridge"
     ip link set "$bridge" up
   fi
+  # Pid files left by an engine that is gone (killed with the namespace or session that
+  # started it) stop dockerd and its containerd from starting: remove them when no process of
+  # this engine runs.
+  if ! pgrep -f -- "--data-root $root/data" >/dev/null; then
+    rm -f "$root/dockerd.pid" "$root/exec/containerd/containerd.pid"
+  fi
   echo '{}' > "$root/daemon.json"
   nohup dockerd --config-file "$root/daemon.json" --data-root "$root/data" --exec-root "$root/exec" \
     --pidfile "$root/dockerd.pid" -H "unix://$sock" --bridge="$bridge" --iptables=false --ip6tables=false \
