@@ -50,8 +50,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const CHUNK: usize = 256 * 1024;
 /// The block size of hole detection on import.
 const HOLE: usize = 4096;
-/// Data written per `pwrite` at most.
-const WRITE_BATCH: usize = 1 << 20;
 
 /// Where the data of `volume` lives on this host, when the fast path may take it: a `local`
 /// volume without options whose mount point is a directory here.
@@ -371,14 +369,12 @@ where
     }
 }
 
-/// A regular file being written: the data not yet written and where it goes.
+/// A regular file being written and how far.
 struct OpenFile {
     file: File,
     entry: Checked,
     size: u64,
     pos: u64,
-    pending: Vec<u8>,
-    pending_at: u64,
 }
 
 struct TreeWriter {
@@ -462,8 +458,6 @@ impl TreeWriter {
                     entry,
                     size,
                     pos: 0,
-                    pending: Vec::with_capacity(WRITE_BATCH),
-                    pending_at: 0,
                 });
             }
             CheckedKind::Symlink { target } => {
@@ -488,36 +482,40 @@ impl TreeWriter {
         Ok(())
     }
 
-    fn data(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Write a piece of the current file's content where it goes, each run of data with one
+    /// `pwrite` straight from the piece (no copy); an aligned 4 KiB block of zeros that the
+    /// piece holds whole is skipped, so it stays a hole.
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
         let Some(f) = self.file.as_mut() else {
             return Err(io::Error::other("content outside a regular file"));
         };
-        while !bytes.is_empty() {
-            let in_block = HOLE - (f.pos % HOLE as u64) as usize;
-            let n = in_block.min(bytes.len());
-            let (segment, rest) = bytes.split_at(n);
-            if n == HOLE && segment.iter().all(|&b| b == 0) {
-                f.flush()?;
-            } else {
-                if f.pending.is_empty() {
-                    f.pending_at = f.pos;
+        let start = f.pos;
+        let mut run: Option<usize> = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            let n = (HOLE - ((start + i as u64) % HOLE as u64) as usize).min(bytes.len() - i);
+            let hole = n == HOLE && bytes[i..i + n].iter().all(|&b| b == 0);
+            match (hole, run) {
+                (true, Some(from)) => {
+                    f.file.write_all_at(&bytes[from..i], start + from as u64)?;
+                    run = None;
                 }
-                f.pending.extend_from_slice(segment);
-                if f.pending.len() >= WRITE_BATCH {
-                    f.flush()?;
-                }
+                (false, None) => run = Some(i),
+                _ => {}
             }
-            f.pos += n as u64;
-            bytes = rest;
+            i += n;
         }
+        if let Some(from) = run {
+            f.file.write_all_at(&bytes[from..], start + from as u64)?;
+        }
+        f.pos += bytes.len() as u64;
         Ok(())
     }
 
     fn end(&mut self) -> io::Result<()> {
-        let Some(mut f) = self.file.take() else {
+        let Some(f) = self.file.take() else {
             return Ok(());
         };
-        f.flush()?;
         if f.pos != f.size {
             return Err(io::Error::other(format!(
                 "{}: {} bytes of content where the header announced {}",
@@ -559,16 +557,6 @@ impl TreeWriter {
         }
         let root = File::open(&self.root)?;
         rustix::fs::syncfs(&root)?;
-        Ok(())
-    }
-}
-
-impl OpenFile {
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.file.write_all_at(&self.pending, self.pending_at)?;
-            self.pending.clear();
-        }
         Ok(())
     }
 }
