@@ -1,5 +1,6 @@
 //! `dockmesh upgrade preflight` and `dockmesh version --json`, run as a user runs them, on a
-//! temporary data directory with a SQLite database (no Docker needed).
+//! temporary data directory with a SQLite database (no Docker needed), and once against
+//! PostgreSQL (`DOCKMESH_TEST_POSTGRES_URL`).
 
 use dockmesh_core::ports::Store;
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
@@ -505,4 +506,132 @@ fn agents_outside_the_targets_protocol_window_are_listed_as_a_warning() {
         detail.contains("they will need a manual upgrade"),
         "{detail}"
     );
+}
+
+/// `upgrade preflight` against a PostgreSQL database (`--database-url`): the schema read from
+/// the database by the target binary, the backups taken and checked through it, and the
+/// database left as it was (no migration, no audit entry, nothing else written).
+#[test]
+fn against_postgresql_the_checks_read_the_database_and_change_nothing() {
+    let Ok(admin) = std::env::var("DOCKMESH_TEST_POSTGRES_URL") else {
+        if std::env::var("DOCKMESH_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("DOCKMESH_TEST_POSTGRES_URL is not set but DOCKMESH_REQUIRE_SERVICES=1");
+        }
+        eprintln!("skipped: DOCKMESH_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    use sqlx::Connection;
+    let name = format!("dockmesh_preflight_{}", std::process::id());
+    let url = {
+        let cut = admin.rfind('/').unwrap();
+        format!("{}/{}", &admin[..cut], name)
+    };
+    let admin_sql = |sql: String| {
+        let admin = admin.clone();
+        rt().block_on(async move {
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            c.close().await.unwrap();
+        })
+    };
+    admin_sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    admin_sql(format!("CREATE DATABASE {name}"));
+    // What the database holds, in the numbers a write would change.
+    let counts = || -> (i64, i64, i64) {
+        let url = url.clone();
+        rt().block_on(async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut n = Vec::new();
+            for table in ["_sqlx_migrations", "audit_log", "tokens"] {
+                let (count,): (i64,) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap();
+                n.push(count);
+            }
+            c.close().await.unwrap();
+            (n[0], n[1], n[2])
+        })
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = dockmesh(&[
+        "token",
+        "create",
+        "--database-url",
+        &url,
+        "--data-dir",
+        s(&data),
+    ]);
+    assert_eq!(run.code, 0, "token create: {}", run.stderr);
+    let own = own_version().to_string();
+    let preflight = |extra: &[&str]| {
+        let mut args = vec![
+            "upgrade",
+            "preflight",
+            "--database-url",
+            url.as_str(),
+            "--data-dir",
+            s(&data),
+            "--to",
+            own.as_str(),
+            "--binary",
+            BIN,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        dockmesh(&args)
+    };
+
+    // No backup yet: the backup check fails, and says how to take one; nothing written.
+    let before = counts();
+    let run = preflight(&[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report = json(&run);
+    assert_eq!(check(&report, "backup")["status"], "fail", "{report}");
+    let schema = check(&report, "schema");
+    assert_eq!(schema["status"], "pass", "{schema}");
+    assert!(
+        schema["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no pending migrations"),
+        "{schema}"
+    );
+    assert_eq!(counts(), before, "a failing preflight writes nothing");
+
+    // With --backup: one is taken from PostgreSQL, verified, and every check passes or warns.
+    let run = preflight(&["--backup"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = json(&run);
+    assert_eq!(report["result"], "pass", "{report}");
+    assert_eq!(check(&report, "backup")["status"], "pass", "{report}");
+    let bundles: Vec<_> = std::fs::read_dir(data.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    let (migrations, _, tokens) = counts();
+    assert_eq!(
+        (migrations, tokens),
+        (before.0, before.2),
+        "the schema and the tokens are as they were"
+    );
+
+    // The bundle restores into SQLite: it holds the PostgreSQL database's token.
+    let lite = dir.path().join("lite");
+    let run = dockmesh(&["restore", "--from", s(&bundles[0]), "--data-dir", s(&lite)]);
+    assert_eq!(run.code, 0, "restore: {}", run.stderr);
+    let run = dockmesh(&["token", "ls", "--json", "--data-dir", s(&lite)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let tokens: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{tokens}");
+
+    admin_sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }

@@ -22,7 +22,10 @@
 //! sparse files (every aligned 4 KiB block of zeros is left unwritten, so a hole stays a hole;
 //! a block of zeros that was written out on the source becomes a hole too, with the same
 //! content). What it cannot keep either: access and change times. Unix sockets are skipped as
-//! the engine skips them; device nodes are refused by name as on the archive path.
+//! the engine skips them; device nodes are refused by name as on the archive path. The volume
+//! must not change while it is read (its containers are stopped first, as on the archive
+//! path): a file whose size changes while it is read fails the export, and no file is opened
+//! through a symbolic link that took its place.
 //!
 //! [`TarTransform`]: super::TarTransform
 
@@ -146,7 +149,12 @@ impl Out {
 
     /// Read exactly `size` bytes of `file` into the stream, then its padding.
     fn content(&mut self, path: &Path, size: u64) -> Result<(), WalkError> {
-        let mut file = File::open(path).map_err(at(path))?;
+        // Never through a link that took the file's place since it was looked at.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(at(path))?;
         let mut left = size;
         while left > 0 {
             let want = (CHUNK as u64).min(left) as usize;
