@@ -12,44 +12,12 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::agent::*;
+use support::build::{NEW, new_build, version_of};
 use support::server::{Server, bin};
 use support::*;
-
-/// The version baked into the second build.
-const NEW: &str = "0.1.1-test.2";
-
-/// The second build (built once, kept under the target directory between runs).
-fn new_build() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/upgrade-v2");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        eprintln!("building dockmesh {NEW} into {}", target.display());
-        let status = Command::new(cargo)
-            .args(["build", "--bin", "dockmesh"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", &target)
-            .env("DOCKMESH_BUILD_VERSION", NEW)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the second version failed");
-        let exe = target.join("debug/dockmesh");
-        assert_eq!(version_of(&exe), NEW);
-        exe
-    })
-}
-
-/// What `exe --version` says.
-fn version_of(exe: &Path) -> String {
-    let out = Command::new(exe).arg("--version").output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("dockmesh ")
-        .to_owned()
-}
 
 fn old_version() -> String {
     version_of(Path::new(bin()))

@@ -2,7 +2,10 @@
 //! database (no Docker needed). The releases are small shell scripts signed as newer versions:
 //! they answer `--version` and `version --json` as that version and hand every other command
 //! (`db migrate`, `db status`, `backup`, `restore`) to the real binary, so the database work is
-//! real. The installed binary is a copy of the real one, passed with `--binary`.
+//! real. The installed binary is a copy of the real one, passed with `--binary`. One test
+//! applies a real second build (the same code with the next patch version baked in).
+
+mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -511,4 +514,68 @@ fn a_server_holding_the_database_is_refused() {
 
     let run = case.apply(&v1, &[]);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+}
+
+/// Two real builds: this binary installed, and the same code built as the next patch release
+/// (`DOCKMESH_BUILD_VERSION`), signed as an operator signs it (the version asked of the binary
+/// itself). Preflight with the new binary passes; apply installs it, keeps the previous one,
+/// and the new build answers as its version and reads the database.
+#[test]
+fn a_real_second_build_is_preflighted_applied_and_answers_as_the_new_version() {
+    use support::build::{NEW, new_build, version_of};
+    let case = Case::new();
+    let (own, _, _) = versions();
+    let release = case.releases.join(format!("dockmesh-{NEW}"));
+    std::fs::copy(new_build(), &release).unwrap();
+    let run = dockmesh(&[
+        "release",
+        "sign",
+        "--key",
+        s(&case.root.join("release.key")),
+        s(&release),
+    ]);
+    assert_eq!(run.code, Some(0), "sign: {}", run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains(&format!("as dockmesh {NEW}")), "{said}");
+
+    let run = dockmesh(&[
+        "upgrade",
+        "preflight",
+        "--to",
+        NEW,
+        "--binary",
+        s(&release),
+        "--backup",
+        "--data-dir",
+        s(&case.data),
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["result"], "pass", "{report}");
+    assert_eq!(report["to"], NEW);
+
+    let run = case.apply(NEW, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("hop {own} → {NEW}: checked: schema up to date")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(version_of(&case.binary), NEW);
+    assert_eq!(read(&case.binary), read(&release));
+    assert_eq!(read(&case.previous(&own)), read(Path::new(BIN)));
+    assert_eq!(case.record()["result"], "done");
+    let out = Command::new(&case.binary)
+        .args(["db", "status", "--data-dir", s(&case.data)])
+        .env_remove("DOCKMESH_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the new build reads the database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
 }

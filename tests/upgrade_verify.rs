@@ -174,6 +174,12 @@ fn host_ls_stale_lists_agents_not_seen_for_that_long() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v[0]["id"], "silent");
+    // The record is gone; the audit keeps who removed which host.
+    let (status, audit) = server.api("GET", "/api/v1/audit?action=agent.remove", None);
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["event"]["target"], "gone", "{audit}");
     let out = server.cli(&["host", "rm", "sock"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -58,12 +58,19 @@ const HOLE: usize = 4096;
 /// volume without options whose mount point is a directory here.
 pub(crate) async fn local_root(docker: &Docker, volume: &str) -> Option<PathBuf> {
     let v = docker.inspect_volume(volume).await.ok()?;
-    if v.driver != "local" || !v.options.is_empty() || v.mountpoint.is_empty() {
+    if !eligible(&v.driver, &v.options, &v.mountpoint) {
         return None;
     }
     let root = PathBuf::from(v.mountpoint);
     let meta = fs::symlink_metadata(&root).ok()?;
     meta.is_dir().then_some(root)
+}
+
+/// Whether a volume of this driver and these options, mounted there, keeps its data in that
+/// directory for good: the `local` driver without options (with `type`/`device`/`o` it is a
+/// mount made only while a container uses the volume).
+fn eligible(driver: &str, options: &HashMap<String, String>, mountpoint: &str) -> bool {
+    driver == "local" && options.is_empty() && !mountpoint.is_empty()
 }
 
 /// Whether the directory is empty (a volume the engine has just created).
@@ -837,6 +844,25 @@ mod tests {
         let sub = paths.iter().position(|p| *p == "sub").unwrap();
         assert_eq!(paths[sub + 1], "sub/again.txt");
         assert_eq!(paths[0], ".");
+    }
+
+    #[test]
+    fn only_plain_local_volumes_and_empty_directories_qualify() {
+        let none = HashMap::new();
+        let nfs = HashMap::from([("type".to_owned(), "nfs".to_owned())]);
+        assert!(eligible("local", &none, "/var/lib/docker/volumes/v/_data"));
+        assert!(!eligible("local", &nfs, "/var/lib/docker/volumes/v/_data"));
+        assert!(!eligible(
+            "rexray",
+            &none,
+            "/var/lib/docker/volumes/v/_data"
+        ));
+        assert!(!eligible("local", &none, ""));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(is_empty_dir(dir.path()));
+        fs::write(dir.path().join("f"), b"").unwrap();
+        assert!(!is_empty_dir(dir.path()));
+        assert!(!is_empty_dir(&dir.path().join("missing")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
