@@ -113,6 +113,19 @@ fn json(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
+/// The schema check passed: the target brings no migration.
+fn assert_no_pending_migrations(report: &Value) {
+    let schema = check(report, "schema");
+    assert_eq!(schema["status"], "pass", "{schema}");
+    assert!(
+        schema["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no pending migrations"),
+        "{schema}"
+    );
+}
+
 fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["checks"]
         .as_array()
@@ -389,15 +402,7 @@ fn the_same_binary_as_target_has_no_pending_migrations_and_must_say_the_version(
         );
         assert!(!c["detail"].as_str().unwrap().is_empty(), "{c}");
     }
-    let schema = check(&report, "schema");
-    assert_eq!(schema["status"], "pass", "{schema}");
-    assert!(
-        schema["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("no pending migrations"),
-        "{schema}"
-    );
+    assert_no_pending_migrations(&report);
     let agents = check(&report, "agents");
     assert!(
         agents["detail"]
@@ -594,15 +599,7 @@ fn against_postgresql_the_checks_read_the_database_and_change_nothing() {
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let report = json(&run);
     assert_eq!(check(&report, "backup")["status"], "fail", "{report}");
-    let schema = check(&report, "schema");
-    assert_eq!(schema["status"], "pass", "{schema}");
-    assert!(
-        schema["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("no pending migrations"),
-        "{schema}"
-    );
+    assert_no_pending_migrations(&report);
     assert_eq!(counts(), before, "a failing preflight writes nothing");
 
     // With --backup: one is taken from PostgreSQL, verified, and every check passes or warns.

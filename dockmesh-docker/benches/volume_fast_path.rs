@@ -17,32 +17,14 @@
 
 #[path = "../tests/support_volume/mod.rs"]
 mod support_volume;
+mod timing;
 
 use dockmesh_core::ports::{VolumeTarget, no_progress};
 use dockmesh_docker::volume::{self, VolumeAccess};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support_volume::*;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn sync() {
-    let _ = Command::new("sync").status();
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn mib_per_s(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
-}
+use timing::*;
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");

@@ -277,13 +277,3 @@ async fn a_device_node_is_refused_by_name_on_the_fast_path() {
     }
     assert!(carriers_of(&src).is_empty(), "the carrier was removed");
 }
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}

@@ -172,16 +172,6 @@ async fn every_kind_of_entry_survives_export_and_import() {
     assert!(carriers_of(&src).is_empty() && carriers_of(&dst).is_empty());
 }
 
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Import `parts` (plus an end-of-archive marker) into a fresh volume; it must be refused naming
 /// `path`, and leave no volume, no carrier and nothing at `escape` on the host.
 /// The stream refused on both paths into a volume: the engine's archive endpoint and, where

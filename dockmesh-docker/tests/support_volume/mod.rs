@@ -110,6 +110,17 @@ pub fn ensure_test_image() {
     assert!(status.success(), "building the test image {IMAGE} failed");
 }
 
+/// Run the docker CLI; it must succeed. Its output, trimmed.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Run the docker CLI.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
