@@ -70,25 +70,9 @@ async fn run() {
     volume::ensure_carrier_image(&client)
         .await
         .expect("carrier image");
-    let mib = env_u64("DOCKMESH_BENCH_VOLUME_MIB", 1024);
     let rounds = env_u64("DOCKMESH_BENCH_ROUNDS", 3).max(1);
-    let quarter = mib / 4;
     let mut cleanup = Cleanup::default();
-    let src = cleanup.volume(&unique("bench-src"));
-    assert!(docker(&["volume", "create", &src]).status.success());
-    eprintln!("filling {src} with {mib} MiB: half random, half compressible text");
-    sh(
-        &[(&src, "/v")],
-        &format!(
-            "set -e; cd /v; for i in 1 2 3 4; do \
-               head -c {bytes} /dev/urandom > random-$i.bin; \
-               yes 'dockmesh benchmark: compressible line 0123456789 abcdefghijklmnopqrstuvwxyz' \
-                 | head -c {bytes} > text-$i.txt; \
-             done",
-            bytes = quarter << 19
-        ),
-    );
-    let bytes = (quarter << 19) * 8;
+    let (src, bytes) = filled_source(&mut cleanup);
     let src_dir = mountpoint(&client, &src).await;
 
     let (mut base, mut fast, mut archive) = (Vec::new(), Vec::new(), Vec::new());
