@@ -89,7 +89,7 @@ fn hint(e: &StreamError) -> &'static str {
     }
 }
 
-fn export_refused(volume: &str, e: StreamError) -> RuntimeError {
+pub(crate) fn export_refused(volume: &str, e: StreamError) -> RuntimeError {
     let hint = hint(&e);
     RuntimeError::new(
         RuntimeErrorKind::Integrity,

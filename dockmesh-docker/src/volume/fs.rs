@@ -116,11 +116,7 @@ pub(crate) fn read_tree(
                 ),
             )
             .with_source(e),
-            Err(WalkError::Refused(e)) => RuntimeError::new(
-                RuntimeErrorKind::Integrity,
-                format!("volume {volume} cannot be read: {e}"),
-            )
-            .with_source(e),
+            Err(WalkError::Refused(e)) => super::engine::export_refused(&volume, e),
         };
         let _ = out.tx.blocking_send(Err(failure));
     });
@@ -899,7 +895,8 @@ mod tests {
         assert_eq!(e.kind, RuntimeErrorKind::Integrity);
         assert!(e.message.contains("\"zz-null\""), "{e}");
         assert!(e.message.contains("character device"), "{e}");
-        assert!(e.message.contains("volume vol"), "{e}");
+        assert!(e.message.contains("volume vol cannot be exported"), "{e}");
+        assert!(e.message.contains("Device nodes are not moved"), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
