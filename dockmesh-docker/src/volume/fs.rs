@@ -843,6 +843,51 @@ mod tests {
     }
 
     #[test]
+    fn zero_blocks_become_holes_wherever_the_pieces_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TreeWriter::new(dir.path().to_path_buf());
+        let entry = |path: &[u8], kind| Checked {
+            path: path.to_vec(),
+            kind,
+            mode: 0o640,
+            uid: u64::from(rustix::process::geteuid().as_raw()),
+            gid: u64::from(rustix::process::getegid().as_raw()),
+            mtime: Mtime {
+                secs: 1_000_000_000,
+                nanos: 5,
+            },
+            xattrs: Vec::new(),
+        };
+        w.begin(entry(b"", CheckedKind::Dir)).unwrap();
+        let mut content = vec![0u8; 4 * HOLE];
+        content[..100].fill(b'a');
+        content[3 * HOLE + 7] = b'z';
+        w.begin(entry(
+            b"f",
+            CheckedKind::File {
+                size: 4 * HOLE as u64,
+            },
+        ))
+        .unwrap();
+        // Pieces that end inside blocks, as a network stream cuts them.
+        for piece in [&content[..100], &content[100..103], &content[103..]] {
+            w.data(piece).unwrap();
+        }
+        w.end().unwrap();
+        let path = dir.path().join("f");
+        assert_eq!(fs::read(&path).unwrap(), content);
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_000_000_000, 5));
+        // The first and the last block hold data; the two between are holes.
+        assert!(
+            meta.blocks() * 512 <= 2 * HOLE as u64,
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
+    }
+
+    #[test]
     fn only_plain_local_volumes_and_empty_directories_qualify() {
         let none = HashMap::new();
         let nfs = HashMap::from([("type".to_owned(), "nfs".to_owned())]);
