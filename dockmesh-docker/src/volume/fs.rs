@@ -888,6 +888,27 @@ mod tests {
     }
 
     #[test]
+    fn times_before_and_after_the_epoch_keep_their_nanoseconds() {
+        // A PAX time of -1.5 s is secs -2 (the floor) and 0.5 s.
+        let before = system_time(Mtime {
+            secs: -2,
+            nanos: 500_000_000,
+        });
+        assert_eq!(
+            UNIX_EPOCH.duration_since(before).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let after = system_time(Mtime {
+            secs: 1_700_000_000,
+            nanos: 7,
+        });
+        assert_eq!(
+            after.duration_since(UNIX_EPOCH).unwrap(),
+            Duration::new(1_700_000_000, 7)
+        );
+    }
+
+    #[test]
     fn only_plain_local_volumes_and_empty_directories_qualify() {
         let none = HashMap::new();
         let nfs = HashMap::from([("type".to_owned(), "nfs".to_owned())]);
