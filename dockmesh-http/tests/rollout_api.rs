@@ -283,6 +283,39 @@ async fn a_request_names_the_agent_and_is_refused_when_it_cannot_be_carried_out(
     let deploys = w.audit("stack.deploy").await;
     assert!(deploys.is_empty(), "{deploys:?}");
 
+    // An upgrade in flight: a second request is refused (409) with when and to what, and
+    // nothing changes or is audited.
+    let mut rec = w
+        .store
+        .get_agent(&"agent-away".into())
+        .await
+        .unwrap()
+        .unwrap();
+    let since = w.state.clock().now();
+    rec.upgrade = UpgradeState::InFlight {
+        since,
+        target_version: version.clone(),
+    };
+    w.store.upsert_agent(&rec).await.unwrap();
+    let (status, v) = w
+        .call("POST", "/api/v1/agents/agent-away/upgrade", None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("in flight") && e.contains(&version), "{e}");
+    assert_eq!(
+        w.store
+            .get_agent(&"agent-away".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .upgrade,
+        rec.upgrade
+    );
+    assert_eq!(w.audit("agent.upgrade_run").await.len(), 1);
+    rec.upgrade = UpgradeState::Requested { at: since };
+    w.store.upsert_agent(&rec).await.unwrap();
+
     // The panel's view counts it.
     let (status, v) = w.call("GET", POLICY, None).await;
     assert_eq!(status, StatusCode::OK);
