@@ -149,6 +149,102 @@ fn two_agents_enroll_and_a_stack_moves_between_their_hosts_with_its_data() {
     assert!(err.contains("no host edge-a"), "{err}");
 }
 
+/// Wait until host `host`'s events, as the API lists them, hold one that `pred` accepts.
+fn wait_event(
+    server: &Server,
+    host: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = server.api("GET", &format!("/api/v1/hosts/{host}/events"), None);
+        assert_eq!(status, 200, "{v}");
+        if let Some(e) = v["events"].as_array().unwrap().iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        assert!(Instant::now() < deadline, "{what} never reported: {v:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn hosts_report_what_happens_to_their_stacks_containers_through_agents_and_sockets() {
+    let Some((a, b)) = engines() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // `local` is the main engine reached by socket; `edge-b` the second engine behind an agent.
+    let server = Server::launch(&dir.path().join("data"), &[]);
+    let token = agent_token(&server, &[]);
+    let _agent = Agent::start(
+        "b",
+        &dir.path().join("agent-b"),
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--name",
+            "edge-b",
+            "--docker-host",
+            &b,
+        ],
+    );
+    wait_connected(&server, &["edge-b"]);
+    let following = |host: &str| {
+        let (_, v) = server.api("GET", &format!("/api/v1/hosts/{host}/events"), None);
+        v["following"] == true
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(following("edge-b") && following("local")) {
+        assert!(
+            Instant::now() < deadline,
+            "the hosts' events are not followed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    for (host, engine, prefix) in [("edge-b", &b, "evb"), ("local", &a, "evl")] {
+        let stack = deploy(&server, dir.path(), prefix, host, &a, &b);
+        let container = format!("{}-web-1", stack.name);
+        let of_stack = |e: &serde_json::Value, action: &str| {
+            e["stack"] == stack.name.as_str()
+                && e["container"] == container.as_str()
+                && e["action"] == action
+        };
+        let started = wait_event(&server, host, "the start", |e| of_stack(e, "start"));
+        assert_eq!(started["service"], "web", "{started}");
+        // Killed behind the server's back, on the engine itself.
+        docker(engine, &["kill", &container]).unwrap();
+        let died = wait_event(&server, host, "the death", |e| of_stack(e, "die"));
+        assert_eq!(died["exit_code"], 137, "{died}");
+        wait_event(&server, host, "the kill", |e| of_stack(e, "kill"));
+        let out = server.cli_ok(&["host", "events", host]);
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&container) && l.contains("die (exit 137)")),
+            "{out}"
+        );
+        // Only what changes a container's life is reported: an exec is not.
+        let (_, v) = server.api(
+            "GET",
+            &format!("/api/v1/hosts/{host}/events?limit=200"),
+            None,
+        );
+        assert!(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| !e["action"].as_str().unwrap().starts_with("exec")),
+            "{v:#}"
+        );
+        server.cli_ok(&["stack", "rm", &stack.name, "--volumes"]);
+    }
+    let (status, v) = server.api("GET", "/api/v1/hosts/nowhere/events", None);
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("nowhere"), "{v}");
+}
+
 #[test]
 fn a_removed_agent_is_refused_at_the_handshake_and_told_why() {
     let Some((_a, b)) = engines() else { return };

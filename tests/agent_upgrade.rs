@@ -117,6 +117,12 @@ impl Fleet {
         self.agents.push((n, exe, agent));
     }
 
+    /// The pid of the agent process the test started for `name`.
+    fn pid(&self, name: &str) -> u32 {
+        let (_, _, agent) = self.agents.iter().find(|(n, _, _)| n == name).unwrap();
+        agent.child.id()
+    }
+
     fn state_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join("agents").join(name).join("state")
     }
@@ -289,6 +295,11 @@ fn a_staged_rollout_upgrades_ten_agents_in_waves_and_leaves_containers_running()
     for d in &dispatches {
         assert_eq!(d["detail"]["trigger"], "wave", "{d}");
         assert_eq!(d["detail"]["server_version"], NEW);
+        let binary = d["detail"]["binary"].as_str().unwrap_or_default();
+        assert!(
+            binary.starts_with("dockmesh") && binary.contains(std::env::consts::ARCH),
+            "the dispatch names the binary sent: {d}"
+        );
         let t = at(d);
         match waves.last_mut() {
             Some(w) if t.duration_since(w[0]) < jiff::SignedDuration::from_secs(1) => w.push(t),
@@ -307,9 +318,17 @@ fn a_staged_rollout_upgrades_ten_agents_in_waves_and_leaves_containers_running()
             "waves {between:#} apart, the gap is {gap}s"
         );
     }
-    // The binaries on the hosts are the new build; the old one is kept beside them.
+    // The binaries on the hosts are the new build; the old one is kept beside them. Each agent
+    // re-executed itself in place: the process the test started (same pid) runs the new file.
     for n in &names {
         assert_eq!(version_of(&fleet.exe(n)), NEW);
+        let pid = fleet.pid(n);
+        let running = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(
+            running,
+            fleet.exe(n),
+            "agent {n} (pid {pid}) runs {running:?}"
+        );
         let mut prev = fleet.exe(n).into_os_string();
         prev.push(".previous");
         assert_eq!(version_of(Path::new(&prev)), old);
@@ -611,30 +630,7 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
 
     // 4. A new binary that says the right version but exits at once as an agent: the
     //    watchdog puts the previous binary back and starts it; it reports the failure.
-    for e in std::fs::read_dir(&fleet.binaries).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
-    let broken = fleet
-        .binaries
-        .join(format!("dockmesh-broken-{}", std::env::consts::ARCH));
-    std::fs::write(
-        &broken,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'dockmesh {NEW}'; exit 0; fi\nexit 3\n"
-        ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let out = Command::new(bin())
-        .args(["release", "sign", "--key"])
-        .arg(&fleet.key)
-        .arg(&broken)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    signed_script(&fleet, "broken", "exit 3");
     // The gap is longer than a failed upgrade takes to be reported, so a failure of one wave
     // halts the rollout before the next (core's rule: keep the gap at least the timeout).
     fleet.policy(r#"{"mode": "staged", "staged": {"percent": 30, "min_gap": "40s", "halt_after_failures": 1}, "interval": "1s", "upgrade_timeout": "40s"}"#);
@@ -692,5 +688,52 @@ fn refused_binaries_and_a_binary_that_exits_at_once_leave_the_agent_on_its_versi
     assert_eq!(failures(&fleet).len(), 6);
     let reason = halted(&fleet).unwrap();
     assert!(reason.contains("halt threshold is 1"), "{reason}");
+
+    // 6. A new binary that says the right version but, as an agent, never connects: the
+    //    watchdog kills it after the agent's deadline (20 s here) and its grace, puts the
+    //    previous binary back and starts it; it reports the failure. The server's own timeout
+    //    is set longer, so the failure seen is the agent's.
+    fleet.policy(r#"{"mode": "manual", "upgrade_timeout": "120s"}"#);
+    signed_script(&fleet, "hung", "exec sleep 600");
+    upgrade_fails(
+        &fleet,
+        "edge",
+        "did not connect to the server before the deadline",
+    );
+    assert_eq!(
+        version_of(&fleet.exe("edge")),
+        old,
+        "the previous binary is back"
+    );
+    assert_eq!(failures(&fleet).len(), 7);
     assert_eq!(witness.state(), before, "the container was touched");
+}
+
+/// Serve only a signed script as the new binary: it answers `--version` with the new version
+/// and otherwise runs `body`.
+fn signed_script(fleet: &Fleet, name: &str, body: &str) {
+    for e in std::fs::read_dir(&fleet.binaries).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let script = fleet
+        .binaries
+        .join(format!("dockmesh-{name}-{}", std::env::consts::ARCH));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'dockmesh {NEW}'; exit 0; fi\n{body}\n"
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new(bin())
+        .args(["release", "sign", "--key"])
+        .arg(&fleet.key)
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }

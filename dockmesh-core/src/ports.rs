@@ -546,6 +546,30 @@ pub struct VolumeTarget {
     pub expected_bytes: Option<u64>,
 }
 
+/// Something a host's engine reported about the container of a Compose project, as it
+/// happened: a start, an exit (with its code), a kill, an out-of-memory kill, a health change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEvent {
+    /// When the engine saw it.
+    pub at: Timestamp,
+    /// The Compose project (stack) of the container.
+    pub stack: String,
+    /// The service the container runs, when labelled.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The container's name.
+    pub container: String,
+    /// What happened, in the engine's words: `start`, `die`, `kill`, `oom`, `stop`, `restart`,
+    /// `pause`, `unpause`, `create`, `destroy`, `health_status: healthy` / `unhealthy`.
+    pub action: String,
+    /// The exit code, for `die`.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+}
+
+/// A host's events as they happen; it ends when the host's engine or connection goes away.
+pub type EventStream = BoxStream<'static, Result<HostEvent, RuntimeError>>;
+
 /// One Docker host, local or remote. Every method is idempotent unless it says otherwise.
 #[async_trait]
 pub trait HostRuntime: Send + Sync {
@@ -641,6 +665,17 @@ pub trait HostRuntime: Send + Sync {
         Err(RuntimeError::new(
             RuntimeErrorKind::Engine,
             format!("host {} cannot adopt project {name}", self.host_id()),
+        ))
+    }
+
+    /// Follow what happens to the containers of Compose projects on the host from now on
+    /// (nothing from before). The stream ends, or yields an error, when the engine or the
+    /// connection to the host goes; a caller that keeps watching calls again. Hosts that cannot
+    /// report events say so.
+    async fn events(&self) -> Result<EventStream, RuntimeError> {
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!("host {} does not report events", self.host_id()),
         ))
     }
 }

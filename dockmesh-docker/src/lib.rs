@@ -49,6 +49,7 @@ pub mod compose;
 mod compose_hash;
 mod deploy;
 mod error;
+pub mod events;
 pub mod files;
 mod health;
 pub mod labels;

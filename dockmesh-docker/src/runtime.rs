@@ -297,6 +297,10 @@ impl HostRuntime for DockerRuntime {
         &self.host
     }
 
+    async fn events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
+        Ok(crate::events::stream(&self.docker))
+    }
+
     async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
         crate::snapshot::host_snapshot(self).await
     }

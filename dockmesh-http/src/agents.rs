@@ -33,6 +33,23 @@ impl std::fmt::Debug for AgentRegistry {
 }
 
 impl AgentRegistry {
+    /// Hold the agent's event stream open on `conn` (`GET /v1/events`) until the connection
+    /// ends; its events are kept as its host's. An agent that does not serve events (an older
+    /// one) is noted and left alone.
+    fn follow_events(&self, conn: AgentConnection) {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let id = AgentId::from(conn.agent_id());
+            let Ok(Some(rec)) = state.store().get_agent(&id).await else {
+                return;
+            };
+            let host = RemoteHost::new(HostId::from(rec.name.as_str()), conn);
+            if let Err(e) = state.host_events().follow(&host).await {
+                tracing::debug!(agent = %id, error = %e, "the agent's event stream ended");
+            }
+        });
+    }
+
     /// The registry of `state`'s server.
     pub fn new(state: ServerState) -> AgentRegistry {
         AgentRegistry { state }
@@ -195,6 +212,7 @@ impl AgentGate for AgentRegistry {
             }
         };
         self.keep_certificate_fresh(conn.clone());
+        self.follow_events(conn.clone());
         if let Some(b) = &self.state.config().agent_binaries {
             offer_release_key(&conn, &crate::release::public_pem(b.key())).await;
         }

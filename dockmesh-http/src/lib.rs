@@ -10,7 +10,8 @@
 //! the channel ([`channel`]: mTLS 1.3, reversed HTTP/2, both ends; `channel::RemoteHost` is
 //! a `HostRuntime` over an agent's connection) and the registry that admits agents
 //! ([`agents`]). Agent upgrades: signed binaries ([`release`]) and the rollout evaluator
-//! that sends them ([`rollout`]).
+//! that sends them ([`rollout`]). What hosts report as it happens ([`events`]): each host's
+//! event stream held open, its recent events kept.
 //!
 //! The web dashboard ([`web`]) is served at `/` beside the API: server-rendered pages over the
 //! same handler functions the API answers with.
@@ -30,6 +31,7 @@ pub mod channel;
 pub mod drains;
 pub mod enroll;
 pub mod error;
+pub mod events;
 pub mod hosts;
 pub mod metrics;
 pub mod pki;

@@ -11,7 +11,7 @@
 //! [`Ca::issue_agent_for_csr`] certifies an agent's own key from a PKCS#10 request.
 //!
 //! Revocation is by the agent registry (an agent without a record is refused at the
-//! handshake). Not built yet: renewal before expiry. Every
+//! handshake); renewal before expiry is `channel::renew`. Every
 //! TLS configuration of the crate takes its crypto provider from [`provider`], the one
 //! aws-lc-rs provider.
 
@@ -38,7 +38,7 @@ pub const SERVER_NAME: &str = "dockmesh-server";
 
 /// How long the CA's certificate is valid.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// How long a server or agent certificate is valid (renewal is not built yet).
+/// How long a server or agent certificate is valid (agents' are renewed before they end).
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Tolerated clock skew between the server and its agents.
 const BACKDATE: Duration = Duration::from_secs(3600);

@@ -54,6 +54,7 @@ pub async fn serve(
         "drains resumed, cordons loaded"
     );
     let reminders = tokio::spawn(remind_loop(state.clone()));
+    let followers = follow_socket_hosts(&state).await;
     state.set_lifecycle(Lifecycle::Ready);
     tracing::info!("ready");
     let drain_state = state.clone();
@@ -75,8 +76,34 @@ pub async fn serve(
         })
         .await;
     reminders.abort();
+    for f in followers {
+        f.abort();
+    }
     tracing::info!("stopped");
     res.map_err(ServeError::Listener)
+}
+
+/// Follow the events of every host that is not an agent's (hosts reached by socket); an
+/// agent's events are followed on each of its connections (`crate::agents`).
+async fn follow_socket_hosts(state: &ServerState) -> Vec<tokio::task::JoinHandle<()>> {
+    let agents: Vec<String> = match state.store().list_agents().await {
+        Ok(a) => a.into_iter().map(|a| a.name).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the agents failed; host events are not followed");
+            return Vec::new();
+        }
+    };
+    state
+        .hosts()
+        .ids()
+        .into_iter()
+        .filter(|h| !agents.contains(&h.0))
+        .filter_map(|h| state.hosts().get(&h))
+        .map(|host| {
+            let events = state.host_events().clone();
+            tokio::spawn(async move { events.follow_forever(host).await })
+        })
+        .collect()
 }
 
 async fn remind_loop(state: ServerState) {

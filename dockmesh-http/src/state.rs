@@ -93,6 +93,7 @@ struct Inner {
     connected: crate::channel::ConnectedAgents,
     agent_records: tokio::sync::Mutex<()>,
     rollout_wake: tokio::sync::Notify,
+    events: crate::events::HostEvents,
 }
 
 /// The state shared by every handler and background task (cheap to clone).
@@ -133,7 +134,13 @@ impl ServerState {
             connected: Default::default(),
             agent_records: Default::default(),
             rollout_wake: Default::default(),
+            events: Default::default(),
         }))
+    }
+
+    /// The recent events of each host.
+    pub fn host_events(&self) -> &crate::events::HostEvents {
+        &self.0.events
     }
 
     /// The store.

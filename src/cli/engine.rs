@@ -116,4 +116,7 @@ impl HostRuntime for EngineHost {
     async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
         self.rt().await?.ensure_images(images).await
     }
+    async fn events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
+        self.rt().await?.events().await
+    }
 }

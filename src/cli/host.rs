@@ -1,10 +1,10 @@
-//! `dockmesh host ls|cordon|uncordon|drain`.
+//! `dockmesh host ls|ls-projects|events|cordon|uncordon|rm|drain`.
 
 use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
 use clap::Subcommand;
 use dockmesh_core::verify::{Seen, stale};
 use dockmesh_http::api::drains::DrainView;
-use dockmesh_http::api::hosts::{CordonView, HostView};
+use dockmesh_http::api::hosts::{CordonView, HostEventsView, HostView};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -22,6 +22,15 @@ pub enum HostCommand {
     LsProjects {
         /// The host id.
         host: String,
+    },
+    /// What happened lately to the containers of a host's stacks (starts, exits and their
+    /// codes, kills, out-of-memory kills, health changes), as the host reported it.
+    Events {
+        /// The host id.
+        host: String,
+        /// At most this many of the newest events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Cordon a host: it takes no migrated stacks until uncordoned.
     Cordon {
@@ -128,6 +137,43 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                             eprintln!("{}: {e}", h.id);
                         }
                     }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            HostCommand::Events { host, limit } => {
+                let v: HostEventsView = c
+                    .get(&format!(
+                        "/api/v1/hosts/{}/events?limit={limit}",
+                        seg(&host)
+                    ))
+                    .await?;
+                if c.json {
+                    print_json(&v);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let rows: Vec<Vec<String>> = v
+                    .events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.at.to_string(),
+                            e.stack.clone(),
+                            e.service.clone().unwrap_or_default(),
+                            e.container.clone(),
+                            match e.exit_code {
+                                Some(code) => format!("{} (exit {code})", e.action),
+                                None => e.action.clone(),
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(&["AT", "STACK", "SERVICE", "CONTAINER", "EVENT"], &rows);
+                if !v.following {
+                    eprintln!(
+                        "the server does not follow the events of host {} now{}",
+                        v.host,
+                        v.note.map(|n| format!(": {n}")).unwrap_or_default()
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -536,6 +536,8 @@ struct HostInner {
     volumes: BTreeMap<String, (BTreeMap<String, String>, Vec<u8>)>,
     faults: BTreeMap<FakeOp, u32>,
     calls: Vec<String>,
+    /// The event streams the next calls of `events` yield, one per call.
+    event_streams: std::collections::VecDeque<Vec<Result<crate::ports::HostEvent, RuntimeError>>>,
 }
 
 /// An in-memory [`HostRuntime`] with fault injection. Volume content is an opaque byte string;
@@ -572,6 +574,12 @@ impl FakeHost {
                 ..Default::default()
             }),
         }
+    }
+
+    /// The next call of `events` yields `items` and ends (a call with none scripted is
+    /// refused as unreachable).
+    pub fn script_events(&self, items: Vec<Result<crate::ports::HostEvent, RuntimeError>>) {
+        lock(&self.inner).event_streams.push_back(items);
     }
 
     /// Make the next `times` calls of `op` fail.
@@ -684,6 +692,16 @@ fn manifest_of(data: &[u8]) -> VolumeManifest {
 impl HostRuntime for FakeHost {
     fn host_id(&self) -> &HostId {
         &self.id
+    }
+
+    async fn events(&self) -> Result<crate::ports::EventStream, RuntimeError> {
+        let items = lock(&self.inner).event_streams.pop_front().ok_or_else(|| {
+            RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("host {} has no event stream scripted", self.id),
+            )
+        })?;
+        Ok(futures_util::stream::iter(items).boxed())
     }
 
     async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {

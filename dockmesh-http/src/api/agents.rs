@@ -283,6 +283,7 @@ pub async fn remove_agent(
         .await?;
     state.store().delete_agent(&agent.id).await?;
     state.hosts().remove(&host);
+    state.host_events().forget(&host);
     let disconnected = state.connected_agents().disconnect(&agent.id.0);
     tracing::info!(agent = %agent.id, host = %agent.name, "agent removed");
     Ok(Json(Removed {

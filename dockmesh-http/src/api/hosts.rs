@@ -241,3 +241,50 @@ pub async fn list_projects(
     let (_, host) = known_runtime(&state, &id)?;
     Ok(Json(host.list_projects().await?))
 }
+
+/// A host's recent events, as the server follows them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostEventsView {
+    /// The host's id.
+    pub host: String,
+    /// Whether the server holds the host's event stream open now.
+    pub following: bool,
+    /// Why it does not, when it does not and the reason is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The newest events, oldest first (`at`, `stack`, `service`, `container`, `action`,
+    /// `exit_code`).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<dockmesh_core::ports::HostEvent>,
+}
+
+/// How many events to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventsParams {
+    /// At most this many of the newest (default 50, at most what the server keeps).
+    pub limit: Option<usize>,
+}
+
+/// What happened to the containers of a host's stacks lately (starts, exits with their code,
+/// kills, out-of-memory kills, health changes), as the host reported it; the server keeps the
+/// last 200 per host in memory.
+#[utoipa::path(get, path = "/api/v1/hosts/{id}/events", tag = "hosts",
+    params(("id" = String, Path, description = "Host id"), EventsParams),
+    responses((status = 200, body = HostEventsView),
+        (status = 404, body = crate::error::ErrorBody)))]
+pub async fn host_events(
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+    axum::extract::Query(p): axum::extract::Query<EventsParams>,
+) -> Result<Json<HostEventsView>, ApiError> {
+    let (id, _) = known_runtime(&state, &id)?;
+    let recent = state
+        .host_events()
+        .recent(&id, p.limit.unwrap_or(50).min(crate::events::KEPT_PER_HOST));
+    Ok(Json(HostEventsView {
+        host: id.0,
+        following: recent.following,
+        note: recent.note,
+        events: recent.events,
+    }))
+}

@@ -73,6 +73,7 @@ fn protected() -> OpenApiRouter<ServerState> {
         .routes(routes!(hosts::uncordon))
         .routes(routes!(hosts::drain_plan))
         .routes(routes!(hosts::list_projects))
+        .routes(routes!(hosts::host_events))
         .routes(routes!(stacks::adopt_stack))
         .routes(routes!(drains::start_drain))
         .routes(routes!(drains::list_drains))

@@ -20,6 +20,7 @@
 //! | GET | `/v1/volumes/{volume}/exports/{id}/manifest` | → `VolumeManifest` (once) |
 //! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest` |
 //! | DELETE | `/v1/volumes/{volume}` | → 204 |
+//! | GET | `/v1/events` | → the host's `HostEvent`s, one JSON line each, while the request is open |
 //! | GET | `/v1/projects` | → `[ProjectInfo]` |
 //! | POST | `/v1/projects/{name}/adopt` | `StackFiles` or `null` → `AdoptReport` |
 //!
@@ -31,8 +32,7 @@
 //!
 //! Volume streams are compressed with zstd when the server asks ([`super::compress`]).
 //!
-//! Not built: the event stream (agent → server reports), resumable transfers, request size
-//! limits beyond axum's JSON default.
+//! Not built: resuming inside a volume, request size limits beyond axum's JSON default.
 
 use super::compress;
 use super::wire::{self, EXPORT_ID, VOLUME_TARGET, WireError};
@@ -132,6 +132,7 @@ pub fn agent_api(hello: Hello, runtime: Arc<dyn HostRuntime>) -> Router {
         )
         .route("/v1/volumes/{volume}/data", put(import))
         .route("/v1/volumes/{volume}", axum::routing::delete(remove_volume))
+        .route(wire::EVENTS_PATH, get(events))
         .route("/v1/projects", get(list_projects))
         .route("/v1/projects/{name}/adopt", post(adopt))
         .with_state(api)
@@ -241,6 +242,18 @@ async fn export(
     headers.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
+}
+
+/// The host's events, one JSON line each, for as long as the server holds the request open.
+async fn events(State(api): S) -> Result<Response, Failure> {
+    let events = api.runtime.events().await?;
+    let mut resp =
+        Body::from_stream(events.map(|r| r.map(|e| wire::event_line(&e)))).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(resp)
 }

@@ -35,7 +35,10 @@
 //! - [`upgrade`]: the agent takes an upgrade order (`POST /v1/upgrade`) and hands it to the
 //!   binary's [`upgrade::AgentUpgrader`].
 //!
-//! Not built yet: resuming inside a volume, the event stream. The agent's reconnect loop lives in the binary (`dockmesh agent`).
+//! - the agent streams its host's events (`GET /v1/events`, JSON lines, [`wire::event_lines`])
+//!   while the server holds the request open (`crate::events`).
+//!
+//! Not built yet: resuming inside a volume. The agent's reconnect loop lives in the binary (`dockmesh agent`).
 
 pub mod agent;
 pub mod agent_api;

@@ -11,7 +11,10 @@
 //! Volume streams are compressed with zstd on the wire unless
 //! [`RemoteHost::with_compression`] turns it off ([`super::compress`]).
 //!
-//! Not built: resuming a transfer after the connection drops, the agent's event stream.
+//! [`HostRuntime::events`] reads the agent's `GET /v1/events` lines ([`wire::event_lines`]).
+//!
+//! A transfer cut by a dropped connection is sent again by the driver from the volume's start;
+//! resuming inside a volume is not built.
 
 use super::compress;
 use super::server::{AgentConnection, CallError, ConnectedAgents};
@@ -438,6 +441,17 @@ impl HostRuntime for RemoteHost {
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         let path = volume_path(volume, "");
         self.client.call_done(Method::DELETE, &path, NONE).await
+    }
+
+    async fn events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
+        let resp = self
+            .client
+            .send(Client::request(Method::GET, wire::EVENTS_PATH, None))
+            .await?;
+        Ok(wire::event_lines(
+            &self.client.host,
+            Body::new(resp.into_body()).into_data_stream(),
+        ))
     }
 
     async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {

@@ -185,6 +185,69 @@ impl Stream for Coalesce {
     }
 }
 
+/// Where the agent streams its host's events (`GET`): one [`HostEvent`] as JSON per line
+/// (`application/x-ndjson`), for as long as the server holds the request open.
+///
+/// [`HostEvent`]: dockmesh_core::ports::HostEvent
+pub const EVENTS_PATH: &str = "/v1/events";
+
+/// The longest event line either end accepts.
+pub const EVENT_LINE_LIMIT: usize = 64 << 10;
+
+/// One event as its line (JSON and a newline).
+pub fn event_line(event: &dockmesh_core::ports::HostEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).expect("an event serialises");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The events in a stream of lines from host `host`. A line that is not an event is an
+/// [`RuntimeErrorKind::Integrity`] item naming the problem, and the stream goes on; a line over
+/// [`EVENT_LINE_LIMIT`] or a broken body is a [`RuntimeErrorKind::Unreachable`] item, and the
+/// stream ends there.
+pub fn event_lines<E>(
+    host: &dockmesh_core::HostId,
+    body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+) -> dockmesh_core::ports::EventStream
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+    let reader = tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)));
+    let host = host.clone();
+    let mut broken = false;
+    FramedRead::new(reader, LinesCodec::new_with_max_length(EVENT_LINE_LIMIT))
+        .filter(|line| futures_util::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
+        .map(move |line| match line {
+            Ok(line) => serde_json::from_str(&line).map_err(|e| {
+                RuntimeError::new(
+                    RuntimeErrorKind::Integrity,
+                    format!(
+                        "host {host} sent an event that is not understood ({e}): {}",
+                        line.chars().take(200).collect::<String>()
+                    ),
+                )
+            }),
+            Err(LinesCodecError::MaxLineLengthExceeded) => Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!(
+                    "host {host} sent an event line over {} KiB; its event stream is closed",
+                    EVENT_LINE_LIMIT >> 10
+                ),
+            )),
+            Err(LinesCodecError::Io(e)) => Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("the event stream of host {host} broke: {e}"),
+            )),
+        })
+        .take_while(move |item| {
+            let go = !broken;
+            broken |= matches!(item, Err(e) if e.kind == RuntimeErrorKind::Unreachable);
+            futures_util::future::ready(go)
+        })
+        .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +325,90 @@ mod tests {
         assert_eq!(segment("web_data-1.x~"), "web_data-1.x~");
         assert_eq!(segment("a b/c?d%"), "a%20b%2Fc%3Fd%25");
         assert_eq!(segment("é"), "%C3%A9");
+    }
+
+    fn host_event(n: i64) -> dockmesh_core::ports::HostEvent {
+        dockmesh_core::ports::HostEvent {
+            at: jiff::Timestamp::from_second(1_700_000_000 + n).unwrap(),
+            stack: "shop".into(),
+            service: None,
+            container: format!("shop-db-{n}"),
+            action: "die".into(),
+            exit_code: Some(n),
+        }
+    }
+
+    async fn events_of(
+        chunks: Vec<Result<Bytes, std::io::Error>>,
+    ) -> Vec<Result<i64, RuntimeError>> {
+        event_lines(&"h".into(), stream::iter(chunks))
+            .map(|r| r.map(|e| e.exit_code.unwrap()))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn events_come_out_whole_however_the_lines_are_cut() {
+        let mut all = Vec::new();
+        for n in 0..5 {
+            all.extend_from_slice(&event_line(&host_event(n)));
+            all.extend_from_slice(b"\n");
+        }
+        for cut in [1, 3, 17, 64, all.len()] {
+            let chunks = all
+                .chunks(cut)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let got: Vec<i64> = events_of(chunks)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(got, [0, 1, 2, 3, 4], "pieces of {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_not_understood_is_named_and_skipped() {
+        let mut body = event_line(&host_event(1)).to_vec();
+        body.extend_from_slice(b"{\"kind\": \"from the future\"}\n");
+        body.extend_from_slice(&event_line(&host_event(2)));
+        let got = events_of(vec![Ok(Bytes::from(body))]).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(*got[0].as_ref().unwrap(), 1);
+        let e = got[1].as_ref().unwrap_err();
+        assert_eq!(e.kind, RuntimeErrorKind::Integrity);
+        assert!(
+            e.message
+                .contains("host h sent an event that is not understood"),
+            "{e}"
+        );
+        assert!(e.message.contains("from the future"), "{e}");
+        assert_eq!(*got[2].as_ref().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_or_a_broken_body_ends_the_stream_with_the_reason() {
+        let huge = vec![b'x'; EVENT_LINE_LIMIT + 10];
+        let mut after = huge.clone();
+        after.push(b'\n');
+        after.extend_from_slice(&event_line(&host_event(1)));
+        let got = events_of(vec![Ok(Bytes::from(after))]).await;
+        assert_eq!(got.len(), 1, "nothing after the refused line");
+        let e = got[0].as_ref().unwrap_err();
+        assert_eq!(e.kind, RuntimeErrorKind::Unreachable);
+        assert!(e.message.contains("over 64 KiB"), "{e}");
+
+        let got = events_of(vec![
+            Ok(event_line(&host_event(1))),
+            Err(std::io::Error::other("connection reset")),
+            Ok(event_line(&host_event(2))),
+        ])
+        .await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(*got[0].as_ref().unwrap(), 1);
+        let e = got[1].as_ref().unwrap_err();
+        assert_eq!(e.kind, RuntimeErrorKind::Unreachable);
+        assert!(e.message.contains("connection reset"), "{e}");
     }
 }
