@@ -309,6 +309,122 @@ fn backup_and_restore() {
     );
 }
 
+/// The `server.backup` entries of a data directory's database, newest first, and its chain's
+/// verification (with the audit anchor key beside the database, as the server opens it).
+fn backup_entries(
+    data_dir: &Path,
+) -> (
+    Vec<dockmesh_core::audit::AuditEntry>,
+    dockmesh_core::audit::ChainVerification,
+) {
+    rt().block_on(async {
+        let store = SqlStore::open(&DbTarget::sqlite_in(data_dir))
+            .await
+            .unwrap();
+        let entries = store
+            .query_audit(&dockmesh_core::audit::AuditQuery {
+                action: Some(dockmesh_core::audit::SERVER_BACKUP.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let verified = store.verify_audit().await.unwrap();
+        store.close().await;
+        (entries, verified)
+    })
+}
+
+#[test]
+fn a_backup_is_recorded_in_the_audit_log_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    add_stack(&src, "shop");
+    let (before, _) = backup_entries(&src);
+    assert!(before.is_empty());
+
+    let o = dockmesh(
+        &["backup", "--out", "out/b.tar.zst", "--data-dir", "src"],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("verified: "), "{out}");
+    assert!(
+        out.contains("recorded in the audit log: server.backup #"),
+        "{out}"
+    );
+    let bundle = dir.path().join("out/b.tar.zst").canonicalize().unwrap();
+    let size = std::fs::metadata(&bundle).unwrap().len();
+
+    let (entries, verified) = backup_entries(&src);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0].event;
+    assert_eq!(e.target, "database");
+    let detail = |k: &str| e.detail.get(k).map(String::as_str).unwrap_or_default();
+    assert_eq!(detail("path"), bundle.to_str().unwrap());
+    assert_eq!(detail("bytes"), size.to_string());
+    assert_eq!(detail("schema_version"), latest().to_string());
+    assert_eq!(detail("backend"), "sqlite");
+    assert_eq!(detail("by"), "dockmesh backup");
+    assert_eq!(verified.first_broken, None, "{verified:?}");
+    assert!(verified.entries_checked >= 2, "{verified:?}");
+
+    // A second backup: a second entry, the chain still whole; the bundle's own chain (taken
+    // before its entry was appended) verifies on restore.
+    let o = dockmesh(
+        &["backup", "--out", "out/c.tar.zst", "--data-dir", "src"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (entries, verified) = backup_entries(&src);
+    assert_eq!(entries.len(), 2);
+    assert!(entries[0].event.detail["path"].ends_with("c.tar.zst"));
+    assert_eq!(verified.first_broken, None, "{verified:?}");
+    let o = dockmesh(
+        &["restore", "--from", "out/c.tar.zst", "--data-dir", "dst"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (restored, verified) = backup_entries(&dir.path().join("dst"));
+    assert_eq!(
+        restored.len(),
+        1,
+        "the first backup's entry is in the second bundle"
+    );
+    assert_eq!(verified.first_broken, None, "{verified:?}");
+}
+
+#[test]
+fn a_backup_whose_audit_entry_cannot_be_appended_says_so_and_keeps_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    add_stack(&src, "shop");
+    // An audit key that is not the 32 bytes dockmesh wrote: the store refuses to append.
+    std::fs::write(src.join(dockmesh_sqlx::AUDIT_KEY_FILE_NAME), b"short").unwrap();
+    let o = dockmesh(
+        &["backup", "--out", "b.tar.zst", "--data-dir", "src"],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(out.contains("wrote b.tar.zst"), "{out}");
+    assert!(
+        err.contains("recording the backup in the audit log (server.backup) failed"),
+        "{err}"
+    );
+    assert!(err.contains("audit key"), "names the cause: {err}");
+    assert!(
+        err.contains("is complete and verified, and can be restored"),
+        "{err}"
+    );
+    let o = dockmesh(
+        &["restore", "--from", "b.tar.zst", "--data-dir", "dst"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "the bundle is valid: {:?}", text(&o));
+    assert_eq!(stacks(&dir.path().join("dst")), vec!["shop"]);
+}
+
 #[test]
 fn backup_of_no_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();

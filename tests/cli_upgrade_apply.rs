@@ -166,6 +166,34 @@ impl Case {
             .join(format!("pre-upgrade-{version}.tar.zst"))
     }
 
+    /// The `server.backup` audit entries (newest first) and the chain's verification.
+    fn backups_recorded(
+        &self,
+    ) -> (
+        Vec<dockmesh_core::audit::AuditEntry>,
+        dockmesh_core::audit::ChainVerification,
+    ) {
+        use dockmesh_core::ports::Store;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let target = dockmesh_sqlx::DbTarget::sqlite_in(&self.data);
+            let store = dockmesh_sqlx::SqlStore::open(&target).await.unwrap();
+            let entries = store
+                .query_audit(&dockmesh_core::audit::AuditQuery {
+                    action: Some(dockmesh_core::audit::SERVER_BACKUP.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let verified = store.verify_audit().await.unwrap();
+            store.close().await;
+            (entries, verified)
+        })
+    }
+
     /// The real binary still reads the database.
     fn assert_database_usable(&self) {
         let run = dockmesh(&["db", "status", "--data-dir", s(&self.data)]);
@@ -247,6 +275,22 @@ fn a_two_hop_plan_is_applied_keeping_the_previous_binaries_and_the_backups() {
         s(&case.previous(&v1))
     );
     case.assert_database_usable();
+    // Each hop's bundle is in the audit log, taken by `upgrade apply`; the chain verifies.
+    let (entries, verified) = case.backups_recorded();
+    let paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e.event.detail["path"].as_str())
+        .collect();
+    let canonical = |p: PathBuf| p.canonicalize().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(
+        paths,
+        [canonical(case.backup(&v2)), canonical(case.backup(&v1))],
+        "newest first"
+    );
+    for e in &entries {
+        assert_eq!(e.event.detail["by"], "dockmesh upgrade apply", "{e:?}");
+    }
+    assert_eq!(verified.first_broken, None, "{verified:?}");
 
     // The same command again has nothing to do.
     let run = case.apply(&v2, &["--json"]);

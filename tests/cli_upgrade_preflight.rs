@@ -255,6 +255,36 @@ fn with_backup_one_is_taken_then_checked() {
     let (status, detail) = table_row(&run, "backup");
     assert_eq!(status, "pass");
     assert!(detail.contains(&bundles[0]), "{detail}");
+    assert!(
+        detail.contains("recorded in the audit log: server.backup"),
+        "{detail}"
+    );
+    // Its audit entry names the bundle, its size and who took it; the chain still verifies.
+    let (entries, verified) = rt().block_on(async {
+        let store = SqlStore::open(&DbTarget::sqlite_in(&data.path))
+            .await
+            .unwrap();
+        let entries = store
+            .query_audit(&dockmesh_core::audit::AuditQuery {
+                action: Some(dockmesh_core::audit::SERVER_BACKUP.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let verified = store.verify_audit().await.unwrap();
+        store.close().await;
+        (entries, verified)
+    });
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let d = &entries[0].event.detail;
+    let bundle = data.backups().join(&bundles[0]).canonicalize().unwrap();
+    assert_eq!(d["path"], s(&bundle));
+    assert_eq!(
+        d["bytes"],
+        std::fs::metadata(&bundle).unwrap().len().to_string()
+    );
+    assert_eq!(d["by"], "dockmesh upgrade preflight --backup");
+    assert_eq!(verified.first_broken, None, "{verified:?}");
     let restore = dockmesh(&[
         "restore",
         "--dry-run",
@@ -515,7 +545,8 @@ fn agents_outside_the_targets_protocol_window_are_listed_as_a_warning() {
 
 /// `upgrade preflight` against a PostgreSQL database (`--database-url`): the schema read from
 /// the database by the target binary, the backups taken and checked through it, and the
-/// database left as it was (no migration, no audit entry, nothing else written).
+/// database left as it was (no migration, nothing else written) but for the `server.backup`
+/// audit entry of the bundle `--backup` takes.
 #[test]
 fn against_postgresql_the_checks_read_the_database_and_change_nothing() {
     let Ok(admin) = std::env::var("DOCKMESH_TEST_POSTGRES_URL") else {
@@ -614,12 +645,13 @@ fn against_postgresql_the_checks_read_the_database_and_change_nothing() {
         .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .collect();
     assert_eq!(bundles.len(), 1, "{bundles:?}");
-    let (migrations, _, tokens) = counts();
+    let (migrations, audit, tokens) = counts();
     assert_eq!(
         (migrations, tokens),
         (before.0, before.2),
         "the schema and the tokens are as they were"
     );
+    assert_eq!(audit, before.1 + 1, "one entry: the bundle's server.backup");
 
     // The bundle restores into SQLite: it holds the PostgreSQL database's token.
     let lite = dir.path().join("lite");

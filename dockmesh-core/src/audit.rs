@@ -30,6 +30,9 @@ pub const MIGRATION_ROLLBACK: &str = "migration.rollback";
 pub const MIGRATION_PURGE_SOURCE: &str = "migration.purge_source";
 /// The server applied schema migrations to its database.
 pub const SERVER_SCHEMA_MIGRATE: &str = "server.schema_migrate";
+/// A backup bundle of the server's database was written and verified (details: `path`,
+/// `bytes`, `schema_version`, `backend`, `dockmesh_version`, `by`: the command that took it).
+pub const SERVER_BACKUP: &str = "server.backup";
 
 /// The hash that precedes the first entry of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

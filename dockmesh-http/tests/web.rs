@@ -1263,3 +1263,107 @@ async fn the_upgrade_buttons_refuse_a_post_without_the_csrf_token_and_change_not
         assert_eq!(audit_len(&w).await, entries, "{path}");
     }
 }
+
+/// The `<tr>` of `host` on the hosts page.
+fn host_row<'a>(body: &'a str, host: &str) -> &'a str {
+    let start = body
+        .find(&format!("data-host=\"{host}\""))
+        .unwrap_or_else(|| panic!("no row for host {host}: {body}"));
+    let end = body[start..].find("</tr>").unwrap();
+    &body[start..start + end]
+}
+
+#[tokio::test]
+async fn the_hosts_page_shows_each_agents_version_and_drift_and_socket_hosts() {
+    use dockmesh_core::rollout::UpgradeState;
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    let server = w.state.config().version.clone();
+    assert_ne!(server, "0.0.1");
+    // Host "a" is served by an agent on another version; "b" is reached by its socket.
+    w.store
+        .upsert_agent(&agent_record("agent-1", "a", "0.0.1", UpgradeState::Idle))
+        .await
+        .unwrap();
+    let page = w.get("/hosts", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let a = host_row(&page.body, "a");
+    assert!(a.contains("0.0.1"), "{a}");
+    assert!(
+        a.contains(&format!("differs from the server ({server})")),
+        "{a}"
+    );
+    let b = host_row(&page.body, "b");
+    assert!(b.contains("socket"), "{b}");
+    assert!(!b.contains("differs from the server"), "{b}");
+    assert!(!b.contains("0.0.1"), "{b}");
+
+    // The agent on the server's version: no drift. The same view as the agents page.
+    w.store
+        .upsert_agent(&agent_record("agent-1", "a", &server, UpgradeState::Idle))
+        .await
+        .unwrap();
+    let page = w.get("/hosts", Some(&cookie)).await;
+    let a = host_row(&page.body, "a");
+    assert!(
+        a.contains(&server) && a.contains("same as the server"),
+        "{a}"
+    );
+    assert!(!a.contains("differs from the server"), "{a}");
+    let agents = w.get("/agents", Some(&cookie)).await;
+    assert!(!agents.body.contains("differs from the server"));
+}
+
+#[tokio::test]
+async fn the_server_page_shows_the_newest_recorded_backup() {
+    use dockmesh_core::audit::{AuditEvent, SERVER_BACKUP};
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    let page = w.get("/server", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("No backup recorded"), "{}", page.body);
+    assert!(
+        page.body.contains("dockmesh backup --out FILE"),
+        "{}",
+        page.body
+    );
+
+    let now = w.state.clock().now();
+    let backup = |hours: i64, path: &str, bytes: &str| {
+        AuditEvent::new(
+            now - jiff::SignedDuration::from_hours(hours),
+            "system",
+            SERVER_BACKUP,
+            "database",
+        )
+        .with("path", path)
+        .with("bytes", bytes)
+        .with("schema_version", "7")
+        .with("backend", "sqlite")
+        .with("by", "dockmesh backup")
+    };
+    w.store
+        .append_audit(&backup(30, "/srv/backups/old.tar.zst", "1000"))
+        .await
+        .unwrap();
+    w.store
+        .append_audit(&backup(3, "/srv/backups/dockmesh-new.tar.zst", "123456"))
+        .await
+        .unwrap();
+    let page = w.get("/server", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let start = page.body.find("id=\"last-backup\"").unwrap();
+    let end = start + page.body[start..].find("</dd>").unwrap();
+    let dd = &page.body[start..end];
+    for text in [
+        "/srv/backups/dockmesh-new.tar.zst",
+        "120.6 KiB (123456 bytes)",
+        "schema version 7",
+        "3 hours ago",
+        "dockmesh backup",
+    ] {
+        assert!(dd.contains(text), "{text}: {dd}");
+    }
+    assert!(!page.body.contains("old.tar.zst"), "only the newest");
+    assert!(!page.body.contains("No backup recorded"));
+}

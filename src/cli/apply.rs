@@ -2,7 +2,8 @@
 //! recommends through the signed binaries of a releases directory, resumable.
 //!
 //! Each hop `FROM → TO` goes through the stages `backed_up` (a verified bundle
-//! `<data-dir>/backups/pre-upgrade-TO.tar.zst`, taken by the installed binary), `swapped` (the
+//! `<data-dir>/backups/pre-upgrade-TO.tar.zst`, taken by the installed binary, which records it
+//! in the audit log as `server.backup` by `dockmesh upgrade apply`), `swapped` (the
 //! release's size, SHA-256 and signature checked, its `--version` is `dockmesh TO`; the installed
 //! binary kept as `<binary>.previous-FROM` and the new one renamed over it), `migrated` (`<binary>
 //! db migrate`), `checked` (`db status --json` up to date, `version --json` is TO) and `done`.
@@ -22,6 +23,7 @@
 use super::apply_files::{
     Catalog, RunRecord, Stage, load_run, new_run, previous_path, save_run, swap, sync_dir,
 };
+use super::backup::{BACKUP_BY_ENV, BY_UPGRADE_APPLY};
 use super::db::Location;
 use super::upgrade::{parse_target, plan_hops};
 use anyhow::{Context, anyhow, bail};
@@ -505,7 +507,10 @@ fn take_backup(ctx: &Ctx<'_>, bundle: &Path) -> Result<(), String> {
     std::fs::create_dir_all(&ctx.backups)
         .map_err(|e| format!("creating {}: {e}", ctx.backups.display()))?;
     let path = bundle.to_str().ok_or("the backups path is not UTF-8")?;
-    run_binary(&ctx.binary, &["backup", "--out", path], Some(ctx.location))?;
+    // The bundle's `server.backup` audit entry names this command as the one that took it.
+    let mut backup = binary_command(&ctx.binary, &["backup", "--out", path], Some(ctx.location));
+    backup.env(BACKUP_BY_ENV, BY_UPGRADE_APPLY);
+    run_command(backup, &ctx.binary, &["backup", "--out", path])?;
     run_binary(
         &ctx.binary,
         &["restore", "--dry-run", "--force", "--from", path],
@@ -548,6 +553,11 @@ fn check(ctx: &Ctx<'_>, to: &Version) -> Result<String, String> {
 /// Run `binary args…` (with the database options when `location` is given); its stdout, or
 /// why it failed.
 fn run_binary(binary: &Path, args: &[&str], location: Option<&Location>) -> Result<String, String> {
+    run_command(binary_command(binary, args, location), binary, args)
+}
+
+/// `binary args…`, with the database options when `location` is given.
+fn binary_command(binary: &Path, args: &[&str], location: Option<&Location>) -> Command {
     let mut cmd = Command::new(binary);
     cmd.args(args);
     if let Some(location) = location {
@@ -561,6 +571,11 @@ fn run_binary(binary: &Path, args: &[&str], location: Option<&Location>) -> Resu
             }
         }
     }
+    cmd
+}
+
+/// Run `cmd` (`binary args…`): its stdout, or why it failed.
+fn run_command(mut cmd: Command, binary: &Path, args: &[&str]) -> Result<String, String> {
     let words = format!("`{} {}`", binary.display(), args.join(" "));
     let o = cmd
         .output()

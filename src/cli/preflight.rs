@@ -7,7 +7,8 @@
 //! Input that cannot be used (a bad version, rules name, age, database URL, an unreadable
 //! releases file, a target binary that is not there or cannot be run) is an error: exit 2,
 //! nothing checked or changed. Nothing is written unless `--backup` is given, which takes one
-//! bundle into the backups directory first, as `dockmesh backup` does.
+//! bundle into the backups directory first, as `dockmesh backup` does, and once it verifies
+//! records it in the audit log (`server.backup`).
 
 use super::upgrade::{
     Outcome, PreflightArgs, age_words, parse_age, parse_target, plan_check, preflight_outcome,
@@ -152,20 +153,30 @@ async fn backup_check(
 ) -> (CheckResult, Option<u64>) {
     let name = "backup";
     let fail = |detail: String| (row(name, CheckStatus::Fail, detail), None);
-    if take {
+    let taken = if take {
         let out = backups.join(format!(
             "dockmesh-preflight-{}.tar.zst",
             jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
         ));
-        if let Err(e) = dockmesh_sqlx::backup(target, Some(data_dir), &out).await {
-            let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-            return fail(format!(
-                "--backup: writing {} failed: {e}{hint}",
-                out.display()
-            ));
+        match dockmesh_sqlx::backup(target, Some(data_dir), &out).await {
+            Ok(report) => Some(report),
+            Err(e) => {
+                let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+                return fail(format!(
+                    "--backup: writing {} failed: {e}{hint}",
+                    out.display()
+                ));
+            }
         }
-    }
-    let newest = match newest_bundle(backups) {
+    } else {
+        None
+    };
+    // With --backup, the bundle just taken is the one checked (and then recorded).
+    let newest = match &taken {
+        Some(t) => Ok(Some(t.path.clone())),
+        None => newest_bundle(backups),
+    };
+    let newest = match newest {
         Ok(Some(b)) => b,
         Ok(None) => {
             return fail(format!(
@@ -196,6 +207,24 @@ async fn backup_check(
             ));
         }
     };
+    // A bundle taken here, written and verified, goes into the audit log (`server.backup`).
+    let mut recorded = String::new();
+    let mut status = CheckStatus::Pass;
+    if let Some(taken) = &taken {
+        match super::backup::record(target, data_dir, taken, super::backup::BY_PREFLIGHT).await {
+            Ok(r @ super::backup::Recorded::Entry(_)) => recorded = format!("; {}", r.line()),
+            Ok(r @ super::backup::Recorded::NotRecorded(_)) => {
+                status = CheckStatus::Warn;
+                recorded = format!("; {}", r.line());
+            }
+            Err(e) => {
+                return fail(format!(
+                    "--backup: {e:#}; {}",
+                    super::backup::not_recorded_hint(&taken.path)
+                ));
+            }
+        }
+    }
     let size = std::fs::metadata(&newest).map(|m| m.len()).ok();
     let m = &report.manifest;
     let age = Duration::from_secs(
@@ -223,9 +252,9 @@ async fn backup_check(
     (
         row(
             name,
-            CheckStatus::Pass,
+            status,
             format!(
-                "{} verified ({} files, audit chain of {} entries; dockmesh {}, schema version {}), {} old",
+                "{} verified ({} files, audit chain of {} entries; dockmesh {}, schema version {}), {} old{recorded}",
                 newest.display(),
                 m.files.len() + 1,
                 report.audit_entries,

@@ -152,5 +152,6 @@ fn known_actions() -> Vec<&'static str> {
         a::AGENT_UPGRADE_POLICY,
         a::AGENT_UPGRADE_RUN,
         a::SERVER_SCHEMA_MIGRATE,
+        a::SERVER_BACKUP,
     ]
 }

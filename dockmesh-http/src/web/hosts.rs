@@ -1,8 +1,10 @@
-//! The hosts page: online or not, engine, capacity and use, stacks; cordon and uncordon; a
-//! drain's plan, then the drain itself with its progress.
+//! The hosts page: online or not, how the server reaches the host (its agent's version against
+//! the server's, from the API's agent view, or the engine's socket), engine, capacity and use,
+//! stacks; cordon and uncordon; a drain's plan, then the drain itself with its progress.
 
 use super::session::User;
 use super::{ErrorText, Layout, WebState, api, error_page, human_bytes, percent, render};
+use crate::api::agents::{AgentView, list_agents};
 use crate::api::drains::{
     DrainView, abort_drain, get_drain, list_drains, pause_drain, resume_drain,
 };
@@ -32,6 +34,9 @@ pub struct HostRow {
     pub disk_pct: u64,
     /// The Compose projects on the host.
     pub stacks: Vec<ProjectRow>,
+    /// The agent that serves the host (the API's view: version, drift), `None` for a host the
+    /// server reaches through its engine's socket.
+    pub agent: Option<AgentView>,
 }
 
 /// A Compose project on a host.
@@ -46,8 +51,13 @@ pub struct ProjectRow {
 }
 
 impl HostRow {
-    fn new(h: HostView, managed: &BTreeMap<String, Option<String>>) -> Self {
+    fn new(
+        h: HostView,
+        managed: &BTreeMap<String, Option<String>>,
+        agents: &mut BTreeMap<String, AgentView>,
+    ) -> Self {
         HostRow {
+            agent: agents.remove(&h.id),
             stacks: h
                 .stacks
                 .iter()
@@ -80,6 +90,7 @@ struct HostsPage {
     l: Layout,
     hosts: Vec<HostRow>,
     drains: Vec<DrainView>,
+    server_version: String,
 }
 
 /// `GET /hosts`.
@@ -96,13 +107,19 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
             .collect(),
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
     };
+    // An agent serves the host named as it enrolled (host names are unique).
+    let mut agents = match list_agents(api(&web)).await {
+        Ok(axum::Json(a)) => a.into_iter().map(|a| (a.host.clone(), a)).collect(),
+        Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
+    };
     render(&HostsPage {
         l: Layout::new(&web, &user, "hosts"),
         hosts: hosts
             .into_iter()
-            .map(|h| HostRow::new(h, &managed))
+            .map(|h| HostRow::new(h, &managed, &mut agents))
             .collect(),
         drains,
+        server_version: web.api.config().version.clone(),
     })
 }
 

@@ -279,6 +279,19 @@ pub fn when(t: &jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// How long before `now` `then` was, in the largest whole unit (`3 hours ago`); `just now`
+/// under a minute (and for a time after `now`: clocks differ).
+pub fn ago(then: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let secs = now.duration_since(then).as_secs();
+    let (n, unit) = match secs {
+        ..60 => return "just now".to_owned(),
+        60..3_600 => (secs / 60, "minute"),
+        3_600..172_800 => (secs / 3_600, "hour"),
+        _ => (secs / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
 /// The per-cent of `part` in `whole` (0 when `whole` is 0).
 pub fn percent(part: u64, whole: u64) -> u64 {
     if whole == 0 {
@@ -362,4 +375,29 @@ where
 /// The API's state, as an API handler takes it.
 pub(crate) fn api(web: &WebState) -> State<ServerState> {
     State(web.api.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ago;
+
+    fn check(secs_before: i64, expected: &str) {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let then = jiff::Timestamp::from_second(1_800_000_000 - secs_before).unwrap();
+        assert_eq!(ago(then, now), expected, "{secs_before} s before");
+    }
+
+    #[test]
+    fn ago_names_the_largest_whole_unit() {
+        check(-30, "just now");
+        check(0, "just now");
+        check(59, "just now");
+        check(60, "1 minute ago");
+        check(119, "1 minute ago");
+        check(3_599, "59 minutes ago");
+        check(3_600, "1 hour ago");
+        check(2 * 86_400 - 1, "47 hours ago");
+        check(2 * 86_400, "2 days ago");
+        check(400 * 86_400, "400 days ago");
+    }
 }

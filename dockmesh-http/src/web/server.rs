@@ -1,7 +1,7 @@
-//! The server page: version, schema version, health, lifecycle, hosts.
+//! The server page: version, schema version, last backup, health, lifecycle, hosts.
 
 use super::session::User;
-use super::{Layout, WebState, render, when};
+use super::{Layout, WebState, ago, human_bytes, render, when};
 use crate::api::audit::{AuditParams, list_audit};
 use crate::api::health::{Health, health};
 use crate::state::Lifecycle;
@@ -20,6 +20,55 @@ struct ServerPage {
     hosts: Vec<String>,
     retention: String,
     schema: Option<String>,
+    backup: Option<LastBackup>,
+}
+
+/// The newest backup the audit log records.
+struct LastBackup {
+    /// When it was taken.
+    at: String,
+    /// How long ago.
+    ago: String,
+    /// Where the bundle was written.
+    path: String,
+    /// Its size, in words and in bytes.
+    size: String,
+    /// The schema version of the database it holds.
+    schema: String,
+    /// The command that took it.
+    by: String,
+}
+
+/// The newest `server.backup` entry of the audit log (every backup dockmesh takes is recorded
+/// there once written and verified).
+async fn last_backup(web: &WebState) -> Option<LastBackup> {
+    let Json(page) = list_audit(
+        State(web.api.clone()),
+        Query(AuditParams {
+            action: Some(dockmesh_core::audit::SERVER_BACKUP.to_owned()),
+            limit: 1,
+            ..Default::default()
+        }),
+    )
+    .await
+    .ok()?;
+    let e = page.entries.first()?;
+    let d = &e.event.detail;
+    let unknown = || "not recorded".to_owned();
+    Some(LastBackup {
+        at: when(&e.event.at),
+        ago: ago(e.event.at, web.api.clock().now()),
+        path: d.get("path").cloned().unwrap_or_else(unknown),
+        size: match d.get("bytes").and_then(|b| b.parse::<u64>().ok()) {
+            Some(b) => format!("{} ({b} bytes)", human_bytes(b)),
+            None => "size not recorded".to_owned(),
+        },
+        schema: d.get("schema_version").cloned().unwrap_or_else(unknown),
+        by: d
+            .get("by")
+            .cloned()
+            .unwrap_or_else(|| e.event.actor.clone()),
+    })
 }
 
 /// The schema version as the audit log records it: the last `server.schema_migrate` entry's
@@ -65,5 +114,6 @@ pub async fn page(State(web): State<WebState>, user: User) -> Response {
         hosts: web.api.hosts().ids().into_iter().map(|h| h.0).collect(),
         retention: format!("{hours} h"),
         schema: schema_version(&web).await,
+        backup: last_backup(&web).await,
     })
 }
