@@ -50,6 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_progress(Arc::new(|e| match e {
         ProgressEvent::Command { what, .. } => println!("  → {what}"),
         ProgressEvent::VolumeBytes { volume, bytes, .. } => println!("    {volume}: {bytes} bytes"),
+        ProgressEvent::VolumeResumed { volume, offset, .. } => {
+            println!("    {volume}: resumed at byte {offset}")
+        }
+        _ => {}
     }));
     let id = driver
         .start(MigrationRequest {

@@ -473,6 +473,29 @@ impl Relay {
 
 /// Poll migration `id` until the bytes its volume `volume` has received in the current
 /// transfer satisfy `until`; the bytes it had.
+/// Wait until the migration's view of `volume` satisfies `until`; that view.
+fn wait_volume(
+    server: &Server,
+    id: &str,
+    volume: &str,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, m) = server.api("GET", &format!("/api/v1/migrations/{id}"), None);
+        if let Some(v) = m["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == volume && until(v))
+        {
+            return v.clone();
+        }
+        assert!(Instant::now() < deadline, "no such progress: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_bytes(server: &Server, id: &str, volume: &str, until: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -537,13 +560,26 @@ fn a_transfer_between_agents_survives_a_dropped_connection_and_an_agent_restart(
     let id = m["id"].as_str().unwrap().to_owned();
     let volume = format!("{}_db", stack.name);
 
-    // Cut the connection in the middle of the volume; the agent dials again by itself.
+    // Cut the connection in the middle of the volume; the agent dials again by itself, and the
+    // transfer goes on from the byte the target's import took in.
     let sent_before_cut = wait_bytes(&server, &id, &volume, |b| b > 64 << 20);
     relay.cut();
-    // Then kill the target's agent in the middle of the transfer that started again (its
-    // progress counts from zero again), and start it again.
-    wait_bytes(&server, &id, &volume, |b| b < sent_before_cut);
-    let sent_before_kill = wait_bytes(&server, &id, &volume, |b| b > 64 << 20);
+    let resumed = wait_volume(&server, &id, &volume, |v| v["resumed_from"].is_u64());
+    let resumed_from = resumed["resumed_from"].as_u64().unwrap();
+    let resent_after_cut = resumed["bytes_resent"].as_u64().unwrap();
+    assert!(
+        resumed_from >= 32 << 20 && resumed_from <= sent_before_cut + (64 << 20),
+        "resumed from byte {resumed_from}, {sent_before_cut} bytes were sent before the cut"
+    );
+    // What was in flight when the connection went (HTTP/2 windows, the coder's buffers) is all
+    // that is sent again.
+    assert!(
+        resent_after_cut < 32 << 20,
+        "{resent_after_cut} bytes sent again after the cut"
+    );
+    // Then kill the target's agent in the middle of the resumed transfer and start it again:
+    // a restarted agent forgets the import, so the volume is sent from its start.
+    let sent_before_kill = wait_bytes(&server, &id, &volume, |b| b > resumed_from + (64 << 20));
     let _ = agent_b.child.kill();
     let _ = agent_b.child.wait();
     drop(agent_b);
@@ -574,9 +610,23 @@ fn a_transfer_between_agents_survives_a_dropped_connection_and_an_agent_restart(
         .iter()
         .map(|v| v["bytes_done"].as_u64().unwrap())
         .sum();
+    let resent_in_all = m["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == volume.as_str())
+        .unwrap()["bytes_resent"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        resent_in_all >= resent_after_cut + (64 << 20),
+        "the restart sent the volume again from its start: {resent_in_all}"
+    );
     eprintln!(
-        "re-sent after the cut: {sent_before_cut} bytes; after the agent restart: \
-         {sent_before_kill} bytes (the transfer restarts the volume it was cut in); \
-         {verified} bytes verified in all"
+        "after the cut at {sent_before_cut} bytes: resumed from byte {resumed_from}, \
+         {resent_after_cut} bytes sent again; after the agent restart at {sent_before_kill} \
+         bytes: the volume was sent again from its start ({} bytes sent again in all); \
+         {verified} bytes verified in all",
+        resent_in_all
     );
 }

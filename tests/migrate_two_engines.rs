@@ -36,7 +36,10 @@ fn print_progress(e: ProgressEvent) {
         ProgressEvent::VolumeBytes { volume, bytes, .. } if bytes % (8 << 20) < 65536 => {
             eprintln!("migration: {volume}: {bytes} bytes")
         }
-        ProgressEvent::VolumeBytes { .. } => {}
+        ProgressEvent::VolumeResumed { volume, offset, .. } => {
+            eprintln!("migration: {volume}: resumed at byte {offset}")
+        }
+        _ => {}
     }
 }
 

@@ -615,6 +615,55 @@ pub trait HostRuntime: Send + Sync {
     /// Remove a named volume. Removing a missing volume is not an error.
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError>;
 
+    /// Where an import of `volume` whose stream broke off can go on: how many bytes of the
+    /// stream it has taken in (they need not be sent again). `None` when no import waits
+    /// there; the volume is then sent whole. A fresh [`HostRuntime::import_volume`] of the
+    /// volume drops a waiting import. Hosts that cannot resume answer `None`.
+    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
+        let _ = volume;
+        Ok(None)
+    }
+
+    /// [`HostRuntime::export_volume`] whose stream leaves out its first `offset` bytes. They
+    /// are still read, so the manifest covers the whole volume; the export's stream is the
+    /// same bytes each time while the volume does not change. Hosts that cannot say so.
+    async fn export_volume_from(
+        &self,
+        volume: &str,
+        offset: u64,
+    ) -> Result<VolumeExport, RuntimeError> {
+        let _ = offset;
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!(
+                "host {} cannot export volume {volume} from a resume point",
+                self.host_id()
+            ),
+        ))
+    }
+
+    /// Go on with the import of `volume` that waits at `offset` ([`HostRuntime::import_resume_point`]):
+    /// `data` is the stream from that byte on. Returns what the whole import returns: the
+    /// manifest of what the volume holds. Refused ([`RuntimeErrorKind::Integrity`]) when no
+    /// import waits there at that offset; nothing changes then.
+    async fn resume_import(
+        &self,
+        volume: &VolumeTarget,
+        offset: u64,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let _ = (offset, data, progress);
+        Err(RuntimeError::new(
+            RuntimeErrorKind::Integrity,
+            format!(
+                "host {} cannot resume the import of volume {}",
+                self.host_id(),
+                volume.name
+            ),
+        ))
+    }
+
     /// Resolve a stack's files as this host would deploy them, changing nothing: each
     /// service's shape (image, and its id when the host has it; environment, ports, mounts,
     /// replicas; a digest of the whole definition), for a release diff. Invalid files are an

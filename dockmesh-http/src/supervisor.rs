@@ -31,6 +31,11 @@ pub struct VolumeProgress {
     pub bytes: u64,
     /// The expected total, when known.
     pub total: Option<u64>,
+    /// Bytes sent to the target again after a transfer was cut: what the target had not taken
+    /// in when an attempt went on from its resume point, or everything when it started over.
+    pub resent: u64,
+    /// The byte the last resumed attempt went on from.
+    pub resumed_from: Option<u64>,
 }
 
 /// `tokio::time::sleep` as the core's [`Timer`].
@@ -76,20 +81,33 @@ impl Supervisor {
             if let Some(c) = &crash {
                 c.check(&e);
             }
-            if let ProgressEvent::VolumeBytes {
-                id,
-                volume,
-                bytes,
-                total,
-            } = e
-            {
-                let mut map = sink.lock().expect("progress poisoned");
-                let v = map.entry(id).or_default().entry(volume).or_default();
-                // A retried transfer starts again from zero: count only what is new.
-                if bytes > v.bytes {
-                    metrics.add_bytes_moved(bytes - v.bytes);
+            match e {
+                ProgressEvent::VolumeBytes {
+                    id,
+                    volume,
+                    bytes,
+                    total,
+                } => {
+                    let mut map = sink.lock().expect("progress poisoned");
+                    let v = map.entry(id).or_default().entry(volume).or_default();
+                    // A retried transfer starts again from zero: count only what is new.
+                    if bytes > v.bytes {
+                        metrics.add_bytes_moved(bytes - v.bytes);
+                    } else if bytes < v.bytes {
+                        // Started over: everything sent before is sent again.
+                        v.resent += v.bytes;
+                    }
+                    v.bytes = bytes;
+                    v.total = total;
                 }
-                *v = VolumeProgress { bytes, total };
+                ProgressEvent::VolumeResumed { id, volume, offset } => {
+                    let mut map = sink.lock().expect("progress poisoned");
+                    let v = map.entry(id).or_default().entry(volume).or_default();
+                    v.resent += v.bytes.saturating_sub(offset);
+                    v.bytes = offset;
+                    v.resumed_from = Some(offset);
+                }
+                _ => {}
             }
         });
         let driver = Driver::new(store.clone(), hosts, clock.clone(), ids)

@@ -13,8 +13,9 @@ use dockmesh_core::ports::{HostRuntime, Store};
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::channel::renew::{AgentCredentials, renewal_routes};
+use dockmesh_http::channel::resume::Imports;
 use dockmesh_http::channel::upgrade::{on_hello, upgrade_routes};
-use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api};
+use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api_with};
 use dockmesh_http::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
 use dockmesh_http::pki;
 use rustls_pki_types::pem::PemObject;
@@ -491,6 +492,8 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
         state.host
     );
     let mut failures = 0u32;
+    // Imports outlive a connection: one cut off waits for the server to resume it.
+    let imports = Imports::new(runtime.clone());
     loop {
         let started = Instant::now();
         // Read each time: a renewal may have replaced the key and certificate.
@@ -506,14 +509,17 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
                     super::swap::current_failure(&args.state_dir),
                 )
                 .await;
-                let mut api = agent_api(hello, runtime.clone())
+                let mut api = agent_api_with(hello, runtime.clone(), imports.clone())
                     .merge(renewal_routes(creds.clone()))
                     .merge(upgrade_routes(swapper.clone()));
                 if let Some(trial) = &startup.trial {
                     let trial = trial.clone();
                     api = on_hello(api, Arc::new(move || trial.confirm()));
                 }
-                match session.serve(api).await {
+                let served = session.serve(api).await;
+                // The session's requests are gone: imports they fed wait to be resumed.
+                imports.connection_closed();
+                match served {
                     Err(ConnectError::Refused(r)) if !r.is_transient() => {
                         tracing::error!(kind = %r.kind, "the server refused this agent: {}", r.reason);
                         return Ok(ExitCode::from(1));

@@ -30,8 +30,10 @@ pub struct MigrationRequest {
     pub retention: SignedDuration,
 }
 
-/// Progress of a running migration, for progress bars and logs.
+/// Progress of a running migration, for progress bars and logs (more kinds may come: match
+/// with a wildcard).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProgressEvent {
     /// A command is about to run.
     Command {
@@ -50,6 +52,16 @@ pub enum ProgressEvent {
         bytes: u64,
         /// Expected total, when known.
         total: Option<u64>,
+    },
+    /// A volume's transfer goes on where the target's import broke off: the first `offset`
+    /// bytes of its stream are not sent again.
+    VolumeResumed {
+        /// The migration.
+        id: MigrationId,
+        /// The volume.
+        volume: String,
+        /// The byte of the stream the transfer goes on from.
+        offset: u64,
     },
 }
 
@@ -884,20 +896,63 @@ impl Driver {
 
     /// Stream one volume from the source to the target and compare manifests; the bytes, the
     /// digest and the links that point outside the volume.
+    ///
+    /// When the target holds an import of the volume that broke off (a cut connection), the
+    /// transfer goes on from the byte it reached. Cut again, it goes on again next time; when
+    /// going on fails otherwise (the target no longer waits, the source cannot start there,
+    /// the result does not verify), the volume is sent whole.
     async fn transfer(
         &self,
         spec: &MigrationSpec,
         v: &VolumeUsage,
+    ) -> Result<(u64, String, Vec<String>), RuntimeError> {
+        let target = self.host(&spec.target).await?;
+        match target.import_resume_point(&v.name).await {
+            Ok(Some(offset)) => match self.transfer_once(spec, v, Some(offset)).await {
+                Ok(done) => return Ok(done),
+                Err(e) if e.kind == RuntimeErrorKind::Unreachable => return Err(e),
+                Err(_) => {}
+            },
+            Ok(None) => {}
+            // Not back yet: asked again on the next attempt (a whole import now would drop
+            // what waits there).
+            Err(e) if e.kind == RuntimeErrorKind::Unreachable => {
+                return Err(RuntimeError::new(
+                    e.kind,
+                    format!("resuming volume {}: {}", v.name, e.message),
+                ));
+            }
+            // A target that cannot tell is sent the whole volume.
+            Err(_) => {}
+        }
+        self.transfer_once(spec, v, None).await
+    }
+
+    /// One attempt at [`Driver::transfer`]: the whole volume, or from `resume` on.
+    async fn transfer_once(
+        &self,
+        spec: &MigrationSpec,
+        v: &VolumeUsage,
+        resume: Option<u64>,
     ) -> Result<(u64, String, Vec<String>), RuntimeError> {
         let context = |what: &str, e: RuntimeError| {
             RuntimeError::new(e.kind, format!("{what} volume {}: {}", v.name, e.message))
         };
         let source = self.host(&spec.source).await?;
         let target = self.host(&spec.target).await?;
-        let export = source
-            .export_volume(&v.name)
-            .await
-            .map_err(|e| context("exporting", e))?;
+        let offset = resume.unwrap_or(0);
+        let export = match resume {
+            None => source.export_volume(&v.name).await,
+            Some(offset) => source.export_volume_from(&v.name, offset).await,
+        }
+        .map_err(|e| context("exporting", e))?;
+        if let (Some(offset), Some(p)) = (resume, &self.progress) {
+            p(ProgressEvent::VolumeResumed {
+                id: spec.id,
+                volume: v.name.clone(),
+                offset,
+            });
+        }
         let progress: Progress = {
             let emit = self.progress.clone();
             let (id, volume, total) = (spec.id, v.name.clone(), v.bytes);
@@ -906,24 +961,26 @@ impl Driver {
                     p(ProgressEvent::VolumeBytes {
                         id,
                         volume: volume.clone(),
-                        bytes,
+                        bytes: offset + bytes,
                         total,
                     });
                 }
             })
         };
-        let imported = target
-            .import_volume(
-                &VolumeTarget {
-                    name: v.name.clone(),
-                    labels: v.labels.clone(),
-                    expected_bytes: v.bytes,
-                },
-                export.stream,
-                progress,
-            )
-            .await
-            .map_err(|e| context("importing", e))?;
+        let into = VolumeTarget {
+            name: v.name.clone(),
+            labels: v.labels.clone(),
+            expected_bytes: v.bytes,
+        };
+        let imported = match resume {
+            None => target.import_volume(&into, export.stream, progress).await,
+            Some(offset) => {
+                target
+                    .resume_import(&into, offset, export.stream, progress)
+                    .await
+            }
+        }
+        .map_err(|e| context("importing", e))?;
         let exported = export
             .manifest
             .take()

@@ -2,10 +2,13 @@
 
 use super::*;
 use crate::audit::{self, AuditQuery};
-use crate::ports::{Clock, Lease, MigrationQuery, Store, StoreError, migration_lease};
+use crate::ports::{
+    Clock, HostRuntime, Lease, MigrationQuery, Store, StoreError, VolumeTarget, migration_lease,
+};
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};
 use crate::types::{HostId, MigrationId, StackFiles};
+use futures_util::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
 
@@ -976,4 +979,158 @@ fn transfer_events_follow_the_volumes_and_compensation_cleans_only_what_started(
         }),
         "only the volume that started may be on the target"
     );
+}
+
+/// Drive `id` to its end, running again while the driver stops for a retry.
+async fn drive_through_retries(d: &Driver, id: MigrationId) -> Migration {
+    for _ in 0..10 {
+        match d.run(id).await {
+            Ok(m) => return m,
+            Err(DriveError::Retry { .. }) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the migration did not end in 10 runs")
+}
+
+type Seen = Arc<std::sync::Mutex<Vec<ProgressEvent>>>;
+
+fn watched(w: &World) -> (Driver, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let d = w
+        .driver()
+        .with_progress(Arc::new(move |e| sink.lock().unwrap().push(e)));
+    (d, seen)
+}
+
+/// The bytes each import of `volume` reported, one list per attempt.
+fn attempts(seen: &Seen, volume: &str) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = Vec::new();
+    let mut last = None;
+    let mut resumed = false;
+    for e in seen.lock().unwrap().iter() {
+        match e {
+            ProgressEvent::VolumeResumed { volume: v, .. } if v == volume => resumed = true,
+            ProgressEvent::VolumeBytes {
+                volume: v, bytes, ..
+            } if v == volume => {
+                if resumed || last.is_none_or(|l| *bytes <= l) {
+                    out.push(Vec::new());
+                    resumed = false;
+                }
+                out.last_mut().unwrap().push(*bytes);
+                last = Some(*bytes);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_cut_transfer_goes_on_from_the_byte_the_target_took_in() {
+    use crate::testing::CUT_AFTER;
+    let w = World::new().await;
+    assert!(DB.len() > CUT_AFTER);
+    w.dst().fail(FakeOp::CutImport, 1);
+    let id = w.start().await;
+    let (d, seen) = watched(&w);
+    let m = drive_through_retries(&d, id).await;
+    assert_eq!(m.phase(), Phase::Committed);
+    w.assert_committed();
+    let resumed: Vec<(String, u64)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::VolumeResumed { volume, offset, .. } => Some((volume.clone(), *offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, [("shop_db".to_owned(), CUT_AFTER as u64)]);
+    // The second attempt starts past what the first delivered: nothing was sent twice.
+    let tries = attempts(&seen, "shop_db");
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!(
+        *tries[0].last().unwrap(),
+        (CUT_AFTER - CUT_AFTER % 7) as u64
+    );
+    assert!(tries[1][0] > CUT_AFTER as u64, "{tries:?}");
+    assert_eq!(*tries[1].last().unwrap(), DB.len() as u64);
+    // The cut was recorded, and nothing waits on the target any more.
+    let stored = w.store.load_migration(id).await.unwrap().unwrap();
+    assert!(
+        stored
+            .events
+            .iter()
+            .any(|e| e.kind() == "volume_transfer_interrupted")
+    );
+    assert_eq!(w.dst().import_resume_point("shop_db").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_resumed_transfer_that_does_not_verify_is_sent_whole() {
+    let w = World::new().await;
+    w.dst().fail(FakeOp::CutImport, 1);
+    w.dst().fail(FakeOp::CorruptImport, 1);
+    let id = w.start().await;
+    let (d, seen) = watched(&w);
+    let m = drive_through_retries(&d, id).await;
+    assert_eq!(m.phase(), Phase::Committed);
+    w.assert_committed();
+    // Cut, resumed (and corrupted), then whole from byte 0.
+    let tries = attempts(&seen, "shop_db");
+    assert_eq!(tries.len(), 3, "{tries:?}");
+    assert!(tries[1][0] > CUT_AFTER_BYTES, "{tries:?}");
+    assert!(tries[2][0] <= 7, "sent whole: {tries:?}");
+    assert_eq!(*tries[2].last().unwrap(), DB.len() as u64);
+}
+
+const CUT_AFTER_BYTES: u64 = crate::testing::CUT_AFTER as u64;
+
+#[tokio::test]
+async fn a_resume_the_target_does_not_hold_is_refused_and_changes_nothing() {
+    let w = World::new().await;
+    let dst = w.dst();
+    dst.fail(FakeOp::CutImport, 1);
+    let into = VolumeTarget {
+        name: "v".into(),
+        labels: Default::default(),
+        expected_bytes: None,
+    };
+    let data = |b: &'static [u8]| {
+        futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(b))]).boxed()
+    };
+    let err = dst
+        .import_volume(&into, data(DB), crate::ports::no_progress())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, crate::ports::RuntimeErrorKind::Unreachable);
+    assert_eq!(
+        dst.import_resume_point("v").await.unwrap(),
+        Some(CUT_AFTER_BYTES)
+    );
+    let err = dst
+        .resume_import(&into, 5, data(&DB[5..]), crate::ports::no_progress())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, crate::ports::RuntimeErrorKind::Integrity);
+    assert!(err.message.contains("waits at 21"), "{err}");
+    assert_eq!(
+        dst.import_resume_point("v").await.unwrap(),
+        Some(CUT_AFTER_BYTES),
+        "the waiting import is kept"
+    );
+    let m = dst
+        .resume_import(
+            &into,
+            CUT_AFTER_BYTES,
+            data(&DB[crate::testing::CUT_AFTER..]),
+            crate::ports::no_progress(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dst.volume("v").as_deref(), Some(DB));
+    assert_eq!(m.content_bytes(), DB.len() as u64);
 }

@@ -514,7 +514,13 @@ pub enum FakeOp {
     CorruptImport,
     /// `remove_volume`
     RemoveVolume,
+    /// `import_volume` / `resume_import` lose their stream after [`CUT_AFTER`] more bytes: the
+    /// call fails as unreachable and the import waits there to be resumed
+    CutImport,
 }
+
+/// How many bytes an import takes in before a [`FakeOp::CutImport`] cuts it.
+pub const CUT_AFTER: usize = 21;
 
 /// What a fake host holds for one stack.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -536,6 +542,8 @@ struct HostInner {
     volumes: BTreeMap<String, (BTreeMap<String, String>, Vec<u8>)>,
     faults: BTreeMap<FakeOp, u32>,
     calls: Vec<String>,
+    /// Imports whose stream broke off, waiting to be resumed: the bytes taken in.
+    parked: BTreeMap<String, Vec<u8>>,
     /// The event streams the next calls of `events` yield, one per call.
     event_streams: std::collections::VecDeque<Vec<Result<crate::ports::HostEvent, RuntimeError>>>,
 }
@@ -661,6 +669,44 @@ impl FakeHost {
             ));
         }
         Ok(g)
+    }
+
+    /// Read an import's stream on top of `buf` (what it took in before), cutting it when a
+    /// [`FakeOp::CutImport`] is injected; store the volume at the end.
+    async fn take_in(
+        &self,
+        volume: &VolumeTarget,
+        mut buf: Vec<u8>,
+        mut data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let start = buf.len();
+        let cut = Self::take_fault(&mut lock(&self.inner), FakeOp::CutImport);
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            if cut && buf.len() - start + chunk.len() > CUT_AFTER {
+                let keep = CUT_AFTER - (buf.len() - start);
+                buf.extend_from_slice(&chunk[..keep]);
+                lock(&self.inner).parked.insert(volume.name.clone(), buf);
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::Unreachable,
+                    format!(
+                        "host {} is unreachable: the import's stream was cut (injected)",
+                        self.id
+                    ),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+            progress((buf.len() - start) as u64);
+        }
+        let mut g = lock(&self.inner);
+        if Self::take_fault(&mut g, FakeOp::CorruptImport) {
+            buf.push(b'!');
+        }
+        let m = manifest_of(&buf);
+        g.volumes
+            .insert(volume.name.clone(), (volume.labels.clone(), buf));
+        Ok(m)
     }
 
     fn take_fault(g: &mut HostInner, op: FakeOp) -> bool {
@@ -876,26 +922,83 @@ impl HostRuntime for FakeHost {
     async fn import_volume(
         &self,
         volume: &VolumeTarget,
-        mut data: ByteStream,
+        data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
-        drop(self.enter(FakeOp::Import, &volume.name)?);
-        let mut buf = Vec::new();
-        while let Some(chunk) = data.next().await {
-            buf.extend_from_slice(&chunk?);
-            progress(buf.len() as u64);
-        }
+        self.enter(FakeOp::Import, &volume.name)?
+            .parked
+            .remove(&volume.name);
+        self.take_in(volume, Vec::new(), data, progress).await
+    }
+    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
         let mut g = lock(&self.inner);
-        if Self::take_fault(&mut g, FakeOp::CorruptImport) {
-            buf.push(b'!');
+        g.calls.push(format!("ResumePoint {volume}"));
+        if !g.online {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("host {} is offline", self.id),
+            ));
         }
-        let m = manifest_of(&buf);
-        g.volumes
-            .insert(volume.name.clone(), (volume.labels.clone(), buf));
-        Ok(m)
+        Ok(g.parked.get(volume).map(|b| b.len() as u64))
+    }
+    async fn export_volume_from(
+        &self,
+        volume: &str,
+        offset: u64,
+    ) -> Result<VolumeExport, RuntimeError> {
+        let mut export = self.export_volume(volume).await?;
+        let mut skip = offset;
+        let mut chunks = Vec::new();
+        while let Some(chunk) = export.stream.next().await {
+            let chunk = chunk?;
+            let n = skip.min(chunk.len() as u64);
+            skip -= n;
+            if (n as usize) < chunk.len() {
+                chunks.push(Ok(chunk.slice(n as usize..)));
+            }
+        }
+        if skip > 0 {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!("volume {volume} is shorter than {offset} bytes"),
+            ));
+        }
+        export.stream = futures_util::stream::iter(chunks).boxed();
+        Ok(export)
+    }
+    async fn resume_import(
+        &self,
+        volume: &VolumeTarget,
+        offset: u64,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let buf = {
+            let mut g = self.enter(FakeOp::Import, &volume.name)?;
+            match g.parked.get(&volume.name) {
+                Some(b) if b.len() as u64 == offset => g.parked.remove(&volume.name),
+                other => {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Integrity,
+                        format!(
+                            "no import of volume {} waits at byte {offset} on {} ({})",
+                            volume.name,
+                            self.id,
+                            other.map_or("none waits".into(), |b| format!(
+                                "one waits at {}",
+                                b.len()
+                            ))
+                        ),
+                    ));
+                }
+            }
+        };
+        self.take_in(volume, buf.unwrap_or_default(), data, progress)
+            .await
     }
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         let mut g = self.enter(FakeOp::RemoveVolume, volume)?;
+        g.parked.remove(volume);
         g.volumes.remove(volume);
         Ok(())
     }

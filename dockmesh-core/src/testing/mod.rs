@@ -9,5 +9,5 @@ mod fakes;
 
 pub use conformance::{RuntimeFixture, host_runtime_conformance, store_conformance};
 pub use fakes::{
-    FakeFleet, FakeHost, FakeOp, FakeStack, FixedClock, MemStore, SeqIds, fake_snapshot,
+    CUT_AFTER, FakeFleet, FakeHost, FakeOp, FakeStack, FixedClock, MemStore, SeqIds, fake_snapshot,
 };

@@ -38,6 +38,13 @@ pub struct VolumeView {
     pub bytes_done: u64,
     /// Whether the target's copy was verified identical to the source's.
     pub verified: bool,
+    /// Bytes of the volume's stream sent to the target again after its transfer was cut
+    /// (counted by this server process since it started).
+    pub bytes_resent: u64,
+    /// The byte of the stream the last cut transfer went on from, when it went on from where
+    /// the target's import waited rather than from the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
 }
 
 /// One recorded event.
@@ -140,6 +147,8 @@ fn view(state: &ServerState, stored: StoredMigration, with_events: bool) -> Migr
                         .or_else(|| progress.get(&v.name).map(|p| p.bytes))
                         .unwrap_or(0),
                     verified: verified.contains(&v.name),
+                    bytes_resent: progress.get(&v.name).map_or(0, |p| p.resent),
+                    resumed_from: progress.get(&v.name).and_then(|p| p.resumed_from),
                 })
                 .collect();
             (

@@ -16,9 +16,10 @@
 //! | POST | `/v1/stacks/{stack}/wait-healthy` | → `HealthReport` |
 //! | POST | `/v1/stacks/{stack}/resolve` | `StackFiles` → `[ServiceShape]` |
 //! | POST | `/v1/images/ensure` | `[image]` → 204 |
-//! | POST | `/v1/volumes/{volume}/exports` | → the tar stream (zstd when asked with `accept-encoding`), header `x-dockmesh-export-id` |
+//! | POST | `/v1/volumes/{volume}/exports` | → the tar stream (zstd when asked with `accept-encoding`), header `x-dockmesh-export-id`; with `x-dockmesh-export-from: N` (repeated in the answer), the stream from byte N |
 //! | GET | `/v1/volumes/{volume}/exports/{id}/manifest` | → `VolumeManifest` (once) |
-//! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest` |
+//! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest`; with `x-dockmesh-resume-at: N`, the rest of the stream of the import that waits at byte N |
+//! | GET | `/v1/volumes/{volume}/import` | → `ResumePoint` of the import that waits (its stream broke off), 404 when none does |
 //! | DELETE | `/v1/volumes/{volume}` | → 204 |
 //! | GET | `/v1/events` | → the host's `HostEvent`s, one JSON line each, while the request is open |
 //! | GET | `/v1/projects` | → `[ProjectInfo]` |
@@ -32,10 +33,13 @@
 //!
 //! Volume streams are compressed with zstd when the server asks ([`super::compress`]).
 //!
-//! Not built: resuming inside a volume, request size limits beyond axum's JSON default.
+//! Imports run through [`super::resume::Imports`]: one whose stream breaks off waits to be
+//! resumed at the exact byte it took in.
+//!
+//! Not built: request size limits beyond axum's JSON default.
 
 use super::compress;
-use super::wire::{self, EXPORT_ID, VOLUME_TARGET, WireError};
+use super::wire::{self, EXPORT_FROM, EXPORT_ID, RESUME_AT, VOLUME_TARGET, WireError};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -46,7 +50,7 @@ use axum::{Json, http};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
     AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo, RuntimeError,
-    RuntimeErrorKind, StackStatus, VolumeTarget, no_progress,
+    RuntimeErrorKind, StackStatus, VolumeTarget,
 };
 use dockmesh_core::protocol::Hello;
 use dockmesh_core::release::ServiceShape;
@@ -63,6 +67,7 @@ pub const KEPT_EXPORTS: usize = 64;
 struct Api {
     hello: Hello,
     runtime: Arc<dyn HostRuntime>,
+    imports: Arc<super::resume::Imports>,
     exports: Mutex<BTreeMap<u64, (String, ManifestSlot)>>,
     next_export: AtomicU64,
 }
@@ -104,8 +109,20 @@ type Done = Result<StatusCode, Failure>;
 
 /// The agent API over `runtime`, answering `hello` at `GET /v1/hello`.
 pub fn agent_api(hello: Hello, runtime: Arc<dyn HostRuntime>) -> Router {
+    let imports = super::resume::Imports::new(runtime.clone());
+    agent_api_with(hello, runtime, imports)
+}
+
+/// [`agent_api`] with the imports kept across connections (an agent serves each connection
+/// with a new router; an import cut off with one is resumed over the next).
+pub fn agent_api_with(
+    hello: Hello,
+    runtime: Arc<dyn HostRuntime>,
+    imports: Arc<super::resume::Imports>,
+) -> Router {
     let api = Arc::new(Api {
         hello,
+        imports,
         runtime,
         exports: Mutex::new(BTreeMap::new()),
         next_export: AtomicU64::new(1),
@@ -131,6 +148,7 @@ pub fn agent_api(hello: Hello, runtime: Arc<dyn HostRuntime>) -> Router {
             get(export_manifest),
         )
         .route("/v1/volumes/{volume}/data", put(import))
+        .route("/v1/volumes/{volume}/import", get(import_waiting))
         .route("/v1/volumes/{volume}", axum::routing::delete(remove_volume))
         .route(wire::EVENTS_PATH, get(events))
         .route("/v1/projects", get(list_projects))
@@ -223,12 +241,25 @@ async fn export(
     req_headers: HeaderMap,
 ) -> Result<Response, Failure> {
     let zstd = compress::names_zstd(req_headers.get(header::ACCEPT_ENCODING));
+    let from = match req_headers.get(EXPORT_FROM) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| invalid(format!("{EXPORT_FROM} is not a byte offset: {v:?}")))?,
+        ),
+    };
     let export = api.runtime.export_volume(&volume).await?;
     let id = api.keep(volume, export.manifest);
+    let stream = match from {
+        Some(offset) => wire::skip_bytes(export.stream, offset),
+        None => export.stream,
+    };
     let stream = if zstd {
-        compress::encode(export.stream, compress::LEVEL)?
+        compress::encode(stream, compress::LEVEL)?
     } else {
-        export.stream
+        stream
     };
     let mut resp = Body::from_stream(wire::coalesce(stream)).into_response();
     let headers = resp.headers_mut();
@@ -239,6 +270,9 @@ async fn export(
         );
     }
     headers.insert(EXPORT_ID, http::HeaderValue::from(id));
+    if let Some(offset) = from {
+        headers.insert(EXPORT_FROM, http::HeaderValue::from(offset));
+    }
     headers.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-tar"),
@@ -319,11 +353,29 @@ async fn import(
             )));
         }
     };
-    Ok(Json(
-        api.runtime
-            .import_volume(&target, data, no_progress())
-            .await?,
-    ))
+    let manifest = match headers.get(RESUME_AT) {
+        None => api.imports.start(target, data).await?,
+        Some(v) => {
+            let offset = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| invalid(format!("{RESUME_AT} is not a byte offset: {v:?}")))?;
+            api.imports.resume(&target.name, offset, data).await?
+        }
+    };
+    Ok(Json(manifest))
+}
+
+/// Where the import of a volume waits to be resumed; 404 when none does.
+async fn import_waiting(State(api): S, Path(volume): Path<String>) -> Answer<wire::ResumePoint> {
+    match api.imports.waiting_at(&volume) {
+        Some(waiting_at) => Ok(Json(wire::ResumePoint { waiting_at })),
+        None => Err(Failure(RuntimeError::new(
+            RuntimeErrorKind::NotFound,
+            format!("no import of volume {volume} waits on this host"),
+        ))),
+    }
 }
 
 async fn resolve_release(

@@ -45,12 +45,13 @@ pub mod agent_api;
 pub mod compress;
 pub mod remote;
 pub mod renew;
+pub mod resume;
 pub mod server;
 pub mod upgrade;
 pub mod wire;
 
 pub use agent::{AgentConnector, AgentSession, ConnectError, agent_router};
-pub use agent_api::agent_api;
+pub use agent_api::{agent_api, agent_api_with};
 pub use remote::RemoteHost;
 pub use server::{
     AcceptError, AgentAcceptor, AgentConnection, AgentGate, AgentListener, CallError,

@@ -18,7 +18,7 @@
 
 use super::compress;
 use super::server::{AgentConnection, CallError, ConnectedAgents};
-use super::wire::{self, EXPORT_ID, VOLUME_TARGET, WireError};
+use super::wire::{self, EXPORT_FROM, EXPORT_ID, RESUME_AT, ResumePoint, VOLUME_TARGET, WireError};
 use axum::body::Body;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
@@ -236,62 +236,13 @@ struct Exporting {
     slot: ManifestSlot,
 }
 
-#[async_trait::async_trait]
-impl HostRuntime for RemoteHost {
-    fn host_id(&self) -> &HostId {
-        &self.client.host
-    }
-
-    async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
-        self.client.call(Method::GET, "/v1/snapshot", NONE).await
-    }
-
-    async fn write_stack_files(&self, files: &StackFiles) -> Result<(), RuntimeError> {
-        let path = stack_path(&files.name, "/files");
-        self.client.call_done(Method::PUT, &path, Some(files)).await
-    }
-
-    async fn read_stack_files(&self, stack: &str) -> Result<Option<StackFiles>, RuntimeError> {
-        let path = stack_path(stack, "/files");
-        self.client.call(Method::GET, &path, NONE).await
-    }
-
-    async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError> {
-        let path = stack_path(stack, "/files");
-        self.client.call_done(Method::DELETE, &path, NONE).await
-    }
-
-    async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
-        let path = stack_path(&files.name, "/deploy");
-        self.client.call(Method::POST, &path, Some(files)).await
-    }
-
-    async fn stop_stack(&self, stack: &str) -> Result<(), RuntimeError> {
-        let path = stack_path(stack, "/stop");
-        self.client.call_done(Method::POST, &path, NONE).await
-    }
-
-    async fn start_stack(&self, stack: &str) -> Result<(), RuntimeError> {
-        let path = stack_path(stack, "/start");
-        self.client.call_done(Method::POST, &path, NONE).await
-    }
-
-    async fn remove_stack(&self, stack: &str, volumes: bool) -> Result<(), RuntimeError> {
-        let path = stack_path(stack, &format!("?volumes={volumes}"));
-        self.client.call_done(Method::DELETE, &path, NONE).await
-    }
-
-    async fn stack_status(&self, stack: &str) -> Result<StackStatus, RuntimeError> {
-        let path = stack_path(stack, "/status");
-        self.client.call(Method::GET, &path, NONE).await
-    }
-
-    async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError> {
-        let path = stack_path(stack, "/wait-healthy");
-        self.client.call(Method::POST, &path, NONE).await
-    }
-
-    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
+impl RemoteHost {
+    /// `POST …/exports`, the stream from byte `from` on when given.
+    async fn export_from(
+        &self,
+        volume: &str,
+        from: Option<u64>,
+    ) -> Result<VolumeExport, RuntimeError> {
         let path = volume_path(volume, "/exports");
         let mut req = Client::request(Method::POST, &path, None);
         if self.client.zstd {
@@ -300,7 +251,29 @@ impl HostRuntime for RemoteHost {
                 header::HeaderValue::from_static(compress::ZSTD),
             );
         }
+        if let Some(offset) = from {
+            req.headers_mut()
+                .insert(EXPORT_FROM, header::HeaderValue::from(offset));
+        }
         let resp = self.client.send(req).await?;
+        if let Some(offset) = from {
+            let echoed = resp
+                .headers()
+                .get(EXPORT_FROM)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if echoed != Some(offset) {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::Engine,
+                    format!(
+                        "the agent of host {} cannot export volume {volume} from byte {offset} \
+                         (it predates resuming)",
+                        self.client.host
+                    ),
+                ));
+            }
+        }
+
         let zstd = compress::names_zstd(resp.headers().get(header::CONTENT_ENCODING));
         let id = resp
             .headers()
@@ -363,9 +336,11 @@ impl HostRuntime for RemoteHost {
         })
     }
 
-    async fn import_volume(
+    /// `PUT …/data`, going on with the import waiting at byte `resume` when given.
+    async fn import_at(
         &self,
         volume: &VolumeTarget,
+        resume: Option<u64>,
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
@@ -395,6 +370,9 @@ impl HostRuntime for RemoteHost {
             ))
             .header(header::CONTENT_TYPE, "application/x-tar")
             .header(VOLUME_TARGET, hex::encode(to_json(volume)));
+        if let Some(offset) = resume {
+            req = req.header(RESUME_AT, offset);
+        }
         let body = if self.client.zstd {
             req = req.header(header::CONTENT_ENCODING, compress::ZSTD);
             Body::from_stream(wire::coalesce(compress::encode(counted, compress::LEVEL)?))
@@ -426,7 +404,111 @@ impl HostRuntime for RemoteHost {
             },
         }
     }
+}
 
+#[async_trait::async_trait]
+impl HostRuntime for RemoteHost {
+    fn host_id(&self) -> &HostId {
+        &self.client.host
+    }
+
+    async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
+        self.client.call(Method::GET, "/v1/snapshot", NONE).await
+    }
+
+    async fn write_stack_files(&self, files: &StackFiles) -> Result<(), RuntimeError> {
+        let path = stack_path(&files.name, "/files");
+        self.client.call_done(Method::PUT, &path, Some(files)).await
+    }
+
+    async fn read_stack_files(&self, stack: &str) -> Result<Option<StackFiles>, RuntimeError> {
+        let path = stack_path(stack, "/files");
+        self.client.call(Method::GET, &path, NONE).await
+    }
+
+    async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError> {
+        let path = stack_path(stack, "/files");
+        self.client.call_done(Method::DELETE, &path, NONE).await
+    }
+
+    async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
+        let path = stack_path(&files.name, "/deploy");
+        self.client.call(Method::POST, &path, Some(files)).await
+    }
+
+    async fn stop_stack(&self, stack: &str) -> Result<(), RuntimeError> {
+        let path = stack_path(stack, "/stop");
+        self.client.call_done(Method::POST, &path, NONE).await
+    }
+
+    async fn start_stack(&self, stack: &str) -> Result<(), RuntimeError> {
+        let path = stack_path(stack, "/start");
+        self.client.call_done(Method::POST, &path, NONE).await
+    }
+
+    async fn remove_stack(&self, stack: &str, volumes: bool) -> Result<(), RuntimeError> {
+        let path = stack_path(stack, &format!("?volumes={volumes}"));
+        self.client.call_done(Method::DELETE, &path, NONE).await
+    }
+
+    async fn stack_status(&self, stack: &str) -> Result<StackStatus, RuntimeError> {
+        let path = stack_path(stack, "/status");
+        self.client.call(Method::GET, &path, NONE).await
+    }
+
+    async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError> {
+        let path = stack_path(stack, "/wait-healthy");
+        self.client.call(Method::POST, &path, NONE).await
+    }
+
+    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
+        self.export_from(volume, None).await
+    }
+
+    async fn export_volume_from(
+        &self,
+        volume: &str,
+        offset: u64,
+    ) -> Result<VolumeExport, RuntimeError> {
+        self.export_from(volume, Some(offset)).await
+    }
+
+    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
+        let path = volume_path(volume, "/import");
+        match self
+            .client
+            .call::<ResumePoint>(Method::GET, &path, NONE)
+            .await
+        {
+            Ok(p) => Ok(Some(p.waiting_at)),
+            // None waits, or the agent predates resuming.
+            Err(e)
+                if e.kind == RuntimeErrorKind::NotFound || e.kind == RuntimeErrorKind::Engine =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn import_volume(
+        &self,
+        volume: &VolumeTarget,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        self.import_at(volume, None, data, progress).await
+    }
+
+    async fn resume_import(
+        &self,
+        volume: &VolumeTarget,
+        offset: u64,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        self.import_at(volume, Some(offset), data, progress).await
+    }
     async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
         let path = stack_path(&files.name, "/resolve");
         self.client.call(Method::POST, &path, Some(files)).await

@@ -17,6 +17,50 @@ pub const EXPORT_ID: &str = "x-dockmesh-export-id";
 /// [`VolumeTarget`]: dockmesh_core::ports::VolumeTarget
 pub const VOLUME_TARGET: &str = "x-dockmesh-volume-target";
 
+/// The header of an export's request asking for the stream from this byte on (the bytes
+/// before it are read but not sent); the answer repeats it, so a server knows the agent did.
+pub const EXPORT_FROM: &str = "x-dockmesh-export-from";
+
+/// The header of an import's request that goes on with the import waiting at this byte.
+pub const RESUME_AT: &str = "x-dockmesh-resume-at";
+
+/// Where an import waits (`GET /v1/volumes/{volume}/import` → `ResumePoint`; 404 when none does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    /// The bytes of the stream the import took in.
+    pub waiting_at: u64,
+}
+
+/// `stream` without its first `offset` bytes; an [`RuntimeErrorKind::Integrity`] error when it
+/// ends before them.
+pub fn skip_bytes(stream: ByteStream, offset: u64) -> ByteStream {
+    futures_util::stream::unfold(Some((stream, offset)), move |state| async move {
+        let (mut stream, mut left) = state?;
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) if left >= chunk.len() as u64 => left -= chunk.len() as u64,
+                Some(Ok(chunk)) => {
+                    let at = usize::try_from(left).expect("less than a chunk's length");
+                    return Some((Ok(chunk.slice(at..)), Some((stream, 0))));
+                }
+                Some(Err(e)) => return Some((Err(e), Some((stream, left)))),
+                None if left == 0 => return None,
+                None => {
+                    let e = RuntimeError::new(
+                        RuntimeErrorKind::Integrity,
+                        format!(
+                            "the volume's stream ended {left} bytes before byte {offset}, \
+                             where the transfer was to go on"
+                        ),
+                    );
+                    return Some((Err(e), None));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Where the server tells a refused agent why (`POST`, a [`Refusal`]), before it closes the
 /// connection.
 pub const REFUSED_PATH: &str = "/v1/refused";
@@ -410,5 +454,30 @@ mod tests {
         let e = got[1].as_ref().unwrap_err();
         assert_eq!(e.kind, RuntimeErrorKind::Unreachable);
         assert!(e.message.contains("connection reset"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn skipping_leaves_out_exactly_the_first_bytes_or_says_the_stream_is_short() {
+        let data: Vec<u8> = (0u8..40).collect();
+        let chunks = || -> ByteStream {
+            stream::iter(
+                data.chunks(7)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            )
+            .boxed()
+        };
+        for offset in [0u64, 1, 6, 7, 8, 21, 39, 40] {
+            let got: Vec<u8> = collect(skip_bytes(chunks(), offset))
+                .await
+                .into_iter()
+                .flat_map(Result::unwrap)
+                .collect();
+            assert_eq!(got, data[offset as usize..], "from {offset}");
+        }
+        let got = collect(skip_bytes(chunks(), 45)).await;
+        assert_eq!(got.len(), 1);
+        let e = got[0].as_ref().unwrap_err();
+        assert!(e.contains("ended 5 bytes before byte 45"), "{e}");
     }
 }

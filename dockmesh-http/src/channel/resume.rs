@@ -1,0 +1,441 @@
+//! Volume imports that outlive their stream (agent side).
+//!
+//! An import runs in its own task and is fed from the request body through a bounded channel,
+//! so a body that breaks off (the connection to the server dropped) leaves the import waiting
+//! rather than failed. It waits up to [`RESUME_WAIT`] for a later request that carries the rest
+//! of its stream and names the byte it goes on from ([`Imports::resume`]); the byte is exact:
+//! only bytes handed to the import count as taken in. A fresh import of the same volume drops
+//! a waiting one. An agent that restarts forgets its waiting imports; the volume is then sent
+//! whole.
+
+use bytes::Bytes;
+use dockmesh_core::manifest::VolumeManifest;
+use dockmesh_core::ports::{
+    ByteStream, HostRuntime, RuntimeError, RuntimeErrorKind, VolumeTarget, no_progress,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+
+/// How long an import whose stream broke off waits for the rest (as long as the driver keeps
+/// retrying a cut transfer).
+pub const RESUME_WAIT: Duration = Duration::from_secs(600);
+
+/// Chunks in flight between the request body and the import.
+const FEED_DEPTH: usize = 8;
+
+type Outcome = Option<Result<VolumeManifest, (RuntimeErrorKind, String)>>;
+
+struct Job {
+    generation: u64,
+    volume: String,
+    /// Bytes of the stream handed to the import.
+    taken: AtomicU64,
+    /// Feeds the import; `None` once its stream has ended (or it was given up).
+    feed: Mutex<Option<mpsc::Sender<Result<Bytes, RuntimeError>>>>,
+    /// Stops the task reading the current request body into the import.
+    pump: Mutex<Option<AbortHandle>>,
+    /// Held by that task while it runs (so a resume can wait until it has stopped).
+    pumping: Arc<tokio::sync::Mutex<()>>,
+    result: watch::Receiver<Outcome>,
+}
+
+/// How reading one request body into an import ended.
+enum Pumped {
+    /// The body ended: the import's stream is complete.
+    Ended,
+    /// The import stopped taking data (it ended or failed).
+    Refused,
+    /// The body broke off: the import waits for the rest.
+    Broken(RuntimeError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The imports of one agent, by volume.
+pub struct Imports {
+    runtime: Arc<dyn HostRuntime>,
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    next: AtomicU64,
+    wait: Duration,
+}
+
+impl Imports {
+    /// Imports into `runtime`, a broken-off one waiting [`RESUME_WAIT`].
+    pub fn new(runtime: Arc<dyn HostRuntime>) -> Arc<Imports> {
+        Imports::with_wait(runtime, RESUME_WAIT)
+    }
+
+    /// Imports into `runtime`, a broken-off one waiting `wait`.
+    pub fn with_wait(runtime: Arc<dyn HostRuntime>, wait: Duration) -> Arc<Imports> {
+        Arc::new(Imports {
+            runtime,
+            jobs: Mutex::default(),
+            next: AtomicU64::new(1),
+            wait,
+        })
+    }
+
+    /// Where the import of `volume` waits: the bytes of its stream it took in. `None` when no
+    /// import of it is under way.
+    pub fn waiting_at(&self, volume: &str) -> Option<u64> {
+        let job = lock(&self.jobs).get(volume).cloned()?;
+        let open = lock(&job.feed).is_some();
+        open.then(|| job.taken.load(Ordering::SeqCst))
+    }
+
+    /// Import `data` into `target` (dropping an import of the same volume that waits), and
+    /// return the import's manifest. When `data` breaks off, the error is returned and the
+    /// import waits for [`Imports::resume`].
+    pub async fn start(
+        self: &Arc<Self>,
+        target: VolumeTarget,
+        data: ByteStream,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let old = lock(&self.jobs).remove(&target.name);
+        if let Some(old) = old {
+            self.give_up(&old, "a new import of the volume replaced it")
+                .await;
+        }
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, RuntimeError>>(FEED_DEPTH);
+        let (done, result) = watch::channel(None);
+        let job = Arc::new(Job {
+            generation: self.next.fetch_add(1, Ordering::Relaxed),
+            volume: target.name.clone(),
+            taken: AtomicU64::new(0),
+            feed: Mutex::new(Some(tx)),
+            pump: Mutex::new(None),
+            pumping: Arc::default(),
+            result,
+        });
+        lock(&self.jobs).insert(target.name.clone(), job.clone());
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+        let (imports, finished) = (self.clone(), job.clone());
+        tokio::spawn(async move {
+            let outcome = imports
+                .runtime
+                .import_volume(&target, stream, no_progress())
+                .await;
+            imports.forget(&finished);
+            let _ = done.send(Some(outcome.map_err(|e| (e.kind, e.message))));
+        });
+        self.feed(&job, data).await
+    }
+
+    /// Go on with the import of `volume` that waits at `offset`, `data` being its stream
+    /// from that byte on. Refused ([`RuntimeErrorKind::Integrity`]) when no import of the
+    /// volume waits, or it waits at another byte; nothing changes then.
+    pub async fn resume(
+        self: &Arc<Self>,
+        volume: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let refused = |why: String| {
+            RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!("the import of volume {volume} cannot go on from byte {offset}: {why}"),
+            )
+        };
+        let job = lock(&self.jobs)
+            .get(volume)
+            .cloned()
+            .ok_or_else(|| refused("no import of it waits on this host".into()))?;
+        // A body still being read belongs to a connection the server gave up on.
+        stop_pump(&job).await;
+        if lock(&job.feed).is_none() {
+            return Err(refused("its stream already ended".into()));
+        }
+        let taken = job.taken.load(Ordering::SeqCst);
+        if taken != offset {
+            return Err(refused(format!("it took in {taken} bytes")));
+        }
+        self.feed(&job, data).await
+    }
+
+    /// Read `data` into `job`'s import; its result, or the error that broke `data` off.
+    async fn feed(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        mut data: ByteStream,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let Some(tx) = lock(&job.feed).clone() else {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!("the import of volume {} has ended", job.volume),
+            ));
+        };
+        let running = job.pumping.clone().lock_owned().await;
+        let pumping = job.clone();
+        let pump = tokio::spawn(async move {
+            let _running = running;
+            while let Some(item) = data.next().await {
+                match item {
+                    Ok(chunk) => {
+                        let n = chunk.len() as u64;
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return Pumped::Refused;
+                        }
+                        pumping.taken.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Err(e) if e.kind == RuntimeErrorKind::Unreachable => return Pumped::Broken(e),
+                    Err(e) => {
+                        // Bad data (a coding error): the import fails with it.
+                        tracing::warn!(volume = %pumping.volume, error = %e, "the import's stream is refused");
+                        lock(&pumping.feed).take();
+                        let _ = tx.send(Err(e)).await;
+                        return Pumped::Refused;
+                    }
+                }
+            }
+            lock(&pumping.feed).take();
+            Pumped::Ended
+        });
+        *lock(&job.pump) = Some(pump.abort_handle());
+        let pumped = pump.await.unwrap_or_else(|_| {
+            Pumped::Broken(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                "a resumed request took the import over",
+            ))
+        });
+        match pumped {
+            Pumped::Broken(e) => {
+                tracing::info!(
+                    volume = %job.volume,
+                    at = job.taken.load(Ordering::SeqCst),
+                    error = %e,
+                    "the import's stream broke off; it waits to be resumed"
+                );
+                self.wait_for_resume(job.clone());
+                Err(e)
+            }
+            Pumped::Ended | Pumped::Refused => {
+                let mut result = job.result.clone();
+                let outcome = result
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|o| o.clone())
+                    .ok()
+                    .flatten()
+                    .map(|r| r.map_err(|(kind, message)| RuntimeError::new(kind, message)));
+                outcome.unwrap_or_else(|| {
+                    Err(RuntimeError::new(
+                        RuntimeErrorKind::Engine,
+                        format!("the import of volume {} ended without a result", job.volume),
+                    ))
+                })
+            }
+        }
+    }
+
+    /// The connection the requests came over is gone: every import still being fed by one
+    /// waits to be resumed (its body may never say it broke off).
+    pub fn connection_closed(self: &Arc<Self>) {
+        let jobs: Vec<Arc<Job>> = lock(&self.jobs).values().cloned().collect();
+        for job in jobs {
+            let pump = lock(&job.pump).take();
+            if let Some(pump) = pump {
+                pump.abort();
+                if lock(&job.feed).is_some() {
+                    tracing::info!(
+                        volume = %job.volume,
+                        at = job.taken.load(Ordering::SeqCst),
+                        "the connection feeding an import closed; it waits to be resumed"
+                    );
+                    self.wait_for_resume(job);
+                }
+            }
+        }
+    }
+
+    /// Give the import up unless a request resumes it within the wait.
+    fn wait_for_resume(self: &Arc<Self>, job: Arc<Job>) {
+        let imports = self.clone();
+        let wait = self.wait;
+        tokio::spawn(async move {
+            let taken = job.taken.load(Ordering::SeqCst);
+            tokio::time::sleep(wait).await;
+            let current = lock(&imports.jobs)
+                .get(&job.volume)
+                .is_some_and(|j| j.generation == job.generation);
+            let idle = job.pumping.try_lock().is_ok() && job.taken.load(Ordering::SeqCst) == taken;
+            if current && idle && lock(&job.feed).is_some() {
+                imports
+                    .give_up(
+                        &job,
+                        &format!("its stream broke off and was not resumed within {wait:?}"),
+                    )
+                    .await;
+            }
+        });
+    }
+
+    /// End `job`'s import with an error naming `why`, and wait for it to stop.
+    async fn give_up(&self, job: &Arc<Job>, why: &str) {
+        stop_pump(job).await;
+        let tx = lock(&job.feed).take();
+        if let Some(tx) = tx {
+            let _ = tx
+                .send(Err(RuntimeError::new(
+                    RuntimeErrorKind::Unreachable,
+                    format!("the import of volume {} was given up: {why}", job.volume),
+                )))
+                .await;
+        }
+        let mut result = job.result.clone();
+        let _ = result.wait_for(Option::is_some).await;
+        self.forget(job);
+    }
+
+    fn forget(&self, job: &Arc<Job>) {
+        let mut jobs = lock(&self.jobs);
+        if jobs
+            .get(&job.volume)
+            .is_some_and(|j| j.generation == job.generation)
+        {
+            jobs.remove(&job.volume);
+        }
+    }
+}
+
+/// Stop the task reading a request body into `job`'s import, and wait until it has stopped (so
+/// that what it took in is final).
+async fn stop_pump(job: &Job) {
+    let pump = lock(&job.pump).take();
+    if let Some(pump) = pump {
+        pump.abort();
+    }
+    drop(job.pumping.lock().await);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockmesh_core::testing::FakeHost;
+
+    const DATA: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+    fn target() -> VolumeTarget {
+        VolumeTarget {
+            name: "v".into(),
+            labels: Default::default(),
+            expected_bytes: None,
+        }
+    }
+
+    /// `DATA[from..]` in chunks of 5, broken off with an unreachable error after `upto`.
+    fn stream(from: usize, upto: Option<usize>) -> ByteStream {
+        let end = upto.unwrap_or(DATA.len());
+        let mut items: Vec<Result<Bytes, RuntimeError>> = DATA[from..end]
+            .chunks(5)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        if upto.is_some() {
+            items.push(Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                "the connection dropped",
+            )));
+        }
+        futures_util::stream::iter(items).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_broken_off_import_goes_on_from_the_exact_byte_and_only_from_there() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::new(host.clone());
+        let err = imports
+            .start(target(), stream(0, Some(12)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Unreachable);
+        assert_eq!(imports.waiting_at("v"), Some(12));
+        assert_eq!(imports.waiting_at("other"), None);
+        // Another byte, or another volume: refused, and it still waits at 12.
+        for (volume, offset) in [("v", 10), ("v", 15), ("other", 12)] {
+            let err = imports
+                .resume(volume, offset, stream(offset as usize, None))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+            assert!(err.message.contains(&format!("byte {offset}")), "{err}");
+        }
+        assert_eq!(imports.waiting_at("v"), Some(12));
+        // Broken off again, further on.
+        let err = imports
+            .resume("v", 12, stream(12, Some(27)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Unreachable);
+        assert_eq!(imports.waiting_at("v"), Some(27));
+        let manifest = imports.resume("v", 27, stream(27, None)).await.unwrap();
+        assert_eq!(manifest.content_bytes(), DATA.len() as u64);
+        assert_eq!(host.volume("v").as_deref(), Some(DATA));
+        assert_eq!(imports.waiting_at("v"), None, "nothing waits once it ended");
+    }
+
+    #[tokio::test]
+    async fn a_fresh_import_drops_the_waiting_one() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::new(host.clone());
+        imports
+            .start(target(), stream(0, Some(10)))
+            .await
+            .unwrap_err();
+        assert_eq!(imports.waiting_at("v"), Some(10));
+        imports.start(target(), stream(0, None)).await.unwrap();
+        assert_eq!(host.volume("v").as_deref(), Some(DATA));
+        assert_eq!(imports.waiting_at("v"), None);
+        let err = imports.resume("v", 10, stream(10, None)).await.unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity);
+    }
+
+    #[tokio::test]
+    async fn an_import_not_resumed_in_time_is_given_up() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::with_wait(host.clone(), Duration::from_millis(50));
+        imports
+            .start(target(), stream(0, Some(10)))
+            .await
+            .unwrap_err();
+        assert_eq!(imports.waiting_at("v"), Some(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while imports.waiting_at("v").is_some() {
+            assert!(std::time::Instant::now() < deadline, "still waiting");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(host.volume("v"), None, "nothing was stored");
+        let err = imports.resume("v", 10, stream(10, None)).await.unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_leaves_a_stalled_import_waiting() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::new(host.clone());
+        // A body that never ends nor breaks: its connection is gone without a word.
+        let stalled = stream(0, None)
+            .take(2)
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let started = {
+            let imports = imports.clone();
+            tokio::spawn(async move { imports.start(target(), stalled).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while imports.waiting_at("v") != Some(10) {
+            assert!(std::time::Instant::now() < deadline, "not fed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started.abort();
+        imports.connection_closed();
+        let manifest = imports.resume("v", 10, stream(10, None)).await.unwrap();
+        assert_eq!(manifest.content_bytes(), DATA.len() as u64);
+        assert_eq!(host.volume("v").as_deref(), Some(DATA));
+    }
+}
