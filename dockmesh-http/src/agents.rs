@@ -43,9 +43,19 @@ impl AgentRegistry {
             let Ok(Some(rec)) = state.store().get_agent(&id).await else {
                 return;
             };
-            let host = RemoteHost::new(HostId::from(rec.name.as_str()), conn);
-            if let Err(e) = state.host_events().follow(&host).await {
-                tracing::debug!(agent = %id, error = %e, "the agent's event stream ended");
+            let host = RemoteHost::new(HostId::from(rec.name.as_str()), conn.clone());
+            // The open stream would keep a closed (replaced, removed) connection's socket
+            // alive: it is dropped once the connection is closed.
+            let closed = async {
+                while !conn.is_closed() {
+                    tokio::time::sleep(EVENTS_CLOSED_POLL).await;
+                }
+            };
+            tokio::select! {
+                r = state.host_events().follow(&host) => if let Err(e) = r {
+                    tracing::debug!(agent = %id, error = %e, "the agent's event stream ended");
+                },
+                () = closed => {}
             }
         });
     }
@@ -157,6 +167,8 @@ async fn offer_release_key(conn: &AgentConnection, pem: &str) {
 
 /// How often the renewal task looks whether its connection closed.
 const CLOSED_POLL: Duration = Duration::from_secs(30);
+/// How often an agent's event stream looks whether its connection was closed.
+const EVENTS_CLOSED_POLL: Duration = Duration::from_secs(1);
 
 /// Serve `agent`'s host (a [`RemoteHost`] over the server's connected agents).
 pub fn register_host(state: &ServerState, agent: &AgentRecord) -> Result<(), String> {

@@ -108,6 +108,11 @@ impl HostEvents {
             log.open += 1;
             log.note = None;
         });
+        // Counted open until this call ends, or is dropped.
+        let _open = Open {
+            events: self,
+            host: &id,
+        };
         tracing::debug!(host = %id, "following the host's events");
         let mut ended = Ok(());
         while let Some(item) = stream.next().await {
@@ -132,12 +137,9 @@ impl HostEvents {
                 }
             }
         }
-        self.with(&id, |log| {
-            log.open = log.open.saturating_sub(1);
-            if let Err(e) = &ended {
-                log.note = Some(e.message.clone());
-            }
-        });
+        if let Err(e) = &ended {
+            self.with(&id, |log| log.note = Some(e.message.clone()));
+        }
         ended
     }
 
@@ -156,6 +158,19 @@ impl HostEvents {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_PAUSE);
         }
+    }
+}
+
+/// One open stream of a host, counted until dropped.
+struct Open<'a> {
+    events: &'a HostEvents,
+    host: &'a HostId,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.events
+            .with(self.host, |log| log.open = log.open.saturating_sub(1));
     }
 }
 
