@@ -1004,6 +1004,23 @@ fn watched(w: &World) -> (Driver, Seen) {
     (d, seen)
 }
 
+/// [`watched`], injecting one `op` fault into the target as the first bytes of a volume flow.
+fn watched_then(w: &World, op: FakeOp) -> (Driver, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let dst = w.dst();
+    let once = std::sync::atomic::AtomicBool::new(false);
+    let d = w.driver().with_progress(Arc::new(move |e| {
+        if matches!(e, ProgressEvent::VolumeBytes { .. })
+            && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            dst.fail(op, 1);
+        }
+        sink.lock().unwrap().push(e);
+    }));
+    (d, seen)
+}
+
 /// The bytes each import of `volume` reported, one list per attempt.
 fn attempts(seen: &Seen, volume: &str) -> Vec<Vec<u64>> {
     let mut out: Vec<Vec<u64>> = Vec::new();
@@ -1133,4 +1150,74 @@ async fn a_resume_the_target_does_not_hold_is_refused_and_changes_nothing() {
         .unwrap();
     assert_eq!(dst.volume("v").as_deref(), Some(DB));
     assert_eq!(m.content_bytes(), DB.len() as u64);
+}
+
+/// The offsets the transfers of `volume` went on from.
+fn resumed_at(seen: &Seen, volume: &str) -> Vec<u64> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::VolumeResumed {
+                volume: v, offset, ..
+            } if v == volume => Some(*offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_transfer_cut_twice_goes_on_twice() {
+    let w = World::new().await;
+    let long: Vec<u8> = (0..100u8).collect();
+    w.src().seed_stack(
+        StackFiles {
+            name: "shop".into(),
+            compose: "services: {}".into(),
+            env: Some("A=1".into()),
+        },
+        &[("shop_db", &long), ("shop_uploads", UPLOADS)],
+        1 << 30,
+    );
+    w.dst().fail(FakeOp::CutImport, 2);
+    let id = w.start().await;
+    let (d, seen) = watched(&w);
+    let m = drive_through_retries(&d, id).await;
+    assert_eq!(m.phase(), Phase::Committed);
+    assert_eq!(w.dst().volume("shop_db").as_deref(), Some(&long[..]));
+    // The second cut came inside the resumed attempt: it went on again, from further on.
+    assert_eq!(
+        resumed_at(&seen, "shop_db"),
+        [CUT_AFTER_BYTES, 2 * CUT_AFTER_BYTES]
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_tell_where_it_waits_is_sent_the_whole_volume() {
+    let w = World::new().await;
+    w.dst().fail(FakeOp::CutImport, 1);
+    let id = w.start().await;
+    // The target's trouble comes once the first attempt is under way, before its cut.
+    let (d, seen) = watched_then(&w, FakeOp::ResumePoint);
+    let m = drive_through_retries(&d, id).await;
+    assert_eq!(m.phase(), Phase::Committed);
+    w.assert_committed();
+    assert!(resumed_at(&seen, "shop_db").is_empty());
+    let tries = attempts(&seen, "shop_db");
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert!(tries[1][0] <= 7, "sent whole: {tries:?}");
+}
+
+#[tokio::test]
+async fn a_target_not_back_yet_is_asked_again_rather_than_sent_the_whole_volume() {
+    let w = World::new().await;
+    w.dst().fail(FakeOp::CutImport, 1);
+    let id = w.start().await;
+    // The target's trouble comes once the first attempt is under way, before its cut.
+    let (d, seen) = watched_then(&w, FakeOp::ResumePointGone);
+    let m = drive_through_retries(&d, id).await;
+    assert_eq!(m.phase(), Phase::Committed);
+    w.assert_committed();
+    // A whole import would have dropped what waited there; it went on from the cut instead.
+    assert_eq!(resumed_at(&seen, "shop_db"), [CUT_AFTER_BYTES]);
 }

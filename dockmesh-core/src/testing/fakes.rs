@@ -517,6 +517,10 @@ pub enum FakeOp {
     /// `import_volume` / `resume_import` lose their stream after [`CUT_AFTER`] more bytes: the
     /// call fails as unreachable and the import waits there to be resumed
     CutImport,
+    /// `import_resume_point` fails (an engine error: the host cannot tell)
+    ResumePoint,
+    /// `import_resume_point` fails as unreachable (the host is not back yet)
+    ResumePointGone,
 }
 
 /// How many bytes an import takes in before a [`FakeOp::CutImport`] cuts it.
@@ -931,12 +935,11 @@ impl HostRuntime for FakeHost {
         self.take_in(volume, Vec::new(), data, progress).await
     }
     async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
-        let mut g = lock(&self.inner);
-        g.calls.push(format!("ResumePoint {volume}"));
-        if !g.online {
+        let mut g = self.enter(FakeOp::ResumePoint, volume)?;
+        if Self::take_fault(&mut g, FakeOp::ResumePointGone) {
             return Err(RuntimeError::new(
                 RuntimeErrorKind::Unreachable,
-                format!("host {} is offline", self.id),
+                format!("host {} is unreachable (injected)", self.id),
             ));
         }
         Ok(g.parked.get(volume).map(|b| b.len() as u64))
