@@ -1274,6 +1274,34 @@ fn host_row<'a>(body: &'a str, host: &str) -> &'a str {
 }
 
 #[tokio::test]
+async fn the_hosts_page_lists_the_hosts_recent_events_newest_first() {
+    let w = Web::new().await;
+    let (cookie, _) = w.session().await;
+    let page = w.get("/hosts", Some(&cookie)).await;
+    assert!(page.body.contains("id=\"no-events\""), "{}", page.body);
+    let event = |s: i64, action: &str, exit_code: Option<i64>| dockmesh_core::ports::HostEvent {
+        at: jiff::Timestamp::from_second(1_800_000_000 + s).unwrap(),
+        stack: "shop".into(),
+        service: Some("db".into()),
+        container: "shop-db-1".into(),
+        action: action.into(),
+        exit_code,
+    };
+    let events = w.state.host_events();
+    events.record(&"a".into(), event(1, "start", None));
+    events.record(&"b".into(), event(2, "oom", None));
+    events.record(&"a".into(), event(3, "die", Some(137)));
+    let page = w.get("/hosts", Some(&cookie)).await;
+    assert!(!page.body.contains("id=\"no-events\""));
+    let table = &page.body[page.body.find("id=\"events\"").expect("an events table")..];
+    let die = table.find("exit 137").expect("the exit code");
+    let oom = table.find(">oom<").expect("the OOM kill");
+    let start = table.find(">start<").expect("the start");
+    assert!(die < oom && oom < start, "newest first: {table}");
+    assert!(table.contains("shop-db-1"), "{table}");
+}
+
+#[tokio::test]
 async fn the_hosts_page_shows_each_agents_version_and_drift_and_socket_hosts() {
     use dockmesh_core::rollout::UpgradeState;
     let w = Web::new().await;

@@ -91,6 +91,42 @@ struct HostsPage {
     hosts: Vec<HostRow>,
     drains: Vec<DrainView>,
     server_version: String,
+    events: Vec<EventRow>,
+}
+
+/// How many recent events the hosts page lists (all hosts together, newest first).
+const EVENTS_SHOWN: usize = 20;
+
+/// One host event on the hosts page.
+pub struct EventRow {
+    /// The host.
+    pub host: String,
+    /// When, on one line.
+    pub at: String,
+    /// The event as the host reported it.
+    pub e: dockmesh_core::ports::HostEvent,
+}
+
+/// The newest events of every host (through the API's handler), newest first.
+async fn recent_events(web: &WebState, hosts: &[HostView]) -> Vec<EventRow> {
+    let mut rows = Vec::new();
+    for h in hosts {
+        let q = axum::extract::Query(crate::api::hosts::EventsParams {
+            limit: Some(EVENTS_SHOWN),
+        });
+        if let Ok(axum::Json(v)) =
+            crate::api::hosts::host_events(api(web), Path(h.id.clone()), q).await
+        {
+            rows.extend(v.events.into_iter().map(|e| EventRow {
+                host: v.host.clone(),
+                at: super::when(&e.at),
+                e,
+            }));
+        }
+    }
+    rows.sort_by(|a, b| b.e.at.cmp(&a.e.at));
+    rows.truncate(EVENTS_SHOWN);
+    rows
 }
 
 /// `GET /hosts`.
@@ -112,8 +148,10 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
         Ok(axum::Json(a)) => a.into_iter().map(|a| (a.host.clone(), a)).collect(),
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
     };
+    let events = recent_events(&web, &hosts).await;
     render(&HostsPage {
         l: Layout::new(&web, &user, "hosts"),
+        events,
         hosts: hosts
             .into_iter()
             .map(|h| HostRow::new(h, &managed, &mut agents))

@@ -96,6 +96,8 @@ pub struct VolumeRow {
     pub words: String,
     /// Whether the target's copy was verified.
     pub verified: bool,
+    /// How a cut transfer went on: `resumed at 64.1 MiB; 208.1 KiB sent again`.
+    pub resumed: Option<String>,
 }
 
 /// The live part of a migration's page: state, step, volumes, error.
@@ -126,6 +128,18 @@ impl From<&MigrationView> for Progress {
                             None => human_bytes(v.bytes_done),
                         },
                         verified: v.verified,
+                        resumed: match (v.resumed_from, v.bytes_resent) {
+                            (Some(at), again) => Some(format!(
+                                "cut, resumed at {}; {} sent again",
+                                human_bytes(at),
+                                human_bytes(again)
+                            )),
+                            (None, 0) => None,
+                            (None, again) => Some(format!(
+                                "cut, sent again from its start; {} sent again",
+                                human_bytes(again)
+                            )),
+                        },
                     }
                 })
                 .collect(),
@@ -546,5 +560,49 @@ pub async fn purge_target(
             Ok(m) => purge_target_page(&web, &user, &m, Some(&e)),
             Err(r) => r,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use askama::Template;
+
+    fn view(volumes: serde_json::Value) -> MigrationView {
+        serde_json::from_value(serde_json::json!({
+            "id": "m1", "stack": "shop", "source": "a", "target": "b",
+            "state": "transferring_volumes", "settled": false, "step": null,
+            "requested_at": "2026-11-28T10:00:00Z", "requested_by": "token:ops",
+            "updated_at": "2026-11-28T10:00:05Z", "volumes": volumes, "error": null,
+            "retain_until": null, "retention_expired": false, "outside_links": [],
+            "preflight": null, "events": null,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_progress_says_how_a_cut_transfer_went_on() {
+        let m = view(serde_json::json!([
+            {"name": "shop_db", "size_bytes": 536870912, "bytes_done": 100 << 20,
+             "verified": false, "bytes_resent": 213109, "resumed_from": 67207042},
+            {"name": "shop_files", "size_bytes": 4096, "bytes_done": 4096,
+             "verified": true, "bytes_resent": 0},
+            {"name": "shop_logs", "size_bytes": 1 << 20, "bytes_done": 1024,
+             "verified": false, "bytes_resent": 2 << 20},
+        ]));
+        let html = Progress::from(&m).render().unwrap();
+        assert!(
+            html.contains("cut, resumed at 64.1 MiB; 208.1 KiB sent again"),
+            "{html}"
+        );
+        assert!(
+            html.contains("cut, sent again from its start; 2.0 MiB sent again"),
+            "{html}"
+        );
+        assert_eq!(
+            html.matches("class=\"small muted resumed\"").count(),
+            2,
+            "{html}"
+        );
     }
 }
