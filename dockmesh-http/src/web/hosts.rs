@@ -124,7 +124,7 @@ async fn recent_events(web: &WebState, hosts: &[HostView]) -> Vec<EventRow> {
             }));
         }
     }
-    rows.sort_by(|a, b| b.e.at.cmp(&a.e.at));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.e.at));
     rows.truncate(EVENTS_SHOWN);
     rows
 }
