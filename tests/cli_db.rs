@@ -1,6 +1,9 @@
 //! `dockmesh db status|migrate`, `dockmesh backup` and `dockmesh restore`, run as a user runs
 //! them.
 
+#[path = "support/backups.rs"]
+mod backups;
+use backups::backup_entries;
 use dockmesh_core::ports::Store;
 use dockmesh_core::records::StackRecord;
 use dockmesh_sqlx::{DbTarget, SqlStore};
@@ -307,31 +310,6 @@ fn backup_and_restore() {
         !dir.path().join("fresh/dockmesh.db").exists(),
         "nothing restored"
     );
-}
-
-/// The `server.backup` entries of a data directory's database, newest first, and its chain's
-/// verification (with the audit anchor key beside the database, as the server opens it).
-fn backup_entries(
-    data_dir: &Path,
-) -> (
-    Vec<dockmesh_core::audit::AuditEntry>,
-    dockmesh_core::audit::ChainVerification,
-) {
-    rt().block_on(async {
-        let store = SqlStore::open(&DbTarget::sqlite_in(data_dir))
-            .await
-            .unwrap();
-        let entries = store
-            .query_audit(&dockmesh_core::audit::AuditQuery {
-                action: Some(dockmesh_core::audit::SERVER_BACKUP.into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let verified = store.verify_audit().await.unwrap();
-        store.close().await;
-        (entries, verified)
-    })
 }
 
 #[test]

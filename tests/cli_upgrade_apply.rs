@@ -173,25 +173,7 @@ impl Case {
         Vec<dockmesh_core::audit::AuditEntry>,
         dockmesh_core::audit::ChainVerification,
     ) {
-        use dockmesh_core::ports::Store;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let target = dockmesh_sqlx::DbTarget::sqlite_in(&self.data);
-            let store = dockmesh_sqlx::SqlStore::open(&target).await.unwrap();
-            let entries = store
-                .query_audit(&dockmesh_core::audit::AuditQuery {
-                    action: Some(dockmesh_core::audit::SERVER_BACKUP.into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let verified = store.verify_audit().await.unwrap();
-            store.close().await;
-            (entries, verified)
-        })
+        support::backups::backup_entries(&self.data)
     }
 
     /// The real binary still reads the database.

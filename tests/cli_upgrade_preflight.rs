@@ -2,6 +2,9 @@
 //! temporary data directory with a SQLite database (no Docker needed), and once against
 //! PostgreSQL (`DOCKMESH_TEST_POSTGRES_URL`).
 
+#[path = "support/backups.rs"]
+mod backups;
+use backups::backup_entries;
 use dockmesh_core::ports::Store;
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::version::Version;
@@ -260,21 +263,7 @@ fn with_backup_one_is_taken_then_checked() {
         "{detail}"
     );
     // Its audit entry names the bundle, its size and who took it; the chain still verifies.
-    let (entries, verified) = rt().block_on(async {
-        let store = SqlStore::open(&DbTarget::sqlite_in(&data.path))
-            .await
-            .unwrap();
-        let entries = store
-            .query_audit(&dockmesh_core::audit::AuditQuery {
-                action: Some(dockmesh_core::audit::SERVER_BACKUP.into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let verified = store.verify_audit().await.unwrap();
-        store.close().await;
-        (entries, verified)
-    });
+    let (entries, verified) = backup_entries(&data.path);
     assert_eq!(entries.len(), 1, "{entries:?}");
     let d = &entries[0].event.detail;
     let bundle = data.backups().join(&bundles[0]).canonicalize().unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod backups;
 pub mod build;
 pub mod server;
 pub mod stack;

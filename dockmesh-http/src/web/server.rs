@@ -39,20 +39,25 @@ struct LastBackup {
     by: String,
 }
 
-/// The newest `server.backup` entry of the audit log (every backup dockmesh takes is recorded
-/// there once written and verified).
-async fn last_backup(web: &WebState) -> Option<LastBackup> {
+/// The newest audit entry of `action`, through the API's handler.
+async fn newest(web: &WebState, action: &str) -> Option<dockmesh_core::audit::AuditEntry> {
     let Json(page) = list_audit(
         State(web.api.clone()),
         Query(AuditParams {
-            action: Some(dockmesh_core::audit::SERVER_BACKUP.to_owned()),
+            action: Some(action.to_owned()),
             limit: 1,
             ..Default::default()
         }),
     )
     .await
     .ok()?;
-    let e = page.entries.first()?;
+    page.entries.into_iter().next()
+}
+
+/// The newest `server.backup` entry of the audit log (every backup dockmesh takes is recorded
+/// there once written and verified).
+async fn last_backup(web: &WebState) -> Option<LastBackup> {
+    let e = newest(web, dockmesh_core::audit::SERVER_BACKUP).await?;
     let d = &e.event.detail;
     let unknown = || "not recorded".to_owned();
     Some(LastBackup {
@@ -74,17 +79,7 @@ async fn last_backup(web: &WebState) -> Option<LastBackup> {
 /// The schema version as the audit log records it: the last `server.schema_migrate` entry's
 /// `to` (a server runs only on an up-to-date schema), with when and by which version.
 async fn schema_version(web: &WebState) -> Option<String> {
-    let Json(page) = list_audit(
-        State(web.api.clone()),
-        Query(AuditParams {
-            action: Some(dockmesh_core::audit::SERVER_SCHEMA_MIGRATE.to_owned()),
-            limit: 1,
-            ..Default::default()
-        }),
-    )
-    .await
-    .ok()?;
-    let e = page.entries.first()?;
+    let e = newest(web, dockmesh_core::audit::SERVER_SCHEMA_MIGRATE).await?;
     let d = &e.event.detail;
     Some(format!(
         "{} (migrated {}{}{})",
