@@ -398,6 +398,8 @@ async fn ensure_images(State(api): S, Json(images): Json<Vec<String>>) -> Done {
 }
 
 async fn remove_volume(State(api): S, Path(volume): Path<String>) -> Done {
+    // An import waiting to be resumed holds the volume: it is given up first.
+    api.imports.cancel(&volume).await;
     api.runtime.remove_volume(&volume).await?;
     Ok(StatusCode::NO_CONTENT)
 }

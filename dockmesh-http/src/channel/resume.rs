@@ -128,6 +128,19 @@ impl Imports {
         self.feed(&job, data).await
     }
 
+    /// Give up the import of `volume` under way or waiting, if any (the volume is about to be
+    /// removed: a waiting import would keep it in use). Returns whether there was one.
+    pub async fn cancel(&self, volume: &str) -> bool {
+        let job = lock(&self.jobs).remove(volume);
+        match job {
+            Some(job) => {
+                self.give_up(&job, "its volume is being removed").await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Go on with the import of `volume` that waits at `offset`, `data` being its stream
     /// from that byte on. Refused ([`RuntimeErrorKind::Integrity`]) when no import of the
     /// volume waits, or it waits at another byte; nothing changes then.
@@ -437,5 +450,21 @@ mod tests {
         let manifest = imports.resume("v", 10, stream(10, None)).await.unwrap();
         assert_eq!(manifest.content_bytes(), DATA.len() as u64);
         assert_eq!(host.volume("v").as_deref(), Some(DATA));
+    }
+
+    #[tokio::test]
+    async fn removing_the_volume_gives_up_the_import_that_waits() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::new(host.clone());
+        imports
+            .start(target(), stream(0, Some(10)))
+            .await
+            .unwrap_err();
+        assert!(imports.cancel("v").await);
+        assert_eq!(imports.waiting_at("v"), None);
+        assert!(!imports.cancel("v").await, "nothing left to give up");
+        let err = imports.resume("v", 10, stream(10, None)).await.unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity);
+        assert_eq!(host.volume("v"), None);
     }
 }
