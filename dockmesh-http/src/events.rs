@@ -248,4 +248,33 @@ mod tests {
             Some("host a has no event stream scripted")
         );
     }
+
+    #[tokio::test]
+    async fn a_host_counts_as_followed_while_its_stream_is_open_and_no_longer() {
+        let log = HostEvents::default();
+        let host = Arc::new(FakeHost::new("a"));
+        host.script_event_stream(
+            futures_util::stream::iter(vec![Ok(event(1))])
+                .chain(futures_util::stream::pending())
+                .boxed(),
+        );
+        let id = host.host_id().clone();
+        assert!(!log.recent(&id, 10).following);
+        let task = {
+            let (log, host) = (log.clone(), host.clone());
+            tokio::spawn(async move { log.follow(host.as_ref()).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.recent(&id, 10).events.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no event recorded");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(log.recent(&id, 10).following);
+        // Dropped (its connection closed): no longer followed.
+        task.abort();
+        let _ = task.await;
+        let r = log.recent(&id, 10);
+        assert!(!r.following);
+        assert_eq!(r.events.len(), 1);
+    }
 }

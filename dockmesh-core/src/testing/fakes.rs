@@ -549,7 +549,7 @@ struct HostInner {
     /// Imports whose stream broke off, waiting to be resumed: the bytes taken in.
     parked: BTreeMap<String, Vec<u8>>,
     /// The event streams the next calls of `events` yield, one per call.
-    event_streams: std::collections::VecDeque<Vec<Result<crate::ports::HostEvent, RuntimeError>>>,
+    event_streams: std::collections::VecDeque<crate::ports::EventStream>,
 }
 
 /// An in-memory [`HostRuntime`] with fault injection. Volume content is an opaque byte string;
@@ -591,7 +591,12 @@ impl FakeHost {
     /// The next call of `events` yields `items` and ends (a call with none scripted is
     /// refused as unreachable).
     pub fn script_events(&self, items: Vec<Result<crate::ports::HostEvent, RuntimeError>>) {
-        lock(&self.inner).event_streams.push_back(items);
+        self.script_event_stream(futures_util::stream::iter(items).boxed());
+    }
+
+    /// The next call of `events` yields `stream`.
+    pub fn script_event_stream(&self, stream: crate::ports::EventStream) {
+        lock(&self.inner).event_streams.push_back(stream);
     }
 
     /// Make the next `times` calls of `op` fail.
@@ -745,13 +750,12 @@ impl HostRuntime for FakeHost {
     }
 
     async fn events(&self) -> Result<crate::ports::EventStream, RuntimeError> {
-        let items = lock(&self.inner).event_streams.pop_front().ok_or_else(|| {
+        lock(&self.inner).event_streams.pop_front().ok_or_else(|| {
             RuntimeError::new(
                 RuntimeErrorKind::Unreachable,
                 format!("host {} has no event stream scripted", self.id),
             )
-        })?;
-        Ok(futures_util::stream::iter(items).boxed())
+        })
     }
 
     async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
