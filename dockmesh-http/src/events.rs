@@ -152,13 +152,23 @@ impl HostEvents {
             if let Err(e) = self.follow(host.as_ref()).await {
                 tracing::debug!(host = %host.host_id(), error = %e, "the host's events are not followed");
             }
-            if started.elapsed() >= MAX_PAUSE {
-                pause = FIRST_PAUSE;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            let (now, next) = pauses(pause, started.elapsed());
+            tokio::time::sleep(now).await;
+            pause = next;
         }
     }
+}
+
+/// The pause before following a host again after a stream that lasted `lasted`, and the one
+/// after that: doubling from [`FIRST_PAUSE`] up to [`MAX_PAUSE`], back to the first after a
+/// stream that lasted [`MAX_PAUSE`] or more.
+fn pauses(pause: Duration, lasted: Duration) -> (Duration, Duration) {
+    let now = if lasted >= MAX_PAUSE {
+        FIRST_PAUSE
+    } else {
+        pause
+    };
+    (now, (now * 2).min(MAX_PAUSE))
 }
 
 /// One open stream of a host, counted until dropped.
@@ -276,5 +286,39 @@ mod tests {
         let r = log.recent(&id, 10);
         assert!(!r.following);
         assert_eq!(r.events.len(), 1);
+    }
+
+    #[test]
+    fn the_pause_doubles_to_a_minute_and_starts_over_after_a_long_stream() {
+        let short = Duration::from_millis(10);
+        let mut pause = FIRST_PAUSE;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let (now, next) = pauses(pause, short);
+            seen.push(now.as_secs());
+            pause = next;
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(pauses(MAX_PAUSE, MAX_PAUSE), (FIRST_PAUSE, FIRST_PAUSE * 2));
+        assert_eq!(pauses(MAX_PAUSE, MAX_PAUSE - short), (MAX_PAUSE, MAX_PAUSE));
+    }
+
+    #[tokio::test]
+    async fn a_host_is_followed_again_once_it_answers() {
+        let log = HostEvents::default();
+        let host = Arc::new(FakeHost::new("a"));
+        let task = tokio::spawn({
+            let (log, host) = (log.clone(), host.clone());
+            async move { log.follow_forever(host).await }
+        });
+        // The first attempt finds no stream; the next, a second later, finds this one.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        host.script_events(vec![Ok(event(7))]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.recent(host.host_id(), 10).events.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "not followed again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
     }
 }
