@@ -467,4 +467,50 @@ mod tests {
         assert_eq!(err.kind, RuntimeErrorKind::Integrity);
         assert_eq!(host.volume("v"), None);
     }
+
+    #[tokio::test]
+    async fn bad_data_fails_the_import_rather_than_waiting() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::new(host.clone());
+        let bad = stream(0, None)
+            .take(2)
+            .chain(futures_util::stream::iter(vec![Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                "the compressed volume stream ended in the middle of its frame",
+            ))]))
+            .boxed();
+        let err = imports.start(target(), bad).await.unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+        assert!(err.message.contains("middle of its frame"), "{err}");
+        assert_eq!(imports.waiting_at("v"), None, "nothing waits");
+        assert_eq!(host.volume("v"), None);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_import_whose_connection_closed_is_given_up_after_the_wait() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::with_wait(host.clone(), Duration::from_millis(50));
+        let stalled = stream(0, None)
+            .take(2)
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let started = {
+            let imports = imports.clone();
+            tokio::spawn(async move { imports.start(target(), stalled).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while imports.waiting_at("v") != Some(10) {
+            assert!(std::time::Instant::now() < deadline, "not fed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        imports.connection_closed();
+        // The request saw its body taken over; the import waited, then was given up.
+        let ended = tokio::time::timeout(Duration::from_secs(5), started).await;
+        assert!(ended.expect("the request never ended").unwrap().is_err());
+        while imports.waiting_at("v").is_some() {
+            assert!(std::time::Instant::now() < deadline, "never given up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(host.volume("v"), None);
+    }
 }
