@@ -390,6 +390,10 @@ mod tests {
         assert_eq!(manifest.content_bytes(), DATA.len() as u64);
         assert_eq!(host.volume("v").as_deref(), Some(DATA));
         assert_eq!(imports.waiting_at("v"), None, "nothing waits once it ended");
+        assert!(
+            lock(&imports.jobs).is_empty(),
+            "an ended import is forgotten"
+        );
     }
 
     #[tokio::test]
@@ -512,5 +516,62 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(host.volume("v"), None);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_import_still_taking_data_is_not_given_up_by_the_earlier_wait() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::with_wait(host.clone(), Duration::from_millis(60));
+        imports
+            .start(target(), stream(0, Some(10)))
+            .await
+            .unwrap_err();
+        // The rest comes slowly, its first piece only after the wait started at the cut.
+        let mut first = true;
+        let slow = stream(10, None)
+            .then(move |c| {
+                let pause = if std::mem::take(&mut first) { 150 } else { 40 };
+                async move {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    c
+                }
+            })
+            .boxed();
+        let manifest = imports.resume("v", 10, slow).await.unwrap();
+        assert_eq!(manifest.content_bytes(), DATA.len() as u64);
+        assert_eq!(host.volume("v").as_deref(), Some(DATA));
+    }
+
+    #[tokio::test]
+    async fn a_resume_takes_the_import_over_from_a_request_still_reading() {
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = Imports::new(host.clone());
+        let stalled = stream(0, None)
+            .take(2)
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let first = {
+            let imports = imports.clone();
+            tokio::spawn(async move { imports.start(target(), stalled).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while imports.waiting_at("v") != Some(10) {
+            assert!(std::time::Instant::now() < deadline, "not fed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // No word that its connection closed: the resume stops the old reader itself.
+        let resumed = tokio::time::timeout(
+            Duration::from_secs(5),
+            imports.resume("v", 10, stream(10, None)),
+        )
+        .await;
+        let manifest = resumed.expect("the resume never ended").unwrap();
+        assert_eq!(manifest.content_bytes(), DATA.len() as u64);
+        let ended = tokio::time::timeout(Duration::from_secs(5), first).await;
+        let err = ended
+            .expect("the first request never ended")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
     }
 }
