@@ -358,6 +358,32 @@ mod tests {
         futures_util::stream::iter(items).boxed()
     }
 
+    /// Wait (up to 5 s) until `done` holds, failing with `what` otherwise.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Start an import whose body gives 10 bytes and then neither ends nor breaks (its
+    /// connection is gone without a word), once it has taken them in; the request's task.
+    async fn start_stalled(
+        imports: &Arc<Imports>,
+    ) -> tokio::task::JoinHandle<Result<VolumeManifest, RuntimeError>> {
+        let stalled = stream(0, None)
+            .take(2)
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let started = {
+            let imports = imports.clone();
+            tokio::spawn(async move { imports.start(target(), stalled).await })
+        };
+        until("not fed", || imports.waiting_at("v") == Some(10)).await;
+        started
+    }
+
     #[tokio::test]
     async fn a_broken_off_import_goes_on_from_the_exact_byte_and_only_from_there() {
         let host = Arc::new(FakeHost::new("h"));
@@ -421,11 +447,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(imports.waiting_at("v"), Some(10));
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while imports.waiting_at("v").is_some() {
-            assert!(std::time::Instant::now() < deadline, "still waiting");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("still waiting", || imports.waiting_at("v").is_none()).await;
         assert_eq!(host.volume("v"), None, "nothing was stored");
         let err = imports.resume("v", 10, stream(10, None)).await.unwrap_err();
         assert_eq!(err.kind, RuntimeErrorKind::Integrity);
@@ -435,20 +457,7 @@ mod tests {
     async fn a_closed_connection_leaves_a_stalled_import_waiting() {
         let host = Arc::new(FakeHost::new("h"));
         let imports = Imports::new(host.clone());
-        // A body that never ends nor breaks: its connection is gone without a word.
-        let stalled = stream(0, None)
-            .take(2)
-            .chain(futures_util::stream::pending())
-            .boxed();
-        let started = {
-            let imports = imports.clone();
-            tokio::spawn(async move { imports.start(target(), stalled).await })
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while imports.waiting_at("v") != Some(10) {
-            assert!(std::time::Instant::now() < deadline, "not fed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let started = start_stalled(&imports).await;
         started.abort();
         imports.connection_closed();
         let manifest = imports.resume("v", 10, stream(10, None)).await.unwrap();
@@ -494,27 +503,12 @@ mod tests {
     async fn a_stalled_import_whose_connection_closed_is_given_up_after_the_wait() {
         let host = Arc::new(FakeHost::new("h"));
         let imports = Imports::with_wait(host.clone(), Duration::from_millis(50));
-        let stalled = stream(0, None)
-            .take(2)
-            .chain(futures_util::stream::pending())
-            .boxed();
-        let started = {
-            let imports = imports.clone();
-            tokio::spawn(async move { imports.start(target(), stalled).await })
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while imports.waiting_at("v") != Some(10) {
-            assert!(std::time::Instant::now() < deadline, "not fed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let started = start_stalled(&imports).await;
         imports.connection_closed();
         // The request saw its body taken over; the import waited, then was given up.
         let ended = tokio::time::timeout(Duration::from_secs(5), started).await;
         assert!(ended.expect("the request never ended").unwrap().is_err());
-        while imports.waiting_at("v").is_some() {
-            assert!(std::time::Instant::now() < deadline, "never given up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("never given up", || imports.waiting_at("v").is_none()).await;
         assert_eq!(host.volume("v"), None);
     }
 
@@ -546,19 +540,7 @@ mod tests {
     async fn a_resume_takes_the_import_over_from_a_request_still_reading() {
         let host = Arc::new(FakeHost::new("h"));
         let imports = Imports::new(host.clone());
-        let stalled = stream(0, None)
-            .take(2)
-            .chain(futures_util::stream::pending())
-            .boxed();
-        let first = {
-            let imports = imports.clone();
-            tokio::spawn(async move { imports.start(target(), stalled).await })
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while imports.waiting_at("v") != Some(10) {
-            assert!(std::time::Instant::now() < deadline, "not fed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let first = start_stalled(&imports).await;
         // No word that its connection closed: the resume stops the old reader itself.
         let resumed = tokio::time::timeout(
             Duration::from_secs(5),
