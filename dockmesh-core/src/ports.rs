@@ -523,13 +523,61 @@ impl ManifestSlot {
     }
 }
 
+/// How a volume's tar stream is coded while it travels between two hosts.
+///
+/// Hosts that can take a coded stream say so ([`HostRuntime::stream_codings`]); the driver
+/// asks a source for a coding the target also takes ([`shared_coding`]), so a stream can go
+/// from one host to the other without being decoded on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StreamCoding {
+    /// The tar stream itself.
+    Plain,
+    /// The tar stream compressed with zstd (RFC 8878), in one or more frames.
+    Zstd,
+}
+
+impl std::fmt::Display for StreamCoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StreamCoding::Plain => "plain",
+            StreamCoding::Zstd => "zstd",
+        })
+    }
+}
+
+/// The coding a stream from a host offering `source` to a host taking `target` travels in: the
+/// first of the source's codings the target also takes, else [`StreamCoding::Plain`], which
+/// every host takes.
+pub fn shared_coding(source: &[StreamCoding], target: &[StreamCoding]) -> StreamCoding {
+    source
+        .iter()
+        .copied()
+        .find(|c| target.contains(c))
+        .unwrap_or(StreamCoding::Plain)
+}
+
 /// A volume export in progress: the tar stream and, once it has been read to the end, the
 /// manifest of what it contained.
 pub struct VolumeExport {
-    /// The tar stream.
+    /// The tar stream, coded as `coding` says.
     pub stream: ByteStream,
     /// The manifest, filled when the stream ends.
     pub manifest: ManifestSlot,
+    /// How `stream` is coded.
+    pub coding: StreamCoding,
+}
+
+impl VolumeExport {
+    /// An export whose stream is the plain tar stream.
+    pub fn plain(stream: ByteStream, manifest: ManifestSlot) -> VolumeExport {
+        VolumeExport {
+            stream,
+            manifest,
+            coding: StreamCoding::Plain,
+        }
+    }
 }
 
 /// Which volume to import into: its name and the labels it is created with.
@@ -664,6 +712,57 @@ pub trait HostRuntime: Send + Sync {
         ))
     }
 
+    /// The codings besides [`StreamCoding::Plain`] this host can export a volume's stream in
+    /// and import one from ([`HostRuntime::export_volume_coded`],
+    /// [`HostRuntime::import_volume_coded`]), preferred first. Default: none.
+    fn stream_codings(&self) -> &[StreamCoding] {
+        &[]
+    }
+
+    /// [`HostRuntime::export_volume`] (from byte `offset` of the plain stream when given, as
+    /// [`HostRuntime::export_volume_from`]), its stream coded as `coding` when this host can;
+    /// the export says which coding it is in, and may be plain whatever was asked.
+    async fn export_volume_coded(
+        &self,
+        volume: &str,
+        offset: Option<u64>,
+        coding: StreamCoding,
+    ) -> Result<VolumeExport, RuntimeError> {
+        let _ = coding;
+        match offset {
+            None => self.export_volume(volume).await,
+            Some(offset) => self.export_volume_from(volume, offset).await,
+        }
+    }
+
+    /// [`HostRuntime::import_volume`] (or, with `resume`, [`HostRuntime::resume_import`] at
+    /// that byte of the plain stream) from a stream coded as `coding`. `progress` is told the
+    /// bytes of the plain stream taken in. A coding this host does not take is refused
+    /// ([`RuntimeErrorKind::Integrity`]) before anything changes.
+    async fn import_volume_coded(
+        &self,
+        volume: &VolumeTarget,
+        resume: Option<u64>,
+        data: ByteStream,
+        coding: StreamCoding,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        if coding != StreamCoding::Plain {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!(
+                    "host {} cannot import volume {} from a stream coded as {coding}",
+                    self.host_id(),
+                    volume.name
+                ),
+            ));
+        }
+        match resume {
+            None => self.import_volume(volume, data, progress).await,
+            Some(offset) => self.resume_import(volume, offset, data, progress).await,
+        }
+    }
+
     /// Resolve a stack's files as this host would deploy them, changing nothing: each
     /// service's shape (image, and its id when the host has it; environment, ports, mounts,
     /// replicas; a digest of the whole definition), for a release diff. Invalid files are an
@@ -764,4 +863,40 @@ pub trait Fleet: Send + Sync {
         agent: &AgentId,
         order: &crate::rollout::UpgradeOrder,
     ) -> Result<(), RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn coding() -> impl Strategy<Value = StreamCoding> {
+        prop_oneof![Just(StreamCoding::Plain), Just(StreamCoding::Zstd)]
+    }
+
+    #[test]
+    fn the_shared_coding_is_the_sources_first_the_target_takes() {
+        use StreamCoding::*;
+        assert_eq!(shared_coding(&[Zstd], &[Zstd]), Zstd);
+        assert_eq!(shared_coding(&[Zstd], &[]), Plain);
+        assert_eq!(shared_coding(&[], &[Zstd]), Plain);
+        assert_eq!(shared_coding(&[Plain, Zstd], &[Zstd, Plain]), Plain);
+        assert_eq!(shared_coding(&[Zstd, Plain], &[Plain, Zstd]), Zstd);
+    }
+
+    proptest! {
+        #[test]
+        fn the_shared_coding_is_one_both_take_and_the_first_such(
+            source in proptest::collection::vec(coding(), 0..4),
+            target in proptest::collection::vec(coding(), 0..4),
+        ) {
+            let c = shared_coding(&source, &target);
+            let both: Vec<StreamCoding> =
+                source.iter().copied().filter(|c| target.contains(c)).collect();
+            match both.first() {
+                Some(first) => prop_assert_eq!(c, *first),
+                None => prop_assert_eq!(c, StreamCoding::Plain),
+            }
+        }
+    }
 }

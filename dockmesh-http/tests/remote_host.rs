@@ -1,6 +1,8 @@
 //! `RemoteHost` against agents serving the agent API over `FakeHost`s, in process on loopback.
 
-use dockmesh_core::ports::{HostRuntime, RuntimeErrorKind, VolumeTarget, no_progress};
+use dockmesh_core::ports::{
+    HostRuntime, RuntimeErrorKind, StreamCoding, VolumeTarget, no_progress,
+};
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
 use dockmesh_core::testing::{FakeHost, FakeOp, RuntimeFixture, host_runtime_conformance};
 use dockmesh_core::types::StackFiles;
@@ -357,10 +359,10 @@ impl HostRuntime for Endless {
             produced.fetch_add(CHUNK as u64, Ordering::Relaxed);
             Ok(noise(&mut seed))
         });
-        Ok(dockmesh_core::ports::VolumeExport {
-            stream: stream.boxed(),
-            manifest: Default::default(),
-        })
+        Ok(dockmesh_core::ports::VolumeExport::plain(
+            stream.boxed(),
+            Default::default(),
+        ))
     }
     async fn import_volume(
         &self,
@@ -596,4 +598,146 @@ async fn the_agent_compresses_an_export_when_asked_and_refuses_unknown_codings()
     let body = String::from_utf8(body_of(resp).await).unwrap();
     assert!(body.contains("only zstd"), "{body}");
     assert!(host.volume("scratch").is_none(), "nothing imported");
+}
+
+/// The zstd frame's magic number, the first bytes of a compressed stream.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+#[tokio::test]
+async fn a_compressed_stream_goes_between_two_remote_hosts_without_being_decoded() {
+    let server = Server::start().await;
+    let source_fake = Arc::new(FakeHost::new("src"));
+    let target_fake = Arc::new(FakeHost::new("dst"));
+    // 8 MiB of text: compressible, so the bytes relayed are far fewer than the volume's.
+    let content: Vec<u8> = (0..)
+        .flat_map(|i: u64| format!("{i}\n").into_bytes())
+        .take(8 << 20)
+        .collect();
+    source_fake.seed_stack(fixture().stack, &[("web_data", &content)], 1 << 20);
+    let (src_conn, _a) = server.agent("src-agent", source_fake.clone()).await;
+    let (dst_conn, _b) = server.agent("dst-agent", target_fake.clone()).await;
+    let source = RemoteHost::new("src", src_conn);
+    let target = RemoteHost::new("dst", dst_conn);
+    assert_eq!(source.stream_codings(), [StreamCoding::Zstd]);
+    assert_eq!(target.stream_codings(), [StreamCoding::Zstd]);
+
+    let export = source
+        .export_volume_coded("web_data", None, StreamCoding::Zstd)
+        .await
+        .unwrap();
+    assert_eq!(export.coding, StreamCoding::Zstd);
+    let relayed = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let copy = relayed.clone();
+    let stream = export
+        .stream
+        .inspect(move |c| {
+            if let Ok(c) = c {
+                copy.lock().unwrap().extend_from_slice(c);
+            }
+        })
+        .boxed();
+    let told = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let seen = told.clone();
+    let imported = target
+        .import_volume_coded(
+            &VolumeTarget {
+                name: "web_data".into(),
+                labels: Default::default(),
+                expected_bytes: Some(content.len() as u64),
+            },
+            None,
+            stream,
+            export.coding,
+            Arc::new(move |n| seen.lock().unwrap().push(n)),
+        )
+        .await
+        .unwrap();
+    let exported = export.manifest.take().expect("the manifest once streamed");
+    assert_eq!(exported, imported);
+    assert_eq!(target_fake.volume("web_data").unwrap(), content);
+
+    // What went through the server is the source agent's zstd, as it was made.
+    let relayed = relayed.lock().unwrap().clone();
+    assert_eq!(relayed[..4], ZSTD_MAGIC);
+    assert!(
+        relayed.len() * 2 < content.len(),
+        "{} bytes relayed",
+        relayed.len()
+    );
+    assert_eq!(zstd::decode_all(&relayed[..]).unwrap(), content);
+    // The target's agent told the bytes of the volume's stream it took in, up to all of them.
+    let told = told.lock().unwrap().clone();
+    assert!(told.windows(2).all(|w| w[0] <= w[1]), "{told:?}");
+    assert_eq!(told.last(), Some(&(content.len() as u64)), "{told:?}");
+}
+
+#[tokio::test]
+async fn a_coded_stream_that_does_not_decode_fails_the_import_with_its_kind() {
+    let server = Server::start().await;
+    let target_fake = Arc::new(FakeHost::new("dst"));
+    let (dst_conn, _b) = server.agent("dst-agent", target_fake.clone()).await;
+    let target = RemoteHost::new("dst", dst_conn);
+    let mut garbage = ZSTD_MAGIC.to_vec();
+    garbage.extend_from_slice(&[0xff; 4096]);
+    let stream = futures_util::stream::iter(vec![Ok(bytes::Bytes::from(garbage))]).boxed();
+    let err = target
+        .import_volume_coded(
+            &VolumeTarget {
+                name: "web_data".into(),
+                labels: Default::default(),
+                expected_bytes: None,
+            },
+            None,
+            stream,
+            StreamCoding::Zstd,
+            no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+    assert!(err.message.contains("zstd"), "{err}");
+    assert!(target_fake.volume("web_data").is_none());
+}
+
+#[tokio::test]
+async fn an_agent_answers_an_import_in_lines_when_asked() {
+    use dockmesh_http::channel::wire::{ImportLine, import_lines};
+    use tower::ServiceExt;
+    let host = Arc::new(FakeHost::new("h1"));
+    let api = agent_api(hello(), host.clone());
+    let content = vec![b'x'; 1 << 20];
+    let req = axum::http::Request::put("/v1/volumes/scratch/data")
+        .header("x-dockmesh-progress", "lines")
+        .header(
+            "x-dockmesh-volume-target",
+            hex::encode(br#"{"name":"scratch","labels":{},"expected_bytes":null}"#),
+        )
+        .body(axum::body::Body::from(content.clone()))
+        .unwrap();
+    let resp = api.clone().oneshot(req).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<ImportLine> = import_lines(resp.into_body().into_data_stream())
+        .map(|l| l.unwrap())
+        .collect()
+        .await;
+    let n = lines.len();
+    assert!(n >= 2, "{lines:?}");
+    assert_eq!(lines[n - 2], ImportLine::Taken(content.len() as u64));
+    match &lines[n - 1] {
+        ImportLine::Manifest(m) => assert_eq!(m.content_bytes(), content.len() as u64),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.volume("scratch").unwrap(), content);
+
+    // Without the header, the answer is the manifest alone, as before.
+    let req = axum::http::Request::put("/v1/volumes/scratch/data")
+        .header(
+            "x-dockmesh-volume-target",
+            hex::encode(br#"{"name":"scratch","labels":{},"expected_bytes":null}"#),
+        )
+        .body(axum::body::Body::from(content.clone()))
+        .unwrap();
+    let resp = api.oneshot(req).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
 }

@@ -7,7 +7,7 @@ use crate::audit::{self, AuditEvent};
 use crate::ports::{
     Clock, Fence, Fleet, HostRuntime, IdGen, Lease, LeaseClaim, MAX_PAGE, MigrationQuery, Progress,
     RuntimeError, RuntimeErrorKind, Store, StoreError, Timer, VolumeTarget, migration_lease,
-    stack_lease,
+    shared_coding, stack_lease,
 };
 use crate::preflight::{self, ActiveMigration, PreflightInput, PreflightReport};
 use crate::records::{DeployRecord, StackRecord};
@@ -941,11 +941,12 @@ impl Driver {
         let source = self.host(&spec.source).await?;
         let target = self.host(&spec.target).await?;
         let offset = resume.unwrap_or(0);
-        let export = match resume {
-            None => source.export_volume(&v.name).await,
-            Some(offset) => source.export_volume_from(&v.name, offset).await,
-        }
-        .map_err(|e| context("exporting", e))?;
+        // In a coding both hosts take, the stream goes from one to the other as it is.
+        let coding = shared_coding(source.stream_codings(), target.stream_codings());
+        let export = source
+            .export_volume_coded(&v.name, resume, coding)
+            .await
+            .map_err(|e| context("exporting", e))?;
         if let (Some(offset), Some(p)) = (resume, &self.progress) {
             p(ProgressEvent::VolumeResumed {
                 id: spec.id,
@@ -972,15 +973,10 @@ impl Driver {
             labels: v.labels.clone(),
             expected_bytes: v.bytes,
         };
-        let imported = match resume {
-            None => target.import_volume(&into, export.stream, progress).await,
-            Some(offset) => {
-                target
-                    .resume_import(&into, offset, export.stream, progress)
-                    .await
-            }
-        }
-        .map_err(|e| context("importing", e))?;
+        let imported = target
+            .import_volume_coded(&into, resume, export.stream, export.coding, progress)
+            .await
+            .map_err(|e| context("importing", e))?;
         let exported = export
             .manifest
             .take()

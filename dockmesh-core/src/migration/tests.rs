@@ -3,7 +3,8 @@
 use super::*;
 use crate::audit::{self, AuditQuery};
 use crate::ports::{
-    Clock, HostRuntime, Lease, MigrationQuery, Store, StoreError, VolumeTarget, migration_lease,
+    Clock, HostRuntime, Lease, MigrationQuery, Store, StoreError, StreamCoding, VolumeTarget,
+    migration_lease,
 };
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};
@@ -24,13 +25,18 @@ struct World {
 
 impl World {
     async fn new() -> Self {
+        World::with_codings(&[], &[]).await
+    }
+
+    /// A world whose source and target also move volume streams in these codings.
+    async fn with_codings(src: &[StreamCoding], dst: &[StreamCoding]) -> Self {
         let clock = Arc::new(FixedClock::new(
             Timestamp::from_second(1_800_000_000).unwrap(),
         ));
         let store = Arc::new(MemStore::with_clock(clock.clone()));
         let fleet = Arc::new(FakeFleet::new());
-        let src = Arc::new(FakeHost::new("src"));
-        let dst = Arc::new(FakeHost::new("dst"));
+        let src = Arc::new(FakeHost::new("src").with_stream_codings(src));
+        let dst = Arc::new(FakeHost::new("dst").with_stream_codings(dst));
         let files = StackFiles {
             name: "shop".into(),
             compose: "services: {}".into(),
@@ -1220,4 +1226,98 @@ async fn a_target_not_back_yet_is_asked_again_rather_than_sent_the_whole_volume(
     w.assert_committed();
     // A whole import would have dropped what waited there; it went on from the cut instead.
     assert_eq!(resumed_at(&seen, "shop_db"), [CUT_AFTER_BYTES]);
+}
+
+fn coded_calls(host: &FakeHost) -> Vec<String> {
+    host.calls()
+        .into_iter()
+        .filter(|c| c.starts_with("coded "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_both_hosts_code_goes_from_one_to_the_other_still_coded() {
+    let w = World::with_codings(&[StreamCoding::Zstd], &[StreamCoding::Zstd]).await;
+    let id = w.start().await;
+    let m = w.driver().run(id).await.unwrap();
+    assert_eq!(m.phase(), Phase::Committed);
+    // The fake's coding inverts every byte: the data arrives whole only when the target is
+    // handed the stream coded, as the source made it, and told so.
+    w.assert_committed();
+    assert_eq!(
+        coded_calls(&w.src()),
+        [
+            "coded export zstd shop_db",
+            "coded export zstd shop_uploads"
+        ]
+    );
+    assert_eq!(
+        coded_calls(&w.dst()),
+        [
+            "coded import zstd shop_db",
+            "coded import zstd shop_uploads"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_takes_no_coding_is_sent_the_plain_stream() {
+    for (src, dst) in [
+        (vec![StreamCoding::Zstd], vec![]),
+        (vec![], vec![StreamCoding::Zstd]),
+    ] {
+        let w = World::with_codings(&src, &dst).await;
+        let id = w.start().await;
+        let m = w.driver().run(id).await.unwrap();
+        assert_eq!(m.phase(), Phase::Committed);
+        w.assert_committed();
+        assert!(coded_calls(&w.src()).is_empty(), "{:?}", w.src().calls());
+        assert!(coded_calls(&w.dst()).is_empty(), "{:?}", w.dst().calls());
+    }
+}
+
+#[tokio::test]
+async fn a_cut_coded_transfer_goes_on_coded_from_the_byte_the_target_took_in() {
+    let w = World::with_codings(&[StreamCoding::Zstd], &[StreamCoding::Zstd]).await;
+    w.dst().fail(FakeOp::CutImport, 1);
+    let id = w.start().await;
+    let (d, seen) = watched(&w);
+    let m = drive_through_retries(&d, id).await;
+    assert_eq!(m.phase(), Phase::Committed);
+    w.assert_committed();
+    let tries = attempts(&seen, "shop_db");
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert!(tries[1][0] > CUT_AFTER_BYTES, "{tries:?}");
+    assert_eq!(
+        coded_calls(&w.src())
+            .iter()
+            .filter(|c| c.ends_with("shop_db"))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_coding_the_host_does_not_take_is_refused_and_changes_nothing() {
+    let host = FakeHost::new("h");
+    let into = VolumeTarget {
+        name: "v".into(),
+        labels: Default::default(),
+        expected_bytes: None,
+    };
+    let data = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(DB))]).boxed();
+    let err = host
+        .import_volume_coded(
+            &into,
+            None,
+            data,
+            StreamCoding::Zstd,
+            crate::ports::no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, crate::ports::RuntimeErrorKind::Integrity);
+    assert!(err.message.contains("coded as zstd"), "{err}");
+    assert_eq!(host.volume("v"), None);
+    assert!(host.calls().is_empty(), "{:?}", host.calls());
 }

@@ -7,8 +7,8 @@ use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::ports::{
     ByteStream, Clock, ContainerStatus, DeployEntry, DeployReport, Fence, Fleet, HealthReport,
     HostRuntime, IdGen, Lease, LeaseClaim, ManifestSlot, MigrationQuery, PageQuery, Progress,
-    RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, Store, StoreError, VolumeExport,
-    VolumeTarget, page_size,
+    RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, Store, StoreError, StreamCoding,
+    VolumeExport, VolumeTarget, page_size,
 };
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
 use crate::release::ReleaseRecord;
@@ -558,6 +558,7 @@ pub struct FakeHost {
     id: HostId,
     inner: Mutex<HostInner>,
     snapshot_base: HostSnapshot,
+    codings: Vec<StreamCoding>,
 }
 
 /// A plausible snapshot of an empty online host with 8 GiB memory and 100 GiB disk.
@@ -585,7 +586,17 @@ impl FakeHost {
                 online: true,
                 ..Default::default()
             }),
+            codings: Vec::new(),
         }
+    }
+
+    /// The host also exports and imports volume streams in `codings`. The fake's coding of
+    /// every one of them is a stand-in (each byte inverted), so a test sees whether a stream
+    /// reached the target still coded; each coded export and import is recorded in
+    /// [`FakeHost::calls`] (`coded export zstd VOLUME`, `coded import zstd VOLUME`).
+    pub fn with_stream_codings(mut self, codings: &[StreamCoding]) -> Self {
+        self.codings = codings.to_vec();
+        self
     }
 
     /// The next call of `events` yields `items` and ends (a call with none scripted is
@@ -727,6 +738,13 @@ impl FakeHost {
             _ => false,
         }
     }
+}
+
+/// The fake's stand-in for every coding: each byte inverted (its own inverse).
+fn fake_code(stream: ByteStream) -> ByteStream {
+    stream
+        .map(|chunk| chunk.map(|c| c.iter().map(|b| !b).collect::<Vec<u8>>().into()))
+        .boxed()
 }
 
 fn manifest_of(data: &[u8]) -> VolumeManifest {
@@ -922,10 +940,10 @@ impl HostRuntime for FakeHost {
             .chunks(7)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        Ok(VolumeExport {
-            stream: futures_util::stream::iter(chunks).boxed(),
-            manifest: slot,
-        })
+        Ok(VolumeExport::plain(
+            futures_util::stream::iter(chunks).boxed(),
+            slot,
+        ))
     }
     async fn import_volume(
         &self,
@@ -1002,6 +1020,57 @@ impl HostRuntime for FakeHost {
         };
         self.take_in(volume, buf.unwrap_or_default(), data, progress)
             .await
+    }
+    fn stream_codings(&self) -> &[StreamCoding] {
+        &self.codings
+    }
+    async fn export_volume_coded(
+        &self,
+        volume: &str,
+        offset: Option<u64>,
+        coding: StreamCoding,
+    ) -> Result<VolumeExport, RuntimeError> {
+        let mut export = match offset {
+            None => self.export_volume(volume).await?,
+            Some(offset) => self.export_volume_from(volume, offset).await?,
+        };
+        if coding != StreamCoding::Plain && self.codings.contains(&coding) {
+            lock(&self.inner)
+                .calls
+                .push(format!("coded export {coding} {volume}"));
+            export.stream = fake_code(export.stream);
+            export.coding = coding;
+        }
+        Ok(export)
+    }
+    async fn import_volume_coded(
+        &self,
+        volume: &VolumeTarget,
+        resume: Option<u64>,
+        data: ByteStream,
+        coding: StreamCoding,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let data = if coding == StreamCoding::Plain {
+            data
+        } else if self.codings.contains(&coding) {
+            lock(&self.inner)
+                .calls
+                .push(format!("coded import {coding} {}", volume.name));
+            fake_code(data)
+        } else {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!(
+                    "host {} cannot import volume {} from a stream coded as {coding}",
+                    self.id, volume.name
+                ),
+            ));
+        };
+        match resume {
+            None => self.import_volume(volume, data, progress).await,
+            Some(offset) => self.resume_import(volume, offset, data, progress).await,
+        }
     }
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         let mut g = self.enter(FakeOp::RemoveVolume, volume)?;

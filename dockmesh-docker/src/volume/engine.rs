@@ -196,10 +196,10 @@ pub async fn export_volume_with(
         slot: slot.clone(),
         done: false,
     };
-    Ok(VolumeExport {
-        stream: stream::unfold(state, export_step).boxed(),
-        manifest: slot,
-    })
+    Ok(VolumeExport::plain(
+        stream::unfold(state, export_step).boxed(),
+        slot,
+    ))
 }
 
 fn download(

@@ -18,7 +18,7 @@
 //! | POST | `/v1/images/ensure` | `[image]` → 204 |
 //! | POST | `/v1/volumes/{volume}/exports` | → the tar stream (zstd when asked with `accept-encoding`), header `x-dockmesh-export-id`; with `x-dockmesh-export-from: N` (repeated in the answer), the stream from byte N |
 //! | GET | `/v1/volumes/{volume}/exports/{id}/manifest` | → `VolumeManifest` (once) |
-//! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest`; with `x-dockmesh-resume-at: N`, the rest of the stream of the import that waits at byte N |
+//! | PUT | `/v1/volumes/{volume}/data` | the tar stream (zstd with `content-encoding`), header `x-dockmesh-volume-target` → `VolumeManifest`; with `x-dockmesh-resume-at: N`, the rest of the stream of the import that waits at byte N; with `x-dockmesh-progress: lines`, answered at once with `ImportLine`s (bytes taken in as they go, the manifest or the error last) |
 //! | GET | `/v1/volumes/{volume}/import` | → `ResumePoint` of the import that waits (its stream broke off), 404 when none does |
 //! | DELETE | `/v1/volumes/{volume}` | → 204 |
 //! | GET | `/v1/events` | → the host's `HostEvent`s, one JSON line each, while the request is open |
@@ -39,7 +39,10 @@
 //! Not built: request size limits beyond axum's JSON default.
 
 use super::compress;
-use super::wire::{self, EXPORT_FROM, EXPORT_ID, RESUME_AT, VOLUME_TARGET, WireError};
+use super::wire::{
+    self, EXPORT_FROM, EXPORT_ID, ImportLine, PROGRESS, PROGRESS_LINES, RESUME_AT, VOLUME_TARGET,
+    WireError,
+};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -333,7 +336,7 @@ async fn import(
     Path(volume): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Answer<VolumeManifest> {
+) -> Result<Response, Failure> {
     let target = target_of(&headers, &volume)?;
     let data = body
         .into_data_stream()
@@ -353,18 +356,103 @@ async fn import(
             )));
         }
     };
-    let manifest = match headers.get(RESUME_AT) {
-        None => api.imports.start(target, data).await?,
-        Some(v) => {
-            let offset = v
-                .to_str()
+    let resume = match headers.get(RESUME_AT) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| invalid(format!("{RESUME_AT} is not a byte offset: {v:?}")))?;
-            api.imports.resume(&target.name, offset, data).await?
+                .ok_or_else(|| invalid(format!("{RESUME_AT} is not a byte offset: {v:?}")))?,
+        ),
+    };
+    // The bytes of the plain stream handed on to the import, from the stream's start.
+    let taken = Arc::new(AtomicU64::new(resume.unwrap_or(0)));
+    let counter = taken.clone();
+    let data = data
+        .inspect_ok(move |chunk| {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        })
+        .boxed();
+    let imports = api.imports.clone();
+    let run = async move {
+        match resume {
+            None => imports.start(target, data).await,
+            Some(offset) => imports.resume(&target.name, offset, data).await,
         }
     };
-    Ok(Json(manifest))
+    let lines = headers
+        .get(PROGRESS)
+        .is_some_and(|v| v.as_bytes() == PROGRESS_LINES.as_bytes());
+    if !lines {
+        return Ok(Json(run.await?).into_response());
+    }
+    let mut resp =
+        Body::from_stream(progress_lines(volume, taken, tokio::spawn(run))).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+/// How often an import answering in lines says how far it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The lines of an import's answer: `taken` each [`PROGRESS_EVERY`] while it changes, then,
+/// once `import` has ended, `taken` as it ended and the manifest, or the error.
+fn progress_lines(
+    volume: String,
+    taken: Arc<AtomicU64>,
+    import: tokio::task::JoinHandle<Result<VolumeManifest, RuntimeError>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
+    struct Lines {
+        import: tokio::task::JoinHandle<Result<VolumeManifest, RuntimeError>>,
+        tick: tokio::time::Interval,
+        told: Option<u64>,
+        /// The import's last line, once it has ended.
+        last: Option<ImportLine>,
+    }
+    let start = Lines {
+        import,
+        tick: tokio::time::interval(PROGRESS_EVERY),
+        told: None,
+        last: None,
+    };
+    futures_util::stream::unfold(Some(start), move |state| {
+        let (volume, taken) = (volume.clone(), taken.clone());
+        async move {
+            let mut st = state?;
+            if let Some(last) = st.last.take() {
+                return Some((Ok(wire::import_line(&last)), None));
+            }
+            loop {
+                tokio::select! {
+                    biased;
+                    ended = &mut st.import => {
+                        st.last = Some(match ended {
+                            Ok(Ok(m)) => ImportLine::Manifest(m),
+                            Ok(Err(e)) => ImportLine::Error(WireError::of(&e)),
+                            Err(e) => ImportLine::Error(WireError::of(&RuntimeError::new(
+                                RuntimeErrorKind::Engine,
+                                format!("the import of volume {volume} stopped: {e}"),
+                            ))),
+                        });
+                        let now = taken.load(Ordering::Relaxed);
+                        let line = ImportLine::Taken(now);
+                        return Some((Ok(wire::import_line(&line)), Some(st)));
+                    }
+                    _ = st.tick.tick() => {
+                        let now = taken.load(Ordering::Relaxed);
+                        if st.told != Some(now) {
+                            st.told = Some(now);
+                            let line = ImportLine::Taken(now);
+                            return Some((Ok(wire::import_line(&line)), Some(st)));
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Where the import of a volume waits to be resumed; 404 when none does.

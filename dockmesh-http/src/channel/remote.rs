@@ -9,21 +9,28 @@
 //! (HTTP/2 flow control is the backpressure) and reports progress as bytes are handed on.
 //!
 //! Volume streams are compressed with zstd on the wire unless
-//! [`RemoteHost::with_compression`] turns it off ([`super::compress`]).
+//! [`RemoteHost::with_compression`] turns it off ([`super::compress`]). Between two agents the
+//! compressed stream is relayed as it came ([`StreamCoding::Zstd`]): the server neither
+//! decodes nor encodes it, and the target's agent reports the bytes it has taken in
+//! ([`wire::ImportLine`]).
 //!
 //! [`HostRuntime::events`] reads the agent's `GET /v1/events` lines ([`wire::event_lines`]).
 //!
-//! A transfer cut by a dropped connection is sent again by the driver from the volume's start;
-//! resuming inside a volume is not built.
+//! A transfer cut by a dropped connection goes on from the byte the target's agent took in
+//! ([`HostRuntime::import_resume_point`]).
 
 use super::compress;
 use super::server::{AgentConnection, CallError, ConnectedAgents};
-use super::wire::{self, EXPORT_FROM, EXPORT_ID, RESUME_AT, ResumePoint, VOLUME_TARGET, WireError};
+use super::wire::{
+    self, EXPORT_FROM, EXPORT_ID, ImportLine, PROGRESS, PROGRESS_LINES, RESUME_AT, ResumePoint,
+    VOLUME_TARGET, WireError,
+};
 use axum::body::Body;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
     AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, ManifestSlot, Progress,
-    ProjectInfo, RuntimeError, RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
+    ProjectInfo, RuntimeError, RuntimeErrorKind, StackStatus, StreamCoding, VolumeExport,
+    VolumeTarget,
 };
 use dockmesh_core::release::ServiceShape;
 use dockmesh_core::snapshot::HostSnapshot;
@@ -237,11 +244,13 @@ struct Exporting {
 }
 
 impl RemoteHost {
-    /// `POST …/exports`, the stream from byte `from` on when given.
+    /// `POST …/exports`, the stream from byte `from` on when given; still compressed when
+    /// `coded` and the agent compressed it.
     async fn export_from(
         &self,
         volume: &str,
         from: Option<u64>,
+        coded: bool,
     ) -> Result<VolumeExport, RuntimeError> {
         let path = volume_path(volume, "/exports");
         let mut req = Client::request(Method::POST, &path, None);
@@ -306,7 +315,11 @@ impl RemoteHost {
                 })
             })
             .boxed();
-        let data = if zstd { compress::decode(raw)? } else { raw };
+        let (data, coding) = match (zstd, coded) {
+            (true, true) => (raw, StreamCoding::Zstd),
+            (true, false) => (compress::decode(raw)?, StreamCoding::Plain),
+            (false, _) => (raw, StreamCoding::Plain),
+        };
         let state = Exporting {
             data: Some(data),
             client: self.client.clone(),
@@ -333,27 +346,47 @@ impl RemoteHost {
         Ok(VolumeExport {
             stream: stream.boxed(),
             manifest: slot,
+            coding,
         })
     }
 
-    /// `PUT …/data`, going on with the import waiting at byte `resume` when given.
+    /// `PUT …/data`, going on with the import waiting at byte `resume` when given. A plain
+    /// stream is compressed on the way when the host compresses; a zstd one goes as it is, and
+    /// the agent reports the bytes it takes in.
     async fn import_at(
         &self,
         volume: &VolumeTarget,
         resume: Option<u64>,
         data: ByteStream,
+        coding: StreamCoding,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
+        let coded = match coding {
+            StreamCoding::Plain => false,
+            StreamCoding::Zstd => true,
+            other => {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::Integrity,
+                    format!(
+                        "host {} cannot import volume {} from a stream coded as {other}",
+                        self.client.host, volume.name
+                    ),
+                ));
+            }
+        };
         // The source's own error, when the stream fails: hyper only sees the stream reset.
         let failed: Arc<Mutex<Option<(RuntimeErrorKind, String)>>> = Arc::default();
         let seen = failed.clone();
         let mut sent = 0u64;
+        let told = progress.clone();
         let counted = wire::coalesce(data).map(move |item| {
             match &item {
-                Ok(b) => {
+                // A coded stream's bytes are not the volume's: the agent tells those.
+                Ok(b) if !coded => {
                     sent += b.len() as u64;
-                    progress(sent);
+                    told(sent);
                 }
+                Ok(_) => {}
                 Err(e) => {
                     *seen.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((e.kind, e.message.clone()));
@@ -373,7 +406,12 @@ impl RemoteHost {
         if let Some(offset) = resume {
             req = req.header(RESUME_AT, offset);
         }
-        let body = if self.client.zstd {
+        let body = if coded {
+            req = req
+                .header(header::CONTENT_ENCODING, compress::ZSTD)
+                .header(PROGRESS, PROGRESS_LINES);
+            Body::from_stream(counted)
+        } else if self.client.zstd {
             req = req.header(header::CONTENT_ENCODING, compress::ZSTD);
             Body::from_stream(wire::coalesce(compress::encode(counted, compress::LEVEL)?))
         } else {
@@ -384,6 +422,13 @@ impl RemoteHost {
             .expect("a request with a path of encoded segments is valid");
         let result = async {
             let resp = self.client.send(req).await?;
+            let in_lines = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/x-ndjson"));
+            if in_lines {
+                return self.manifest_from_lines(resp, resume, progress).await;
+            }
             let bytes = self.client.read(resp).await?;
             serde_json::from_slice::<VolumeManifest>(&bytes).map_err(|e| {
                 RuntimeError::new(
@@ -403,6 +448,33 @@ impl RemoteHost {
                 None => Err(e),
             },
         }
+    }
+
+    /// An import's answer in lines: `progress` told the bytes taken in by this request (past
+    /// `resume`), the manifest or the error from the last line.
+    async fn manifest_from_lines(
+        &self,
+        resp: Response<hyper::body::Incoming>,
+        resume: Option<u64>,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let host = &self.client.host;
+        let mut lines = wire::import_lines(Body::new(resp.into_body()).into_data_stream());
+        while let Some(line) = lines.next().await {
+            match line {
+                Ok(ImportLine::Taken(n)) => progress(n.saturating_sub(resume.unwrap_or(0))),
+                Ok(ImportLine::Manifest(m)) => return Ok(m),
+                Ok(ImportLine::Error(e)) => return Err(e.into_runtime_error()),
+                Err(why) if self.client.conn().is_err() => return Err(gone(host, why)),
+                Err(why) => {
+                    return Err(RuntimeError::new(
+                        RuntimeErrorKind::Engine,
+                        format!("the agent of host {host} answered an import badly: {why}"),
+                    ));
+                }
+            }
+        }
+        Err(gone(host, "the import's answer ended before its manifest"))
     }
 }
 
@@ -462,7 +534,7 @@ impl HostRuntime for RemoteHost {
     }
 
     async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        self.export_from(volume, None).await
+        self.export_from(volume, None, false).await
     }
 
     async fn export_volume_from(
@@ -470,7 +542,36 @@ impl HostRuntime for RemoteHost {
         volume: &str,
         offset: u64,
     ) -> Result<VolumeExport, RuntimeError> {
-        self.export_from(volume, Some(offset)).await
+        self.export_from(volume, Some(offset), false).await
+    }
+
+    fn stream_codings(&self) -> &[StreamCoding] {
+        if self.client.zstd {
+            &[StreamCoding::Zstd]
+        } else {
+            &[]
+        }
+    }
+
+    async fn export_volume_coded(
+        &self,
+        volume: &str,
+        offset: Option<u64>,
+        coding: StreamCoding,
+    ) -> Result<VolumeExport, RuntimeError> {
+        let coded = coding == StreamCoding::Zstd && self.client.zstd;
+        self.export_from(volume, offset, coded).await
+    }
+
+    async fn import_volume_coded(
+        &self,
+        volume: &VolumeTarget,
+        resume: Option<u64>,
+        data: ByteStream,
+        coding: StreamCoding,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        self.import_at(volume, resume, data, coding, progress).await
     }
 
     async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
@@ -497,7 +598,8 @@ impl HostRuntime for RemoteHost {
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
-        self.import_at(volume, None, data, progress).await
+        self.import_at(volume, None, data, StreamCoding::Plain, progress)
+            .await
     }
 
     async fn resume_import(
@@ -507,7 +609,8 @@ impl HostRuntime for RemoteHost {
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
-        self.import_at(volume, Some(offset), data, progress).await
+        self.import_at(volume, Some(offset), data, StreamCoding::Plain, progress)
+            .await
     }
     async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
         let path = stack_path(&files.name, "/resolve");

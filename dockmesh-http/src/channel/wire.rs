@@ -24,6 +24,71 @@ pub const EXPORT_FROM: &str = "x-dockmesh-export-from";
 /// The header of an import's request that goes on with the import waiting at this byte.
 pub const RESUME_AT: &str = "x-dockmesh-resume-at";
 
+/// The header of an import's request asking it to answer at once with its progress as it goes:
+/// one [`ImportLine`] per line (`application/x-ndjson`), its manifest or its error last. An
+/// agent that predates it answers with the manifest alone, at the end.
+pub const PROGRESS: &str = "x-dockmesh-progress";
+
+/// The value of [`PROGRESS`] that asks for lines.
+pub const PROGRESS_LINES: &str = "lines";
+
+/// The longest line of an import's answer either end accepts (the manifest's line holds every
+/// entry of the volume).
+pub const IMPORT_LINE_LIMIT: usize = 64 << 20;
+
+/// One line of an import's answer in lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportLine {
+    /// The bytes of the plain stream the import has taken in, from the stream's start.
+    Taken(u64),
+    /// The import ended: the manifest of what the volume holds.
+    Manifest(dockmesh_core::manifest::VolumeManifest),
+    /// The import failed.
+    Error(WireError),
+}
+
+/// One import line as its bytes (JSON and a newline).
+pub fn import_line(line: &ImportLine) -> Bytes {
+    let mut out = serde_json::to_vec(line).expect("an import line serialises");
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// The lines of an import's answer; a line over [`IMPORT_LINE_LIMIT`], one not understood or
+/// a broken body is an error naming it, and the lines end there.
+pub fn import_lines<E>(
+    body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+) -> futures_util::stream::BoxStream<'static, Result<ImportLine, String>>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+    let reader = tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)));
+    let mut failed = false;
+    FramedRead::new(reader, LinesCodec::new_with_max_length(IMPORT_LINE_LIMIT))
+        .filter(|line| futures_util::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
+        .map(|line| match line {
+            Ok(line) => serde_json::from_str::<ImportLine>(&line).map_err(|e| {
+                format!(
+                    "a line of the import's answer is not understood ({e}): {}",
+                    line.chars().take(200).collect::<String>()
+                )
+            }),
+            Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!(
+                "a line of the import's answer is over {} MiB",
+                IMPORT_LINE_LIMIT >> 20
+            )),
+            Err(LinesCodecError::Io(e)) => Err(format!("the import's answer broke: {e}")),
+        })
+        .take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            futures_util::future::ready(go)
+        })
+        .boxed()
+}
+
 /// Where an import waits (`GET /v1/volumes/{volume}/import` → `ResumePoint`; 404 when none does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumePoint {
@@ -454,6 +519,68 @@ mod tests {
         let e = got[1].as_ref().unwrap_err();
         assert_eq!(e.kind, RuntimeErrorKind::Unreachable);
         assert!(e.message.contains("connection reset"), "{e}");
+    }
+
+    async fn import_lines_of(
+        chunks: Vec<Result<Bytes, std::io::Error>>,
+    ) -> Vec<Result<ImportLine, String>> {
+        import_lines(stream::iter(chunks)).collect().await
+    }
+
+    #[tokio::test]
+    async fn import_lines_come_out_whole_and_a_bad_one_ends_them() {
+        let manifest = dockmesh_core::manifest::VolumeManifest::default();
+        let mut all = Vec::new();
+        all.extend_from_slice(&import_line(&ImportLine::Taken(7)));
+        all.extend_from_slice(b"\n");
+        all.extend_from_slice(&import_line(&ImportLine::Taken(1 << 40)));
+        all.extend_from_slice(&import_line(&ImportLine::Manifest(manifest.clone())));
+        for cut in [1, 5, all.len()] {
+            let chunks = all
+                .chunks(cut)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let got: Vec<ImportLine> = import_lines_of(chunks)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ImportLine::Taken(7),
+                    ImportLine::Taken(1 << 40),
+                    ImportLine::Manifest(manifest.clone())
+                ],
+                "pieces of {cut}"
+            );
+        }
+        let err = WireError::of(&RuntimeError::new(RuntimeErrorKind::Integrity, "bad tar"));
+        let line = import_line(&ImportLine::Error(err.clone()));
+        assert_eq!(
+            import_lines_of(vec![Ok(line)]).await,
+            [Ok(ImportLine::Error(err))]
+        );
+
+        // A line not understood ends the lines, named; so does a broken body.
+        let got = import_lines_of(vec![
+            Ok(import_line(&ImportLine::Taken(1))),
+            Ok(Bytes::from_static(b"{\"taken\": \"many\"}\n")),
+            Ok(import_line(&ImportLine::Taken(2))),
+        ])
+        .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], Ok(ImportLine::Taken(1)));
+        let e = got[1].as_ref().unwrap_err();
+        assert!(e.contains("not understood") && e.contains("many"), "{e}");
+        let got = import_lines_of(vec![
+            Ok(import_line(&ImportLine::Taken(1))),
+            Err(std::io::Error::other("connection reset")),
+            Ok(import_line(&ImportLine::Taken(2))),
+        ])
+        .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[1].as_ref().unwrap_err().contains("connection reset"));
     }
 
     #[tokio::test]
