@@ -884,6 +884,186 @@ mod tests {
         assert_eq!(shared_coding(&[Zstd, Plain], &[Plain, Zstd]), Zstd);
     }
 
+    /// A host with only the required methods (and resuming): every coded method is the
+    /// trait's default.
+    struct PlainHost(crate::testing::FakeHost);
+
+    #[async_trait]
+    impl HostRuntime for PlainHost {
+        fn host_id(&self) -> &HostId {
+            self.0.host_id()
+        }
+        async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
+            self.0.snapshot().await
+        }
+        async fn write_stack_files(&self, f: &StackFiles) -> Result<(), RuntimeError> {
+            self.0.write_stack_files(f).await
+        }
+        async fn read_stack_files(&self, s: &str) -> Result<Option<StackFiles>, RuntimeError> {
+            self.0.read_stack_files(s).await
+        }
+        async fn remove_stack_files(&self, s: &str) -> Result<(), RuntimeError> {
+            self.0.remove_stack_files(s).await
+        }
+        async fn deploy(&self, f: &StackFiles) -> Result<DeployReport, RuntimeError> {
+            self.0.deploy(f).await
+        }
+        async fn stop_stack(&self, s: &str) -> Result<(), RuntimeError> {
+            self.0.stop_stack(s).await
+        }
+        async fn start_stack(&self, s: &str) -> Result<(), RuntimeError> {
+            self.0.start_stack(s).await
+        }
+        async fn remove_stack(&self, s: &str, volumes: bool) -> Result<(), RuntimeError> {
+            self.0.remove_stack(s, volumes).await
+        }
+        async fn stack_status(&self, s: &str) -> Result<StackStatus, RuntimeError> {
+            self.0.stack_status(s).await
+        }
+        async fn wait_healthy(&self, s: &str) -> Result<HealthReport, RuntimeError> {
+            self.0.wait_healthy(s).await
+        }
+        async fn export_volume(&self, v: &str) -> Result<VolumeExport, RuntimeError> {
+            self.0.export_volume(v).await
+        }
+        async fn import_volume(
+            &self,
+            v: &VolumeTarget,
+            data: ByteStream,
+            progress: Progress,
+        ) -> Result<VolumeManifest, RuntimeError> {
+            self.0.import_volume(v, data, progress).await
+        }
+        async fn remove_volume(&self, v: &str) -> Result<(), RuntimeError> {
+            self.0.remove_volume(v).await
+        }
+        async fn export_volume_from(
+            &self,
+            v: &str,
+            offset: u64,
+        ) -> Result<VolumeExport, RuntimeError> {
+            self.0.export_volume_from(v, offset).await
+        }
+        async fn resume_import(
+            &self,
+            v: &VolumeTarget,
+            offset: u64,
+            data: ByteStream,
+            progress: Progress,
+        ) -> Result<VolumeManifest, RuntimeError> {
+            self.0.resume_import(v, offset, data, progress).await
+        }
+    }
+
+    const DATA: &[u8] = b"the volume's stream, every byte of it";
+
+    fn plain_host() -> PlainHost {
+        let host = crate::testing::FakeHost::new("h");
+        host.seed_stack(
+            StackFiles {
+                name: "s".into(),
+                compose: "services: {}".into(),
+                env: None,
+            },
+            &[("s_data", DATA)],
+            1 << 20,
+        );
+        PlainHost(host)
+    }
+
+    async fn bytes_of(stream: ByteStream) -> Vec<u8> {
+        use futures_util::StreamExt;
+        stream.map(|c| c.unwrap().to_vec()).concat().await
+    }
+
+    fn into(name: &str) -> VolumeTarget {
+        VolumeTarget {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            expected_bytes: None,
+        }
+    }
+
+    fn one(data: &'static [u8]) -> ByteStream {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(vec![Ok(Bytes::from_static(data))]).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_host_by_default_takes_and_gives_only_plain_streams() {
+        let host = plain_host();
+        assert!(host.stream_codings().is_empty());
+        // Asked for zstd, it exports plain and says so; from an offset, from there.
+        let export = host
+            .export_volume_coded("s_data", None, StreamCoding::Zstd)
+            .await
+            .unwrap();
+        assert_eq!(export.coding, StreamCoding::Plain);
+        assert_eq!(bytes_of(export.stream).await, DATA);
+        let export = host
+            .export_volume_coded("s_data", Some(4), StreamCoding::Plain)
+            .await
+            .unwrap();
+        assert_eq!(bytes_of(export.stream).await, &DATA[4..]);
+
+        // A coded stream is refused before anything changes; a plain one is imported.
+        let err = host
+            .import_volume_coded(
+                &into("v"),
+                None,
+                one(DATA),
+                StreamCoding::Zstd,
+                no_progress(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity);
+        assert!(err.message.contains("coded as zstd"), "{err}");
+        assert_eq!(host.0.volume("v"), None);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let seen = told.clone();
+        let m = host
+            .import_volume_coded(
+                &into("v"),
+                None,
+                one(DATA),
+                StreamCoding::Plain,
+                Arc::new(move |n| seen.lock().unwrap().push(n)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(host.0.volume("v").as_deref(), Some(DATA));
+        assert_eq!(m.content_bytes(), DATA.len() as u64);
+        assert_eq!(told.lock().unwrap().last(), Some(&(DATA.len() as u64)));
+
+        // With a resume point, the import that waits there goes on.
+        host.0.fail(crate::testing::FakeOp::CutImport, 1);
+        let long: &'static [u8] =
+            Box::leak(vec![7u8; crate::testing::CUT_AFTER + 10].into_boxed_slice());
+        let cut = host
+            .import_volume_coded(
+                &into("w"),
+                None,
+                one(long),
+                StreamCoding::Plain,
+                no_progress(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(cut.kind, RuntimeErrorKind::Unreachable);
+        let at = crate::testing::CUT_AFTER as u64;
+        host.import_volume_coded(
+            &into("w"),
+            Some(at),
+            one(&long[crate::testing::CUT_AFTER..]),
+            StreamCoding::Plain,
+            no_progress(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(host.0.volume("w").as_deref(), Some(long));
+    }
+
     proptest! {
         #[test]
         fn the_shared_coding_is_one_both_take_and_the_first_such(
