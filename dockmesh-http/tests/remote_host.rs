@@ -85,6 +85,15 @@ impl Server {
         id: &str,
         host: Arc<dyn HostRuntime>,
     ) -> (AgentConnection, JoinHandle<()>) {
+        self.agent_serving(id, agent_api(hello(), host)).await
+    }
+
+    /// An agent `id` serving `router`.
+    async fn agent_serving(
+        &self,
+        id: &str,
+        router: axum::Router,
+    ) -> (AgentConnection, JoinHandle<()>) {
         let cert = self.ca.issue_agent(id).unwrap();
         let connector = AgentConnector::new(
             self.ca.cert_der().clone(),
@@ -99,7 +108,7 @@ impl Server {
             .await
             .unwrap();
         let task = tokio::spawn(async move {
-            let _ = session.serve(agent_api(hello(), host)).await;
+            let _ = session.serve(router).await;
         });
         for _ in 0..200 {
             if let Some(conn) = self.agents.get(id) {
@@ -620,6 +629,14 @@ async fn a_compressed_stream_goes_between_two_remote_hosts_without_being_decoded
     let target = RemoteHost::new("dst", dst_conn);
     assert_eq!(source.stream_codings(), [StreamCoding::Zstd]);
     assert_eq!(target.stream_codings(), [StreamCoding::Zstd]);
+    // Asked for plain, an export is plain.
+    let plain = source
+        .export_volume_coded("web_data", None, StreamCoding::Plain)
+        .await
+        .unwrap();
+    assert_eq!(plain.coding, StreamCoding::Plain);
+    let plain: Vec<u8> = plain.stream.map(|c| c.unwrap().to_vec()).concat().await;
+    assert_eq!(plain, content);
 
     let export = source
         .export_volume_coded("web_data", None, StreamCoding::Zstd)
@@ -740,4 +757,129 @@ async fn an_agent_answers_an_import_in_lines_when_asked() {
         .unwrap();
     let resp = api.oneshot(req).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn an_import_answered_badly_in_lines_is_an_error_that_says_so() {
+    let server = Server::start().await;
+    // An agent whose import answers in lines it should not: one not understood, or none
+    // that ends the import.
+    let answer = |body: &'static str| {
+        axum::Router::new().route(
+            "/v1/volumes/{volume}/data",
+            axum::routing::put(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+                    body,
+                )
+            }),
+        )
+    };
+    let target = |conn| RemoteHost::new("dst", conn);
+    let import = |host: RemoteHost| async move {
+        host.import_volume_coded(
+            &VolumeTarget {
+                name: "web_data".into(),
+                labels: Default::default(),
+                expected_bytes: None,
+            },
+            None,
+            futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(&ZSTD_MAGIC))]).boxed(),
+            StreamCoding::Zstd,
+            no_progress(),
+        )
+        .await
+        .unwrap_err()
+    };
+    let (conn, _a) = server
+        .agent_serving("odd-agent", answer("{\"taken\":1}\n{\"finished\":true}\n"))
+        .await;
+    let err = import(target(conn)).await;
+    assert_eq!(err.kind, RuntimeErrorKind::Engine, "{err}");
+    assert!(err.message.contains("answered an import badly"), "{err}");
+    assert!(err.message.contains("finished"), "{err}");
+
+    let (conn, _b) = server
+        .agent_serving("short-agent", answer("{\"taken\":1}\n"))
+        .await;
+    let err = import(target(conn)).await;
+    assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
+    assert!(err.message.contains("ended before its manifest"), "{err}");
+}
+
+#[tokio::test]
+async fn an_export_from_a_point_is_refused_when_the_agent_does_not_say_it_skipped() {
+    let server = Server::start().await;
+    // An agent that predates resuming: it answers the whole stream and does not repeat the
+    // header.
+    let old = axum::Router::new().route(
+        "/v1/volumes/{volume}/exports",
+        axum::routing::post(|| async {
+            (
+                [("x-dockmesh-export-id", "1")],
+                bytes::Bytes::from_static(b"the whole stream"),
+            )
+        }),
+    );
+    let (conn, _a) = server.agent_serving("old-agent", old).await;
+    let host = RemoteHost::new("src", conn);
+    let err = host.export_volume_from("web_data", 5).await.err().unwrap();
+    assert_eq!(err.kind, RuntimeErrorKind::Engine, "{err}");
+    assert!(err.message.contains("predates resuming"), "{err}");
+    // From the start, the same agent is fine.
+    assert!(host.export_volume("web_data").await.is_ok());
+}
+
+#[tokio::test]
+async fn an_import_whose_agent_goes_away_while_it_answers_is_unreachable() {
+    let server = Server::start().await;
+    // An agent that says it took a byte in, then never finishes.
+    let stalls = axum::Router::new().route(
+        "/v1/volumes/{volume}/data",
+        axum::routing::put(|| async {
+            let first = futures_util::stream::once(async {
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{\"taken\":1}\n"))
+            });
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+                axum::body::Body::from_stream(first.chain(futures_util::stream::pending())),
+            )
+        }),
+    );
+    let (conn, agent) = server.agent_serving("stalling-agent", stalls).await;
+    let host = RemoteHost::new("dst", conn);
+    let told = Arc::new(AtomicU64::new(0));
+    let seen = told.clone();
+    let import = tokio::spawn(async move {
+        host.import_volume_coded(
+            &VolumeTarget {
+                name: "web_data".into(),
+                labels: Default::default(),
+                expected_bytes: None,
+            },
+            None,
+            futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(&ZSTD_MAGIC))]).boxed(),
+            StreamCoding::Zstd,
+            Arc::new(move |n| seen.store(n, Ordering::SeqCst)),
+        )
+        .await
+    });
+    for _ in 0..200 {
+        if told.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        told.load(Ordering::SeqCst),
+        1,
+        "the agent's first line was told"
+    );
+    agent.abort();
+    let err = tokio::time::timeout(Duration::from_secs(20), import)
+        .await
+        .expect("the import ends once its agent is gone")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
 }

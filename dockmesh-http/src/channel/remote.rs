@@ -465,11 +465,16 @@ impl RemoteHost {
                 Ok(ImportLine::Taken(n)) => progress(n.saturating_sub(resume.unwrap_or(0))),
                 Ok(ImportLine::Manifest(m)) => return Ok(m),
                 Ok(ImportLine::Error(e)) => return Err(e.into_runtime_error()),
-                Err(why) if self.client.conn().is_err() => return Err(gone(host, why)),
-                Err(why) => {
+                Err(e) if e.kind == RuntimeErrorKind::Unreachable => {
+                    return Err(gone(host, e.message));
+                }
+                Err(e) => {
                     return Err(RuntimeError::new(
-                        RuntimeErrorKind::Engine,
-                        format!("the agent of host {host} answered an import badly: {why}"),
+                        e.kind,
+                        format!(
+                            "the agent of host {host} answered an import badly: {}",
+                            e.message
+                        ),
                     ));
                 }
             }

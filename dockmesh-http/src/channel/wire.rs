@@ -55,11 +55,12 @@ pub fn import_line(line: &ImportLine) -> Bytes {
     Bytes::from(out)
 }
 
-/// The lines of an import's answer; a line over [`IMPORT_LINE_LIMIT`], one not understood or
-/// a broken body is an error naming it, and the lines end there.
+/// The lines of an import's answer. A line over [`IMPORT_LINE_LIMIT`] or one not understood is
+/// an [`RuntimeErrorKind::Engine`] error naming it, a broken body an
+/// [`RuntimeErrorKind::Unreachable`] one; the lines end there.
 pub fn import_lines<E>(
     body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
-) -> futures_util::stream::BoxStream<'static, Result<ImportLine, String>>
+) -> futures_util::stream::BoxStream<'static, Result<ImportLine, RuntimeError>>
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -70,16 +71,25 @@ where
         .filter(|line| futures_util::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
         .map(|line| match line {
             Ok(line) => serde_json::from_str::<ImportLine>(&line).map_err(|e| {
-                format!(
-                    "a line of the import's answer is not understood ({e}): {}",
-                    line.chars().take(200).collect::<String>()
+                RuntimeError::new(
+                    RuntimeErrorKind::Engine,
+                    format!(
+                        "a line of the import's answer is not understood ({e}): {}",
+                        line.chars().take(200).collect::<String>()
+                    ),
                 )
             }),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!(
-                "a line of the import's answer is over {} MiB",
-                IMPORT_LINE_LIMIT >> 20
+            Err(LinesCodecError::MaxLineLengthExceeded) => Err(RuntimeError::new(
+                RuntimeErrorKind::Engine,
+                format!(
+                    "a line of the import's answer is over {} MiB",
+                    IMPORT_LINE_LIMIT >> 20
+                ),
             )),
-            Err(LinesCodecError::Io(e)) => Err(format!("the import's answer broke: {e}")),
+            Err(LinesCodecError::Io(e)) => Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("the import's answer broke: {e}"),
+            )),
         })
         .take_while(move |item| {
             let go = !failed;
@@ -523,7 +533,7 @@ mod tests {
 
     async fn import_lines_of(
         chunks: Vec<Result<Bytes, std::io::Error>>,
-    ) -> Vec<Result<ImportLine, String>> {
+    ) -> Vec<Result<ImportLine, RuntimeError>> {
         import_lines(stream::iter(chunks)).collect().await
     }
 
@@ -557,10 +567,9 @@ mod tests {
         }
         let err = WireError::of(&RuntimeError::new(RuntimeErrorKind::Integrity, "bad tar"));
         let line = import_line(&ImportLine::Error(err.clone()));
-        assert_eq!(
-            import_lines_of(vec![Ok(line)]).await,
-            [Ok(ImportLine::Error(err))]
-        );
+        let got = import_lines_of(vec![Ok(line)]).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(*got[0].as_ref().unwrap(), ImportLine::Error(err));
 
         // A line not understood ends the lines, named; so does a broken body.
         let got = import_lines_of(vec![
@@ -570,9 +579,13 @@ mod tests {
         ])
         .await;
         assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!(got[0], Ok(ImportLine::Taken(1)));
+        assert_eq!(*got[0].as_ref().unwrap(), ImportLine::Taken(1));
         let e = got[1].as_ref().unwrap_err();
-        assert!(e.contains("not understood") && e.contains("many"), "{e}");
+        assert_eq!(e.kind, RuntimeErrorKind::Engine);
+        assert!(
+            e.message.contains("not understood") && e.message.contains("many"),
+            "{e}"
+        );
         let got = import_lines_of(vec![
             Ok(import_line(&ImportLine::Taken(1))),
             Err(std::io::Error::other("connection reset")),
@@ -580,7 +593,9 @@ mod tests {
         ])
         .await;
         assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got[1].as_ref().unwrap_err().contains("connection reset"));
+        let e = got[1].as_ref().unwrap_err();
+        assert_eq!(e.kind, RuntimeErrorKind::Unreachable);
+        assert!(e.message.contains("connection reset"), "{e}");
     }
 
     #[tokio::test]
