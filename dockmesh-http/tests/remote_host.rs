@@ -612,6 +612,26 @@ async fn the_agent_compresses_an_export_when_asked_and_refuses_unknown_codings()
 /// The zstd frame's magic number, the first bytes of a compressed stream.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// Import `data`, coded as zstd, into `web_data` on `host`.
+async fn import_zstd(
+    host: &RemoteHost,
+    data: dockmesh_core::ports::ByteStream,
+    progress: dockmesh_core::ports::Progress,
+) -> Result<dockmesh_core::manifest::VolumeManifest, dockmesh_core::ports::RuntimeError> {
+    let into = VolumeTarget {
+        name: "web_data".into(),
+        labels: Default::default(),
+        expected_bytes: None,
+    };
+    host.import_volume_coded(&into, None, data, StreamCoding::Zstd, progress)
+        .await
+}
+
+/// A stream of the one chunk `bytes`.
+fn once(bytes: impl Into<bytes::Bytes>) -> dockmesh_core::ports::ByteStream {
+    futures_util::stream::iter(vec![Ok(bytes.into())]).boxed()
+}
+
 #[tokio::test]
 async fn a_compressed_stream_goes_between_two_remote_hosts_without_being_decoded() {
     let server = Server::start().await;
@@ -696,19 +716,7 @@ async fn a_coded_stream_that_does_not_decode_fails_the_import_with_its_kind() {
     let target = RemoteHost::new("dst", dst_conn);
     let mut garbage = ZSTD_MAGIC.to_vec();
     garbage.extend_from_slice(&[0xff; 4096]);
-    let stream = futures_util::stream::iter(vec![Ok(bytes::Bytes::from(garbage))]).boxed();
-    let err = target
-        .import_volume_coded(
-            &VolumeTarget {
-                name: "web_data".into(),
-                labels: Default::default(),
-                expected_bytes: None,
-            },
-            None,
-            stream,
-            StreamCoding::Zstd,
-            no_progress(),
-        )
+    let err = import_zstd(&target, once(garbage), no_progress())
         .await
         .unwrap_err();
     assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
@@ -777,19 +785,9 @@ async fn an_import_answered_badly_in_lines_is_an_error_that_says_so() {
     };
     let target = |conn| RemoteHost::new("dst", conn);
     let import = |host: RemoteHost| async move {
-        host.import_volume_coded(
-            &VolumeTarget {
-                name: "web_data".into(),
-                labels: Default::default(),
-                expected_bytes: None,
-            },
-            None,
-            futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(&ZSTD_MAGIC))]).boxed(),
-            StreamCoding::Zstd,
-            no_progress(),
-        )
-        .await
-        .unwrap_err()
+        import_zstd(&host, once(ZSTD_MAGIC.to_vec()), no_progress())
+            .await
+            .unwrap_err()
     };
     let (conn, _a) = server
         .agent_serving("odd-agent", answer("{\"taken\":1}\n{\"finished\":true}\n"))
@@ -851,18 +849,8 @@ async fn an_import_whose_agent_goes_away_while_it_answers_is_unreachable() {
     let told = Arc::new(AtomicU64::new(0));
     let seen = told.clone();
     let import = tokio::spawn(async move {
-        host.import_volume_coded(
-            &VolumeTarget {
-                name: "web_data".into(),
-                labels: Default::default(),
-                expected_bytes: None,
-            },
-            None,
-            futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(&ZSTD_MAGIC))]).boxed(),
-            StreamCoding::Zstd,
-            Arc::new(move |n| seen.store(n, Ordering::SeqCst)),
-        )
-        .await
+        let progress = Arc::new(move |n| seen.store(n, Ordering::SeqCst));
+        import_zstd(&host, once(ZSTD_MAGIC.to_vec()), progress).await
     });
     for _ in 0..200 {
         if told.load(Ordering::SeqCst) == 1 {
