@@ -52,8 +52,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, http};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo, RuntimeError,
-    RuntimeErrorKind, StackStatus, VolumeTarget,
+    AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo,
+    RuntimeError, RuntimeErrorKind, StackStatus, VolumeTarget,
 };
 use dockmesh_core::protocol::Hello;
 use dockmesh_core::release::ServiceShape;
@@ -365,16 +365,8 @@ async fn import(
                 .ok_or_else(|| invalid(format!("{RESUME_AT} is not a byte offset: {v:?}")))?,
         ),
     };
-    // The bytes of the plain stream handed on to the import, from the stream's start.
-    let taken = Arc::new(AtomicU64::new(resume.unwrap_or(0)));
-    let counter = taken.clone();
-    let data = data
-        .inspect_ok(move |chunk| {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        })
-        .boxed();
     let imports = api.imports.clone();
-    let run = async move {
+    let run = |data: ByteStream| async move {
         match resume {
             None => imports.start(target, data).await,
             Some(offset) => imports.resume(&target.name, offset, data).await,
@@ -384,8 +376,16 @@ async fn import(
         .get(PROGRESS)
         .is_some_and(|v| v.as_bytes() == PROGRESS_LINES.as_bytes());
     if !lines {
-        return Ok(Json(run.await?).into_response());
+        return Ok(Json(run(data).await?).into_response());
     }
+    // The bytes of the plain stream handed on to the import, from the stream's start.
+    let taken = Arc::new(AtomicU64::new(resume.unwrap_or(0)));
+    let counter = taken.clone();
+    let run = run(data
+        .inspect_ok(move |chunk| {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        })
+        .boxed());
     let mut resp =
         Body::from_stream(progress_lines(volume, taken, tokio::spawn(run))).into_response();
     resp.headers_mut().insert(

@@ -50,9 +50,28 @@ pub enum ImportLine {
 
 /// One import line as its bytes (JSON and a newline).
 pub fn import_line(line: &ImportLine) -> Bytes {
-    let mut out = serde_json::to_vec(line).expect("an import line serialises");
+    json_line(line)
+}
+
+/// `value` as JSON and a newline.
+fn json_line(value: &impl Serialize) -> Bytes {
+    let mut out = serde_json::to_vec(value).expect("a wire message serialises");
     out.push(b'\n');
     Bytes::from(out)
+}
+
+/// The non-blank lines of `body`, each at most `limit` bytes.
+fn text_lines<E>(
+    body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    limit: usize,
+) -> impl Stream<Item = Result<String, tokio_util::codec::LinesCodecError>> + Send + 'static
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tokio_util::codec::{FramedRead, LinesCodec};
+    let reader = tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)));
+    FramedRead::new(reader, LinesCodec::new_with_max_length(limit))
+        .filter(|line| futures_util::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
 }
 
 /// The lines of an import's answer. A line over [`IMPORT_LINE_LIMIT`] or one not understood is
@@ -64,11 +83,9 @@ pub fn import_lines<E>(
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
-    let reader = tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)));
+    use tokio_util::codec::LinesCodecError;
     let mut failed = false;
-    FramedRead::new(reader, LinesCodec::new_with_max_length(IMPORT_LINE_LIMIT))
-        .filter(|line| futures_util::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
+    text_lines(body, IMPORT_LINE_LIMIT)
         .map(|line| match line {
             Ok(line) => serde_json::from_str::<ImportLine>(&line).map_err(|e| {
                 RuntimeError::new(
@@ -315,9 +332,7 @@ pub const EVENT_LINE_LIMIT: usize = 64 << 10;
 
 /// One event as its line (JSON and a newline).
 pub fn event_line(event: &dockmesh_core::ports::HostEvent) -> Bytes {
-    let mut line = serde_json::to_vec(event).expect("an event serialises");
-    line.push(b'\n');
-    Bytes::from(line)
+    json_line(event)
 }
 
 /// The events in a stream of lines from host `host`. A line that is not an event is an
@@ -331,12 +346,10 @@ pub fn event_lines<E>(
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
-    let reader = tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)));
+    use tokio_util::codec::LinesCodecError;
     let host = host.clone();
     let mut broken = false;
-    FramedRead::new(reader, LinesCodec::new_with_max_length(EVENT_LINE_LIMIT))
-        .filter(|line| futures_util::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
+    text_lines(body, EVENT_LINE_LIMIT)
         .map(move |line| match line {
             Ok(line) => serde_json::from_str(&line).map_err(|e| {
                 RuntimeError::new(
