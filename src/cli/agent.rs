@@ -13,7 +13,8 @@ use dockmesh_core::ports::{HostRuntime, Store};
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::channel::renew::{AgentCredentials, renewal_routes};
-use dockmesh_http::channel::resume::Imports;
+use dockmesh_http::channel::resume::{Imports, RESUME_WAIT};
+use dockmesh_http::channel::spool::SpoolOptions;
 use dockmesh_http::channel::upgrade::{on_hello, upgrade_routes};
 use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api_with};
 use dockmesh_http::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
@@ -492,8 +493,15 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
         state.host
     );
     let mut failures = 0u32;
-    // Imports outlive a connection: one cut off waits for the server to resume it.
-    let imports = Imports::new(runtime.clone());
+    // Imports outlive a connection: one cut off waits for the server to resume it. Their
+    // streams are kept on disk, so they outlive this process too: those cut off by its last
+    // stop go on from what was kept.
+    let imports = Imports::with_spool(
+        runtime.clone(),
+        RESUME_WAIT,
+        SpoolOptions::new(args.state_dir.join("imports")),
+    );
+    imports.recover().await;
     loop {
         let started = Instant::now();
         // Read each time: a renewal may have replaced the key and certificate.

@@ -38,7 +38,10 @@
 //! - the agent streams its host's events (`GET /v1/events`, JSON lines, [`wire::event_lines`])
 //!   while the server holds the request open (`crate::events`).
 //!
-//! Not built yet: resuming inside a volume. The agent's reconnect loop lives in the binary (`dockmesh agent`).
+//! - [`resume`]: an agent's imports outlive a broken request (and, kept on disk by [`spool`], a
+//!   restart of the agent) and go on from the byte they took in.
+//!
+//! The agent's reconnect loop lives in the binary (`dockmesh agent`).
 
 pub mod agent;
 pub mod agent_api;
@@ -47,6 +50,7 @@ pub mod remote;
 pub mod renew;
 pub mod resume;
 pub mod server;
+pub mod spool;
 pub mod upgrade;
 pub mod wire;
 

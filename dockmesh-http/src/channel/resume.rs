@@ -5,8 +5,13 @@
 //! rather than failed. It waits up to [`RESUME_WAIT`] for a later request that carries the rest
 //! of its stream and names the byte it goes on from ([`Imports::resume`]); the byte is exact:
 //! only bytes handed to the import count as taken in. A fresh import of the same volume drops
-//! a waiting one. An agent that restarts forgets its waiting imports; the volume is then sent
-//! whole.
+//! a waiting one.
+//!
+//! With a spool ([`Imports::with_spool`]), each import's stream is also kept on disk as it is
+//! taken in ([`super::spool`]), so an import survives a restart of the agent:
+//! [`Imports::recover`] starts it again from what its spool holds (read from the disk, checked
+//! and written again by the runtime) and has it wait at the byte that ends. Without one, or
+//! without room for one, a restarted agent forgets its imports and the volume is sent whole.
 
 use bytes::Bytes;
 use dockmesh_core::manifest::VolumeManifest;
@@ -17,6 +22,7 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use super::spool::{self, Spool, SpoolFeed, SpoolOptions};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -35,6 +41,13 @@ struct Job {
     volume: String,
     /// Bytes of the stream handed to the import.
     taken: AtomicU64,
+    /// Where an import recovered after a restart waits once its spool is read back into it
+    /// (0 for the others).
+    recovered_to: u64,
+    /// The import's stream on disk, if kept.
+    spool: Mutex<Option<Spool>>,
+    /// Appends to it.
+    spool_feed: SpoolFeed,
     /// Feeds the import; `None` once its stream has ended (or it was given up).
     feed: Mutex<Option<mpsc::Sender<Result<Bytes, RuntimeError>>>>,
     /// Stops the task reading the current request body into the import.
@@ -52,6 +65,18 @@ enum Pumped {
     Refused,
     /// The body broke off: the import waits for the rest.
     Broken(RuntimeError),
+    /// A spool read back into a recovered import ended: the import waits for the rest.
+    Replayed,
+}
+
+/// Where the bytes an import is fed come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A request body: kept in the spool, and its end ends the stream.
+    Request,
+    /// The import's own spool, read back after a restart: it is on disk already, and the
+    /// import waits for the rest once it is read.
+    Spool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -61,6 +86,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The imports of one agent, by volume.
 pub struct Imports {
     runtime: Arc<dyn HostRuntime>,
+    spool: Option<SpoolOptions>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     next: AtomicU64,
     wait: Duration,
@@ -76,18 +102,68 @@ impl Imports {
     pub fn with_wait(runtime: Arc<dyn HostRuntime>, wait: Duration) -> Arc<Imports> {
         Arc::new(Imports {
             runtime,
+            spool: None,
             jobs: Mutex::default(),
             next: AtomicU64::new(1),
             wait,
         })
     }
 
-    /// Where the import of `volume` waits: the bytes of its stream it took in. `None` when no
-    /// import of it is under way.
+    /// Imports into `runtime` that keep their streams on disk as `spool` says, so they survive
+    /// a restart ([`Imports::recover`]).
+    pub fn with_spool(
+        runtime: Arc<dyn HostRuntime>,
+        wait: Duration,
+        spool: SpoolOptions,
+    ) -> Arc<Imports> {
+        Arc::new(Imports {
+            runtime,
+            spool: Some(spool),
+            jobs: Mutex::default(),
+            next: AtomicU64::new(1),
+            wait,
+        })
+    }
+
+    /// Start again every import whose stream the spool kept before a restart: each is fed
+    /// what its spool holds, then waits at the byte that ends for [`Imports::resume`], as a
+    /// broken-off import does. Returns the volumes and those bytes.
+    pub async fn recover(self: &Arc<Self>) -> Vec<(String, u64)> {
+        let Some(options) = &self.spool else {
+            return Vec::new();
+        };
+        let mut recovered = Vec::new();
+        for found in spool::recovered(options).await {
+            let volume = found.target.name.clone();
+            tracing::info!(
+                %volume,
+                at = found.durable,
+                "an import cut off by a restart goes on: its stream kept on disk is read back \
+                 into it, and it waits at byte {} for the rest",
+                found.durable
+            );
+            let job = self.launch(found.target, Some(found.spool), found.durable);
+            // Held from here, so a resume waits until the spool is read back.
+            let running = job.pumping.clone().lock_owned().await;
+            let imports = self.clone();
+            let prefix = found.prefix;
+            tokio::spawn(async move {
+                let _ = imports
+                    .feed_locked(&job, prefix, Source::Spool, running)
+                    .await;
+            });
+            recovered.push((volume, found.durable));
+        }
+        recovered
+    }
+
+    /// Where the import of `volume` waits: the bytes of its stream it took in (for an import
+    /// recovered after a restart and still reading its spool, the byte that spool ends at).
+    /// `None` when no import of it is under way.
     pub fn waiting_at(&self, volume: &str) -> Option<u64> {
         let job = lock(&self.jobs).get(volume).cloned()?;
         let open = lock(&job.feed).is_some();
-        open.then(|| job.taken.load(Ordering::SeqCst))
+        open.then(|| job.taken.load(Ordering::SeqCst).max(job.recovered_to))
     }
 
     /// Import `data` into `target` (dropping an import of the same volume that waits), and
@@ -103,12 +179,26 @@ impl Imports {
             self.give_up(&old, "a new import of the volume replaced it")
                 .await;
         }
+        let spool = match &self.spool {
+            Some(options) => Spool::start(options, &target).await,
+            None => None,
+        };
+        let job = self.launch(target, spool, 0);
+        self.feed(&job, data, Source::Request).await
+    }
+
+    /// Register an import into `target` and start it in a task of its own, fed through the
+    /// job's channel; once it ends it is forgotten and its spool removed.
+    fn launch(self: &Arc<Self>, target: VolumeTarget, spool: Option<Spool>, at: u64) -> Arc<Job> {
         let (tx, mut rx) = mpsc::channel::<Result<Bytes, RuntimeError>>(FEED_DEPTH);
         let (done, result) = watch::channel(None);
         let job = Arc::new(Job {
             generation: self.next.fetch_add(1, Ordering::Relaxed),
             volume: target.name.clone(),
             taken: AtomicU64::new(0),
+            recovered_to: at,
+            spool_feed: spool.as_ref().map_or_else(SpoolFeed::none, Spool::feed),
+            spool: Mutex::new(spool),
             feed: Mutex::new(Some(tx)),
             pump: Mutex::new(None),
             pumping: Arc::default(),
@@ -123,9 +213,13 @@ impl Imports {
                 .import_volume(&target, stream, no_progress())
                 .await;
             imports.forget(&finished);
+            let spool = lock(&finished.spool).take();
+            if let Some(spool) = spool {
+                spool.remove().await;
+            }
             let _ = done.send(Some(outcome.map_err(|e| (e.kind, e.message))));
         });
-        self.feed(&job, data).await
+        job
     }
 
     /// Give up the import of `volume` under way or waiting, if any (the volume is about to be
@@ -169,14 +263,27 @@ impl Imports {
         if taken != offset {
             return Err(refused(format!("it took in {taken} bytes")));
         }
-        self.feed(&job, data).await
+        self.feed(&job, data, Source::Request).await
     }
 
     /// Read `data` into `job`'s import; its result, or the error that broke `data` off.
     async fn feed(
         self: &Arc<Self>,
         job: &Arc<Job>,
+        data: ByteStream,
+        source: Source,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        let running = job.pumping.clone().lock_owned().await;
+        self.feed_locked(job, data, source, running).await
+    }
+
+    /// [`Imports::feed`], `running` being `job`'s pumping lock.
+    async fn feed_locked(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
         mut data: ByteStream,
+        source: Source,
+        running: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<VolumeManifest, RuntimeError> {
         let Some(tx) = lock(&job.feed).clone() else {
             return Err(RuntimeError::new(
@@ -184,20 +291,31 @@ impl Imports {
                 format!("the import of volume {} has ended", job.volume),
             ));
         };
-        let running = job.pumping.clone().lock_owned().await;
         let pumping = job.clone();
+        let mut spool = match source {
+            Source::Request => job.spool_feed.clone(),
+            Source::Spool => SpoolFeed::none(),
+        };
         let pump = tokio::spawn(async move {
             let _running = running;
             while let Some(item) = data.next().await {
                 match item {
                     Ok(chunk) => {
                         let n = chunk.len() as u64;
+                        // Kept at its place in the stream before the import takes it: a pump
+                        // stopped in between keeps it again at the same place when resumed.
+                        spool
+                            .append(pumping.taken.load(Ordering::SeqCst), &chunk)
+                            .await;
                         if tx.send(Ok(chunk)).await.is_err() {
                             return Pumped::Refused;
                         }
                         pumping.taken.fetch_add(n, Ordering::SeqCst);
                     }
-                    Err(e) if e.kind == RuntimeErrorKind::Unreachable => return Pumped::Broken(e),
+                    Err(e) if e.kind == RuntimeErrorKind::Unreachable => {
+                        spool.sync().await;
+                        return Pumped::Broken(e);
+                    }
                     Err(e) => {
                         // Bad data (a coding error): the import fails with it.
                         tracing::warn!(volume = %pumping.volume, error = %e, "the import's stream is refused");
@@ -207,10 +325,16 @@ impl Imports {
                     }
                 }
             }
+            if source == Source::Spool {
+                return Pumped::Replayed;
+            }
             lock(&pumping.feed).take();
             Pumped::Ended
         });
-        *lock(&job.pump) = Some(pump.abort_handle());
+        // Reading the spool back is not tied to a connection: nothing but its end stops it.
+        if source == Source::Request {
+            *lock(&job.pump) = Some(pump.abort_handle());
+        }
         let pumped = pump.await.unwrap_or_else(|_| {
             Pumped::Broken(RuntimeError::new(
                 RuntimeErrorKind::Unreachable,
@@ -227,6 +351,18 @@ impl Imports {
                 );
                 self.wait_for_resume(job.clone());
                 Err(e)
+            }
+            Pumped::Replayed => {
+                tracing::info!(
+                    volume = %job.volume,
+                    at = job.taken.load(Ordering::SeqCst),
+                    "the import's stream kept on disk is read back; it waits to be resumed"
+                );
+                self.wait_for_resume(job.clone());
+                Err(RuntimeError::new(
+                    RuntimeErrorKind::Unreachable,
+                    format!("the import of volume {} waits for the rest of its stream", job.volume),
+                ))
             }
             Pumped::Ended | Pumped::Refused => {
                 let mut result = job.result.clone();
@@ -255,6 +391,8 @@ impl Imports {
             let pump = lock(&job.pump).take();
             if let Some(pump) = pump {
                 pump.abort();
+                let mut spool = job.spool_feed.clone();
+                tokio::spawn(async move { spool.sync().await });
                 if lock(&job.feed).is_some() {
                     tracing::info!(
                         volume = %job.volume,
@@ -372,13 +510,20 @@ mod tests {
     async fn start_stalled(
         imports: &Arc<Imports>,
     ) -> tokio::task::JoinHandle<Result<VolumeManifest, RuntimeError>> {
+        start_stalled_of(imports, target()).await
+    }
+
+    async fn start_stalled_of(
+        imports: &Arc<Imports>,
+        target: VolumeTarget,
+    ) -> tokio::task::JoinHandle<Result<VolumeManifest, RuntimeError>> {
         let stalled = stream(0, None)
             .take(2)
             .chain(futures_util::stream::pending())
             .boxed();
         let started = {
             let imports = imports.clone();
-            tokio::spawn(async move { imports.start(target(), stalled).await })
+            tokio::spawn(async move { imports.start(target, stalled).await })
         };
         until("not fed", || imports.waiting_at("v") == Some(10)).await;
         started
@@ -555,5 +700,102 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
+    }
+
+    fn spooled(host: Arc<FakeHost>, root: &std::path::Path) -> Arc<Imports> {
+        let options = SpoolOptions {
+            sync_every: 1,
+            reserve: 0,
+            ..SpoolOptions::new(root)
+        };
+        Imports::with_spool(host, RESUME_WAIT, options)
+    }
+
+    fn sized() -> VolumeTarget {
+        VolumeTarget {
+            expected_bytes: Some(DATA.len() as u64),
+            ..target()
+        }
+    }
+
+    /// The bytes the spool of `v` names durable.
+    fn durable(root: &std::path::Path) -> Option<u64> {
+        let record = std::fs::read(root.join(hex::encode("v")).join("import.json")).ok()?;
+        let record: serde_json::Value = serde_json::from_slice(&record).ok()?;
+        record["durable"].as_u64()
+    }
+
+    #[tokio::test]
+    async fn a_spooled_import_goes_on_after_a_restart_from_the_bytes_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let imports = spooled(Arc::new(FakeHost::new("h")), root.path());
+        // Taken over once from a request still reading (its chunk kept again at its place),
+        // then broken off at 22.
+        let first = start_stalled_of(&imports, sized()).await;
+        let err = imports
+            .resume("v", 10, stream(10, Some(22)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Unreachable);
+        assert!(first.await.unwrap().is_err());
+        until("not kept", || durable(root.path()) == Some(22)).await;
+        // The agent restarts: the old process's import is gone with it.
+        drop(imports);
+        let host = Arc::new(FakeHost::new("h"));
+        let again = spooled(host.clone(), root.path());
+        assert_eq!(again.recover().await, [("v".to_owned(), 22)]);
+        assert_eq!(again.waiting_at("v"), Some(22), "told before the spool is read back");
+        let err = again.resume("v", 20, stream(20, None)).await.unwrap_err();
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+        assert!(err.message.contains("it took in 22 bytes"), "{err}");
+        let manifest = again.resume("v", 22, stream(22, None)).await.unwrap();
+        assert_eq!(manifest.content_bytes(), DATA.len() as u64);
+        assert_eq!(host.volume("v").as_deref(), Some(DATA));
+        until("the spool is left", || {
+            !root.path().join(hex::encode("v")).exists()
+        })
+        .await;
+        // Nothing left to recover.
+        let third = spooled(Arc::new(FakeHost::new("h")), root.path());
+        assert!(third.recover().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recovered_import_not_resumed_is_given_up_and_its_spool_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let imports = spooled(Arc::new(FakeHost::new("h")), root.path());
+        imports.start(sized(), stream(0, Some(15))).await.unwrap_err();
+        until("not kept", || durable(root.path()) == Some(15)).await;
+        drop(imports);
+        let host = Arc::new(FakeHost::new("h"));
+        let options = SpoolOptions {
+            sync_every: 1,
+            reserve: 0,
+            ..SpoolOptions::new(root.path())
+        };
+        let again = Imports::with_spool(host.clone(), Duration::from_millis(50), options);
+        assert_eq!(again.recover().await, [("v".to_owned(), 15)]);
+        until("still waiting", || again.waiting_at("v").is_none()).await;
+        assert_eq!(host.volume("v"), None, "nothing was stored");
+        until("the spool is left", || {
+            !root.path().join(hex::encode("v")).exists()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_import_that_ends_removes_its_spool_and_one_without_room_has_none() {
+        let root = tempfile::tempdir().unwrap();
+        let host = Arc::new(FakeHost::new("h"));
+        let imports = spooled(host.clone(), root.path());
+        imports.start(sized(), stream(0, None)).await.unwrap();
+        assert_eq!(host.volume("v").as_deref(), Some(DATA));
+        assert!(!root.path().join(hex::encode("v")).exists());
+        // No size told: no spool, and a restart has nothing to go on with.
+        imports.start(target(), stream(0, Some(10))).await.unwrap_err();
+        assert_eq!(imports.waiting_at("v"), Some(10), "it still waits in memory");
+        assert!(!root.path().join(hex::encode("v")).exists());
+        let again = spooled(host, root.path());
+        assert!(again.recover().await.is_empty());
     }
 }
