@@ -16,6 +16,7 @@
 # DOCKMESH_TEST_DOCKER_HOST_B), zstd and socat (apt-get install zstd socat), and a release build
 # (cargo build --release).
 # Usage: bash bench/agent-transfer.sh [ROUNDS]   (default 3)
+#   AGENT_ARGS="--import-spool off" bash bench/agent-transfer.sh  passes options to both agents.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -47,7 +48,7 @@ for h in a b; do
   tok=$("$bin" agent token create --data-dir "$work/data" 2>/dev/null)
   engine=$A; [ $h = b ] && engine=$B
   "$bin" agent --server "$DOCKMESH_SERVER" --token "$tok" --name "$h" --state-dir "$work/agent-$h" \
-    --docker-host "$engine" > "$work/agent-$h.log" 2>&1 &
+    --docker-host "$engine" ${AGENT_ARGS:-} > "$work/agent-$h.log" 2>&1 &
   pids+=($!)
 done
 until [ "$("$bin" agent ls --json | python3 -c 'import json,sys; print(sum(a["connected"] for a in json.load(sys.stdin)))')" = 2 ]; do sleep 0.2; done

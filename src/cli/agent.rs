@@ -103,9 +103,21 @@ struct RunArgs {
     /// engine's archive endpoints.
     #[arg(long, value_enum, env = "DOCKMESH_VOLUME_PATH", default_value = "auto")]
     volume_path: super::server::VolumePath,
+    /// Keep each incoming volume stream in `<state-dir>/imports` while it is imported, so that
+    /// a transfer cut by a restart of this agent goes on from the last byte kept (`on`), or
+    /// keep nothing on disk and have the volume sent again whole after a restart (`off`).
+    #[arg(long, value_enum, env = "DOCKMESH_IMPORT_SPOOL", default_value = "on")]
+    import_spool: Switch,
     /// Log format.
     #[arg(long, value_enum, env = "DOCKMESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,11 +508,14 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Imports outlive a connection: one cut off waits for the server to resume it. Their
     // streams are kept on disk, so they outlive this process too: those cut off by its last
     // stop go on from what was kept.
-    let imports = Imports::with_spool(
-        runtime.clone(),
-        RESUME_WAIT,
-        SpoolOptions::new(args.state_dir.join("imports")),
-    );
+    let imports = match args.import_spool {
+        Switch::On => Imports::with_spool(
+            runtime.clone(),
+            RESUME_WAIT,
+            SpoolOptions::new(args.state_dir.join("imports")),
+        ),
+        Switch::Off => Imports::new(runtime.clone()),
+    };
     imports.recover().await;
     loop {
         let started = Instant::now();

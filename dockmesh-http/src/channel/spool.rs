@@ -258,6 +258,8 @@ impl SpoolFeed {
     }
 }
 
+/// Append what comes to `file`; a thread of its own syncs it and names the bytes synced in
+/// the record, so writing never waits for the disk.
 fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
     file: File,
@@ -265,39 +267,71 @@ fn write_loop(
     durable: &AtomicU64,
     sync_every: u64,
 ) -> io::Result<()> {
-    let record_path = dir.join("import.json");
-    let mut record: Record = serde_json::from_slice(&std::fs::read(&record_path)?)
+    let record: Record = serde_json::from_slice(&std::fs::read(dir.join("import.json"))?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     // The stream's bytes in `file` with no gap, from its start.
     let mut written = durable.load(Ordering::SeqCst);
-    let sync = |file: &File, written: u64, record: &mut Record| -> io::Result<()> {
-        if written == record.durable {
-            return Ok(());
+    // The most the syncer has been asked to name.
+    let mut asked = written;
+    let file = &file;
+    std::thread::scope(|scope| {
+        let (sync, requests) = std::sync::mpsc::channel::<u64>();
+        scope.spawn(move || {
+            if let Err(e) = sync_loop(requests, file, dir, durable, record) {
+                tracing::warn!(
+                    spool = %dir.display(),
+                    durable = durable.load(Ordering::SeqCst),
+                    error = %e,
+                    "syncing the import's stream kept on disk failed; a restart of this agent \
+                     will resume it from the last byte synced"
+                );
+            }
+        });
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Msg::Data { at, chunk } => {
+                    if at > written {
+                        return Err(io::Error::other(format!(
+                            "the stream's bytes from {at} came while it holds {written}"
+                        )));
+                    }
+                    file.write_all_at(&chunk, at)?;
+                    written = written.max(at + chunk.len() as u64);
+                    if written - asked >= sync_every {
+                        asked = written;
+                        let _ = sync.send(written);
+                    }
+                }
+                Msg::Sync if written > asked => {
+                    asked = written;
+                    let _ = sync.send(written);
+                }
+                Msg::Sync => {}
+            }
+        }
+        // The import ended: the spool is about to be removed, nothing more to keep.
+        Ok(())
+    })
+}
+
+/// Sync `file` and name the bytes it holds in the record, for each request (the latest of
+/// those waiting): the bytes below a request were written before it was made.
+fn sync_loop(
+    requests: std::sync::mpsc::Receiver<u64>,
+    file: &File,
+    dir: &Path,
+    durable: &AtomicU64,
+    mut record: Record,
+) -> io::Result<()> {
+    while let Ok(mut upto) = requests.recv() {
+        while let Ok(later) = requests.try_recv() {
+            upto = later;
         }
         file.sync_data()?;
-        record.durable = written;
-        write_record(dir, record)?;
-        durable.store(written, Ordering::SeqCst);
-        Ok(())
-    };
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data { at, chunk } => {
-                if at > written {
-                    return Err(io::Error::other(format!(
-                        "the stream's bytes from {at} came while it holds {written}"
-                    )));
-                }
-                file.write_all_at(&chunk, at)?;
-                written = written.max(at + chunk.len() as u64);
-                if written - record.durable >= sync_every {
-                    sync(&file, written, &mut record)?;
-                }
-            }
-            Msg::Sync => sync(&file, written, &mut record)?,
-        }
+        record.durable = upto;
+        write_record(dir, &record)?;
+        durable.store(upto, Ordering::SeqCst);
     }
-    // The import ended: the spool is about to be removed, nothing more to keep.
     Ok(())
 }
 
