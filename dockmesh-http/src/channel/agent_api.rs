@@ -39,6 +39,7 @@
 //! Not built: request size limits beyond axum's JSON default.
 
 use super::compress;
+use super::resume::Incoming;
 use super::wire::{
     self, EXPORT_FROM, EXPORT_ID, ImportLine, PROGRESS, PROGRESS_LINES, RESUME_AT, VOLUME_TARGET,
     WireError,
@@ -52,7 +53,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, http};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo,
+    AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo,
     RuntimeError, RuntimeErrorKind, StackStatus, VolumeTarget,
 };
 use dockmesh_core::protocol::Hello;
@@ -347,9 +348,9 @@ async fn import(
             )
         })
         .boxed();
-    let data = match headers.get(header::CONTENT_ENCODING) {
-        None => data,
-        Some(v) if compress::names_zstd(Some(v)) => compress::decode(data)?,
+    let zstd = match headers.get(header::CONTENT_ENCODING) {
+        None => false,
+        Some(v) if compress::names_zstd(Some(v)) => true,
         Some(v) => {
             return Err(invalid(format!(
                 "the import of {volume} is coded as {v:?}: only zstd is understood"
@@ -366,7 +367,7 @@ async fn import(
         ),
     };
     let imports = api.imports.clone();
-    let run = |data: ByteStream| async move {
+    let run = |data: Incoming| async move {
         match resume {
             None => imports.start(target, data).await,
             Some(offset) => imports.resume(&target.name, offset, data).await,
@@ -376,16 +377,20 @@ async fn import(
         .get(PROGRESS)
         .is_some_and(|v| v.as_bytes() == PROGRESS_LINES.as_bytes());
     if !lines {
+        let data = Incoming {
+            body: data,
+            zstd,
+            counter: None,
+        };
         return Ok(Json(run(data).await?).into_response());
     }
     // The bytes of the plain stream handed on to the import, from the stream's start.
     let taken = Arc::new(AtomicU64::new(resume.unwrap_or(0)));
-    let counter = taken.clone();
-    let run = run(data
-        .inspect_ok(move |chunk| {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        })
-        .boxed());
+    let run = run(Incoming {
+        body: data,
+        zstd,
+        counter: Some(taken.clone()),
+    });
     let mut resp =
         Body::from_stream(progress_lines(volume, taken, tokio::spawn(run))).into_response();
     resp.headers_mut().insert(

@@ -53,6 +53,9 @@ struct Coder {
     ended: bool,
     /// Nothing more to yield.
     done: bool,
+    /// A frame cut short at the end of the input ends the output quietly (a prefix kept on
+    /// disk, read back).
+    prefix: bool,
 }
 
 fn coding_error(what: &str, e: std::io::Error) -> RuntimeError {
@@ -73,6 +76,7 @@ impl Coder {
             frame_end: true,
             ended: false,
             done: false,
+            prefix: false,
         }
     }
 
@@ -136,7 +140,7 @@ impl Coder {
                 match &self.kind {
                     Kind::Decode(_) => {
                         self.done = true;
-                        if !self.frame_end {
+                        if !self.frame_end && !self.prefix {
                             return Some(Err(RuntimeError::new(
                                 RuntimeErrorKind::Integrity,
                                 "the compressed volume stream ended in the middle of its frame",
@@ -192,6 +196,15 @@ pub fn encode(stream: ByteStream, level: i32) -> Result<ByteStream, RuntimeError
 pub fn decode(stream: ByteStream) -> Result<ByteStream, RuntimeError> {
     let dec = Decoder::new().map_err(|e| coding_error("decompression", e))?;
     Ok(coded(Coder::new(Kind::Decode(dec), stream)))
+}
+
+/// What `stream`, the start of a zstd stream possibly cut in the middle of a frame, decodes
+/// to: everything its complete blocks hold, and no error for the cut.
+pub fn decode_prefix(stream: ByteStream) -> Result<ByteStream, RuntimeError> {
+    let dec = Decoder::new().map_err(|e| coding_error("decompression", e))?;
+    let mut coder = Coder::new(Kind::Decode(dec), stream);
+    coder.prefix = true;
+    Ok(coded(coder))
 }
 
 #[cfg(test)]
@@ -287,6 +300,38 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(out.len(), 2 * input.len());
+        });
+    }
+
+    #[test]
+    fn a_prefix_decodes_to_a_prefix_as_long_as_its_complete_blocks() {
+        // 4 MiB of text: many blocks of at most 128 KiB each.
+        let input: Vec<u8> = (0..500_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        block_on(async {
+            let z = collect(encode(chunks(&input, &[65536]), LEVEL).unwrap())
+                .await
+                .unwrap();
+            let mut last = 0;
+            for cut in [0, 1, z.len() / 3, z.len() / 2, z.len() - 1, z.len()] {
+                let out = collect(decode_prefix(chunks(&z[..cut], &[4096])).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(out, input[..out.len()], "cut at {cut}: not a prefix");
+                assert!(out.len() >= last, "a longer cut gave less");
+                last = out.len();
+            }
+            assert_eq!(last, input.len(), "the whole frame gives all");
+            let half = collect(decode_prefix(chunks(&z[..z.len() / 2], &[4096])).unwrap())
+                .await
+                .unwrap();
+            assert!(half.len() > input.len() / 4, "{} of {}", half.len(), input.len());
+            // Garbage is still an error.
+            let err = collect(decode_prefix(chunks(b"not zstd at all", &[5])).unwrap())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, RuntimeErrorKind::Integrity);
         });
     }
 

@@ -22,7 +22,9 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use super::spool::{self, Spool, SpoolFeed, SpoolOptions};
+use super::compress;
+use super::spool::{self, Spool, SpoolCoding, SpoolFeed, SpoolOptions};
+use futures_util::TryStreamExt;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -81,6 +83,33 @@ enum Source {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request's body feeding an import.
+pub struct Incoming {
+    /// The body as it came.
+    pub body: ByteStream,
+    /// Whether it is zstd-coded: it is decoded for the import, and kept coded in the spool.
+    pub zstd: bool,
+    /// Counts the plain bytes handed on to the import, when given.
+    pub counter: Option<Arc<AtomicU64>>,
+}
+
+impl Incoming {
+    /// A plain body, not counted.
+    pub fn plain(body: ByteStream) -> Incoming {
+        Incoming {
+            body,
+            zstd: false,
+            counter: None,
+        }
+    }
+}
+
+impl From<ByteStream> for Incoming {
+    fn from(body: ByteStream) -> Incoming {
+        Incoming::plain(body)
+    }
 }
 
 /// The imports of one agent, by volume.
@@ -149,7 +178,7 @@ impl Imports {
             let prefix = found.prefix;
             tokio::spawn(async move {
                 let _ = imports
-                    .feed_locked(&job, prefix, Source::Spool, running)
+                    .feed_locked(&job, Incoming::plain(prefix), Source::Spool, running)
                     .await;
             });
             recovered.push((volume, found.durable));
@@ -172,8 +201,9 @@ impl Imports {
     pub async fn start(
         self: &Arc<Self>,
         target: VolumeTarget,
-        data: ByteStream,
+        data: impl Into<Incoming>,
     ) -> Result<VolumeManifest, RuntimeError> {
+        let data = data.into();
         let old = lock(&self.jobs).remove(&target.name);
         if let Some(old) = old {
             self.give_up(&old, "a new import of the volume replaced it")
@@ -242,8 +272,9 @@ impl Imports {
         self: &Arc<Self>,
         volume: &str,
         offset: u64,
-        data: ByteStream,
+        data: impl Into<Incoming>,
     ) -> Result<VolumeManifest, RuntimeError> {
+        let data = data.into();
         let refused = |why: String| {
             RuntimeError::new(
                 RuntimeErrorKind::Integrity,
@@ -270,7 +301,7 @@ impl Imports {
     async fn feed(
         self: &Arc<Self>,
         job: &Arc<Job>,
-        data: ByteStream,
+        data: Incoming,
         source: Source,
     ) -> Result<VolumeManifest, RuntimeError> {
         let running = job.pumping.clone().lock_owned().await;
@@ -281,7 +312,7 @@ impl Imports {
     async fn feed_locked(
         self: &Arc<Self>,
         job: &Arc<Job>,
-        mut data: ByteStream,
+        data: Incoming,
         source: Source,
         running: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<VolumeManifest, RuntimeError> {
@@ -292,9 +323,35 @@ impl Imports {
             ));
         };
         let pumping = job.clone();
-        let mut spool = match source {
-            Source::Request => job.spool_feed.clone(),
-            Source::Spool => SpoolFeed::none(),
+        let spool = job.spool_feed.clone();
+        let Incoming {
+            body,
+            zstd,
+            counter,
+        } = data;
+        // A request's body is kept as it came (coded or not), from the byte it goes on from.
+        let body = match source {
+            Source::Request => {
+                let coding = if zstd {
+                    SpoolCoding::Zstd
+                } else {
+                    SpoolCoding::Plain
+                };
+                spool
+                    .begin(job.taken.load(Ordering::SeqCst), coding)
+                    .await;
+                spool.tee(body)
+            }
+            Source::Spool => body,
+        };
+        let body = if zstd { compress::decode(body)? } else { body };
+        let mut data = match counter {
+            Some(counter) => body
+                .inspect_ok(move |chunk| {
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                })
+                .boxed(),
+            None => body,
         };
         let pump = tokio::spawn(async move {
             let _running = running;
@@ -302,11 +359,6 @@ impl Imports {
                 match item {
                     Ok(chunk) => {
                         let n = chunk.len() as u64;
-                        // Kept at its place in the stream before the import takes it: a pump
-                        // stopped in between keeps it again at the same place when resumed.
-                        spool
-                            .append(pumping.taken.load(Ordering::SeqCst), &chunk)
-                            .await;
                         if tx.send(Ok(chunk)).await.is_err() {
                             return Pumped::Refused;
                         }
@@ -391,7 +443,7 @@ impl Imports {
             let pump = lock(&job.pump).take();
             if let Some(pump) = pump {
                 pump.abort();
-                let mut spool = job.spool_feed.clone();
+                let spool = job.spool_feed.clone();
                 tokio::spawn(async move { spool.sync().await });
                 if lock(&job.feed).is_some() {
                     tracing::info!(
@@ -718,11 +770,13 @@ mod tests {
         }
     }
 
-    /// The bytes the spool of `v` names durable.
+    /// The bytes of the plain stream the spool of `v` names durable (its segments are
+    /// plain here).
     fn durable(root: &std::path::Path) -> Option<u64> {
         let record = std::fs::read(root.join(hex::encode("v")).join("import.json")).ok()?;
         let record: serde_json::Value = serde_json::from_slice(&record).ok()?;
-        record["durable"].as_u64()
+        let last = record["segments"].as_array()?.last()?.clone();
+        Some(last["start"].as_u64()? + last["durable"].as_u64()?)
     }
 
     #[tokio::test]

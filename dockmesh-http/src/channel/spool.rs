@@ -1,18 +1,21 @@
-//! An import's stream kept on the agent's disk as it is taken in, so that the import survives a
+//! An import's stream kept on the agent's disk as it comes in, so that the import survives a
 //! restart of the agent (agent side).
 //!
-//! Each import gets a directory under the spool directory (named by its volume, hex-encoded):
-//! `stream`, the bytes of its stream handed to the import, in order, and `import.json`, the
-//! import's [`VolumeTarget`] and how many bytes of `stream` are durable. A thread of its own
-//! appends to `stream` and, every [`SpoolOptions::sync_every`] bytes, `fdatasync`s it and then
-//! replaces `import.json` (written, synced, renamed, directory synced): the durable count never
-//! names a byte that is not on disk. The import never waits for the disk beyond the writer's
-//! bounded queue.
+//! Each import gets a directory under the spool directory (named by its volume, hex-encoded).
+//! Every request that feeds the import adds a *segment*: a file `seg-N` holding the request's
+//! body as it came over the wire (zstd-compressed when it came so: nothing is coded again) and
+//! the byte of the plain stream it starts at. `import.json` holds the import's
+//! [`VolumeTarget`] and its segments with the bytes of each that are durable. A thread of its
+//! own appends; another `fdatasync`s every [`SpoolOptions::sync_every`] bytes and then
+//! replaces `import.json` (written, synced, renamed, directory synced), so the record never
+//! names a byte that is not on disk, and the import never waits for the disk beyond the
+//! writer's bounded queue.
 //!
-//! After a restart, [`recovered`] reads every record back: the import is started again from
-//! the durable prefix of its stream (the runtime checks and writes it again, from the disk, not
-//! the network), and waits for the rest from the byte the prefix ends at. What a record says
-//! is trusted only as far as `stream` really holds it.
+//! After a restart, [`recovered`] reads every record back and rebuilds the longest prefix of
+//! the plain stream the segments hold: each segment up to where the next one starts, the last
+//! as far as its durable bytes decode (a zstd frame cut short gives the blocks it holds
+//! whole). The import is started again from that prefix (checked and written again by the
+//! runtime, from the disk, not the network), and waits for the rest from the byte it ends at.
 //!
 //! A spool is only started when the disk has room for it and for the volume
 //! ([`SpoolOptions::room_for`]); otherwise the import runs without one (a restart then sends the
@@ -24,12 +27,10 @@ use bytes::Bytes;
 use dockmesh_core::ports::{ByteStream, RuntimeError, RuntimeErrorKind, VolumeTarget};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// Chunks queued between an import and its spool's writer.
@@ -40,7 +41,8 @@ const QUEUE: usize = 32;
 pub struct SpoolOptions {
     /// The directory holding one sub-directory per import.
     pub dir: PathBuf,
-    /// Bytes appended between two syncs (the granularity of a resume after a restart).
+    /// Bytes appended between two syncs (with the writer's queue, what a restart may have to
+    /// take in again).
     pub sync_every: u64,
     /// Free space that must stay on the spool's file system besides the spool and the volume.
     pub reserve: u64,
@@ -58,8 +60,8 @@ impl SpoolOptions {
 
     /// Whether `free` bytes on the spool's file system hold the spool of a volume of
     /// `expected` content bytes, the volume itself (it may live on the same file system) and
-    /// the reserve. The stream is counted as its content plus an eighth (tar headers and
-    /// padding) plus 16 MiB. A volume of unknown size is never spooled.
+    /// the reserve. The stream is counted uncompressed, as its content plus an eighth (tar
+    /// headers and padding) plus 16 MiB. A volume of unknown size is never spooled.
     pub fn room_for(&self, expected: Option<u64>, free: u64) -> bool {
         let Some(content) = expected else {
             return false;
@@ -74,29 +76,50 @@ impl SpoolOptions {
     }
 }
 
+/// How a segment's bytes are coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolCoding {
+    /// The plain tar stream.
+    Plain,
+    /// zstd, as it came over the wire.
+    Zstd,
+}
+
+/// One request's body, kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Segment {
+    /// The byte of the plain stream it starts at.
+    start: u64,
+    coding: SpoolCoding,
+    /// Bytes of its file on disk.
+    durable: u64,
+}
+
 /// What `import.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     target: VolumeTarget,
-    /// Bytes at the start of `stream` that are on disk.
-    durable: u64,
+    segments: Vec<Segment>,
 }
 
-/// A spool being written: the import hands it each chunk it takes in.
+fn segment_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("seg-{index}"))
+}
+
+/// A spool being written.
 pub(crate) struct Spool {
     volume: String,
     dir: PathBuf,
     /// The only strong sender: the writer ends once it is dropped and the queue is drained.
     queue: Option<mpsc::Sender<Msg>>,
     writer: Option<tokio::task::JoinHandle<()>>,
-    durable: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
             .field("volume", &self.volume)
-            .field("durable", &self.durable.load(Ordering::SeqCst))
             .finish_non_exhaustive()
     }
 }
@@ -121,32 +144,40 @@ fn write_record(dir: &Path, record: &Record) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+fn no_spool_warning(volume: &str, why: &dyn std::fmt::Display) {
+    tracing::warn!(
+        %volume,
+        "the import's stream is not kept on disk ({why}): a restart of this agent will have \
+         the volume sent again whole"
+    );
+}
+
 enum Msg {
-    /// Bytes of the stream from byte `at` on.
-    Data { at: u64, chunk: Bytes },
+    /// What follows is a request's body from the plain stream's byte `start` on.
+    Segment { start: u64, coding: SpoolCoding },
+    Data(Bytes),
     /// Make what was appended durable now (the stream paused).
     Sync,
 }
 
 impl Spool {
-    /// Start the spool of an import into `target` from its stream's first byte, replacing any
-    /// spool of the same volume. `None` (and the reason logged) when there is no room for it or
-    /// it cannot be created.
+    /// Start the spool of an import into `target`, replacing any spool of the same volume.
+    /// `None` (and the reason logged) when there is no room for it or it cannot be created.
     pub(crate) async fn start(options: &SpoolOptions, target: &VolumeTarget) -> Option<Spool> {
         let (opts, target) = (options.clone(), target.clone());
         let volume = target.name.clone();
-        let made = tokio::task::spawn_blocking(move || -> io::Result<Option<(PathBuf, File)>> {
+        let made = tokio::task::spawn_blocking(move || -> io::Result<Option<(PathBuf, Record)>> {
             std::fs::create_dir_all(&opts.dir)?;
             let free = free_bytes(&opts.dir)?;
             if !opts.room_for(target.expected_bytes, free) {
-                tracing::warn!(
-                    volume = %target.name,
-                    size = ?target.expected_bytes,
-                    free,
-                    spool = %opts.dir.display(),
-                    "no room to keep the import's stream on disk, or the volume's size is \
-                     unknown: a restart of this agent will have the volume sent again whole"
-                );
+                let why = match target.expected_bytes {
+                    None => "the volume's size is unknown".to_owned(),
+                    Some(size) => format!(
+                        "{} has {free} bytes free, too few for a volume of {size} bytes and its stream",
+                        opts.dir.display()
+                    ),
+                };
+                no_spool_warning(&target.name, &why);
                 return Ok(None);
             }
             let dir = dir_of(&opts, &target.name);
@@ -154,40 +185,36 @@ impl Spool {
                 std::fs::remove_dir_all(&dir)?;
             }
             std::fs::create_dir_all(&dir)?;
-            let file = File::create(dir.join("stream"))?;
-            write_record(&dir, &Record { target, durable: 0 })?;
-            Ok(Some((dir, file)))
+            let record = Record {
+                target,
+                segments: Vec::new(),
+            };
+            write_record(&dir, &record)?;
+            Ok(Some((dir, record)))
         })
         .await
         .map_err(io::Error::other)
         .and_then(|r| r);
         match made {
-            Ok(Some((dir, file))) => Some(Spool::run(options, volume, dir, file, 0)),
+            Ok(Some((dir, record))) => Some(Spool::run(options, volume, dir, record)),
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(
-                    %volume,
-                    error = %e,
-                    "the import's stream cannot be kept on disk: a restart of this agent will \
-                     have the volume sent again whole"
-                );
+                no_spool_warning(&volume, &e);
                 None
             }
         }
     }
 
-    /// Append to `file` (holding `durable` bytes) from a thread of its own.
-    fn run(options: &SpoolOptions, volume: String, dir: PathBuf, file: File, durable: u64) -> Spool {
+    /// Write the spool in `dir`, which holds `record`, from a thread of its own.
+    fn run(options: &SpoolOptions, volume: String, dir: PathBuf, record: Record) -> Spool {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let shared = Arc::new(AtomicU64::new(durable));
         let writer = {
-            let (dir, volume, shared) = (dir.clone(), volume.clone(), shared.clone());
+            let (dir, volume) = (dir.clone(), volume.clone());
             let sync_every = options.sync_every.max(1);
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = write_loop(rx, file, &dir, &shared, sync_every) {
+                if let Err(e) = write_loop(rx, &dir, record, sync_every) {
                     tracing::warn!(
                         %volume,
-                        durable = shared.load(Ordering::SeqCst),
                         error = %e,
                         "keeping the import's stream on disk failed; a restart of this agent \
                          will resume it from the last byte kept"
@@ -200,7 +227,6 @@ impl Spool {
             dir,
             queue: Some(queue),
             writer: Some(writer),
-            durable: shared,
         }
     }
 
@@ -233,80 +259,115 @@ impl SpoolFeed {
         SpoolFeed(None)
     }
 
-    /// Keep `chunk`, the stream's bytes from byte `at` on (waiting while the writer's queue is
-    /// full). Bytes kept already may come again (an import taken over from a request that was
-    /// still reading); a gap stops the spool where it is.
-    pub(crate) async fn append(&mut self, at: u64, chunk: &Bytes) {
-        self.send(Msg::Data {
-            at,
-            chunk: chunk.clone(),
-        })
-        .await;
+    /// What comes next is a request's body (coded as `coding`) from the plain stream's byte
+    /// `start` on.
+    pub(crate) async fn begin(&self, start: u64, coding: SpoolCoding) {
+        self.send(Msg::Segment { start, coding }).await;
+    }
+
+    /// Keep `chunk`, the next bytes of the body (waiting while the writer's queue is full).
+    pub(crate) async fn append(&self, chunk: &Bytes) {
+        self.send(Msg::Data(chunk.clone())).await;
     }
 
     /// Make what was appended durable without waiting for more.
-    pub(crate) async fn sync(&mut self) {
+    pub(crate) async fn sync(&self) {
         self.send(Msg::Sync).await;
     }
 
-    async fn send(&mut self, msg: Msg) {
-        let queue = self.0.as_ref().and_then(mpsc::WeakSender::upgrade);
-        match queue {
-            Some(queue) if queue.send(msg).await.is_ok() => {}
-            _ => self.0 = None,
+    async fn send(&self, msg: Msg) {
+        if let Some(queue) = self.0.as_ref().and_then(mpsc::WeakSender::upgrade) {
+            let _ = queue.send(msg).await;
         }
+    }
+
+    /// `body`, each chunk kept in the spool as it passes.
+    pub(crate) fn tee(&self, body: ByteStream) -> ByteStream {
+        if self.0.is_none() {
+            return body;
+        }
+        let feed = self.clone();
+        body.then(move |item| {
+            let feed = feed.clone();
+            async move {
+                if let Ok(chunk) = &item {
+                    feed.append(chunk).await;
+                }
+                item
+            }
+        })
+        .boxed()
     }
 }
 
-/// Append what comes to `file`; a thread of its own syncs it and names the bytes synced in
-/// the record, so writing never waits for the disk.
+/// What the syncer is asked.
+enum Req {
+    /// A new segment, its file open.
+    Open(Segment, Arc<File>),
+    /// The segment of that index holds this many bytes written.
+    Durable(usize, u64),
+}
+
+/// Append what comes to the current segment's file; a thread of its own syncs and names the
+/// bytes synced in the record, so writing never waits for the disk.
 fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
-    file: File,
     dir: &Path,
-    durable: &AtomicU64,
+    record: Record,
     sync_every: u64,
 ) -> io::Result<()> {
-    let record: Record = serde_json::from_slice(&std::fs::read(dir.join("import.json"))?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    // The stream's bytes in `file` with no gap, from its start.
-    let mut written = durable.load(Ordering::SeqCst);
-    // The most the syncer has been asked to name.
-    let mut asked = written;
-    let file = &file;
+    let mut index = record.segments.len();
     std::thread::scope(|scope| {
-        let (sync, requests) = std::sync::mpsc::channel::<u64>();
+        let (sync, requests) = std::sync::mpsc::channel::<Req>();
         scope.spawn(move || {
-            if let Err(e) = sync_loop(requests, file, dir, durable, record) {
+            if let Err(e) = sync_loop(requests, dir, record) {
                 tracing::warn!(
                     spool = %dir.display(),
-                    durable = durable.load(Ordering::SeqCst),
                     error = %e,
                     "syncing the import's stream kept on disk failed; a restart of this agent \
                      will resume it from the last byte synced"
                 );
             }
         });
+        // The current segment: its index, file, bytes written and bytes asked to be synced.
+        let mut current: Option<(usize, Arc<File>, u64, u64)> = None;
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                Msg::Data { at, chunk } => {
-                    if at > written {
-                        return Err(io::Error::other(format!(
-                            "the stream's bytes from {at} came while it holds {written}"
-                        )));
+                Msg::Segment { start, coding } => {
+                    if let Some((i, _, written, asked)) = current.take()
+                        && written > asked
+                    {
+                        let _ = sync.send(Req::Durable(i, written));
                     }
-                    file.write_all_at(&chunk, at)?;
-                    written = written.max(at + chunk.len() as u64);
-                    if written - asked >= sync_every {
-                        asked = written;
-                        let _ = sync.send(written);
+                    let file = Arc::new(File::create(segment_path(dir, index))?);
+                    let segment = Segment {
+                        start,
+                        coding,
+                        durable: 0,
+                    };
+                    let _ = sync.send(Req::Open(segment, file.clone()));
+                    current = Some((index, file, 0, 0));
+                    index += 1;
+                }
+                Msg::Data(chunk) => {
+                    let Some((i, file, written, asked)) = current.as_mut() else {
+                        return Err(io::Error::other("bytes came before their segment"));
+                    };
+                    file.as_ref().write_all(&chunk)?;
+                    *written += chunk.len() as u64;
+                    if *written - *asked >= sync_every {
+                        *asked = *written;
+                        let _ = sync.send(Req::Durable(*i, *written));
                     }
                 }
-                Msg::Sync if written > asked => {
-                    asked = written;
-                    let _ = sync.send(written);
+                Msg::Sync => {
+                    if let Some((i, _, written, asked)) = current.as_mut()
+                        && *written > *asked
+                    {
+                        *asked = *written;
+                        let _ = sync.send(Req::Durable(*i, *written));
+                    }
                 }
-                Msg::Sync => {}
             }
         }
         // The import ended: the spool is about to be removed, nothing more to keep.
@@ -314,23 +375,28 @@ fn write_loop(
     })
 }
 
-/// Sync `file` and name the bytes it holds in the record, for each request (the latest of
-/// those waiting): the bytes below a request were written before it was made.
+/// Carry out the writer's requests in order: a segment opened is named in the record; bytes
+/// written are synced, then named.
 fn sync_loop(
-    requests: std::sync::mpsc::Receiver<u64>,
-    file: &File,
+    requests: std::sync::mpsc::Receiver<Req>,
     dir: &Path,
-    durable: &AtomicU64,
     mut record: Record,
 ) -> io::Result<()> {
-    while let Ok(mut upto) = requests.recv() {
-        while let Ok(later) = requests.try_recv() {
-            upto = later;
+    let mut files: Vec<Arc<File>> = Vec::new();
+    let first = record.segments.len();
+    while let Ok(req) = requests.recv() {
+        match req {
+            Req::Open(segment, file) => {
+                File::open(dir)?.sync_all()?;
+                record.segments.push(segment);
+                files.push(file);
+            }
+            Req::Durable(index, upto) => {
+                files[index - first].sync_data()?;
+                record.segments[index].durable = upto;
+            }
         }
-        file.sync_data()?;
-        record.durable = upto;
         write_record(dir, &record)?;
-        durable.store(upto, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -339,111 +405,176 @@ fn sync_loop(
 pub(crate) struct Recovered {
     /// What it imports into.
     pub(crate) target: VolumeTarget,
-    /// The bytes of its stream on disk.
+    /// The bytes of its plain stream the spool gives back.
     pub(crate) durable: u64,
-    /// Those bytes, read back.
+    /// Those bytes.
     pub(crate) prefix: ByteStream,
     /// The spool, going on after them.
     pub(crate) spool: Spool,
 }
 
-/// What is in one spool's directory, `durable` cut to what `stream` holds; `None` when nothing
-/// of it is usable.
-fn read_spool(dir: &Path) -> io::Result<Option<(Record, File)>> {
-    let record: Record = match serde_json::from_slice(&std::fs::read(dir.join("import.json"))?) {
-        Ok(r) => r,
-        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-    };
-    let named = dir
-        .file_name()
-        .is_some_and(|n| n.as_encoded_bytes() == hex::encode(record.target.name.as_bytes()).as_bytes());
+/// The first `n` bytes of `stream`.
+fn limit(stream: ByteStream, n: u64) -> ByteStream {
+    futures_util::stream::unfold((stream, n), |(mut stream, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        match stream.next().await? {
+            Ok(mut chunk) => {
+                if chunk.len() as u64 > left {
+                    chunk.truncate(left as usize);
+                }
+                let left = left - chunk.len() as u64;
+                Some((Ok(chunk), (stream, left)))
+            }
+            Err(e) => Some((Err(e), (stream, 0))),
+        }
+    })
+    .boxed()
+}
+
+fn read_error(e: io::Error) -> RuntimeError {
+    RuntimeError::new(
+        RuntimeErrorKind::Engine,
+        format!("reading the import's stream kept on disk failed: {e}"),
+    )
+}
+
+/// The plain bytes the durable part of segment `index` holds.
+async fn segment_plain(
+    dir: PathBuf,
+    index: usize,
+    segment: Segment,
+) -> Result<ByteStream, RuntimeError> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(segment_path(&dir, index))
+        .await
+        .map_err(read_error)?;
+    let raw = tokio_util::io::ReaderStream::with_capacity(file.take(segment.durable), 1 << 20)
+        .map_err(read_error)
+        .boxed();
+    match segment.coding {
+        SpoolCoding::Plain => Ok(raw),
+        SpoolCoding::Zstd => super::compress::decode_prefix(raw),
+    }
+}
+
+/// How many plain bytes the durable part of a segment holds.
+async fn plain_len(dir: &Path, index: usize, segment: &Segment) -> Result<u64, RuntimeError> {
+    if segment.coding == SpoolCoding::Plain {
+        return Ok(segment.durable);
+    }
+    let mut plain = segment_plain(dir.to_owned(), index, segment.clone()).await?;
+    let mut n = 0;
+    while let Some(chunk) = plain.next().await {
+        n += chunk?.len() as u64;
+    }
+    Ok(n)
+}
+
+/// The record in `dir`, its segments cut to what their files hold and to the ones that chain
+/// without a gap from byte 0, and the plain bytes they give back (0: nothing usable).
+async fn read_spool(dir: &Path) -> Result<(Record, u64), String> {
+    let raw = tokio::fs::read(dir.join("import.json"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut record: Record = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
+    let named = dir.file_name().is_some_and(|n| {
+        n.as_encoded_bytes() == hex::encode(record.target.name.as_bytes()).as_bytes()
+    });
     if !named {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("it is named for another volume than {}", record.target.name),
+        return Err(format!(
+            "it is named for another volume than {}",
+            record.target.name
         ));
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join("stream"))?;
-    let durable = record.durable.min(file.metadata()?.len());
-    if durable == 0 {
-        return Ok(None);
+    let mut end = 0u64;
+    let mut kept = 0;
+    for index in 0..record.segments.len() {
+        let held = match tokio::fs::metadata(segment_path(dir, index)).await {
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        };
+        let durable = record.segments[index].durable.min(held);
+        record.segments[index].durable = durable;
+        let segment = record.segments[index].clone();
+        if segment.start > end {
+            // A gap before it: neither it nor what follows can be used.
+            break;
+        }
+        let reach = segment.start + plain_len(dir, index, &segment).await.map_err(|e| e.message)?;
+        kept = index + 1;
+        match record.segments.get(index + 1) {
+            // The next segment takes over from its start.
+            Some(next) if next.start >= segment.start && next.start <= reach => end = next.start,
+            _ => {
+                end = reach;
+                break;
+            }
+        }
     }
-    // Bytes past the durable ones were never confirmed: they go, and are taken in again.
-    file.set_len(durable)?;
-    let record = Record { durable, ..record };
-    write_record(dir, &record)?;
-    Ok(Some((record, file)))
+    record.segments.truncate(kept);
+    Ok((record, end))
 }
 
 /// The imports whose streams were kept in `options.dir` before this process started. A spool
-/// that cannot be read, or holds nothing, is removed (and logged).
+/// that cannot be read, or gives nothing back, is removed (and logged).
 pub(crate) async fn recovered(options: &SpoolOptions) -> Vec<Recovered> {
-    let dir = options.dir.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let mut found = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return found;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            match read_spool(&path) {
-                Ok(Some((record, file))) => found.push((path, record, file)),
-                Ok(None) => {
-                    tracing::info!(spool = %path.display(), "an import's spool holds nothing durable; removed");
-                    let _ = std::fs::remove_dir_all(&path);
-                }
-                Err(e) => {
-                    tracing::warn!(spool = %path.display(), error = %e, "an import's spool cannot be read; removed");
-                    let _ = std::fs::remove_dir_all(&path);
-                }
-            }
-        }
-        found
-    })
-    .await
-    .unwrap_or_default();
     let mut out = Vec::new();
-    for (path, record, file) in found {
-        let prefix = match tokio::fs::File::open(path.join("stream")).await {
-            Ok(f) => prefix_stream(f, record.durable),
+    let Ok(mut entries) = tokio::fs::read_dir(&options.dir).await else {
+        return out;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let dir = entry.path();
+        let (record, end) = match read_spool(&dir).await {
+            Ok((record, end)) if end > 0 => (record, end),
+            Ok(_) => {
+                tracing::info!(spool = %dir.display(), "an import's spool gives nothing back; removed");
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                continue;
+            }
             Err(e) => {
-                tracing::warn!(spool = %path.display(), error = %e, "an import's spool cannot be read; removed");
-                let _ = tokio::fs::remove_dir_all(&path).await;
+                tracing::warn!(spool = %dir.display(), error = %e, "an import's spool cannot be read; removed");
+                let _ = tokio::fs::remove_dir_all(&dir).await;
                 continue;
             }
         };
-        let spool = Spool::run(
-            options,
-            record.target.name.clone(),
-            path,
-            file,
-            record.durable,
-        );
+        // The prefix: each segment up to where the next one starts, the last up to `end`.
+        let mut parts = Vec::new();
+        for (index, segment) in record.segments.iter().enumerate() {
+            let until = record.segments.get(index + 1).map_or(end, |n| n.start);
+            let plain = segment_plain(dir.clone(), index, segment.clone());
+            let len = until - segment.start;
+            parts.push(
+                futures_util::stream::once(plain)
+                    .map(move |p| match p {
+                        Ok(p) => limit(p, len),
+                        Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
+                    })
+                    .flatten()
+                    .boxed(),
+            );
+        }
+        let prefix = futures_util::stream::iter(parts).flatten().boxed();
+        let rewritten = {
+            let (dir, record) = (dir.clone(), record.clone());
+            tokio::task::spawn_blocking(move || write_record(&dir, &record)).await
+        };
+        if !matches!(rewritten, Ok(Ok(()))) {
+            tracing::warn!(spool = %dir.display(), "an import's spool cannot be written; removed");
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            continue;
+        }
+        let target = record.target.clone();
+        let spool = Spool::run(options, target.name.clone(), dir, record);
         out.push(Recovered {
-            target: record.target,
-            durable: record.durable,
+            target,
+            durable: end,
             prefix,
             spool,
         });
     }
     out
-}
-
-/// The first `len` bytes of `file` as a stream; a read that fails is an engine error (the
-/// import fails with it rather than waiting).
-fn prefix_stream(file: tokio::fs::File, len: u64) -> ByteStream {
-    use tokio::io::AsyncReadExt;
-    tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20)
-        .map_err(|e| {
-            RuntimeError::new(
-                RuntimeErrorKind::Engine,
-                format!("reading the import's stream kept on disk failed: {e}"),
-            )
-        })
-        .boxed()
 }
 
 #[cfg(test)]
@@ -482,16 +613,30 @@ mod tests {
         }
     }
 
-    fn spool_dir(root: &Path, name: &str, record: &str, stream: &[u8]) -> PathBuf {
+    /// A spool directory for `name` written by hand: `record` as its `import.json`, and each
+    /// of `segments` as `seg-N`.
+    fn spool_dir(root: &Path, name: &str, record: &str, segments: &[&[u8]]) -> PathBuf {
         let dir = root.join(hex::encode(name));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("import.json"), record).unwrap();
-        std::fs::write(dir.join("stream"), stream).unwrap();
+        for (i, bytes) in segments.iter().enumerate() {
+            std::fs::write(segment_path(&dir, i), bytes).unwrap();
+        }
         dir
     }
 
-    fn record(name: &str, durable: u64) -> String {
-        format!(r#"{{"target":{{"name":"{name}","labels":{{}},"expected_bytes":40}},"durable":{durable}}}"#)
+    /// A record for `name` with segments of (start, coding, durable).
+    fn record(name: &str, segments: &[(u64, &str, u64)]) -> String {
+        let segments: Vec<String> = segments
+            .iter()
+            .map(|(start, coding, durable)| {
+                format!(r#"{{"start":{start},"coding":"{coding}","durable":{durable}}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"target":{{"name":"{name}","labels":{{}},"expected_bytes":40}},"segments":[{}]}}"#,
+            segments.join(",")
+        )
     }
 
     async fn read_all(mut s: ByteStream) -> Vec<u8> {
@@ -502,42 +647,92 @@ mod tests {
         out
     }
 
+    fn zstd_of(data: &[u8]) -> Vec<u8> {
+        zstd::stream::encode_all(data, 1).unwrap()
+    }
+
     #[tokio::test]
-    async fn a_record_is_trusted_only_as_far_as_its_stream_holds() {
+    async fn what_a_spool_gives_back_is_its_segments_chained_without_a_gap() {
         let root = tempfile::tempdir().unwrap();
         let options = SpoolOptions::new(root.path());
-        // Says 20, holds 15: 15. Says 10, holds 15: 10, and the rest is cut off the file.
-        let short = spool_dir(root.path(), "short", &record("short", 20), b"0123456789abcde");
-        let long = spool_dir(root.path(), "long", &record("long", 10), b"0123456789abcde");
+        let text: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let z = zstd_of(&text);
+        let mut want: Vec<(&str, Vec<u8>)> = vec![
+            // Says 20, its file holds 15: 15.
+            ("cut", b"0123456789abcde".to_vec()),
+            // The second segment takes over at 6, where a resume went on from.
+            ("chain", b"0123456789abcdef".to_vec()),
+            // The second starts at 8, past the 5 bytes the first holds: only the first counts.
+            ("gap", b"01234".to_vec()),
+        ];
+        spool_dir(root.path(), "cut", &record("cut", &[(0, "plain", 20)]), &[b"0123456789abcde"]);
+        spool_dir(
+            root.path(),
+            "chain",
+            &record("chain", &[(0, "plain", 10), (6, "plain", 10)]),
+            &[b"0123456789", b"6789abcdef"],
+        );
+        let gap = spool_dir(
+            root.path(),
+            "gap",
+            &record("gap", &[(0, "plain", 5), (8, "plain", 3)]),
+            &[b"01234", b"89a"],
+        );
+        // Coded, cut in the middle of its frame: the blocks it holds whole, then a plain
+        // segment from a resume at 1000.
+        spool_dir(
+            root.path(),
+            "coded",
+            &record("coded", &[(0, "zstd", z.len() as u64 / 2), (1000, "plain", 4)]),
+            &[&z, b"WXYZ"],
+        );
+        let mut coded = text[..1000].to_vec();
+        coded.extend_from_slice(b"WXYZ");
+        want.push(("coded", coded));
         // Nothing durable, not JSON, named for another volume: removed.
-        let empty = spool_dir(root.path(), "empty", &record("empty", 0), b"0123");
-        let garbled = spool_dir(root.path(), "garbled", "{not json", b"0123");
-        let other = spool_dir(root.path(), "other", &record("short", 4), b"0123");
+        let empty = spool_dir(root.path(), "empty", &record("empty", &[(0, "plain", 0)]), &[b"0123"]);
+        let none = spool_dir(root.path(), "none", &record("none", &[]), &[]);
+        let garbled = spool_dir(root.path(), "garbled", "{not json", &[]);
+        let other = spool_dir(root.path(), "other", &record("cut", &[(0, "plain", 4)]), &[b"0123"]);
         let mut found = recovered(&options).await;
         found.sort_by(|a, b| a.target.name.cmp(&b.target.name));
-        let seen: Vec<(String, u64)> = found
-            .iter()
-            .map(|r| (r.target.name.clone(), r.durable))
-            .collect();
-        assert_eq!(seen, [("long".to_owned(), 10), ("short".to_owned(), 15)]);
-        assert_eq!(found[0].target.expected_bytes, Some(40));
-        for r in found.drain(..) {
-            let want: &[u8] = if r.target.name == "long" {
-                b"0123456789"
-            } else {
-                b"0123456789abcde"
-            };
-            assert_eq!(read_all(r.prefix).await, want);
+        want.sort();
+        assert_eq!(
+            found.iter().map(|r| r.target.name.as_str()).collect::<Vec<_>>(),
+            want.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+        );
+        for (r, (name, bytes)) in found.into_iter().zip(want) {
+            assert_eq!(r.durable, bytes.len() as u64, "{name}");
+            assert_eq!(r.target.expected_bytes, Some(40));
+            assert_eq!(read_all(r.prefix).await, bytes, "{name}");
             r.spool.remove().await;
         }
-        assert!(!short.exists() && !long.exists(), "removed once their import ended");
-        for gone in [empty, garbled, other] {
+        assert!(!gap.exists(), "removed once its import ended");
+        for gone in [empty, none, garbled, other] {
             assert!(!gone.exists(), "{} is left", gone.display());
         }
     }
 
+    /// The record of the spool of `v` under `root`.
+    fn record_of(root: &Path) -> Record {
+        let raw = std::fs::read(root.join(hex::encode("v")).join("import.json")).unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    }
+
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
     #[tokio::test]
-    async fn bytes_kept_are_synced_before_the_record_names_them_and_a_gap_stops_the_spool() {
+    async fn bytes_kept_are_synced_before_the_record_names_them_and_a_resume_adds_a_segment() {
         let root = tempfile::tempdir().unwrap();
         let options = SpoolOptions {
             sync_every: 10,
@@ -550,40 +745,35 @@ mod tests {
             expected_bytes: Some(40),
         };
         let spool = Spool::start(&options, &target).await.expect("room for it");
-        let dir = root.path().join(hex::encode("v"));
-        let durable = || -> u64 {
-            let r: Record =
-                serde_json::from_slice(&std::fs::read(dir.join("import.json")).unwrap()).unwrap();
-            r.durable
-        };
-        let wait_for = |n: u64| async move {
-            for _ in 0..500 {
-                if durable() == n {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            panic!("the record never said {n}: {}", durable());
-        };
-        let mut feed = spool.feed();
-        feed.append(0, &Bytes::from_static(b"01234")).await;
-        feed.append(5, &Bytes::from_static(b"56789")).await;
-        wait_for(10).await;
-        // Under `sync_every`: written, not yet named.
-        feed.append(10, &Bytes::from_static(b"abc")).await;
-        // A chunk kept again at its place changes nothing; a sync names what is there.
-        feed.append(5, &Bytes::from_static(b"56789")).await;
+        let durable = |i: usize| record_of(root.path()).segments.get(i).map(|s| s.durable);
+        let feed = spool.feed();
+        feed.begin(0, SpoolCoding::Plain).await;
+        feed.append(&Bytes::from_static(b"01234")).await;
+        feed.append(&Bytes::from_static(b"56789")).await;
+        wait_for("10 never named", || durable(0) == Some(10)).await;
+        // Under `sync_every`: written, not yet named; a sync names it.
+        feed.append(&Bytes::from_static(b"abc")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(durable(0), Some(10));
         feed.sync().await;
-        wait_for(13).await;
-        // A gap: the spool stops at what it holds.
-        feed.append(20, &Bytes::from_static(b"zzz")).await;
-        feed.append(13, &Bytes::from_static(b"defghij")).await;
+        wait_for("13 never named", || durable(0) == Some(13)).await;
+        // A resume from byte 12 (the import took 12 of the 13 kept): a segment of its own.
+        feed.begin(12, SpoolCoding::Plain).await;
+        feed.tee(futures_util::stream::iter([Ok(Bytes::from_static(b"cdef"))]).boxed())
+            .collect::<Vec<_>>()
+            .await;
         feed.sync().await;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert_eq!(durable(), 13);
-        assert_eq!(std::fs::read(dir.join("stream")).unwrap(), b"0123456789abc");
-        spool.remove().await;
-        assert!(!dir.exists());
+        wait_for("the second segment never named", || durable(1) == Some(4)).await;
+        assert_eq!(record_of(root.path()).segments[1].start, 12);
+        // The process goes away without removing it; the next one finds it.
+        drop(spool);
+        let found = recovered(&options).await;
+        assert_eq!(found.len(), 1);
+        let r = found.into_iter().next().unwrap();
+        assert_eq!(r.durable, 16);
+        assert_eq!(read_all(r.prefix).await, b"0123456789abcdef");
+        r.spool.remove().await;
+        assert!(!root.path().join(hex::encode("v")).exists());
     }
 
     #[tokio::test]
