@@ -53,8 +53,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, http};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo,
-    RuntimeError, RuntimeErrorKind, StackStatus, VolumeTarget,
+    AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo, RuntimeError,
+    RuntimeErrorKind, StackStatus, VolumeTarget,
 };
 use dockmesh_core::protocol::Hello;
 use dockmesh_core::release::ServiceShape;

@@ -326,7 +326,12 @@ mod tests {
             let half = collect(decode_prefix(chunks(&z[..z.len() / 2], &[4096])).unwrap())
                 .await
                 .unwrap();
-            assert!(half.len() > input.len() / 4, "{} of {}", half.len(), input.len());
+            assert!(
+                half.len() > input.len() / 4,
+                "{} of {}",
+                half.len(),
+                input.len()
+            );
             // Garbage is still an error.
             let err = collect(decode_prefix(chunks(b"not zstd at all", &[5])).unwrap())
                 .await

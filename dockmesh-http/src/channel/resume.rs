@@ -13,18 +13,18 @@
 //! and written again by the runtime) and has it wait at the byte that ends. Without one, or
 //! without room for one, a restarted agent forgets its imports and the volume is sent whole.
 
+use super::compress;
+use super::spool::{self, Spool, SpoolCoding, SpoolFeed, SpoolOptions};
 use bytes::Bytes;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
     ByteStream, HostRuntime, RuntimeError, RuntimeErrorKind, VolumeTarget, no_progress,
 };
 use futures_util::StreamExt;
+use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use super::compress;
-use super::spool::{self, Spool, SpoolCoding, SpoolFeed, SpoolOptions};
-use futures_util::TryStreamExt;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -337,9 +337,7 @@ impl Imports {
                 } else {
                     SpoolCoding::Plain
                 };
-                spool
-                    .begin(job.taken.load(Ordering::SeqCst), coding)
-                    .await;
+                spool.begin(job.taken.load(Ordering::SeqCst), coding).await;
                 spool.tee(body)
             }
             Source::Spool => body,
@@ -413,7 +411,10 @@ impl Imports {
                 self.wait_for_resume(job.clone());
                 Err(RuntimeError::new(
                     RuntimeErrorKind::Unreachable,
-                    format!("the import of volume {} waits for the rest of its stream", job.volume),
+                    format!(
+                        "the import of volume {} waits for the rest of its stream",
+                        job.volume
+                    ),
                 ))
             }
             Pumped::Ended | Pumped::Refused => {
@@ -798,7 +799,11 @@ mod tests {
         let host = Arc::new(FakeHost::new("h"));
         let again = spooled(host.clone(), root.path());
         assert_eq!(again.recover().await, [("v".to_owned(), 22)]);
-        assert_eq!(again.waiting_at("v"), Some(22), "told before the spool is read back");
+        assert_eq!(
+            again.waiting_at("v"),
+            Some(22),
+            "told before the spool is read back"
+        );
         let err = again.resume("v", 20, stream(20, None)).await.unwrap_err();
         assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
         assert!(err.message.contains("it took in 22 bytes"), "{err}");
@@ -818,7 +823,10 @@ mod tests {
     async fn a_recovered_import_not_resumed_is_given_up_and_its_spool_removed() {
         let root = tempfile::tempdir().unwrap();
         let imports = spooled(Arc::new(FakeHost::new("h")), root.path());
-        imports.start(sized(), stream(0, Some(15))).await.unwrap_err();
+        imports
+            .start(sized(), stream(0, Some(15)))
+            .await
+            .unwrap_err();
         until("not kept", || durable(root.path()) == Some(15)).await;
         drop(imports);
         let host = Arc::new(FakeHost::new("h"));
@@ -846,8 +854,15 @@ mod tests {
         assert_eq!(host.volume("v").as_deref(), Some(DATA));
         assert!(!root.path().join(hex::encode("v")).exists());
         // No size told: no spool, and a restart has nothing to go on with.
-        imports.start(target(), stream(0, Some(10))).await.unwrap_err();
-        assert_eq!(imports.waiting_at("v"), Some(10), "it still waits in memory");
+        imports
+            .start(target(), stream(0, Some(10)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            imports.waiting_at("v"),
+            Some(10),
+            "it still waits in memory"
+        );
         assert!(!root.path().join(hex::encode("v")).exists());
         let again = spooled(host, root.path());
         assert!(again.recover().await.is_empty());

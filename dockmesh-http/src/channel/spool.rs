@@ -66,13 +66,8 @@ impl SpoolOptions {
         let Some(content) = expected else {
             return false;
         };
-        let stream = content
-            .saturating_add(content / 8)
-            .saturating_add(16 << 20);
-        stream
-            .saturating_add(content)
-            .saturating_add(self.reserve)
-            <= free
+        let stream = content.saturating_add(content / 8).saturating_add(16 << 20);
+        stream.saturating_add(content).saturating_add(self.reserve) <= free
     }
 }
 
@@ -154,7 +149,10 @@ fn no_spool_warning(volume: &str, why: &dyn std::fmt::Display) {
 
 enum Msg {
     /// What follows is a request's body from the plain stream's byte `start` on.
-    Segment { start: u64, coding: SpoolCoding },
+    Segment {
+        start: u64,
+        coding: SpoolCoding,
+    },
     Data(Bytes),
     /// Make what was appended durable now (the stream paused).
     Sync,
@@ -502,7 +500,10 @@ async fn read_spool(dir: &Path) -> Result<(Record, u64), String> {
             // A gap before it: neither it nor what follows can be used.
             break;
         }
-        let reach = segment.start + plain_len(dir, index, &segment).await.map_err(|e| e.message)?;
+        let reach = segment.start
+            + plain_len(dir, index, &segment)
+                .await
+                .map_err(|e| e.message)?;
         kept = index + 1;
         match record.segments.get(index + 1) {
             // The next segment takes over from its start.
@@ -592,7 +593,10 @@ mod tests {
         let need = 800 + 100 + (16 << 20) + 800 + 100;
         assert!(options.room_for(Some(800), need));
         assert!(!options.room_for(Some(800), need - 1));
-        assert!(!options.room_for(None, u64::MAX), "a size unknown is never spooled");
+        assert!(
+            !options.room_for(None, u64::MAX),
+            "a size unknown is never spooled"
+        );
         assert!(!options.room_for(Some(u64::MAX), u64::MAX - 1));
     }
 
@@ -667,7 +671,12 @@ mod tests {
             // The second starts at 8, past the 5 bytes the first holds: only the first counts.
             ("gap", b"01234".to_vec()),
         ];
-        spool_dir(root.path(), "cut", &record("cut", &[(0, "plain", 20)]), &[b"0123456789abcde"]);
+        spool_dir(
+            root.path(),
+            "cut",
+            &record("cut", &[(0, "plain", 20)]),
+            &[b"0123456789abcde"],
+        );
         spool_dir(
             root.path(),
             "chain",
@@ -685,22 +694,38 @@ mod tests {
         spool_dir(
             root.path(),
             "coded",
-            &record("coded", &[(0, "zstd", z.len() as u64 / 2), (1000, "plain", 4)]),
+            &record(
+                "coded",
+                &[(0, "zstd", z.len() as u64 / 2), (1000, "plain", 4)],
+            ),
             &[&z, b"WXYZ"],
         );
         let mut coded = text[..1000].to_vec();
         coded.extend_from_slice(b"WXYZ");
         want.push(("coded", coded));
         // Nothing durable, not JSON, named for another volume: removed.
-        let empty = spool_dir(root.path(), "empty", &record("empty", &[(0, "plain", 0)]), &[b"0123"]);
+        let empty = spool_dir(
+            root.path(),
+            "empty",
+            &record("empty", &[(0, "plain", 0)]),
+            &[b"0123"],
+        );
         let none = spool_dir(root.path(), "none", &record("none", &[]), &[]);
         let garbled = spool_dir(root.path(), "garbled", "{not json", &[]);
-        let other = spool_dir(root.path(), "other", &record("cut", &[(0, "plain", 4)]), &[b"0123"]);
+        let other = spool_dir(
+            root.path(),
+            "other",
+            &record("cut", &[(0, "plain", 4)]),
+            &[b"0123"],
+        );
         let mut found = recovered(&options).await;
         found.sort_by(|a, b| a.target.name.cmp(&b.target.name));
         want.sort();
         assert_eq!(
-            found.iter().map(|r| r.target.name.as_str()).collect::<Vec<_>>(),
+            found
+                .iter()
+                .map(|r| r.target.name.as_str())
+                .collect::<Vec<_>>(),
             want.iter().map(|(n, _)| *n).collect::<Vec<_>>()
         );
         for (r, (name, bytes)) in found.into_iter().zip(want) {
