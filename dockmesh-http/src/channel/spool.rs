@@ -111,14 +111,6 @@ pub(crate) struct Spool {
     writer: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Spool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool")
-            .field("volume", &self.volume)
-            .finish_non_exhaustive()
-    }
-}
-
 fn dir_of(options: &SpoolOptions, volume: &str) -> PathBuf {
     options.dir.join(hex::encode(volume.as_bytes()))
 }
@@ -582,6 +574,7 @@ pub(crate) async fn recovered(options: &SpoolOptions) -> Vec<Recovered> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::io::Read;
 
     #[test]
     fn room_is_the_stream_the_volume_and_the_reserve() {
@@ -666,8 +659,8 @@ mod tests {
         let mut want: Vec<(&str, Vec<u8>)> = vec![
             // Says 20, its file holds 15: 15.
             ("cut", b"0123456789abcde".to_vec()),
-            // The second segment takes over at 6, where a resume went on from.
-            ("chain", b"0123456789abcdef".to_vec()),
+            // The second segment takes over at 6, where a resume went on from, the third at 10.
+            ("chain", b"0123456789abcdefgh".to_vec()),
             // The second starts at 8, past the 5 bytes the first holds: only the first counts.
             ("gap", b"01234".to_vec()),
         ];
@@ -680,8 +673,11 @@ mod tests {
         spool_dir(
             root.path(),
             "chain",
-            &record("chain", &[(0, "plain", 10), (6, "plain", 10)]),
-            &[b"0123456789", b"6789abcdef"],
+            &record(
+                "chain",
+                &[(0, "plain", 10), (6, "plain", 10), (10, "plain", 8)],
+            ),
+            &[b"0123456789", b"6789abcdef", b"abcdefgh"],
         );
         let gap = spool_dir(
             root.path(),
@@ -703,6 +699,21 @@ mod tests {
         let mut coded = text[..1000].to_vec();
         coded.extend_from_slice(b"WXYZ");
         want.push(("coded", coded));
+        // Coded and last: as far as its blocks decode (not its compressed length).
+        let cut = z.len() as u64 * 2 / 3;
+        spool_dir(
+            root.path(),
+            "zipped",
+            &record("zipped", &[(0, "zstd", cut)]),
+            &[&z],
+        );
+        let decoded = zstd::stream::Decoder::new(&z[..cut as usize])
+            .unwrap()
+            .bytes()
+            .map_while(Result::ok)
+            .count();
+        assert!(decoded > 0 && decoded < text.len());
+        want.push(("zipped", text[..decoded].to_vec()));
         // Nothing durable, not JSON, named for another volume: removed.
         let empty = spool_dir(
             root.path(),
@@ -712,6 +723,13 @@ mod tests {
         );
         let none = spool_dir(root.path(), "none", &record("none", &[]), &[]);
         let garbled = spool_dir(root.path(), "garbled", "{not json", &[]);
+        // Its first segment does not start at the stream's first byte.
+        let late = spool_dir(
+            root.path(),
+            "late",
+            &record("late", &[(4, "plain", 4)]),
+            &[b"4567"],
+        );
         let other = spool_dir(
             root.path(),
             "other",
@@ -735,7 +753,7 @@ mod tests {
             r.spool.remove().await;
         }
         assert!(!gap.exists(), "removed once its import ended");
-        for gone in [empty, none, garbled, other] {
+        for gone in [empty, none, garbled, other, late] {
             assert!(!gone.exists(), "{} is left", gone.display());
         }
     }
@@ -776,14 +794,14 @@ mod tests {
         feed.append(&Bytes::from_static(b"01234")).await;
         feed.append(&Bytes::from_static(b"56789")).await;
         wait_for("10 never named", || durable(0) == Some(10)).await;
-        // Under `sync_every`: written, not yet named; a sync names it.
+        // Under `sync_every`: written, not yet named.
         feed.append(&Bytes::from_static(b"abc")).await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(durable(0), Some(10));
-        feed.sync().await;
-        wait_for("13 never named", || durable(0) == Some(13)).await;
-        // A resume from byte 12 (the import took 12 of the 13 kept): a segment of its own.
+        // A resume from byte 12 (the import took 12 of the 13 kept): a segment of its own, and
+        // the one before it synced whole first.
         feed.begin(12, SpoolCoding::Plain).await;
+        wait_for("13 never named", || durable(0) == Some(13)).await;
         feed.tee(futures_util::stream::iter([Ok(Bytes::from_static(b"cdef"))]).boxed())
             .collect::<Vec<_>>()
             .await;
@@ -797,6 +815,13 @@ mod tests {
         let r = found.into_iter().next().unwrap();
         assert_eq!(r.durable, 16);
         assert_eq!(read_all(r.prefix).await, b"0123456789abcdef");
+        // The recovered spool goes on with a third segment, synced and named as the others.
+        let feed = r.spool.feed();
+        feed.begin(16, SpoolCoding::Plain).await;
+        feed.append(&Bytes::from_static(b"ghij")).await;
+        feed.sync().await;
+        wait_for("the third segment never named", || durable(2) == Some(4)).await;
+        assert_eq!(record_of(root.path()).segments[2].start, 16);
         r.spool.remove().await;
         assert!(!root.path().join(hex::encode("v")).exists());
     }
