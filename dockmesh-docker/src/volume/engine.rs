@@ -21,7 +21,7 @@ use dockmesh_core::ports::{
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The content an import accepts beyond what its source announced
 /// ([`VolumeTarget::expected_bytes`]): a tenth of the announced size, at least 64 MiB. The
@@ -331,14 +331,18 @@ pub async fn import_volume_with(
         VolumeAccess::Archive => None,
     };
     tracing::info!(volume, path = path_name(&root), "importing volume");
+    let started = Instant::now();
     let uploaded = match &root {
-        Some(root) => fast::write_tree(root.clone(), body).await.map_err(|e| {
-            RuntimeError::new(
-                RuntimeErrorKind::Engine,
-                format!("writing the stream into the directory of volume {volume} failed: {e}"),
-            )
-            .with_source(e)
-        }),
+        Some(root) => fast::write_tree(root.clone(), body)
+            .await
+            .map(Some)
+            .map_err(|e| {
+                RuntimeError::new(
+                    RuntimeErrorKind::Engine,
+                    format!("writing the stream into the directory of volume {volume} failed: {e}"),
+                )
+                .with_source(e)
+            }),
         None => {
             let options = UploadToContainerOptions {
                 path: "/".into(),
@@ -349,17 +353,48 @@ pub async fn import_volume_with(
                 .with_timeout(UPLOAD_TIMEOUT)
                 .upload_to_container(carrier.id(), Some(options), bollard::body_try_stream(body))
                 .await
+                .map(|()| None)
                 .map_err(|e| engine_error(&format!("writing the stream into volume {volume}"), e))
         }
     };
+    let importing = started.elapsed();
     let refused = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     let result = match (refused, uploaded) {
         (Some(e), _) => Err(e),
         (None, Err(e)) => Err(e),
-        (None, Ok(())) => match root {
-            Some(root) => read_back_stream(fast::read_tree(root, volume), volume).await,
-            None => read_back_stream(download(docker, &carrier, volume), volume).await,
-        },
+        (None, Ok(written)) => {
+            let reading = Instant::now();
+            match (root, written) {
+                (Some(root), Some(written)) => {
+                    let (syncs, synced) = (written.background_syncs, written.synced);
+                    fast::read_manifest(root, volume, written)
+                        .await
+                        .map(|(manifest, counts)| {
+                            tracing::info!(
+                                volume,
+                                writing = ?importing,
+                                syncs_while_writing = syncs,
+                                final_sync = ?synced,
+                                final_walk = ?reading.elapsed(),
+                                files_read_back_while_writing = counts.during_import,
+                                files_read_back_at_the_end = counts.at_the_end,
+                                "volume imported and read back"
+                            );
+                            manifest
+                        })
+                }
+                _ => read_back_stream(download(docker, &carrier, volume), volume)
+                    .await
+                    .inspect(|_| {
+                        tracing::info!(
+                            volume,
+                            writing = ?importing,
+                            read_back = ?reading.elapsed(),
+                            "volume imported and read back"
+                        )
+                    }),
+            }
+        }
     };
     let removed = carrier.remove().await;
     match result {

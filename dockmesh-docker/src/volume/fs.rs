@@ -13,8 +13,13 @@
 //! canonical writer, manifest) as the engine's. An import takes the stream the import's
 //! transform has checked and re-written, checks it once more, and creates each entry under the
 //! volume's directory, never through a symbolic link (every parent is a directory created by
-//! this import, every file is created new with `O_NOFOLLOW`). The result is read back by the
-//! same walk and its manifest compared by the caller, as on the archive path.
+//! this import, every file is created new with `O_NOFOLLOW`). While it writes, a thread of its
+//! own syncs the file system every 32 MiB, so that the disk writes the volume as it comes and
+//! the final sync has little left, and another reads back each regular file as soon as it is
+//! finished. Once the import is synced, the same walk as the export's makes the manifest of
+//! what the directory holds, each file's hash taken from that read when the file is still as
+//! it was read (inode, size, modification and change times), else read again ([`readback`]);
+//! the caller compares it with the source's, as on the archive path.
 //!
 //! What it keeps that the archive path loses: modification times to the nanosecond (files,
 //! directories, links, FIFOs), extended attributes in the `user.*` namespace (the checker's
@@ -37,6 +42,7 @@ use super::reader::{Event, Mtime, Reader, ZERO_BLOCK, padding};
 use super::writer::encode_header;
 use bollard::Docker;
 use bytes::{Bytes, BytesMut};
+use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind};
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::HashMap;
@@ -49,10 +55,17 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, Permi
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod readback;
+
+pub(crate) use readback::ReadBackCounts;
+use readback::{Hashed, Hasher};
+
 /// Bytes per chunk handed on by the walk.
 const CHUNK: usize = 256 * 1024;
 /// The block size of hole detection on import.
 const HOLE: usize = 4096;
+/// Bytes of content an import writes between two syncs started in the background.
+const SYNC_EVERY: u64 = 32 << 20;
 
 /// Where the data of `volume` lives on this host, when the fast path may take it: a `local`
 /// volume without options whose mount point is a directory here.
@@ -105,18 +118,9 @@ pub(crate) fn read_tree(
             tx,
             buf: BytesMut::with_capacity(CHUNK * 2),
         };
-        let failure = match walk(&root, &mut out) {
-            Ok(()) => return,
-            Err(WalkError::Closed) => return,
-            Err(WalkError::Io(path, e)) => RuntimeError::new(
-                RuntimeErrorKind::Engine,
-                format!(
-                    "reading volume {volume} from its directory failed at {}: {e}",
-                    path.display()
-                ),
-            )
-            .with_source(e),
-            Err(WalkError::Refused(e)) => super::engine::export_refused(&volume, e),
+        let failure = match walk(&root, &mut out).and_then(|()| out.end()) {
+            Ok(()) | Err(WalkError::Closed) => return,
+            Err(e) => walk_failure(&volume, e),
         };
         let _ = out.tx.blocking_send(Err(failure));
     });
@@ -124,6 +128,44 @@ pub(crate) fn read_tree(
         rx.recv().await.map(|item| (item, rx))
     })
     .boxed()
+}
+
+/// What stopped a walk of `volume`'s directory, for its caller.
+fn walk_failure(volume: &str, e: WalkError) -> RuntimeError {
+    match e {
+        WalkError::Io(path, e) => RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!(
+                "reading volume {volume} from its directory failed at {}: {e}",
+                path.display()
+            ),
+        )
+        .with_source(e),
+        WalkError::Refused(e) => super::engine::export_refused(volume, e),
+        WalkError::Closed => RuntimeError::new(
+            RuntimeErrorKind::Engine,
+            format!("reading volume {volume} from its directory stopped"),
+        ),
+    }
+}
+
+/// The manifest of what the directory `root` holds after [`write_tree`] wrote it, with the
+/// hashes it read back while it wrote where they still hold (see [`readback`]).
+pub(crate) async fn read_manifest(
+    root: PathBuf,
+    volume: &str,
+    written: Written,
+) -> Result<(VolumeManifest, ReadBackCounts), RuntimeError> {
+    let walked =
+        tokio::task::spawn_blocking(move || readback::tree_manifest(&root, &written.hashed))
+            .await
+            .map_err(|e| {
+                RuntimeError::new(
+                    RuntimeErrorKind::Engine,
+                    format!("reading volume {volume} back: the walking thread failed: {e}"),
+                )
+            })?;
+    walked.map_err(|e| walk_failure(volume, e))
 }
 
 struct Out {
@@ -140,6 +182,13 @@ impl Out {
         Ok(())
     }
 
+    /// The end-of-archive marker, and what is left in the buffer.
+    fn end(&mut self) -> Result<(), WalkError> {
+        self.put(&ZERO_BLOCK)?;
+        self.put(&ZERO_BLOCK)?;
+        self.flush()
+    }
+
     fn flush(&mut self) -> Result<(), WalkError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -152,32 +201,58 @@ impl Out {
 
     /// Read exactly `size` bytes of `file` into the stream, then its padding.
     fn content(&mut self, path: &Path, size: u64) -> Result<(), WalkError> {
-        // Never through a link that took the file's place since it was looked at.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)
-            .map_err(at(path))?;
-        let mut left = size;
-        while left > 0 {
-            let want = (CHUNK as u64).min(left) as usize;
+        read_sized(path, size, |file, want| {
             let start = self.buf.len();
             self.buf.resize(start + want, 0);
             let n = file.read(&mut self.buf[start..]).map_err(at(path))?;
             self.buf.truncate(start + n);
-            if n == 0 {
-                return Err(changed(path));
-            }
-            left -= n as u64;
             if self.buf.len() >= CHUNK {
                 self.flush()?;
             }
-        }
-        let mut probe = [0u8; 1];
-        if file.read(&mut probe).map_err(at(path))? != 0 {
+            Ok(n)
+        })?;
+        self.put(&ZERO_BLOCK[..padding(size) as usize])
+    }
+}
+
+/// Read exactly `size` bytes of the regular file at `path`, each piece of at most `want` bytes
+/// by `read` (which says how many it read), then make sure nothing follows. The file is opened
+/// never through a link that took its place since it was looked at.
+fn read_sized(
+    path: &Path,
+    size: u64,
+    mut read: impl FnMut(&mut File, usize) -> Result<usize, WalkError>,
+) -> Result<(), WalkError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(at(path))?;
+    let mut left = size;
+    while left > 0 {
+        let n = read(&mut file, (CHUNK as u64).min(left) as usize)?;
+        if n == 0 {
             return Err(changed(path));
         }
-        self.put(&ZERO_BLOCK[..padding(size) as usize])
+        left -= n as u64;
+    }
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe).map_err(at(path))? != 0 {
+        return Err(changed(path));
+    }
+    Ok(())
+}
+
+impl Visit for Out {
+    /// The entry's header, then a regular file's content.
+    fn entry(&mut self, path: &Path, _: &fs::Metadata, entry: Checked) -> Result<(), WalkError> {
+        let mut header = Vec::with_capacity(1024);
+        encode_header(&entry, Layout::Carrier, &mut header);
+        self.put(&header)?;
+        if let CheckedKind::File { size } = entry.kind {
+            self.content(path, size)?;
+        }
+        Ok(())
     }
 }
 
@@ -191,10 +266,17 @@ fn changed(path: &Path) -> WalkError {
     )
 }
 
+/// What the walk hands each entry to.
+trait Visit {
+    /// One entry, as it will be named in a stream, with the metadata it was made from and its
+    /// path on this host.
+    fn entry(&mut self, path: &Path, meta: &fs::Metadata, entry: Checked) -> Result<(), WalkError>;
+}
+
 /// Depth first, the entries of a directory in byte order of their names, each directory's
 /// content right after it: the order of the engine's own walk (Go's `filepath.Walk`), so that
 /// the first path of a hard-linked file is the same on both paths.
-fn walk(root: &Path, out: &mut Out) -> Result<(), WalkError> {
+fn walk(root: &Path, out: &mut impl Visit) -> Result<(), WalkError> {
     struct Level {
         dir: PathBuf,
         rel: Vec<u8>,
@@ -233,14 +315,12 @@ fn walk(root: &Path, out: &mut Out) -> Result<(), WalkError> {
             stack.push(level(path, child)?);
         }
     }
-    out.put(&ZERO_BLOCK)?;
-    out.put(&ZERO_BLOCK)?;
-    out.flush()
+    Ok(())
 }
 
-/// Write one entry (and a regular file's content). `false` when it is skipped (a socket).
+/// Hand on one entry. `false` when it is skipped (a socket).
 fn emit(
-    out: &mut Out,
+    out: &mut impl Visit,
     path: &Path,
     rel: Vec<u8>,
     meta: &fs::Metadata,
@@ -296,12 +376,7 @@ fn emit(
             nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
         },
     };
-    let mut header = Vec::with_capacity(1024);
-    encode_header(&entry, Layout::Carrier, &mut header);
-    out.put(&header)?;
-    if let CheckedKind::File { size } = entry.kind {
-        out.content(path, size)?;
-    }
+    out.entry(path, meta, entry)?;
     Ok(true)
 }
 
@@ -342,14 +417,15 @@ fn read_xattrs(path: &Path) -> Result<Xattrs, WalkError> {
 /// [`Layout::Carrier`]) into the empty directory `root`. Every entry is checked again on the
 /// way. When the stream ends, the directories get their owners, modes and times (last, so that
 /// writing their children changes none of it) and the file system is synced: on success every
-/// byte is on disk.
-pub(crate) async fn write_tree<S>(root: PathBuf, body: S) -> Result<(), io::Error>
+/// byte is on disk. Each regular file is read back as soon as it is written, on a thread of
+/// its own; what it held is in the result, for [`read_manifest`].
+pub(crate) async fn write_tree<S>(root: PathBuf, body: S) -> Result<Written, io::Error>
 where
     S: Stream<Item = Result<Bytes, io::Error>> + Send,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut tree = TreeWriter::new(root);
+        let mut tree = TreeWriter::new(root)?;
         while let Some(chunk) = rx.blocking_recv() {
             tree.push(chunk)?;
         }
@@ -380,6 +456,17 @@ where
     }
 }
 
+/// What [`write_tree`] did.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// How many syncs ran while the import went on.
+    pub(crate) background_syncs: u32,
+    /// How long the final sync took.
+    pub(crate) synced: Duration,
+    /// The files read back while the import went on.
+    hashed: Hashed,
+}
+
 /// A regular file being written and how far.
 struct OpenFile {
     file: File,
@@ -394,17 +481,90 @@ struct TreeWriter {
     checker: Checker,
     file: Option<OpenFile>,
     dirs: Vec<Checked>,
+    syncer: Syncer,
+    unsynced: u64,
+    hasher: Hasher,
+}
+
+/// Syncs the volume's file system on a thread of its own while the import goes on, each time
+/// it is asked to (a request made while one runs waits for it; more are dropped), so that the
+/// disk writes the data as it comes instead of all of it in the final sync, which then finds
+/// little left to do. The kernel would otherwise start writing back only after 30 s or once a
+/// tenth of the memory is dirty: on a machine with memory to spare, after the whole volume.
+///
+/// The final sync uses the same open directory: a write error is reported to each open file
+/// once, so a background sync that saw it keeps it and hands it to [`Syncer::finish`].
+struct Syncer {
+    dir: std::sync::Arc<File>,
+    asks: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<u32>>>,
+}
+
+impl Syncer {
+    fn new(root: &Path) -> io::Result<Self> {
+        let dir = std::sync::Arc::new(File::open(root)?);
+        let (asks, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let on_thread = dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("volume-sync".into())
+            .spawn(move || {
+                let mut done = 0;
+                while asked.recv().is_ok() {
+                    rustix::fs::syncfs(&*on_thread)?;
+                    done += 1;
+                }
+                Ok(done)
+            })?;
+        Ok(Syncer {
+            dir,
+            asks: Some(asks),
+            thread: Some(thread),
+        })
+    }
+
+    /// Start a sync unless one is waiting to start.
+    fn ask(&self) {
+        if let Some(asks) = &self.asks {
+            // Full: a sync is already asked for. Gone: one failed, and `finish` says so.
+            let _ = asks.try_send(());
+        }
+    }
+
+    /// Wait for the background syncs, then sync once more; the first error of any of them.
+    /// How many syncs ran in the background, and how long the last one took.
+    fn finish(mut self) -> io::Result<(u32, Duration)> {
+        drop(self.asks.take());
+        let done = match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("the syncing thread panicked"))??,
+            None => 0,
+        };
+        let syncing = std::time::Instant::now();
+        rustix::fs::syncfs(&*self.dir)?;
+        Ok((done, syncing.elapsed()))
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Ends the thread after the sync it is running, if any; nobody waits for it.
+        drop(self.asks.take());
+    }
 }
 
 impl TreeWriter {
-    fn new(root: PathBuf) -> Self {
-        TreeWriter {
+    fn new(root: PathBuf) -> io::Result<Self> {
+        Ok(TreeWriter {
+            syncer: Syncer::new(&root)?,
             root,
             reader: Reader::new(Limits::default()),
             checker: Checker::new(Layout::Carrier, Limits::default()),
             file: None,
             dirs: Vec::new(),
-        }
+            unsynced: 0,
+            hasher: Hasher::new()?,
+        })
     }
 
     fn path(&self, rel: &[u8]) -> PathBuf {
@@ -456,7 +616,9 @@ impl TreeWriter {
                 self.dirs.push(entry);
             }
             CheckedKind::File { size } => {
+                // Readable too: it is read back once it is written.
                 let file = OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .create_new(true)
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -520,6 +682,11 @@ impl TreeWriter {
             f.file.write_all_at(&bytes[from..], start + from as u64)?;
         }
         f.pos += bytes.len() as u64;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            self.syncer.ask();
+        }
         Ok(())
     }
 
@@ -550,10 +717,11 @@ impl TreeWriter {
         }
         f.file
             .set_times(FileTimes::new().set_modified(system_time(f.entry.mtime)))?;
+        self.hasher.give(f.file);
         Ok(())
     }
 
-    fn finish(self) -> io::Result<()> {
+    fn finish(self) -> io::Result<Written> {
         self.reader
             .finish()
             .and_then(|()| self.checker.finish())
@@ -566,9 +734,12 @@ impl TreeWriter {
             set_meta_path(&path, dir, true)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         }
-        let root = File::open(&self.root)?;
-        rustix::fs::syncfs(&root)?;
-        Ok(())
+        let (background_syncs, synced) = self.syncer.finish()?;
+        Ok(Written {
+            background_syncs,
+            synced,
+            hashed: self.hasher.finish(),
+        })
     }
 }
 
@@ -632,8 +803,17 @@ mod tests {
     }
 
     /// What a transfer between two directories does on the fast path: read `src` through the
-    /// export's transform, write the checked stream into `dst`, read `dst` back.
+    /// export's transform, write the checked stream into `dst`, read `dst` back. The manifest
+    /// of the read-back is the same whether it takes the hashes read while writing, reads every
+    /// file again, or reads `dst` as a stream through the transform.
     async fn transfer(src: &Path, dst: &Path) -> (VolumeManifest, VolumeManifest) {
+        let (exported, imported, _) = transfer_counted(src, dst).await;
+        (exported, imported)
+    }
+
+    /// Export `src` and write the checked stream into `dst`: the export's manifest and what
+    /// the writing did.
+    async fn export_and_write(src: &Path, dst: &Path) -> (VolumeManifest, Written) {
         let mut export =
             TarTransform::new(Layout::Carrier, Some(Layout::Transfer), Limits::default())
                 .with_manifest();
@@ -658,16 +838,32 @@ mod tests {
         while let Some(b) = import.pop() {
             checked.push(Ok(b));
         }
-        write_tree(dst.to_path_buf(), stream::iter(checked))
+        let written = write_tree(dst.to_path_buf(), stream::iter(checked))
             .await
             .expect("write");
+        (exported, written)
+    }
+
+    async fn transfer_counted(
+        src: &Path,
+        dst: &Path,
+    ) -> (VolumeManifest, VolumeManifest, ReadBackCounts) {
+        let (exported, written) = export_and_write(src, dst).await;
         let mut back = TarTransform::new(Layout::Carrier, None, Limits::default()).with_manifest();
         let mut body = read_tree(dst.to_path_buf(), "dst");
         while let Some(chunk) = body.next().await {
             back.push(chunk.expect("read back"))
                 .expect("read back checks");
         }
-        (exported, back.finish().unwrap().unwrap())
+        let streamed = back.finish().unwrap().unwrap();
+        let (all_again, counts) = readback::tree_manifest(dst, &Hashed::default()).unwrap();
+        assert_eq!(counts.during_import, 0);
+        assert_eq!(all_again, streamed);
+        let (imported, counts) = read_manifest(dst.to_path_buf(), "dst", written)
+            .await
+            .unwrap();
+        assert_eq!(imported, streamed);
+        (exported, imported, counts)
     }
 
     fn set_mtime(path: &Path, secs: i64, nanos: u32) {
@@ -760,9 +956,13 @@ mod tests {
             set_mtime(&src.join(p), s, n);
         }
 
-        let (exported, imported) = transfer(&src, &dst).await;
+        let (exported, imported, counts) = transfer_counted(&src, &dst).await;
         assert_eq!(exported.first_difference(&imported), None);
         assert_eq!(exported, imported);
+        // Six regular files: five read back while the import went on; `a.txt` too unless the
+        // hard link made to it later moved its change time after it was read.
+        assert_eq!(counts.during_import + counts.at_the_end, 6, "{counts:?}");
+        assert!(counts.during_import >= 5, "{counts:?}");
 
         let meta = |root: &Path, p: &str| fs::symlink_metadata(root.join(p)).unwrap();
         // Content.
@@ -845,7 +1045,7 @@ mod tests {
     #[test]
     fn zero_blocks_become_holes_wherever_the_pieces_break() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = TreeWriter::new(dir.path().to_path_buf());
+        let mut w = TreeWriter::new(dir.path().to_path_buf()).expect("writer");
         let entry = |path: &[u8], kind| Checked {
             path: path.to_vec(),
             kind,
@@ -925,6 +1125,57 @@ mod tests {
         fs::write(dir.path().join("f"), b"").unwrap();
         assert!(!is_empty_dir(dir.path()));
         assert!(!is_empty_dir(&dir.path().join("missing")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_changed_after_it_was_read_back_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        for name in ["one", "two", "three"] {
+            fs::write(src.join(name), name.repeat(1000)).unwrap();
+        }
+        set_mtime(&src.join("two"), 1_600_000_000, 5);
+        let (exported, written) = export_and_write(&src, &dst).await;
+        assert_eq!(written.hashed.files.len(), 3);
+        assert_eq!(written.background_syncs, 0, "3 KiB written");
+        // The same size and modification time, other content: only the change time says so.
+        fs::write(dst.join("two"), "owt".repeat(1000)).unwrap();
+        set_mtime(&dst.join("two"), 1_600_000_000, 5);
+        let (imported, counts) = read_manifest(dst.clone(), "dst", written).await.unwrap();
+        assert_eq!(
+            counts,
+            ReadBackCounts {
+                during_import: 2,
+                at_the_end: 1
+            }
+        );
+        let difference = exported.first_difference(&imported).expect("differs");
+        assert!(difference.contains("two"), "{difference}");
+        let entry = |m: &VolumeManifest, p: &str| m.entries.iter().find(|e| e.path == p).cloned();
+        assert_eq!(entry(&exported, "one"), entry(&imported, "one"));
+        assert_ne!(
+            entry(&exported, "two").unwrap().sha256,
+            entry(&imported, "two").unwrap().sha256
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_disk_is_synced_while_a_large_import_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        let content: Vec<u8> = (0..SYNC_EVERY as usize + HOLE)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        fs::write(src.join("large"), &content).unwrap();
+        let (exported, written) = export_and_write(&src, &dst).await;
+        assert!(written.background_syncs >= 1, "{written:?}");
+        let (imported, counts) = read_manifest(dst.clone(), "dst", written).await.unwrap();
+        assert_eq!(exported, imported);
+        assert_eq!(counts.during_import, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

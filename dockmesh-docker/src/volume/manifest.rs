@@ -85,6 +85,14 @@ impl ManifestBuilder {
         }
     }
 
+    /// The last entry, a regular file, has this SHA-256, which was computed elsewhere.
+    pub(crate) fn entry_hashed(&mut self, digest: &[u8]) {
+        self.hashing = None;
+        if let Some(last) = self.entries.last_mut() {
+            last.sha256 = Some(hex::encode(digest));
+        }
+    }
+
     pub(crate) fn entry_end(&mut self) {
         if let Some(h) = self.hashing.take()
             && let Some(last) = self.entries.last_mut()

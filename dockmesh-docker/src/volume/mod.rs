@@ -41,8 +41,10 @@
 //! of the `local` driver without options is read and written in its directory on this host
 //! instead of through the archive endpoints. The carrier is still created (it holds the volume
 //! and claims the import), the stream passes through the same [`TarTransform`] and the import is
-//! read back and its manifest computed the same way, from the directory. It is faster (no
-//! engine tar on either side), and it keeps what the archive path cannot: nanosecond
+//! read back and its manifest computed from the directory into the same manifest builder (each
+//! file is read back while the import goes on, as soon as it is written, and a walk after the
+//! final sync checks that each is still as it was read). It is faster (no engine tar on either
+//! side, the disk written and the files read back while the stream comes), and it keeps what the archive path cannot: nanosecond
 //! modification times, `user.*` extended attributes and the holes of sparse files. The logs
 //! say which path each transfer took (`path = "file system"` or `"engine archive"`).
 //!
