@@ -2,7 +2,7 @@
 //! the agent API over the TLS stream as the HTTP/2 server.
 
 use super::ChannelOptions;
-use super::wire::{REFUSED_PATH, Refusal};
+use super::wire::{self, REFUSED_PATH, Refusal};
 use crate::pki;
 use axum::Json;
 use axum::Router;
@@ -146,6 +146,9 @@ impl AgentSession {
         );
         let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_frame_size(wire::MAX_FRAME)
+            .initial_stream_window_size(wire::STREAM_WINDOW)
+            .initial_connection_window_size(wire::CONNECTION_WINDOW)
             .keep_alive_interval(self.options.keep_alive_interval)
             .keep_alive_timeout(self.options.keep_alive_timeout)
             .serve_connection(TokioIo::new(self.tls), TowerToHyperService::new(router))

@@ -374,6 +374,9 @@ impl AgentAcceptor {
         }
         let (send, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_frame_size(wire::MAX_FRAME)
+            .initial_stream_window_size(wire::STREAM_WINDOW)
+            .initial_connection_window_size(wire::CONNECTION_WINDOW)
             .keep_alive_interval(self.options.keep_alive_interval)
             .keep_alive_timeout(self.options.keep_alive_timeout)
             .keep_alive_while_idle(true)

@@ -36,6 +36,18 @@ pub const PROGRESS_LINES: &str = "lines";
 /// entry of the volume).
 pub const IMPORT_LINE_LIMIT: usize = 64 << 20;
 
+/// The largest HTTP/2 frame payload either end of the channel accepts (HTTP/2's default is
+/// 16 KiB): a volume's stream then moves in pieces this large, and each piece is handed from
+/// task to task and thread to thread once rather than in sixteen pieces.
+pub const MAX_FRAME: u32 = 256 << 10;
+
+/// How many bytes of one stream either end lets the other send ahead of what it has taken:
+/// the most a transfer holds in flight on each hop.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+
+/// How many bytes of all its streams together either end lets the other send ahead.
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// One line of an import's answer in lines.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
