@@ -17,6 +17,7 @@
 # (cargo build --release).
 # Usage: bash bench/agent-transfer.sh [ROUNDS]   (default 3)
 #   AGENT_ARGS="--import-spool off" bash bench/agent-transfer.sh  passes options to both agents.
+#   BENCH_LOGS=DIR keeps the server's and the agents' logs in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -32,7 +33,7 @@ work=$(mktemp -d)
 port=18$((RANDOM % 900 + 100))
 aport=19$((RANDOM % 900 + 100))
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; [ -n "${BENCH_LOGS:-}" ] && mkdir -p "$BENCH_LOGS" && cp "$work"/*.log "$BENCH_LOGS"/; rm -rf "$work"' EXIT
 
 da() { DOCKER_HOST=$A docker "$@"; }
 db() { DOCKER_HOST=$B docker "$@"; }
