@@ -493,7 +493,9 @@ struct TreeWriter {
 /// tenth of the memory is dirty: on a machine with memory to spare, after the whole volume.
 ///
 /// The final sync uses the same open directory: a write error is reported to each open file
-/// once, so a background sync that saw it keeps it and hands it to [`Syncer::finish`].
+/// once, so a background sync that saw it keeps it and hands it to [`Syncer::finish`]. Dropped
+/// without `finish` (a failed import), the thread ends after the sync it is running, and
+/// nobody waits for it.
 struct Syncer {
     dir: std::sync::Arc<File>,
     asks: Option<std::sync::mpsc::SyncSender<()>>,
@@ -543,13 +545,6 @@ impl Syncer {
         let syncing = std::time::Instant::now();
         rustix::fs::syncfs(&*self.dir)?;
         Ok((done, syncing.elapsed()))
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        // Ends the thread after the sync it is running, if any; nobody waits for it.
-        drop(self.asks.take());
     }
 }
 
