@@ -1122,12 +1122,18 @@ mod tests {
         assert!(!is_empty_dir(&dir.path().join("missing")));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_file_changed_after_it_was_read_back_is_read_again() {
+    /// A temporary directory holding two empty ones, `src` and `dst`.
+    fn two_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
         fs::create_dir(&src).unwrap();
         fs::create_dir(&dst).unwrap();
+        (dir, src, dst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_changed_after_it_was_read_back_is_read_again() {
+        let (_dir, src, dst) = two_dirs();
         for name in ["one", "two", "three"] {
             fs::write(src.join(name), name.repeat(1000)).unwrap();
         }
@@ -1158,10 +1164,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_disk_is_synced_while_a_large_import_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-        fs::create_dir(&src).unwrap();
-        fs::create_dir(&dst).unwrap();
+        let (_dir, src, dst) = two_dirs();
         let content: Vec<u8> = (0..SYNC_EVERY as usize + HOLE)
             .map(|i| (i % 253) as u8)
             .collect();
