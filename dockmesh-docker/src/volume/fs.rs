@@ -482,14 +482,13 @@ struct TreeWriter {
     file: Option<OpenFile>,
     dirs: Vec<Checked>,
     syncer: Syncer,
-    unsynced: u64,
     hasher: Hasher,
 }
 
-/// Syncs the volume's file system on a thread of its own while the import goes on, each time
-/// it is asked to (a request made while one runs waits for it; more are dropped), so that the
-/// disk writes the data as it comes instead of all of it in the final sync, which then finds
-/// little left to do. The kernel would otherwise start writing back only after 30 s or once a
+/// Syncs the volume's file system on a thread of its own while the import goes on, every
+/// [`SYNC_EVERY`] bytes written (a sync due while one runs waits for it; more are dropped), so
+/// that the disk writes the data as it comes instead of all of it in the final sync, which then
+/// finds little left to do. The kernel would otherwise start writing back only after 30 s or once a
 /// tenth of the memory is dirty: on a machine with memory to spare, after the whole volume.
 ///
 /// The final sync uses the same open directory: a write error is reported to each open file
@@ -498,8 +497,10 @@ struct TreeWriter {
 /// nobody waits for it.
 struct Syncer {
     dir: std::sync::Arc<File>,
-    asks: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<io::Result<u32>>>,
+    asks: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<io::Result<u32>>,
+    /// Bytes written since the last sync was asked for.
+    unsynced: u64,
 }
 
 impl Syncer {
@@ -519,31 +520,34 @@ impl Syncer {
             })?;
         Ok(Syncer {
             dir,
-            asks: Some(asks),
-            thread: Some(thread),
+            asks,
+            thread,
+            unsynced: 0,
         })
     }
 
-    /// Start a sync unless one is waiting to start.
-    fn ask(&self) {
-        if let Some(asks) = &self.asks {
+    /// `n` more bytes were written: start a sync when one is due, unless one is waiting to start.
+    fn wrote(&mut self, n: u64) {
+        self.unsynced += n;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
             // Full: a sync is already asked for. Gone: one failed, and `finish` says so.
-            let _ = asks.try_send(());
+            let _ = self.asks.try_send(());
         }
     }
 
     /// Wait for the background syncs, then sync once more; the first error of any of them.
     /// How many syncs ran in the background, and how long the last one took.
-    fn finish(mut self) -> io::Result<(u32, Duration)> {
-        drop(self.asks.take());
-        let done = match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| io::Error::other("the syncing thread panicked"))??,
-            None => 0,
-        };
+    fn finish(self) -> io::Result<(u32, Duration)> {
+        let Syncer {
+            dir, asks, thread, ..
+        } = self;
+        drop(asks);
+        let done = thread
+            .join()
+            .map_err(|_| io::Error::other("the syncing thread panicked"))??;
         let syncing = std::time::Instant::now();
-        rustix::fs::syncfs(&*self.dir)?;
+        rustix::fs::syncfs(&*dir)?;
         Ok((done, syncing.elapsed()))
     }
 }
@@ -557,7 +561,6 @@ impl TreeWriter {
             checker: Checker::new(Layout::Carrier, Limits::default()),
             file: None,
             dirs: Vec::new(),
-            unsynced: 0,
             hasher: Hasher::new()?,
         })
     }
@@ -677,11 +680,7 @@ impl TreeWriter {
             f.file.write_all_at(&bytes[from..], start + from as u64)?;
         }
         f.pos += bytes.len() as u64;
-        self.unsynced += bytes.len() as u64;
-        if self.unsynced >= SYNC_EVERY {
-            self.unsynced = 0;
-            self.syncer.ask();
-        }
+        self.syncer.wrote(bytes.len() as u64);
         Ok(())
     }
 
