@@ -196,7 +196,7 @@ pub async fn adopt(
     let spec = {
         let (files, dir) = (files.clone(), dir.clone());
         tokio::task::spawn_blocking(move || {
-            compose::load(&files, &dir, &|p: &Path| std::fs::read_to_string(p))
+            compose::load(&files, &dir, &|p: &Path| compose::read_beneath(&dir, p))
         })
         .await
         .map_err(|e| {

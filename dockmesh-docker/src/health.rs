@@ -336,7 +336,7 @@ pub(crate) async fn wait_stack(
         .ok()
         .flatten()
         && let Ok(spec) = crate::compose::load(&files, &rt.stack_dir(stack), &|p| {
-            std::fs::read_to_string(p)
+            crate::compose::read_beneath(&rt.stack_dir(stack), p)
         })
     {
         for s in &spec.services {

@@ -322,3 +322,68 @@ async fn a_platform_the_image_is_not_for_is_refused_before_anything_is_created()
     rt.deploy(&files).await.unwrap();
     rt.remove_stack(&name, true).await.unwrap();
 }
+
+/// A compose file cannot make the host read a file outside the stack's directory: not by an
+/// absolute `env_file`, not by `..`, not through a symbolic link in the directory (one a
+/// container with the directory mounted could have made). Each is refused naming the path,
+/// no error quotes the file, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_outside_the_stack_directory_are_refused_and_never_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(rt) = testsupport::engine_for_test(
+        "files_outside_the_stack_directory_are_refused_and_never_quoted",
+        dir.path(),
+    )
+    .await
+    else {
+        return;
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.env");
+    std::fs::write(&secret, "STOLEN=hunter2\n").unwrap();
+    let name = testsupport::unique_name("dm-beneath");
+    let compose = |env_file: &str| {
+        format!("services:\n  web:\n    image: dockmesh-test/busybox:1\n    env_file: {env_file}\n")
+    };
+    let first = stack(&name, &compose("app.env"));
+    rt.write_stack_files(&first).await.unwrap();
+    let stack_dir = rt.stack_dir(&name);
+    std::os::unix::fs::symlink(&secret, stack_dir.join("link.env")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", stack_dir.join("passwd.env")).unwrap();
+
+    for (env_file, says) in [
+        (secret.display().to_string(), "is absolute".to_owned()),
+        ("/etc/passwd".to_owned(), "is absolute".to_owned()),
+        (
+            "../../etc/passwd".to_owned(),
+            "leaves the stack directory".to_owned(),
+        ),
+        (
+            "link.env".to_owned(),
+            "outside the stack directory".to_owned(),
+        ),
+        (
+            "passwd.env".to_owned(),
+            "outside the stack directory".to_owned(),
+        ),
+    ] {
+        let files = stack(&name, &compose(&env_file));
+        rt.write_stack_files(&files).await.unwrap();
+        let err = rt.deploy(&files).await.unwrap_err();
+        assert_eq!(
+            err.kind,
+            RuntimeErrorKind::InvalidStack,
+            "{env_file}: {err}"
+        );
+        let all = format!("{err} {:?}", err.message);
+        assert!(
+            all.contains(&says) && all.contains(env_file.trim_start_matches("../")),
+            "{env_file}: {all}"
+        );
+        assert!(!all.contains("hunter2") && !all.contains("root:"), "{all}");
+        assert!(
+            nothing(&objects(&rt, &name).await),
+            "{env_file}: nothing created"
+        );
+    }
+}

@@ -99,7 +99,9 @@ fn check(args: &CheckArgs) -> ExitCode {
     let loaded = compose::load_with_profiles(
         &files,
         &dir,
-        &|p: &Path| std::fs::read_to_string(p),
+        // The user's own files, read as the user: paths are still relative to the stack
+        // directory (a server refuses the rest), but symbolic links are followed.
+        &|p: &Path| std::fs::read_to_string(dir.join(p)),
         profiles,
     );
     match loaded {

@@ -255,11 +255,13 @@ pub fn parse_env_file(text: &str, file: &str, base: &Vars) -> Result<Vars, EnvFi
             .map(str::trim_start)
             .unwrap_or(line);
         let Some((key, value)) = line.split_once('=') else {
-            return Err(err(format!("expected KEY=VALUE, found {line:?}")));
+            return Err(err("expected KEY=VALUE (the line has no `=`)".to_owned()));
         };
         let key = key.trim();
         if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '$') {
-            return Err(err(format!("invalid variable name {key:?}")));
+            return Err(err(
+                "invalid variable name (empty, or holding whitespace or `$`)".to_owned(),
+            ));
         }
         let value = parse_value(value.trim_start(), &scope).map_err(err)?;
         scope.insert(key.to_owned(), value.clone());
@@ -274,7 +276,7 @@ fn parse_value(v: &str, scope: &Vars) -> Result<String, String> {
         if rest.is_empty() || rest.starts_with('#') {
             Ok(())
         } else {
-            Err(format!("unexpected text {rest:?} after the closing quote"))
+            Err("unexpected text after the closing quote".to_owned())
         }
     };
     if let Some(body) = v.strip_prefix('\'') {
@@ -313,13 +315,25 @@ fn parse_value(v: &str, scope: &Vars) -> Result<String, String> {
         }
         let end = end.ok_or_else(|| "a double-quoted value is never closed".to_owned())?;
         rest_ok(&body[end + 1..])?;
-        return interpolate(&raw, scope).map_err(|e| e.to_string());
+        return interpolate(&raw, scope).map_err(value_error);
     }
     let unquoted = match v.find(" #") {
         Some(i) => &v[..i],
         None => v,
     };
-    interpolate(unquoted.trim_end(), scope).map_err(|e| e.to_string())
+    interpolate(unquoted.trim_end(), scope).map_err(value_error)
+}
+
+/// Why a value of an env file does not interpolate, without quoting the file: an env file may
+/// be one the person who wrote the compose file cannot read.
+fn value_error(e: InterpolationError) -> String {
+    match e {
+        InterpolationError::Required { .. } => {
+            "the value needs a variable that is not set (`${NAME:?…}` or `${NAME?…}`)".to_owned()
+        }
+        InterpolationError::Invalid { reason, .. } => format!("invalid interpolation: {reason}"),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -463,7 +477,10 @@ mod tests {
             ("A=\"open", Err("never closed")),
             ("A='open", Err("never closed")),
             ("A=\"x\" y", Err("unexpected text")),
-            ("A=${B:?B is needed}", Err("B is not set: B is needed")),
+            (
+                "A=${B:?B is needed}",
+                Err("line 1: the value needs a variable that is not set"),
+            ),
         ];
         for (text, expected) in cases {
             check_env(text, *expected);

@@ -15,6 +15,7 @@
 //!    names (`<project>_<volume>` unless `name:` is given, `<project>_default`), relative bind
 //!    paths, `env_file`s, durations and sizes; services are put in `depends_on` order.
 
+mod beneath;
 mod error;
 mod extends;
 pub mod interpolate;
@@ -27,6 +28,7 @@ mod service;
 mod short;
 pub mod units;
 
+pub use beneath::{MAX_STACK_FILE, read_beneath, stack_relative};
 pub use error::ComposeError;
 pub use options::{DeviceSpec, LoggingSpec, NetworkMode, ServiceOptions, Ulimit};
 use order::dependency_order;
@@ -347,7 +349,10 @@ pub fn project_name_of_dir(dir_name: &str) -> String {
 /// The variable of `.env` (or the environment Compose reads) that selects profiles.
 pub const PROFILES_VAR: &str = "COMPOSE_PROFILES";
 
-/// Read a stack. `read_file` reads `env_file`s (paths are resolved against `dir`). The active
+/// Read a stack. `read_file` reads the files the stack names (`env_file`s, `extends` files); it
+/// is given each path relative to `dir`, after [`stack_relative`] has refused absolute paths and
+/// paths that climb out of it. A server or agent passes [`read_beneath`], which also refuses
+/// symbolic links that leave `dir`. The active
 /// profiles are those `COMPOSE_PROFILES` of `.env` names (comma-separated; `*` is all).
 pub fn load(
     files: &StackFiles,
@@ -401,7 +406,7 @@ pub fn load_with_profiles(
             location: format!("extends file {file}"),
             message,
         };
-        let path = short::resolve_host_path(dir, file).map_err(unreadable)?;
+        let path = beneath::stack_relative(file).map_err(unreadable)?;
         let text = read_file(&path).map_err(|e| unreadable(format!("cannot be read: {e}")))?;
         let mut other: Value = yaml_serde::from_str(&text)
             .map_err(|e| unreadable(format!("is not valid YAML: {e}")))?;

@@ -5,9 +5,9 @@
 //! written into the container before it starts ([`InjectedFile`], mode 0444), as Compose v2
 //! does. Swarm's `external` definitions are refused by name, as are `uid`, `gid` and `mode`.
 
+use super::beneath::stack_relative;
 use super::interpolate::Vars;
 use super::schema::scalar_text;
-use super::short::resolve_host_path;
 use super::{ComposeError, InjectedFile, MountKind, MountSpec, Problems};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,8 +76,8 @@ pub(super) fn parse_definitions(
         for (k, v) in m {
             let text = scalar_text(v);
             match (scalar_text(k).as_deref(), kind) {
-                (Some("file"), _) => match text.as_deref().map(|f| resolve_host_path(dir, f)) {
-                    Some(Ok(p)) => source = Some(Source::File(p.display().to_string())),
+                (Some("file"), _) => match text.as_deref().map(stack_relative) {
+                    Some(Ok(p)) => source = Some(Source::File(dir.join(p).display().to_string())),
                     Some(Err(m)) => problems.push(invalid(&location, m)),
                     None => problems.push(invalid(&location, "`file` must be a path")),
                 },

@@ -132,14 +132,22 @@ pub(super) fn resolve_service(
             dct::StringOrList::Simple(p) => vec![p.clone()],
             dct::StringOrList::List(l) => l.clone(),
         };
-        for p in paths {
-            let path = resolve_host_path(ctx.dir, &p).map_err(|m| invalid(&location, m))?;
+        // Every path is checked before any file is opened.
+        let resolved = paths
+            .iter()
+            .map(|p| {
+                super::beneath::stack_relative(p)
+                    .map(|path| (p, path))
+                    .map_err(|m| invalid(&location, format!("env_file: {m}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (p, path) in resolved {
             let text = (ctx.read_file)(&path).map_err(|source| ComposeError::EnvFileRead {
                 service: name.into(),
                 path: path.display().to_string(),
                 source,
             })?;
-            environment.extend(interpolate::parse_env_file(&text, &p, ctx.vars)?);
+            environment.extend(interpolate::parse_env_file(&text, p, ctx.vars)?);
         }
     }
     match &s.environment {

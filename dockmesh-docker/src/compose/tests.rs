@@ -16,7 +16,7 @@ fn load_with(
 ) -> Result<StackSpec, ComposeError> {
     let fs: HashMap<PathBuf, String> = extra
         .iter()
-        .map(|(p, c)| (Path::new("/stacks/shop").join(p), (*c).to_owned()))
+        .map(|(p, c)| (PathBuf::from(p), (*c).to_owned()))
         .collect();
     load(
         &files(compose, env),
@@ -662,6 +662,29 @@ fn invalid_files_give_clear_errors() {
             &["service `web`", "missing.env", "cannot be read"],
         ),
         (
+            "services:\n  web:\n    image: x\n    env_file: /etc/passwd\n",
+            None,
+            &["service `web`", "\"/etc/passwd\" is absolute"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    env_file: [ok.env, ../../../etc/shadow]\n",
+            None,
+            &[
+                "service `web`",
+                "\"../../../etc/shadow\" leaves the stack directory",
+            ],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    extends: {service: base, file: /etc/compose.yaml}\n",
+            None,
+            &["extends file /etc/compose.yaml", "is absolute"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    secrets: [s]\nsecrets:\n  s: {file: ../other/key}\n",
+            None,
+            &["secret `s`", "leaves the stack directory"],
+        ),
+        (
             "services:\n  Web Server:\n    image: x\n",
             None,
             &["service `Web Server`", "service names"],
@@ -833,4 +856,50 @@ fn replicas_and_update_config_are_read_with_swarm_defaults() {
         h(&scaled),
         "replicas and update_config are not part of the hash: scaling replaces nothing"
     );
+}
+
+/// Every file a stack names is read by its path relative to the stack directory, never an
+/// absolute one, and an error about a file's content names the file and line but never quotes
+/// the content: the file may be one the compose file's author cannot read.
+#[test]
+fn files_a_stack_names_are_read_relative_and_never_quoted() {
+    let asked = std::cell::RefCell::new(Vec::new());
+    let spec = load(
+        &files(
+            "services:\n  web:\n    image: x\n    env_file: [./conf/../app.env, conf/more.env]\n",
+            None,
+        ),
+        Path::new("/stacks/shop"),
+        &|p: &Path| {
+            asked.borrow_mut().push(p.to_path_buf());
+            Ok("A=1\n".into())
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        spec.services[0].environment.get("A").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        *asked.borrow(),
+        [PathBuf::from("app.env"), PathBuf::from("conf/more.env")]
+    );
+
+    for content in [
+        "root:x:0:0:TOPSECRET:/root:/bin/bash\n",
+        "TOPSECRET VALUE\n",
+        "A='TOPSECRET' TOPSECRET\n",
+        "A=${TOPSECRET:?TOPSECRET}\n",
+        "A=${TOPSECRET\n",
+    ] {
+        let err = load_with(
+            "services:\n  web:\n    image: x\n    env_file: app.env\n",
+            None,
+            &[("app.env", content)],
+        )
+        .expect_err(content)
+        .report();
+        assert!(err.contains("app.env line 1"), "{content:?} => {err}");
+        assert!(!err.contains("TOPSECRET"), "{content:?} => {err}");
+    }
 }

@@ -340,7 +340,7 @@ fn depends_on_service_completed_successfully_is_read() {
 #[test]
 fn secrets_and_configs_are_read_only_bind_mounts() {
     let spec = load_ok(
-        "services:\n  web:\n    image: x\n    secrets: [db_password, {source: api_key, target: key}]\n    configs: [{source: nginx, target: /etc/nginx/nginx.conf}, site]\nsecrets:\n  db_password: {file: ./secrets/db.txt}\n  api_key: {file: /srv/key}\nconfigs:\n  nginx: {file: ./nginx.conf}\n  site: {file: site.conf}\n",
+        "services:\n  web:\n    image: x\n    secrets: [db_password, {source: api_key, target: key}]\n    configs: [{source: nginx, target: /etc/nginx/nginx.conf}, site]\nsecrets:\n  db_password: {file: ./secrets/db.txt}\n  api_key: {file: keys/api}\nconfigs:\n  nginx: {file: ./nginx.conf}\n  site: {file: site.conf}\n",
         None,
         None,
     );
@@ -354,7 +354,7 @@ fn secrets_and_configs_are_read_only_bind_mounts() {
         mounts,
         [
             m("/stacks/shop/secrets/db.txt", "/run/secrets/db_password"),
-            m("/srv/key", "/run/secrets/key"),
+            m("/stacks/shop/keys/api", "/run/secrets/key"),
             m("/stacks/shop/nginx.conf", "/etc/nginx/nginx.conf"),
             m("/stacks/shop/site.conf", "/site"),
         ]
@@ -375,7 +375,7 @@ fn extends_merges_as_compose_does() {
         env: Some("TAG=7\n".into()),
     };
     let spec = load(&files, Path::new("/stacks/shop"), &|p: &Path| {
-        if p == Path::new("/stacks/shop/common.yaml") {
+        if p == Path::new("common.yaml") {
             Ok(common.to_owned())
         } else {
             Err(std::io::Error::other("no such file"))

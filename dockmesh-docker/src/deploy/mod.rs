@@ -66,7 +66,7 @@ pub(crate) async fn load_spec(files: &StackFiles, dir: &Path) -> Result<StackSpe
     let dir_owned = dir.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || {
         compose::load(&files_owned, &dir_owned, &|p: &Path| {
-            std::fs::read_to_string(p)
+            compose::read_beneath(&dir_owned, p)
         })
     })
     .await
