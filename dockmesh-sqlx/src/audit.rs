@@ -115,9 +115,25 @@ fn key_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> SqlStoreEr
     }
 }
 
-/// Read the key file, `None` when it does not exist.
+/// The SHA-256 of audit keys that were published (committed to a public source tree), so
+/// anyone can forge an anchor made with them: a store refuses to open with one.
+pub const PUBLISHED_AUDIT_KEYS: &[&str] =
+    &["579d984d91438695fa742effff099525d4707da750b322498628a5f691c49cdd"];
+
+/// Whether `key` is one of [`PUBLISHED_AUDIT_KEYS`].
+pub fn is_published_audit_key(key: &[u8]) -> bool {
+    let hash = hex::encode(<Sha256 as sha2::Digest>::digest(key));
+    PUBLISHED_AUDIT_KEYS.contains(&hash.as_str())
+}
+
+/// Read the key file, `None` when it does not exist. A key that was published is refused.
 pub(crate) fn read_key(path: &Path) -> Result<Option<[u8; 32]>, SqlStoreError> {
     match std::fs::read(path) {
+        Ok(bytes) if is_published_audit_key(&bytes) => Err(SqlStoreError::AuditKey {
+            path: path.to_owned(),
+            problem: "it is a key that was published, so anyone can forge the audit chain's                       anchor with it"
+                .into(),
+        }),
         Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
             .map(Some)
             .map_err(|_| SqlStoreError::AuditKey {

@@ -155,6 +155,12 @@ impl SqlStoreError {
                  finish), then run the command again"
                     .into(),
             ),
+            SqlStoreError::AuditKey { problem, .. } if problem.contains("published") => Some(
+                "move the file away (and never use a data directory from a source tree): the \
+                 next start makes a new key, and `audit verify` then reports the old anchor as \
+                 unverifiable"
+                    .into(),
+            ),
             SqlStoreError::AuditKey { .. } => Some(
                 "the file must hold the 32 bytes dockmesh wrote there; put back a copy of it \
                  (without it the audit chain's anchor cannot be checked)"

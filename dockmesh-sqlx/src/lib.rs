@@ -59,7 +59,7 @@ pub mod store;
 mod target;
 pub mod ts;
 
-pub use audit::AUDIT_KEY_FILE_NAME;
+pub use audit::{AUDIT_KEY_FILE_NAME, PUBLISHED_AUDIT_KEYS, is_published_audit_key};
 pub use backup::{
     BackupReport, Manifest, ManifestFile, RestoreOptions, RestoreReport, backup, restore,
 };

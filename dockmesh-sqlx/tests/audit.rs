@@ -239,3 +239,40 @@ async fn sqlite_a_missing_key_is_reported() {
     assert!(err.to_string().contains(AUDIT_KEY_FILE_NAME), "{err}");
     assert!(err.hint().is_some());
 }
+
+/// A key that was once published (committed in a source tree) is refused on open, naming the
+/// file and saying why, and the database is not opened; a fresh key works.
+#[tokio::test]
+async fn sqlite_a_published_key_is_refused() {
+    let published =
+        hex::decode("4c4e9a37467496593d831dd01c0022cc8128471aef738f5caeae457c204f7900").unwrap();
+    assert!(dockmesh_sqlx::is_published_audit_key(&published));
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join(AUDIT_KEY_FILE_NAME);
+    std::fs::write(&key, &published).unwrap();
+    let target = common::sqlite_in(dir.path());
+    let err = SqlStore::open(&target)
+        .await
+        .expect_err("a published key is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(AUDIT_KEY_FILE_NAME) && text.contains("published"),
+        "{text}"
+    );
+    assert!(
+        err.hint().unwrap().contains("move the file away"),
+        "{err:?}"
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        published,
+        "the file is left as it was"
+    );
+
+    std::fs::remove_file(&key).unwrap();
+    let store = SqlStore::open(&target).await.unwrap();
+    store.close().await;
+    let fresh = std::fs::read(&key).unwrap();
+    assert_eq!(fresh.len(), 32);
+    assert!(!dockmesh_sqlx::is_published_audit_key(&fresh));
+}
