@@ -58,6 +58,7 @@ pub mod runtime;
 mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testsupport;
+mod tls;
 pub mod volume;
 
-pub use runtime::{DEFAULT_SOCKET, DockerConfig, DockerRuntime, Endpoint};
+pub use runtime::{DEFAULT_SOCKET, DockerConfig, DockerRuntime, Endpoint, TlsFiles};

@@ -45,6 +45,12 @@ pub(crate) async fn get_json(
                     .map_err(|e| unreachable(&e))?;
                 send(stream, request).await.map_err(|e| unreachable(&e))?
             }
+            Endpoint::TcpTls { addr, certs } => {
+                let stream = crate::tls::connect(addr, certs)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                send(stream, request).await.map_err(|e| unreachable(&e))?
+            }
         };
         let status = response.status();
         let mut body = response.into_body();

@@ -26,6 +26,46 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port` of an engine listening on plain TCP.
     Tcp(String),
+    /// `host:port` of an engine listening on TCP with TLS (`dockerd --tlsverify`): the engine
+    /// is verified against `certs.ca` and this side proves itself with `certs.cert`/`certs.key`.
+    TcpTls {
+        /// `host:port`.
+        addr: String,
+        /// The CA, client certificate and key.
+        certs: TlsFiles,
+    },
+}
+
+/// The files of a TLS connection to an engine, in the layout of Docker's `DOCKER_CERT_PATH`:
+/// `ca.pem`, `cert.pem`, `key.pem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA the engine's certificate must chain to.
+    pub ca: PathBuf,
+    /// The client certificate.
+    pub cert: PathBuf,
+    /// The client certificate's key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `ca.pem`, `cert.pem` and `key.pem` of `dir`; each must exist.
+    pub fn from_dir(dir: &Path) -> Result<TlsFiles, String> {
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        for f in [&files.ca, &files.cert, &files.key] {
+            if !f.is_file() {
+                return Err(format!(
+                    "{} is missing: a TLS directory holds ca.pem, cert.pem and key.pem (as DOCKER_CERT_PATH does)",
+                    f.display()
+                ));
+            }
+        }
+        Ok(files)
+    }
 }
 
 impl Endpoint {
@@ -52,13 +92,60 @@ impl Endpoint {
             }
         }
         Err(format!(
-            "engine endpoint {text:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port (TLS endpoints are not supported)"
+            "engine endpoint {text:?} is not supported: use unix:///path/to/docker.sock or tcp://host:port (with TLS files for an engine that verifies its clients)"
         ))
     }
 
-    /// The endpoint named by `DOCKER_HOST`, when it is set and not empty.
+    /// The endpoint named by `DOCKER_HOST`, when it is set and not empty; with TLS from
+    /// `DOCKER_CERT_PATH` when `DOCKER_TLS_VERIFY` is set, as the Docker CLI does.
     pub fn from_env() -> Option<Result<Self, String>> {
-        Endpoint::from_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())
+        let endpoint = Endpoint::from_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
+        let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
+        if !verify {
+            return Some(endpoint);
+        }
+        let Some(dir) = std::env::var_os("DOCKER_CERT_PATH").map(PathBuf::from) else {
+            return Some(Err(
+                "DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH is not: name the directory of ca.pem, cert.pem and key.pem".into(),
+            ));
+        };
+        Some(endpoint.and_then(|e| {
+            e.with_tls(&dir)
+                .map_err(|m| format!("DOCKER_CERT_PATH: {m}"))
+        }))
+    }
+
+    /// This `tcp://` endpoint with TLS, from a directory holding `ca.pem`, `cert.pem` and
+    /// `key.pem`. A unix socket takes no TLS.
+    pub fn with_tls(self, dir: &Path) -> Result<Self, String> {
+        match self {
+            Endpoint::Tcp(addr) | Endpoint::TcpTls { addr, .. } => Ok(Endpoint::TcpTls {
+                addr,
+                certs: TlsFiles::from_dir(dir)?,
+            }),
+            Endpoint::Unix(p) => Err(format!(
+                "unix://{} is a local socket: TLS is only for tcp:// endpoints",
+                p.display()
+            )),
+        }
+    }
+
+    /// For a plain `tcp://` endpoint whose host is not a loopback address: the host. Such an
+    /// engine takes commands (root on its machine) from anyone who reaches its port, and sees
+    /// volume data in the clear; a server refuses it unless the operator allows it by name.
+    pub fn plain_on_network(&self) -> Option<&str> {
+        let Endpoint::Tcp(addr) = self else {
+            return None;
+        };
+        let host = match addr.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => addr.as_str(),
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (!loopback).then_some(host)
     }
 
     /// The endpoint a `DOCKER_HOST` value names (`None` when unset or empty).
@@ -93,6 +180,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::TcpTls { addr, .. } => write!(f, "tcp://{addr} (TLS)"),
         }
     }
 }
@@ -207,6 +295,19 @@ impl DockerRuntime {
                 timeout,
                 bollard::API_DEFAULT_VERSION,
             ),
+            Endpoint::TcpTls { addr, certs } => {
+                // bollard builds its TLS configuration with the process's provider: the one
+                // this project compiles in (installing it again is a no-op).
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    &format!("tcp://{addr}"),
+                    &certs.key,
+                    &certs.cert,
+                    &certs.ca,
+                    timeout,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
         }
         .map_err(|e| engine(format!("connecting to the Docker engine at {endpoint}"), e))?;
         let docker = docker.negotiate_version().await.map_err(|e| {

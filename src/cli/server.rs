@@ -126,6 +126,26 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     hosts: Vec<String>,
+    /// TLS for a `tcp://` host whose engine verifies its clients (`dockerd --tlsverify`):
+    /// `NAME=DIR`, DIR holding `ca.pem`, `cert.pem` and `key.pem` (Docker's `DOCKER_CERT_PATH`
+    /// layout). Repeat for more hosts.
+    #[arg(
+        long = "host-tls",
+        value_name = "NAME=DIR",
+        env = "DOCKMESH_HOST_TLS",
+        value_delimiter = ','
+    )]
+    host_tls: Vec<String>,
+    /// Allow host NAME's plain `tcp://` engine on a non-loopback address. Whoever reaches such
+    /// a port is root on its machine and sees volume data in the clear: give the host TLS
+    /// (`--host-tls`) instead where you can. Repeat for more hosts.
+    #[arg(
+        long = "insecure-host",
+        value_name = "NAME",
+        env = "DOCKMESH_INSECURE_HOSTS",
+        value_delimiter = ','
+    )]
+    insecure_hosts: Vec<String>,
     /// How long a migrated stack's source is kept for rollback, in hours.
     #[arg(
         long,
@@ -426,6 +446,7 @@ fn build_hosts(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Hosts> {
             Endpoint::parse(endpoint).map_err(|e| anyhow::anyhow!("--host {spec:?}: {e}"))?;
         specs.push((name.to_owned(), endpoint));
     }
+    secure_hosts(&mut specs, &args.host_tls, &args.insecure_hosts)?;
     if specs.is_empty() && args.no_agent_listener {
         anyhow::bail!(
             "no hosts: drop --no-local-host, give --host NAME=ENDPOINT, or let agents enroll \
@@ -446,4 +467,97 @@ fn build_hosts(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Hosts> {
             .map_err(anyhow::Error::msg)?;
     }
     Ok(hosts)
+}
+
+/// Give the hosts named by `--host-tls` their TLS files, then refuse a plain `tcp://` engine on
+/// a non-loopback address unless `--insecure-host` names it.
+fn secure_hosts(
+    specs: &mut [(String, Endpoint)],
+    host_tls: &[String],
+    insecure: &[String],
+) -> anyhow::Result<()> {
+    for spec in host_tls {
+        let (name, dir) = spec
+            .split_once('=')
+            .with_context(|| format!("--host-tls {spec:?}: expected NAME=DIR"))?;
+        let (_, endpoint) = specs
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("--host-tls {spec:?}: no host is named {name:?}"))?;
+        *endpoint = endpoint
+            .clone()
+            .with_tls(Path::new(dir))
+            .map_err(|e| anyhow::anyhow!("--host-tls {spec:?}: {e}"))?;
+    }
+    for name in insecure {
+        if !specs.iter().any(|(n, _)| n == name) {
+            anyhow::bail!("--insecure-host {name:?}: no host is named {name:?}");
+        }
+    }
+    for (name, endpoint) in specs.iter() {
+        if let Some(addr) = endpoint.plain_on_network()
+            && !insecure.contains(name)
+        {
+            anyhow::bail!(
+                "host {name:?} is a plain tcp:// engine on {addr}, which is not a loopback \
+                 address: whoever reaches that port is root on its machine, and volume data would \
+                 cross the network in the clear. Give it TLS (--host-tls {name}=DIR with ca.pem, \
+                 cert.pem, key.pem) or allow it by name (--insecure-host {name})"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(list: &[(&str, &str)]) -> Vec<(String, Endpoint)> {
+        list.iter()
+            .map(|(n, e)| ((*n).to_owned(), Endpoint::parse(e).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_tcp_engine_on_the_network_needs_tls_or_a_name() {
+        let strings = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut ok = specs(&[
+            ("local", "unix:///var/run/docker.sock"),
+            ("lo", "tcp://127.0.0.1:2375"),
+            ("lo6", "tcp://[::1]:2375"),
+            ("name", "tcp://localhost:2375"),
+        ]);
+        secure_hosts(&mut ok, &[], &[]).unwrap();
+
+        let mut net = specs(&[("b", "tcp://10.1.2.3:2375")]);
+        let e = secure_hosts(&mut net, &[], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("10.1.2.3") && e.contains("--insecure-host b"),
+            "{e}"
+        );
+        secure_hosts(&mut net, &[], &strings(&["b"])).unwrap();
+        let e = secure_hosts(&mut net, &[], &strings(&["c"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no host is named \"c\""), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let tls = format!("b={}", dir.path().display());
+        let e = secure_hosts(&mut net, std::slice::from_ref(&tls), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ca.pem is missing"), "{e}");
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        secure_hosts(&mut net, &[tls], &[]).unwrap();
+        assert!(matches!(&net[0].1, Endpoint::TcpTls { addr, .. } if addr == "10.1.2.3:2375"));
+
+        let mut sock = specs(&[("local", "unix:///var/run/docker.sock")]);
+        let e = secure_hosts(&mut sock, &[format!("local={}", dir.path().display())], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only for tcp://"), "{e}");
+    }
 }
