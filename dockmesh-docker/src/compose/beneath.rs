@@ -92,18 +92,21 @@ fn open_beneath(dir: &Path, rel: &Path) -> io::Result<OwnedFd> {
         Ok(fd) => Ok(fd),
         // The kernel's answer to a path that would leave the directory.
         Err(rustix::io::Errno::XDEV) | Err(rustix::io::Errno::LOOP) => Err(escaped(rel)),
-        // A kernel older than 5.6: resolve by hand and compare, then open without following
-        // a last symbolic link.
-        Err(rustix::io::Errno::NOSYS) => {
-            let base = std::fs::canonicalize(dir)?;
-            let real = std::fs::canonicalize(base.join(rel))?;
-            if !real.starts_with(&base) {
-                return Err(escaped(rel));
-            }
-            Ok(open(&real, flags | OFlags::NOFOLLOW, Mode::empty())?)
-        }
+        Err(rustix::io::Errno::NOSYS) => open_resolved_by_hand(dir, rel, flags),
         Err(e) => Err(e.into()),
     }
+}
+
+/// For a kernel older than 5.6 (no `openat2`): resolve every link of `rel` by hand, refuse
+/// the result when it is not inside `dir`, then open it without following a last link.
+fn open_resolved_by_hand(dir: &Path, rel: &Path, flags: rustix::fs::OFlags) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, open};
+    let base = std::fs::canonicalize(dir)?;
+    let real = std::fs::canonicalize(base.join(rel))?;
+    if !real.starts_with(&base) {
+        return Err(escaped(rel));
+    }
+    Ok(open(&real, flags | OFlags::NOFOLLOW, Mode::empty())?)
 }
 
 /// Read `rel` (relative to `dir`, as [`stack_relative`] makes it) as text, never leaving `dir`.
@@ -216,6 +219,60 @@ mod tests {
         }
         let e = read_beneath(dir.path(), Path::new("/etc/passwd")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+    }
+
+    /// The same escapes are refused where the kernel has no `openat2`.
+    #[test]
+    fn resolving_by_hand_refuses_the_same_escapes() {
+        use rustix::fs::OFlags;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "S=1\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.env"), "A=1\n").unwrap();
+        std::os::unix::fs::symlink("app.env", dir.path().join("inside")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        for ok in ["app.env", "inside"] {
+            let fd = open_resolved_by_hand(dir.path(), Path::new(ok), flags).unwrap();
+            let mut text = String::new();
+            File::from(fd).read_to_string(&mut text).unwrap();
+            assert_eq!(text, "A=1\n", "{ok}");
+        }
+        let up = format!(
+            "../{}/secret",
+            outside.path().file_name().unwrap().to_string_lossy()
+        );
+        assert!(dir.path().join(&up).exists(), "{up} names the outside file");
+        for bad in ["abs", "out/secret", up.as_str()] {
+            let e = open_resolved_by_hand(dir.path(), Path::new(bad), flags).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{bad}: {e}");
+        }
+    }
+
+    /// A FIFO in the directory (which a container could make) is refused at once: opening it
+    /// does not wait for a writer.
+    #[test]
+    fn a_fifo_is_refused_without_waiting() {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        let dir = tempfile::tempdir().unwrap();
+        mknodat(
+            CWD,
+            dir.path().join("fifo.env").as_path(),
+            FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_beneath(&path, Path::new("fifo.env")).map_err(|e| e.to_string()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO returns at once");
+        assert!(got.unwrap_err().contains("not a regular file"));
     }
 
     #[test]
