@@ -159,6 +159,20 @@ async fn a_refused_enrollment_holds_no_lock_whatever_its_name() {
         .await;
     assert!(a.status.is_client_error(), "{}: {}", a.status, a.body);
     assert_eq!(w.state.stack_locks_held(), 0, "no lock entry is left");
+    // The token is checked before the name's lock is taken: a bad token is answered at once
+    // even while an enrollment of that name holds its lock.
+    let held = w.state.lock_stack("\u{0}agent-name:edge-9").await;
+    let a = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        w.enroll(
+            "10.0.0.1",
+            json!({"token": bad_enrollment_token(), "name": "edge-9"}).to_string(),
+        ),
+    )
+    .await
+    .expect("answered without waiting for the name's lock");
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    drop(held);
 
     // A good token with a name too long: 400 naming the length, the name not echoed whole,
     // the token not spent, nothing held.
