@@ -67,6 +67,8 @@ struct Answer {
     status: StatusCode,
     retry_after: Option<u64>,
     body: Value,
+    /// The `name=value` of a session cookie set by the answer.
+    session: Option<String>,
 }
 
 impl World {
@@ -79,6 +81,12 @@ impl World {
             .headers()
             .get(header::RETRY_AFTER)
             .map(|v| v.to_str().unwrap().parse().unwrap());
+        let session = resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .find(|c| c.starts_with("dockmesh_session=") && c.len() > "dockmesh_session=".len());
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -88,6 +96,7 @@ impl World {
             status,
             retry_after,
             body,
+            session,
         }
     }
 
@@ -353,6 +362,7 @@ async fn an_ipv6_client_is_limited_by_its_64() {
                     .get(header::RETRY_AFTER)
                     .map(|v| v.to_str().unwrap().parse().unwrap()),
                 body: Value::Null,
+                session: None,
             }
         }
     })
@@ -423,4 +433,33 @@ async fn a_one_time_token_of_another_kind_is_not_spent_by_the_api_path() {
     let t = w.store.list_tokens().await.unwrap();
     let odd = t.iter().find(|t| t.name == "odd").unwrap();
     assert_eq!(odd.used_at, None, "not spent");
+}
+
+#[tokio::test]
+async fn a_dashboard_session_ends_24_hours_after_login_however_busy() {
+    let w = world().await;
+    let a = w.login("10.0.0.1", &w.token, 0).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let cookie = a.session.expect("a session cookie");
+    let page = |cookie: String| {
+        let req = Request::get("/hosts")
+            .header(header::HOST, "dash.test")
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap();
+        w.send("10.0.0.1", req)
+    };
+    // Used every 6 hours: never idle for long.
+    for _ in 0..3 {
+        w.clock.advance(SignedDuration::from_hours(6));
+        let a = page(cookie.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "at {}", w.clock.now());
+    }
+    w.clock.advance(SignedDuration::from_hours(6));
+    let a = page(cookie.clone()).await;
+    assert_eq!(
+        a.status,
+        StatusCode::SEE_OTHER,
+        "24 h after login the session is over"
+    );
 }
