@@ -71,13 +71,21 @@ pub async fn require_token(
     else {
         return unauthorized("the Authorization header is not `Bearer <token>`");
     };
+    let client = crate::limit::client_key(req.extensions());
+    let limit = &state.auth_limits().bearer;
+    if let Some(wait) = limit.blocked(client) {
+        return crate::limit::too_many("failed API tokens", wait);
+    }
     match authenticate(&state, secret).await {
         Ok(actor) => {
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
         Err(TokenRefusal::Store(e)) => e.into_response(),
-        Err(refusal) => unauthorized(&refusal.to_string()),
+        Err(refusal) => match limit.failed(client) {
+            Some(wait) => crate::limit::too_many("failed API tokens", wait),
+            None => unauthorized(&refusal.to_string()),
+        },
     }
 }
 
@@ -103,14 +111,28 @@ pub enum TokenRefusal {
 }
 
 /// Check an API token's secret against the store: the [`Actor`] it names, or why it is refused.
-/// The API's bearer middleware and the dashboard's login both use it.
+/// The API's bearer middleware and the dashboard's login both use it. An enrollment token
+/// (`dme_…`) is refused before the store is asked, so it is not spent.
 pub async fn authenticate(state: &ServerState, secret: &str) -> Result<Actor, TokenRefusal> {
+    if secret.starts_with(crate::enroll::ENROLL_TOKEN_PREFIX) {
+        return Err(TokenRefusal::NotApi);
+    }
     authenticate_hash(state, &hash_token(secret)).await
 }
 
 /// [`authenticate`] for a token known by its hash (a dashboard session keeps only the hash).
+/// A token of another kind is refused without being presented to the store's `use_token`,
+/// so a one-time token of another kind is never spent here.
 pub async fn authenticate_hash(state: &ServerState, hash: &str) -> Result<Actor, TokenRefusal> {
     let now = state.clock().now();
+    match state.store().list_tokens().await {
+        Ok(tokens) => match tokens.iter().find(|t| t.hash == hash) {
+            None => return Err(TokenRefusal::Unknown),
+            Some(t) if t.kind != TokenKind::Api => return Err(TokenRefusal::NotApi),
+            Some(_) => {}
+        },
+        Err(e) => return Err(TokenRefusal::Store(ApiError::from(e))),
+    }
     match state.store().use_token(hash, now).await {
         Ok(TokenUse::Accepted { token }) if token.kind == TokenKind::Api => {
             Ok(Actor(format!("token:{}", token.name)))

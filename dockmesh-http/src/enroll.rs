@@ -230,6 +230,54 @@ fn new_agent_id() -> Result<String, EnrollError> {
     Ok(format!("agent-{}", hex::encode(bytes)))
 }
 
+/// The longest host name an agent may take (a Compose project name's limit).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Check a host name for an agent: [`MAX_NAME_LEN`] bytes at most, lowercase letters, digits,
+/// `-` and `_`. A long name is named by its first bytes only.
+pub fn validate_name(name: &str) -> Result<(), EnrollError> {
+    if name.len() > MAX_NAME_LEN {
+        let shown: String = name.chars().take(MAX_NAME_LEN).collect();
+        return Err(EnrollError::BadName {
+            name: format!("{shown}…"),
+            reason: format!(
+                "it is {} bytes long; a host name has at most {MAX_NAME_LEN}",
+                name.len()
+            ),
+        });
+    }
+    dockmesh_core::types::validate_stack_name(name).map_err(|reason| EnrollError::BadName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Check an enrollment request without changing anything: the token names `ca`, is a known,
+/// unspent, unexpired enrollment token, and the name is valid. The API runs this before it
+/// takes any lock or holds anything for the request; [`enroll`] runs it again.
+pub async fn check_request(
+    store: &dyn Store,
+    ca: &Ca,
+    req: &EnrollRequest,
+    now: Timestamp,
+) -> Result<(), EnrollError> {
+    let token = EnrollmentToken::parse(&req.token)?;
+    if token.ca_fingerprint != ca.fingerprint() {
+        return Err(EnrollError::WrongCa);
+    }
+    // The token's state first (read only; spending it in `enroll` is what counts), so that a
+    // spent or expired token is named as such rather than as a name conflict of its own agent.
+    let hash = hash_token(&token.to_string());
+    match store.list_tokens().await?.iter().find(|t| t.hash == hash) {
+        None => return Err(EnrollError::Unknown),
+        Some(t) if t.kind != TokenKind::Enrollment => return Err(EnrollError::Unknown),
+        Some(t) if t.used_at.is_some() => return Err(EnrollError::AlreadyUsed),
+        Some(t) if t.expires_at.is_some_and(|e| e <= now) => return Err(EnrollError::Expired),
+        Some(_) => {}
+    }
+    validate_name(&req.name)
+}
+
 /// Exchange an enrollment token for a client certificate of `ca`, and record the agent. The
 /// token must name `ca`'s fingerprint and the name must be free (`taken` says which host
 /// names are in use besides the store's agents); the certificate is made before the token is
@@ -242,26 +290,8 @@ pub async fn enroll(
     now: Timestamp,
     agent_endpoint: String,
 ) -> Result<Enrolled, EnrollError> {
-    let token = EnrollmentToken::parse(&req.token)?;
-    if token.ca_fingerprint != ca.fingerprint() {
-        return Err(EnrollError::WrongCa);
-    }
-    // The token's state first (read only; spending it below is what counts), so that a spent
-    // or expired token is named as such rather than as a name conflict of its own agent.
-    let hash = hash_token(&token.to_string());
-    match store.list_tokens().await?.iter().find(|t| t.hash == hash) {
-        None => return Err(EnrollError::Unknown),
-        Some(t) if t.kind != TokenKind::Enrollment => return Err(EnrollError::Unknown),
-        Some(t) if t.used_at.is_some() => return Err(EnrollError::AlreadyUsed),
-        Some(t) if t.expires_at.is_some_and(|e| e <= now) => return Err(EnrollError::Expired),
-        Some(_) => {}
-    }
-    dockmesh_core::types::validate_stack_name(&req.name).map_err(|reason| {
-        EnrollError::BadName {
-            name: req.name.clone(),
-            reason,
-        }
-    })?;
+    check_request(store, ca, req, now).await?;
+    let hash = hash_token(&EnrollmentToken::parse(&req.token)?.to_string());
     let agents = store.list_agents().await?;
     if taken.contains(&req.name) || agents.iter().any(|a| a.name == req.name) {
         return Err(EnrollError::NameTaken(req.name.clone()));

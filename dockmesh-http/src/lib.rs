@@ -33,6 +33,7 @@ pub mod enroll;
 pub mod error;
 pub mod events;
 pub mod hosts;
+pub mod limit;
 pub mod metrics;
 pub mod pki;
 pub mod release;

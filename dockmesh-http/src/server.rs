@@ -58,6 +58,9 @@ pub async fn serve(
     state.set_lifecycle(Lifecycle::Ready);
     tracing::info!("ready");
     let drain_state = state.clone();
+    // The peer address of each connection reaches the handlers (`ConnectInfo`): the
+    // per-address limits of `crate::limit` key on it.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let res = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -88,12 +88,39 @@ struct Inner {
     metrics: Arc<Metrics>,
     config: ServerConfig,
     lifecycle: AtomicU8,
-    stack_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    stack_locks: Arc<LockMap>,
+    limits: crate::limit::AuthLimits,
     agent_ca: std::sync::OnceLock<Arc<crate::pki::Ca>>,
     connected: crate::channel::ConnectedAgents,
     agent_records: tokio::sync::Mutex<()>,
     rollout_wake: tokio::sync::Notify,
     events: crate::events::HostEvents,
+}
+
+type LockMap = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// Removes, when dropped, every lock entry nobody holds or waits for (the map's own reference
+/// is the only one left), so that the map holds only the names in use.
+struct LockTicket(Arc<LockMap>);
+
+impl Drop for LockTicket {
+    fn drop(&mut self) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+}
+
+/// A held stack lock ([`ServerState::lock_stack`]); released when dropped.
+pub struct StackGuard {
+    // Dropped in this order: the lock is released, then the unused entries go.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _ticket: LockTicket,
+}
+
+impl std::fmt::Debug for StackGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackGuard").finish_non_exhaustive()
+    }
 }
 
 /// The state shared by every handler and background task (cheap to clone).
@@ -110,6 +137,7 @@ impl ServerState {
         config: ServerConfig,
     ) -> Self {
         let hosts = Arc::new(hosts);
+        let limits = crate::limit::AuthLimits::new(clock.clone());
         let metrics = Arc::new(Metrics::default());
         let supervisor = Arc::new(Supervisor::new(
             store.clone(),
@@ -130,6 +158,7 @@ impl ServerState {
             config,
             lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
             stack_locks: Default::default(),
+            limits,
             agent_ca: Default::default(),
             connected: Default::default(),
             agent_records: Default::default(),
@@ -203,7 +232,8 @@ impl ServerState {
 
     /// Serialise the API's changes to one stack (register, deploy, remove, migrate, rollback)
     /// within this server; one server runs per database, so this is all the exclusion needed.
-    pub async fn lock_stack(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// A name's entry lives only while someone holds or waits for its lock.
+    pub async fn lock_stack(&self, name: &str) -> StackGuard {
         let lock = self
             .0
             .stack_locks
@@ -212,7 +242,25 @@ impl ServerState {
             .entry(name.to_owned())
             .or_default()
             .clone();
-        lock.lock_owned().await
+        let ticket = LockTicket(self.0.stack_locks.clone());
+        StackGuard {
+            _guard: lock.lock_owned().await,
+            _ticket: ticket,
+        }
+    }
+
+    /// How many names have a lock entry now (held or waited for).
+    pub fn stack_locks_held(&self) -> usize {
+        self.0
+            .stack_locks
+            .lock()
+            .expect("stack locks poisoned")
+            .len()
+    }
+
+    /// The per-address limits on failed tokens, logins and enrollments.
+    pub fn auth_limits(&self) -> &crate::limit::AuthLimits {
+        &self.0.limits
     }
 
     /// Where the server is in its life.

@@ -526,6 +526,64 @@ async fn the_gate_refuses_a_removed_agent_with_its_reason_and_hears_of_connectio
     assert!(acceptor.agents().is_empty());
 }
 
+/// A gate that admits an agent once, and has it removed right after (as `agent rm` landing
+/// between admission and registration: its record goes, and the registry it disconnects from
+/// does not hold the connection yet).
+struct RemovedAfterAdmission {
+    agents: ConnectedAgents,
+    admitted_once: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl AgentGate for RemovedAfterAdmission {
+    async fn admit(&self, agent_id: &str) -> Result<(), Refusal> {
+        if self
+            .admitted_once
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Refusal::not_admitted(&format!("{agent_id} was removed")));
+        }
+        // The removal: nothing to disconnect yet.
+        assert!(!self.agents.disconnect(agent_id));
+        Ok(())
+    }
+    async fn refused_protocol(&self, _: &str, _: u32, _: &str) {}
+    async fn connected(&self, _: dockmesh_http::channel::AgentConnection) {}
+    async fn disconnected(&self, _: &str) {}
+}
+
+#[tokio::test]
+async fn an_agent_removed_between_admission_and_registration_is_closed() {
+    let ca = Ca::ephemeral().unwrap();
+    let agents = ConnectedAgents::default();
+    let server_cert = ca.issue_server(&["localhost".into()]).unwrap();
+    let gate = Arc::new(RemovedAfterAdmission {
+        agents: agents.clone(),
+        admitted_once: Default::default(),
+    });
+    let acceptor = AgentAcceptor::new(&ca, &server_cert, 2, options(), agents.clone())
+        .unwrap()
+        .with_gate(gate);
+    let cert = ca.issue_agent("agent-r").unwrap();
+    let conn = connector(&ca, &cert, 2);
+    let (out, client) = accept_one(&acceptor, move |addr| async move {
+        let session = conn.connect(addr, server_name()).await.unwrap();
+        let _ = session.serve(agent_router(hello(2))).await;
+    })
+    .await;
+    assert!(
+        matches!(&out, Err(AcceptError::NotAdmitted { agent_id, .. }) if agent_id == "agent-r"),
+        "{out:?}"
+    );
+    assert!(agents.get("agent-r").is_none(), "not kept");
+    assert!(agents.is_empty());
+    // The agent's side sees its connection closed.
+    tokio::time::timeout(Duration::from_secs(5), client)
+        .await
+        .expect("the agent's connection is closed")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_gate_hears_of_an_agent_refused_for_its_protocol() {
     let ca = Ca::ephemeral().unwrap();

@@ -3,10 +3,12 @@
 
 use crate::enroll::{self, EnrollError, EnrollRequest, Enrolled};
 use crate::error::{ApiError, ApiJson};
+use crate::limit::ClientKey;
 use crate::state::ServerState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use dockmesh_core::audit::AuditEvent;
 use dockmesh_core::migration::{Migration, Phase};
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
@@ -67,11 +69,27 @@ fn agent_endpoint(state: &ServerState, headers: &HeaderMap, port: u16) -> String
         (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)))]
 pub async fn enroll(
     State(state): State<ServerState>,
+    ClientKey(client): ClientKey,
     headers: HeaderMap,
     ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<Json<Enrolled>, axum::response::Response> {
+    if let Err(wait) = state.auth_limits().enroll.attempt(client) {
+        return Err(crate::limit::too_many("enrollment attempts", wait));
+    }
+    enroll_checked(state, headers, req)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn enroll_checked(
+    state: ServerState,
+    headers: HeaderMap,
+    req: EnrollRequest,
 ) -> Result<Json<Enrolled>, ApiError> {
     let (Some(ca), Some(port)) = (state.agent_ca(), state.config().agent_port) else {
         return Err(
@@ -79,6 +97,8 @@ pub async fn enroll(
                 .with_hint("start the server with its agent listener to enroll agents"),
         );
     };
+    // The token and the name are checked before anything is held for the request.
+    enroll::check_request(state.store().as_ref(), ca, &req, state.clock().now()).await?;
     // One enrollment per name at a time, so two agents cannot take the same name.
     let _guard = state
         .lock_stack(&format!("\u{0}agent-name:{}", req.name))

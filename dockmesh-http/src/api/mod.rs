@@ -4,7 +4,9 @@
 //! Every `/api/v1` route but health, the OpenAPI document and agent enrollment (which carries
 //! its one-time enrollment token in the body) needs `Authorization: Bearer`.
 //! Errors are [`crate::error::ErrorBody`] JSON. Bodies are limited
-//! ([`crate::ServerConfig::body_limit`], 413 above it) and requests time out (408).
+//! ([`crate::ServerConfig::body_limit`]; [`PUBLIC_BODY_LIMIT`] for enrollment and the login
+//! form; 413 above it) and requests time out (408). Failed bearer tokens, failed logins and
+//! enrollment attempts are limited per client address ([`crate::limit`], 429).
 
 pub mod agents;
 pub mod audit;
@@ -125,6 +127,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The largest body the unauthenticated routes read (enrollment, the dashboard's login), in
+/// bytes: 413 above it.
+pub const PUBLIC_BODY_LIMIT: usize = 16 << 10;
+
 /// The whole HTTP application of a server.
 pub fn router(state: ServerState) -> Router {
     let doc = openapi();
@@ -134,6 +140,8 @@ pub fn router(state: ServerState) -> Router {
         crate::auth::require_token,
     ));
     let (public, _) = public().split_for_parts();
+    // Nothing unauthenticated is read past a small budget (the enrollment request).
+    let public = public.layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT));
     let config = state.config().clone();
     Router::new()
         .merge(protected)

@@ -233,9 +233,24 @@ impl ConnectedAgents {
         self.len() == 0
     }
 
+    /// Close `agent_id`'s connection of `generation` if it is still the live one (an admission
+    /// withdrawn while the connection was being registered); returns whether it was.
+    fn disconnect_generation(&self, agent_id: &str, generation: u64) -> bool {
+        let mut slots = self.slots.lock().expect("agent registry lock");
+        if slots
+            .get(agent_id)
+            .is_some_and(|s| s.generation == generation)
+        {
+            slots.remove(agent_id).map(|s| s.task.abort()).is_some()
+        } else {
+            false
+        }
+    }
+
     /// Keep `conn`, driven by `driver` (the HTTP/2 connection future); a connection the agent
-    /// already had is closed. The entry is removed when the driver ends.
-    fn insert<F>(&self, conn: AgentConnection, driver: F, on_end: Option<OnEnd>)
+    /// already had is closed. The entry is removed when the driver ends. Returns the
+    /// connection's generation.
+    fn insert<F>(&self, conn: AgentConnection, driver: F, on_end: Option<OnEnd>) -> u64
     where
         F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
@@ -276,6 +291,7 @@ impl ConnectedAgents {
             tracing::info!(agent = %id, "a newer connection replaces the agent's previous one");
             old.task.abort();
         }
+        generation
     }
 }
 
@@ -398,7 +414,20 @@ impl AgentAcceptor {
                 Box::pin(async move { gate.disconnected(&id).await })
             }) as OnEnd
         });
-        self.agents.insert(conn.clone(), driver, on_end);
+        let generation = self.agents.insert(conn.clone(), driver, on_end);
+        // An agent removed after it was admitted and before its connection was registered
+        // found nothing to close: asked again now that it is registered, a removal before this
+        // point is seen here and one after it finds the connection to close.
+        if let Some(gate) = &self.gate
+            && let Err(refusal) = gate.admit(&conn.agent_id).await
+        {
+            self.agents
+                .disconnect_generation(&conn.agent_id, generation);
+            return Err(AcceptError::NotAdmitted {
+                agent_id: conn.agent_id,
+                reason: refusal.reason,
+            });
+        }
         if let Some(gate) = self.gate.clone() {
             let conn = conn.clone();
             tokio::spawn(async move { gate.connected(conn).await });

@@ -316,10 +316,11 @@ pub async fn detail(State(web): State<WebState>, user: User, Path(id): Path<Stri
 /// settles.
 pub async fn live(
     State(web): State<WebState>,
-    _user: User,
+    user: User,
     Path(id): Path<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    super::live(web.api.clone(), move || {
+    let view = web.clone();
+    super::session_live(&view, &user, move || {
         let web = web.clone();
         let id = id.clone();
         async move {

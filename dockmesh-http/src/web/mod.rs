@@ -57,8 +57,8 @@ pub struct WebState {
 /// The dashboard's routes, to merge into the API's router.
 pub fn router(state: ServerState) -> Router<ServerState> {
     let web = WebState {
+        sessions: Arc::new(Sessions::new(state.clock().clone())),
         api: state,
-        sessions: Arc::default(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/hosts") }))
@@ -335,14 +335,56 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = (String, bool)> + Send,
 {
-    struct Tick<F> {
+    live_while(state, || async { true }, poll)
+}
+
+/// A live view of `user`'s session ([`live`]): it also ends, without a last event, as soon as
+/// the session is closed (logout), idle or past its lifetime, or the token it was opened with
+/// is revoked. The browser's reconnect then meets the login page.
+pub fn session_live<F, Fut>(
+    web: &WebState,
+    user: &User,
+    poll: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<F, Fut>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = (String, bool)> + Send,
+{
+    let web = web.clone();
+    let session = user.session.clone();
+    live_while(
+        web.api.clone(),
+        move || {
+            let web = web.clone();
+            let session = session.clone();
+            async move { session::still_valid(&web, &session).await }
+        },
+        poll,
+    )
+}
+
+/// [`live`], checking `allowed` before each poll: the stream ends when it says no.
+fn live_while<A, AFut, F, Fut>(
+    state: ServerState,
+    allowed: A,
+    poll: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    A: Fn() -> AFut + Send + 'static,
+    AFut: Future<Output = bool> + Send,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = (String, bool)> + Send,
+{
+    struct Tick<A, F> {
         state: ServerState,
+        allowed: A,
         poll: F,
         first: bool,
         last: Option<String>,
     }
     let start = Tick {
         state,
+        allowed,
         poll,
         first: true,
         last: None,
@@ -354,7 +396,7 @@ where
                 tokio::time::sleep(LIVE_INTERVAL).await;
             }
             t.first = false;
-            if t.state.lifecycle() == crate::state::Lifecycle::Draining {
+            if t.state.lifecycle() == crate::state::Lifecycle::Draining || !(t.allowed)().await {
                 return None;
             }
             let (html, settled) = (t.poll)().await;

@@ -23,9 +23,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
+use dockmesh_core::ports::Clock;
+use jiff::{SignedDuration, Timestamp};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "dockmesh_session";
@@ -34,7 +35,9 @@ pub const LOGIN_CSRF_COOKIE: &str = "dockmesh_login_csrf";
 /// The form field every state-changing request carries.
 pub const CSRF_FIELD: &str = "csrf";
 /// How long a session lasts without a request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+pub const IDLE_TIMEOUT: SignedDuration = SignedDuration::from_hours(8);
+/// How long a session lasts at most, however busy: then its user logs in again.
+pub const ABSOLUTE_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
 /// The largest form the dashboard reads (a compose file with its `.env`).
 const FORM_LIMIT: usize = 4 << 20;
 
@@ -47,13 +50,25 @@ pub struct Session {
     token_hash: String,
     /// The token every form of this session carries.
     pub csrf: String,
-    last_seen: Instant,
+    /// The SHA-256 of the session's cookie value: its key among the open sessions.
+    key: String,
+    opened: Timestamp,
+    last_seen: Timestamp,
 }
 
-/// Every open session, by its cookie value's SHA-256.
-#[derive(Default)]
+impl Session {
+    /// Whether the session is still open at `now`: used within [`IDLE_TIMEOUT`] and opened
+    /// less than [`ABSOLUTE_LIFETIME`] ago.
+    fn live_at(&self, now: Timestamp) -> bool {
+        now.duration_since(self.last_seen) < IDLE_TIMEOUT
+            && now.duration_since(self.opened) < ABSOLUTE_LIFETIME
+    }
+}
+
+/// Every open session, by its cookie value's SHA-256; time is the server's clock.
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    clock: Arc<dyn Clock>,
 }
 
 /// 32 random bytes, hex.
@@ -73,28 +88,41 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
+    /// No sessions yet, on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Sessions {
+        Sessions {
+            map: Mutex::default(),
+            clock,
+        }
+    }
+
     /// Open a session for `actor` (whose token has hash `token_hash`); the cookie value.
     pub fn open(&self, actor: Actor, token_hash: String) -> String {
         let id = random_token();
+        let now = self.clock.now();
+        let key = crate::auth::hash_token(&id);
         let session = Session {
             actor,
             token_hash,
             csrf: random_token(),
-            last_seen: Instant::now(),
+            key: key.clone(),
+            opened: now,
+            last_seen: now,
         };
         let mut map = self.map.lock().expect("sessions poisoned");
-        map.retain(|_, s| s.last_seen.elapsed() < IDLE_TIMEOUT);
-        map.insert(crate::auth::hash_token(&id), session);
+        map.retain(|_, s| s.live_at(now));
+        map.insert(key, session);
         id
     }
 
-    /// The session of a cookie value, if it is open and not idle for too long.
+    /// The session of a cookie value, if it is open and neither idle nor past its lifetime.
     fn get(&self, id: &str) -> Option<Session> {
+        let now = self.clock.now();
         let mut map = self.map.lock().expect("sessions poisoned");
         let key = crate::auth::hash_token(id);
         match map.get_mut(&key) {
-            Some(s) if s.last_seen.elapsed() < IDLE_TIMEOUT => {
-                s.last_seen = Instant::now();
+            Some(s) if s.live_at(now) => {
+                s.last_seen = now;
                 Some(s.clone())
             }
             Some(_) => {
@@ -103,6 +131,17 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// Whether `session` is still open (not closed, idle or past its lifetime), without
+    /// counting as a use of it.
+    pub fn is_open(&self, session: &Session) -> bool {
+        let now = self.clock.now();
+        self.map
+            .lock()
+            .expect("sessions poisoned")
+            .get(&session.key)
+            .is_some_and(|s| s.live_at(now))
     }
 
     /// Close a session.
@@ -199,6 +238,15 @@ impl FromRequestParts<WebState> for User {
     }
 }
 
+/// Whether `session` is still open and the token it was opened with still valid: what a
+/// live view checks before each update.
+pub async fn still_valid(web: &WebState, session: &Session) -> bool {
+    web.sessions.is_open(session)
+        && crate::auth::authenticate_hash(&web.api, &session.token_hash)
+            .await
+            .is_ok()
+}
+
 /// The open session a request's cookie names, its token still valid.
 async fn session_of(web: &WebState, headers: &HeaderMap) -> Option<Session> {
     let id = cookie_value(headers, SESSION_COOKIE)?;
@@ -266,14 +314,20 @@ pub async fn csrf_guard(State(web): State<WebState>, req: Request, next: Next) -
     if !urlencoded {
         return forbidden("the dashboard accepts only its own forms");
     }
-    let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+    // The login form is read before anyone is authenticated: a small budget.
+    let limit = if parts.uri.path() == "/login" {
+        crate::api::PUBLIC_BODY_LIMIT
+    } else {
+        FORM_LIMIT
+    };
+    let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the form is larger than {} MiB; nothing was changed\n",
-                    FORM_LIMIT >> 20
+                    "the form is larger than {} KiB; nothing was changed\n",
+                    limit >> 10
                 ),
             )
                 .into_response();
@@ -331,9 +385,15 @@ mod tests {
         assert!(same_origin(&h));
     }
 
+    fn clock() -> Arc<dockmesh_core::testing::FixedClock> {
+        Arc::new(dockmesh_core::testing::FixedClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        ))
+    }
+
     #[test]
     fn sessions_open_find_and_close() {
-        let s = Sessions::default();
+        let s = Sessions::new(clock());
         let id = s.open(Actor("token:a".into()), "h".into());
         let got = s.get(&id).expect("open session");
         assert_eq!(got.actor, Actor("token:a".into()));
@@ -342,6 +402,97 @@ mod tests {
         s.close(&id);
         assert!(s.get(&id).is_none());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_session_ends_when_idle_and_at_its_absolute_lifetime_however_busy() {
+        let clock = clock();
+        let s = Sessions::new(clock.clone());
+        let idle = s.open(Actor("token:a".into()), "h".into());
+        clock.advance(IDLE_TIMEOUT - SignedDuration::from_secs(1));
+        assert!(s.get(&idle).is_some(), "used just within the idle timeout");
+        clock.advance(IDLE_TIMEOUT);
+        assert!(s.get(&idle).is_none(), "idle for too long");
+
+        let busy = s.open(Actor("token:a".into()), "h".into());
+        let opened = clock.now();
+        let session = s.get(&busy).unwrap();
+        // Used every hour: never idle, yet it ends 24 h after it was opened.
+        while clock.now().duration_since(opened) < ABSOLUTE_LIFETIME - SignedDuration::from_hours(1)
+        {
+            clock.advance(SignedDuration::from_hours(1));
+            assert!(s.get(&busy).is_some(), "at {}", clock.now());
+        }
+        clock.advance(SignedDuration::from_hours(1));
+        assert!(!s.is_open(&session), "past its lifetime");
+        assert!(s.get(&busy).is_none(), "past its lifetime");
+    }
+
+    /// Read a live view of `user`'s session to its end while `end` runs: whether it ended
+    /// within 5 s.
+    async fn ends_when(
+        web: &WebState,
+        user: &User,
+        end: impl Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        let sse =
+            crate::web::session_live(web, user, || async { ("<p>running</p>".to_owned(), false) });
+        let body = sse.into_response().into_body();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+            end.await;
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            axum::body::to_bytes(body, usize::MAX),
+        )
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_live_view_ends_at_logout_and_when_the_token_is_revoked() {
+        use dockmesh_core::ports::Store;
+        let store = Arc::new(dockmesh_core::testing::MemStore::new());
+        let clock = clock();
+        let (token, record) = crate::auth::new_api_token("ops", clock.now()).unwrap();
+        store.put_token(&record).await.unwrap();
+        let api = crate::ServerState::new(
+            store.clone(),
+            crate::Hosts::new(),
+            clock.clone(),
+            Arc::new(dockmesh_core::testing::SeqIds::default()),
+            crate::ServerConfig::default(),
+        );
+        api.set_lifecycle(crate::Lifecycle::Ready);
+        let web = WebState {
+            api,
+            sessions: Arc::new(Sessions::new(clock.clone())),
+        };
+        let hash = crate::auth::hash_token(&token);
+
+        let id = web.sessions.open(Actor("token:ops".into()), hash.clone());
+        let user = User {
+            session: web.sessions.get(&id).unwrap(),
+        };
+        let sessions = web.sessions.clone();
+        assert!(
+            ends_when(&web, &user, async move { sessions.close(&id) }).await,
+            "the view ends at logout"
+        );
+
+        let id = web.sessions.open(Actor("token:ops".into()), hash.clone());
+        let user = User {
+            session: web.sessions.get(&id).unwrap(),
+        };
+        let revoke = store.clone();
+        assert!(
+            ends_when(&web, &user, async move {
+                revoke.delete_token(&hash).await.unwrap();
+            })
+            .await,
+            "the view ends once the token is revoked"
+        );
     }
 
     #[test]

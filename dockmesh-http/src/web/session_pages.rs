@@ -5,10 +5,11 @@ use super::session::{
 };
 use super::{WebState, render_with};
 use crate::auth::{TokenRefusal, authenticate, hash_token};
+use crate::limit::ClientKey;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -96,10 +97,15 @@ pub struct LoginForm {
 /// `POST /login`: a valid API token opens a session.
 pub async fn login(
     State(web): State<WebState>,
+    ClientKey(client): ClientKey,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = local_path(form.next.as_deref());
+    let limit = &web.api.auth_limits().login;
+    if let Some(wait) = limit.blocked(client) {
+        return too_many_logins(&web, &headers, next, wait);
+    }
     let secret = form.token.trim();
     if secret.is_empty() {
         return login_page(
@@ -130,14 +136,39 @@ pub async fn login(
             next,
             Some(format!("The token could not be checked: {}", e.body.error)),
         ),
-        Err(refusal) => login_page(
-            &web,
-            &headers,
-            StatusCode::UNAUTHORIZED,
-            next,
-            Some(format!("Not logged in: {refusal}.")),
-        ),
+        Err(refusal) => match limit.failed(client) {
+            Some(wait) => too_many_logins(&web, &headers, next, wait),
+            None => login_page(
+                &web,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                next,
+                Some(format!("Not logged in: {refusal}.")),
+            ),
+        },
     }
+}
+
+/// The login page answered 429 with `Retry-After`: too many failed logins from this address.
+fn too_many_logins(
+    web: &WebState,
+    headers: &HeaderMap,
+    next: String,
+    wait: std::time::Duration,
+) -> Response {
+    let secs = crate::limit::retry_secs(wait).max(1);
+    let mut resp = login_page(
+        web,
+        headers,
+        StatusCode::TOO_MANY_REQUESTS,
+        next,
+        Some(format!(
+            "Too many failed logins from this address; no token was checked. Try again in {secs} s."
+        )),
+    );
+    resp.headers_mut()
+        .insert(RETRY_AFTER, crate::limit::retry_after(wait));
+    resp
 }
 
 /// `POST /logout`: the session ends and its cookie is removed.
