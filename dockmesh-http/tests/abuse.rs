@@ -463,3 +463,19 @@ async fn a_dashboard_session_ends_24_hours_after_login_however_busy() {
         "24 h after login the session is over"
     );
 }
+
+#[tokio::test]
+async fn a_dashboard_form_without_a_session_is_not_read() {
+    let w = world().await;
+    // A body that never ends: reading it would hold the request (and its memory) open.
+    let endless = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let req = Request::post("/stacks")
+        .header(header::HOST, "dash.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from_stream(endless))
+        .unwrap();
+    let a = tokio::time::timeout(std::time::Duration::from_secs(5), w.send("10.0.0.1", req))
+        .await
+        .expect("answered without reading the form");
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+}

@@ -297,7 +297,8 @@ fn csrf_field(body: &[u8]) -> Option<String> {
 
 /// The CSRF check of every request that is not a read: the `Origin` must be this server's and
 /// the form must carry the session's token (or, for the login form, its cookie's token).
-/// Only URL-encoded forms are accepted. A session found here is handed to the handler.
+/// Only URL-encoded forms are accepted, and a form is read only once its session is found
+/// (the login form's up to 16 KiB). A session found here is handed to the handler.
 pub async fn csrf_guard(State(web): State<WebState>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
@@ -314,8 +315,18 @@ pub async fn csrf_guard(State(web): State<WebState>, req: Request, next: Next) -
     if !urlencoded {
         return forbidden("the dashboard accepts only its own forms");
     }
-    // The login form is read before anyone is authenticated: a small budget.
-    let limit = if parts.uri.path() == "/login" {
+    // Any other form is read only for an open session; the login form is read before anyone
+    // is authenticated: a small budget.
+    let login = parts.uri.path() == "/login";
+    let session = if login {
+        None
+    } else {
+        match session_of(&web, &parts.headers).await {
+            Some(session) => Some(session),
+            None => return to_login(&parts),
+        }
+    };
+    let limit = if login {
         crate::api::PUBLIC_BODY_LIMIT
     } else {
         FORM_LIMIT
@@ -334,19 +345,16 @@ pub async fn csrf_guard(State(web): State<WebState>, req: Request, next: Next) -
         }
     };
     let given = csrf_field(&bytes).unwrap_or_default();
-    if parts.uri.path() == "/login" {
-        let expected = cookie_value(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-        if expected.is_empty() || !same_secret(&given, &expected) {
-            return forbidden("the login form expired or did not come from this page");
-        }
-    } else {
-        let Some(session) = session_of(&web, &parts.headers).await else {
-            return to_login(&parts);
-        };
+    if let Some(session) = session {
         if given.is_empty() || !same_secret(&given, &session.csrf) {
             return forbidden("the form's CSRF token is missing or wrong");
         }
         parts.extensions.insert(User { session });
+    } else {
+        let expected = cookie_value(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+        if expected.is_empty() || !same_secret(&given, &expected) {
+            return forbidden("the login form expired or did not come from this page");
+        }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
