@@ -582,6 +582,54 @@ mod tests {
     }
 
     #[test]
+    fn plain_tcp_off_loopback_is_named() {
+        for (addr, want) in [
+            ("10.0.0.5:2375", Some("10.0.0.5")),
+            ("docker.example:2375", Some("docker.example")),
+            ("[2001:db8::1]:2375", Some("2001:db8::1")),
+            ("127.0.0.1:2375", None),
+            ("127.9.9.9:2375", None),
+            ("[::1]:2375", None),
+            ("LocalHost:2375", None),
+        ] {
+            assert_eq!(
+                Endpoint::Tcp(addr.into()).plain_on_network(),
+                want,
+                "{addr}"
+            );
+        }
+        assert_eq!(Endpoint::Unix("/s".into()).plain_on_network(), None);
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let tls = Endpoint::Tcp("10.0.0.5:2376".into())
+            .with_tls(dir.path())
+            .unwrap();
+        assert_eq!(tls.plain_on_network(), None, "TLS is not plain");
+        assert_eq!(tls.to_string(), "tcp://10.0.0.5:2376 (TLS)");
+        assert!(!tls.is_local());
+        match &tls {
+            Endpoint::TcpTls { addr, certs } => {
+                assert_eq!(addr, "10.0.0.5:2376");
+                assert_eq!(certs.ca, dir.path().join("ca.pem"));
+                assert_eq!(certs.cert, dir.path().join("cert.pem"));
+                assert_eq!(certs.key, dir.path().join("key.pem"));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(dir.path().join("key.pem")).unwrap();
+        let e = Endpoint::Tcp("h:1".into())
+            .with_tls(dir.path())
+            .unwrap_err();
+        assert!(e.contains("key.pem is missing"), "{e}");
+        let e = Endpoint::Unix("/s".into())
+            .with_tls(dir.path())
+            .unwrap_err();
+        assert!(e.contains("only for tcp://"), "{e}");
+    }
+
+    #[test]
     fn which_endpoint_is_used() {
         let explicit = Endpoint::Tcp("h:1".into());
         assert_eq!(
