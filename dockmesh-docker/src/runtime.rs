@@ -96,23 +96,9 @@ impl Endpoint {
         ))
     }
 
-    /// The endpoint named by `DOCKER_HOST`, when it is set and not empty; with TLS from
-    /// `DOCKER_CERT_PATH` when `DOCKER_TLS_VERIFY` is set, as the Docker CLI does.
+    /// The endpoint named by `DOCKER_HOST`, when it is set and not empty.
     pub fn from_env() -> Option<Result<Self, String>> {
-        let endpoint = Endpoint::from_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
-        let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
-        if !verify {
-            return Some(endpoint);
-        }
-        let Some(dir) = std::env::var_os("DOCKER_CERT_PATH").map(PathBuf::from) else {
-            return Some(Err(
-                "DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH is not: name the directory of ca.pem, cert.pem and key.pem".into(),
-            ));
-        };
-        Some(endpoint.and_then(|e| {
-            e.with_tls(&dir)
-                .map_err(|m| format!("DOCKER_CERT_PATH: {m}"))
-        }))
+        Endpoint::from_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())
     }
 
     /// This `tcp://` endpoint with TLS, from a directory holding `ca.pem`, `cert.pem` and
