@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pki;
 pub mod release;
 pub mod rollout;
+pub mod scope;
 pub mod server;
 pub mod state;
 pub mod supervisor;

@@ -204,7 +204,8 @@ async fn session_of(web: &WebState, headers: &HeaderMap) -> Option<Session> {
     let id = cookie_value(headers, SESSION_COOKIE)?;
     let session = web.sessions.get(&id)?;
     match crate::auth::authenticate_hash(&web.api, &session.token_hash).await {
-        Ok(_) => Some(session),
+        // The token's scope as it is now.
+        Ok(actor) => Some(Session { actor, ..session }),
         Err(_) => {
             web.sessions.close(&id);
             None
@@ -292,6 +293,15 @@ pub async fn csrf_guard(State(web): State<WebState>, req: Request, next: Next) -
         if given.is_empty() || !same_secret(&given, &session.csrf) {
             return forbidden("the form's CSRF token is missing or wrong");
         }
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map_or(parts.uri.path(), |p| p.as_str());
+        if let Err(refused) =
+            crate::scope::authorize_dashboard(&parts.method, route, session.actor.1)
+        {
+            return refused;
+        }
         parts.extensions.insert(User { session });
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -334,9 +344,15 @@ mod tests {
     #[test]
     fn sessions_open_find_and_close() {
         let s = Sessions::default();
-        let id = s.open(Actor("token:a".into()), "h".into());
+        let id = s.open(
+            Actor("token:a".into(), crate::scope::Scope::Read),
+            "h".into(),
+        );
         let got = s.get(&id).expect("open session");
-        assert_eq!(got.actor, Actor("token:a".into()));
+        assert_eq!(
+            got.actor,
+            Actor("token:a".into(), crate::scope::Scope::Read)
+        );
         assert_eq!(got.csrf.len(), 64);
         assert!(s.get("other").is_none());
         s.close(&id);
