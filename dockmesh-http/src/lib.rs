@@ -32,6 +32,7 @@ pub mod drains;
 pub mod enroll;
 pub mod error;
 pub mod events;
+pub mod host_policy;
 pub mod hosts;
 pub mod metrics;
 pub mod pki;
