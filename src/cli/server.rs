@@ -129,9 +129,14 @@ pub struct ServerArgs {
     /// A host's policy on what compose content may ask of it, refused at deploy, upgrade and
     /// migration pre-flight: `HOST=RULE,RULE` with rules `no-privileged`, `no-host-namespaces`,
     /// `no-devices`, `no-cap-add`, `bind-prefixes=/ABS:/ABS`, or `strict` (all but the
-    /// prefixes). Repeat for more hosts. Bind mounts of the data directory are always refused
-    /// on `local` and every `unix://` host.
-    #[arg(long = "host-policy", value_name = "HOST=RULES")]
+    /// prefixes). Repeat for more hosts (`;`-separated in the variable). Bind mounts of the
+    /// data directory are always refused on `local` and every `unix://` host.
+    #[arg(
+        long = "host-policy",
+        value_name = "HOST=RULES",
+        env = "DOCKMESH_HOST_POLICY",
+        value_delimiter = ';'
+    )]
     host_policies: Vec<String>,
     /// How long a migrated stack's source is kept for rollback, in hours.
     #[arg(
