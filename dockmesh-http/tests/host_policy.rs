@@ -61,6 +61,7 @@ struct World {
     store: Arc<MemStore>,
     token: String,
     a: Arc<FakeHost>,
+    b: Arc<FakeHost>,
 }
 
 async fn world(policies: HostPolicies) -> World {
@@ -71,7 +72,8 @@ async fn world(policies: HostPolicies) -> World {
     let a = Arc::new(FakeHost::new("a"));
     let hosts = Hosts::new();
     hosts.add(a.clone()).unwrap();
-    hosts.add(Arc::new(FakeHost::new("b"))).unwrap();
+    let b = Arc::new(FakeHost::new("b"));
+    hosts.add(b.clone()).unwrap();
     let config = ServerConfig {
         max_retry_delay: Duration::from_millis(50),
         host_policies: policies,
@@ -90,6 +92,7 @@ async fn world(policies: HostPolicies) -> World {
         store,
         token,
         a,
+        b,
     }
 }
 
@@ -309,4 +312,62 @@ async fn a_policy_that_cannot_be_checked_refuses() {
     assert!(w.a.holds_nothing_of("good"));
     let (s, v) = w.deploy("good", "b").await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_drain_pauses_before_moving_a_stack_the_target_refuses() {
+    use dockmesh_core::records::StackRecord;
+    let w = world(policies()).await;
+    // `priv` runs on `b`; draining `b` plans it onto `a`, whose policy refuses it.
+    let files = StackFiles {
+        name: "priv".into(),
+        compose: PRIVILEGED.into(),
+        env: None,
+    };
+    w.b.seed_stack(
+        files.clone(),
+        &[("priv_data", b"bytes".as_slice())],
+        1 << 20,
+    );
+    w.store
+        .put_stack(
+            &StackRecord {
+                name: "priv".into(),
+                compose: files.compose,
+                env: None,
+                host: Some(HostId::from("b")),
+                updated_at: jiff::Timestamp::now(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (s, d) = w.call("POST", "/api/v1/hosts/b/drain", None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    let mut paused = Value::Null;
+    for _ in 0..500 {
+        let (s, d) = w.call("GET", &format!("/api/v1/drains/{id}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        if d["state"] == "paused" {
+            paused = d;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reason = paused["reason"].as_str().expect("the drain paused");
+    assert!(
+        reason.contains("stack priv cannot move to a")
+            && reason.contains("service `app`: `privileged`"),
+        "{reason}"
+    );
+    assert!(
+        w.store
+            .list_migrations(&Default::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "no migration was started"
+    );
+    assert!(w.a.holds_nothing_of("priv"));
 }
