@@ -1,6 +1,9 @@
 //! `dockmesh server --host-policy HOST=RULE,…`: each host's policy on what compose content may
 //! ask of it (core's `host_policy`), and the server's own data directory, which no bind mount
 //! on a host of this machine (`local`, and every `unix://` engine) may expose.
+//!
+//! `HOST` is a host's name: `local`, a `--host` name, or the name an agent enrolled its host
+//! under (such a policy applies from the agent's enrollment on).
 
 use anyhow::Context;
 use dockmesh_core::HostId;
