@@ -30,6 +30,7 @@
 pub mod audit;
 pub mod drain;
 pub mod fleet;
+pub mod host_policy;
 pub mod manifest;
 pub mod migration;
 pub mod ports;

@@ -52,6 +52,7 @@ mod error;
 pub mod events;
 pub mod files;
 mod health;
+pub mod host_policy;
 pub mod labels;
 mod rawapi;
 pub mod runtime;

@@ -8,25 +8,35 @@ use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dockmesh_core::records::{TokenKind, TokenRecord, TokenUse};
+use dockmesh_core::records::{Scope, TokenKind, TokenRecord, TokenUse};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 /// The prefix of every API token's secret, so a leaked one is recognisable.
 pub const API_TOKEN_PREFIX: &str = "dmt_";
 
-/// Who made a request: the name of the API token it carried (`token:<name>`).
+/// Who made a request: the name of the API token it carried (`token:<name>`), and what that
+/// token may do (see [`crate::scope`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub struct Actor(pub String, pub Scope);
 
 /// The hex SHA-256 of a token's secret: what the store keeps.
 pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// A new API token: its secret (shown once) and the record to store.
+/// A new API token of scope `admin`: its secret (shown once) and the record to store.
 pub fn new_api_token(
     name: &str,
+    now: Timestamp,
+) -> Result<(String, TokenRecord), getrandom::Error> {
+    new_scoped_api_token(name, Scope::Admin, now)
+}
+
+/// A new API token of the given scope: its secret (shown once) and the record to store.
+pub fn new_scoped_api_token(
+    name: &str,
+    scope: Scope,
     now: Timestamp,
 ) -> Result<(String, TokenRecord), getrandom::Error> {
     let mut bytes = [0u8; 32];
@@ -40,6 +50,7 @@ pub fn new_api_token(
         expires_at: None,
         one_time: false,
         used_at: None,
+        scope,
     };
     Ok((secret, record))
 }
@@ -78,6 +89,9 @@ pub async fn require_token(
     }
     match authenticate(&state, secret).await {
         Ok(actor) => {
+            if let Err(refused) = crate::scope::authorize_api(&req, &actor) {
+                return refused;
+            }
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
@@ -135,7 +149,7 @@ pub async fn authenticate_hash(state: &ServerState, hash: &str) -> Result<Actor,
     }
     match state.store().use_token(hash, now).await {
         Ok(TokenUse::Accepted { token }) if token.kind == TokenKind::Api => {
-            Ok(Actor(format!("token:{}", token.name)))
+            Ok(Actor(format!("token:{}", token.name), token.scope))
         }
         Ok(TokenUse::Accepted { .. }) => Err(TokenRefusal::NotApi),
         Ok(TokenUse::Expired) => Err(TokenRefusal::Expired),

@@ -130,6 +130,14 @@ async fn drive(state: &ServerState, id: uuid::Uuid) -> Result<(), StoreError> {
                     state.store().put_drain(&d).await?;
                     return Ok(());
                 }
+                if let Some(refused) = policy_refusal(state, &stack, &target).await {
+                    d.state = DrainState::Paused {
+                        at: now,
+                        reason: format!("stack {stack} cannot move to {target}: {refused}"),
+                    };
+                    state.store().put_drain(&d).await?;
+                    return Ok(());
+                }
                 let guard = state.lock_stack(&stack).await;
                 let started = state
                     .supervisor()
@@ -194,6 +202,19 @@ async fn wait_settled(
         tokio::time::sleep(POLL).await;
     }
     Ok(())
+}
+
+/// Why the target host's policy refuses `stack`, if it does (the drain pauses on it).
+async fn policy_refusal(
+    state: &ServerState,
+    stack: &str,
+    target: &dockmesh_core::HostId,
+) -> Option<String> {
+    match crate::host_policy::preflight_check(state, stack, target).await {
+        Ok(Some(c)) if c.status == dockmesh_core::preflight::CheckStatus::Fail => Some(c.detail),
+        // No policy, or kept; a stack that cannot be read is the migration's to refuse.
+        _ => None,
+    }
 }
 
 /// The active migration of `stack` this drain started but did not record, if there is one.

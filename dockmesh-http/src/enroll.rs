@@ -102,6 +102,7 @@ pub fn new_enrollment_token(
         expires_at: now.checked_add(ttl).ok(),
         one_time: true,
         used_at: None,
+        scope: dockmesh_core::records::Scope::Read,
     };
     Ok((token, record))
 }

@@ -17,6 +17,7 @@ pub struct ErrorBody {
     pub error: String,
     /// A stable, machine-readable code (`bad_request`, `unauthorized`, `not_found`,
     /// `conflict`, `preflight_failed`, `payload_too_large`, `unavailable`, `host_error`,
+    /// `forbidden` (a token of too little scope), `host_policy` (refused by a host's policy),
     /// `internal`).
     pub code: String,
     /// What to do next, when there is advice.

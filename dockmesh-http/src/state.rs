@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// The signed agent binaries this server sends agents to upgrade them (and the release
     /// key agents trust from enrollment on); without them agent upgrades are off.
     pub agent_binaries: Option<crate::release::AgentBinaries>,
+    /// Each host's policy on what compose content may ask of it (none by default).
+    pub host_policies: crate::host_policy::HostPolicies,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             agent_compression: true,
             crash_at: None,
             agent_binaries: None,
+            host_policies: Default::default(),
         }
     }
 }

@@ -101,6 +101,7 @@ pub(crate) async fn run(
     if up.files.compose.trim().is_empty() {
         return Err(ApiError::bad_request("compose: the compose file is empty"));
     }
+    state.config().host_policies.check(&host_id, &up.files)?;
     let previous = StackFiles {
         name: name.to_owned(),
         compose: record.compose.clone(),

@@ -420,6 +420,7 @@ async fn a_one_time_token_of_another_kind_is_not_spent_by_the_api_path() {
             expires_at: None,
             one_time: true,
             used_at: None,
+            scope: dockmesh_core::records::Scope::Read,
         })
         .await
         .unwrap();

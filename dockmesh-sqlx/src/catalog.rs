@@ -72,6 +72,13 @@ pub(crate) const TABLES: &[Table] = &[
         seeded: false,
     },
     Table {
+        name: "token_scopes",
+        since: 8,
+        order_by: "hash",
+        columns: &[("hash", Text), ("scope", Text)],
+        seeded: false,
+    },
+    Table {
         name: "stacks",
         since: 1,
         order_by: "name",

@@ -19,7 +19,7 @@ use dockmesh_core::ports::{
     DeployEntry, Fence, Lease, LeaseClaim, MigrationQuery, PageQuery, Store, StoreError, page_size,
 };
 use dockmesh_core::records::{
-    CordonRecord, DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse,
+    CordonRecord, DeployRecord, Scope, StackRecord, TokenKind, TokenRecord, TokenUse,
 };
 use dockmesh_core::release::{ReleaseOutcome, ReleaseRecord};
 use dockmesh_core::rollout::{
@@ -824,6 +824,7 @@ struct TokenRow {
     expires_at: Option<Ts>,
     one_time: bool,
     used_at: Option<Ts>,
+    scope: Option<String>,
 }
 
 impl TokenRow {
@@ -833,6 +834,11 @@ impl TokenRow {
             "api" => TokenKind::Api,
             other => return Err(corrupt(format!("token: unknown kind {other:?}"))),
         };
+        let scope = match self.scope.as_deref().map(str::parse::<Scope>) {
+            Some(Ok(scope)) => scope,
+            Some(Err(e)) => return Err(corrupt(format!("token {:?}: {e}", self.name))),
+            None => return Err(corrupt(format!("token {:?} has no scope", self.name))),
+        };
         Ok(TokenRecord {
             hash: self.hash,
             kind,
@@ -841,6 +847,7 @@ impl TokenRow {
             expires_at: self.expires_at.map(|t| t.0),
             one_time: self.one_time,
             used_at: self.used_at.map(|t| t.0),
+            scope,
         })
     }
 }
@@ -1036,8 +1043,8 @@ impl AuditRow {
 
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, detail, prev_hash, hash";
 const AGENT_COLUMNS: &str = "SELECT id, name, version, commit_sha, protocol_version, arch, docker_version, last_seen, connection, upgrade FROM agents";
-const TOKEN_COLUMNS: &str =
-    "SELECT hash, kind, name, created_at, expires_at, one_time, used_at FROM tokens";
+const TOKEN_COLUMNS: &str = "SELECT hash, kind, name, created_at, expires_at, one_time, used_at, \
+     scope FROM tokens LEFT JOIN token_scopes USING (hash)";
 const MIGRATION_COLUMNS: &str =
     "SELECT id, stack, source, target, requested_at, requested_by, retention FROM migrations";
 
@@ -1106,6 +1113,8 @@ impl Store for SqlStore {
 
     async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         on!(&self.pool, p => {
+            // The token and its scope are one write: a token is never seen without its scope.
+            let mut tx = p.begin().await.map_err(se("store a token"))?;
             sqlx::query(
                 "INSERT INTO tokens (hash, kind, name, created_at, expires_at, one_time, used_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1117,7 +1126,7 @@ impl Store for SqlStore {
             .bind(token.expires_at.map(Ts::new))
             .bind(token.one_time)
             .bind(token.used_at.map(Ts::new))
-            .execute(p)
+            .execute(&mut *tx)
             .await
             .map_err(|e| match store_err("store a token", e) {
                 StoreError::Conflict { .. } => StoreError::Conflict {
@@ -1125,6 +1134,16 @@ impl Store for SqlStore {
                 },
                 other => other,
             })?;
+            sqlx::query(
+                "INSERT INTO token_scopes (hash, scope) VALUES ($1, $2) \
+                 ON CONFLICT (hash) DO UPDATE SET scope = excluded.scope",
+            )
+            .bind(&token.hash)
+            .bind(token.scope.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(se("store a token's scope"))?;
+            tx.commit().await.map_err(se("store a token"))?;
             Ok(())
         })
     }
@@ -1181,11 +1200,18 @@ impl Store for SqlStore {
 
     async fn delete_token(&self, hash: &str) -> Result<(), StoreError> {
         on!(&self.pool, p => {
-            sqlx::query("DELETE FROM tokens WHERE hash = $1")
-                .bind(hash)
-                .execute(p)
-                .await
-                .map_err(se("delete a token"))?;
+            let mut tx = p.begin().await.map_err(se("delete a token"))?;
+            for sql in [
+                "DELETE FROM token_scopes WHERE hash = $1",
+                "DELETE FROM tokens WHERE hash = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(se("delete a token"))?;
+            }
+            tx.commit().await.map_err(se("delete a token"))?;
             Ok(())
         })
     }

@@ -67,6 +67,7 @@ async fn populate(store: &SqlStore, stacks: usize) {
             expires_at: Some(t(100)),
             one_time: true,
             used_at: Some(t(2)),
+            scope: dockmesh_core::records::Scope::Operate,
         })
         .await
         .unwrap();

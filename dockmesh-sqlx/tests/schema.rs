@@ -5,6 +5,7 @@ mod common;
 
 use dockmesh_core::audit::{AuditQuery, SERVER_SCHEMA_MIGRATE};
 use dockmesh_core::ports::Store;
+use dockmesh_core::records::{Scope, TokenUse};
 use dockmesh_sqlx::{Backend, DbTarget, SchemaStatus, SqlStore, SqlStoreError};
 use sqlx::Connection;
 use sqlx::migrate::Migrator;
@@ -532,4 +533,86 @@ async fn sqlite_newer_database_in_rollback_journal_mode_is_not_written() {
         before,
         "no -wal, -shm, journal or directory appeared"
     );
+}
+
+/// A database at version 7 (before token scopes) with an API token and an enrollment token:
+/// migrating it makes the API token `admin` (it keeps the power it had) and the enrollment
+/// token `read`; tokens made afterwards keep the scope they are given.
+async fn tokens_get_scopes_when_migrated(target: DbTarget) {
+    let migrator = Migrator::new(migrations_dir(target.backend()))
+        .await
+        .unwrap();
+    match &target {
+        DbTarget::Sqlite { path } => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true);
+            let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            migrator.run_to(7, &mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+        DbTarget::Postgres { url } => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            migrator.run_to(7, &mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+    }
+    let ts = match target.backend() {
+        Backend::Sqlite => "'2026-01-01T00:00:00.000000Z'",
+        Backend::Postgres => "'2026-01-01T00:00:00Z'",
+    };
+    exec(
+        &target,
+        &format!(
+            "INSERT INTO tokens (hash, kind, name, created_at, expires_at, one_time, used_at) VALUES \
+             ('old-api', 'api', 'ci', {ts}, NULL, FALSE, NULL), \
+             ('old-enroll', 'enrollment', 'new host', {ts}, NULL, TRUE, NULL)"
+        ),
+    )
+    .await;
+    let (store, opened) = SqlStore::open_reporting(&target).await.unwrap();
+    assert_eq!((opened.from, opened.to), (7, latest()));
+    let scopes: Vec<_> = store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.hash, t.scope))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("old-api".to_owned(), Scope::Admin),
+            ("old-enroll".to_owned(), Scope::Read)
+        ]
+    );
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let mut fresh = store.list_tokens().await.unwrap()[0].clone();
+    fresh.hash = "new-read".into();
+    fresh.scope = Scope::Read;
+    store.put_token(&fresh).await.unwrap();
+    match store.use_token("new-read", now).await.unwrap() {
+        TokenUse::Accepted { token } => assert_eq!(token.scope, Scope::Read),
+        other => panic!("the new token is accepted, got {other:?}"),
+    }
+    store.delete_token("new-read").await.unwrap();
+    assert_eq!(
+        store.use_token("new-read", now).await.unwrap(),
+        TokenUse::Unknown
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_tokens_get_scopes_when_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    tokens_get_scopes_when_migrated(common::sqlite_in(dir.path())).await;
+}
+
+#[tokio::test]
+async fn postgres_tokens_get_scopes_when_migrated() {
+    let Some(db) = common::PgDb::create("postgres_tokens_get_scopes_when_migrated").await else {
+        return;
+    };
+    tokens_get_scopes_when_migrated(db.target()).await;
 }

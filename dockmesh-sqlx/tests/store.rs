@@ -493,6 +493,7 @@ async fn concurrent_writers(target: DbTarget) {
             expires_at: Some(t(1000)),
             one_time: true,
             used_at: None,
+            scope: dockmesh_core::records::Scope::Read,
         })
         .await
         .unwrap();

@@ -11,6 +11,7 @@ pub mod db;
 pub mod drain;
 pub mod engine;
 pub mod host;
+pub mod host_policy;
 pub mod migration;
 pub mod policy;
 pub mod preflight;

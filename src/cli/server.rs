@@ -146,6 +146,18 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     insecure_hosts: Vec<String>,
+    /// A host's policy on what compose content may ask of it, refused at deploy, upgrade and
+    /// migration pre-flight: `HOST=RULE,RULE` with rules `no-privileged`, `no-host-namespaces`,
+    /// `no-devices`, `no-cap-add`, `bind-prefixes=/ABS:/ABS`, or `strict` (all but the
+    /// prefixes). Repeat for more hosts (`;`-separated in the variable). Bind mounts of the
+    /// data directory are always refused on `local` and every `unix://` host.
+    #[arg(
+        long = "host-policy",
+        value_name = "HOST=RULES",
+        env = "DOCKMESH_HOST_POLICY",
+        value_delimiter = ';'
+    )]
+    host_policies: Vec<String>,
     /// How long a migrated stack's source is kept for rollback, in hours.
     #[arg(
         long,
@@ -273,6 +285,12 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         lease_ttl: jiff::SignedDuration::from_secs(i64::from(args.lease_ttl.max(1))),
         max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
         crash_at: args.test_crash_at.clone(),
+        host_policies: super::host_policy::build(
+            &args.host_policies,
+            &data_dir,
+            &args.hosts,
+            args.no_local_host,
+        )?,
         ..ServerConfig::default()
     };
     let store = Arc::new(store);

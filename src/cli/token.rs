@@ -6,7 +6,7 @@ use super::db::{Location, fail, runtime};
 use anyhow::Context;
 use clap::Subcommand;
 use dockmesh_core::ports::Store;
-use dockmesh_core::records::TokenKind;
+use dockmesh_core::records::{Scope, TokenKind};
 use dockmesh_sqlx::{OpenOptions, SqlStore};
 use std::process::ExitCode;
 
@@ -20,11 +20,16 @@ pub enum TokenCommand {
         /// A name to recognise it by (audit entries name the token).
         #[arg(long, default_value = "admin")]
         name: String,
-        /// Print `{"name": …, "token": …}`.
+        /// What the token may do: `read` (GET only), `operate` (also migrate, roll back,
+        /// purge, drain, cordon, upgrade agents) or `admin` (everything, including deploying
+        /// new compose content, which is root on the target host).
+        #[arg(long, default_value = "admin", value_parser = parse_scope)]
+        scope: Scope,
+        /// Print `{"name": …, "scope": …, "token": …}`.
         #[arg(long)]
         json: bool,
     },
-    /// List API tokens (names and creation times; secrets are not stored).
+    /// List API tokens (names, scopes and creation times; secrets are not stored).
     Ls {
         #[command(flatten)]
         location: Location,
@@ -39,6 +44,11 @@ pub enum TokenCommand {
         /// The token's name.
         name: String,
     },
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    text.parse()
+        .map_err(|e: dockmesh_core::records::UnknownScope| e.to_string())
 }
 
 async fn open(location: &Location) -> anyhow::Result<SqlStore> {
@@ -72,6 +82,7 @@ async fn run_async(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Create {
             location,
             name,
+            scope,
             json,
         } => {
             if name.trim().is_empty() {
@@ -79,17 +90,20 @@ async fn run_async(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             }
             let store = open(&location).await?;
             let (secret, record) =
-                dockmesh_http::auth::new_api_token(&name, jiff::Timestamp::now())
+                dockmesh_http::auth::new_scoped_api_token(&name, scope, jiff::Timestamp::now())
                     .context("drawing random bytes for the token")?;
             store.put_token(&record).await?;
             store.close().await;
             if json {
-                println!("{}", serde_json::json!({"name": name, "token": secret}));
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "scope": scope, "token": secret})
+                );
             } else {
                 println!("{secret}");
                 eprintln!(
-                    "API token {name:?} created; it is shown only now. Use it as \
-                     `DOCKMESH_TOKEN={secret}` or `--token`."
+                    "API token {name:?} of scope `{scope}` created; it is shown only now. Use it \
+                     as `DOCKMESH_TOKEN={secret}` or `--token`."
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -106,12 +120,18 @@ async fn run_async(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             if json {
                 let list: Vec<_> = tokens
                     .iter()
-                    .map(|t| serde_json::json!({"name": t.name, "created_at": t.created_at}))
+                    .map(|t| {
+                        serde_json::json!({
+                            "name": t.name,
+                            "scope": t.scope,
+                            "created_at": t.created_at,
+                        })
+                    })
                     .collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
                 for t in &tokens {
-                    println!("{}\t{}", t.name, t.created_at);
+                    println!("{}\t{}\t{}", t.name, t.scope, t.created_at);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,9 @@ use crate::ports::{
     Fence, HostRuntime, LeaseClaim, MAX_PAGE, MigrationQuery, PageQuery, Store, StoreError,
     VolumeTarget, no_progress,
 };
-use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenKind, TokenRecord, TokenUse};
+use crate::records::{
+    CordonRecord, DeployRecord, Scope, StackRecord, TokenKind, TokenRecord, TokenUse,
+};
 use crate::release::{ReleaseOutcome, ReleaseRecord};
 use crate::rollout::{AgentRecord, ConnectionState, RolloutMode, RolloutRecord, UpgradeState};
 use crate::types::{HostId, MigrationId, StackFiles};
@@ -91,6 +93,7 @@ async fn tokens(store: &dyn Store) {
         expires_at: expires,
         one_time,
         used_at: None,
+        scope: Scope::Read,
     };
     store
         .put_token(&tok("h1", true, Some(t(100)), 1))
@@ -144,6 +147,25 @@ async fn tokens(store: &dyn Store) {
         store.use_token("h2", t(8)).await.unwrap(),
         TokenUse::Unknown
     );
+    // Each API token keeps its scope.
+    for (hash, scope) in [
+        ("s1", Scope::Read),
+        ("s2", Scope::Operate),
+        ("s3", Scope::Admin),
+    ] {
+        let mut record = tok(hash, false, None, 20);
+        record.kind = TokenKind::Api;
+        record.scope = scope;
+        store.put_token(&record).await.unwrap();
+        match store.use_token(hash, t(21)).await.unwrap() {
+            TokenUse::Accepted { token } => assert_eq!(token.scope, scope, "{hash}"),
+            other => panic!("an API token is accepted, got {other:?}"),
+        }
+        let listed = store.list_tokens().await.unwrap();
+        let found = listed.iter().find(|t| t.hash == hash).expect("listed");
+        assert_eq!(found.scope, scope, "{hash} listed with its scope");
+        store.delete_token(hash).await.unwrap();
+    }
 }
 
 async fn stacks(store: &dyn Store) {

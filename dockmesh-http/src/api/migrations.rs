@@ -254,13 +254,15 @@ pub async fn preflight(
     ApiJson(req): ApiJson<MigrateRequest>,
 ) -> Result<Json<PreflightReport>, ApiError> {
     let target = target_of(&state, &name, &req).await?;
-    Ok(Json(
-        state
-            .supervisor()
-            .driver()
-            .preflight(&name, &target)
-            .await?,
-    ))
+    let mut report = state
+        .supervisor()
+        .driver()
+        .preflight(&name, &target)
+        .await?;
+    report
+        .checks
+        .extend(crate::host_policy::preflight_check(&state, &name, &target).await?);
+    Ok(Json(report))
 }
 
 /// Move a stack with its data to another host. Pre-flight runs first: a failing check
@@ -283,7 +285,10 @@ pub async fn migrate(
     let _guard = state.lock_stack(&name).await;
     super::stacks::no_active_migration(&state, &name).await?;
     let driver = state.supervisor().driver();
-    let report = driver.preflight(&name, &target).await?;
+    let mut report = driver.preflight(&name, &target).await?;
+    report
+        .checks
+        .extend(crate::host_policy::preflight_check(&state, &name, &target).await?);
     if !report.passed() {
         let details = serde_json::to_value(&report).unwrap_or_default();
         return Err(ApiError::new(

@@ -60,15 +60,20 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API token from `dockmesh token create`"))
+                    .description(Some(
+                        "An API token from `dockmesh token create --scope read|operate|admin`. \
+                         Each operation names the scope it needs (`read` ⊆ `operate` ⊆ `admin`); \
+                         a token with too little scope is answered 403.",
+                    ))
                     .build(),
             ),
         );
     }
 }
 
-/// The routes that need a token, with their OpenAPI paths.
-fn protected() -> OpenApiRouter<ServerState> {
+/// The routes that need a token, with their OpenAPI paths (each has its scope in
+/// [`crate::scope::API_ROUTES`]).
+pub(crate) fn protected() -> OpenApiRouter<ServerState> {
     OpenApiRouter::new()
         .routes(routes!(hosts::list_hosts))
         .routes(routes!(hosts::cordon))
@@ -122,6 +127,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = OpenApiRouter::<ServerState>::with_openapi(ApiDoc::openapi())
         .merge(protected())
         .split_for_parts();
+    crate::scope::describe(&mut doc);
     let (_, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
     doc

@@ -216,6 +216,7 @@ pub async fn deploy_stack(
             compose: record.compose.clone(),
             env: record.env.clone(),
         };
+        state.config().host_policies.check(&host_id, &files)?;
         host.write_stack_files(&files).await?;
         if let Err(e) = host.deploy(&files).await {
             if record.host.is_none() {

@@ -252,7 +252,8 @@ async fn session_of(web: &WebState, headers: &HeaderMap) -> Option<Session> {
     let id = cookie_value(headers, SESSION_COOKIE)?;
     let session = web.sessions.get(&id)?;
     match crate::auth::authenticate_hash(&web.api, &session.token_hash).await {
-        Ok(_) => Some(session),
+        // The token's scope as it is now.
+        Ok(actor) => Some(Session { actor, ..session }),
         Err(_) => {
             web.sessions.close(&id);
             None
@@ -349,6 +350,15 @@ pub async fn csrf_guard(State(web): State<WebState>, req: Request, next: Next) -
         if given.is_empty() || !same_secret(&given, &session.csrf) {
             return forbidden("the form's CSRF token is missing or wrong");
         }
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map_or(parts.uri.path(), |p| p.as_str());
+        if let Err(refused) =
+            crate::scope::authorize_dashboard(&parts.method, route, session.actor.1)
+        {
+            return refused;
+        }
         parts.extensions.insert(User { session });
     } else {
         let expected = cookie_value(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
@@ -402,9 +412,15 @@ mod tests {
     #[test]
     fn sessions_open_find_and_close() {
         let s = Sessions::new(clock());
-        let id = s.open(Actor("token:a".into()), "h".into());
+        let id = s.open(
+            Actor("token:a".into(), crate::scope::Scope::Read),
+            "h".into(),
+        );
         let got = s.get(&id).expect("open session");
-        assert_eq!(got.actor, Actor("token:a".into()));
+        assert_eq!(
+            got.actor,
+            Actor("token:a".into(), crate::scope::Scope::Read)
+        );
         assert_eq!(got.csrf.len(), 64);
         assert!(s.get("other").is_none());
         s.close(&id);
@@ -416,13 +432,19 @@ mod tests {
     fn a_session_ends_when_idle_and_at_its_absolute_lifetime_however_busy() {
         let clock = clock();
         let s = Sessions::new(clock.clone());
-        let idle = s.open(Actor("token:a".into()), "h".into());
+        let idle = s.open(
+            Actor("token:a".into(), crate::scope::Scope::Admin),
+            "h".into(),
+        );
         clock.advance(IDLE_TIMEOUT - SignedDuration::from_secs(1));
         assert!(s.get(&idle).is_some(), "used just within the idle timeout");
         clock.advance(IDLE_TIMEOUT);
         assert!(s.get(&idle).is_none(), "idle for too long");
 
-        let busy = s.open(Actor("token:a".into()), "h".into());
+        let busy = s.open(
+            Actor("token:a".into(), crate::scope::Scope::Admin),
+            "h".into(),
+        );
         let opened = clock.now();
         let session = s.get(&busy).unwrap();
         // Used every hour: never idle, yet it ends 24 h after it was opened.
@@ -479,7 +501,10 @@ mod tests {
         };
         let hash = crate::auth::hash_token(&token);
 
-        let id = web.sessions.open(Actor("token:ops".into()), hash.clone());
+        let id = web.sessions.open(
+            Actor("token:ops".into(), crate::scope::Scope::Admin),
+            hash.clone(),
+        );
         let user = User {
             session: web.sessions.get(&id).unwrap(),
         };
@@ -489,7 +514,10 @@ mod tests {
             "the view ends at logout"
         );
 
-        let id = web.sessions.open(Actor("token:ops".into()), hash.clone());
+        let id = web.sessions.open(
+            Actor("token:ops".into(), crate::scope::Scope::Admin),
+            hash.clone(),
+        );
         let user = User {
             session: web.sessions.get(&id).unwrap(),
         };
