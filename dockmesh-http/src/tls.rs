@@ -8,8 +8,8 @@
 //!
 //! [`serve_app`] serves a router either way. Over TLS it accepts TCP, runs the rustls
 //! handshake in a task of its own per connection within [`HANDSHAKE_TIMEOUT`], then hyper
-//! (HTTP/1.1 or HTTP/2, by ALPN) over the TLS stream, as the agent listener does
-//! (`channel::server`). Both ways each request carries the peer's
+//! (HTTP/1.1 or HTTP/2, by ALPN) over the TLS stream, in the accept loop the agent listener
+//! runs too (`accept_each`). Both ways each request carries the peer's
 //! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo); over TLS its
 //! `X-Forwarded-Proto` is set to `https` (the server is its own TLS terminator), so
 //! dashboard cookies are `Secure` ([`crate::web::session`]).
@@ -251,24 +251,12 @@ pub async fn serve_app(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    accept_each(&listener, shutdown, "a client", |tcp, peer| {
         let acceptor = acceptor.clone();
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -298,11 +286,41 @@ pub async fn serve_app(
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
-        });
-    }
+        }
+    })
+    .await;
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Accept TCP connections on `listener` until `stop` resolves, each run through `each` in a
+/// task of its own (the agent listener and the HTTPS API listener both); a failed accept is
+/// logged and retried after 100 ms.
+pub(crate) async fn accept_each<F, Fut>(
+    listener: &TcpListener,
+    stop: impl Future<Output = ()>,
+    what: &str,
+    each: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection of {what} failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
+        };
+        tokio::spawn(each(tcp, peer));
+    }
 }
 
 /// A client configuration trusting only servers whose chain holds the CA certificate of this
