@@ -8,7 +8,7 @@
 //!
 //! [`serve_app`] serves a router either way. Over TLS it accepts TCP, runs the rustls
 //! handshake in a task of its own per connection within [`HANDSHAKE_TIMEOUT`], then hyper
-//! (HTTP/1.1 or HTTP/2, by ALPN) over the TLS stream, in the accept loop the agent listener
+//! (HTTP/1.1) over the TLS stream, in the accept loop the agent listener
 //! runs too (`accept_each`). Both ways each request carries the peer's
 //! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo); over TLS its
 //! `X-Forwarded-Proto` is set to `https` (the server is its own TLS terminator), so
@@ -217,7 +217,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The API listener's TLS settings: this chain (the server's certificate first) and key,
-/// HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3, the crate's one crypto provider.
+/// TLS 1.2 and 1.3, the crate's one crypto provider, and HTTP/1.1 by ALPN: over HTTP/2 a
+/// request names its host in `:authority`, not in the `Host` header that the dashboard's
+/// same-origin check and enrollment's agent endpoint read.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -228,7 +230,7 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(TlsError::Config)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -84,6 +84,8 @@ async fn https_with_the_pinned_ca_gets_through_plain_http_and_a_wrong_fingerprin
 
     let resp = pinned(&ca).get(&https).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    // HTTP/1.1, so browsers send the Host header the dashboard's same-origin check reads.
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.text().await.unwrap(), "127.0.0.1 https");
     // A client's own X-Forwarded-Proto does not change what the server saw.
     let resp = pinned(&ca)
@@ -201,6 +203,47 @@ async fn over_https_dashboard_cookies_are_secure_and_metrics_need_a_token() {
     for c in &cookies {
         assert!(c.contains("Secure"), "{c}");
     }
+    // A login from the dashboard's own page over HTTPS (its Origin is this server) opens a
+    // session whose cookie is Secure.
+    let login_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("dockmesh_login_csrf="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let form = resp.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.find(marker).unwrap() + marker.len();
+    let csrf = &form[start..start + form[start..].find('"').unwrap()];
+    let no_redirect = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls::client_config_pinned(&ca.fingerprint()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirect
+        .post(format!("https://{addr}/login"))
+        .header("origin", format!("https://{addr}"))
+        .header("cookie", login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("csrf", csrf)
+                .append_pair("token", &token)
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "{:?}", resp.text().await);
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("dockmesh_session="))
+        .unwrap();
+    assert!(session.contains("Secure"), "{session}");
+
     let url = format!("https://{addr}/metrics");
     assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
     let resp = c.get(&url).bearer_auth(&token).send().await.unwrap();
@@ -259,6 +302,8 @@ async fn an_agent_enrolls_over_https_trusting_the_fingerprint_its_token_carries(
     let resp = enroll(token.clone()).await.unwrap();
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
+    // The agent is told to dial the host it reached the API at (the request's Host).
+    assert_eq!(v["agent_endpoint"], "127.0.0.1:7443", "{v}");
     let parsed = dockmesh_http::enroll::EnrollmentToken::parse(&token).unwrap();
     dockmesh_http::enroll::check_ca(&parsed, v["ca_pem"].as_str().unwrap()).unwrap();
     assert_eq!(store.list_agents().await.unwrap().len(), 1);
