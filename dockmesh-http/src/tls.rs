@@ -401,7 +401,13 @@ impl ServerCertVerifier for PinnedCa {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        match inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now) {
+        // Any other certificates of the chain may link the server's certificate to the CA.
+        let others: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| fingerprint_of(c) != self.fingerprint)
+            .cloned()
+            .collect();
+        match inner.verify_server_cert(end_entity, &others, server_name, ocsp_response, now) {
             Ok(v) => Ok(v),
             // The CA is pinned and private to one server: any address reaching the server
             // it certified is that server.

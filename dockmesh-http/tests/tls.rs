@@ -308,3 +308,59 @@ async fn an_agent_enrolls_over_https_trusting_the_fingerprint_its_token_carries(
     dockmesh_http::enroll::check_ca(&parsed, v["ca_pem"].as_str().unwrap()).unwrap();
     assert_eq!(store.list_agents().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_pinned_ca_may_certify_the_server_through_an_intermediate() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_params = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_owned());
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root = ca_params("root").self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(ca_params("root"), root_key);
+    let mid_key = KeyPair::generate().unwrap();
+    let mid = ca_params("intermediate")
+        .signed_by(&mid_key, &root_issuer)
+        .unwrap();
+    let mid_issuer = Issuer::new(ca_params("intermediate"), mid_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, &mid_issuer).unwrap();
+    let config = tls::server_config(
+        vec![leaf.der().clone(), mid.der().clone(), root.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tls::serve_app(
+        listener,
+        Some(config),
+        echo(),
+        std::future::pending(),
+    ));
+    let pinned = |fp: &str| client(tls::client_config_pinned(fp).unwrap());
+    let url = format!("https://{addr}/");
+    let root_fp = dockmesh_http::pki::fingerprint_of(root.der());
+    assert_eq!(
+        pinned(&root_fp).get(&url).send().await.unwrap().status(),
+        200
+    );
+    let mid_fp = dockmesh_http::pki::fingerprint_of(mid.der());
+    assert_eq!(
+        pinned(&mid_fp).get(&url).send().await.unwrap().status(),
+        200
+    );
+    // The leaf is no CA: pinning it trusts nothing.
+    let leaf_fp = dockmesh_http::pki::fingerprint_of(leaf.der());
+    assert!(pinned(&leaf_fp).get(&url).send().await.is_err());
+}
