@@ -364,3 +364,17 @@ async fn a_pinned_ca_may_certify_the_server_through_an_intermediate() {
     let leaf_fp = dockmesh_http::pki::fingerprint_of(leaf.der());
     assert!(pinned(&leaf_fp).get(&url).send().await.is_err());
 }
+
+#[tokio::test]
+async fn plain_http_handlers_see_the_peer_too() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tls::serve_app(
+        listener,
+        None,
+        echo(),
+        std::future::pending(),
+    ));
+    let resp = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "127.0.0.1 -");
+}
