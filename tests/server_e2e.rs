@@ -426,7 +426,16 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
         (h["status"].as_str(), h["db"].as_str()),
         (Some("ok"), Some("ok"))
     );
-    let (s, metrics) = api_call(&server.url, None, "GET", "/metrics", None, &[]);
+    let (s, _) = api_call(&server.url, None, "GET", "/metrics", None, &[]);
+    assert_eq!(s, 401, "/metrics needs a token on the API listener");
+    let (s, metrics) = api_call(
+        &server.url,
+        Some(&server.token),
+        "GET",
+        "/metrics",
+        None,
+        &[],
+    );
     assert_eq!(s, 200);
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(

@@ -4,7 +4,8 @@
 //!
 //! The binary assembles it: it opens a [`dockmesh_core::ports::Store`], builds one
 //! [`dockmesh_core::ports::HostRuntime`] per host, and hands both to [`ServerState::new`]; then
-//! [`serve`] answers HTTP until its shutdown future resolves.
+//! [`serve`] answers HTTP (or HTTPS: [`serve_with`], [`tls`]) until its shutdown future
+//! resolves.
 //!
 //! Agents: the built-in CA ([`pki`]), enrollment ([`enroll`], `POST /api/v1/agents/enroll`),
 //! the channel ([`channel`]: mTLS 1.3, reversed HTTP/2, both ends; `channel::RemoteHost` is
@@ -43,9 +44,10 @@ pub mod scope;
 pub mod server;
 pub mod state;
 pub mod supervisor;
+pub mod tls;
 pub mod upgrades;
 pub mod web;
 
 pub use hosts::Hosts;
-pub use server::{ServeError, serve};
+pub use server::{ServeError, serve, serve_with};
 pub use state::{Lifecycle, ServerConfig, ServerState};

@@ -1,16 +1,46 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4): request counts
-//! kept by a middleware, bytes moved by migrations, and gauges read from the store when scraped.
+//! kept by a middleware, bytes moved by migrations, migrations by phase (kept as each event is
+//! recorded, read from the store once), and gauges read from the store when scraped.
 
-use std::collections::BTreeMap;
+use dockmesh_core::types::MigrationId;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters the server keeps in memory (since the process started).
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     bytes_moved: AtomicU64,
+    migrations: Mutex<Phases>,
+    migrations_loaded: AtomicBool,
+}
+
+/// Each migration's phase (by its wire name) and how many migrations are in each.
+#[derive(Default)]
+struct Phases {
+    of: HashMap<MigrationId, String>,
+    count: BTreeMap<String, u64>,
+}
+
+impl Phases {
+    /// `id` is in `phase`; `replace` says whether a phase already known is overwritten.
+    fn set(&mut self, id: MigrationId, phase: &str, replace: bool) {
+        if let Some(old) = self.of.get(&id) {
+            if !replace || old == phase {
+                return;
+            }
+            if let Some(n) = self.count.get_mut(old) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.count.remove(old);
+                }
+            }
+        }
+        self.of.insert(id, phase.to_owned());
+        *self.count.entry(phase.to_owned()).or_default() += 1;
+    }
 }
 
 impl Metrics {
@@ -27,6 +57,39 @@ impl Metrics {
     /// Count volume bytes that reached a target.
     pub fn add_bytes_moved(&self, n: u64) {
         self.bytes_moved.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A migration was created or its log grew: it is in `phase` (its wire name) now.
+    pub fn migration_phase(&self, id: MigrationId, phase: &str) {
+        self.migrations
+            .lock()
+            .expect("metrics poisoned")
+            .set(id, phase, true);
+    }
+
+    /// The phases read from the store: each migration not already followed through its
+    /// events is counted in the phase given (a phase recorded since is newer and kept), so
+    /// loading more than once changes nothing.
+    pub fn load_migration_phases(&self, phases: impl IntoIterator<Item = (MigrationId, String)>) {
+        let mut m = self.migrations.lock().expect("metrics poisoned");
+        for (id, phase) in phases {
+            m.set(id, &phase, false);
+        }
+        self.migrations_loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the phases were read from the store yet.
+    pub fn migration_phases_loaded(&self) -> bool {
+        self.migrations_loaded.load(Ordering::SeqCst)
+    }
+
+    /// How many migrations are in each phase.
+    pub fn migrations_by_phase(&self) -> BTreeMap<String, u64> {
+        self.migrations
+            .lock()
+            .expect("metrics poisoned")
+            .count
+            .clone()
     }
 
     /// Bytes moved so far.
@@ -120,5 +183,24 @@ mod tests {
         assert!(text.contains(
             "# TYPE dockmesh_migrations gauge\ndockmesh_migrations{phase=\"committed\"} 3\n"
         ));
+    }
+
+    #[test]
+    fn phases_follow_events_and_a_load_never_overrides_them() {
+        let m = Metrics::default();
+        let id = |n: u128| MigrationId(uuid::Uuid::from_u128(n));
+        m.migration_phase(id(1), "requested");
+        m.migration_phase(id(1), "transferring");
+        m.migration_phase(id(2), "requested");
+        // The store read before 1 moved on: its older phase is not taken.
+        m.load_migration_phases([(id(1), "requested".into()), (id(3), "committed".into())]);
+        m.load_migration_phases([(id(3), "committed".into())]);
+        m.migration_phase(id(2), "failed");
+        let want: BTreeMap<String, u64> = [("committed", 1), ("failed", 1), ("transferring", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(m.migrations_by_phase(), want);
+        assert!(m.migration_phases_loaded());
     }
 }

@@ -22,6 +22,10 @@ pub use dockmesh_core::records::Scope;
 
 use Scope::{Admin, Operate, Read};
 
+/// The routes outside the OpenAPI document that need a token, with their scope: `/metrics`
+/// (any token reads it).
+pub const OTHER_ROUTES: &[(&str, &str, Scope)] = &[("GET", "/metrics", Read)];
+
 /// The scope of every protected API route: method, OpenAPI path, scope.
 pub const API_ROUTES: &[(&str, &str, Scope)] = &[
     // Hosts, drains.
@@ -101,6 +105,7 @@ const DASHBOARD_OPEN: &[&str] = &["/login", "/logout"];
 pub fn api_scope(method: &Method, path: &str) -> Scope {
     API_ROUTES
         .iter()
+        .chain(OTHER_ROUTES)
         .find(|(m, p, _)| *p == path && method_is(method, m))
         .map(|(_, _, s)| *s)
         .unwrap_or(Admin)

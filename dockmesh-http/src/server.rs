@@ -3,6 +3,7 @@
 
 use crate::state::{Lifecycle, ServerState};
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Why serving stopped with an error.
@@ -17,18 +18,34 @@ pub enum ServeError {
     Resume(#[source] dockmesh_core::ports::StoreError),
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
-///
-/// In order: every migration in progress in the store is resumed under its lease, the server
-/// becomes ready, and requests are answered. When `shutdown` resolves, readiness turns 503
-/// and new work is refused, each running migration finishes its current step and stops at that
-/// checkpoint (within [`crate::ServerConfig::shutdown_grace`]), then open requests finish.
+/// Serve the API over plain HTTP on `listener` until `shutdown` resolves: [`serve_with`]
+/// without TLS.
 pub async fn serve(
     listener: TcpListener,
     state: ServerState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(listener, None, state, shutdown).await
+}
+
+/// Serve the API on `listener` (HTTPS when `tls` is given, see [`crate::tls`]) until
+/// `shutdown` resolves.
+///
+/// In order: every migration in progress in the store is resumed under its lease, the server
+/// becomes ready, and requests are answered. When `shutdown` resolves, readiness turns 503
+/// and new work is refused, each running migration finishes its current step and stops at that
+/// checkpoint (within [`crate::ServerConfig::shutdown_grace`]), then open requests finish.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let app = crate::api::router(state.clone());
+    // Migrations by phase are counted from here on as events are recorded.
+    crate::api::health::load_migration_phases(&state)
+        .await
+        .map_err(ServeError::Resume)?;
     let resumed = state
         .supervisor()
         .resume_all()
@@ -58,11 +75,9 @@ pub async fn serve(
     state.set_lifecycle(Lifecycle::Ready);
     tracing::info!("ready");
     let drain_state = state.clone();
-    // The peer address of each connection reaches the handlers (`ConnectInfo`): the
-    // per-address limits of `crate::limit` key on it.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    // The peer address of each connection reaches the handlers (`ConnectInfo`) on both
+    // transports: the per-address limits of `crate::limit` key on it.
+    let res = crate::tls::serve_app(listener, tls, app, async move {
             shutdown.await;
             tracing::info!("shutting down: no new work; running migration steps finish first");
             drain_state.set_lifecycle(Lifecycle::Draining);
@@ -77,7 +92,7 @@ pub async fn serve(
                 );
             }
         })
-        .await;
+    .await;
     reminders.abort();
     for f in followers {
         f.abort();

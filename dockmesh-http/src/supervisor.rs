@@ -107,6 +107,9 @@ impl Supervisor {
                     v.bytes = offset;
                     v.resumed_from = Some(offset);
                 }
+                ProgressEvent::Recorded { id, phase } => {
+                    metrics.migration_phase(id, &crate::api::health::wire_name(phase));
+                }
                 _ => {}
             }
         });

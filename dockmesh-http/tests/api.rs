@@ -369,7 +369,7 @@ async fn a_stack_moves_rolls_back_and_its_source_is_purged_through_the_api() {
     );
     let (_, v) = w.call("GET", "/api/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true);
-    let (s, metrics) = w.raw("GET", "/metrics", None, None).await;
+    let (s, metrics) = w.call("GET", "/metrics", None).await;
     assert_eq!(s, StatusCode::OK);
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(
@@ -692,4 +692,131 @@ async fn after_the_window_the_source_is_kept_marked_and_reminded_once() {
         .call("POST", &format!("/api/v1/migrations/{id}/rollback"), None)
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "no rollback after the window");
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_on_the_api_listener_and_not_on_their_own() {
+    let w = world().await;
+    let (s, v) = w.raw("GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, _) = w.raw("GET", "/metrics", None, Some("dmt_wrong")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = w.call("GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names = metric_names(v.as_str().unwrap());
+    for want in [
+        "dockmesh_http_requests_total",
+        "dockmesh_volume_bytes_moved_total",
+        "dockmesh_migrations",
+        "dockmesh_agents",
+        "dockmesh_hosts",
+        "dockmesh_database_up",
+    ] {
+        assert!(names.contains(&want.to_owned()), "{want} in {names:?}");
+    }
+    // Its own listener's router answers without a token, and serves nothing else.
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let resp = api::metrics_router(w.state.clone())
+        .oneshot(get("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = api::metrics_router(w.state.clone())
+        .oneshot(get("/api/v1/stacks"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+/// The `# TYPE` names of an exposition text.
+fn metric_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `dockmesh_migrations` by phase as a scrape shows it.
+async fn scraped_phases(w: &World) -> std::collections::BTreeMap<String, u64> {
+    let (s, v) = w.call("GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    v.as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("dockmesh_migrations{phase=\""))
+        .map(|l| {
+            let (phase, n) = l.split_once("\"} ").unwrap();
+            (phase.to_owned(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The reference: every stored migration's log replayed, counted by phase (what each scrape
+/// used to compute).
+async fn replayed_phases(w: &World) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let list = dockmesh_http::supervisor::all_migrations(w.state.store().as_ref(), false)
+        .await
+        .unwrap();
+    for m in list {
+        let phase = dockmesh_core::migration::Migration::replay(m.spec, &m.events)
+            .map(|m| dockmesh_http::api::health::wire_name(m.phase()))
+            .unwrap();
+        *out.entry(phase).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn migration_counters_match_a_replay_of_every_log() {
+    let w = world().await;
+    w.deployed("shop").await;
+    w.deployed("blog").await;
+    let migrate = |stack: &'static str, to: &'static str| {
+        let w = &w;
+        async move {
+            let (s, m) = w
+                .call(
+                    "POST",
+                    &format!("/api/v1/stacks/{stack}/migrate"),
+                    Some(json!({ "target_host_id": to })),
+                )
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{m}");
+            m["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let id = migrate("shop", "b").await;
+    assert_eq!(w.settled(&id).await["state"], "committed");
+    assert_eq!(scraped_phases(&w).await, replayed_phases(&w).await);
+    // A failure: the target's health check fails, the source is put back.
+    w.b.fail(FakeOp::Health, 1);
+    let failed = migrate("blog", "b").await;
+    assert_eq!(w.settled(&failed).await["state"], "failed");
+    assert_eq!(scraped_phases(&w).await, replayed_phases(&w).await);
+    let (s, _) = w
+        .call("POST", &format!("/api/v1/migrations/{id}/rollback"), None)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(w.settled(&id).await["state"], "rolled_back");
+    assert_eq!(scraped_phases(&w).await, replayed_phases(&w).await);
+    let again = migrate("blog", "b").await;
+    assert_eq!(w.settled(&again).await["state"], "committed");
+    let (s, _) = w
+        .call(
+            "DELETE",
+            &format!("/api/v1/stacks/blog/migrate/{again}/source"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(w.settled(&again).await["state"], "purged");
+    let scraped = scraped_phases(&w).await;
+    assert_eq!(scraped, replayed_phases(&w).await);
+    assert_eq!(scraped.values().sum::<u64>(), 3, "{scraped:?}");
+    // A restarted server reads the store once and counts the same.
+    let w2 = w.restarted();
+    assert_eq!(scraped_phases(&w2).await, scraped);
+    assert!(w2.state.metrics().migration_phases_loaded());
 }

@@ -422,3 +422,17 @@ async fn the_dashboard_obeys_the_same_scopes() {
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     assert!(w.store.get_stack("evil").await.unwrap().is_none());
 }
+
+/// `/metrics` takes a token of any scope on the API listener (it is no API route, so the scope
+/// table outside the OpenAPI document names it), and none is refused for its scope.
+#[tokio::test]
+async fn any_token_reads_the_metrics() {
+    let w = world().await;
+    for token in [&w.read, &w.operate, &w.admin] {
+        let (s, v) = w.call(token, "GET", "/metrics", None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(v.as_str().is_some_and(|t| t.contains("dockmesh_")), "{v}");
+    }
+    let (s, _) = w.call("dmt_wrong", "GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -42,7 +42,9 @@ pub struct AgentArgs {
 /// Running the agent.
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The server's API address, for enrolling (`http://server:8080`).
+    /// The server's API address, for enrolling (`https://server:8080`; plain `http://` only
+    /// to a loopback address). Over HTTPS the server must present the CA whose fingerprint
+    /// the token carries (or, with `--ca-file`, a certificate those CAs issued).
     #[arg(
         long = "server",
         id = "agent_server",
@@ -60,6 +62,16 @@ struct RunArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Trust the server's API listener by the CA certificates in this PEM file (an operator's
+    /// certificate, names checked) instead of the CA fingerprint the token carries; also for
+    /// downloading agent binaries.
+    #[arg(
+        long = "ca-file",
+        id = "agent_ca_file",
+        value_name = "PEM",
+        env = "DOCKMESH_CA_FILE"
+    )]
+    ca_file: Option<PathBuf>,
     /// The name of this host on the server (lowercase letters, digits, `-`, `_`); by default
     /// the machine's host name.
     #[arg(long, value_name = "NAME", env = "DOCKMESH_AGENT_NAME")]
@@ -259,7 +271,7 @@ async fn token_create(
         println!("{token}");
         eprintln!(
             "Enrollment token made; it works once, until {}. On the new host run: \
-             dockmesh agent --server http://<this server>:8080 --token <token>",
+             dockmesh agent --server https://<this server>:8080 --token <token>",
             record
                 .expires_at
                 .map(|t| t.to_string())
@@ -484,12 +496,14 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
         pending: std::sync::Mutex::new(None),
     });
     let startup = super::swap::startup(&args.state_dir);
-    let swapper: Arc<dyn dockmesh_http::channel::upgrade::AgentUpgrader> =
-        Arc::new(super::swap::Swapper::new(
+    let swapper: Arc<dyn dockmesh_http::channel::upgrade::AgentUpgrader> = Arc::new(
+        super::swap::Swapper::new(
             &args.state_dir,
             &state.server,
             Duration::from_secs(args.upgrade_deadline.max(1)),
-        )?);
+        )?
+        .trusting(args.ca_file.as_deref())?,
+    );
     let dial = args
         .endpoint
         .clone()
@@ -647,16 +661,20 @@ async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result
         csr_pem: Some(csr_pem),
     };
     let base = server.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .context("building the HTTP client")?;
+    let http = enroll_client(&base, &parsed, args.ca_file.as_deref())?;
     let resp = http
         .post(format!("{base}/api/v1/agents/enroll"))
         .json(&req)
         .send()
         .await
-        .with_context(|| format!("cannot reach the dockmesh server at {base}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot enroll with the dockmesh server at {base}: {}; nothing was sent unless \
+                 the server was trusted (over HTTPS it must present the CA whose fingerprint the \
+                 token carries, or a certificate of --ca-file)",
+                super::client::error_chain(&e)
+            )
+        })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -687,6 +705,50 @@ async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result
     save_state(&args.state_dir, &state, &key_pem, &enrolled)?;
     tracing::info!(agent = %state.agent_id, host = %state.host, "enrolled");
     Ok(state)
+}
+
+/// The HTTP client enrolling with `base`: over HTTPS it trusts only the CA the token names
+/// (or the CAs of `ca_file`); plain HTTP only to a loopback address, where nothing crosses
+/// the network.
+fn enroll_client(
+    base: &str,
+    token: &EnrollmentToken,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    let builder = if base.starts_with("https://") {
+        let config = match ca_file {
+            Some(f) => dockmesh_http::tls::client_config_roots(f),
+            None => dockmesh_http::tls::client_config_pinned(token.ca_fingerprint()),
+        }
+        .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint()))?;
+        builder.tls_backend_preconfigured(config)
+    } else if base.starts_with("http://") && loopback_url(base) {
+        builder
+    } else {
+        anyhow::bail!(
+            "--server {base}: enrolling sends the token, so it needs https:// (the server \
+             serves HTTPS on every non-loopback address; plain http:// only to 127.0.0.1, ::1 \
+             or localhost)"
+        );
+    };
+    builder.build().context("building the HTTP client")
+}
+
+/// Whether a URL names a loopback host (an address or `localhost`).
+fn loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(dockmesh_http::tls::is_loopback)
 }
 
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -819,6 +881,36 @@ impl AgentCredentials for FileCredentials {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_a_loopback_server_may_be_enrolled_with_over_plain_http() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+            "http://127.0.0.2:1",
+            "http://user@127.0.0.1:8080/x",
+        ] {
+            assert!(loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8080",
+            "http://server:8080",
+            "http://localhost.evil.example:8080",
+            "http://127.0.0.1.nip.io",
+            "http://[fe80::1]:8080",
+            "http://0.0.0.0:8080",
+        ] {
+            assert!(!loopback_url(url), "{url}");
+        }
+        let token =
+            EnrollmentToken::parse(&format!("dme_{}_{}", "a".repeat(64), "b".repeat(64))).unwrap();
+        let e = enroll_client("http://10.0.0.5:8080", &token, None).unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+        assert!(enroll_client("http://127.0.0.1:8080", &token, None).is_ok());
+        assert!(enroll_client("https://10.0.0.5:8080", &token, None).is_ok());
+    }
 
     #[test]
     fn a_renewal_replaces_key_and_certificate_together_and_survives_a_reload() {

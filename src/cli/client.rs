@@ -29,6 +29,25 @@ pub struct Conn {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Trust an `https` server whose certificate its CA issued, the CA named by the SHA-256
+    /// fingerprint the server prints at start (`ca_fingerprint`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SHA256",
+        env = "DOCKMESH_CA_FINGERPRINT"
+    )]
+    pub ca_fingerprint: Option<String>,
+    /// Trust an `https` server by the CA certificates in this PEM file (its names checked).
+    /// Without it or `--ca-fingerprint`, the system's trust store.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PEM",
+        env = "DOCKMESH_CA_FILE",
+        conflicts_with = "ca_fingerprint"
+    )]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -87,8 +106,13 @@ pub struct Client {
 impl Client {
     /// A client for `conn`.
     pub fn new(conn: &Conn) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(120))
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120));
+        let tls = super::tls::client_tls(conn.ca_fingerprint.as_deref(), conn.ca_file.as_deref())
+            .map_err(|e| ClientError::Transport(format!("{e}; {}", e.hint())))?;
+        if let Some(config) = tls {
+            builder = builder.tls_backend_preconfigured(config);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Transport(format!("building the HTTP client: {e}")))?;
         Ok(Client {
@@ -131,8 +155,14 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| {
             ClientError::Transport(format!(
-                "cannot reach the dockmesh server at {}: {e} (is `dockmesh server` running? set --server or DOCKMESH_SERVER)",
-                self.base
+                "cannot reach the dockmesh server at {}: {} (is `dockmesh server` running? set --server or DOCKMESH_SERVER{})",
+                self.base,
+                error_chain(&e),
+                if self.base.starts_with("https://") {
+                    "; trust its CA with --ca-fingerprint or --ca-file"
+                } else {
+                    "; a server on a non-loopback address speaks https://"
+                }
             ))
         })?;
         let status = resp.status();
@@ -170,6 +200,21 @@ impl Client {
     ) -> Result<T, ClientError> {
         decode(self.send(Method::POST, path, Some(body)).await?)
     }
+}
+
+/// An error and its causes, joined (a TLS refusal is only in the causes).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Decode an answer into `T`.

@@ -19,6 +19,7 @@ pub mod release;
 pub mod server;
 pub mod stack;
 pub mod swap;
+pub mod tls;
 pub mod token;
 pub mod upgrade;
 pub mod verify;

@@ -65,6 +65,42 @@ pub struct ServerArgs {
         default_value = "127.0.0.1:8080"
     )]
     listen: SocketAddr,
+    /// The API listener's certificate chain (PEM, the server's certificate first): serve
+    /// HTTPS with it. Without it, a listener on a non-loopback address serves HTTPS with a
+    /// certificate of the server's own CA (its fingerprint is printed at start).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "DOCKMESH_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "DOCKMESH_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// A DNS name (or IP address) the own CA's certificate of the API listener carries
+    /// besides the listen address and `localhost`. Repeat for more.
+    #[arg(
+        long = "tls-name",
+        value_name = "NAME",
+        env = "DOCKMESH_TLS_NAMES",
+        value_delimiter = ','
+    )]
+    tls_names: Vec<String>,
+    /// Serve plain HTTP on a non-loopback `--listen` (and `--metrics-listen`): only behind a
+    /// TLS-terminating proxy, which must send `X-Forwarded-Proto: https` so dashboard
+    /// cookies are `Secure`.
+    #[arg(long, env = "DOCKMESH_INSECURE_HTTP", conflicts_with = "tls_cert")]
+    insecure_http: bool,
+    /// Serve `/metrics` without a token on this address of its own (HTTPS like the API
+    /// listener unless loopback); on the API listener it needs an API token.
+    #[arg(long, value_name = "ADDR", env = "DOCKMESH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Where agents connect (TLS 1.3 with client certificates from the server's own CA, kept
     /// in `<data-dir>/ca`).
     #[arg(
@@ -242,6 +278,12 @@ pub fn run(args: ServerArgs) -> ExitCode {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    // What the listeners speak is decided first: refused flags change nothing.
+    let transport = transport_of(&args, args.listen)?;
+    let metrics_transport = match args.metrics_listen {
+        Some(addr) => Some(transport_of(&args, addr)?),
+        None => None,
+    };
     let data_dir = args.location.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
@@ -301,26 +343,73 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         Arc::new(UuidV7),
         config,
     );
+    let ca_dir = data_dir.join("ca");
+    let ca = Arc::new(
+        dockmesh_http::pki::Ca::load_or_create(&ca_dir).with_context(|| {
+            format!("loading or making the server's CA in {}", ca_dir.display())
+        })?,
+    );
+    let tls_addrs: Vec<SocketAddr> = [Some((args.listen, transport))]
+        .into_iter()
+        .chain([args.metrics_listen.zip(metrics_transport)])
+        .flatten()
+        .filter(|(_, t)| t.is_tls())
+        .map(|(a, _)| a)
+        .collect();
+    let tls = super::tls::listener_tls(
+        args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+        &args.tls_names,
+        &ca,
+        &tls_addrs,
+    )?;
     let agent_task = match agent_tcp {
-        Some(tcp) => Some(start_agent_listener(&state, tcp, &data_dir, args.agent_grace).await?),
+        Some(tcp) => Some(start_agent_listener(&state, tcp, &ca, args.agent_grace).await?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    tracing::info!(ca_fingerprint = %ca.fingerprint(), "the server's CA");
     tracing::info!(
-        "HTTP listening on {}",
-        listener
-            .local_addr()
-            .context("reading the listener's address")?
+        "{} listening on {addr}",
+        if transport.is_tls() { "HTTPS" } else { "HTTP" }
     );
+    let metrics_task = match args.metrics_listen {
+        Some(addr) => {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            let addr = tcp
+                .local_addr()
+                .context("reading the metrics listener's address")?;
+            let tls = metrics_transport.filter(|t| t.is_tls()).and(tls.clone());
+            tracing::info!(
+                "metrics listening on {}://{addr}/metrics",
+                if tls.is_some() { "https" } else { "http" }
+            );
+            Some(tokio::spawn(dockmesh_http::tls::serve_app(
+                tcp,
+                tls,
+                dockmesh_http::api::metrics_router(state.clone()),
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
+    let tls = tls.filter(|_| transport.is_tls());
     let rollout_owner = format!("{holder} {}", uuid::Uuid::now_v7());
     let rollout = tokio::spawn(dockmesh_http::rollout::run_loop(
         state.clone(),
         rollout_owner.clone(),
     ));
-    dockmesh_http::serve(listener, state, shutdown_signal()).await?;
+    dockmesh_http::serve_with(listener, tls, state, shutdown_signal()).await?;
     rollout.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     // The next server drives the rollout at once rather than after the lease runs out.
     let _ = dockmesh_core::ports::Store::release_lease(
         store.as_ref(),
@@ -370,28 +459,41 @@ fn agent_binaries(
     Ok(Some(binaries))
 }
 
+/// This machine's host name (`HOSTNAME`, else `/etc/hostname`).
+pub(crate) fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// What the listener on `addr` speaks, or why the flags are refused.
+fn transport_of(
+    args: &ServerArgs,
+    addr: SocketAddr,
+) -> anyhow::Result<dockmesh_http::tls::Transport> {
+    dockmesh_http::tls::decide(
+        addr,
+        args.tls_cert.is_some(),
+        args.tls_key.is_some(),
+        args.insecure_http,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint()))
+}
+
 /// The agent channel: the CA in `<data-dir>/ca` (made on the first start), the listener's
 /// certificate, the registry that admits enrolled agents, and each stored agent's host.
 async fn start_agent_listener(
     state: &ServerState,
     tcp: tokio::net::TcpListener,
-    data_dir: &Path,
+    ca: &Arc<dockmesh_http::pki::Ca>,
     grace: u64,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use dockmesh_http::agents::AgentRegistry;
     use dockmesh_http::channel::{AgentAcceptor, AgentListener, ChannelOptions};
-    let ca_dir = data_dir.join("ca");
-    let ca = dockmesh_http::pki::Ca::load_or_create(&ca_dir)
-        .with_context(|| format!("loading or making the agent CA in {}", ca_dir.display()))?;
     let mut names = vec!["localhost".to_owned()];
-    if let Some(h) = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-    {
-        names.push(h);
-    }
+    names.extend(host_name());
     let server_cert = ca
         .issue_server(&names)
         .context("issuing the agent listener's certificate")?;
@@ -403,7 +505,7 @@ async fn start_agent_listener(
     };
     let registry = AgentRegistry::new(state.clone());
     let acceptor = AgentAcceptor::new(
-        &ca,
+        ca,
         &server_cert,
         dockmesh_core::protocol::PROTOCOL_VERSION,
         options,
@@ -421,7 +523,7 @@ async fn start_agent_listener(
         agents = registered,
         "agent listener on {addr}"
     );
-    state.set_agent_ca(Arc::new(ca));
+    state.set_agent_ca(ca.clone());
     Ok(tokio::spawn(AgentListener::new(tcp, acceptor).run()))
 }
 

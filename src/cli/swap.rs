@@ -129,6 +129,34 @@ impl Swapper {
         })
     }
 
+    /// Download from an `https://` server trusting what enrollment trusted: the CAs of
+    /// `ca_file`, else the server's CA kept in the state directory (`ca.crt`) by its
+    /// fingerprint. A plain `http://` server (loopback) is left as it is.
+    pub fn trusting(mut self, ca_file: Option<&Path>) -> anyhow::Result<Swapper> {
+        if !self.server.starts_with("https://") {
+            return Ok(self);
+        }
+        let config = match ca_file {
+            Some(f) => dockmesh_http::tls::client_config_roots(f),
+            None => {
+                let path = self.state_dir.join("ca.crt");
+                let pem = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let der = dockmesh_http::pki::der_of_pem(&pem)
+                    .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+                dockmesh_http::tls::client_config_pinned(&dockmesh_http::pki::fingerprint_of(&der))
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint()))?;
+        self.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .tls_backend_preconfigured(config)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(self)
+    }
+
     fn pinned_key(&self) -> Option<release::VerifyingKey> {
         let pem = std::fs::read_to_string(self.state_dir.join(PINNED_KEY)).ok()?;
         release::parse_public(&pem, PINNED_KEY).ok()

@@ -63,6 +63,14 @@ pub enum ProgressEvent {
         /// The byte of the stream the transfer goes on from.
         offset: u64,
     },
+    /// A migration was created or an event of its log was persisted: it is in `phase` now
+    /// (so counters by phase can follow the store without reading it back).
+    Recorded {
+        /// The migration.
+        id: MigrationId,
+        /// Its phase after the event (or its first phase, when it was just created).
+        phase: Phase,
+    },
 }
 
 /// Why the driver stopped before the migration settled. The migration is left as recorded and
@@ -335,7 +343,11 @@ impl Driver {
             .with("source", spec.source.to_string())
             .with("target", spec.target.to_string());
         match self.store.create_migration(&spec, Some(&audit)).await {
-            Ok(()) => Ok(spec.id),
+            Ok(()) => {
+                let phase = Migration::new(spec.clone()).phase();
+                self.emit(ProgressEvent::Recorded { id: spec.id, phase });
+                Ok(spec.id)
+            }
             // Another migration of the stack is active: say which, as the store does.
             Err(StoreError::Conflict { what }) => Err(stack_err(what)),
             Err(e) => Err(Self::store_err(spec.id)(e)),
@@ -558,6 +570,10 @@ impl Driver {
             .await
             .map_err(Self::store_err(id))?;
         *m = next;
+        self.emit(ProgressEvent::Recorded {
+            id,
+            phase: m.phase(),
+        });
         if matches!(
             event,
             MigrationEvent::Committed { .. } | MigrationEvent::RolledBack { .. }

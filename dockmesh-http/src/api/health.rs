@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dockmesh_core::migration::Migration;
+use dockmesh_core::ports::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -90,27 +91,37 @@ pub async fn health(state: &ServerState) -> Health {
     }
 }
 
+/// Read every stored migration's phase once into the metrics' counters (from then on they
+/// follow each recorded event). Called when the server starts, and by the first scrape of a
+/// server that was not started through [`crate::serve`]; loading again changes nothing.
+pub async fn load_migration_phases(state: &ServerState) -> Result<(), StoreError> {
+    let list = all_migrations(state.store().as_ref(), false).await?;
+    state
+        .metrics()
+        .load_migration_phases(list.into_iter().map(|s| {
+            let id = s.spec.id;
+            let phase = Migration::replay(s.spec, &s.events)
+                .map(|m| wire_name(m.phase()))
+                .unwrap_or_else(|_| "unreadable".into());
+            (id, phase)
+        }));
+    Ok(())
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<ServerState>) -> Response {
     let mut gauges = Vec::new();
-    // Migrations by phase, over every stored migration.
-    let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
     let mut db_up = 1;
-    match all_migrations(state.store().as_ref(), false).await {
-        Ok(list) => {
-            for s in list {
-                let phase = Migration::replay(s.spec, &s.events)
-                    .map(|m| wire_name(m.phase()))
-                    .unwrap_or_else(|_| "unreadable".into());
-                *by_phase.entry(phase).or_default() += 1;
-            }
-        }
-        Err(_) => db_up = 0,
+    // Migrations by phase: counters kept as events are recorded, never the whole log again.
+    if !state.metrics().migration_phases_loaded() && load_migration_phases(&state).await.is_err() {
+        db_up = 0;
     }
     gauges.push(crate::metrics::Gauge {
         name: "dockmesh_migrations",
         help: "Migrations by phase.",
-        values: by_phase
+        values: state
+            .metrics()
+            .migrations_by_phase()
             .into_iter()
             .map(|(p, n)| (vec![("phase", p)], n))
             .collect(),

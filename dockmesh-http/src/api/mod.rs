@@ -2,7 +2,8 @@
 //! the handlers' annotations (`GET /api/v1/openapi.json`).
 //!
 //! Every `/api/v1` route but health, the OpenAPI document and agent enrollment (which carries
-//! its one-time enrollment token in the body) needs `Authorization: Bearer`.
+//! its one-time enrollment token in the body) needs `Authorization: Bearer`, and so does
+//! `/metrics` (any token; [`metrics_router`] serves it without one on a listener of its own).
 //! Errors are [`crate::error::ErrorBody`] JSON. Bodies are limited
 //! ([`crate::ServerConfig::body_limit`]; [`PUBLIC_BODY_LIMIT`] for enrollment and the login
 //! form; 413 above it) and requests time out (408). Failed bearer tokens, failed logins and
@@ -154,7 +155,13 @@ pub fn router(state: ServerState) -> Router {
         .merge(public)
         .route("/healthz/live", axum::routing::get(health::live))
         .route("/healthz/ready", axum::routing::get(health::ready))
-        .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/metrics",
+            axum::routing::get(health::metrics).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::require_token,
+            )),
+        )
         .route(
             "/api/v1/agent-binaries/{file}",
             axum::routing::get(agents::download_binary),
@@ -181,6 +188,16 @@ pub fn router(state: ServerState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /metrics` alone and without a token, for a listener of its own (`--metrics-listen`)
+/// that only the scraper reaches.
+pub fn metrics_router(state: ServerState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(|| async { ApiError::not_found("only /metrics is served here") })
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

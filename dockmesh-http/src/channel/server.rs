@@ -544,27 +544,26 @@ impl AgentListener {
 
     /// Accept agents until the task is dropped; refusals are logged.
     pub async fn run(self) {
-        loop {
-            let (tcp, peer) = match self.tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting an agent connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
+        let acceptor = self.acceptor;
+        crate::tls::accept_each(
+            &self.tcp,
+            std::future::pending(),
+            "an agent",
+            |tcp, peer| {
+                let acceptor = acceptor.clone();
+                async move {
+                    match acceptor.accept(tcp).await {
+                        Ok(conn) => tracing::info!(
+                            agent = conn.agent_id(),
+                            protocol = conn.protocol(),
+                            %peer,
+                            "agent connected"
+                        ),
+                        Err(e) => tracing::warn!(%peer, error = %e, "agent connection refused"),
+                    }
                 }
-            };
-            let acceptor = self.acceptor.clone();
-            tokio::spawn(async move {
-                match acceptor.accept(tcp).await {
-                    Ok(conn) => tracing::info!(
-                        agent = conn.agent_id(),
-                        protocol = conn.protocol(),
-                        %peer,
-                        "agent connected"
-                    ),
-                    Err(e) => tracing::warn!(%peer, error = %e, "agent connection refused"),
-                }
-            });
-        }
+            },
+        )
+        .await;
     }
 }

@@ -5,8 +5,10 @@
 //! token again, so revoking a token ends its sessions at once.
 //!
 //! The cookie is `HttpOnly`, `SameSite=Strict`, `Path=/`, and `Secure` when the request came
-//! over TLS as far as the server can tell (a reverse proxy's `X-Forwarded-Proto: https`): the
-//! server itself serves plain HTTP.
+//! over TLS as far as the server can tell: always when the server serves HTTPS itself (its TLS
+//! listener sets `X-Forwarded-Proto: https` on every request, [`crate::tls::serve_app`]), and
+//! behind a TLS-terminating proxy (`--insecure-http`) when the proxy says
+//! `X-Forwarded-Proto: https`.
 //!
 //! Every state-changing request carries the session's CSRF token in a form field (`csrf`),
 //! checked by [`csrf_guard`] before any handler runs; the login form carries a token from a
