@@ -224,18 +224,26 @@ fn client_run(conn: &Conn, f: impl for<'a> FnOnce(&'a Client) -> ClientFuture<'a
     }
 }
 
+/// A lifetime like `30m`, `1h` or `2d` (a day is 24 hours).
+fn parse_ttl(ttl: &str) -> anyhow::Result<jiff::SignedDuration> {
+    ttl.parse::<jiff::SignedDuration>()
+        .or_else(|e| {
+            ttl.parse::<jiff::Span>()
+                .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+                .map_err(|_| e)
+        })
+        .map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: not a duration like 30m, 1h or 2d: {e}"))
+}
+
 async fn token_create(
     location: &Location,
     ttl: &str,
     name: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let ttl: jiff::SignedDuration = ttl
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: not a duration like 30m, 1h or 2d: {e}"))?;
-    if ttl.is_negative() || ttl.is_zero() {
-        anyhow::bail!("--ttl must be positive");
-    }
+    let ttl = parse_ttl(ttl)?;
+    // Refused before anything is opened or created.
+    enroll::check_enrollment_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e} ({})", e.hint()))?;
     let ca_dir = location.data_dir.join("ca");
     let ca = pki::Ca::load_or_create(&ca_dir)
         .with_context(|| format!("loading or making the agent CA in {}", ca_dir.display()))?;
@@ -247,7 +255,7 @@ async fn token_create(
     .await?;
     let now = jiff::Timestamp::now();
     let (token, record) = enroll::new_enrollment_token(name, &ca.fingerprint(), now, ttl)
-        .context("drawing random bytes for the token")?;
+        .map_err(|e| anyhow::anyhow!("{e} ({})", e.hint()))?;
     store.put_token(&record).await?;
     store.close().await;
     if json {
