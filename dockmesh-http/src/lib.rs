@@ -35,6 +35,7 @@ pub mod events;
 pub mod hosts;
 pub mod metrics;
 pub mod pki;
+pub mod private;
 pub mod release;
 pub mod rollout;
 pub mod server;

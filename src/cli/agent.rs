@@ -244,6 +244,7 @@ async fn token_create(
     let ttl = parse_ttl(ttl)?;
     // Refused before anything is opened or created.
     enroll::check_enrollment_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e} ({})", e.hint()))?;
+    super::db::private_dir(&location.data_dir, "the data directory")?;
     let ca_dir = location.data_dir.join("ca");
     let ca = pki::Ca::load_or_create(&ca_dir)
         .with_context(|| format!("loading or making the agent CA in {}", ca_dir.display()))?;
@@ -446,6 +447,8 @@ fn host_name() -> Option<String> {
 }
 
 async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Keys, stack files and spooled volume data live here.
+    super::db::private_dir(&args.state_dir, "the agent's state directory")?;
     let endpoint = Endpoint::resolve(
         args.docker_host
             .as_deref()
