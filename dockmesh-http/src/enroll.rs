@@ -202,6 +202,11 @@ pub struct Enrolled {
     /// The name the agent listener's certificate carries (checked by the agent in place of
     /// the address it dials).
     pub server_name: String,
+    /// The server's release public key (PEM), when it has one: the agent pins it now, and
+    /// trusts only upgrades signed with it. An agent enrolled with a server that had none
+    /// pins a key only when its operator puts one in its state directory.
+    #[serde(default)]
+    pub release_key_pem: Option<String>,
 }
 
 impl fmt::Debug for Enrolled {
@@ -367,6 +372,7 @@ pub async fn enroll(
         host: req.name.clone(),
         agent_endpoint,
         server_name: crate::pki::SERVER_NAME.to_owned(),
+        release_key_pem: None,
     })
 }
 

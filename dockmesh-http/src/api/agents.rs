@@ -86,7 +86,11 @@ pub async fn enroll(
     let now = state.clock().now();
     let taken: Vec<String> = state.hosts().ids().into_iter().map(|h| h.0).collect();
     let endpoint = agent_endpoint(&state, &headers, port);
-    let enrolled = enroll::enroll(state.store().as_ref(), ca, &req, &taken, now, endpoint).await?;
+    let mut enrolled =
+        enroll::enroll(state.store().as_ref(), ca, &req, &taken, now, endpoint).await?;
+    // Pinned by the agent at enrollment, the only time it takes a release key unasked.
+    enrolled.release_key_pem =
+        (state.config().agent_binaries.as_ref()).map(|b| crate::release::public_pem(b.key()));
     if let Some(rec) = state
         .store()
         .get_agent(&AgentId::from(enrolled.agent_id.as_str()))
