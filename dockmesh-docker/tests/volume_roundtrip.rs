@@ -748,6 +748,37 @@ async fn an_import_is_bounded_by_the_targets_disk_whatever_the_source_announced(
         assert!(!volume_exists(&name), "{announced:?}: nothing is imported");
         assert!(carriers_of(&name).is_empty());
     }
+    // Nothing but zeros (what an endless zstd stream of zeros decodes to): an empty archive
+    // and then padding past the limit, refused without reading on.
+    let pulled = Arc::new(Mutex::new(0u64));
+    let zeros = {
+        let pulled = pulled.clone();
+        let chunk = bytes::Bytes::from(vec![0u8; 1 << 20]);
+        futures_util::stream::iter(std::iter::repeat_n(chunk, 256))
+            .map(move |c| {
+                *pulled.lock().unwrap() += c.len() as u64;
+                Ok::<_, RuntimeError>(c)
+            })
+            .boxed()
+    };
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+        expected_bytes: None,
+    };
+    let err = volume::import_volume(&docker, &target, zeros, no_progress())
+        .await
+        .expect_err("endless zeros are refused");
+    assert!(
+        err.message
+            .contains("padding after the end-of-archive marker"),
+        "{err}"
+    );
+    assert!(
+        *pulled.lock().unwrap() < 4 << 20,
+        "read on after the refusal"
+    );
+    assert!(!volume_exists(&name), "nothing is imported");
     // A normal import is unaffected.
     let data = [
         tar_dir(b"./"),
