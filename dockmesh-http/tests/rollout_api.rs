@@ -409,3 +409,19 @@ async fn enrollment_hands_out_the_release_key_to_pin_when_the_server_has_one() {
         }
     }
 }
+
+/// Downgrades are off unless the policy turns them on by name.
+#[tokio::test]
+async fn downgrades_are_allowed_only_by_the_policy_saying_so() {
+    let w = world(false).await;
+    assert!(!w.store.get_rollout().await.unwrap().policy.allow_downgrade);
+    let (status, v) = w.call("GET", POLICY, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"]["allow_downgrade"], false, "{v}");
+    let (status, v) = w
+        .call("PUT", POLICY, Some(json!({"allow_downgrade": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"]["allow_downgrade"], true, "{v}");
+    assert!(w.store.get_rollout().await.unwrap().policy.allow_downgrade);
+}

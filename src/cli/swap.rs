@@ -201,7 +201,7 @@ impl Swapper {
             &format!("dockmesh {} for {os}/{arch}", order.version),
         )
         .map_err(|e| failed(format!("{e}; nothing was downloaded")))?;
-        check_not_older(&order.version, VERSION)?;
+        check_not_older(&order.version, VERSION, order.allow_downgrade)?;
         let url = if order.binary.starts_with("http://") || order.binary.starts_with("https://") {
             order.binary.clone()
         } else {
@@ -454,7 +454,7 @@ fn digest_open(mut file: std::fs::File) -> std::io::Result<(u64, String)> {
 
 /// An order for a version older than the running one is refused: a correctly signed old
 /// release is still a downgrade (it may bring back what a newer one fixed).
-fn check_not_older(version: &str, running: &str) -> Result<(), AgentReport> {
+fn check_not_older(version: &str, running: &str, allowed: bool) -> Result<(), AgentReport> {
     use dockmesh_core::version::Version;
     let order = Version::parse(version).map_err(|e| {
         failed(format!(
@@ -466,7 +466,12 @@ fn check_not_older(version: &str, running: &str) -> Result<(), AgentReport> {
             "the running version {running:?} is not a version: {e}"
         ))
     })?;
-    if order < running_v {
+    if order < running_v && allowed {
+        tracing::warn!(
+            "the order brings this agent from {running} down to {version}: the upgrade policy \
+             allows downgrades"
+        );
+    } else if order < running_v {
         return Err(failed(format!(
             "the order is for dockmesh {version}, older than the running {running}: downgrades \
              are refused and nothing was downloaded; install an older binary by hand if it is \
@@ -777,6 +782,7 @@ mod tests {
             size: 10,
             sha256: "ab".repeat(32),
             signature: Some("00".repeat(64)),
+            allow_downgrade: false,
         }
     }
 
@@ -891,16 +897,18 @@ mod tests {
             ("0.9.0", "1.0.0"),
             ("1.3.0-rc.1", "1.3.0"),
         ] {
-            let err = check_not_older(order, running).unwrap_err();
+            let err = check_not_older(order, running, false).unwrap_err();
             let AgentReport::UpgradeFailed { reason } = err else {
                 panic!("{order} over {running}: {err:?}")
             };
             assert!(reason.contains("downgrades are refused"), "{reason}");
         }
         for (order, running) in [("1.2.3", "1.2.3"), ("1.2.4", "1.2.3"), ("2.0.0", "1.9.9")] {
-            check_not_older(order, running).unwrap();
+            check_not_older(order, running, false).unwrap();
         }
-        assert!(check_not_older("not a version", "1.2.3").is_err());
+        // Only when the policy allows it.
+        check_not_older("1.2.2", "1.2.3", true).unwrap();
+        assert!(check_not_older("not a version", "1.2.3", true).is_err());
     }
 
     #[test]

@@ -330,7 +330,8 @@ pub async fn get_policy(
 }
 
 /// Replace the upgrade policy (`mode` manual|auto|staged; `staged`: `percent` 1–100,
-/// `min_gap`, `canaries`, `halt_after_failures`; `interval`; `upgrade_timeout`; durations
+/// `min_gap`, `canaries`, `halt_after_failures`; `interval`; `upgrade_timeout`;
+/// `allow_downgrade` (off: agents refuse an order older than their version); durations
 /// like `5m` or `PT5M`; fields left out take their defaults). An invalid value is refused
 /// with 400 naming the field, and nothing changes. Audited as `agent.upgrade_policy`.
 #[utoipa::path(put, path = "/api/v1/agents/upgrade-policy", tag = "agents",
