@@ -111,6 +111,7 @@ fn order() -> UpgradeOrder {
         size: 0,
         sha256: "ab".repeat(32),
         signature: None,
+        allow_downgrade: false,
     }
 }
 

@@ -5,6 +5,9 @@
 //! old or the new version. Removing a stack's files removes only those two files, and the
 //! directory when nothing else is left in it: bind-mounted data kept beside the compose file
 //! (`./data`) is never deleted.
+//!
+//! A stack's files may hold secrets (`.env`): the stack directory is created 0700 and the files
+//! 0600, whatever the umask.
 
 use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind};
 use dockmesh_core::types::StackFiles;
@@ -27,7 +30,12 @@ async fn write_atomic(path: &Path, content: &str) -> Result<(), RuntimeError> {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = async {
-        let mut f = tokio::fs::File::create(&tmp).await?;
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .await?;
         f.write_all(content.as_bytes()).await?;
         f.sync_all().await?;
         drop(f);
@@ -47,7 +55,10 @@ async fn write_atomic(path: &Path, content: &str) -> Result<(), RuntimeError> {
 /// Store a stack's files, replacing earlier ones. A stack without `.env` loses an old one.
 pub async fn write(stacks_dir: &Path, files: &StackFiles) -> Result<(), RuntimeError> {
     let dir = stacks_dir.join(&files.name);
-    tokio::fs::create_dir_all(&dir)
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
         .await
         .map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
     write_atomic(&dir.join(COMPOSE_FILE), &files.compose).await?;
@@ -120,6 +131,21 @@ mod tests {
         assert_eq!(read(tmp.path(), "web").await.unwrap(), None);
         write(tmp.path(), &files).await.unwrap();
         assert_eq!(read(tmp.path(), "web").await.unwrap(), Some(files.clone()));
+        let mode = |p: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(tmp.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("web"), 0o700, "the stack directory is private");
+        assert_eq!(
+            mode("web/compose.yaml"),
+            0o600,
+            "the compose file is private"
+        );
+        assert_eq!(mode("web/.env"), 0o600, "the env file is private");
         let without_env = StackFiles {
             env: None,
             ..files.clone()

@@ -697,6 +697,106 @@ async fn an_import_larger_than_announced_is_refused_before_it_fills_the_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_is_bounded_by_the_targets_disk_whatever_the_source_announced() {
+    let Some(docker) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let name = cleanup.volume(&unique("endless"));
+    // A file claimed at 15 TiB (under the 16 TiB a file may be, over what any disk here
+    // holds) whose zeros would go on and on: announced by nobody, or absurdly by the source.
+    let claimed = 15u64 << 40;
+    for announced in [None, Some(u64::MAX / 4)] {
+        let head = [
+            tar_dir(b"./"),
+            tar_file(b"small", &vec![7u8; 1000]),
+            raw_header(b"huge", b'0', claimed, b""),
+        ]
+        .concat();
+        let pulled = Arc::new(Mutex::new(0u64));
+        let data = {
+            let pulled = pulled.clone();
+            let chunk = bytes::Bytes::from(vec![0u8; 1 << 20]);
+            // Bounded only so that a test that fails ends.
+            futures_util::stream::iter(
+                std::iter::once(bytes::Bytes::from(head)).chain(std::iter::repeat_n(chunk, 256)),
+            )
+            .map(move |c| {
+                *pulled.lock().unwrap() += c.len() as u64;
+                Ok::<_, RuntimeError>(c)
+            })
+            .boxed()
+        };
+        let target = VolumeTarget {
+            name: name.clone(),
+            labels: labels(),
+            expected_bytes: announced,
+        };
+        let err = volume::import_volume(&docker, &target, data, no_progress())
+            .await
+            .expect_err("more than the disk holds is refused");
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{err}");
+        assert!(err.message.contains("\"huge\""), "{err}");
+        assert!(err.message.contains("has free"), "{err}");
+        assert!(
+            err.message
+                .contains(&format!("reserve of {} bytes", volume::IMPORT_DISK_RESERVE)),
+            "{err}"
+        );
+        assert!(
+            *pulled.lock().unwrap() < 4 << 20,
+            "{announced:?}: the stream was read on after the refusal"
+        );
+        assert!(!volume_exists(&name), "{announced:?}: nothing is imported");
+        assert!(carriers_of(&name).is_empty());
+    }
+    // Nothing but zeros (what an endless zstd stream of zeros decodes to): an empty archive
+    // and then padding past the limit, refused without reading on.
+    let pulled = Arc::new(Mutex::new(0u64));
+    let zeros = {
+        let pulled = pulled.clone();
+        let chunk = bytes::Bytes::from(vec![0u8; 1 << 20]);
+        futures_util::stream::iter(std::iter::repeat_n(chunk, 256))
+            .map(move |c| {
+                *pulled.lock().unwrap() += c.len() as u64;
+                Ok::<_, RuntimeError>(c)
+            })
+            .boxed()
+    };
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+        expected_bytes: None,
+    };
+    let err = volume::import_volume(&docker, &target, zeros, no_progress())
+        .await
+        .expect_err("endless zeros are refused");
+    assert!(
+        err.message
+            .contains("padding after the end-of-archive marker"),
+        "{err}"
+    );
+    assert!(
+        *pulled.lock().unwrap() < 4 << 20,
+        "read on after the refusal"
+    );
+    assert!(!volume_exists(&name), "nothing is imported");
+    // A normal import is unaffected.
+    let data = [
+        tar_dir(b"./"),
+        tar_file(b"small", &vec![7u8; 3000]),
+        tar_end(),
+    ]
+    .concat();
+    let target = VolumeTarget {
+        name: name.clone(),
+        labels: labels(),
+        expected_bytes: None,
+    };
+    volume::import_volume(&docker, &target, byte_stream(data, 700), no_progress())
+        .await
+        .expect("a normal import");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_import_leaves_another_transfers_carrier_alone() {
     let Some(docker) = engine().await else { return };
     let mut cleanup = Cleanup::default();

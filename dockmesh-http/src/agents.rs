@@ -137,7 +137,8 @@ impl AgentRegistry {
     }
 }
 
-/// Offer the agent the release key (it pins the first one it gets); a refusal is logged.
+/// Offer the agent the release key (it takes only the key it pinned at enrollment); a
+/// refusal is logged.
 async fn offer_release_key(conn: &AgentConnection, pem: &str) {
     let req = hyper::Request::put(format!(
         "http://agent{}",

@@ -79,16 +79,76 @@ impl EnrollmentToken {
     }
 }
 
+/// The longest an enrollment token may stay valid: 30 days.
+pub const MAX_ENROLLMENT_TTL: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// Why no enrollment token was made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NewTokenError {
+    /// The lifetime is zero or negative.
+    #[error("an enrollment token's lifetime must be positive, not {ttl:#}")]
+    NotPositive {
+        /// The lifetime asked for.
+        ttl: SignedDuration,
+    },
+    /// The lifetime is longer than [`MAX_ENROLLMENT_TTL`] (or so long no date can hold it).
+    #[error(
+        "an enrollment token's lifetime of {ttl:#} is longer than the longest allowed, {max:#}"
+    )]
+    TooLong {
+        /// The lifetime asked for.
+        ttl: SignedDuration,
+        /// The longest allowed.
+        max: SignedDuration,
+    },
+    /// No randomness for the token.
+    #[error("no randomness available for the token")]
+    Random(#[source] getrandom::Error),
+}
+
+impl NewTokenError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            NewTokenError::NotPositive { .. } | NewTokenError::TooLong { .. } => {
+                "give --ttl a lifetime between 1s and 30d, e.g. 1h; make a new token when it runs out"
+            }
+            NewTokenError::Random(_) => "the system's random source failed: try again",
+        }
+    }
+}
+
+/// Check an enrollment token's lifetime: positive and at most [`MAX_ENROLLMENT_TTL`].
+pub fn check_enrollment_ttl(ttl: SignedDuration) -> Result<(), NewTokenError> {
+    if ttl.is_negative() || ttl.is_zero() {
+        return Err(NewTokenError::NotPositive { ttl });
+    }
+    if ttl > MAX_ENROLLMENT_TTL {
+        return Err(NewTokenError::TooLong {
+            ttl,
+            max: MAX_ENROLLMENT_TTL,
+        });
+    }
+    Ok(())
+}
+
 /// A new one-time enrollment token for `ca_fingerprint`, valid for `ttl` from `now`: the
-/// token (shown once) and the record to store.
+/// token (shown once) and the record to store. `ttl` must be positive and at most
+/// [`MAX_ENROLLMENT_TTL`]; every token made here expires.
 pub fn new_enrollment_token(
     name: &str,
     ca_fingerprint: &str,
     now: Timestamp,
     ttl: SignedDuration,
-) -> Result<(String, TokenRecord), getrandom::Error> {
+) -> Result<(String, TokenRecord), NewTokenError> {
+    check_enrollment_ttl(ttl)?;
+    let expires_at = now.checked_add(ttl).map_err(|_| NewTokenError::TooLong {
+        ttl,
+        max: MAX_ENROLLMENT_TTL,
+    })?;
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
+    getrandom::fill(&mut bytes).map_err(NewTokenError::Random)?;
     let token = EnrollmentToken {
         secret: hex::encode(bytes),
         ca_fingerprint: ca_fingerprint.to_ascii_lowercase(),
@@ -99,7 +159,7 @@ pub fn new_enrollment_token(
         kind: TokenKind::Enrollment,
         name: name.to_owned(),
         created_at: now,
-        expires_at: now.checked_add(ttl).ok(),
+        expires_at: Some(expires_at),
         one_time: true,
         used_at: None,
         scope: dockmesh_core::records::Scope::Read,
@@ -143,6 +203,11 @@ pub struct Enrolled {
     /// The name the agent listener's certificate carries (checked by the agent in place of
     /// the address it dials).
     pub server_name: String,
+    /// The server's release public key (PEM), when it has one: the agent pins it now, and
+    /// trusts only upgrades signed with it. An agent enrolled with a server that had none
+    /// pins a key only when its operator puts one in its state directory.
+    #[serde(default)]
+    pub release_key_pem: Option<String>,
 }
 
 impl fmt::Debug for Enrolled {
@@ -338,6 +403,7 @@ pub async fn enroll(
         host: req.name.clone(),
         agent_endpoint,
         server_name: crate::pki::SERVER_NAME.to_owned(),
+        release_key_pem: None,
     })
 }
 

@@ -38,6 +38,7 @@ pub mod hosts;
 pub mod limit;
 pub mod metrics;
 pub mod pki;
+pub mod private;
 pub mod release;
 pub mod rollout;
 pub mod scope;

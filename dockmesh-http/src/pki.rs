@@ -198,7 +198,7 @@ fn check_agent_id(id: &str) -> Result<(), PkiError> {
 
 impl Ca {
     /// The CA in `dir` (`ca.key`, `ca.crt`), made there first if neither file exists. The
-    /// directory is created if needed; the key file gets mode 0600.
+    /// directory is created (mode 0700) if needed; the key file gets mode 0600.
     pub fn load_or_create(dir: &Path) -> Result<Ca, PkiError> {
         let key_path = dir.join("ca.key");
         let crt_path = dir.join("ca.crt");
@@ -209,7 +209,12 @@ impl Ca {
                 Ca::from_pem(&key_pem, &cert_pem)
             }
             (false, false) => {
-                std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(dir)
+                .map_err(io_err(dir))?;
                 let (key_pem, cert_pem) = Ca::generate()?;
                 write_file(&key_path, key_pem.as_bytes(), 0o600)?;
                 write_file(&crt_path, cert_pem.as_bytes(), 0o644)?;

@@ -146,6 +146,7 @@ impl ReleaseMeta {
             size: self.size,
             sha256: self.sha256.clone(),
             signature: Some(self.signature.clone()),
+            allow_downgrade: false,
         }
     }
 }

@@ -115,6 +115,7 @@ fn release_order(version: &str) -> UpgradeOrder {
         size: 0,
         sha256: String::new(),
         signature: None,
+        allow_downgrade: false,
     }
 }
 
@@ -213,7 +214,9 @@ pub async fn evaluate(
                         .with("host", agent.name.as_str());
                     store.append_audit(&event).await?;
                     dispatched.push(agent.id.0.clone());
-                    sends.push((agent.id.clone(), meta.order()));
+                    let mut order = meta.order();
+                    order.allow_downgrade = record.policy.allow_downgrade;
+                    sends.push((agent.id.clone(), order));
                 }
                 Err(reason) => {
                     store

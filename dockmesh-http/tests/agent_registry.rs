@@ -382,3 +382,39 @@ async fn an_agent_installs_only_a_certificate_for_itself_its_pending_key_and_its
     assert_eq!(status, 204);
     assert_eq!(creds.installed.lock().unwrap().len(), 1);
 }
+
+/// An enrollment token lives at most `MAX_ENROLLMENT_TTL`: zero, negative, too long and
+/// overflowing lifetimes are refused by name, never turned into "never expires".
+#[test]
+fn enrollment_token_lifetimes_are_bounded() {
+    use dockmesh_http::enroll::{MAX_ENROLLMENT_TTL, NewTokenError};
+    let fp = Ca::ephemeral().unwrap().fingerprint();
+    let make = |ttl| new_enrollment_token("t", &fp, now(), ttl);
+
+    let (_, ok) = make(SignedDuration::from_hours(2)).unwrap();
+    assert_eq!(ok.expires_at, Some(now() + SignedDuration::from_hours(2)));
+    let (_, longest) = make(MAX_ENROLLMENT_TTL).unwrap();
+    assert_eq!(longest.expires_at, Some(now() + MAX_ENROLLMENT_TTL));
+    assert_eq!(MAX_ENROLLMENT_TTL, SignedDuration::from_hours(30 * 24));
+
+    for bad in [SignedDuration::ZERO, SignedDuration::from_secs(-1)] {
+        let e = make(bad).unwrap_err();
+        assert!(
+            matches!(e, NewTokenError::NotPositive { .. }),
+            "{bad:?}: {e:?}"
+        );
+        assert!(e.to_string().contains("positive"), "{e}");
+    }
+    // 1000000000h does not overflow jiff's duration but does overflow a timestamp; i64::MAX
+    // seconds overflows both.
+    for bad in [
+        MAX_ENROLLMENT_TTL + SignedDuration::from_secs(1),
+        SignedDuration::from_hours(1_000_000_000),
+        SignedDuration::MAX,
+    ] {
+        let e = make(bad).unwrap_err();
+        assert!(matches!(e, NewTokenError::TooLong { .. }), "{bad:?}: {e:?}");
+        assert!(e.to_string().contains("720h"), "{e}");
+        assert!(!e.hint().is_empty());
+    }
+}

@@ -358,3 +358,70 @@ async fn signed_binaries_are_served_with_ranges_and_nothing_else_is() {
     let (status, _, _) = none.raw("GET", path, None, None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// An agent pins the release key at enrollment: the server hands out its key there, and
+/// nothing when it has none (the agent then takes no key offered later).
+#[tokio::test]
+async fn enrollment_hands_out_the_release_key_to_pin_when_the_server_has_one() {
+    for binaries in [true, false] {
+        let w = world(binaries).await;
+        let mut config = w.state.config().clone();
+        config.agent_port = Some(7443);
+        let state = ServerState::new(
+            w.store.clone(),
+            Hosts::new(),
+            Arc::new(SystemClock),
+            Arc::new(SeqIds::default()),
+            config,
+        );
+        state.set_lifecycle(Lifecycle::Ready);
+        let ca = Arc::new(dockmesh_http::pki::Ca::ephemeral().unwrap());
+        assert!(state.set_agent_ca(ca.clone()));
+        let (token, record) = dockmesh_http::enroll::new_enrollment_token(
+            "t",
+            &ca.fingerprint(),
+            state.clock().now(),
+            jiff::SignedDuration::from_hours(1),
+        )
+        .unwrap();
+        w.store.put_token(&record).await.unwrap();
+        let req = Request::post("/api/v1/agents/enroll")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"token": token, "name": "edge"}).to_string(),
+            ))
+            .unwrap();
+        let resp = api::router(state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: Value = serde_json::from_slice(
+            &axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        match state.config().agent_binaries.as_ref() {
+            Some(b) => assert_eq!(
+                v["release_key_pem"],
+                dockmesh_http::release::public_pem(b.key()),
+                "{v}"
+            ),
+            None => assert!(v["release_key_pem"].is_null(), "{v}"),
+        }
+    }
+}
+
+/// Downgrades are off unless the policy turns them on by name.
+#[tokio::test]
+async fn downgrades_are_allowed_only_by_the_policy_saying_so() {
+    let w = world(false).await;
+    assert!(!w.store.get_rollout().await.unwrap().policy.allow_downgrade);
+    let (status, v) = w.call("GET", POLICY, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"]["allow_downgrade"], false, "{v}");
+    let (status, v) = w
+        .call("PUT", POLICY, Some(json!({"allow_downgrade": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"]["allow_downgrade"], true, "{v}");
+    assert!(w.store.get_rollout().await.unwrap().policy.allow_downgrade);
+}

@@ -154,7 +154,8 @@ fn create_key(path: &Path) -> Result<[u8; 32], SqlStoreError> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(key_err("creating the audit key's directory", dir))?;
+        crate::private::create_dir(dir)
+            .map_err(key_err("creating the audit key's directory", dir))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -54,6 +54,7 @@ mod dump;
 mod error;
 mod lock;
 mod options;
+mod private;
 pub mod schema;
 pub mod store;
 mod target;

@@ -70,13 +70,16 @@ impl ServerLock {
                         source,
                     }
                 };
-                let mut file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&lock_path)
-                    .map_err(io("opening the server lock file"))?;
+                let mut file = std::os::unix::fs::OpenOptionsExt::mode(
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false),
+                    0o600,
+                )
+                .open(&lock_path)
+                .map_err(io("opening the server lock file"))?;
                 match file.try_lock() {
                     Ok(()) => {}
                     Err(std::fs::TryLockError::WouldBlock) => {

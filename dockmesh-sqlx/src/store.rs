@@ -185,18 +185,38 @@ pub(crate) async fn connect(target: &DbTarget, create: bool) -> Result<Pool, Sql
                 && let Some(parent) = path.parent()
                 && !parent.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(parent).map_err(|source| SqlStoreError::Io {
+                crate::private::create_dir(parent).map_err(|source| SqlStoreError::Io {
                     what: "creating the directory of the SQLite database".into(),
                     path: parent.to_owned(),
                     safe: "Nothing was changed",
                     source,
                 })?;
             }
+            if create {
+                crate::private::create_file(path).map_err(|source| SqlStoreError::Io {
+                    what: "creating the SQLite database file".into(),
+                    path: path.to_owned(),
+                    safe: "Nothing was changed",
+                    source,
+                })?;
+            }
+            let tighten = || {
+                crate::private::tighten_sqlite(path).map_err(|(file, source)| SqlStoreError::Io {
+                    what: "making the SQLite database private (0600)".into(),
+                    path: file,
+                    safe: "Nothing was changed",
+                    source,
+                })
+            };
+            // Before (SQLite gives a new `-wal` the database's mode) and after (files left
+            // by an earlier opener).
+            tighten()?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(sqlite_options(path, create))
                 .await
                 .map_err(connect_err)?;
+            tighten()?;
             Ok(Pool::Sqlite(pool))
         }
         DbTarget::Postgres { url } => {

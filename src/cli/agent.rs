@@ -236,18 +236,27 @@ fn client_run(conn: &Conn, f: impl for<'a> FnOnce(&'a Client) -> ClientFuture<'a
     }
 }
 
+/// A lifetime like `30m`, `1h` or `2d` (a day is 24 hours).
+fn parse_ttl(ttl: &str) -> anyhow::Result<jiff::SignedDuration> {
+    ttl.parse::<jiff::SignedDuration>()
+        .or_else(|e| {
+            ttl.parse::<jiff::Span>()
+                .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+                .map_err(|_| e)
+        })
+        .map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: not a duration like 30m, 1h or 2d: {e}"))
+}
+
 async fn token_create(
     location: &Location,
     ttl: &str,
     name: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let ttl: jiff::SignedDuration = ttl
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: not a duration like 30m, 1h or 2d: {e}"))?;
-    if ttl.is_negative() || ttl.is_zero() {
-        anyhow::bail!("--ttl must be positive");
-    }
+    let ttl = parse_ttl(ttl)?;
+    // Refused before anything is opened or created.
+    enroll::check_enrollment_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e} ({})", e.hint()))?;
+    super::db::private_dir(&location.data_dir, "the data directory")?;
     let ca_dir = location.data_dir.join("ca");
     let ca = pki::Ca::load_or_create(&ca_dir)
         .with_context(|| format!("loading or making the agent CA in {}", ca_dir.display()))?;
@@ -259,7 +268,7 @@ async fn token_create(
     .await?;
     let now = jiff::Timestamp::now();
     let (token, record) = enroll::new_enrollment_token(name, &ca.fingerprint(), now, ttl)
-        .context("drawing random bytes for the token")?;
+        .map_err(|e| anyhow::anyhow!("{e} ({})", e.hint()))?;
     store.put_token(&record).await?;
     store.close().await;
     if json {
@@ -450,6 +459,8 @@ fn host_name() -> Option<String> {
 }
 
 async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Keys, stack files and spooled volume data live here.
+    super::db::private_dir(&args.state_dir, "the agent's state directory")?;
     let endpoint = Endpoint::resolve(
         args.docker_host
             .as_deref()
@@ -693,6 +704,14 @@ async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result
              not the server that made the token; nothing was kept"
         )
     })?;
+    let mut enrolled = enrolled;
+    if !answer_is_authenticated(&base) && enrolled.release_key_pem.take().is_some() {
+        tracing::warn!(
+            "the server's release key came over plain HTTP and is not pinned: copy the \
+             server's release.pub into {} to take upgrades",
+            args.state_dir.display()
+        );
+    }
     let state = AgentState {
         agent_id: enrolled.agent_id.clone(),
         host: enrolled.host.clone(),
@@ -751,6 +770,20 @@ fn loopback_url(url: &str) -> bool {
             .is_ok_and(dockmesh_http::tls::is_loopback)
 }
 
+/// Whether an answer from `base` is the server's own: over HTTPS (checked against the CA the
+/// token names), or from this machine.
+fn answer_is_authenticated(base: &str) -> bool {
+    reqwest::Url::parse(base).is_ok_and(|u| {
+        let host = u.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        u.scheme() == "https"
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback())
+    })
+}
+
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -777,6 +810,12 @@ fn save_state(dir: &Path, state: &AgentState, key_pem: &str, e: &Enrolled) -> an
     write_private(&dir.join(KEY_FILE), key_pem.as_bytes())?;
     write_private(&dir.join(CERT_FILE), e.cert_pem.as_bytes())?;
     write_private(&dir.join(CA_FILE), e.ca_pem.as_bytes())?;
+    // The server's release key, pinned now: the only time one is taken without the operator.
+    if let Some(pem) = &e.release_key_pem {
+        let key = dockmesh_http::release::parse_public(pem, "the server's release key")?;
+        write_private(&dir.join(super::swap::PINNED_KEY), pem.as_bytes())?;
+        tracing::info!(key = %dockmesh_http::release::fingerprint(&key), "release key pinned");
+    }
     // Last: its presence means the enrollment is complete.
     write_private(
         &dir.join(STATE_FILE),
@@ -925,6 +964,7 @@ mod tests {
             host: "edge".into(),
             agent_endpoint: "127.0.0.1:1".into(),
             server_name: pki::SERVER_NAME.into(),
+            release_key_pem: None,
         };
         let state = AgentState {
             agent_id: "agent-x".into(),
@@ -978,5 +1018,62 @@ mod tests {
         );
         connector_from(dir.path(), &reloaded, 60).unwrap();
         assert!(creds.pending_key().is_none());
+    }
+
+    #[test]
+    fn the_servers_release_key_is_pinned_at_enrollment_and_none_without_one() {
+        let ca = pki::Ca::ephemeral().unwrap();
+        let (key_pem, csr) = enroll::new_agent_key().unwrap();
+        let (_, public) = dockmesh_http::release::keygen().unwrap();
+        let enrolled = |release_key_pem| Enrolled {
+            agent_id: "agent-x".into(),
+            cert_pem: ca.issue_agent_for_csr("agent-x", &csr).unwrap(),
+            key_pem: None,
+            ca_pem: ca.cert_pem().to_owned(),
+            host: "edge".into(),
+            agent_endpoint: "127.0.0.1:1".into(),
+            server_name: pki::SERVER_NAME.into(),
+            release_key_pem,
+        };
+        let state = AgentState {
+            agent_id: "agent-x".into(),
+            host: "edge".into(),
+            agent_endpoint: "127.0.0.1:1".into(),
+            server_name: pki::SERVER_NAME.into(),
+            server: "http://s".into(),
+            key_file: default_key_file(),
+            cert_file: default_cert_file(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        save_state(
+            dir.path(),
+            &state,
+            &key_pem,
+            &enrolled(Some(public.clone())),
+        )
+        .unwrap();
+        let pinned = dir.path().join(super::super::swap::PINNED_KEY);
+        assert_eq!(std::fs::read_to_string(&pinned).unwrap(), public);
+        let mode = std::fs::metadata(&pinned).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let dir = tempfile::tempdir().unwrap();
+        save_state(dir.path(), &state, &key_pem, &enrolled(None)).unwrap();
+        assert!(!dir.path().join(super::super::swap::PINNED_KEY).exists());
+    }
+
+    #[test]
+    fn a_release_key_is_taken_from_an_enrollment_answer_only_over_https_or_loopback() {
+        for (base, taken) in [
+            ("https://server.example:8443", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost:8080", true),
+            ("http://server.example:8080", false),
+            ("http://10.0.0.5:8080", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(answer_is_authenticated(base), taken, "{base}");
+        }
     }
 }

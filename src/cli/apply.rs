@@ -157,8 +157,7 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
             path.display()
         );
     }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    super::db::private_dir(&data_dir, "the data directory")?;
     let catalog = Catalog::read(&args.releases)?;
 
     let rt = super::db::runtime()?;

@@ -285,8 +285,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None => None,
     };
     let data_dir = args.location.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    super::db::private_dir(&data_dir, "the data directory")?;
     let target = args.location.target()?;
     let holder = format!("dockmesh server (pid {})", std::process::id());
     let lock = ServerLock::acquire(&target, &holder).await?;

@@ -7,7 +7,12 @@
 //!
 //! The state of an upgrade is `upgrade.json` in the agent's state directory: `trial` from the
 //! swap until the new binary's `hello` is read by the server (`confirmed`), or `reverted` with
-//! the reason. The release key is pinned in `release.pub` the first time the server offers it.
+//! the reason. The release key is pinned in `release.pub` at enrollment (the server's, when it
+//! has one); a key offered later is taken only when it is the pinned one, so a server that had
+//! none cannot pin one without the operator copying it there. An order for a version older
+//! than the running one is refused (a correctly signed old release is still a downgrade). The
+//! download is created `O_EXCL | O_NOFOLLOW` in `upgrade/` of the state directory (0700, the
+//! agent's own), checked through the same open file, and only then run and installed.
 
 use super::VERSION;
 use anyhow::Context;
@@ -24,7 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const MARKER: &str = "upgrade.json";
-const PINNED_KEY: &str = "release.pub";
+pub(crate) const PINNED_KEY: &str = "release.pub";
+/// The directory of the state directory the download is written in (0700).
+const DOWNLOAD_DIR: &str = "upgrade";
 /// Attempts at a download, each resuming where the last stopped.
 const ATTEMPTS: u32 = 4;
 /// How long the new binary's `--version` may take.
@@ -162,13 +169,40 @@ impl Swapper {
         release::parse_public(&pem, PINNED_KEY).ok()
     }
 
-    fn download_path(&self) -> PathBuf {
-        let name = self
-            .exe
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "dockmesh".into());
-        self.exe.with_file_name(format!(".{name}.download"))
+    /// A new, empty file for the download in the agent's own `upgrade/` directory (made 0700,
+    /// refused when another user owns it): created `O_EXCL | O_NOFOLLOW`, so nothing planted
+    /// there (a file, a link) is written through or run.
+    fn create_download(&self) -> Result<(PathBuf, std::fs::File), AgentReport> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.state_dir.join(DOWNLOAD_DIR);
+        super::db::private_dir(&dir, "the agent's download directory")
+            .map_err(|e| failed(format!("{e:#}; nothing was downloaded")))?;
+        let path = dir.join("dockmesh.download");
+        // A leftover of an earlier attempt (or whatever is there) is unlinked, never followed.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(failed(format!(
+                    "removing the leftover {}: {e}; nothing was downloaded",
+                    path.display()
+                )));
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .mode(0o700)
+            .open(&path)
+            .map_err(|e| {
+                failed(format!(
+                    "creating the download {}: {e}; nothing was downloaded",
+                    path.display()
+                ))
+            })?;
+        Ok((path, file))
     }
 
     fn previous_path(&self) -> PathBuf {
@@ -195,18 +229,25 @@ impl Swapper {
             &format!("dockmesh {} for {os}/{arch}", order.version),
         )
         .map_err(|e| failed(format!("{e}; nothing was downloaded")))?;
+        check_not_older(&order.version, VERSION, order.allow_downgrade)?;
         let url = if order.binary.starts_with("http://") || order.binary.starts_with("https://") {
             order.binary.clone()
         } else {
             format!("{}{}", self.server, order.binary)
         };
-        let path = self.download_path();
-        self.download(&url, &path, order.size).await?;
-        let check = path.clone();
-        let (size, sha256) = tokio::task::spawn_blocking(move || release::digest_file(&check))
+        let (path, file) = self.create_download()?;
+        let mut file = tokio::fs::File::from_std(file);
+        if let Err(e) = self.download(&url, &path, &mut file, order.size).await {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        // Checked through the file written, not by its name; it is closed before it is run.
+        let file = file.into_std().await;
+        let (size, sha256) = tokio::task::spawn_blocking(move || digest_open(file))
             .await
             .map_err(|e| failed(format!("checking the download: {e}")))?
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(format!("reading the download back: {e}")))?;
         if size != order.size || !sha256.eq_ignore_ascii_case(&order.sha256) {
             let _ = std::fs::remove_file(&path);
             return Err(failed(format!(
@@ -222,20 +263,23 @@ impl Swapper {
         Ok(path)
     }
 
-    /// Download `url` into `path` until it holds `size` bytes, resuming with a range request
-    /// after an interruption.
-    async fn download(&self, url: &str, path: &Path, size: u64) -> Result<(), AgentReport> {
-        use tokio::io::AsyncWriteExt;
+    /// Download `url` into `file` (at `path`) until it holds `size` bytes, resuming with a
+    /// range request after an interruption.
+    async fn download(
+        &self,
+        url: &str,
+        path: &Path,
+        file: &mut tokio::fs::File,
+        size: u64,
+    ) -> Result<(), AgentReport> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
         let mut reached = false;
         let mut last = String::from("no attempt made");
+        // Bytes of `file` that hold the download so far.
+        let mut have = 0u64;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
-            }
-            let mut have = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            if have > size {
-                let _ = std::fs::remove_file(path);
-                have = 0;
             }
             if have == size {
                 return Ok(());
@@ -257,7 +301,7 @@ impl Swapper {
                 reqwest::StatusCode::PARTIAL_CONTENT => true,
                 reqwest::StatusCode::OK => false,
                 reqwest::StatusCode::RANGE_NOT_SATISFIABLE => {
-                    let _ = std::fs::remove_file(path);
+                    have = 0;
                     last = "the server refused to resume the download".into();
                     continue;
                 }
@@ -268,23 +312,17 @@ impl Swapper {
                     )));
                 }
             };
-            let mut file = match tokio::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(append)
-                .truncate(!append)
-                .open(path)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    return Err(failed(format!(
-                        "cannot write the download to {}: {e}",
-                        path.display()
-                    )));
-                }
-            };
             let mut written = if append { have } else { 0 };
+            let placed = async {
+                file.set_len(written).await?;
+                file.seek(std::io::SeekFrom::Start(written)).await
+            };
+            if let Err(e) = placed.await {
+                return Err(failed(format!(
+                    "cannot write the download to {}: {e}",
+                    path.display()
+                )));
+            }
             let mut body = resp.bytes_stream();
             let mut broke = None;
             while let Some(chunk) = body.next().await {
@@ -292,8 +330,6 @@ impl Swapper {
                     Ok(bytes) => {
                         written += bytes.len() as u64;
                         if written > size {
-                            drop(file);
-                            let _ = std::fs::remove_file(path);
                             return Err(failed(format!(
                                 "the download from {url} is longer than the signed size of \
                                  {size} bytes: refused and removed"
@@ -312,7 +348,9 @@ impl Swapper {
                     }
                 }
             }
+            let _ = file.flush().await;
             let _ = file.sync_all().await;
+            have = written;
             if written == size {
                 return Ok(());
             }
@@ -324,7 +362,6 @@ impl Swapper {
                 reason: format!("cannot reach {url}: {last}"),
             });
         }
-        let have = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         Err(failed(format!(
             "the download from {url} stayed truncated: {have} of {size} bytes after {ATTEMPTS} \
              attempts ({last}); the agent keeps running {VERSION}"
@@ -424,6 +461,54 @@ fn restart(exe: &Path, argv: &[String], state_dir: &Path, busy: &AtomicBool) {
     busy.store(false, Ordering::SeqCst);
 }
 
+/// The size and SHA-256 of an open file, read from its start.
+fn digest_open(mut file: std::fs::File) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::{Read, Seek};
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// An order for a version older than the running one is refused: a correctly signed old
+/// release is still a downgrade (it may bring back what a newer one fixed).
+fn check_not_older(version: &str, running: &str, allowed: bool) -> Result<(), AgentReport> {
+    use dockmesh_core::version::Version;
+    let order = Version::parse(version).map_err(|e| {
+        failed(format!(
+            "the order's version {version:?} is not a version: {e}"
+        ))
+    })?;
+    let running_v = Version::parse(running).map_err(|e| {
+        failed(format!(
+            "the running version {running:?} is not a version: {e}"
+        ))
+    })?;
+    if order < running_v && allowed {
+        tracing::warn!(
+            "the order brings this agent from {running} down to {version}: the upgrade policy \
+             allows downgrades"
+        );
+    } else if order < running_v {
+        return Err(failed(format!(
+            "the order is for dockmesh {version}, older than the running {running}: downgrades \
+             are refused and nothing was downloaded; install an older binary by hand if it is \
+             meant"
+        )));
+    }
+    Ok(())
+}
+
 fn check_order(order: &UpgradeOrder) -> Result<(), AgentReport> {
     let v = &order.version;
     if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_graphic()) {
@@ -514,11 +599,18 @@ impl AgentUpgrader for Swapper {
                     Err(msg)
                 }
             }
-            Err(_) => {
-                super::agent::write_private(&path, pem.as_bytes()).map_err(|e| format!("{e:#}"))?;
-                tracing::info!(key = %release::fingerprint(&offered), "release key pinned");
-                Ok(())
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let msg = format!(
+                    "this agent pinned no release key at enrollment (its server had none) and \
+                     does not take one offered later: upgrades are refused; to trust the key \
+                     {}, copy the server's release public key to {} on this host",
+                    release::fingerprint(&offered),
+                    path.display()
+                );
+                tracing::warn!("{msg}");
+                Err(msg)
             }
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
         }
     }
 }
@@ -718,6 +810,7 @@ mod tests {
             size: 10,
             sha256: "ab".repeat(32),
             signature: Some("00".repeat(64)),
+            allow_downgrade: false,
         }
     }
 
@@ -801,18 +894,21 @@ mod tests {
     }
 
     #[test]
-    fn the_first_release_key_offered_is_pinned_and_another_is_refused() {
+    fn a_release_key_offered_is_taken_only_when_it_is_the_one_pinned() {
         let dir = tempfile::tempdir().unwrap();
         let swapper = Swapper::new(dir.path(), "http://server", Duration::from_secs(60)).unwrap();
         let (_, first) = release::keygen().unwrap();
         let (_, second) = release::keygen().unwrap();
         assert!(swapper.pinned_key().is_none());
         assert!(swapper.offer_release_key("not a key").is_err());
-        assert!(
-            swapper.pinned_key().is_none(),
-            "nothing pinned from garbage"
-        );
-        swapper.offer_release_key(&first).unwrap();
+        // Enrolled with a server that had no key: one offered later is not pinned.
+        let err = swapper.offer_release_key(&first).unwrap_err();
+        assert!(err.contains("pinned no release key"), "{err}");
+        assert!(err.contains(PINNED_KEY), "{err}");
+        assert!(swapper.pinned_key().is_none(), "nothing pinned by an offer");
+        assert!(!dir.path().join(PINNED_KEY).exists());
+        // Pinned at enrollment (or by the operator): that key is taken, another refused.
+        std::fs::write(dir.path().join(PINNED_KEY), &first).unwrap();
         swapper.offer_release_key(&first).unwrap();
         let err = swapper.offer_release_key(&second).unwrap_err();
         assert!(err.contains("pinned"), "{err}");
@@ -820,5 +916,61 @@ mod tests {
             swapper.pinned_key().unwrap(),
             release::parse_public(&first, "k").unwrap()
         );
+    }
+
+    #[test]
+    fn an_order_for_an_older_version_is_refused() {
+        for (order, running) in [
+            ("1.2.2", "1.2.3"),
+            ("0.9.0", "1.0.0"),
+            ("1.3.0-rc.1", "1.3.0"),
+        ] {
+            let err = check_not_older(order, running, false).unwrap_err();
+            let AgentReport::UpgradeFailed { reason } = err else {
+                panic!("{order} over {running}: {err:?}")
+            };
+            assert!(reason.contains("downgrades are refused"), "{reason}");
+        }
+        for (order, running) in [("1.2.3", "1.2.3"), ("1.2.4", "1.2.3"), ("2.0.0", "1.9.9")] {
+            check_not_older(order, running, false).unwrap();
+        }
+        // Only when the policy allows it.
+        check_not_older("1.2.2", "1.2.3", true).unwrap();
+        assert!(check_not_older("not a version", "1.2.3", true).is_err());
+    }
+
+    #[test]
+    fn the_download_is_made_new_in_a_private_directory_and_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let swapper = Swapper::new(&state, "http://server", Duration::from_secs(60)).unwrap();
+        // Something planted where the download goes: a link to a file elsewhere.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"kept").unwrap();
+        let downloads = state.join(DOWNLOAD_DIR);
+        std::fs::create_dir(&downloads).unwrap();
+        std::fs::set_permissions(&downloads, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, downloads.join("dockmesh.download")).unwrap();
+        let (path, mut file) = swapper.create_download().unwrap();
+        file.write_all(b"new binary").unwrap();
+        assert_eq!(
+            std::fs::read(&elsewhere).unwrap(),
+            b"kept",
+            "the link was not followed"
+        );
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&downloads), 0o700, "only the agent writes there");
+        assert_eq!(mode(&path), 0o700);
+        // What is checked is the open file: replacing the name changes nothing of it.
+        let swapped = downloads.join("other");
+        std::fs::write(&swapped, b"other binary").unwrap();
+        std::fs::rename(&swapped, &path).unwrap();
+        let (size, sha) = digest_open(file).unwrap();
+        assert_eq!(size, 10);
+        use sha2::Digest;
+        assert_eq!(sha, hex::encode(sha2::Sha256::digest(b"new binary")));
     }
 }

@@ -53,12 +53,7 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
 
 async fn open(location: &Location) -> anyhow::Result<SqlStore> {
     let target = location.target()?;
-    std::fs::create_dir_all(&location.data_dir).with_context(|| {
-        format!(
-            "creating the data directory {}",
-            location.data_dir.display()
-        )
-    })?;
+    super::db::private_dir(&location.data_dir, "the data directory")?;
     let (store, _) =
         SqlStore::open_with(&target, &OpenOptions::in_data_dir(&location.data_dir)).await?;
     Ok(store)

@@ -128,6 +128,10 @@ pub struct RolloutPolicy {
     pub interval: SignedDuration,
     /// An upgrade that does not report the new version within this time failed. Default 5 minutes.
     pub upgrade_timeout: SignedDuration,
+    /// Whether orders may bring an agent to a version older than its own (the server's, when
+    /// the agent runs a newer one). Off by default: an agent refuses an order for an older
+    /// version unless the order says the policy allows it.
+    pub allow_downgrade: bool,
 }
 
 impl Default for RolloutPolicy {
@@ -137,6 +141,7 @@ impl Default for RolloutPolicy {
             staged: StagedPolicy::default(),
             interval: SignedDuration::from_secs(60),
             upgrade_timeout: SignedDuration::from_mins(5),
+            allow_downgrade: false,
         }
     }
 }
@@ -272,4 +277,8 @@ pub struct UpgradeOrder {
     /// SHA-256; the agent checks it with the release key it trusted at enrollment.
     #[serde(default)]
     pub signature: Option<String>,
+    /// The policy allows this order to bring the agent to an older version
+    /// ([`RolloutPolicy::allow_downgrade`]); without it the agent refuses a downgrade.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }

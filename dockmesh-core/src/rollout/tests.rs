@@ -24,6 +24,7 @@ fn order() -> &'static UpgradeOrder {
         size: 0,
         sha256: "ab".repeat(32),
         signature: None,
+        allow_downgrade: false,
     });
     &ORDER
 }
@@ -1213,6 +1214,7 @@ fn arb_policy() -> impl Strategy<Value = RolloutPolicy> {
                 },
                 interval: SignedDuration::from_secs(60),
                 upgrade_timeout: SignedDuration::from_secs(timeout),
+                allow_downgrade: false,
             },
         )
 }
@@ -1492,6 +1494,7 @@ proptest! {
             },
             interval: SignedDuration::from_secs(60),
             upgrade_timeout: SignedDuration::from_secs(timeout),
+                allow_downgrade: false,
         };
         let order = order();
         let mut now = t(0);

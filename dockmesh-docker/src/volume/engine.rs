@@ -34,6 +34,11 @@ pub fn import_margin(expected: u64) -> u64 {
     (expected / 10).max(64 << 20)
 }
 
+/// The disk space an import leaves free on the file system of the volume it writes: 256 MiB.
+/// Whatever the source announced, a stream whose regular files add up to more than the free
+/// space less this is refused at the header of the file that goes over.
+pub const IMPORT_DISK_RESERVE: u64 = 256 << 20;
+
 /// How long an import's upload may take before the engine is considered stuck. The request is
 /// answered only once the whole stream has been extracted, so this bounds a whole transfer.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -74,6 +79,10 @@ fn hint(e: &StreamError) -> &'static str {
         Some(Refusal::LargerThanAnnounced { .. }) => {
             "The source sent more than it announced: the volume grew during the transfer (stop \
              the containers that write to it) or the stream is not the volume's; retry."
+        }
+        Some(Refusal::LargerThanDiskAllows { .. }) => {
+            "This host's disk has too little room for the volume: free space on it (or move the \
+             stack to another host) and retry."
         }
         Some(Refusal::PathBudget { .. } | Refusal::TooManyEntries { .. }) => {
             "The volume holds more paths than a transfer accepts: raise the limits or split the \
@@ -270,7 +279,9 @@ async fn export_step(mut st: ExportState) -> Option<(Result<Bytes, RuntimeError>
 /// conflict. Every entry is checked before it reaches the engine, and a refused stream leaves no
 /// volume behind. With [`VolumeTarget::expected_bytes`], a stream whose regular files add up to
 /// more than that plus [`import_margin`] is refused at the header of the file that goes over,
-/// before its content reaches the disk. Only the carrier this import creates is removed when it
+/// before its content reaches the disk; whatever was announced, the same holds for more than
+/// the volume's disk has free less [`IMPORT_DISK_RESERVE`] (when that disk is on this machine).
+/// Only the carrier this import creates is removed when it
 /// ends; carriers of other transfers running in this process are never touched. `progress` is told the number of stream bytes read so far, as they flow.
 ///
 /// On success the stream has been read to its end, so an export's manifest slot is filled. The
@@ -309,16 +320,24 @@ pub async fn import_volume_with(
         Err(e) => return Err(discard(docker, volume, e).await),
     };
     let failure: Arc<Mutex<Option<RuntimeError>>> = Arc::default();
+    let mut transform =
+        TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default());
+    if let Some(expected) = target.expected_bytes {
+        transform = transform.with_content_limit(expected.saturating_add(import_margin(expected)));
+    }
+    // Bounded by this host's disk too, never by the source's word alone.
+    match volume_free_bytes(docker, volume).await {
+        Some(free) => transform = transform.with_disk_limit(free, IMPORT_DISK_RESERVE),
+        None => tracing::warn!(
+            volume,
+            "the free space of the volume's disk cannot be read here: the import is bounded \
+             only by the size its source announced"
+        ),
+    }
     let body = upload_body(UploadState {
         volume: volume.to_owned(),
         data,
-        transform: match target.expected_bytes {
-            Some(expected) => {
-                TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default())
-                    .with_content_limit(expected.saturating_add(import_margin(expected)))
-            }
-            None => TarTransform::new(Layout::Transfer, Some(Layout::Carrier), Limits::default()),
-        },
+        transform,
         progress,
         moved: 0,
         failure: failure.clone(),
@@ -404,6 +423,23 @@ pub async fn import_volume_with(
         }
         Err(e) => Err(discard(docker, volume, e).await),
     }
+}
+
+/// The bytes free on the file system holding `volume`'s data, when its directory is on this
+/// machine (the engine is local and the volume is the `local` driver's without options, which
+/// keeps its data in its mountpoint for good).
+async fn volume_free_bytes(docker: &Docker, volume: &str) -> Option<u64> {
+    let v = docker.inspect_volume(volume).await.ok()?;
+    if v.driver != "local" || !v.options.is_empty() || v.mountpoint.is_empty() {
+        return None;
+    }
+    tokio::task::spawn_blocking(move || {
+        let st = rustix::fs::statvfs(v.mountpoint.as_str()).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Remove the volume after a failed import and say so in the error.

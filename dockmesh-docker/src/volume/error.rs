@@ -213,4 +213,18 @@ pub enum Refusal {
         /// The most content accepted, in bytes.
         limit: u64,
     },
+    /// The regular files of the stream add up to more than the disk they are written to has
+    /// free, less a reserve.
+    #[error(
+        "with it the stream's file content goes over {limit} bytes, what this host's disk has \
+         free ({free} bytes) less a reserve of {reserve} bytes"
+    )]
+    LargerThanDiskAllows {
+        /// The most content accepted, in bytes.
+        limit: u64,
+        /// The bytes free on the disk when the import started.
+        free: u64,
+        /// The bytes kept free.
+        reserve: u64,
+    },
 }

@@ -88,7 +88,9 @@
 //! other than `user.*` and `security.capability`, bad checksums, and anything after the
 //! end-of-archive marker but zeros; and on an import that was told the source's size
 //! ([`VolumeTarget::expected_bytes`](dockmesh_core::ports::VolumeTarget::expected_bytes)),
-//! regular files adding up to more than that plus [`import_margin`].
+//! regular files adding up to more than that plus [`import_margin`]; and on any import whose
+//! volume's disk is on this machine, regular files adding up to more than it has free less
+//! [`IMPORT_DISK_RESERVE`], whatever the source announced.
 //!
 //! Memory: content is never collected, so a 1 GiB volume needs no more memory than an empty
 //! one; what grows is the manifest and the set of paths seen, about 200 bytes per entry, the
@@ -108,8 +110,8 @@ mod writer;
 
 pub use carrier::{CARRIER_IMAGE, CARRIER_LABEL, ensure_carrier_image};
 pub use engine::{
-    VolumeAccess, export_volume, export_volume_with, import_margin, import_volume,
-    import_volume_with, remove_volume,
+    IMPORT_DISK_RESERVE, VolumeAccess, export_volume, export_volume_with, import_margin,
+    import_volume, import_volume_with, remove_volume,
 };
 pub use error::{Refusal, StreamError};
 pub use manifest::escape_path;

@@ -105,6 +105,8 @@ pub(crate) struct Checker {
     /// Sum of the sizes of the regular files so far, and the most it may reach.
     content: u64,
     content_limit: Option<u64>,
+    /// What the target's disk allows: (limit, free, reserve).
+    disk_limit: Option<(u64, u64, u64)>,
 }
 
 fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
@@ -128,12 +130,19 @@ impl Checker {
             path_bytes: 0,
             content: 0,
             content_limit: None,
+            disk_limit: None,
         }
     }
 
     /// Refuse the stream once the sizes of its regular files add up to more than `limit`.
     pub(crate) fn limit_content(&mut self, limit: u64) {
         self.content_limit = Some(limit);
+    }
+
+    /// Refuse the stream once the sizes of its regular files add up to more than `free` less
+    /// `reserve`: what the disk it is written to holds.
+    pub(crate) fn limit_disk(&mut self, free: u64, reserve: u64) {
+        self.disk_limit = Some((free.saturating_sub(reserve), free, reserve));
     }
 
     /// The relative path of a name in this layout (empty for the root).
@@ -254,6 +263,15 @@ impl Checker {
                     && content > limit
                 {
                     return Err(refuse(Refusal::LargerThanAnnounced { limit }));
+                }
+                if let Some((limit, free, reserve)) = self.disk_limit
+                    && content > limit
+                {
+                    return Err(refuse(Refusal::LargerThanDiskAllows {
+                        limit,
+                        free,
+                        reserve,
+                    }));
                 }
                 self.content = content;
                 (CheckedKind::File { size: raw.size }, Node::File)
@@ -528,6 +546,35 @@ mod tests {
             Some(&Refusal::LargerThanAnnounced { limit: 100 })
         );
         assert_eq!(e.entry_path(), Some("c"));
+    }
+
+    #[test]
+    fn content_over_what_the_disk_holds_is_refused_at_its_header_whatever_was_announced() {
+        let mut c = Checker::new(Layout::Transfer, Limits::default());
+        c.limit_content(u64::MAX / 2);
+        c.limit_disk(130, 30);
+        c.check(raw(Dir, "./", "")).unwrap();
+        let sized = |name: &str, size| RawEntry {
+            size,
+            ..raw(File, name, "")
+        };
+        c.check(sized("a", 100)).unwrap();
+        let e = c.check(sized("b", 1)).unwrap_err();
+        assert_eq!(
+            e.refusal(),
+            Some(&Refusal::LargerThanDiskAllows {
+                limit: 100,
+                free: 130,
+                reserve: 30
+            })
+        );
+        assert_eq!(e.entry_path(), Some("b"));
+        // A disk with less free than its reserve takes no content at all.
+        let mut c = Checker::new(Layout::Transfer, Limits::default());
+        c.limit_disk(10, 30);
+        c.check(raw(Dir, "./", "")).unwrap();
+        c.check(sized("empty", 0)).unwrap();
+        assert!(c.check(sized("one", 1)).is_err());
     }
 
     #[test]

@@ -85,6 +85,14 @@ impl TarTransform {
         self
     }
 
+    /// Refuse the stream at the header of the regular file that takes the sum of the files'
+    /// sizes over `free` less `reserve` bytes: what the disk the volume is written to holds
+    /// ([`Refusal::LargerThanDiskAllows`](super::Refusal::LargerThanDiskAllows)).
+    pub fn with_disk_limit(mut self, free: u64, reserve: u64) -> Self {
+        self.checker.limit_disk(free, reserve);
+        self
+    }
+
     /// Bytes of input consumed so far.
     pub fn bytes_in(&self) -> u64 {
         self.reader.offset()

@@ -106,7 +106,11 @@ async fn enroll_checked(
     let now = state.clock().now();
     let taken: Vec<String> = state.hosts().ids().into_iter().map(|h| h.0).collect();
     let endpoint = agent_endpoint(&state, &headers, port);
-    let enrolled = enroll::enroll(state.store().as_ref(), ca, &req, &taken, now, endpoint).await?;
+    let mut enrolled =
+        enroll::enroll(state.store().as_ref(), ca, &req, &taken, now, endpoint).await?;
+    // Pinned by the agent at enrollment, the only time it takes a release key unasked.
+    enrolled.release_key_pem =
+        (state.config().agent_binaries.as_ref()).map(|b| crate::release::public_pem(b.key()));
     if let Some(rec) = state
         .store()
         .get_agent(&AgentId::from(enrolled.agent_id.as_str()))
@@ -346,7 +350,8 @@ pub async fn get_policy(
 }
 
 /// Replace the upgrade policy (`mode` manual|auto|staged; `staged`: `percent` 1–100,
-/// `min_gap`, `canaries`, `halt_after_failures`; `interval`; `upgrade_timeout`; durations
+/// `min_gap`, `canaries`, `halt_after_failures`; `interval`; `upgrade_timeout`;
+/// `allow_downgrade` (off: agents refuse an order older than their version); durations
 /// like `5m` or `PT5M`; fields left out take their defaults). An invalid value is refused
 /// with 400 naming the field, and nothing changes. Audited as `agent.upgrade_policy`.
 #[utoipa::path(put, path = "/api/v1/agents/upgrade-policy", tag = "agents",

@@ -98,6 +98,26 @@ struct Record {
     segments: Vec<Segment>,
 }
 
+/// A new (or emptied) file only this user can read: the spool holds a volume's data.
+fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A directory (and missing parents) only this user can enter.
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
 fn segment_path(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("seg-{index}"))
 }
@@ -124,7 +144,7 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
 /// directory synced.
 fn write_record(dir: &Path, record: &Record) -> io::Result<()> {
     let tmp = dir.join("import.json.new");
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     f.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join("import.json"))?;
@@ -157,7 +177,7 @@ impl Spool {
         let (opts, target) = (options.clone(), target.clone());
         let volume = target.name.clone();
         let made = tokio::task::spawn_blocking(move || -> io::Result<Option<(PathBuf, Record)>> {
-            std::fs::create_dir_all(&opts.dir)?;
+            create_private_dir(&opts.dir)?;
             let free = free_bytes(&opts.dir)?;
             if !opts.room_for(target.expected_bytes, free) {
                 let why = match target.expected_bytes {
@@ -174,7 +194,7 @@ impl Spool {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             let record = Record {
                 target,
                 segments: Vec::new(),
@@ -329,7 +349,7 @@ fn write_loop(
                     {
                         let _ = sync.send(Req::Durable(i, written));
                     }
-                    let file = Arc::new(File::create(segment_path(dir, index))?);
+                    let file = Arc::new(create_private(&segment_path(dir, index))?);
                     let segment = Segment {
                         start,
                         coding,
@@ -840,5 +860,42 @@ mod tests {
         target.expected_bytes = Some(u64::MAX / 4);
         assert!(Spool::start(&options, &target).await.is_none());
         assert!(!root.path().join(hex::encode("v")).exists());
+    }
+
+    /// A spool holds a volume's data: its directories are 0700 and its files 0600, whatever
+    /// the umask.
+    #[tokio::test]
+    async fn a_spool_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let options = SpoolOptions {
+            sync_every: 1,
+            reserve: 0,
+            ..SpoolOptions::new(root.path().join("imports"))
+        };
+        let target = VolumeTarget {
+            name: "v".into(),
+            labels: Default::default(),
+            expected_bytes: Some(40),
+        };
+        let spool = Spool::start(&options, &target).await.expect("room for it");
+        let feed = spool.feed();
+        feed.begin(0, SpoolCoding::Plain).await;
+        feed.append(&Bytes::from_static(b"secret")).await;
+        feed.sync().await;
+        let dir = options.dir.join(hex::encode("v"));
+        wait_for("the segment never named", || {
+            record_of(&options.dir)
+                .segments
+                .first()
+                .is_some_and(|s| s.durable == 6)
+        })
+        .await;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&options.dir), 0o700, "the spool directory");
+        assert_eq!(mode(&dir), 0o700, "the import's directory");
+        assert_eq!(mode(&dir.join("import.json")), 0o600, "the record");
+        assert_eq!(mode(&segment_path(&dir, 0)), 0o600, "the segment");
+        spool.remove().await;
     }
 }

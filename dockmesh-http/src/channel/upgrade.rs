@@ -11,12 +11,15 @@ use std::sync::Arc;
 /// What carries out an upgrade order on the agent.
 #[async_trait::async_trait]
 pub trait AgentUpgrader: Send + Sync + 'static {
-    /// Download the order's binary, check its size, SHA-256 and signature, and put it in
-    /// place of the running one; `Ok` once the swap is certain to be attempted (the agent
-    /// restarts after answering). `Err` says why nothing was changed.
+    /// Download the order's binary, check its version (no downgrade), size, SHA-256 and
+    /// signature, and put it in place of the running one; `Ok` once the swap is certain to be
+    /// attempted (the agent restarts after answering). `Err` says why nothing was changed.
     async fn upgrade(&self, order: UpgradeOrder) -> Result<(), AgentReport>;
-    /// The server offers its release public key (PEM). The first key offered is pinned;
-    /// another key later is refused (`Err` says why) and upgrades signed with it are refused.
+    /// The server offers its release public key (PEM) on each connection. It is taken only
+    /// when it is the key the agent pinned at enrollment (or its operator put in place); any
+    /// other key, or any key when none is pinned, is refused (`Err` says why) and upgrades
+    /// signed with it are refused. An order for a version older than the running one is
+    /// refused too.
     fn offer_release_key(&self, pem: &str) -> Result<(), String>;
 }
 

@@ -196,6 +196,8 @@ impl PolicyForm {
             },
             interval: interval?,
             upgrade_timeout: upgrade_timeout?,
+            // Not on the form: set through the API only.
+            allow_downgrade: false,
         })
     }
 }

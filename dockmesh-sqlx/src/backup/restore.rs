@@ -141,7 +141,7 @@ pub async fn restore(
 ) -> Result<RestoreReport, SqlStoreError> {
     let staging = match data_dir {
         Some(dd) if !options.dry_run => {
-            fs::create_dir_all(dd).map_err(io_err(
+            crate::private::create_dir(dd).map_err(io_err(
                 "creating the data directory",
                 dd,
                 RESTORE_SAFE,
@@ -222,7 +222,7 @@ pub async fn restore(
         && let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
-        fs::create_dir_all(parent).map_err(io_err(
+        crate::private::create_dir(parent).map_err(io_err(
             "creating the database's directory",
             parent,
             RESTORE_SAFE,
@@ -371,7 +371,7 @@ pub(super) async fn restore_sqlite(
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
-        fs::create_dir_all(parent).map_err(io_err(
+        crate::private::create_dir(parent).map_err(io_err(
             "creating the database's directory",
             parent,
             RESTORE_SAFE,
