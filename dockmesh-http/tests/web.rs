@@ -1028,6 +1028,19 @@ async fn the_upgrade_policy_form_names_a_bad_value_beside_its_field_and_stores_a
     let page = w.get("/agents", Some(&cookie)).await;
     assert!(page.body.contains("waves of 20%"), "{}", page.body);
     assert!(field_html(&page.body, "percent").contains("value=\"20\""));
+
+    // `allow_downgrade` is not on the form: saving the form keeps what the API set.
+    let mut record = w.store.get_rollout().await.unwrap();
+    record.policy.allow_downgrade = true;
+    w.store.put_rollout(&record).await.unwrap();
+    let a = post(form("30", "1m")).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let stored = w.store.get_rollout().await.unwrap().policy;
+    assert_eq!(stored.staged.percent, 30);
+    assert!(
+        stored.allow_downgrade,
+        "the form left allow_downgrade as it was"
+    );
 }
 
 #[tokio::test]

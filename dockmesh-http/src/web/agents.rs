@@ -468,6 +468,15 @@ pub async fn save_policy(
             return page(&web, &user, extra).await;
         }
     };
+    // `allow_downgrade` is not on the form: saving the form keeps what the API set.
+    let mut policy = policy;
+    match web.api.store().get_rollout().await {
+        Ok(current) => policy.allow_downgrade = current.policy.allow_downgrade,
+        Err(e) => {
+            let e = ApiError::from(e);
+            return refused(&web, &user, "The policy was not saved".into(), &e).await;
+        }
+    }
     match put_policy(api(&web), by(&user), ApiJson(policy)).await {
         Ok(_) => Redirect::to("/agents").into_response(),
         Err(e) => {
