@@ -29,12 +29,17 @@ struct HostLog {
     open: u32,
     /// Why the host's events are not followed, when they are not.
     note: Option<String>,
+    /// How many events were recorded since the host's log began (it never goes down while
+    /// the log lives): a snapshot taken at a lower count is stale.
+    recorded: u64,
 }
 
 /// The recent events of each host, and whether they are being followed.
 #[derive(Clone, Default)]
 pub struct HostEvents {
     logs: Arc<Mutex<HashMap<HostId, HostLog>>>,
+    /// Woken on every recorded event (the snapshot refresher waits on it).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for HostEvents {
@@ -64,10 +69,24 @@ impl HostEvents {
     pub fn record(&self, host: &HostId, event: HostEvent) {
         self.with(host, |log| {
             log.events.push_back(event);
+            log.recorded += 1;
             while log.events.len() > KEPT_PER_HOST {
                 log.events.pop_front();
             }
         });
+        self.changed.notify_one();
+    }
+
+    /// How many events of `host` were recorded so far: a snapshot of the host taken when
+    /// the count was lower is stale ([`crate::snapshots`]).
+    pub fn recorded(&self, host: &HostId) -> u64 {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.get(host).map_or(0, |l| l.recorded)
+    }
+
+    /// Resolves once an event was recorded (of any host) after the last wait.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The newest `limit` events of `host`, oldest first.

@@ -43,6 +43,7 @@ pub mod release;
 pub mod rollout;
 pub mod scope;
 pub mod server;
+pub mod snapshots;
 pub mod state;
 pub mod supervisor;
 pub mod tls;

@@ -71,7 +71,8 @@ pub async fn serve_with(
         "drains resumed, cordons loaded"
     );
     let reminders = tokio::spawn(remind_loop(state.clone()));
-    let followers = follow_socket_hosts(&state).await;
+    let mut followers = follow_socket_hosts(&state).await;
+    followers.push(tokio::spawn(state.snapshots().clone().refresh_forever()));
     state.set_lifecycle(Lifecycle::Ready);
     tracing::info!("ready");
     let drain_state = state.clone();

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub agent_binaries: Option<crate::release::AgentBinaries>,
     /// Each host's policy on what compose content may ask of it (none by default).
     pub host_policies: crate::host_policy::HostPolicies,
+    /// How the hosts' snapshots are cached for the views that list them.
+    pub snapshots: crate::snapshots::SnapshotSettings,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             crash_at: None,
             agent_binaries: None,
             host_policies: Default::default(),
+            snapshots: Default::default(),
         }
     }
 }
@@ -98,6 +101,7 @@ struct Inner {
     agent_records: tokio::sync::Mutex<()>,
     rollout_wake: tokio::sync::Notify,
     events: crate::events::HostEvents,
+    snapshots: crate::snapshots::SnapshotCache,
 }
 
 type LockMap = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
@@ -150,6 +154,13 @@ impl ServerState {
             metrics.clone(),
             &config,
         ));
+        let events = crate::events::HostEvents::default();
+        let snapshots = crate::snapshots::SnapshotCache::new(
+            hosts.clone(),
+            clock.clone(),
+            events.clone(),
+            config.snapshots,
+        );
         ServerState(Arc::new(Inner {
             store,
             hosts,
@@ -166,13 +177,19 @@ impl ServerState {
             connected: Default::default(),
             agent_records: Default::default(),
             rollout_wake: Default::default(),
-            events: Default::default(),
+            events,
+            snapshots,
         }))
     }
 
     /// The recent events of each host.
     pub fn host_events(&self) -> &crate::events::HostEvents {
         &self.0.events
+    }
+
+    /// The last snapshot of each host, for the views that list hosts.
+    pub fn snapshots(&self) -> &crate::snapshots::SnapshotCache {
+        &self.0.snapshots
     }
 
     /// The store.

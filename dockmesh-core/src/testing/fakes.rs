@@ -550,7 +550,14 @@ struct HostInner {
     parked: BTreeMap<String, Vec<u8>>,
     /// The event streams the next calls of `events` yield, one per call.
     event_streams: std::collections::VecDeque<crate::ports::EventStream>,
+    /// What each call of `snapshot` awaits before it answers ([`FakeHost::delay_snapshots`]).
+    snapshot_delay: Option<SnapshotDelay>,
 }
+
+/// What a fake host's `snapshot` awaits before answering: a fresh future per call (a sleep,
+/// or one that never resolves).
+pub type SnapshotDelay =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// An in-memory [`HostRuntime`] with fault injection. Volume content is an opaque byte string;
 /// its manifest is one file entry holding the content's hash.
@@ -559,6 +566,7 @@ pub struct FakeHost {
     inner: Mutex<HostInner>,
     snapshot_base: HostSnapshot,
     codings: Vec<StreamCoding>,
+    snapshot_calls: AtomicU64,
 }
 
 /// A plausible snapshot of an empty online host with 8 GiB memory and 100 GiB disk.
@@ -587,7 +595,22 @@ impl FakeHost {
                 ..Default::default()
             }),
             codings: Vec::new(),
+            snapshot_calls: AtomicU64::new(0),
         }
+    }
+
+    /// Each later call of `snapshot` first awaits a future `delay` makes (for example a
+    /// sleep, or `futures_util::future::pending()` for a host that never answers).
+    pub fn delay_snapshots(
+        &self,
+        delay: impl Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) {
+        lock(&self.inner).snapshot_delay = Some(Arc::new(delay));
+    }
+
+    /// How many calls of `snapshot` began so far (also those still waiting on a delay).
+    pub fn snapshot_calls(&self) -> u64 {
+        self.snapshot_calls.load(Ordering::SeqCst)
     }
 
     /// The host also exports and imports volume streams in `codings`. The fake's coding of
@@ -777,6 +800,11 @@ impl HostRuntime for FakeHost {
     }
 
     async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
+        self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
+        let delay = lock(&self.inner).snapshot_delay.clone();
+        if let Some(delay) = delay {
+            delay().await;
+        }
         let g = self.enter(FakeOp::Snapshot, "")?;
         let mut s = self.snapshot_base.clone();
         for (name, st) in &g.stacks {

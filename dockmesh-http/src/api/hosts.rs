@@ -10,24 +10,25 @@ use dockmesh_core::ports::HostRuntime;
 use dockmesh_core::snapshot::HostSnapshot;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 use utoipa::ToSchema;
-
-/// How long a host may take to answer a snapshot before it counts as offline.
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A host as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HostView {
     /// The host's id.
     pub id: String,
-    /// Whether it answered just now.
+    /// Whether it answered when last asked (at most the server's snapshot max age ago, 30 s
+    /// by default, and not before its latest event).
     pub online: bool,
     /// Whether it is cordoned (never a migration target).
     pub cordoned: bool,
-    /// Why it is offline.
+    /// Why it is offline (`unreachable: no answer within …` when it did not answer in time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the host last answered (RFC 3339, the server's clock): the age of the figures
+    /// below. `null` when it never answered since the server started.
+    #[schema(value_type = Option<String>)]
+    pub observed_at: Option<jiff::Timestamp>,
     /// Docker engine version.
     pub docker_version: String,
     /// Docker API version.
@@ -46,31 +47,22 @@ pub struct HostView {
     pub stacks: Vec<String>,
 }
 
-/// A snapshot of every host, offline ones with the reason.
-pub(crate) async fn snapshots(state: &ServerState) -> Vec<(HostSnapshot, Option<String>)> {
-    let hosts = state.hosts();
-    let now = state.clock().now();
-    let futures = hosts.ids().into_iter().map(|id| {
-        let host = hosts.get(&id);
-        async move {
-            let Some(host) = host else {
-                return (HostSnapshot::offline(id, now), Some("unknown host".into()));
-            };
-            match tokio::time::timeout(SNAPSHOT_TIMEOUT, host.snapshot()).await {
-                Ok(Ok(s)) => (s, None),
-                Ok(Err(e)) => (HostSnapshot::offline(id, now), Some(e.to_string())),
-                Err(_) => (
-                    HostSnapshot::offline(id, now),
-                    Some(format!("no answer within {SNAPSHOT_TIMEOUT:?}")),
-                ),
-            }
-        }
-    });
-    futures_util::future::join_all(futures).await
+/// A snapshot of every host asked now (for decisions, never cached), offline ones with the
+/// reason.
+pub(crate) async fn fresh_snapshots(state: &ServerState) -> Vec<(HostSnapshot, Option<String>)> {
+    let cache = state.snapshots();
+    let ids = state.hosts().ids();
+    futures_util::future::join_all(ids.iter().map(|id| cache.fresh(id)))
+        .await
+        .into_iter()
+        .map(|o| (o.snapshot, o.error))
+        .collect()
 }
 
-fn view(state: &ServerState, s: HostSnapshot, error: Option<String>) -> HostView {
+fn view(state: &ServerState, o: crate::snapshots::Observed) -> HostView {
+    let (s, error) = (o.snapshot, o.error);
     HostView {
+        observed_at: o.observed_at,
         cordoned: state.hosts().is_cordoned(&s.host),
         id: s.host.0,
         online: s.online,
@@ -86,12 +78,16 @@ fn view(state: &ServerState, s: HostSnapshot, error: Option<String>) -> HostView
     }
 }
 
-/// Every host, with whether it answers, its engine, capacity and stacks.
+/// Every host, with whether it answers, its engine, capacity and stacks, as last observed
+/// (`observed_at`): the server refreshes each host's snapshot in the background and after its
+/// events, and asks a host itself only when its snapshot is missing, stale or older than the
+/// max age (one call per host shared by concurrent requests; a host that does not answer in
+/// time is listed unreachable without delaying the others).
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
     responses((status = 200, body = Vec<HostView>)))]
 pub async fn list_hosts(State(state): State<ServerState>) -> Json<Vec<HostView>> {
-    let list = snapshots(&state).await;
-    Json(list.into_iter().map(|(s, e)| view(&state, s, e)).collect())
+    let list = state.snapshots().all().await;
+    Json(list.into_iter().map(|o| view(&state, o)).collect())
 }
 
 /// The host named in a path, or 404.
@@ -207,7 +203,7 @@ pub(crate) async fn drain_plan_for(
         .filter(|s| s.host.as_ref() == Some(id))
         .map(|s| s.name)
         .collect();
-    let snaps: Vec<HostSnapshot> = snapshots(state)
+    let snaps: Vec<HostSnapshot> = fresh_snapshots(state)
         .await
         .into_iter()
         .map(|(mut s, _)| {

@@ -37,6 +37,20 @@ pub struct HostRow {
     /// The agent that serves the host (the API's view: version, drift), `None` for a host the
     /// server reaches through its engine's socket.
     pub agent: Option<AgentView>,
+    /// How old the figures are (`as of 3 s ago`), or that the host never answered.
+    pub observed: String,
+}
+
+/// How long ago a host's snapshot was observed, for its row.
+fn as_of(observed_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> String {
+    match observed_at {
+        None => "never answered since the server started".to_owned(),
+        Some(t) => match now.duration_since(t).as_secs() {
+            s @ 0..60 => format!("as of {s} s ago"),
+            ..0 => "as of just now".to_owned(),
+            _ => format!("as of {}", super::ago(t, now)),
+        },
+    }
 }
 
 /// A Compose project on a host.
@@ -55,8 +69,10 @@ impl HostRow {
         h: HostView,
         managed: &BTreeMap<String, Option<String>>,
         agents: &mut BTreeMap<String, AgentView>,
+        now: jiff::Timestamp,
     ) -> Self {
         HostRow {
+            observed: as_of(h.observed_at, now),
             agent: agents.remove(&h.id),
             stacks: h
                 .stacks
@@ -149,12 +165,13 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
     };
     let events = recent_events(&web, &hosts).await;
+    let now = web.api.clock().now();
     render(&HostsPage {
         l: Layout::new(&web, &user, "hosts"),
         events,
         hosts: hosts
             .into_iter()
-            .map(|h| HostRow::new(h, &managed, &mut agents))
+            .map(|h| HostRow::new(h, &managed, &mut agents, now))
             .collect(),
         drains,
         server_version: web.api.config().version.clone(),
