@@ -467,6 +467,33 @@ mod tests {
     }
 
     #[test]
+    fn refusals_and_parse_errors_hint_at_what_to_do() {
+        let mut web = svc("web");
+        web.privileged = true;
+        let (_, policy) = parse("b=no-privileged").unwrap();
+        let e = check("b", &policy, &[web]).unwrap_err();
+        for part in [
+            "remove those options",
+            "--host-policy",
+            "nothing was deployed",
+        ] {
+            assert!(e.hint().contains(part), "{part}: {}", e.hint());
+        }
+        let e = parse("a=no-root").unwrap_err();
+        for part in [
+            "HOST=RULE,RULE",
+            "no-privileged",
+            "no-host-namespaces",
+            "no-devices",
+            "no-cap-add",
+            "bind-prefixes=/ABS:/ABS",
+            "strict",
+        ] {
+            assert!(e.hint().contains(part), "{part}: {}", e.hint());
+        }
+    }
+
+    #[test]
     fn policies_parse_or_are_refused_by_name() {
         let (host, p) = parse("local=no-privileged, no-cap-add,bind-prefixes=/srv:/data/").unwrap();
         assert_eq!(host, "local");

@@ -304,4 +304,120 @@ mod tests {
         clock.advance(jiff::SignedDuration::from_secs(30));
         assert!(limit.attempt(a).is_ok());
     }
+
+    fn clock() -> Arc<FixedClock> {
+        Arc::new(FixedClock::new(
+            jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        ))
+    }
+
+    fn secs(s: i64) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(s)
+    }
+
+    #[test]
+    fn a_blocked_address_is_told_the_wait_left() {
+        let clock = clock();
+        let limit = Limit::per_minute(clock.clone(), 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limit.failed(a), None);
+        }
+        let wait = limit.failed(a).expect("over the limit");
+        assert_eq!(wait, Duration::from_secs(20), "one failure per 20 s");
+        assert_eq!(limit.blocked(a), Some(wait));
+        assert_eq!(limit.tracked(), 2, "a is counted and blocked");
+        assert_eq!(format!("{limit:?}"), "Limit { tracked: 2, .. }");
+        clock.advance(secs(5));
+        assert_eq!(limit.blocked(a), Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn state_is_pruned_every_30_seconds_not_at_each_call() {
+        let clock = clock();
+        let limit = Limit::per_minute(clock.clone(), 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(limit.failed(a), None);
+        // a's one failure is forgotten 40 s on (its 20 s, then one more period).
+        clock.advance(secs(30));
+        assert_eq!(limit.failed(b), None);
+        assert_eq!(limit.tracked(), 2, "pruned at 30 s: a still counts");
+        clock.advance(secs(15));
+        assert_eq!(limit.failed(b), None);
+        assert_eq!(
+            limit.tracked(),
+            2,
+            "a is fresh again, but not pruned before 60 s"
+        );
+        clock.advance(secs(15));
+        assert_eq!(limit.failed(b), None);
+        assert_eq!(limit.tracked(), 1, "pruned at 60 s: only b is left");
+    }
+
+    #[test]
+    fn a_block_that_ends_at_the_prune_is_pruned() {
+        let clock = clock();
+        let limit = Limit::per_minute(clock.clone(), 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        clock.advance(secs(10));
+        for _ in 0..3 {
+            assert_eq!(limit.failed(a), None);
+        }
+        assert_eq!(limit.failed(a), Some(Duration::from_secs(20)));
+        assert_eq!(limit.tracked(), 2);
+        // 30 s after the start: the prune is due, and a's block ends now.
+        clock.advance(secs(20));
+        assert_eq!(limit.failed(b), None);
+        assert_eq!(limit.tracked(), 2, "a and b are counted; a's block is gone");
+    }
+
+    #[test]
+    fn past_max_tracked_new_addresses_share_one_key() {
+        let clock = clock();
+        let limit = Limit::per_minute(clock.clone(), 3);
+        for i in 0..MAX_TRACKED as u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(limit.failed(ip), None);
+        }
+        assert_eq!(limit.tracked(), MAX_TRACKED);
+        let c: IpAddr = "172.16.0.1".parse().unwrap();
+        let d: IpAddr = "172.16.0.2".parse().unwrap();
+        for ip in [c, d, c] {
+            assert_eq!(limit.failed(ip), None);
+        }
+        assert!(
+            limit.failed(d).is_some(),
+            "c and d share one key: together they reach the limit"
+        );
+        assert_eq!(limit.tracked(), MAX_TRACKED + 2, "one shared key, blocked");
+        let e: IpAddr = "172.16.0.3".parse().unwrap();
+        assert!(
+            limit.blocked(e).is_some(),
+            "an address not tracked waits too"
+        );
+    }
+
+    #[test]
+    fn waits_are_rounded_up_to_whole_seconds() {
+        for (wait, secs) in [
+            (Duration::ZERO, 0),
+            (Duration::from_nanos(1), 1),
+            (Duration::from_millis(999), 1),
+            (Duration::from_secs(1), 1),
+            (Duration::from_millis(1500), 2),
+            (Duration::from_secs(20), 20),
+        ] {
+            assert_eq!(retry_secs(wait), secs, "{wait:?}");
+            assert_eq!(
+                retry_after(wait),
+                HeaderValue::from(secs.max(1)),
+                "{wait:?}"
+            );
+        }
+        let r = too_many("failed logins", Duration::from_millis(1500));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "2");
+    }
 }

@@ -315,6 +315,45 @@ mod tests {
     }
 
     #[test]
+    fn describe_appends_the_scope_to_each_description() {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem, Paths};
+        use utoipa::openapi::{Info, OpenApi};
+        let op = |d: Option<&str>| OperationBuilder::new().description(d).build();
+        let migrate = "/api/v1/stacks/{name}/migrate";
+        let paths = Paths::builder()
+            .path("/api/v1/hosts", PathItem::new(HttpMethod::Get, op(None)))
+            .path(
+                "/api/v1/stacks",
+                PathItem::new(HttpMethod::Post, op(Some(""))),
+            )
+            .path(
+                migrate,
+                PathItem::new(HttpMethod::Post, op(Some("Move it."))),
+            )
+            .build();
+        let mut doc = OpenApi::new(Info::new("t", "1"), paths);
+        describe(&mut doc);
+        for (path, description, scope) in [
+            ("/api/v1/hosts", "Needs a token of scope `read`.", "read"),
+            ("/api/v1/stacks", "Needs a token of scope `admin`.", "admin"),
+            (
+                migrate,
+                "Move it.\n\nNeeds a token of scope `operate`.",
+                "operate",
+            ),
+        ] {
+            let item = &doc.paths.paths[path];
+            let op = item.get.as_ref().or(item.post.as_ref()).unwrap();
+            assert_eq!(op.description.as_deref(), Some(description), "{path}");
+            assert_eq!(
+                serde_json::to_value(&op.security).unwrap(),
+                serde_json::json!([{ "bearer": [scope] }]),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn the_openapi_document_names_each_scope() {
         let doc = crate::api::openapi();
         let deploy = doc.paths.paths["/api/v1/stacks/{name}/deploy"]
