@@ -459,6 +459,11 @@ fn host_name() -> Option<String> {
 }
 
 async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // An agent that cannot enroll and was never enrolled says so and makes nothing.
+    if (args.server.is_none() || args.token.is_none()) && !args.state_dir.join(STATE_FILE).exists()
+    {
+        return Err(not_enrolled(&args));
+    }
     // Keys, stack files and spooled volume data live here.
     super::db::private_dir(&args.state_dir, "the agent's state directory")?;
     let endpoint = Endpoint::resolve(
@@ -653,14 +658,18 @@ fn load_state(dir: &Path) -> anyhow::Result<Option<AgentState>> {
 
 /// Enroll with the server: make a key here, send its request with the token, check the CA
 /// that comes back against the token's fingerprint, and only then keep anything.
+fn not_enrolled(args: &RunArgs) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this agent is not enrolled yet (no {} in {}): run it once with --server URL and \
+         --token TOKEN (from `dockmesh agent token create` on the server)",
+        STATE_FILE,
+        args.state_dir.display()
+    )
+}
+
 async fn enroll_once(args: &RunArgs, name: &str, hello: Hello) -> anyhow::Result<AgentState> {
     let (Some(server), Some(token)) = (&args.server, &args.token) else {
-        anyhow::bail!(
-            "this agent is not enrolled yet (no {} in {}): run it once with --server URL and \
-             --token TOKEN (from `dockmesh agent token create` on the server)",
-            STATE_FILE,
-            args.state_dir.display()
-        );
+        return Err(not_enrolled(args));
     };
     let parsed =
         EnrollmentToken::parse(token).map_err(|e| anyhow::anyhow!("--token: {e}; {}", e.hint()))?;
