@@ -154,7 +154,7 @@ fn an_agent_state_dir_is_made_or_tightened_to_0700() {
     let state = tmp.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Not enrolled and no --server: it stops there, after making its directory private.
+    // Not enrolled and no --server: it stops there, after making its existing directory private.
     let out = dockmesh(
         &["agent", "--state-dir", state.to_str().unwrap()],
         tmp.path(),
@@ -168,5 +168,9 @@ fn an_agent_state_dir_is_made_or_tightened_to_0700() {
         tmp.path(),
     );
     assert!(!out.status.success());
-    assert_eq!(mode(&fresh), 0o700);
+    assert!(stderr(&out).contains("not enrolled"), "{}", stderr(&out));
+    assert!(
+        !fresh.exists(),
+        "an agent that cannot enroll makes no directory"
+    );
 }

@@ -459,9 +459,9 @@ fn host_name() -> Option<String> {
 }
 
 async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
-    // An agent that cannot enroll and was never enrolled says so and makes nothing.
-    if (args.server.is_none() || args.token.is_none()) && !args.state_dir.join(STATE_FILE).exists()
-    {
+    // An agent that cannot enroll and has no state directory says so and makes nothing; an
+    // existing one is made private (or refused) first.
+    if (args.server.is_none() || args.token.is_none()) && !args.state_dir.exists() {
         return Err(not_enrolled(&args));
     }
     // Keys, stack files and spooled volume data live here.
