@@ -71,8 +71,12 @@ impl From<PolicyCheck> for ApiError {
                     .with_hint(r.hint())
                     .with_details(details)
             }
-            c @ PolicyCheck::Unreadable(_) => ApiError::bad_request(c.to_string())
-                .with_hint("fix the compose file; nothing was deployed"),
+            // A compose file that does not load is an invalid stack, answered as a deploy
+            // answers one (the dashboard shows it beside the compose field).
+            c @ PolicyCheck::Unreadable(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_stack", c.to_string())
+                    .with_hint("fix the compose file; nothing was deployed")
+            }
             c @ PolicyCheck::NoInspector => ApiError::internal(c.to_string()).with_hint(
                 "the server is assembled without a compose inspector; nothing was deployed",
             ),

@@ -149,6 +149,12 @@ impl SnapshotCache {
         futures_util::future::join_all(ids.iter().map(|id| self.get(id))).await
     }
 
+    /// Every host's snapshot asked of the host now (for a decision, never served stale).
+    pub async fn all_fresh(&self) -> Vec<Observed> {
+        let ids = self.hosts.ids();
+        futures_util::future::join_all(ids.iter().map(|id| self.fresh(id))).await
+    }
+
     /// `id`'s last snapshot when it may still be served, else one asked of the host (one
     /// call shared by every concurrent reader).
     pub async fn get(&self, id: &HostId) -> Observed {

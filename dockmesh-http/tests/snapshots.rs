@@ -252,4 +252,14 @@ async fn preflight_and_drain_plans_ask_the_engine_even_when_the_cache_is_fresh()
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["code"], "preflight_failed");
     assert!(w.b.snapshot_calls() > before);
+
+    // `?fresh=true` asks every host now: `b` is listed down at once, and asked once more.
+    let before = (w.a.snapshot_calls(), w.b.snapshot_calls());
+    let (s, v) = w.call("GET", "/api/v1/hosts?fresh=true", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v[1]["online"], false, "{v}");
+    assert_eq!(
+        (w.a.snapshot_calls(), w.b.snapshot_calls()),
+        (before.0 + 1, before.1 + 1)
+    );
 }

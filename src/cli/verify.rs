@@ -71,7 +71,8 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 
 async fn gather(c: &Client, args: &VerifyArgs) -> Result<VerifyInput, ClientError> {
     let health: Health = c.get("/api/v1/health").await?;
-    let hosts: Vec<HostView> = c.get("/api/v1/hosts").await?;
+    // A verdict is never drawn from a snapshot the server kept: every host is asked now.
+    let hosts: Vec<HostView> = c.get("/api/v1/hosts?fresh=true").await?;
     let agents: Vec<AgentView> = c.get("/api/v1/agents").await?;
     let stacks: Vec<StackView> = c.get("/api/v1/stacks").await?;
     let audit: VerifyView = c.get("/api/v1/audit/verify").await?;

@@ -82,12 +82,30 @@ fn view(state: &ServerState, o: crate::snapshots::Observed) -> HostView {
 /// (`observed_at`): the server refreshes each host's snapshot in the background and after its
 /// events, and asks a host itself only when its snapshot is missing, stale or older than the
 /// max age (one call per host shared by concurrent requests; a host that does not answer in
-/// time is listed unreachable without delaying the others).
+/// time is listed unreachable without delaying the others). `?fresh=true` asks every host
+/// now instead (for a decision, such as the check after a server upgrade).
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
+    params(HostsQuery),
     responses((status = 200, body = Vec<HostView>)))]
-pub async fn list_hosts(State(state): State<ServerState>) -> Json<Vec<HostView>> {
-    let list = state.snapshots().all().await;
+pub async fn list_hosts(
+    State(state): State<ServerState>,
+    axum::extract::Query(q): axum::extract::Query<HostsQuery>,
+) -> Json<Vec<HostView>> {
+    let list = if q.fresh {
+        state.snapshots().all_fresh().await
+    } else {
+        state.snapshots().all().await
+    };
     Json(list.into_iter().map(|o| view(&state, o)).collect())
+}
+
+/// The hosts list's options.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HostsQuery {
+    /// Ask every host now rather than serve its last snapshot.
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// The host named in a path, or 404.

@@ -147,7 +147,7 @@ async fn recent_events(web: &WebState, hosts: &[HostView]) -> Vec<EventRow> {
 
 /// `GET /hosts`.
 pub async fn list(State(web): State<WebState>, user: User) -> Response {
-    let axum::Json(hosts) = list_hosts(api(&web)).await;
+    let axum::Json(hosts) = list_hosts(api(&web), axum::extract::Query(Default::default())).await;
     let managed = match crate::api::stacks::list_stacks(api(&web)).await {
         Ok(axum::Json(list)) => list.into_iter().map(|s| (s.name, s.host)).collect(),
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
