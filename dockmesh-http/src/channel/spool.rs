@@ -11,7 +11,7 @@
 //! names a byte that is not on disk, and the import never waits for the disk beyond the
 //! writer's bounded queue.
 //!
-//! After a restart, [`recovered`] reads every record back and rebuilds the longest prefix of
+//! After a restart, `recovered` reads every record back and rebuilds the longest prefix of
 //! the plain stream the segments hold: each segment up to where the next one starts, the last
 //! as far as its durable bytes decode (a zstd frame cut short gives the blocks it holds
 //! whole). The import is started again from that prefix (checked and written again by the
