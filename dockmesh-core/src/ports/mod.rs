@@ -1,0 +1,14 @@
+//! The seams of dockmesh: traits that adapters implement and the driver calls.
+//!
+//! Every trait is object safe (`Arc<dyn Store>`, `Arc<dyn HostRuntime>`). The `testing` feature
+//! has an in-memory fake of each and a conformance suite each adapter runs against itself.
+
+mod fleet;
+mod host;
+mod store;
+mod time;
+
+pub use fleet::*;
+pub use host::*;
+pub use store::*;
+pub use time::*;
