@@ -10,7 +10,9 @@
 //! attributes, and linking to it all move its change time). Any other file is read again.
 
 use super::super::manifest::ManifestBuilder;
-use super::{CHUNK, Checked, CheckedKind, Visit, WalkError, at, walk};
+use super::super::policy::{Checked, CheckedKind};
+use super::CHUNK;
+use super::walk::{Visit, WalkError, at, walk};
 use dockmesh_core::manifest::VolumeManifest;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -174,7 +176,7 @@ impl Visit for ManifestWalk<'_> {
                 }
                 None => {
                     let (buf, builder) = (&mut self.buf, &mut self.builder);
-                    super::read_sized(path, size, |file, want| {
+                    super::walk::read_sized(path, size, |file, want| {
                         let n = file.read(&mut buf[..want]).map_err(at(path))?;
                         builder.data(&buf[..n]);
                         Ok(n)
