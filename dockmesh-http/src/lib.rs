@@ -14,8 +14,9 @@
 //! that sends them ([`rollout`]). What hosts report as it happens ([`events`]): each host's
 //! event stream held open, its recent events kept.
 //!
-//! The web dashboard ([`web`]) is served at `/` beside the API: server-rendered pages over the
-//! same handler functions the API answers with.
+//! The server's operations ([`ops`]) hold what each request does; the API's handlers
+//! ([`api`]) and the web dashboard ([`web`], served at `/` beside the API: server-rendered
+//! pages) both call them.
 //!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
 //!
@@ -37,6 +38,7 @@ pub mod host_policy;
 pub mod hosts;
 pub mod limit;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod private;
 pub mod release;
