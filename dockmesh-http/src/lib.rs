@@ -19,6 +19,10 @@
 //!   reversed HTTP/2 channel: `channel::RemoteHost` is a `HostRuntime` over an agent's
 //!   connection.
 //!
+//! Cargo features `server` and `agent` (both default) choose the products: without `server`
+//! there is no [`server`] module, no `channel::{connection, remote}`, and no askama, utoipa,
+//! cookie, governor or tower-http; without `agent` there is no [`agent`] module.
+//!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
 //!
 //! **Architecture Invariant:** `server` and `agent` do not use each other; what both need is in
@@ -30,6 +34,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "agent")]
 pub mod agent;
 pub mod channel;
+#[cfg(feature = "server")]
 pub mod server;

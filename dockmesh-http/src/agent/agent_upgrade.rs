@@ -23,14 +23,13 @@ pub trait AgentUpgrader: Send + Sync + 'static {
     fn offer_release_key(&self, pem: &str) -> Result<(), String>;
 }
 
-/// Where the server offers its release key (`PUT`, the PEM as the body) on each connection.
-pub const RELEASE_KEY_PATH: &str = "/v1/release-key";
+pub use crate::channel::wire::RELEASE_KEY_PATH;
 
-/// The agent's upgrade route (`POST` [`crate::server::rollout::UPGRADE_PATH`]): `202` when the order
+/// The agent's upgrade route (`POST` [`crate::channel::wire::UPGRADE_PATH`]): `202` when the order
 /// is taken, `422` with the [`AgentReport`] when it is refused.
 pub fn upgrade_routes(upgrader: Arc<dyn AgentUpgrader>) -> Router {
     Router::new()
-        .route(crate::server::rollout::UPGRADE_PATH, post(take_order))
+        .route(crate::channel::wire::UPGRADE_PATH, post(take_order))
         .route(RELEASE_KEY_PATH, axum::routing::put(take_key))
         .with_state(upgrader)
 }

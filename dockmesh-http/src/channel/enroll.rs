@@ -2,7 +2,7 @@
 //! exchange of a token for an agent's client certificate.
 //!
 //! A token reads `dme_<secret>_<fingerprint>` (both 64 hex digits): the store keeps only the
-//! SHA-256 of the whole token ([`crate::server::auth::hash_token`]), as a one-time
+//! SHA-256 of the whole token ([`hash_token`]), as a one-time
 //! [`TokenKind::Enrollment`] token with an expiry. The fingerprint is the SHA-256 of the CA's
 //! certificate: an agent checks the server it enrolls with against it before trusting it.
 //!
@@ -14,7 +14,6 @@
 //! [`check_ca`] checks the CA the server returns against the token before anything trusts it.
 
 use crate::channel::pki::{Ca, PkiError};
-use crate::server::auth::hash_token;
 use dockmesh_core::ports::{Store, StoreError};
 use dockmesh_core::protocol::Hello;
 use dockmesh_core::records::{TokenKind, TokenRecord, TokenUse};
@@ -22,7 +21,13 @@ use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::types::AgentId;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::fmt;
+
+/// The hex SHA-256 of a token's secret: what the store keeps (of enrollment and API tokens).
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
 
 /// The prefix of every enrollment token, so a leaked one is recognisable.
 pub const ENROLL_TOKEN_PREFIX: &str = "dme_";
@@ -168,7 +173,8 @@ pub fn new_enrollment_token(
 }
 
 /// What an agent sends to enroll.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
     /// The enrollment token.
     pub token: String,
@@ -176,7 +182,7 @@ pub struct EnrollRequest {
     pub name: String,
     /// What the agent says about itself.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
     pub hello: Option<Hello>,
     /// A PKCS#10 certificate signing request (PEM) for the agent's own key; without one the
     /// server makes the key and returns it.
@@ -185,7 +191,8 @@ pub struct EnrollRequest {
 }
 
 /// What an enrolled agent receives.
-#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Enrolled {
     /// The id the server gave the agent (in its certificate's SAN URI).
     pub agent_id: String,

@@ -25,15 +25,19 @@
 
 pub mod agent_binaries;
 pub mod compress;
+#[cfg(feature = "server")]
 pub mod connection;
 pub mod enroll;
 pub mod pki;
 pub mod private;
+#[cfg(feature = "server")]
 pub mod remote;
 pub mod tls;
 pub mod wire;
 
+#[cfg(feature = "server")]
 pub use connection::{AgentConnection, CallError, ConnectedAgents};
+#[cfg(feature = "server")]
 pub use remote::RemoteHost;
 
 use std::time::Duration;

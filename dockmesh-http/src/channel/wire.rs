@@ -392,6 +392,15 @@ where
         .boxed()
 }
 
+/// Where an agent takes an upgrade order (`POST`, a
+/// [`UpgradeOrder`](dockmesh_core::rollout::UpgradeOrder)): `202` once the binary is checked and
+/// being swapped in, `422` with an [`AgentReport`](dockmesh_core::rollout::AgentReport) when it
+/// is refused.
+pub const UPGRADE_PATH: &str = "/v1/upgrade";
+
+/// Where the server offers its release key (`PUT`, the PEM as the body) on each connection.
+pub const RELEASE_KEY_PATH: &str = "/v1/release-key";
+
 // Renewing an agent's certificate (`crate::server::renew`, `crate::agent::renew`).
 
 /// The agent's answer to `POST /v1/certificate/request`.

@@ -144,7 +144,7 @@ impl AgentRegistry {
 async fn offer_release_key(conn: &AgentConnection, pem: &str) {
     let req = hyper::Request::put(format!(
         "http://agent{}",
-        crate::agent::agent_upgrade::RELEASE_KEY_PATH
+        crate::channel::wire::RELEASE_KEY_PATH
     ))
     .body(axum::body::Body::from(pem.to_owned()))
     .expect("a PUT with a path is a valid request");

@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dockmesh_core::records::{Scope, TokenKind, TokenRecord, TokenUse};
 use jiff::Timestamp;
-use sha2::{Digest, Sha256};
 
 /// The prefix of every API token's secret, so a leaked one is recognisable.
 pub const API_TOKEN_PREFIX: &str = "dmt_";
@@ -20,10 +19,7 @@ pub const API_TOKEN_PREFIX: &str = "dmt_";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String, pub Scope);
 
-/// The hex SHA-256 of a token's secret: what the store keeps.
-pub fn hash_token(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
+pub use crate::channel::enroll::hash_token;
 
 /// A new API token of scope `admin`: its secret (shown once) and the record to store.
 pub fn new_api_token(

@@ -33,9 +33,7 @@ use std::time::Duration;
 /// The lease that lets one server process drive the rollout.
 pub const ROLLOUT_LEASE: &str = "rollout";
 
-/// Where an agent takes an upgrade order (`POST`, an [`UpgradeOrder`]): `202` once the binary
-/// is checked and being swapped in, `422` with an [`AgentReport`] when it is refused.
-pub const UPGRADE_PATH: &str = "/v1/upgrade";
+pub use crate::channel::wire::UPGRADE_PATH;
 
 /// How long an agent may take to download and check a binary before answering an order.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
