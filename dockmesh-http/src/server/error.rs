@@ -1,0 +1,179 @@
+//! The API's errors: one JSON shape, `{"error": "...", "code": "...", "hint": "..."}`, with the
+//! status that fits, and the JSON body extractor whose rejections use it.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dockmesh_core::migration::DriveError;
+use dockmesh_core::ports::{RuntimeError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in one sentence.
+    pub error: String,
+    /// A stable, machine-readable code (`bad_request`, `unauthorized`, `not_found`,
+    /// `conflict`, `preflight_failed`, `payload_too_large`, `unavailable`, `host_error`,
+    /// `forbidden` (a token of too little scope), `host_policy` (refused by a host's policy),
+    /// `internal`).
+    pub code: String,
+    /// What to do next, when there is advice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Details: the pre-flight report of a refused migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// An error an API handler returns.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                code: code.to_owned(),
+                hint: None,
+                details: None,
+            },
+        }
+    }
+
+    /// 400: the request is malformed; the message names the field.
+    pub fn bad_request(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", error)
+    }
+
+    /// 404.
+    pub fn not_found(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", error)
+    }
+
+    /// 409: the request conflicts with what is in progress.
+    pub fn conflict(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", error)
+    }
+
+    /// 503: the server is not ready or shutting down.
+    pub fn unavailable(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error)
+    }
+
+    /// 500.
+    pub fn internal(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error)
+    }
+
+    /// Add advice.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.body.hint = Some(hint.into());
+        self
+    }
+
+    /// Add details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.body.details = Some(details);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        crate::server::ops::OpError::from(e).into()
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        crate::server::ops::OpError::from(e).into()
+    }
+}
+
+impl From<DriveError> for ApiError {
+    fn from(e: DriveError) -> Self {
+        crate::server::ops::OpError::from(e).into()
+    }
+}
+
+/// A JSON body whose rejections are [`ApiError`]s: 400 naming what is wrong (a missing field,
+/// a wrong type, malformed JSON), 415 without a JSON content type, 413 over the body limit.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    _ => "bad_request",
+                };
+                let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                    // A body that parses as JSON but not as this request: still a bad request.
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                };
+                Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockmesh_core::ports::RuntimeErrorKind;
+
+    #[test]
+    fn store_conflicts_are_409_and_outages_503() {
+        let e: ApiError = StoreError::Conflict {
+            what: "migration x is active".into(),
+        }
+        .into();
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.body.code, "conflict");
+        let e: ApiError = StoreError::NotFound { what: "m".into() }.into();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn host_errors_map_by_kind() {
+        for (kind, status) in [
+            (RuntimeErrorKind::InvalidStack, StatusCode::BAD_REQUEST),
+            (RuntimeErrorKind::NotFound, StatusCode::NOT_FOUND),
+            (RuntimeErrorKind::Conflict, StatusCode::CONFLICT),
+            (RuntimeErrorKind::Unreachable, StatusCode::BAD_GATEWAY),
+        ] {
+            let e: ApiError = RuntimeError::new(kind, "x").into();
+            assert_eq!(e.status, status, "{kind:?}");
+        }
+    }
+}
