@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, TokenStore};
 use dockmesh_core::records::{TokenKind, TokenRecord};
 use dockmesh_core::testing::{FixedClock, MemStore, SeqIds};
 use dockmesh_http::channel::enroll::new_enrollment_token;

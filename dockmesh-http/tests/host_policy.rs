@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
 use dockmesh_core::host_policy::{self, BindSource, ComposeInspector, ServicePrivileges};
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, MigrationLog, StackStore, TokenStore};
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;
 use dockmesh_http::server::host_policy::HostPolicies;

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
-use dockmesh_core::ports::{Clock, HostEvent, Store};
+use dockmesh_core::ports::{Clock, HostEvent, TokenStore};
 use dockmesh_core::testing::{FakeHost, FixedClock, MemStore, SeqIds};
 use dockmesh_http::server::snapshots::SnapshotSettings;
 use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};

@@ -17,7 +17,7 @@
 
 use dockmesh_core::HostId;
 use dockmesh_core::audit::{AuditEvent, MIGRATION_START};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::{AuditLog, StackStore};
 use dockmesh_core::records::{DeployRecord, StackRecord};
 use dockmesh_sqlx::{DbTarget, RestoreOptions, SqlStore};
 use jiff::Timestamp;

@@ -5,7 +5,7 @@
 mod common;
 
 use dockmesh_core::audit::{AuditEvent, MIGRATION_START};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::AuditLog;
 use dockmesh_sqlx::{AUDIT_KEY_FILE_NAME, DbTarget, OpenOptions, SqlStore};
 use jiff::Timestamp;
 use std::path::Path;

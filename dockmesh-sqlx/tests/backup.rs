@@ -6,7 +6,10 @@ mod common;
 use dockmesh_core::audit::{AuditEntry, AuditEvent, AuditQuery, MIGRATION_START, STACK_DEPLOY};
 use dockmesh_core::drain::{DrainEntry, DrainPlan, DrainRecord};
 use dockmesh_core::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec, StoredMigration};
-use dockmesh_core::ports::{DeployEntry, MAX_PAGE, MigrationQuery, PageQuery, Store};
+use dockmesh_core::ports::{
+    AgentStore, AuditLog, DeployEntry, DrainStore, LeaseStore, MAX_PAGE, MigrationLog,
+    MigrationQuery, PageQuery, RolloutStore, StackStore, TokenStore,
+};
 use dockmesh_core::records::{DeployRecord, StackRecord, TokenKind, TokenRecord};
 use dockmesh_core::release::{ReleaseOutcome, ReleaseRecord};
 use dockmesh_core::rollout::{

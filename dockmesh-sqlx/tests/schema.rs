@@ -4,7 +4,7 @@
 mod common;
 
 use dockmesh_core::audit::{AuditQuery, SERVER_SCHEMA_MIGRATE};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::{AuditLog, MigrationLog, TokenStore};
 use dockmesh_core::records::{Scope, TokenUse};
 use dockmesh_sqlx::{Backend, DbTarget, SchemaStatus, SqlStore, SqlStoreError};
 use sqlx::Connection;

@@ -11,7 +11,10 @@ use dockmesh_core::migration::{
     DEFAULT_RETENTION, Driver, Migration, MigrationRequest, Phase, StoredMigration,
 };
 use dockmesh_core::migration::{DriveError, MigrationEvent};
-use dockmesh_core::ports::{Clock, LeaseClaim, MigrationQuery, Store, migration_lease};
+use dockmesh_core::ports::{
+    AuditLog, Clock, LeaseClaim, LeaseStore, MigrationLog, MigrationQuery, StackStore, TokenStore,
+    migration_lease,
+};
 use dockmesh_core::records::{StackRecord, TokenKind, TokenRecord, TokenUse};
 use dockmesh_core::testing::{FakeFleet, FakeHost, FixedClock, SeqIds};
 use dockmesh_core::{HostId, StackFiles};

@@ -2,7 +2,7 @@
 //! preflight and apply tests; included by path, so it carries no other test support).
 
 use dockmesh_core::audit::{AuditEntry, AuditQuery, ChainVerification, SERVER_BACKUP};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::AuditLog;
 use dockmesh_sqlx::{DbTarget, SqlStore};
 use std::path::Path;
 

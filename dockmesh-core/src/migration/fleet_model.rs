@@ -4,7 +4,7 @@
 //! is refused exactly when the reference rule says a later migration moved the stack on.
 
 use super::*;
-use crate::ports::{Clock, MigrationQuery, Store, migration_lease};
+use crate::ports::{Clock, MigrationLog, MigrationQuery, StackStore, migration_lease};
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};
 use crate::types::{HostId, MigrationId, StackFiles};

@@ -3,7 +3,7 @@
 //! runs against fake hosts and must agree with the model while the invariants hold.
 
 use super::*;
-use crate::ports::{Clock, Store};
+use crate::ports::{Clock, MigrationLog, StackStore};
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};
 use crate::types::{HostId, MigrationId, StackFiles};

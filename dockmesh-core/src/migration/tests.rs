@@ -3,8 +3,8 @@
 use super::*;
 use crate::audit::{self, AuditQuery};
 use crate::ports::{
-    Clock, HostRuntime, Lease, MigrationQuery, Store, StoreError, StreamCoding, VolumeTarget,
-    migration_lease,
+    AuditLog, Clock, HostRuntime, Lease, MigrationLog, MigrationQuery, StackStore, StoreError,
+    StreamCoding, VolumeTarget, migration_lease,
 };
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};

@@ -1,4 +1,6 @@
-//! The persistent state of a dockmesh server: [`Store`] and the types its methods take.
+//! The persistent state of a dockmesh server: the focused store traits ([`AgentStore`],
+//! [`TokenStore`], [`StackStore`], [`MigrationLog`], [`DrainStore`], [`RolloutStore`],
+//! [`AuditLog`], [`LeaseStore`]), [`Store`] that is all of them, and the types their methods take.
 
 use crate::audit::{AuditEntry, AuditEvent, AuditQuery, ChainVerification};
 use crate::drain::DrainRecord;
@@ -71,10 +73,9 @@ impl StoreError {
     }
 }
 
-/// The persistent state of a dockmesh server.
+/// The agents (hosts) enrolled with the server.
 #[async_trait]
-pub trait Store: Send + Sync {
-    // --- agents / hosts ---
+pub trait AgentStore: Send + Sync {
     /// Insert or replace an agent record.
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// One agent.
@@ -83,18 +84,26 @@ pub trait Store: Send + Sync {
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Remove an agent. Removing an unknown agent is not an error.
     async fn delete_agent(&self, id: &AgentId) -> Result<(), StoreError>;
+}
 
-    // --- tokens ---
+/// API and enrollment tokens, stored by hash.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Store a new token (by hash). A duplicate hash is a conflict.
     async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// One token record, by hash.
+    async fn get_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Present a token: checks expiry and, atomically, spends a one-time token.
     async fn use_token(&self, hash: &str, now: Timestamp) -> Result<TokenUse, StoreError>;
     /// Every token record, ordered by creation time.
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Remove a token. Removing an unknown token is not an error.
     async fn delete_token(&self, hash: &str) -> Result<(), StoreError>;
+}
 
-    // --- stacks ---
+/// Stacks, their deploy history and their releases.
+#[async_trait]
+pub trait StackStore: Send + Sync {
     /// Insert or replace a stack and, in the same transaction, append `deploy` to its deploy
     /// history: both are written or neither.
     async fn put_stack(
@@ -115,7 +124,6 @@ pub trait Store: Send + Sync {
         page: &PageQuery,
     ) -> Result<Vec<DeployEntry>, StoreError>;
 
-    // --- releases ---
     /// Record a release of a stack and, in the same transaction, the stack as it is now and
     /// its deploy history entry: all are written or none. The release's `rev` must be one more
     /// than the stack's newest release (1 for its first): anything else is a
@@ -126,10 +134,13 @@ pub trait Store: Send + Sync {
         stack: &StackRecord,
         deploy: Option<&DeployRecord>,
     ) -> Result<(), StoreError>;
-    /// Every release of a stack, newest first. [`Store::delete_stack`] removes them too.
+    /// Every release of a stack, newest first. [`StackStore::delete_stack`] removes them too.
     async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError>;
+}
 
-    // --- migrations ---
+/// The migrations and their event logs.
+#[async_trait]
+pub trait MigrationLog: Send + Sync {
     /// Record a new migration and, in the same transaction, its audit entry. A conflict when
     /// the stack already has an active migration or the id exists; nothing is written then.
     async fn create_migration(
@@ -160,8 +171,11 @@ pub trait Store: Send + Sync {
         &self,
         query: &MigrationQuery,
     ) -> Result<Vec<StoredMigration>, StoreError>;
+}
 
-    // --- drains ---
+/// Host drains and cordons.
+#[async_trait]
+pub trait DrainStore: Send + Sync {
     /// Insert or replace a drain.
     async fn put_drain(&self, drain: &DrainRecord) -> Result<(), StoreError>;
     /// One drain.
@@ -169,29 +183,37 @@ pub trait Store: Send + Sync {
     /// Every drain, newest first.
     async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError>;
 
-    // --- cordons ---
     /// Cordon a host (replacing an earlier cordon of it).
     async fn put_cordon(&self, cordon: &CordonRecord) -> Result<(), StoreError>;
     /// Lift a host's cordon; lifting a missing one is not an error.
     async fn delete_cordon(&self, host: &HostId) -> Result<(), StoreError>;
     /// Every cordon, by host id.
     async fn list_cordons(&self) -> Result<Vec<CordonRecord>, StoreError>;
+}
 
-    // --- rollout ---
+/// The agent upgrade policy and its evaluator state.
+#[async_trait]
+pub trait RolloutStore: Send + Sync {
     /// The agent upgrade policy and evaluator state (the defaults when never set).
     async fn get_rollout(&self) -> Result<RolloutRecord, StoreError>;
     /// Replace the policy and evaluator state.
     async fn put_rollout(&self, record: &RolloutRecord) -> Result<(), StoreError>;
+}
 
-    // --- audit ---
+/// The hash-chained audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
     /// Append an event to the hash-chained audit log; returns the stored entry.
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError>;
     /// Query the audit log, newest first.
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
     /// Walk the whole chain and report the first broken link.
     async fn verify_audit(&self) -> Result<ChainVerification, StoreError>;
+}
 
-    // --- leases ---
+/// Leases with fencing tokens: who drives a migration, a drain or a stack change.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Take or renew the lease `name` for `owner` for `ttl`, measured on the store's own clock
     /// (the database's, not the caller's). Granted when the lease is free, already held by
     /// `owner`, or held by another owner and expired. Each new holder gets a fencing token
@@ -205,6 +227,34 @@ pub trait Store: Send + Sync {
     /// Give a lease up (it expires now; its token is kept so the next holder's is greater).
     /// Only its holder can release it; anything else is a no-op.
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// The persistent state of a dockmesh server: every focused store trait at once, for whoever
+/// needs all of them (`Arc<dyn Store>`). Implemented for every type that implements them all;
+/// a caller that needs less asks for less (`&dyn MigrationLog`, `&dyn LeaseStore`).
+pub trait Store:
+    AgentStore
+    + TokenStore
+    + StackStore
+    + MigrationLog
+    + DrainStore
+    + RolloutStore
+    + AuditLog
+    + LeaseStore
+{
+}
+
+impl<T> Store for T where
+    T: AgentStore
+        + TokenStore
+        + StackStore
+        + MigrationLog
+        + DrainStore
+        + RolloutStore
+        + AuditLog
+        + LeaseStore
+        + ?Sized
+{
 }
 
 /// The largest page any list of the store returns.
@@ -274,7 +324,7 @@ impl Lease {
     }
 }
 
-/// The outcome of [`Store::claim_lease`].
+/// The outcome of [`LeaseStore::claim_lease`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum LeaseClaim {
@@ -313,18 +363,4 @@ pub fn drain_lease(id: uuid::Uuid) -> String {
 /// that the check of the stack's other migrations and the write are one step.
 pub fn stack_lease(stack: &str) -> String {
     format!("stack:{stack}")
-}
-
-/// A place audit events go to.
-#[async_trait]
-pub trait AuditSink: Send + Sync {
-    /// Record one event.
-    async fn record(&self, event: AuditEvent) -> Result<(), StoreError>;
-}
-
-#[async_trait]
-impl<S: Store + ?Sized> AuditSink for S {
-    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        self.append_audit(&event).await.map(|_| ())
-    }
 }

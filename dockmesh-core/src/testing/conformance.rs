@@ -2,7 +2,11 @@
 
 mod store;
 
-pub use store::store_conformance;
+pub use store::{
+    agent_store_conformance, audit_log_conformance, drain_store_conformance,
+    lease_store_conformance, migration_log_conformance, rollout_store_conformance,
+    stack_store_conformance, store_conformance, token_store_conformance,
+};
 
 use crate::ports::{HostRuntime, VolumeTarget, no_progress};
 use crate::types::StackFiles;

@@ -341,7 +341,7 @@ pub async fn check_request(
     // The token's state first (read only; spending it in `enroll` is what counts), so that a
     // spent or expired token is named as such rather than as a name conflict of its own agent.
     let hash = hash_token(&token.to_string());
-    match store.list_tokens().await?.iter().find(|t| t.hash == hash) {
+    match store.get_token(&hash).await?.as_ref() {
         None => return Err(EnrollError::Unknown),
         Some(t) if t.kind != TokenKind::Enrollment => return Err(EnrollError::Unknown),
         Some(t) if t.used_at.is_some() => return Err(EnrollError::AlreadyUsed),

@@ -135,12 +135,10 @@ pub async fn authenticate(state: &ServerState, secret: &str) -> Result<Actor, To
 /// so a one-time token of another kind is never spent here.
 pub async fn authenticate_hash(state: &ServerState, hash: &str) -> Result<Actor, TokenRefusal> {
     let now = state.clock().now();
-    match state.store().list_tokens().await {
-        Ok(tokens) => match tokens.iter().find(|t| t.hash == hash) {
-            None => return Err(TokenRefusal::Unknown),
-            Some(t) if t.kind != TokenKind::Api => return Err(TokenRefusal::NotApi),
-            Some(_) => {}
-        },
+    match state.store().get_token(hash).await {
+        Ok(None) => return Err(TokenRefusal::Unknown),
+        Ok(Some(t)) if t.kind != TokenKind::Api => return Err(TokenRefusal::NotApi),
+        Ok(Some(_)) => {}
         Err(e) => return Err(TokenRefusal::Store(ApiError::from(e))),
     }
     match state.store().use_token(hash, now).await {

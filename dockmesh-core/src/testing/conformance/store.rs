@@ -1,9 +1,13 @@
-//! The conformance suite of the [`Store`] port.
+//! The conformance suites of the store ports: one per focused trait, and [`store_conformance`]
+//! running them all.
 
 use crate::audit::{AuditEvent, AuditQuery, MIGRATION_START, STACK_DEPLOY};
 use crate::drain::{DrainPlan, DrainRecord, DrainState};
 use crate::migration::{DEFAULT_RETENTION, MigrationEvent, MigrationSpec};
-use crate::ports::{Fence, LeaseClaim, MAX_PAGE, MigrationQuery, PageQuery, Store, StoreError};
+use crate::ports::{
+    AgentStore, AuditLog, DrainStore, Fence, LeaseClaim, LeaseStore, MAX_PAGE, MigrationLog,
+    MigrationQuery, PageQuery, RolloutStore, StackStore, Store, StoreError, TokenStore,
+};
 use crate::records::{
     CordonRecord, DeployRecord, Scope, StackRecord, TokenKind, TokenRecord, TokenUse,
 };
@@ -16,21 +20,68 @@ fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).expect("valid timestamp")
 }
 
-/// Check every promise of the [`Store`] port. `store` must be empty.
+/// Check every promise of the [`Store`] port: each focused trait's suite in turn. `store`
+/// must be empty.
 pub async fn store_conformance(store: &dyn Store) {
+    agent_store_conformance(store).await;
+    token_store_conformance(store).await;
+    stack_store_conformance(store).await;
+    migration_log_conformance(store).await;
+    drain_store_conformance(store).await;
+    rollout_store_conformance(store).await;
+    audit_log_conformance(store).await;
+    lease_store_conformance(store).await;
+}
+
+/// Check every promise of [`AgentStore`]. `store` must hold no agent.
+pub async fn agent_store_conformance(store: &dyn AgentStore) {
     agents(store).await;
+}
+
+/// Check every promise of [`TokenStore`]. `store` must hold no token.
+pub async fn token_store_conformance(store: &dyn TokenStore) {
     tokens(store).await;
+}
+
+/// Check every promise of [`StackStore`]: stacks, deploy history, releases. `store` must hold
+/// no stack.
+pub async fn stack_store_conformance(store: &dyn StackStore) {
     stacks(store).await;
     releases(store).await;
+}
+
+/// Check every promise of [`MigrationLog`]. Its writes are fenced by leases and carry audit
+/// entries in the same transaction, so the store is also a [`LeaseStore`] and an [`AuditLog`].
+/// `store` must hold no migration.
+pub async fn migration_log_conformance<S>(store: &S)
+where
+    S: MigrationLog + LeaseStore + AuditLog + ?Sized,
+{
     migrations(store).await;
+}
+
+/// Check every promise of [`DrainStore`]: drains and cordons. `store` must hold neither.
+pub async fn drain_store_conformance(store: &dyn DrainStore) {
     drains(store).await;
     cordons(store).await;
+}
+
+/// Check every promise of [`RolloutStore`]. `store` must never have had a policy set.
+pub async fn rollout_store_conformance(store: &dyn RolloutStore) {
     rollout(store).await;
+}
+
+/// Check every promise of [`AuditLog`] (entries already in the log are allowed).
+pub async fn audit_log_conformance(store: &dyn AuditLog) {
     audit(store).await;
+}
+
+/// Check every promise of [`LeaseStore`]. `store` must hold no lease.
+pub async fn lease_store_conformance(store: &dyn LeaseStore) {
     leases(store).await;
 }
 
-async fn agents(store: &dyn Store) {
+async fn agents(store: &dyn AgentStore) {
     assert!(
         store.list_agents().await.unwrap().is_empty(),
         "store must start empty"
@@ -81,7 +132,7 @@ async fn agents(store: &dyn Store) {
     );
 }
 
-async fn tokens(store: &dyn Store) {
+async fn tokens(store: &dyn TokenStore) {
     let tok = |hash: &str, one_time: bool, expires: Option<Timestamp>, created: i64| TokenRecord {
         hash: hash.into(),
         kind: TokenKind::Enrollment,
@@ -109,6 +160,21 @@ async fn tokens(store: &dyn Store) {
         "a duplicate token hash is a conflict"
     );
     assert_eq!(
+        store.get_token("h2").await.unwrap(),
+        Some(tok("h2", false, None, 2)),
+        "a token is read back by its hash as it was stored"
+    );
+    assert_eq!(store.get_token("nope").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_token("h1")
+            .await
+            .unwrap()
+            .and_then(|t| t.expires_at),
+        Some(t(100)),
+        "the first of two puts with one hash is kept"
+    );
+    assert_eq!(
         store.use_token("nope", t(5)).await.unwrap(),
         TokenUse::Unknown
     );
@@ -120,6 +186,11 @@ async fn tokens(store: &dyn Store) {
         store.use_token("h1", t(6)).await.unwrap(),
         TokenUse::AlreadyUsed,
         "a one-time token works once"
+    );
+    assert_eq!(
+        store.get_token("h1").await.unwrap().and_then(|t| t.used_at),
+        Some(t(5)),
+        "reading a token shows when it was spent"
     );
     for _ in 0..2 {
         assert!(matches!(
@@ -144,6 +215,7 @@ async fn tokens(store: &dyn Store) {
         store.use_token("h2", t(8)).await.unwrap(),
         TokenUse::Unknown
     );
+    assert_eq!(store.get_token("h2").await.unwrap(), None, "deleted");
     // Each API token keeps its scope.
     for (hash, scope) in [
         ("s1", Scope::Read),
@@ -161,11 +233,17 @@ async fn tokens(store: &dyn Store) {
         let listed = store.list_tokens().await.unwrap();
         let found = listed.iter().find(|t| t.hash == hash).expect("listed");
         assert_eq!(found.scope, scope, "{hash} listed with its scope");
+        let read = store.get_token(hash).await.unwrap().expect("read back");
+        assert_eq!(
+            (read.kind, read.scope),
+            (TokenKind::Api, scope),
+            "{hash} read with its kind and scope"
+        );
         store.delete_token(hash).await.unwrap();
     }
 }
 
-async fn stacks(store: &dyn Store) {
+async fn stacks(store: &dyn StackStore) {
     let s = StackRecord {
         name: "web".into(),
         compose: "services:\n  app:\n    image: x\n".into(),
@@ -272,7 +350,7 @@ async fn stacks(store: &dyn Store) {
     );
 }
 
-async fn releases(store: &dyn Store) {
+async fn releases(store: &dyn StackStore) {
     let stack = |compose: &str| StackRecord {
         name: "shop".into(),
         compose: compose.into(),
@@ -376,11 +454,11 @@ fn spec(n: u128, stack: &str, at: i64) -> MigrationSpec {
     }
 }
 
-async fn audit_count(store: &dyn Store) -> u64 {
+async fn audit_count<S: AuditLog + ?Sized>(store: &S) -> u64 {
     store.verify_audit().await.unwrap().entries_checked
 }
 
-async fn fence(store: &dyn Store, id: MigrationId) -> Fence {
+async fn fence<S: LeaseStore + ?Sized>(store: &S, id: MigrationId) -> Fence {
     let name = crate::ports::migration_lease(id);
     match store
         .claim_lease(&name, "conformance", SignedDuration::from_hours(1))
@@ -400,7 +478,10 @@ fn active(stack: Option<&str>) -> MigrationQuery {
     }
 }
 
-async fn migrations(store: &dyn Store) {
+async fn migrations<S>(store: &S)
+where
+    S: MigrationLog + LeaseStore + AuditLog + ?Sized,
+{
     let m1 = spec(1, "shop", 1);
     let audits = audit_count(store).await;
     let start = AuditEvent::new(t(1), "alice", MIGRATION_START, "shop");
@@ -675,7 +756,7 @@ async fn migrations(store: &dyn Store) {
     );
 }
 
-async fn drains(store: &dyn Store) {
+async fn drains(store: &dyn DrainStore) {
     let d = |n: u128, at: i64| DrainRecord {
         id: uuid::Uuid::from_u128(n),
         created_at: t(at),
@@ -712,7 +793,7 @@ async fn drains(store: &dyn Store) {
     );
 }
 
-async fn cordons(store: &dyn Store) {
+async fn cordons(store: &dyn DrainStore) {
     assert!(store.list_cordons().await.unwrap().is_empty());
     let c = |h: &str, at: i64| CordonRecord {
         host: HostId::from(h),
@@ -732,7 +813,7 @@ async fn cordons(store: &dyn Store) {
     assert_eq!(store.list_cordons().await.unwrap(), vec![c("h2", 1)]);
 }
 
-async fn rollout(store: &dyn Store) {
+async fn rollout(store: &dyn RolloutStore) {
     assert_eq!(
         store.get_rollout().await.unwrap(),
         RolloutRecord::default(),
@@ -748,7 +829,7 @@ async fn rollout(store: &dyn Store) {
     assert_eq!(store.get_rollout().await.unwrap(), r, "rollout round trip");
 }
 
-async fn audit(store: &dyn Store) {
+async fn audit(store: &dyn AuditLog) {
     let base = store
         .query_audit(&AuditQuery {
             limit: 1000,
@@ -827,7 +908,7 @@ async fn audit(store: &dyn Store) {
     assert_eq!(v.entries_checked, base + 7);
 }
 
-async fn leases(store: &dyn Store) {
+async fn leases(store: &dyn LeaseStore) {
     let hour = SignedDuration::from_hours(1);
     let claim = |name: &'static str, owner: &'static str, ttl: SignedDuration| async move {
         store.claim_lease(name, owner, ttl).await.unwrap()

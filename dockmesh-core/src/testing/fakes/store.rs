@@ -1,11 +1,12 @@
-//! The in-memory [`Store`].
+//! The in-memory [`Store`](crate::ports::Store).
 
 use super::{FixedClock, lock};
 use crate::audit::{AuditEntry, AuditEvent, AuditQuery, ChainVerification, verify_chain};
 use crate::drain::DrainRecord;
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::ports::{
-    Clock, DeployEntry, Fence, Lease, LeaseClaim, MigrationQuery, PageQuery, Store, StoreError,
+    AgentStore, AuditLog, Clock, DeployEntry, DrainStore, Fence, Lease, LeaseClaim, LeaseStore,
+    MigrationLog, MigrationQuery, PageQuery, RolloutStore, StackStore, StoreError, TokenStore,
     page_size,
 };
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
@@ -32,7 +33,7 @@ struct MemInner {
     leases: HashMap<String, Lease>,
 }
 
-/// An in-memory [`Store`]. Its leases expire on its own clock, as a database's do on the
+/// An in-memory [`Store`](crate::ports::Store). Its leases expire on its own clock, as a database's do on the
 /// database's clock.
 pub struct MemStore {
     inner: Mutex<MemInner>,
@@ -79,24 +80,30 @@ fn mem_append_audit(g: &mut MemInner, event: &AuditEvent) -> AuditEntry {
 }
 
 #[async_trait]
-impl Store for MemStore {
+impl AgentStore for MemStore {
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         lock(&self.inner)
             .agents
             .insert(agent.id.clone(), agent.clone());
         Ok(())
     }
+
     async fn get_agent(&self, id: &AgentId) -> Result<Option<AgentRecord>, StoreError> {
         Ok(lock(&self.inner).agents.get(id).cloned())
     }
+
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         Ok(lock(&self.inner).agents.values().cloned().collect())
     }
+
     async fn delete_agent(&self, id: &AgentId) -> Result<(), StoreError> {
         lock(&self.inner).agents.remove(id);
         Ok(())
     }
+}
 
+#[async_trait]
+impl TokenStore for MemStore {
     async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let mut g = lock(&self.inner);
         if g.tokens.contains_key(&token.hash) {
@@ -107,6 +114,11 @@ impl Store for MemStore {
         g.tokens.insert(token.hash.clone(), token.clone());
         Ok(())
     }
+
+    async fn get_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(lock(&self.inner).tokens.get(hash).cloned())
+    }
+
     async fn use_token(&self, hash: &str, now: Timestamp) -> Result<TokenUse, StoreError> {
         let mut g = lock(&self.inner);
         let Some(t) = g.tokens.get_mut(hash) else {
@@ -123,16 +135,21 @@ impl Store for MemStore {
         }
         Ok(TokenUse::Accepted { token: t.clone() })
     }
+
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let mut v: Vec<_> = lock(&self.inner).tokens.values().cloned().collect();
         v.sort_by(|a, b| (a.created_at, &a.hash).cmp(&(b.created_at, &b.hash)));
         Ok(v)
     }
+
     async fn delete_token(&self, hash: &str) -> Result<(), StoreError> {
         lock(&self.inner).tokens.remove(hash);
         Ok(())
     }
+}
 
+#[async_trait]
+impl StackStore for MemStore {
     async fn put_stack(
         &self,
         stack: &StackRecord,
@@ -149,12 +166,15 @@ impl Store for MemStore {
         }
         Ok(())
     }
+
     async fn get_stack(&self, name: &str) -> Result<Option<StackRecord>, StoreError> {
         Ok(lock(&self.inner).stacks.get(name).cloned())
     }
+
     async fn list_stacks(&self) -> Result<Vec<StackRecord>, StoreError> {
         Ok(lock(&self.inner).stacks.values().cloned().collect())
     }
+
     async fn delete_stack(&self, name: &str) -> Result<(), StoreError> {
         let mut g = lock(&self.inner);
         g.stacks.remove(name);
@@ -162,6 +182,7 @@ impl Store for MemStore {
         g.releases.retain(|r| r.stack != name);
         Ok(())
     }
+
     async fn deploy_history(
         &self,
         stack: &str,
@@ -212,6 +233,7 @@ impl Store for MemStore {
         }
         Ok(())
     }
+
     async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
         let g = lock(&self.inner);
         let mut v: Vec<ReleaseRecord> = g
@@ -223,7 +245,10 @@ impl Store for MemStore {
         v.sort_by_key(|r| std::cmp::Reverse(r.rev));
         Ok(v)
     }
+}
 
+#[async_trait]
+impl MigrationLog for MemStore {
     async fn create_migration(
         &self,
         spec: &MigrationSpec,
@@ -262,6 +287,7 @@ impl Store for MemStore {
         }
         Ok(())
     }
+
     async fn append_migration_event(
         &self,
         id: MigrationId,
@@ -316,12 +342,14 @@ impl Store for MemStore {
         }
         Ok(())
     }
+
     async fn load_migration(&self, id: MigrationId) -> Result<Option<StoredMigration>, StoreError> {
         Ok(lock(&self.inner)
             .migrations
             .get(&id)
             .map(|(m, _)| m.clone()))
     }
+
     async fn list_migrations(
         &self,
         query: &MigrationQuery,
@@ -346,14 +374,19 @@ impl Store for MemStore {
         v.truncate(page_size(query.limit) as usize);
         Ok(v)
     }
+}
 
+#[async_trait]
+impl DrainStore for MemStore {
     async fn put_drain(&self, drain: &DrainRecord) -> Result<(), StoreError> {
         lock(&self.inner).drains.insert(drain.id, drain.clone());
         Ok(())
     }
+
     async fn get_drain(&self, id: uuid::Uuid) -> Result<Option<DrainRecord>, StoreError> {
         Ok(lock(&self.inner).drains.get(&id).cloned())
     }
+
     async fn list_drains(&self) -> Result<Vec<DrainRecord>, StoreError> {
         let mut v: Vec<_> = lock(&self.inner).drains.values().cloned().collect();
         v.sort_by_key(|d| std::cmp::Reverse((d.created_at, d.id)));
@@ -366,24 +399,35 @@ impl Store for MemStore {
             .insert(cordon.host.clone(), cordon.clone());
         Ok(())
     }
+
     async fn delete_cordon(&self, host: &HostId) -> Result<(), StoreError> {
         lock(&self.inner).cordons.remove(host);
         Ok(())
     }
+
     async fn list_cordons(&self) -> Result<Vec<CordonRecord>, StoreError> {
         Ok(lock(&self.inner).cordons.values().cloned().collect())
     }
+}
+
+#[async_trait]
+impl RolloutStore for MemStore {
     async fn get_rollout(&self) -> Result<RolloutRecord, StoreError> {
         Ok(lock(&self.inner).rollout.clone().unwrap_or_default())
     }
+
     async fn put_rollout(&self, record: &RolloutRecord) -> Result<(), StoreError> {
         lock(&self.inner).rollout = Some(record.clone());
         Ok(())
     }
+}
 
+#[async_trait]
+impl AuditLog for MemStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError> {
         Ok(mem_append_audit(&mut lock(&self.inner), event))
     }
+
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         let g = lock(&self.inner);
         Ok(g.audit
@@ -394,10 +438,14 @@ impl Store for MemStore {
             .cloned()
             .collect())
     }
+
     async fn verify_audit(&self) -> Result<ChainVerification, StoreError> {
         Ok(verify_chain(&lock(&self.inner).audit))
     }
+}
 
+#[async_trait]
+impl LeaseStore for MemStore {
     async fn claim_lease(
         &self,
         name: &str,
@@ -429,6 +477,7 @@ impl Store for MemStore {
         g.leases.insert(name.to_owned(), lease.clone());
         Ok(LeaseClaim::Granted(lease))
     }
+
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut g = lock(&self.inner);
