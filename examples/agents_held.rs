@@ -16,8 +16,9 @@ use dockmesh_core::ports::Store;
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::types::AgentId;
-use dockmesh_http::channel::{AgentConnector, ChannelOptions, agent_router};
-use dockmesh_http::pki::{Ca, SERVER_NAME, der_of_pem};
+use dockmesh_http::agent::{AgentConnector, agent_router};
+use dockmesh_http::channel::ChannelOptions;
+use dockmesh_http::channel::pki::{Ca, SERVER_NAME, der_of_pem};
 use dockmesh_sqlx::{DbTarget, OpenOptions, SqlStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, ServerName};
@@ -99,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Enroll N agents: records in the store, certificates from the CA.
     let t = Instant::now();
     let ca = Ca::load_or_create(&data.join("ca"))?;
-    let (key_pem, csr_pem) = dockmesh_http::pki::new_key_and_csr()?;
+    let (key_pem, csr_pem) = dockmesh_http::channel::pki::new_key_and_csr()?;
     let (store, _) = SqlStore::open_with(
         &DbTarget::sqlite_in(&data),
         &OpenOptions::in_data_dir(&data),

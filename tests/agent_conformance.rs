@@ -6,11 +6,10 @@ use dockmesh_core::ports::HostRuntime;
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
 use dockmesh_core::testing::{RuntimeFixture, host_runtime_conformance};
 use dockmesh_docker::testsupport;
-use dockmesh_http::channel::{
-    AgentAcceptor, AgentConnector, AgentListener, ChannelOptions, ConnectedAgents, RemoteHost,
-    agent_api,
-};
-use dockmesh_http::pki::{Ca, SERVER_NAME};
+use dockmesh_http::agent::{AgentConnector, agent_api};
+use dockmesh_http::channel::pki::{Ca, SERVER_NAME};
+use dockmesh_http::channel::{ChannelOptions, ConnectedAgents, RemoteHost};
+use dockmesh_http::server::{AgentAcceptor, AgentListener};
 use rustls_pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;

@@ -287,7 +287,7 @@ fn a_non_loopback_listener_serves_https_with_the_own_ca_and_clients_pin_it() {
 #[test]
 fn the_operators_certificate_is_served_and_trusted_by_its_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dockmesh_http::pki::Ca::ephemeral().unwrap();
+    let ca = dockmesh_http::channel::pki::Ca::ephemeral().unwrap();
     let cert = ca
         .issue_server(&["127.0.0.1".into(), "localhost".into()])
         .unwrap();

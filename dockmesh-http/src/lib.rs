@@ -1,23 +1,28 @@
-//! dockmesh's reference server over the ports: the REST API (axum, with an OpenAPI document
-//! generated from the handlers), API-token authentication, the migration supervisor that drives
-//! every migration to its end and resumes them after a restart, health, readiness and metrics.
+//! dockmesh's HTTP adapter, by product: the reference **server** ([`server`]), the **agent**
+//! runtime ([`agent`]), and the **channel** both speak ([`channel`]).
 //!
-//! The binary assembles it: it opens a [`dockmesh_core::ports::Store`], builds one
-//! [`dockmesh_core::ports::HostRuntime`] per host, and hands both to [`ServerState::new`]; then
-//! [`serve`] answers HTTP (or HTTPS: [`serve_with`], [`tls`]) until its shutdown future
-//! resolves.
-//!
-//! Agents: the built-in CA ([`pki`]), enrollment ([`enroll`], `POST /api/v1/agents/enroll`),
-//! the channel ([`channel`]: mTLS 1.3, reversed HTTP/2, both ends; `channel::RemoteHost` is
-//! a `HostRuntime` over an agent's connection) and the registry that admits agents
-//! ([`agents`]). Agent upgrades: signed binaries ([`release`]) and the rollout evaluator
-//! that sends them ([`rollout`]). What hosts report as it happens ([`events`]): each host's
-//! event stream held open, its recent events kept.
-//!
-//! The web dashboard ([`web`]) is served at `/` beside the API: server-rendered pages over the
-//! same handler functions the API answers with.
+//! - [`server`]: the REST API (axum, with an OpenAPI document generated from the handlers),
+//!   API-token authentication and scopes, the web dashboard served beside the API, the migration
+//!   supervisor that drives every migration to its end and resumes them after a restart, drains,
+//!   the agent rollout evaluator, stack upgrades, the host registry (hosts, snapshots, host
+//!   events, admitted agents), health, readiness and metrics, and the agent listener. The binary
+//!   opens a [`dockmesh_core::ports::Store`], builds one [`dockmesh_core::ports::HostRuntime`] per
+//!   host, and hands both to [`server::ServerState::new`]; then [`server::serve()`] answers HTTP
+//!   (or HTTPS: [`server::serve_with`], [`server::tls`]) until its shutdown future resolves.
+//! - [`agent`]: what runs on a host: the agent API over an injected `HostRuntime`
+//!   ([`agent::api`]), resumable imports kept on disk ([`agent::resume`], [`agent::spool`]),
+//!   the agent's end of the channel ([`agent::connector`]), its half of certificate renewal,
+//!   and the hand-over of upgrade orders ([`agent::agent_upgrade`]).
+//! - [`channel`]: what both ends agree on: the wire types and streams, compression, the
+//!   built-in CA ([`channel::pki`]), enrollment, signed agent binaries
+//!   ([`channel::agent_binaries`]), TLS client trust, and the server's client end of the
+//!   reversed HTTP/2 channel: `channel::RemoteHost` is a `HostRuntime` over an agent's
+//!   connection.
 //!
 //! **Architecture Invariant:** this crate depends on `dockmesh-core` and on no other adapter.
+//!
+//! **Architecture Invariant:** `server` and `agent` do not use each other; what both need is in
+//! `channel`.
 //!
 //! **Architecture Invariant:** every state change goes through the core driver, which persists
 //! it before acting; the supervisor keeps only progress counters in memory, so a restarted
@@ -25,31 +30,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod agents;
-pub mod api;
-pub mod auth;
+pub mod agent;
 pub mod channel;
-pub mod drains;
-pub mod enroll;
-pub mod error;
-pub mod events;
-pub mod host_policy;
-pub mod hosts;
-pub mod limit;
-pub mod metrics;
-pub mod pki;
-pub mod private;
-pub mod release;
-pub mod rollout;
-pub mod scope;
 pub mod server;
-pub mod snapshots;
-pub mod state;
-pub mod supervisor;
-pub mod tls;
-pub mod upgrades;
-pub mod web;
-
-pub use hosts::Hosts;
-pub use server::{ServeError, serve, serve_with};
-pub use state::{Lifecycle, ServerConfig, ServerState};

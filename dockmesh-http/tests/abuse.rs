@@ -11,9 +11,9 @@ use axum::http::{Request, StatusCode, header};
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::records::{TokenKind, TokenRecord};
 use dockmesh_core::testing::{FixedClock, MemStore, SeqIds};
-use dockmesh_http::enroll::new_enrollment_token;
-use dockmesh_http::pki::Ca;
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::channel::enroll::new_enrollment_token;
+use dockmesh_http::channel::pki::Ca;
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ fn now() -> Timestamp {
 async fn world() -> World {
     let store = Arc::new(MemStore::new());
     let clock = Arc::new(FixedClock::new(now()));
-    let (token, record) = dockmesh_http::auth::new_api_token("ops", now()).unwrap();
+    let (token, record) = dockmesh_http::server::auth::new_api_token("ops", now()).unwrap();
     store.put_token(&record).await.unwrap();
     let state = ServerState::new(
         store.clone(),
@@ -413,7 +413,7 @@ async fn a_one_time_token_of_another_kind_is_not_spent_by_the_api_path() {
     let secret = "plain-secret";
     w.store
         .put_token(&TokenRecord {
-            hash: dockmesh_http::auth::hash_token(secret),
+            hash: dockmesh_http::server::auth::hash_token(secret),
             kind: TokenKind::Enrollment,
             name: "odd".into(),
             created_at: now(),
@@ -424,9 +424,9 @@ async fn a_one_time_token_of_another_kind_is_not_spent_by_the_api_path() {
         })
         .await
         .unwrap();
-    let out = dockmesh_http::auth::authenticate(&w.state, secret).await;
+    let out = dockmesh_http::server::auth::authenticate(&w.state, secret).await;
     assert!(
-        matches!(out, Err(dockmesh_http::auth::TokenRefusal::NotApi)),
+        matches!(out, Err(dockmesh_http::server::auth::TokenRefusal::NotApi)),
         "{out:?}"
     );
     let a = w.get_hosts("10.0.0.1", secret).await;

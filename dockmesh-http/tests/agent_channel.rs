@@ -1,12 +1,11 @@
 //! The built-in CA and the reversed HTTP/2 agent channel, in process on loopback.
 
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
+use dockmesh_http::agent::{AgentConnector, ConnectError, agent_router};
+use dockmesh_http::channel::pki::{self, Ca, Issued};
 use dockmesh_http::channel::wire::Refusal;
-use dockmesh_http::channel::{
-    AcceptError, AgentAcceptor, AgentConnector, AgentGate, AgentListener, ChannelOptions,
-    ConnectError, ConnectedAgents, agent_router,
-};
-use dockmesh_http::pki::{self, Ca, Issued};
+use dockmesh_http::channel::{ChannelOptions, ConnectedAgents};
+use dockmesh_http::server::{AcceptError, AgentAcceptor, AgentGate, AgentListener};
 use rustls_pki_types::ServerName;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -658,7 +657,7 @@ mod enrollment {
     use dockmesh_core::ports::Store;
     use dockmesh_core::records::TokenKind;
     use dockmesh_core::testing::MemStore;
-    use dockmesh_http::enroll::{
+    use dockmesh_http::channel::enroll::{
         EnrollError, EnrollRequest, EnrollmentToken, enroll, new_enrollment_token,
     };
     use jiff::{SignedDuration, Timestamp};
@@ -883,7 +882,7 @@ mod enrollment {
     }
 
     async fn post(
-        state: &dockmesh_http::ServerState,
+        state: &dockmesh_http::server::ServerState,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
         use tower::ServiceExt;
@@ -891,7 +890,7 @@ mod enrollment {
             .header("content-type", "application/json")
             .body(axum::body::Body::from(body.to_string()))
             .unwrap();
-        let resp = dockmesh_http::api::router(state.clone())
+        let resp = dockmesh_http::server::api::router(state.clone())
             .oneshot(req)
             .await
             .unwrap();
@@ -905,7 +904,7 @@ mod enrollment {
     #[tokio::test]
     async fn the_enroll_endpoint_needs_no_api_token_and_spends_the_token_once() {
         use dockmesh_core::testing::{FixedClock, SeqIds};
-        use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState};
+        use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState};
         let store = Arc::new(MemStore::new());
         let state = ServerState::new(
             store.clone(),
@@ -978,7 +977,7 @@ mod enrollment {
         assert_eq!(s, 401, "{v}");
         assert!(v["error"].as_str().unwrap().contains("already used"), "{v}");
 
-        let doc = dockmesh_http::api::openapi();
+        let doc = dockmesh_http::server::api::openapi();
         let doc = serde_json::to_value(&doc).unwrap();
         assert!(doc["paths"]["/api/v1/agents/enroll"]["post"].is_object());
     }

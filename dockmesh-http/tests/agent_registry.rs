@@ -7,13 +7,13 @@ use dockmesh_core::protocol::Hello;
 use dockmesh_core::rollout::{ConnectionState, UpgradeState};
 use dockmesh_core::testing::{FixedClock, MemStore, SeqIds};
 use dockmesh_core::types::AgentId;
-use dockmesh_http::agents::AgentRegistry;
-use dockmesh_http::channel::{
-    AgentAcceptor, AgentConnector, AgentListener, ChannelOptions, ConnectError, agent_router,
-};
-use dockmesh_http::enroll::{EnrollRequest, enroll, new_enrollment_token};
-use dockmesh_http::pki::{self, Ca, SERVER_NAME};
-use dockmesh_http::{Hosts, ServerConfig, ServerState};
+use dockmesh_http::agent::{AgentConnector, ConnectError, agent_router};
+use dockmesh_http::channel::ChannelOptions;
+use dockmesh_http::channel::enroll::{EnrollRequest, enroll, new_enrollment_token};
+use dockmesh_http::channel::pki::{self, Ca, SERVER_NAME};
+use dockmesh_http::server::agents::AgentRegistry;
+use dockmesh_http::server::{AgentAcceptor, AgentListener};
+use dockmesh_http::server::{Hosts, ServerConfig, ServerState};
 use jiff::{SignedDuration, Timestamp};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -58,7 +58,7 @@ async fn the_registry_admits_recorded_agents_and_keeps_their_records() {
     let (token, rec) =
         new_enrollment_token("t", &ca.fingerprint(), now(), SignedDuration::from_hours(1)).unwrap();
     store.put_token(&rec).await.unwrap();
-    let (key_pem, csr_pem) = dockmesh_http::enroll::new_agent_key().unwrap();
+    let (key_pem, csr_pem) = dockmesh_http::channel::enroll::new_agent_key().unwrap();
     let req = EnrollRequest {
         token: token.clone(),
         name: "edge".into(),
@@ -68,15 +68,15 @@ async fn the_registry_admits_recorded_agents_and_keeps_their_records() {
     let enrolled = enroll(store.as_ref(), &ca, &req, &[], now(), "x:1".into())
         .await
         .unwrap();
-    dockmesh_http::enroll::check_ca(
-        &dockmesh_http::enroll::EnrollmentToken::parse(&token).unwrap(),
+    dockmesh_http::channel::enroll::check_ca(
+        &dockmesh_http::channel::enroll::EnrollmentToken::parse(&token).unwrap(),
         &enrolled.ca_pem,
     )
     .unwrap();
     let other = Ca::ephemeral().unwrap();
     assert!(
-        dockmesh_http::enroll::check_ca(
-            &dockmesh_http::enroll::EnrollmentToken::parse(&token).unwrap(),
+        dockmesh_http::channel::enroll::check_ca(
+            &dockmesh_http::channel::enroll::EnrollmentToken::parse(&token).unwrap(),
             other.cert_pem(),
         )
         .is_err(),
@@ -179,7 +179,7 @@ struct MemCreds {
     installed: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-impl dockmesh_http::channel::renew::AgentCredentials for MemCreds {
+impl dockmesh_http::agent::renew::AgentCredentials for MemCreds {
     fn agent_id(&self) -> &str {
         &self.id
     }
@@ -187,7 +187,8 @@ impl dockmesh_http::channel::renew::AgentCredentials for MemCreds {
         self.ca_pem.clone()
     }
     fn new_request(&self) -> Result<String, String> {
-        let (key, csr) = dockmesh_http::pki::new_key_and_csr().map_err(|e| e.to_string())?;
+        let (key, csr) =
+            dockmesh_http::channel::pki::new_key_and_csr().map_err(|e| e.to_string())?;
         *self.pending.lock().unwrap() = Some(key);
         Ok(csr)
     }
@@ -211,7 +212,8 @@ impl dockmesh_http::channel::renew::AgentCredentials for MemCreds {
 
 #[tokio::test]
 async fn a_certificate_near_its_end_is_renewed_over_the_channel_with_a_new_key() {
-    use dockmesh_http::channel::renew::{RENEW_BEFORE, renewal_routes};
+    use dockmesh_http::agent::renew::renewal_routes;
+    use dockmesh_http::server::renew::RENEW_BEFORE;
     let store = Arc::new(MemStore::new());
     let state = ServerState::new(
         store.clone(),
@@ -254,7 +256,7 @@ async fn a_certificate_near_its_end_is_renewed_over_the_channel_with_a_new_key()
     let _l = tokio::spawn(listener.run());
 
     // A certificate that ends in a day.
-    let (key_pem, csr_pem) = dockmesh_http::pki::new_key_and_csr().unwrap();
+    let (key_pem, csr_pem) = dockmesh_http::channel::pki::new_key_and_csr().unwrap();
     let short = ca
         .issue_agent_for_csr_valid_for(id, &csr_pem, Duration::from_secs(24 * 3600))
         .unwrap();
@@ -321,7 +323,8 @@ async fn a_certificate_near_its_end_is_renewed_over_the_channel_with_a_new_key()
 
 #[tokio::test]
 async fn an_agent_installs_only_a_certificate_for_itself_its_pending_key_and_its_ca() {
-    use dockmesh_http::channel::renew::{AgentCredentials, Renewed, renewal_routes};
+    use dockmesh_http::agent::renew::{AgentCredentials, renewal_routes};
+    use dockmesh_http::channel::wire::Renewed;
     use tower::ServiceExt;
     let ca = Ca::ephemeral().unwrap();
     let creds = Arc::new(MemCreds {
@@ -387,7 +390,7 @@ async fn an_agent_installs_only_a_certificate_for_itself_its_pending_key_and_its
 /// overflowing lifetimes are refused by name, never turned into "never expires".
 #[test]
 fn enrollment_token_lifetimes_are_bounded() {
-    use dockmesh_http::enroll::{MAX_ENROLLMENT_TTL, NewTokenError};
+    use dockmesh_http::channel::enroll::{MAX_ENROLLMENT_TTL, NewTokenError};
     let fp = Ca::ephemeral().unwrap().fingerprint();
     let make = |ttl| new_enrollment_token("t", &fp, now(), ttl);
 

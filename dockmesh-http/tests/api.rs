@@ -7,7 +7,7 @@ use dockmesh_core::HostId;
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::records::TokenKind;
 use dockmesh_core::testing::{FakeHost, FakeOp, MemStore, SeqIds};
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ async fn world() -> World {
 
 /// Two fake hosts `a` and `b`, an API token, and a ready server over `store` and `clock`.
 async fn world_on(store: Arc<MemStore>, clock: Arc<dyn Clock>) -> World {
-    let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
+    let (token, record) = dockmesh_http::server::auth::new_api_token("ops", clock.now()).unwrap();
     store.put_token(&record).await.unwrap();
     let a = Arc::new(FakeHost::new("a"));
     let b = Arc::new(FakeHost::new("b"));
@@ -168,7 +168,7 @@ async fn every_api_route_needs_a_valid_api_token() {
     }
     // An enrollment token is not an API token.
     let (secret, mut record) =
-        dockmesh_http::auth::new_api_token("enroll", jiff::Timestamp::now()).unwrap();
+        dockmesh_http::server::auth::new_api_token("enroll", jiff::Timestamp::now()).unwrap();
     record.kind = TokenKind::Enrollment;
     w.state.store().put_token(&record).await.unwrap();
     let (s, v) = w.raw("GET", "/api/v1/stacks", None, Some(&secret)).await;
@@ -756,12 +756,12 @@ async fn scraped_phases(w: &World) -> std::collections::BTreeMap<String, u64> {
 /// used to compute).
 async fn replayed_phases(w: &World) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
-    let list = dockmesh_http::supervisor::all_migrations(w.state.store().as_ref(), false)
+    let list = dockmesh_http::server::supervisor::all_migrations(w.state.store().as_ref(), false)
         .await
         .unwrap();
     for m in list {
         let phase = dockmesh_core::migration::Migration::replay(m.spec, &m.events)
-            .map(|m| dockmesh_http::api::health::wire_name(m.phase()))
+            .map(|m| dockmesh_http::server::api::health::wire_name(m.phase()))
             .unwrap();
         *out.entry(phase).or_default() += 1;
     }

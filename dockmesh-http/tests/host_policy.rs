@@ -11,8 +11,8 @@ use dockmesh_core::host_policy::{self, BindSource, ComposeInspector, ServicePriv
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;
-use dockmesh_http::host_policy::HostPolicies;
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::server::host_policy::HostPolicies;
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +67,7 @@ struct World {
 async fn world(policies: HostPolicies) -> World {
     let store = Arc::new(MemStore::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
+    let (token, record) = dockmesh_http::server::auth::new_api_token("ops", clock.now()).unwrap();
     store.put_token(&record).await.unwrap();
     let a = Arc::new(FakeHost::new("a"));
     let hosts = Hosts::new();

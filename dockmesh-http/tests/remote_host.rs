@@ -6,11 +6,10 @@ use dockmesh_core::ports::{
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
 use dockmesh_core::testing::{FakeHost, FakeOp, RuntimeFixture, host_runtime_conformance};
 use dockmesh_core::types::StackFiles;
-use dockmesh_http::channel::{
-    AgentAcceptor, AgentConnection, AgentConnector, AgentListener, ChannelOptions, ConnectedAgents,
-    RemoteHost, agent_api,
-};
-use dockmesh_http::pki::Ca;
+use dockmesh_http::agent::{AgentConnector, agent_api};
+use dockmesh_http::channel::pki::Ca;
+use dockmesh_http::channel::{AgentConnection, ChannelOptions, ConnectedAgents, RemoteHost};
+use dockmesh_http::server::{AgentAcceptor, AgentListener};
 use futures_util::StreamExt;
 use rustls_pki_types::ServerName;
 use std::net::SocketAddr;

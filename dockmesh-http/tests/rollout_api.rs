@@ -7,8 +7,10 @@ use axum::http::{Request, StatusCode, header};
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::testing::{MemStore, SeqIds};
-use dockmesh_http::release::{AgentBinaries, keygen, parse_private, parse_public, sign_file};
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::channel::agent_binaries::{
+    AgentBinaries, keygen, parse_private, parse_public, sign_file,
+};
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -34,7 +36,7 @@ const BINARY: &[u8] = b"#!/bin/sh\necho agent binary\n";
 async fn world(binaries: bool) -> World {
     let store = Arc::new(MemStore::new());
     let (token, record) =
-        dockmesh_http::auth::new_api_token("ops", jiff::Timestamp::now()).unwrap();
+        dockmesh_http::server::auth::new_api_token("ops", jiff::Timestamp::now()).unwrap();
     store.put_token(&record).await.unwrap();
     let mut config = ServerConfig::default();
     let mut dir = None;
@@ -375,9 +377,9 @@ async fn enrollment_hands_out_the_release_key_to_pin_when_the_server_has_one() {
             config,
         );
         state.set_lifecycle(Lifecycle::Ready);
-        let ca = Arc::new(dockmesh_http::pki::Ca::ephemeral().unwrap());
+        let ca = Arc::new(dockmesh_http::channel::pki::Ca::ephemeral().unwrap());
         assert!(state.set_agent_ca(ca.clone()));
-        let (token, record) = dockmesh_http::enroll::new_enrollment_token(
+        let (token, record) = dockmesh_http::channel::enroll::new_enrollment_token(
             "t",
             &ca.fingerprint(),
             state.clock().now(),
@@ -402,7 +404,7 @@ async fn enrollment_hands_out_the_release_key_to_pin_when_the_server_has_one() {
         match state.config().agent_binaries.as_ref() {
             Some(b) => assert_eq!(
                 v["release_key_pem"],
-                dockmesh_http::release::public_pem(b.key()),
+                dockmesh_http::channel::agent_binaries::public_pem(b.key()),
                 "{v}"
             ),
             None => assert!(v["release_key_pem"].is_null(), "{v}"),

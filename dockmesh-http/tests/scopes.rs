@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode, header};
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::records::Scope;
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,8 @@ async fn world() -> World {
     let mut secrets = Vec::new();
     for scope in Scope::ALL {
         let (secret, record) =
-            dockmesh_http::auth::new_scoped_api_token(scope.as_str(), scope, clock.now()).unwrap();
+            dockmesh_http::server::auth::new_scoped_api_token(scope.as_str(), scope, clock.now())
+                .unwrap();
         assert_eq!(record.scope, scope);
         store.put_token(&record).await.unwrap();
         secrets.push(secret);

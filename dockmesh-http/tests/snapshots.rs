@@ -8,8 +8,8 @@ use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
 use dockmesh_core::ports::{Clock, HostEvent, Store};
 use dockmesh_core::testing::{FakeHost, FixedClock, MemStore, SeqIds};
-use dockmesh_http::snapshots::SnapshotSettings;
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::server::snapshots::SnapshotSettings;
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ async fn world() -> World {
         jiff::Timestamp::from_second(1_800_000_000).unwrap(),
     ));
     let store = Arc::new(MemStore::with_clock(clock.clone()));
-    let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
+    let (token, record) = dockmesh_http::server::auth::new_api_token("ops", clock.now()).unwrap();
     store.put_token(&record).await.unwrap();
     let a = Arc::new(FakeHost::new("a"));
     let b = Arc::new(FakeHost::new("b"));

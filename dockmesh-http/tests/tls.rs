@@ -8,9 +8,9 @@ use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::testing::{MemStore, SeqIds};
-use dockmesh_http::enroll::{EnrollRequest, new_enrollment_token};
-use dockmesh_http::pki::{Ca, Issued};
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, tls};
+use dockmesh_http::channel::enroll::{EnrollRequest, new_enrollment_token};
+use dockmesh_http::channel::pki::{Ca, Issued};
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, tls};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -55,7 +55,7 @@ fn client(config: rustls::ClientConfig) -> reqwest::Client {
 }
 
 fn pinned(ca: &Ca) -> reqwest::Client {
-    client(tls::client_config_pinned(&ca.fingerprint()).unwrap())
+    client(dockmesh_http::channel::tls::client_config_pinned(&ca.fingerprint()).unwrap())
 }
 
 fn echo() -> Router {
@@ -118,7 +118,7 @@ async fn https_with_the_pinned_ca_gets_through_plain_http_and_a_wrong_fingerprin
     // A client that trusts nothing in particular does not trust the server's own CA.
     let out = reqwest::Client::builder()
         .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(dockmesh_http::pki::provider())
+            rustls::ClientConfig::builder_with_provider(dockmesh_http::channel::pki::provider())
                 .with_safe_default_protocol_versions()
                 .unwrap()
                 .with_root_certificates(rustls::RootCertStore::empty())
@@ -139,7 +139,7 @@ async fn a_ca_file_is_trusted_with_the_names_its_certificate_carries() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ca.crt");
     std::fs::write(&file, ca.cert_pem()).unwrap();
-    let c = client(tls::client_config_roots(&file).unwrap());
+    let c = client(dockmesh_http::channel::tls::client_config_roots(&file).unwrap());
     assert_eq!(
         c.get(format!("https://127.0.0.1:{}/", addr.port()))
             .send()
@@ -151,7 +151,7 @@ async fn a_ca_file_is_trusted_with_the_names_its_certificate_carries() {
     // Another CA in the file: refused.
     let other = Ca::ephemeral().unwrap();
     std::fs::write(&file, other.cert_pem()).unwrap();
-    let c = client(tls::client_config_roots(&file).unwrap());
+    let c = client(dockmesh_http::channel::tls::client_config_roots(&file).unwrap());
     assert!(
         c.get(format!("https://127.0.0.1:{}/", addr.port()))
             .send()
@@ -160,7 +160,7 @@ async fn a_ca_file_is_trusted_with_the_names_its_certificate_carries() {
     );
     // A file without a certificate is named.
     std::fs::write(&file, "nothing").unwrap();
-    let e = tls::client_config_roots(&file).unwrap_err();
+    let e = dockmesh_http::channel::tls::client_config_roots(&file).unwrap_err();
     assert!(e.to_string().contains("ca.crt"), "{e}");
 }
 
@@ -168,7 +168,7 @@ async fn a_ca_file_is_trusted_with_the_names_its_certificate_carries() {
 async fn server_state(ca: &Arc<Ca>) -> (ServerState, String) {
     let store = Arc::new(MemStore::new());
     let (token, record) =
-        dockmesh_http::auth::new_api_token("ops", jiff::Timestamp::now()).unwrap();
+        dockmesh_http::server::auth::new_api_token("ops", jiff::Timestamp::now()).unwrap();
     store.put_token(&record).await.unwrap();
     let state = ServerState::new(
         store,
@@ -189,7 +189,7 @@ async fn server_state(ca: &Arc<Ca>) -> (ServerState, String) {
 async fn over_https_dashboard_cookies_are_secure_and_metrics_need_a_token() {
     let ca = Arc::new(Ca::ephemeral().unwrap());
     let (state, token) = server_state(&ca).await;
-    let addr = start(&ca, dockmesh_http::api::router(state)).await;
+    let addr = start(&ca, dockmesh_http::server::api::router(state)).await;
     let c = pinned(&ca);
     let resp = c.get(format!("https://{addr}/login")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -216,7 +216,9 @@ async fn over_https_dashboard_cookies_are_secure_and_metrics_need_a_token() {
     let start = form.find(marker).unwrap() + marker.len();
     let csrf = &form[start..start + form[start..].find('"').unwrap()];
     let no_redirect = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls::client_config_pinned(&ca.fingerprint()).unwrap())
+        .tls_backend_preconfigured(
+            dockmesh_http::channel::tls::client_config_pinned(&ca.fingerprint()).unwrap(),
+        )
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -261,7 +263,7 @@ async fn an_agent_enrolls_over_https_trusting_the_fingerprint_its_token_carries(
     let ca = Arc::new(Ca::ephemeral().unwrap());
     let (state, _) = server_state(&ca).await;
     let store = state.store().clone();
-    let addr = start(&ca, dockmesh_http::api::router(state)).await;
+    let addr = start(&ca, dockmesh_http::server::api::router(state)).await;
     let token_for = |fp: String| {
         let store = store.clone();
         async move {
@@ -277,8 +279,10 @@ async fn an_agent_enrolls_over_https_trusting_the_fingerprint_its_token_carries(
         }
     };
     let enroll = |token: String| {
-        let parsed = dockmesh_http::enroll::EnrollmentToken::parse(&token).unwrap();
-        let c = client(tls::client_config_pinned(parsed.ca_fingerprint()).unwrap());
+        let parsed = dockmesh_http::channel::enroll::EnrollmentToken::parse(&token).unwrap();
+        let c = client(
+            dockmesh_http::channel::tls::client_config_pinned(parsed.ca_fingerprint()).unwrap(),
+        );
         let req = EnrollRequest {
             token,
             name: "edge-1".into(),
@@ -304,8 +308,8 @@ async fn an_agent_enrolls_over_https_trusting_the_fingerprint_its_token_carries(
     let v: serde_json::Value = resp.json().await.unwrap();
     // The agent is told to dial the host it reached the API at (the request's Host).
     assert_eq!(v["agent_endpoint"], "127.0.0.1:7443", "{v}");
-    let parsed = dockmesh_http::enroll::EnrollmentToken::parse(&token).unwrap();
-    dockmesh_http::enroll::check_ca(&parsed, v["ca_pem"].as_str().unwrap()).unwrap();
+    let parsed = dockmesh_http::channel::enroll::EnrollmentToken::parse(&token).unwrap();
+    dockmesh_http::channel::enroll::check_ca(&parsed, v["ca_pem"].as_str().unwrap()).unwrap();
     assert_eq!(store.list_agents().await.unwrap().len(), 1);
 }
 
@@ -348,20 +352,20 @@ async fn a_pinned_ca_may_certify_the_server_through_an_intermediate() {
         echo(),
         std::future::pending(),
     ));
-    let pinned = |fp: &str| client(tls::client_config_pinned(fp).unwrap());
+    let pinned = |fp: &str| client(dockmesh_http::channel::tls::client_config_pinned(fp).unwrap());
     let url = format!("https://{addr}/");
-    let root_fp = dockmesh_http::pki::fingerprint_of(root.der());
+    let root_fp = dockmesh_http::channel::pki::fingerprint_of(root.der());
     assert_eq!(
         pinned(&root_fp).get(&url).send().await.unwrap().status(),
         200
     );
-    let mid_fp = dockmesh_http::pki::fingerprint_of(mid.der());
+    let mid_fp = dockmesh_http::channel::pki::fingerprint_of(mid.der());
     assert_eq!(
         pinned(&mid_fp).get(&url).send().await.unwrap().status(),
         200
     );
     // The leaf is no CA: pinning it trusts nothing.
-    let leaf_fp = dockmesh_http::pki::fingerprint_of(leaf.der());
+    let leaf_fp = dockmesh_http::channel::pki::fingerprint_of(leaf.der());
     assert!(pinned(&leaf_fp).get(&url).send().await.is_err());
 }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::ports::{Clock, Store};
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
-use dockmesh_http::{Hosts, Lifecycle, ServerConfig, ServerState, api};
+use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -83,7 +83,8 @@ impl Web {
     async fn with_config(configure: impl FnOnce(&mut ServerConfig)) -> Web {
         let store = Arc::new(MemStore::new());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (token, record) = dockmesh_http::auth::new_api_token("ops", clock.now()).unwrap();
+        let (token, record) =
+            dockmesh_http::server::auth::new_api_token("ops", clock.now()).unwrap();
         store.put_token(&record).await.unwrap();
         let mut hosts = Hosts::new();
         for id in ["a", "b"] {
@@ -350,7 +351,7 @@ async fn logout_ends_the_session_and_a_revoked_token_ends_it_too() {
 
     let (cookie, _) = w.session().await;
     w.store
-        .delete_token(&dockmesh_http::auth::hash_token(&w.token))
+        .delete_token(&dockmesh_http::server::auth::hash_token(&w.token))
         .await
         .unwrap();
     let a = w.get("/hosts", Some(&cookie)).await;
@@ -578,7 +579,7 @@ async fn a_live_view_sends_changes_only_and_ends_when_the_server_shuts_down() {
     let w = Web::new().await;
     let polls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = polls.clone();
-    let sse = dockmesh_http::web::live(w.state.clone(), move || {
+    let sse = dockmesh_http::server::web::live(w.state.clone(), move || {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         async move { (format!("<p>{}</p>", n.min(1)), false) }
     });
@@ -896,7 +897,9 @@ async fn audit_len(w: &Web) -> usize {
 /// A server with a release key and one agent binary signed as its own version for this
 /// machine's platform; the temporary directory lives as long as the server is used.
 async fn web_with_binaries() -> (Web, tempfile::TempDir, String) {
-    use dockmesh_http::release::{AgentBinaries, keygen, parse_private, parse_public, sign_file};
+    use dockmesh_http::channel::agent_binaries::{
+        AgentBinaries, keygen, parse_private, parse_public, sign_file,
+    };
     let dir = tempfile::tempdir().unwrap();
     let (private, public) = keygen().unwrap();
     let signing = parse_private(&private, "the test's private key").unwrap();
@@ -905,7 +908,7 @@ async fn web_with_binaries() -> (Web, tempfile::TempDir, String) {
     std::fs::write(&binary, b"#!/bin/sh\necho not really dockmesh\n").unwrap();
     let version = ServerConfig::default().version;
     sign_file(&signing, &binary, &version, "linux", std::env::consts::ARCH).unwrap();
-    let fingerprint = dockmesh_http::release::fingerprint(&verifying);
+    let fingerprint = dockmesh_http::channel::agent_binaries::fingerprint(&verifying);
     let binaries = AgentBinaries::new(dir.path().to_owned(), verifying);
     let w = Web::with_config(|c| c.agent_binaries = Some(binaries)).await;
     (w, dir, fingerprint)

@@ -12,13 +12,14 @@ use dockmesh_core::HostId;
 use dockmesh_core::ports::{HostRuntime, Store};
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_docker::{DockerConfig, Endpoint};
-use dockmesh_http::channel::renew::{AgentCredentials, renewal_routes};
-use dockmesh_http::channel::resume::{Imports, RESUME_WAIT};
-use dockmesh_http::channel::spool::SpoolOptions;
-use dockmesh_http::channel::upgrade::{on_hello, upgrade_routes};
-use dockmesh_http::channel::{AgentConnector, ChannelOptions, ConnectError, agent_api_with};
-use dockmesh_http::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
-use dockmesh_http::pki;
+use dockmesh_http::agent::agent_upgrade::{on_hello, upgrade_routes};
+use dockmesh_http::agent::renew::{AgentCredentials, renewal_routes};
+use dockmesh_http::agent::resume::{Imports, RESUME_WAIT};
+use dockmesh_http::agent::spool::SpoolOptions;
+use dockmesh_http::agent::{AgentConnector, ConnectError, agent_api_with};
+use dockmesh_http::channel::ChannelOptions;
+use dockmesh_http::channel::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
+use dockmesh_http::channel::pki;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
@@ -512,7 +513,7 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
         pending: std::sync::Mutex::new(None),
     });
     let startup = super::swap::startup(&args.state_dir);
-    let swapper: Arc<dyn dockmesh_http::channel::upgrade::AgentUpgrader> = Arc::new(
+    let swapper: Arc<dyn dockmesh_http::agent::agent_upgrade::AgentUpgrader> = Arc::new(
         super::swap::Swapper::new(
             &args.state_dir,
             &state.server,
@@ -746,8 +747,8 @@ fn enroll_client(
     let builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
     let builder = if base.starts_with("https://") {
         let config = match ca_file {
-            Some(f) => dockmesh_http::tls::client_config_roots(f),
-            None => dockmesh_http::tls::client_config_pinned(token.ca_fingerprint()),
+            Some(f) => dockmesh_http::channel::tls::client_config_roots(f),
+            None => dockmesh_http::channel::tls::client_config_pinned(token.ca_fingerprint()),
         }
         .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint()))?;
         builder.tls_backend_preconfigured(config)
@@ -776,7 +777,7 @@ fn loopback_url(url: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(dockmesh_http::tls::is_loopback)
+            .is_ok_and(dockmesh_http::channel::tls::is_loopback)
 }
 
 /// Whether an answer from `base` is the server's own: over HTTPS (checked against the CA the
@@ -821,9 +822,10 @@ fn save_state(dir: &Path, state: &AgentState, key_pem: &str, e: &Enrolled) -> an
     write_private(&dir.join(CA_FILE), e.ca_pem.as_bytes())?;
     // The server's release key, pinned now: the only time one is taken without the operator.
     if let Some(pem) = &e.release_key_pem {
-        let key = dockmesh_http::release::parse_public(pem, "the server's release key")?;
+        let key =
+            dockmesh_http::channel::agent_binaries::parse_public(pem, "the server's release key")?;
         write_private(&dir.join(super::swap::PINNED_KEY), pem.as_bytes())?;
-        tracing::info!(key = %dockmesh_http::release::fingerprint(&key), "release key pinned");
+        tracing::info!(key = %dockmesh_http::channel::agent_binaries::fingerprint(&key), "release key pinned");
     }
     // Last: its presence means the enrollment is complete.
     write_private(
@@ -1033,7 +1035,7 @@ mod tests {
     fn the_servers_release_key_is_pinned_at_enrollment_and_none_without_one() {
         let ca = pki::Ca::ephemeral().unwrap();
         let (key_pem, csr) = enroll::new_agent_key().unwrap();
-        let (_, public) = dockmesh_http::release::keygen().unwrap();
+        let (_, public) = dockmesh_http::channel::agent_binaries::keygen().unwrap();
         let enrolled = |release_key_pem| Enrolled {
             agent_id: "agent-x".into(),
             cert_pem: ca.issue_agent_for_csr("agent-x", &csr).unwrap(),

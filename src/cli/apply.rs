@@ -29,7 +29,7 @@ use super::upgrade::{parse_target, plan_hops};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use dockmesh_core::version::Version;
-use dockmesh_http::release::{self, VerifyingKey};
+use dockmesh_http::channel::agent_binaries::{self as release, VerifyingKey};
 use dockmesh_sqlx::{DbTarget, SchemaReport, SchemaStatus, ServerLock, SqlStoreError};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,9 @@
 use super::apply::said_version;
 use anyhow::{Context, anyhow, bail};
 use dockmesh_core::version::{Hop, Version};
-use dockmesh_http::release::{self, ReleaseError, ReleaseMeta, VerifyingKey};
+use dockmesh_http::channel::agent_binaries::{
+    self as release, ReleaseError, ReleaseMeta, VerifyingKey,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -250,7 +252,7 @@ impl Catalog {
     pub(super) fn read(dir: &Path) -> anyhow::Result<Catalog> {
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read the releases directory {}", dir.display()))?;
-        let paths = dockmesh_http::release::meta_files(entries);
+        let paths = dockmesh_http::channel::agent_binaries::meta_files(entries);
         let mut catalog = Catalog {
             dir: dir.to_owned(),
             metas: Vec::new(),

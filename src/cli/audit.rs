@@ -2,7 +2,7 @@
 
 use super::client::{Client, Conn, block_on, print_json, print_table, seg};
 use clap::Subcommand;
-use dockmesh_http::api::audit::{AuditPage, VerifyView};
+use dockmesh_http::server::api::audit::{AuditPage, VerifyView};
 use std::process::ExitCode;
 
 /// `dockmesh audit …`

@@ -40,7 +40,7 @@ pub struct Location {
 /// Make `dir` private: created 0700, or tightened to 0700 when it is ours; one owned by
 /// another user is refused. `what` names it in the error ("the data directory").
 pub fn private_dir(dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
-    dockmesh_http::private::private_dir(dir).map_err(|e| {
+    dockmesh_http::channel::private::private_dir(dir).map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
             .unwrap_or_default();

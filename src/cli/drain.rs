@@ -2,7 +2,7 @@
 
 use super::client::{Client, ClientError, Conn, block_on, print_json, print_table, seg};
 use clap::Subcommand;
-use dockmesh_http::api::drains::DrainView;
+use dockmesh_http::server::api::drains::DrainView;
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
 use clap::Subcommand;
 use dockmesh_core::verify::{Seen, stale};
-use dockmesh_http::api::drains::DrainView;
-use dockmesh_http::api::hosts::{CordonView, HostEventsView, HostView};
+use dockmesh_http::server::api::drains::DrainView;
+use dockmesh_http::server::api::hosts::{CordonView, HostEventsView, HostView};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -73,7 +73,7 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
         let c = Client::new(&conn)?;
         match cmd {
             HostCommand::Ls { stale: Some(age) } => {
-                let agents: Vec<dockmesh_http::api::agents::AgentView> =
+                let agents: Vec<dockmesh_http::server::api::agents::AgentView> =
                     c.get("/api/v1/agents").await?;
                 let seen: Vec<Seen> = agents
                     .into_iter()
@@ -178,7 +178,7 @@ pub fn run(cmd: HostCommand, conn: Conn) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             HostCommand::Rm { host } => {
-                let agents: Vec<dockmesh_http::api::agents::AgentView> =
+                let agents: Vec<dockmesh_http::server::api::agents::AgentView> =
                     c.get("/api/v1/agents").await?;
                 if !agents.iter().any(|a| a.host == host || a.id == host) {
                     let hosts: Vec<HostView> = c.get("/api/v1/hosts").await?;

@@ -8,7 +8,7 @@
 use anyhow::Context;
 use dockmesh_core::HostId;
 use dockmesh_docker::Endpoint;
-use dockmesh_http::host_policy::HostPolicies;
+use dockmesh_http::server::host_policy::HostPolicies;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 
 use super::client::{Client, ClientError, Conn, block_on, bytes, print_json, print_table, seg};
 use clap::Subcommand;
-use dockmesh_http::api::migrations::MigrationView;
+use dockmesh_http::server::api::migrations::MigrationView;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use std::collections::BTreeMap;

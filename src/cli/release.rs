@@ -4,7 +4,7 @@
 use super::db::fail;
 use anyhow::Context;
 use clap::Subcommand;
-use dockmesh_http::release;
+use dockmesh_http::channel::agent_binaries as release;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use dockmesh_core::HostId;
 use dockmesh_core::ports::{Clock, IdGen};
 use dockmesh_docker::{DockerConfig, Endpoint};
-use dockmesh_http::{Hosts, ServerConfig, ServerState};
+use dockmesh_http::server::{Hosts, ServerConfig, ServerState};
 use dockmesh_sqlx::{OpenOptions, ServerLock, SqlStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -344,7 +344,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     );
     let ca_dir = data_dir.join("ca");
     let ca = Arc::new(
-        dockmesh_http::pki::Ca::load_or_create(&ca_dir).with_context(|| {
+        dockmesh_http::channel::pki::Ca::load_or_create(&ca_dir).with_context(|| {
             format!("loading or making the server's CA in {}", ca_dir.display())
         })?,
     );
@@ -389,10 +389,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 "metrics listening on {}://{addr}/metrics",
                 if tls.is_some() { "https" } else { "http" }
             );
-            Some(tokio::spawn(dockmesh_http::tls::serve_app(
+            Some(tokio::spawn(dockmesh_http::server::tls::serve_app(
                 tcp,
                 tls,
-                dockmesh_http::api::metrics_router(state.clone()),
+                dockmesh_http::server::api::metrics_router(state.clone()),
                 std::future::pending(),
             )))
         }
@@ -400,11 +400,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     let tls = tls.filter(|_| transport.is_tls());
     let rollout_owner = format!("{holder} {}", uuid::Uuid::now_v7());
-    let rollout = tokio::spawn(dockmesh_http::rollout::run_loop(
+    let rollout = tokio::spawn(dockmesh_http::server::rollout::run_loop(
         state.clone(),
         rollout_owner.clone(),
     ));
-    dockmesh_http::serve_with(listener, tls, state, shutdown_signal()).await?;
+    dockmesh_http::server::serve_with(listener, tls, state, shutdown_signal()).await?;
     rollout.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -412,7 +412,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     // The next server drives the rollout at once rather than after the lease runs out.
     let _ = dockmesh_core::ports::Store::release_lease(
         store.as_ref(),
-        dockmesh_http::rollout::ROLLOUT_LEASE,
+        dockmesh_http::server::rollout::ROLLOUT_LEASE,
         &rollout_owner,
     )
     .await;
@@ -428,7 +428,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 fn agent_binaries(
     args: &ServerArgs,
     data_dir: &Path,
-) -> anyhow::Result<Option<dockmesh_http::release::AgentBinaries>> {
+) -> anyhow::Result<Option<dockmesh_http::channel::agent_binaries::AgentBinaries>> {
     let default_key = data_dir.join("release.pub");
     let key_path = match &args.release_key {
         Some(p) => p.clone(),
@@ -437,17 +437,20 @@ fn agent_binaries(
     };
     let pem = std::fs::read_to_string(&key_path)
         .with_context(|| format!("reading the release key {}", key_path.display()))?;
-    let key = dockmesh_http::release::parse_public(&pem, &key_path.display().to_string())?;
+    let key = dockmesh_http::channel::agent_binaries::parse_public(
+        &pem,
+        &key_path.display().to_string(),
+    )?;
     let dir = args
         .agent_binaries
         .clone()
         .unwrap_or_else(|| data_dir.join("agent-binaries"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the agent binaries directory {}", dir.display()))?;
-    let binaries = dockmesh_http::release::AgentBinaries::new(dir, key);
+    let binaries = dockmesh_http::channel::agent_binaries::AgentBinaries::new(dir, key);
     let scan = binaries.scan();
     tracing::info!(
-        key = %dockmesh_http::release::fingerprint(binaries.key()),
+        key = %dockmesh_http::channel::agent_binaries::fingerprint(binaries.key()),
         dir = %binaries.dir().display(),
         served = scan.served.len(),
         "agent upgrades on"
@@ -471,8 +474,8 @@ pub(crate) fn host_name() -> Option<String> {
 fn transport_of(
     args: &ServerArgs,
     addr: SocketAddr,
-) -> anyhow::Result<dockmesh_http::tls::Transport> {
-    dockmesh_http::tls::decide(
+) -> anyhow::Result<dockmesh_http::server::tls::Transport> {
+    dockmesh_http::server::tls::decide(
         addr,
         args.tls_cert.is_some(),
         args.tls_key.is_some(),
@@ -486,11 +489,12 @@ fn transport_of(
 async fn start_agent_listener(
     state: &ServerState,
     tcp: tokio::net::TcpListener,
-    ca: &Arc<dockmesh_http::pki::Ca>,
+    ca: &Arc<dockmesh_http::channel::pki::Ca>,
     grace: u64,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use dockmesh_http::agents::AgentRegistry;
-    use dockmesh_http::channel::{AgentAcceptor, AgentListener, ChannelOptions};
+    use dockmesh_http::channel::ChannelOptions;
+    use dockmesh_http::server::agents::AgentRegistry;
+    use dockmesh_http::server::{AgentAcceptor, AgentListener};
     let mut names = vec!["localhost".to_owned()];
     names.extend(host_name());
     let server_cert = ca

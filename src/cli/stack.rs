@@ -5,9 +5,9 @@ use super::client::{Client, ClientError, Conn, block_on, decode, print_json, pri
 use super::migration::{follow, print_migration};
 use clap::Subcommand;
 use dockmesh_core::release::ReleaseOutcome;
-use dockmesh_http::api::migrations::MigrationView;
-use dockmesh_http::api::stacks::{AdoptView, StackDetail, StackView, StatusView};
-use dockmesh_http::upgrades::{ReleaseView, UpgradeView};
+use dockmesh_http::server::api::migrations::MigrationView;
+use dockmesh_http::server::api::stacks::{AdoptView, StackDetail, StackView, StatusView};
+use dockmesh_http::server::stack_upgrade::{ReleaseView, UpgradeView};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal, Write};

@@ -18,8 +18,8 @@ use super::VERSION;
 use anyhow::Context;
 use dockmesh_core::protocol::UpgradeFailure;
 use dockmesh_core::rollout::{AgentReport, UpgradeOrder};
-use dockmesh_http::channel::upgrade::AgentUpgrader;
-use dockmesh_http::release;
+use dockmesh_http::agent::agent_upgrade::AgentUpgrader;
+use dockmesh_http::channel::agent_binaries as release;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -144,14 +144,16 @@ impl Swapper {
             return Ok(self);
         }
         let config = match ca_file {
-            Some(f) => dockmesh_http::tls::client_config_roots(f),
+            Some(f) => dockmesh_http::channel::tls::client_config_roots(f),
             None => {
                 let path = self.state_dir.join("ca.crt");
                 let pem = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let der = dockmesh_http::pki::der_of_pem(&pem)
+                let der = dockmesh_http::channel::pki::der_of_pem(&pem)
                     .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-                dockmesh_http::tls::client_config_pinned(&dockmesh_http::pki::fingerprint_of(&der))
+                dockmesh_http::channel::tls::client_config_pinned(
+                    &dockmesh_http::channel::pki::fingerprint_of(&der),
+                )
             }
         }
         .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint()))?;

@@ -2,8 +2,9 @@
 //! own CA), and how the CLI and the agent trust the server.
 
 use anyhow::Context;
-use dockmesh_http::pki::Ca;
-use dockmesh_http::tls;
+use dockmesh_http::channel::pki::Ca;
+use dockmesh_http::channel::tls as client_tls;
+use dockmesh_http::server::tls;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,11 +21,11 @@ pub fn listener_tls(
     if addrs.is_empty() {
         return Ok(None);
     }
-    let hint = |e: tls::TlsError| anyhow::anyhow!("{e}; {}", e.hint());
+    let hint = |e: client_tls::TlsError| anyhow::anyhow!("{e}; {}", e.hint());
     let (chain, key) = match given {
         Some((cert, key)) => {
-            let chain = tls::load_certs(cert).map_err(hint)?;
-            let key = tls::load_key(key).map_err(hint)?;
+            let chain = client_tls::load_certs(cert).map_err(hint)?;
+            let key = client_tls::load_key(key).map_err(hint)?;
             tracing::info!(cert = %cert.display(), "HTTPS with the operator's certificate");
             (chain, key)
         }
@@ -64,10 +65,10 @@ pub fn listener_tls(
 pub fn client_tls(
     fingerprint: Option<&str>,
     ca_file: Option<&Path>,
-) -> Result<Option<rustls::ClientConfig>, tls::TlsError> {
+) -> Result<Option<rustls::ClientConfig>, client_tls::TlsError> {
     match (fingerprint, ca_file) {
-        (Some(fp), _) => tls::client_config_pinned(fp).map(Some),
-        (None, Some(file)) => tls::client_config_roots(file).map(Some),
+        (Some(fp), _) => client_tls::client_config_pinned(fp).map(Some),
+        (None, Some(file)) => client_tls::client_config_roots(file).map(Some),
         (None, None) => Ok(None),
     }
 }

@@ -84,9 +84,12 @@ async fn run_async(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--name: a token needs a name");
             }
             let store = open(&location).await?;
-            let (secret, record) =
-                dockmesh_http::auth::new_scoped_api_token(&name, scope, jiff::Timestamp::now())
-                    .context("drawing random bytes for the token")?;
+            let (secret, record) = dockmesh_http::server::auth::new_scoped_api_token(
+                &name,
+                scope,
+                jiff::Timestamp::now(),
+            )
+            .context("drawing random bytes for the token")?;
             store.put_token(&record).await?;
             store.close().await;
             if json {

@@ -10,11 +10,11 @@ use clap::Args;
 use dockmesh_core::preflight::CheckStatus;
 use dockmesh_core::rollout::UpgradeState;
 use dockmesh_core::verify::{AgentState, HostState, StackState, VerifyInput, verify};
-use dockmesh_http::api::agents::AgentView;
-use dockmesh_http::api::audit::VerifyView;
-use dockmesh_http::api::health::Health;
-use dockmesh_http::api::hosts::HostView;
-use dockmesh_http::api::stacks::{StackView, StatusView};
+use dockmesh_http::server::api::agents::AgentView;
+use dockmesh_http::server::api::audit::VerifyView;
+use dockmesh_http::server::api::health::Health;
+use dockmesh_http::server::api::hosts::HostView;
+use dockmesh_http::server::api::stacks::{StackView, StatusView};
 use dockmesh_sqlx::{SchemaStatus, SqlStore};
 use std::process::ExitCode;
 

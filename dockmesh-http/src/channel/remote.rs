@@ -1,7 +1,7 @@
 //! `RemoteHost`: a [`HostRuntime`] whose every call goes to an agent's API over the channel.
 //!
 //! What works: every `HostRuntime` method, mapped to the routes of
-//! [`agent_api`](mod@super::agent_api); the agent's errors are rebuilt with the same
+//! `crate::agent::api`; the agent's errors are rebuilt with the same
 //! [`RuntimeErrorKind`]; a closed or failing connection (or no live connection, when the host
 //! follows the registry) is [`RuntimeErrorKind::Unreachable`]. Volume export streams the
 //! answer's body as it arrives and, once it has ended, fetches the export's manifest into the
@@ -20,7 +20,7 @@
 //! ([`HostRuntime::import_resume_point`]).
 
 use super::compress;
-use super::server::{AgentConnection, CallError, ConnectedAgents};
+use super::connection::{AgentConnection, CallError, ConnectedAgents};
 use super::wire::{
     self, EXPORT_FROM, EXPORT_ID, ImportLine, PROGRESS, PROGRESS_LINES, RESUME_AT, ResumePoint,
     VOLUME_TARGET, WireError,

@@ -392,6 +392,24 @@ where
         .boxed()
 }
 
+// Renewing an agent's certificate (`crate::server::renew`, `crate::agent::renew`).
+
+/// The agent's answer to `POST /v1/certificate/request`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewalRequest {
+    /// A PKCS#10 request (PEM) for the agent's new, pending key.
+    pub csr_pem: String,
+}
+
+/// The body of `PUT /v1/certificate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Renewed {
+    /// The new certificate (PEM) for the pending key.
+    pub cert_pem: String,
+    /// The CA's certificate (PEM).
+    pub ca_pem: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

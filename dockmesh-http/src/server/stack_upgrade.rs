@@ -1,0 +1,515 @@
+//! Stack release upgrades, over the ports: diff, images, optional volume backup, replace,
+//! health, and the previous release put back by itself when the new one fails.
+//!
+//! 1. Both releases are resolved by the stack's host ([`HostRuntime::resolve_release`]) and
+//!    compared ([`release::diff`]); a dry run stops here.
+//! 2. Every image the new release needs must be on the host ([`HostRuntime::ensure_images`]
+//!    pulls when a registry answers); a missing one is named before anything stops.
+//! 3. With a backup, the stack is stopped and each named volume is copied through the volume
+//!    export path into a backup volume on the same host (`<volume>-backup-r<rev>`); the copy's
+//!    manifest must equal the export's. A failure removes the copies, starts the stack again and
+//!    changes nothing else.
+//! 4. The new files are deployed: only changed services are replaced, named volumes are kept.
+//!    Then every service must become healthy.
+//! 5. On any failure of step 4: with a backup, the stack's containers are removed (a volume in
+//!    use cannot be filled again) and each volume is filled again from its copy (verified the
+//!    same way); the previous files are deployed and must become healthy. The release is recorded as rolled back (or failed, when putting the
+//!    previous one back failed too, with what failed).
+//!
+//! Every outcome is recorded as a [`ReleaseRecord`] with the stack's record and a deploy
+//! history entry in one store transaction.
+
+use crate::server::api::stacks::{load_stack, no_active_migration};
+use crate::server::error::ApiError;
+use crate::server::state::ServerState;
+use dockmesh_core::audit::{self, AuditEvent};
+use dockmesh_core::manifest::VolumeManifest;
+use dockmesh_core::ports::{
+    HostRuntime, RuntimeError, RuntimeErrorKind, VolumeTarget, no_progress,
+};
+use dockmesh_core::records::{DeployRecord, StackRecord};
+use dockmesh_core::release::{self, ReleaseDiff, ReleaseOutcome, ReleaseRecord, ServiceShape};
+use dockmesh_core::snapshot::VolumeUsage;
+use dockmesh_core::types::{HostId, StackFiles};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// What an upgrade (or a rollback to an earlier release) did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpgradeView {
+    /// The stack.
+    pub stack: String,
+    /// Its host.
+    pub host: String,
+    /// What the new release changes against the one that runs.
+    #[schema(value_type = Object)]
+    pub diff: ReleaseDiff,
+    /// True when only the diff was asked for: nothing was changed.
+    pub dry_run: bool,
+    /// The revision recorded for this release (none for a dry run).
+    pub rev: Option<u64>,
+    /// `deployed`, `rolled_back` or `failed` (none for a dry run).
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<ReleaseOutcome>,
+    /// Why the release failed, and what putting the previous one back did.
+    pub detail: Option<String>,
+    /// The backup volumes taken before the release (volume → backup volume).
+    pub backups: BTreeMap<String, String>,
+    /// The volumes filled again from their backup when the release was rolled back.
+    pub restored: Vec<String>,
+}
+
+/// One upgrade to run.
+pub(crate) struct Upgrade {
+    /// The new files.
+    pub files: StackFiles,
+    /// Stop after the diff.
+    pub dry_run: bool,
+    /// Copy the named volumes first, and restore them on failure.
+    pub backup: bool,
+    /// `upgrade` or `rollback` (deploy history action, audit detail).
+    pub action: &'static str,
+    /// For a rollback: the revision whose files are deployed again.
+    pub from_rev: Option<u64>,
+    /// Who asked.
+    pub actor: String,
+}
+
+fn context(what: &str, e: RuntimeError) -> RuntimeError {
+    RuntimeError::new(e.kind, format!("{what}: {}", e.message))
+}
+
+/// Run an upgrade of stack `name`. The caller holds the stack's lock.
+pub(crate) async fn run(
+    state: &ServerState,
+    name: &str,
+    up: Upgrade,
+) -> Result<UpgradeView, ApiError> {
+    let record = load_stack(state, name).await?;
+    let host_id = record.host.clone().ok_or_else(|| {
+        ApiError::conflict(format!("stack {name} is not deployed on any host"))
+            .with_hint("deploy it first: `dockmesh stack deploy NAME --file F --host H`")
+    })?;
+    no_active_migration(state, name).await?;
+    let host = state.hosts().get(&host_id).ok_or_else(|| {
+        ApiError::conflict(format!(
+            "stack {name} is recorded on host {host_id}, which this server does not know; nothing was changed"
+        ))
+    })?;
+    if up.files.compose.trim().is_empty() {
+        return Err(ApiError::bad_request("compose: the compose file is empty"));
+    }
+    state.config().host_policies.check(&host_id, &up.files)?;
+    let previous = StackFiles {
+        name: name.to_owned(),
+        compose: record.compose.clone(),
+        env: record.env.clone(),
+    };
+    let current = host
+        .resolve_release(&previous)
+        .await
+        .map_err(|e| context("the running release cannot be read", e))?;
+    let mut next = host.resolve_release(&up.files).await?;
+    let diff = release::diff(&current, &next);
+    let mut view = UpgradeView {
+        stack: name.to_owned(),
+        host: host_id.to_string(),
+        diff,
+        dry_run: up.dry_run,
+        rev: None,
+        outcome: None,
+        detail: None,
+        backups: BTreeMap::new(),
+        restored: Vec::new(),
+    };
+    if up.dry_run {
+        return Ok(view);
+    }
+    let missing: BTreeSet<String> = next
+        .iter()
+        .filter(|s| s.image_id.is_none())
+        .map(|s| s.image.clone())
+        .collect();
+    if !missing.is_empty() {
+        host.ensure_images(&missing.into_iter().collect::<Vec<_>>())
+            .await?;
+        next = host.resolve_release(&up.files).await?;
+    }
+    let rev = release::next_rev(&state.store().list_releases(name).await?);
+
+    let volumes = if up.backup {
+        stack_volumes(host.as_ref(), name).await?
+    } else {
+        Vec::new()
+    };
+    let backups = if up.backup {
+        back_up(host.as_ref(), name, rev, &volumes).await?
+    } else {
+        Vec::new()
+    };
+    view.backups = backups
+        .iter()
+        .map(|b| (b.volume.name.clone(), b.copy.clone()))
+        .collect();
+
+    let failure = apply(host.as_ref(), &up.files).await.err();
+    let now = state.clock().now();
+    let (outcome, stack_record, images) = match failure {
+        None => {
+            let updated = StackRecord {
+                compose: up.files.compose.clone(),
+                env: up.files.env.clone(),
+                updated_at: now,
+                ..record.clone()
+            };
+            (ReleaseOutcome::Deployed, updated, image_ids(&next))
+        }
+        Some(why) => {
+            let (restored, problems) = put_back(host.as_ref(), name, &previous, &backups).await;
+            view.restored = restored;
+            let outcome = if problems.is_empty() {
+                ReleaseOutcome::RolledBack
+            } else {
+                ReleaseOutcome::Failed
+            };
+            view.detail = Some(if problems.is_empty() {
+                format!("{why}; the previous release was put back and is healthy")
+            } else {
+                format!(
+                    "{why}; putting the previous release back failed too: {}",
+                    problems.join("; ")
+                )
+            });
+            (outcome, record.clone(), image_ids(&next))
+        }
+    };
+    let release = ReleaseRecord {
+        stack: name.to_owned(),
+        rev,
+        at: now,
+        host: host_id.clone(),
+        compose: up.files.compose.clone(),
+        env: up.files.env.clone(),
+        images,
+        outcome,
+        detail: view.detail.clone(),
+        from_rev: up.from_rev,
+        actor: up.actor.clone(),
+    };
+    let action = match outcome {
+        ReleaseOutcome::Deployed => up.action.to_owned(),
+        _ => format!("{}-rolled-back", up.action),
+    };
+    state
+        .store()
+        .put_release(
+            &release,
+            &stack_record,
+            Some(&DeployRecord {
+                stack: name.to_owned(),
+                at: now,
+                host: host_id.clone(),
+                action: action.clone(),
+                actor: up.actor.clone(),
+            }),
+        )
+        .await?;
+    let _ = state
+        .store()
+        .append_audit(
+            &AuditEvent::new(now, &up.actor, audit::STACK_DEPLOY, name)
+                .with("action", up.action)
+                .with("host", host_id.to_string())
+                .with("rev", rev.to_string())
+                .with("outcome", outcome.to_string()),
+        )
+        .await;
+    view.rev = Some(rev);
+    view.outcome = Some(outcome);
+    Ok(view)
+}
+
+/// Record a first deploy (or a deploy again of the same files) as a release.
+pub(crate) async fn record_deploy(
+    state: &ServerState,
+    host: &Arc<dyn HostRuntime>,
+    host_id: &HostId,
+    record: &StackRecord,
+    deploy: &DeployRecord,
+) -> Result<(), ApiError> {
+    let files = StackFiles {
+        name: record.name.clone(),
+        compose: record.compose.clone(),
+        env: record.env.clone(),
+    };
+    // A host that cannot resolve releases still deploys; its release has no image ids.
+    let images = match host.resolve_release(&files).await {
+        Ok(shapes) => image_ids(&shapes),
+        Err(e) => {
+            tracing::warn!(stack = %record.name, error = %e, "the image ids of a release are unknown");
+            BTreeMap::new()
+        }
+    };
+    let rev = release::next_rev(&state.store().list_releases(&record.name).await?);
+    let release = ReleaseRecord {
+        stack: record.name.clone(),
+        rev,
+        at: deploy.at,
+        host: host_id.clone(),
+        compose: record.compose.clone(),
+        env: record.env.clone(),
+        images,
+        outcome: ReleaseOutcome::Deployed,
+        detail: None,
+        from_rev: None,
+        actor: deploy.actor.clone(),
+    };
+    state
+        .store()
+        .put_release(&release, record, Some(deploy))
+        .await?;
+    Ok(())
+}
+
+fn image_ids(shapes: &[ServiceShape]) -> BTreeMap<String, String> {
+    shapes
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.image_id.clone()?)))
+        .collect()
+}
+
+/// Write and deploy `files`, then wait until every service is healthy.
+async fn apply(host: &dyn HostRuntime, files: &StackFiles) -> Result<(), String> {
+    host.write_stack_files(files)
+        .await
+        .map_err(|e| format!("writing the files: {e}"))?;
+    host.deploy(files).await.map_err(|e| e.to_string())?;
+    let health = host
+        .wait_healthy(&files.name)
+        .await
+        .map_err(|e| format!("waiting for health: {e}"))?;
+    if !health.healthy() {
+        return Err(format!(
+            "the release did not become healthy: {}",
+            health.failure_summary()
+        ));
+    }
+    Ok(())
+}
+
+/// The stack's named volumes on its host.
+async fn stack_volumes(host: &dyn HostRuntime, name: &str) -> Result<Vec<VolumeUsage>, ApiError> {
+    let mut snapshot = host.snapshot().await?;
+    Ok(snapshot
+        .stacks
+        .remove(name)
+        .map(|s| s.volumes)
+        .unwrap_or_default())
+}
+
+/// A verified copy of one volume.
+struct Backup {
+    volume: VolumeUsage,
+    copy: String,
+    manifest: VolumeManifest,
+}
+
+/// Label of a backup volume: the volume it copies.
+pub const BACKUP_OF: &str = "com.dockmesh.backup.of";
+/// Label of a backup volume: the stack.
+pub const BACKUP_STACK: &str = "com.dockmesh.backup.stack";
+/// Label of a backup volume: the release it was taken before.
+pub const BACKUP_REV: &str = "com.dockmesh.backup.rev";
+
+/// The name of the copy of `volume` taken before release `rev`.
+pub fn backup_name(volume: &str, rev: u64) -> String {
+    format!("{volume}-backup-r{rev}")
+}
+
+/// Copy `from` into the volume `to` through the export path; the copy's manifest must equal
+/// the export's.
+async fn copy_volume(
+    host: &dyn HostRuntime,
+    from: &str,
+    to: &VolumeTarget,
+) -> Result<VolumeManifest, RuntimeError> {
+    let export = host.export_volume(from).await?;
+    let imported = host.import_volume(to, export.stream, no_progress()).await?;
+    let exported = export.manifest.take()?;
+    if let Some(diff) = exported.first_difference(&imported) {
+        return Err(RuntimeError::new(
+            RuntimeErrorKind::Integrity,
+            format!("the copy of volume {from} into {} differs: {diff}", to.name),
+        ));
+    }
+    Ok(exported)
+}
+
+/// Stop the stack and copy each volume; on failure remove the copies made, start the stack
+/// again, and return the error.
+async fn back_up(
+    host: &dyn HostRuntime,
+    name: &str,
+    rev: u64,
+    volumes: &[VolumeUsage],
+) -> Result<Vec<Backup>, ApiError> {
+    host.stop_stack(name)
+        .await
+        .map_err(|e| context("stopping the stack for its backup", e))?;
+    let mut done: Vec<Backup> = Vec::new();
+    for v in volumes {
+        let copy = backup_name(&v.name, rev);
+        // Not Compose's labels: a copy belongs to no project, so it is neither part of the
+        // stack's volumes nor moved or removed with them.
+        let target = VolumeTarget {
+            name: copy.clone(),
+            labels: BTreeMap::from([
+                (BACKUP_OF.to_owned(), v.name.clone()),
+                (BACKUP_STACK.to_owned(), name.to_owned()),
+                (BACKUP_REV.to_owned(), rev.to_string()),
+            ]),
+            expected_bytes: v.bytes,
+        };
+        match copy_volume(host, &v.name, &target).await {
+            Ok(manifest) => done.push(Backup {
+                volume: v.clone(),
+                copy,
+                manifest,
+            }),
+            Err(e) => {
+                let _ = host.remove_volume(&copy).await;
+                for b in &done {
+                    let _ = host.remove_volume(&b.copy).await;
+                }
+                let restarted = host.start_stack(name).await;
+                let mut err: ApiError = context(
+                    &format!("backing up volume {} before the upgrade failed", v.name),
+                    e,
+                )
+                .into();
+                err = err.with_hint(match restarted {
+                    Ok(()) => "nothing was changed: the stack runs its current release again",
+                    Err(_) => "the stack's current release is unchanged but stopped: start it with a deploy of the same files",
+                });
+                return Err(err);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Put the previous release back: volumes from their copies (verified against the backup's
+/// manifest), then the previous files, healthy. Returns the restored volumes and what failed.
+async fn put_back(
+    host: &dyn HostRuntime,
+    name: &str,
+    previous: &StackFiles,
+    backups: &[Backup],
+) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut restored = Vec::new();
+    if !backups.is_empty() {
+        // A volume is filled again only when no container uses it: the stack's containers go
+        // (its volumes stay) and the previous release's deploy creates them again.
+        if let Err(e) = host.remove_stack(name, false).await {
+            problems.push(format!(
+                "removing the stack's containers to restore its volumes: {e}"
+            ));
+        } else {
+            for b in backups {
+                let target = VolumeTarget {
+                    name: b.volume.name.clone(),
+                    labels: b.volume.labels.clone(),
+                    expected_bytes: None,
+                };
+                match copy_volume(host, &b.copy, &target).await {
+                    Ok(m) if m.first_difference(&b.manifest).is_none() => {
+                        restored.push(b.volume.name.clone())
+                    }
+                    Ok(m) => problems.push(format!(
+                        "volume {} restored from {} differs from the backup: {}",
+                        b.volume.name,
+                        b.copy,
+                        m.first_difference(&b.manifest).unwrap_or_default()
+                    )),
+                    Err(e) => problems.push(format!(
+                        "restoring volume {} from {}: {e}",
+                        b.volume.name, b.copy
+                    )),
+                }
+            }
+        }
+    }
+    if let Err(why) = apply(host, previous).await {
+        problems.push(format!("deploying the previous release: {why}"));
+    }
+    (restored, problems)
+}
+
+/// A release as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseView {
+    /// The revision.
+    pub rev: u64,
+    /// When.
+    pub at: jiff::Timestamp,
+    /// On which host.
+    pub host: String,
+    /// `deployed`, `rolled_back` or `failed`.
+    #[schema(value_type = String)]
+    pub outcome: ReleaseOutcome,
+    /// Why it failed.
+    pub detail: Option<String>,
+    /// The revision it went back to, for a rollback.
+    pub from_rev: Option<u64>,
+    /// Who deployed it.
+    pub actor: String,
+    /// Each service's image id.
+    pub images: BTreeMap<String, String>,
+    /// Whether it is the release that runs now.
+    pub current: bool,
+}
+
+impl ReleaseView {
+    /// The view of each release, newest first, marking the one that runs.
+    pub fn list(releases: &[ReleaseRecord]) -> Vec<ReleaseView> {
+        let current = release::running(releases).map(|r| r.rev);
+        releases
+            .iter()
+            .map(|r| ReleaseView {
+                rev: r.rev,
+                at: r.at,
+                host: r.host.to_string(),
+                outcome: r.outcome,
+                detail: r.detail.clone(),
+                from_rev: r.from_rev,
+                actor: r.actor.clone(),
+                images: r.images.clone(),
+                current: Some(r.rev) == current,
+            })
+            .collect()
+    }
+}
+
+/// Pick the release a rollback deploys again: `to`, or the one before the running one.
+pub(crate) fn rollback_target(
+    name: &str,
+    releases: &[ReleaseRecord],
+    to: Option<u64>,
+) -> Result<ReleaseRecord, ApiError> {
+    let found = match to {
+        Some(rev) => releases.iter().find(|r| r.rev == rev).ok_or_else(|| {
+            ApiError::not_found(format!("stack {name} has no release {rev}"))
+                .with_hint("list its releases with `dockmesh stack history NAME`")
+        })?,
+        None => release::previous(releases).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "stack {name} has no earlier deployed release to go back to"
+            ))
+            .with_hint("name one with --to REV (`dockmesh stack history NAME`)")
+        })?,
+    };
+    Ok(found.clone())
+}
