@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use dockmesh_core::HostId;
 use dockmesh_core::drain::{DrainOrder, DrainPlan};
-use dockmesh_core::ports::HostRuntime;
+use dockmesh_core::ports::{HostRuntime, cannot};
 use dockmesh_core::snapshot::HostSnapshot;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -253,7 +253,10 @@ pub async fn list_projects(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<dockmesh_core::ports::ProjectInfo>>, ApiError> {
     let (_, host) = known_runtime(&state, &id)?;
-    Ok(Json(host.list_projects().await?))
+    let projects = host
+        .projects()
+        .ok_or_else(|| cannot::list_projects(host.host_id()))?;
+    Ok(Json(projects.list_projects().await?))
 }
 
 /// A host's recent events, as the server follows them.

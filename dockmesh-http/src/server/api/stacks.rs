@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use dockmesh_core::audit::{self, AuditEvent};
-use dockmesh_core::ports::{MigrationQuery, StackStatus};
+use dockmesh_core::ports::{MigrationQuery, StackStatus, cannot};
 use dockmesh_core::records::{DeployRecord, StackRecord};
 use dockmesh_core::types::{StackFiles, validate_stack_name};
 use jiff::Timestamp;
@@ -401,7 +401,10 @@ pub async fn adopt_stack(
         compose,
         env: req.env,
     });
-    let report = runtime.adopt_project(&name, given.as_ref()).await?;
+    let projects = runtime
+        .projects()
+        .ok_or_else(|| cannot::adopt_project(runtime.host_id(), &name))?;
+    let report = projects.adopt_project(&name, given.as_ref()).await?;
     let now = state.clock().now();
     let actor = actor(&by);
     let record = StackRecord {
