@@ -21,12 +21,15 @@
 //! - [`drain`]: planning the migration of every stack off a host.
 //! - [`release`]: stack release upgrades: the diff, rolling replacement of replicas, release history.
 //! - [`verify`]: the checks after a server upgrade.
+//! - [`agent_upgrade`]: the agent's self-upgrade: order checks, resumed download, trial, watchdog.
+//! - [`server_upgrade`]: the server's self-upgrade: the judgement, hop by hop with undo, the run record.
 //! - [`audit`]: the audit event model and the hash chain rule.
 //! - [`ports`]: the traits adapters implement.
 //! - `testing` (feature `testing`): in-memory fakes and a conformance suite per port.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent_upgrade;
 pub mod audit;
 pub mod drain;
 pub mod fleet;
@@ -40,6 +43,7 @@ pub mod records;
 pub mod release;
 pub mod rollout;
 pub mod schema;
+pub mod server_upgrade;
 pub mod snapshot;
 pub mod types;
 pub mod verify;

@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dockmesh_core::migration::DriveError;
-use dockmesh_core::ports::{RuntimeError, RuntimeErrorKind, StoreError};
+use dockmesh_core::ports::{RuntimeError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -98,50 +98,19 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict { what } => ApiError::conflict(what),
-            StoreError::NotFound { what } => ApiError::not_found(what),
-            e => ApiError::unavailable(format!("the database failed: {e}"))
-                .with_hint("check the database; the request changed nothing it did not record"),
-        }
+        crate::server::ops::OpError::from(e).into()
     }
 }
 
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
-        let (status, code) = match e.kind {
-            RuntimeErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            RuntimeErrorKind::InvalidStack => (StatusCode::BAD_REQUEST, "invalid_stack"),
-            RuntimeErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
-            RuntimeErrorKind::Unreachable => (StatusCode::BAD_GATEWAY, "host_unreachable"),
-            _ => (StatusCode::BAD_GATEWAY, "host_error"),
-        };
-        ApiError::new(status, code, e.to_string())
+        crate::server::ops::OpError::from(e).into()
     }
 }
 
 impl From<DriveError> for ApiError {
     fn from(e: DriveError) -> Self {
-        let hint = e.hint();
-        let err = match &e {
-            DriveError::NotFound(_) => ApiError::not_found(e.to_string()),
-            DriveError::Busy { .. } | DriveError::Refused(_) | DriveError::Fenced { .. } => {
-                ApiError::conflict(e.to_string())
-            }
-            DriveError::Stack { reason, .. } if reason.contains("not known") => {
-                ApiError::not_found(e.to_string())
-            }
-            DriveError::Stack { .. } => ApiError::conflict(e.to_string()),
-            DriveError::Stopped { .. } => ApiError::unavailable(e.to_string()),
-            DriveError::Retry { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "host_error", e.to_string())
-            }
-            _ => ApiError::internal(e.to_string()),
-        };
-        match hint {
-            Some(h) => err.with_hint(h),
-            None => err,
-        }
+        crate::server::ops::OpError::from(e).into()
     }
 }
 
@@ -181,6 +150,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dockmesh_core::ports::RuntimeErrorKind;
 
     #[test]
     fn store_conflicts_are_409_and_outages_503() {

@@ -9,7 +9,6 @@
 
 use crate::server::error::ApiError;
 use crate::server::state::ServerState;
-use axum::http::StatusCode;
 use dockmesh_core::HostId;
 use dockmesh_core::host_policy::{self, ComposeInspector, HostPolicy, PolicyRefusal};
 use dockmesh_core::preflight::{CheckResult, CheckStatus};
@@ -64,23 +63,7 @@ impl std::fmt::Display for PolicyCheck {
 
 impl From<PolicyCheck> for ApiError {
     fn from(c: PolicyCheck) -> Self {
-        match c {
-            PolicyCheck::Refused(r) => {
-                let details = serde_json::json!({ "host": r.host, "violations": r.violations });
-                ApiError::new(StatusCode::FORBIDDEN, "host_policy", r.to_string())
-                    .with_hint(r.hint())
-                    .with_details(details)
-            }
-            // A compose file that does not load is an invalid stack, answered as a deploy
-            // answers one (the dashboard shows it beside the compose field).
-            c @ PolicyCheck::Unreadable(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_stack", c.to_string())
-                    .with_hint("fix the compose file; nothing was deployed")
-            }
-            c @ PolicyCheck::NoInspector => ApiError::internal(c.to_string()).with_hint(
-                "the server is assembled without a compose inspector; nothing was deployed",
-            ),
-        }
+        crate::server::ops::OpError::from(c).into()
     }
 }
 

@@ -1,7 +1,8 @@
-//! The reference server: the REST API ([`api`]) and the web dashboard ([`web`]) on the API
-//! listener ([`serve()`], HTTPS by [`tls`]), API-token authentication ([`auth`], [`scope`],
-//! [`limit`]), the migration supervisor ([`supervisor`]), drains ([`drains`]), stack upgrades
-//! ([`stack_upgrade`]), host policies ([`host_policy`]), health and metrics ([`metrics`]).
+//! The reference server: the operations users ask for ([`ops`]), which the REST API ([`api`])
+//! and the web dashboard ([`web`]) both call, on the API listener ([`serve()`], HTTPS by
+//! [`tls`]), API-token authentication ([`auth`], [`scope`], [`limit`]), the migration
+//! supervisor ([`supervisor`]), drains ([`drains`]), stack upgrades ([`stack_upgrade`]), host
+//! policies ([`host_policy`]), health and metrics ([`metrics`]).
 //!
 //! Hosts: the registry of runtimes ([`hosts`]), what hosts report as it happens ([`events`]:
 //! each host's event stream held open, its recent events kept), and their cached snapshots
@@ -22,6 +23,7 @@ pub mod host_policy;
 pub mod hosts;
 pub mod limit;
 pub mod metrics;
+pub mod ops;
 pub mod renew;
 pub mod rollout;
 pub mod scope;

@@ -1,51 +1,13 @@
 //! The audit log: filtered, cursor-paginated listing, and verification of the hash chain.
+//! The operations are [`crate::server::ops::audit`].
 
 use crate::server::error::ApiError;
+use crate::server::ops;
 use crate::server::state::ServerState;
 use axum::Json;
 use axum::extract::{Query, State};
-use dockmesh_core::audit::{AuditEntry, AuditQuery, ChainVerification};
-use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
-/// Filters of the audit listing.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-pub struct AuditParams {
-    /// Only this action (`migration.start`, `stack.deploy`, …).
-    pub action: Option<String>,
-    /// Only this target (a stack name, an agent id, …).
-    pub target: Option<String>,
-    /// Only entries at or after this time (RFC 3339).
-    pub since: Option<String>,
-    /// Only entries before this time (RFC 3339).
-    pub until: Option<String>,
-    /// The cursor: entries with a sequence number below this (`next_before` of the last page).
-    pub before: Option<u64>,
-    /// At most this many (default 100, at most 1000).
-    #[serde(default)]
-    pub limit: u32,
-}
-
-/// A page of audit entries, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AuditPage {
-    /// The entries.
-    #[schema(value_type = Vec<Object>)]
-    pub entries: Vec<AuditEntry>,
-    /// The cursor of the next page (`before=`), when there may be one.
-    pub next_before: Option<u64>,
-}
-
-fn time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            s.parse::<Timestamp>().map_err(|e| {
-                ApiError::bad_request(format!("{field}: {s:?} is not an RFC 3339 time ({e})"))
-            })
-        })
-        .transpose()
-}
+pub use crate::server::ops::audit::{AuditPage, AuditParams, VerifyView};
 
 /// Audit entries, newest first, filtered by action, target and time.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
@@ -54,44 +16,12 @@ pub async fn list_audit(
     State(state): State<ServerState>,
     Query(p): Query<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let query = AuditQuery {
-        action: p.action.clone(),
-        target: p.target.clone(),
-        since: time("since", &p.since)?,
-        until: time("until", &p.until)?,
-        before_seq: p.before,
-        limit: p.limit,
-    };
-    let limit = query.effective_limit() as usize;
-    let entries = state.store().query_audit(&query).await?;
-    let next_before = if entries.len() >= limit {
-        entries.last().map(|e| e.seq)
-    } else {
-        None
-    };
-    Ok(Json(AuditPage {
-        entries,
-        next_before,
-    }))
-}
-
-/// The result of walking the whole chain.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct VerifyView {
-    /// True when every link holds.
-    pub ok: bool,
-    /// The walk's result.
-    #[schema(value_type = Object)]
-    pub verification: ChainVerification,
+    Ok(Json(ops::audit::list(&state, &p).await?))
 }
 
 /// Walk the audit chain and say whether every link holds (and where the first break is).
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     responses((status = 200, body = VerifyView)))]
 pub async fn verify_audit(State(state): State<ServerState>) -> Result<Json<VerifyView>, ApiError> {
-    let v = state.store().verify_audit().await?;
-    Ok(Json(VerifyView {
-        ok: v.first_broken.is_none(),
-        verification: v,
-    }))
+    Ok(Json(ops::audit::verify(&state).await?))
 }

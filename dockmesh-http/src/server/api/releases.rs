@@ -1,48 +1,17 @@
 //! Stack release upgrades: new files for a deployed stack (diff, replace, health, automatic
-//! rollback), its releases, and a rollback to an earlier one. The flow is [`crate::server::stack_upgrade`].
+//! rollback), its releases, and a rollback to an earlier one. The operations are
+//! [`crate::server::ops::releases`].
 
 use super::actor;
-use super::stacks::load_stack;
 use crate::server::auth::Actor;
 use crate::server::error::{ApiError, ApiJson};
-use crate::server::stack_upgrade::{self, ReleaseView, Upgrade, UpgradeView};
+use crate::server::ops;
+use crate::server::stack_upgrade::{ReleaseView, UpgradeView};
 use crate::server::state::ServerState;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use dockmesh_core::types::StackFiles;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// A new release of a deployed stack.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct UpgradeRequest {
-    /// The content of the new `compose.yaml`.
-    pub compose: String,
-    /// The content of the new `.env`.
-    #[serde(default)]
-    pub env: Option<String>,
-    /// Only compute the diff; change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Copy the stack's named volumes first (the stack is stopped while they are copied), and
-    /// fill them again from the copies if the release is rolled back.
-    #[serde(default)]
-    pub backup: bool,
-}
-
-/// Which release to go back to.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct RollbackRequest {
-    /// The revision (default: the deployed release before the one that runs).
-    #[serde(default)]
-    pub to: Option<u64>,
-    /// Only compute the diff; change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Copy the stack's named volumes first, as for an upgrade.
-    #[serde(default)]
-    pub backup: bool,
-}
+pub use crate::server::ops::releases::{RollbackRequest, UpgradeRequest};
 
 /// Upgrade a deployed stack to new files: the diff against what runs (returned; a dry run
 /// stops there), every image present (pulled when a registry answers, else refused naming it
@@ -63,20 +32,9 @@ pub async fn upgrade_stack(
     by: Option<Extension<Actor>>,
     ApiJson(req): ApiJson<UpgradeRequest>,
 ) -> Result<Json<UpgradeView>, ApiError> {
-    let _guard = state.lock_stack(&name).await;
-    let up = Upgrade {
-        files: StackFiles {
-            name: name.clone(),
-            compose: req.compose,
-            env: req.env,
-        },
-        dry_run: req.dry_run,
-        backup: req.backup,
-        action: "upgrade",
-        from_rev: None,
-        actor: actor(&by),
-    };
-    stack_upgrade::run(&state, &name, up).await.map(Json)
+    Ok(Json(
+        ops::releases::upgrade(&state, &name, req, &actor(&by)).await?,
+    ))
 }
 
 /// Every release of a stack, newest first; `current` marks the one that runs.
@@ -87,9 +45,7 @@ pub async fn list_releases(
     State(state): State<ServerState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
-    load_stack(&state, &name).await?;
-    let releases = state.store().list_releases(&name).await?;
-    Ok(Json(ReleaseView::list(&releases)))
+    Ok(Json(ops::releases::list(&state, &name).await?))
 }
 
 /// Deploy an earlier release of a stack again (its recorded compose file and `.env`), as an
@@ -106,21 +62,7 @@ pub async fn rollback_stack(
     by: Option<Extension<Actor>>,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> Result<Json<UpgradeView>, ApiError> {
-    let _guard = state.lock_stack(&name).await;
-    load_stack(&state, &name).await?;
-    let releases = state.store().list_releases(&name).await?;
-    let target = stack_upgrade::rollback_target(&name, &releases, req.to)?;
-    let up = Upgrade {
-        files: StackFiles {
-            name: name.clone(),
-            compose: target.compose,
-            env: target.env,
-        },
-        dry_run: req.dry_run,
-        backup: req.backup,
-        action: "rollback",
-        from_rev: Some(target.rev),
-        actor: actor(&by),
-    };
-    stack_upgrade::run(&state, &name, up).await.map(Json)
+    Ok(Json(
+        ops::releases::rollback(&state, &name, req, &actor(&by)).await?,
+    ))
 }

@@ -4,23 +4,20 @@
 //!
 //! The agent upgrade panel on the same page: where the agents stand, the rollout's state, the
 //! binaries served, the upgrade policy's form, "Run now", "Resume" when the rollout is halted,
-//! and an "Upgrade" button per drifted agent. All of it goes through the API's handlers
-//! (`crate::server::api::agents`): the same checks, view and audit entries.
+//! and an "Upgrade" button per drifted agent. All of it goes through the operations the API
+//! calls ([`crate::server::ops::agents`]): the same checks, view and audit entries.
 
 use super::migrations::ConfirmPage;
 use super::session::User;
-use super::{ErrorText, Layout, WebState, api, error_page, human_bytes, render_with, when};
-use crate::server::api::agents::{
-    AgentView, get_policy, list_agents, put_policy, remove_agent, resume_policy, run_policy,
-    upgrade_agent,
-};
-use crate::server::error::{ApiError, ApiJson};
+use super::{ErrorText, Layout, WebState, error_page, human_bytes, render_with, when};
+use crate::server::ops::agents::AgentView;
+use crate::server::ops::{self, OpError};
 use crate::server::rollout::{Evaluation, PolicyView};
 use askama::Template;
-use axum::extract::{Extension, Path, State};
+use axum::Form;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
 use dockmesh_core::rollout::{Automatic, RolloutMode, RolloutPolicy, StagedPolicy, UpgradeState};
 use jiff::SignedDuration;
 use serde::Deserialize;
@@ -81,10 +78,10 @@ impl PolicyErrors {
             || self.other.is_some()
     }
 
-    /// Put an API error beside the field its `details.field` names (`staged.percent`, …), or
-    /// above the form.
-    fn place(&mut self, e: &ApiError) {
-        let details = e.body.details.as_ref();
+    /// Put an operation's error beside the field its `details.field` names
+    /// (`staged.percent`, …), or above the form.
+    fn place(&mut self, e: &OpError) {
+        let details = e.details.as_ref();
         let field = details
             .and_then(|d| d.get("field"))
             .and_then(|f| f.as_str());
@@ -349,12 +346,12 @@ struct Extra {
 }
 
 async fn page(web: &WebState, user: &User, extra: Extra) -> Response {
-    let agents = match list_agents(api(web)).await {
-        Ok(Json(a)) => a,
+    let agents = match ops::agents::list(&web.api).await {
+        Ok(a) => a,
         Err(e) => return error_page(web, user, "agents", &e, "/hosts"),
     };
-    let p = match get_policy(api(web)).await {
-        Ok(Json(p)) => p,
+    let p = match ops::agents::policy(&web.api).await {
+        Ok(p) => p,
         Err(e) => return error_page(web, user, "agents", &e, "/hosts"),
     };
     let outcome = extra.evaluation.as_ref().map(|e| outcome(e, &agents));
@@ -425,17 +422,18 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
     page(&web, &user, Extra::default()).await
 }
 
-fn by(user: &User) -> Option<Extension<crate::server::auth::Actor>> {
-    Some(Extension(user.session.actor.clone()))
+/// Who asks, as the operations record it: the session's token.
+fn by(user: &User) -> &str {
+    &user.session.actor.0
 }
 
 /// The page with a button's refusal above the panel, with the API's status.
-async fn refused(web: &WebState, user: &User, what: String, e: &ApiError) -> Response {
+async fn refused(web: &WebState, user: &User, what: String, e: &OpError) -> Response {
     page(
         web,
         user,
         Extra {
-            status: e.status,
+            status: e.status(),
             action_error: Some(ActionError {
                 what,
                 error: e.into(),
@@ -470,19 +468,18 @@ pub async fn save_policy(
     };
     // `allow_downgrade` is not on the form: saving the form keeps what the API set.
     let mut policy = policy;
-    match web.api.store().get_rollout().await {
-        Ok(current) => policy.allow_downgrade = current.policy.allow_downgrade,
+    match ops::agents::stored_policy(&web.api).await {
+        Ok(current) => policy.allow_downgrade = current.allow_downgrade,
         Err(e) => {
-            let e = ApiError::from(e);
             return refused(&web, &user, "The policy was not saved".into(), &e).await;
         }
     }
-    match put_policy(api(&web), by(&user), ApiJson(policy)).await {
+    match ops::agents::set_policy(&web.api, policy, by(&user)).await {
         Ok(_) => Redirect::to("/agents").into_response(),
         Err(e) => {
             errors.place(&e);
             let extra = Extra {
-                status: e.status,
+                status: e.status(),
                 form: Some(form),
                 errors,
                 ..Extra::default()
@@ -495,8 +492,8 @@ pub async fn save_policy(
 /// `POST /agents/upgrade-policy/run`: evaluate the rollout now, as the session's user; the
 /// page shows what it did.
 pub async fn run_now(State(web): State<WebState>, user: User) -> Response {
-    match run_policy(api(&web), by(&user)).await {
-        Ok(Json(evaluation)) => {
+    match ops::agents::run(&web.api, by(&user)).await {
+        Ok(evaluation) => {
             let extra = Extra {
                 evaluation: Some(evaluation),
                 ..Extra::default()
@@ -509,7 +506,7 @@ pub async fn run_now(State(web): State<WebState>, user: User) -> Response {
 
 /// `POST /agents/upgrade-policy/resume`: resume a halted rollout.
 pub async fn resume(State(web): State<WebState>, user: User) -> Response {
-    match resume_policy(api(&web), by(&user)).await {
+    match ops::agents::resume(&web.api, by(&user)).await {
         Ok(_) => Redirect::to("/agents").into_response(),
         Err(e) => refused(&web, &user, "The rollout was not resumed".into(), &e).await,
     }
@@ -517,23 +514,15 @@ pub async fn resume(State(web): State<WebState>, user: User) -> Response {
 
 /// `POST /agents/{id}/upgrade`: ask for one agent's upgrade.
 pub async fn upgrade(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    match upgrade_agent(api(&web), by(&user), Path(id.clone())).await {
+    match ops::agents::upgrade(&web.api, &id, by(&user)).await {
         Ok(_) => Redirect::to("/agents").into_response(),
         Err(e) => refused(&web, &user, format!("Agent {id} was not upgraded"), &e).await,
     }
 }
 
-async fn find(web: &WebState, key: &str) -> Result<AgentView, ApiError> {
-    let Json(agents) = list_agents(api(web)).await?;
-    agents
-        .into_iter()
-        .find(|a| a.id == key || a.host == key)
-        .ok_or_else(|| ApiError::not_found(format!("no agent with id or host name {key:?}")))
-}
-
-fn remove_page(web: &WebState, user: &User, a: &AgentView, error: Option<&ApiError>) -> Response {
+fn remove_page(web: &WebState, user: &User, a: &AgentView, error: Option<&OpError>) -> Response {
     render_with(
-        error.map(|e| e.status).unwrap_or(StatusCode::OK),
+        error.map(OpError::status).unwrap_or(StatusCode::OK),
         &ConfirmPage {
             l: Layout::new(web, user, "agents"),
             title: format!("Remove the agent of host {}?", a.host),
@@ -569,7 +558,7 @@ pub async fn remove_confirm(
     user: User,
     Path(id): Path<String>,
 ) -> Response {
-    match find(&web, &id).await {
+    match ops::agents::find(&web.api, &id).await {
         Ok(a) => remove_page(&web, &user, &a, None),
         Err(e) => error_page(&web, &user, "agents", &e, "/agents"),
     }
@@ -577,12 +566,11 @@ pub async fn remove_confirm(
 
 /// `POST /agents/{id}/remove`.
 pub async fn remove(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    let a = match find(&web, &id).await {
+    let a = match ops::agents::find(&web.api, &id).await {
         Ok(a) => a,
         Err(e) => return error_page(&web, &user, "agents", &e, "/agents"),
     };
-    let by = Some(Extension(user.session.actor.clone()));
-    match remove_agent(api(&web), by, Path(a.id.clone())).await {
+    match ops::agents::remove(&web.api, &a.id, by(&user)).await {
         Ok(_) => Redirect::to("/agents").into_response(),
         Err(e) => remove_page(&web, &user, &a, Some(&e)),
     }

@@ -3,10 +3,9 @@
 
 use super::migrations::AuditRow;
 use super::session::User;
-use super::{ErrorText, Layout, WebState, api, render_with};
-use crate::server::api::audit::{AuditParams, list_audit, verify_audit};
+use super::{ErrorText, Layout, WebState, render_with};
+use crate::server::ops::{self, audit::AuditParams};
 use askama::Template;
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -81,8 +80,8 @@ pub async fn list(State(web): State<WebState>, user: User, Query(f): Query<Audit
     };
     let mut status = StatusCode::OK;
     if page.f.verify {
-        page.verification = Some(match verify_audit(api(&web)).await {
-            Ok(Json(v)) => Verification {
+        page.verification = Some(match ops::audit::verify(&web.api).await {
+            Ok(v) => Verification {
                 ok: v.ok,
                 text: match &v.verification.first_broken {
                     None => format!(
@@ -97,12 +96,12 @@ pub async fn list(State(web): State<WebState>, user: User, Query(f): Query<Audit
             },
             Err(e) => Verification {
                 ok: false,
-                text: format!("The chain could not be verified: {}", e.body.error),
+                text: format!("The chain could not be verified: {}", e.message),
             },
         });
     }
-    match list_audit(api(&web), Query(params)).await {
-        Ok(Json(p)) => {
+    match ops::audit::list(&web.api, &params).await {
+        Ok(p) => {
             page.rows = p.entries.iter().map(AuditRow::from).collect();
             page.next = p.next_before.map(|before| {
                 let mut q = form_urlencoded::Serializer::new(String::new());
@@ -121,8 +120,8 @@ pub async fn list(State(web): State<WebState>, user: User, Query(f): Query<Audit
             });
         }
         Err(e) => {
-            status = e.status;
-            let msg = e.body.error.clone();
+            status = e.status();
+            let msg = e.message.clone();
             if let Some(m) = msg.strip_prefix("since: ") {
                 page.since_error = Some(m.to_owned());
             } else if let Some(m) = msg.strip_prefix("until: ") {

@@ -3,15 +3,12 @@
 //! stacks; cordon and uncordon; a drain's plan, then the drain itself with its progress.
 
 use super::session::User;
-use super::{ErrorText, Layout, WebState, api, error_page, human_bytes, percent, render};
-use crate::server::api::agents::{AgentView, list_agents};
-use crate::server::api::drains::{
-    DrainView, abort_drain, get_drain, list_drains, pause_drain, resume_drain,
-};
-use crate::server::api::hosts::{HostView, list_hosts};
-use crate::server::error::ApiError;
+use super::{ErrorText, Layout, WebState, error_page, human_bytes, percent, render};
+use crate::server::ops::agents::AgentView;
+use crate::server::ops::drains::DrainView;
+use crate::server::ops::hosts::{EventsParams, HostView};
+use crate::server::ops::{self, OpError, OpErrorKind};
 use askama::Template;
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -123,16 +120,14 @@ pub struct EventRow {
     pub e: dockmesh_core::ports::HostEvent,
 }
 
-/// The newest events of every host (through the API's handler), newest first.
+/// The newest events of every host, newest first.
 async fn recent_events(web: &WebState, hosts: &[HostView]) -> Vec<EventRow> {
     let mut rows = Vec::new();
     for h in hosts {
-        let q = axum::extract::Query(crate::server::api::hosts::EventsParams {
+        let q = EventsParams {
             limit: Some(EVENTS_SHOWN),
-        });
-        if let Ok(axum::Json(v)) =
-            crate::server::api::hosts::host_events(api(web), Path(h.id.clone()), q).await
-        {
+        };
+        if let Ok(v) = ops::hosts::events(&web.api, &h.id, q) {
             rows.extend(v.events.into_iter().map(|e| EventRow {
                 host: v.host.clone(),
                 at: super::when(&e.at),
@@ -147,21 +142,21 @@ async fn recent_events(web: &WebState, hosts: &[HostView]) -> Vec<EventRow> {
 
 /// `GET /hosts`.
 pub async fn list(State(web): State<WebState>, user: User) -> Response {
-    let axum::Json(hosts) = list_hosts(api(&web), axum::extract::Query(Default::default())).await;
-    let managed = match crate::server::api::stacks::list_stacks(api(&web)).await {
-        Ok(axum::Json(list)) => list.into_iter().map(|s| (s.name, s.host)).collect(),
+    let hosts = ops::hosts::list(&web.api, Default::default()).await;
+    let managed = match ops::stacks::list(&web.api).await {
+        Ok(list) => list.into_iter().map(|s| (s.name, s.host)).collect(),
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
     };
-    let drains = match list_drains(api(&web)).await {
-        Ok(axum::Json(d)) => d
+    let drains = match ops::drains::list(&web.api).await {
+        Ok(d) => d
             .into_iter()
             .filter(|d| d.state == "running" || d.state == "paused")
             .collect(),
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
     };
     // An agent serves the host named as it enrolled (host names are unique).
-    let mut agents = match list_agents(api(&web)).await {
-        Ok(axum::Json(a)) => a.into_iter().map(|a| (a.host.clone(), a)).collect(),
+    let mut agents = match ops::agents::list(&web.api).await {
+        Ok(a) => a.into_iter().map(|a| (a.host.clone(), a)).collect(),
         Err(e) => return error_page(&web, &user, "hosts", &e, "/hosts"),
     };
     let events = recent_events(&web, &hosts).await;
@@ -178,26 +173,27 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
     })
 }
 
-fn done_or_error(web: &WebState, user: &User, r: Result<(), ApiError>, to: &str) -> Response {
+fn done_or_error(web: &WebState, user: &User, r: Result<(), OpError>, to: &str) -> Response {
     match r {
         Ok(()) => Redirect::to(to).into_response(),
         Err(e) => error_page(web, user, "hosts", &e, "/hosts"),
     }
 }
 
-fn by(user: &User) -> Option<Extension<crate::server::auth::Actor>> {
-    Some(Extension(user.session.actor.clone()))
+/// Who asks, as the operations record it: the session's token.
+fn by(user: &User) -> &str {
+    &user.session.actor.0
 }
 
 /// `POST /hosts/{id}/cordon`.
 pub async fn cordon(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    let r = crate::server::api::hosts::cordon(api(&web), Path(id), by(&user)).await;
+    let r = ops::hosts::cordon(&web.api, &id, by(&user)).await;
     done_or_error(&web, &user, r.map(|_| ()), "/hosts")
 }
 
 /// `POST /hosts/{id}/uncordon`.
 pub async fn uncordon(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    let r = crate::server::api::hosts::uncordon(api(&web), Path(id)).await;
+    let r = ops::hosts::uncordon(&web.api, &id).await;
     done_or_error(&web, &user, r.map(|_| ()), "/hosts")
 }
 
@@ -216,14 +212,14 @@ pub async fn drain_plan(
     user: User,
     Path(id): Path<String>,
 ) -> Response {
-    match crate::server::api::hosts::drain_plan(api(&web), Path(id.clone())).await {
-        Ok(axum::Json(plan)) => render(&DrainPlanPage {
+    match ops::hosts::drain_plan(&web.api, &id).await {
+        Ok(plan) => render(&DrainPlanPage {
             l: Layout::new(&web, &user, "hosts"),
             host: id,
             plan: Some(plan),
             error: None,
         }),
-        Err(e) if e.status == axum::http::StatusCode::CONFLICT => render(&DrainPlanPage {
+        Err(e) if e.kind == OpErrorKind::Conflict => render(&DrainPlanPage {
             l: Layout::new(&web, &user, "hosts"),
             host: id,
             plan: None,
@@ -239,8 +235,8 @@ pub async fn start_drain(
     user: User,
     Path(id): Path<String>,
 ) -> Response {
-    match crate::server::api::drains::start_drain(api(&web), Path(id), by(&user)).await {
-        Ok((_, axum::Json(d))) => Redirect::to(&format!("/drains/{}", d.id)).into_response(),
+    match ops::drains::start(&web.api, &id, by(&user)).await {
+        Ok(d) => Redirect::to(&format!("/drains/{}", d.id)).into_response(),
         Err(e) => error_page(&web, &user, "hosts", &e, "/hosts"),
     }
 }
@@ -267,8 +263,8 @@ fn drain_active(d: &DrainView) -> bool {
 
 /// `GET /drains/{id}`.
 pub async fn drain(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    match get_drain(api(&web), Path(id)).await {
-        Ok(axum::Json(d)) => render(&DrainPage {
+    match ops::drains::get(&web.api, &id).await {
+        Ok(d) => render(&DrainPage {
             l: Layout::new(&web, &user, "hosts"),
             started: super::when(&d.created_at),
             progress: super::fragment(&DrainProgress { d: d.clone() }),
@@ -290,8 +286,8 @@ pub async fn drain_live(
         let web = web.clone();
         let id = id.clone();
         async move {
-            match get_drain(api(&web), Path(id)).await {
-                Ok(axum::Json(d)) => {
+            match ops::drains::get(&web.api, &id).await {
+                Ok(d) => {
                     let settled = !drain_active(&d);
                     (super::fragment(&DrainProgress { d }), settled)
                 }
@@ -308,10 +304,10 @@ pub async fn steer_drain(
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
     let r = match action.as_str() {
-        "pause" => pause_drain(api(&web), Path(id.clone()), by(&user)).await,
-        "resume" => resume_drain(api(&web), Path(id.clone())).await,
-        "abort" => abort_drain(api(&web), Path(id.clone()), by(&user)).await,
-        other => Err(ApiError::not_found(format!(
+        "pause" => ops::drains::pause(&web.api, &id, by(&user)).await,
+        "resume" => ops::drains::resume(&web.api, &id).await,
+        "abort" => ops::drains::abort(&web.api, &id, by(&user)).await,
+        other => Err(OpError::not_found(format!(
             "a drain can be paused, resumed or aborted, not {other:?}"
         ))),
     };

@@ -2,17 +2,14 @@
 //! audit entries), and the rollback and purge confirmations.
 
 use super::session::User;
-use super::{ErrorText, Layout, WebState, api, error_page, human_bytes, render, when};
-use crate::server::api::audit::{AuditParams, list_audit};
-use crate::server::api::migrations::{
-    EventView, ListQuery, MigrationView, get_migration, list_migrations,
-};
-use crate::server::error::ApiError;
+use super::{ErrorText, Layout, WebState, error_page, human_bytes, render, when};
+use crate::server::ops::audit::AuditParams;
+use crate::server::ops::migrations::{EventView, ListQuery, MigrationView};
+use crate::server::ops::{self, OpError};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Json};
 use dockmesh_core::audit::AuditEntry;
 use futures_util::Stream;
 use serde::Deserialize;
@@ -70,8 +67,8 @@ pub async fn list(
         after: p.after.filter(|a| !a.is_empty()),
         limit: PAGE,
     };
-    match list_migrations(api(&web), Query(q)).await {
-        Ok(Json(list)) => {
+    match ops::migrations::list(&web.api, q).await {
+        Ok(list) => {
             let next = (list.len() as u32 >= PAGE)
                 .then(|| list.last().map(|m| m.id.clone()))
                 .flatten();
@@ -258,21 +255,21 @@ fn can_rollback(m: &MigrationView) -> bool {
 
 /// `GET /migrations/{id}`.
 pub async fn detail(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    let m = match get_migration(api(&web), Path(id)).await {
-        Ok(Json(m)) => m,
+    let m = match ops::migrations::get(&web.api, &id).await {
+        Ok(m) => m,
         Err(e) => return error_page(&web, &user, "migrations", &e, "/migrations"),
     };
-    let audit: Vec<AuditRow> = match list_audit(
-        api(&web),
-        Query(AuditParams {
+    let audit: Vec<AuditRow> = match ops::audit::list(
+        &web.api,
+        &AuditParams {
             target: Some(m.stack.clone()),
             limit: dockmesh_core::ports::MAX_PAGE,
             ..Default::default()
-        }),
+        },
     )
     .await
     {
-        Ok(Json(page)) => page
+        Ok(page) => page
             .entries
             .iter()
             .filter(|a| a.event.detail.get("migration") == Some(&m.id))
@@ -326,8 +323,8 @@ pub async fn live(
         let web = web.clone();
         let id = id.clone();
         async move {
-            match get_migration(api(&web), Path(id)).await {
-                Ok(Json(m)) => (super::fragment(&Progress::from(&m)), m.settled),
+            match ops::migrations::get(&web.api, &id).await {
+                Ok(m) => (super::fragment(&Progress::from(&m)), m.settled),
                 Err(e) => (super::error_fragment(&e), true),
             }
         }
@@ -352,9 +349,8 @@ pub(super) struct ConfirmPage {
 }
 
 async fn load(web: &WebState, user: &User, id: &str) -> Result<MigrationView, Response> {
-    get_migration(api(web), Path(id.to_owned()))
+    ops::migrations::get(&web.api, id)
         .await
-        .map(|Json(m)| m)
         .map_err(|e| error_page(web, user, "migrations", &e, "/migrations"))
 }
 
@@ -362,7 +358,7 @@ fn rollback_page(
     web: &WebState,
     user: &User,
     m: &MigrationView,
-    error: Option<&ApiError>,
+    error: Option<&OpError>,
 ) -> Response {
     let deadline = m
         .retain_until
@@ -371,7 +367,7 @@ fn rollback_page(
         .unwrap_or_else(|| "–".into());
     super::render_with(
         error
-            .map(|e| e.status)
+            .map(OpError::status)
             .unwrap_or(axum::http::StatusCode::OK),
         &ConfirmPage {
             l: Layout::new(web, user, "migrations"),
@@ -412,8 +408,7 @@ pub async fn rollback_confirm(
 
 /// `POST /migrations/{id}/rollback`.
 pub async fn rollback(State(web): State<WebState>, user: User, Path(id): Path<String>) -> Response {
-    let by = Some(Extension(user.session.actor.clone()));
-    match crate::server::api::migrations::rollback(api(&web), Path(id.clone()), by).await {
+    match ops::migrations::rollback(&web.api, &id, &user.session.actor.0).await {
         Ok(_) => Redirect::to(&format!("/migrations/{id}")).into_response(),
         Err(e) => match load(&web, &user, &id).await {
             Ok(m) => rollback_page(&web, &user, &m, Some(&e)),
@@ -422,12 +417,7 @@ pub async fn rollback(State(web): State<WebState>, user: User, Path(id): Path<St
     }
 }
 
-fn purge_page(
-    web: &WebState,
-    user: &User,
-    m: &MigrationView,
-    error: Option<&ApiError>,
-) -> Response {
+fn purge_page(web: &WebState, user: &User, m: &MigrationView, error: Option<&OpError>) -> Response {
     let mut deleted = vec![format!(
         "the stopped containers of stack {} on host {}",
         m.stack, m.source
@@ -443,7 +433,7 @@ fn purge_page(
     ));
     super::render_with(
         error
-            .map(|e| e.status)
+            .map(OpError::status)
             .unwrap_or(axum::http::StatusCode::OK),
         &ConfirmPage {
             l: Layout::new(web, user, "migrations"),
@@ -483,14 +473,7 @@ pub async fn purge(State(web): State<WebState>, user: User, Path(id): Path<Strin
         Ok(m) => m,
         Err(r) => return r,
     };
-    let by = Some(Extension(user.session.actor.clone()));
-    match crate::server::api::migrations::purge_source(
-        api(&web),
-        Path((m.stack.clone(), id.clone())),
-        by,
-    )
-    .await
-    {
+    match ops::migrations::purge_source(&web.api, &m.stack, &id, &user.session.actor.0).await {
         Ok(_) => Redirect::to(&format!("/migrations/{id}")).into_response(),
         Err(e) => purge_page(&web, &user, &m, Some(&e)),
     }
@@ -500,7 +483,7 @@ fn purge_target_page(
     web: &WebState,
     user: &User,
     m: &MigrationView,
-    error: Option<&ApiError>,
+    error: Option<&OpError>,
 ) -> Response {
     let mut deleted = vec![format!(
         "the stopped containers of stack {} on host {}",
@@ -517,7 +500,7 @@ fn purge_target_page(
     ));
     super::render_with(
         error
-            .map(|e| e.status)
+            .map(OpError::status)
             .unwrap_or(axum::http::StatusCode::OK),
         &ConfirmPage {
             l: Layout::new(web, user, "migrations"),
@@ -560,8 +543,7 @@ pub async fn purge_target(
     user: User,
     Path(id): Path<String>,
 ) -> Response {
-    let by = Some(Extension(user.session.actor.clone()));
-    match crate::server::api::migrations::purge_target(api(&web), Path(id.clone()), by).await {
+    match ops::migrations::purge_target(&web.api, &id, &user.session.actor.0).await {
         Ok(_) => Redirect::to(&format!("/migrations/{id}")).into_response(),
         Err(e) => match load(&web, &user, &id).await {
             Ok(m) => purge_target_page(&web, &user, &m, Some(&e)),

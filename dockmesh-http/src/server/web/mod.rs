@@ -4,9 +4,9 @@
 //! every page works without it.
 //!
 //! **Architecture Invariant:** the dashboard has no model of its own. Every page calls the
-//! same handler functions the JSON API answers with (`crate::server::api::…`) and renders their
-//! views; a change through the dashboard is the API's change, with the same checks, locks and
-//! audit entries, made as the token the user logged in with.
+//! same operations the JSON API's handlers call ([`crate::server::ops`]) and renders their views; a
+//! change through the dashboard is the API's change, with the same checks, locks and audit
+//! entries, made as the token the user logged in with.
 //!
 //! Security: sessions and CSRF in [`session`]; every response carries a strict
 //! Content-Security-Policy (`default-src 'self'`, no inline script or style),
@@ -20,11 +20,11 @@ pub mod server;
 pub mod session;
 pub mod stacks;
 
-use crate::server::error::ApiError;
+use crate::server::ops::OpError;
 use crate::server::state::ServerState;
 use askama::Template;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -207,7 +207,7 @@ pub fn render<T: Template>(t: &T) -> Response {
     render_with(StatusCode::OK, t)
 }
 
-/// An API error shown as a page of its own (with the status the API gives it).
+/// An operation's error shown as a page of its own (with the status the API gives it).
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
@@ -221,7 +221,7 @@ pub struct ErrorPage {
     pub back: String,
 }
 
-/// An API error's message and advice, for a template.
+/// An operation's error: its message and advice, for a template.
 #[derive(Debug, Clone)]
 pub struct ErrorText {
     /// What went wrong.
@@ -230,25 +230,25 @@ pub struct ErrorText {
     pub hint: Option<String>,
 }
 
-impl From<&ApiError> for ErrorText {
-    fn from(e: &ApiError) -> Self {
+impl From<&OpError> for ErrorText {
+    fn from(e: &OpError) -> Self {
         ErrorText {
-            message: e.body.error.clone(),
-            hint: e.body.hint.clone(),
+            message: e.message.clone(),
+            hint: e.hint.clone(),
         }
     }
 }
 
-/// The error page of an API error.
+/// The error page of an operation's error (with the status the API gives it).
 pub fn error_page(
     web: &WebState,
     user: &User,
     section: &'static str,
-    e: &ApiError,
+    e: &OpError,
     back: &str,
 ) -> Response {
     render_with(
-        e.status,
+        e.status(),
         &ErrorPage {
             l: Layout::new(web, user, section),
             title: "That did not work".into(),
@@ -309,8 +309,8 @@ pub fn fragment<T: Template>(t: &T) -> String {
     })
 }
 
-/// An API error as a fragment of a page.
-pub fn error_fragment(e: &ApiError) -> String {
+/// An operation's error as a fragment of a page.
+pub fn error_fragment(e: &OpError) -> String {
     fragment(&ErrorFragment { error: e.into() })
 }
 
@@ -414,11 +414,6 @@ where
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-/// The API's state, as an API handler takes it.
-pub(crate) fn api(web: &WebState) -> State<ServerState> {
-    State(web.api.clone())
 }
 
 #[cfg(test)]

@@ -2,12 +2,10 @@
 
 use super::session::User;
 use super::{Layout, WebState, ago, human_bytes, render, when};
-use crate::server::api::audit::{AuditParams, list_audit};
 use crate::server::api::health::{Health, health};
+use crate::server::ops;
 use crate::server::state::Lifecycle;
 use askama::Template;
-use axum::Json;
-use axum::extract::Query;
 use axum::extract::State;
 use axum::response::Response;
 
@@ -39,19 +37,9 @@ struct LastBackup {
     by: String,
 }
 
-/// The newest audit entry of `action`, through the API's handler.
+/// The newest audit entry of `action`.
 async fn newest(web: &WebState, action: &str) -> Option<dockmesh_core::audit::AuditEntry> {
-    let Json(page) = list_audit(
-        State(web.api.clone()),
-        Query(AuditParams {
-            action: Some(action.to_owned()),
-            limit: 1,
-            ..Default::default()
-        }),
-    )
-    .await
-    .ok()?;
-    page.entries.into_iter().next()
+    ops::audit::newest(&web.api, action).await.ok().flatten()
 }
 
 /// The newest `server.backup` entry of the audit log (every backup dockmesh takes is recorded

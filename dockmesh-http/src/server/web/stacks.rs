@@ -2,19 +2,16 @@
 //! from a compose file; a stack's page; moving it (target, pre-flight report, confirm).
 
 use super::session::User;
-use super::{ErrorText, Layout, WebState, api, error_page, render, render_with, when};
+use super::{ErrorText, Layout, WebState, error_page, render, render_with, when};
 use crate::server::api::health::wire_name;
-use crate::server::api::migrations::{ListQuery, MigrateRequest, MigrationView, list_migrations};
-use crate::server::api::stacks::{
-    CreateStack, DeployRequest, StackDetail, StatusView, create_stack, deploy_stack, get_stack,
-    list_stacks, stack_status,
-};
-use crate::server::error::{ApiError, ApiJson};
+use crate::server::ops::migrations::{ListQuery, MigrateRequest, MigrationView};
+use crate::server::ops::stacks::{CreateStack, DeployRequest, StackDetail, StatusView};
+use crate::server::ops::{self, OpError, OpErrorKind};
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::Form;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form, Json};
 use dockmesh_core::preflight::{CheckStatus, PreflightReport};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,8 +36,8 @@ struct StacksPage {
 
 /// `GET /stacks`.
 pub async fn list(State(web): State<WebState>, user: User) -> Response {
-    let stacks = match list_stacks(api(&web)).await {
-        Ok(Json(s)) => s,
+    let stacks = match ops::stacks::list(&web.api).await {
+        Ok(s) => s,
         Err(e) => return error_page(&web, &user, "stacks", &e, "/hosts"),
     };
     let mut by_host: BTreeMap<String, Vec<StackRow>> = web
@@ -62,9 +59,8 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
         let web = web.clone();
         let name = name.clone();
         async move {
-            stack_status(api(&web), Path(name))
+            ops::stacks::status(&web.api, &name)
                 .await
-                .map(|Json(v)| v)
                 .map_err(|e| ErrorText::from(&e))
         }
     }))
@@ -109,17 +105,17 @@ impl DeployErrors {
         self.name.is_some() || self.host.is_some() || self.compose.is_some() || self.other.is_some()
     }
 
-    /// Put an API error beside the field it names (`name: …`, `compose: …`, a compose file
-    /// the host refused), or above the form.
-    fn place(&mut self, e: &ApiError) {
-        let msg = e.body.error.clone();
+    /// Put an operation's error beside the field it names (`name: …`, `compose: …`, a
+    /// compose file the host refused), or above the form.
+    fn place(&mut self, e: &OpError) {
+        let msg = e.message.clone();
         if let Some(m) = msg.strip_prefix("name: ") {
             self.name = Some(m.to_owned());
         } else if let Some(m) = msg.strip_prefix("compose: ") {
             self.compose = Some(m.to_owned());
-        } else if e.body.code == "invalid_stack" {
+        } else if e.kind == OpErrorKind::InvalidStack {
             self.compose = Some(msg);
-        } else if e.status == StatusCode::CONFLICT && msg.starts_with("stack ") {
+        } else if e.kind == OpErrorKind::Conflict && msg.starts_with("stack ") {
             self.name = Some(msg);
         } else {
             self.other = Some(e.into());
@@ -187,34 +183,34 @@ pub async fn deploy(
     if errors.any() {
         return page(form, errors, StatusCode::BAD_REQUEST);
     }
-    let existed = match web.api.store().get_stack(&name).await {
-        Ok(s) => s.is_some(),
+    let existed = match ops::stacks::exists(&web.api, &name).await {
+        Ok(existed) => existed,
         Err(e) => {
-            errors.place(&e.into());
+            errors.place(&e);
             return page(form, errors, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
     let env = Some(form.env.clone()).filter(|e| !e.trim().is_empty());
-    let created = create_stack(
-        api(&web),
-        ApiJson(CreateStack {
+    let created = ops::stacks::create(
+        &web.api,
+        CreateStack {
             name: name.clone(),
             compose: form.compose.clone(),
             env,
-        }),
+        },
     )
     .await;
     if let Err(e) = created {
         errors.place(&e);
-        return page(form, errors, e.status);
+        return page(form, errors, e.status());
     }
-    let deployed = deploy_stack(
-        api(&web),
-        Path(name.clone()),
-        Some(Extension(user.session.actor.clone())),
-        ApiJson(DeployRequest {
+    let deployed = ops::stacks::deploy(
+        &web.api,
+        &name,
+        DeployRequest {
             host: form.host.trim().to_owned(),
-        }),
+        },
+        &user.session.actor.0,
     )
     .await;
     match deployed {
@@ -222,20 +218,14 @@ pub async fn deploy(
         Err(e) => {
             if !existed {
                 // The registration above was only for this deploy: take it back.
-                let _guard = web.api.lock_stack(&name).await;
-                if let Ok(Some(rec)) = web.api.store().get_stack(&name).await
-                    && rec.host.is_none()
-                    && let Err(err) = web.api.store().delete_stack(&name).await
-                {
-                    tracing::warn!(stack = %name, error = %err, "a stack whose deploy failed stays registered");
-                }
+                ops::stacks::forget_undeployed(&web.api, &name).await;
             }
-            if e.body.error.starts_with("host ") && e.status == StatusCode::NOT_FOUND {
-                errors.host = Some(e.body.error.clone());
+            if e.message.starts_with("host ") && e.kind == OpErrorKind::NotFound {
+                errors.host = Some(e.message.clone());
             } else {
                 errors.place(&e);
             }
-            page(form, errors, e.status)
+            page(form, errors, e.status())
         }
     }
 }
@@ -277,30 +267,29 @@ struct StackPage {
 
 /// `GET /stacks/{name}`.
 pub async fn detail(State(web): State<WebState>, user: User, Path(name): Path<String>) -> Response {
-    let s = match get_stack(api(&web), Path(name.clone())).await {
-        Ok(Json(s)) => s,
+    let s = match ops::stacks::get(&web.api, &name).await {
+        Ok(s) => s,
         Err(e) => return error_page(&web, &user, "stacks", &e, "/stacks"),
     };
     let status = match &s.host {
         Some(_) => Some(
-            stack_status(api(&web), Path(name.clone()))
+            ops::stacks::status(&web.api, &name)
                 .await
-                .map(|Json(v)| v)
                 .map_err(|e| ErrorText::from(&e)),
         ),
         None => None,
     };
-    let migrations = match list_migrations(
-        api(&web),
-        Query(ListQuery {
+    let migrations = match ops::migrations::list(
+        &web.api,
+        ListQuery {
             stack: Some(name.clone()),
             limit: 20,
             ..Default::default()
-        }),
+        },
     )
     .await
     {
-        Ok(Json(list)) => list.into_iter().map(MigrationRow::from).collect(),
+        Ok(list) => list.into_iter().map(MigrationRow::from).collect(),
         Err(e) => return error_page(&web, &user, "stacks", &e, "/stacks"),
     };
     render(&StackPage {
@@ -333,11 +322,11 @@ struct MigratePage {
 }
 
 /// The hosts a deployed stack could move to, and where it runs; or why it cannot move.
-async fn targets(web: &WebState, name: &str) -> Result<(String, Vec<TargetOption>), ApiError> {
-    let Json(s) = get_stack(api(web), Path(name.to_owned())).await?;
+async fn targets(web: &WebState, name: &str) -> Result<(String, Vec<TargetOption>), OpError> {
+    let s = ops::stacks::get(&web.api, name).await?;
     let source = s
         .host
-        .ok_or_else(|| ApiError::conflict(format!("stack {name} is not deployed on any host")))?;
+        .ok_or_else(|| OpError::conflict(format!("stack {name} is not deployed on any host")))?;
     let targets = web
         .api
         .hosts()
@@ -350,7 +339,7 @@ async fn targets(web: &WebState, name: &str) -> Result<(String, Vec<TargetOption
         })
         .collect::<Vec<_>>();
     if targets.is_empty() {
-        return Err(ApiError::conflict(format!(
+        return Err(OpError::conflict(format!(
             "there is no other host to move {name} to"
         )));
     }
@@ -362,7 +351,7 @@ async fn migrate_page(
     user: &User,
     name: String,
     chosen: String,
-    error: Option<&ApiError>,
+    error: Option<&OpError>,
 ) -> Response {
     let (source, targets) = match targets(web, &name).await {
         Ok(t) => t,
@@ -378,7 +367,7 @@ async fn migrate_page(
         chosen
     };
     render_with(
-        error.map(|e| e.status).unwrap_or(StatusCode::OK),
+        error.map(OpError::status).unwrap_or(StatusCode::OK),
         &MigratePage {
             l: Layout::new(web, user, "stacks"),
             name,
@@ -435,10 +424,10 @@ fn preflight_page(
     name: String,
     target: String,
     report: &PreflightReport,
-    error: Option<&ApiError>,
+    error: Option<&OpError>,
 ) -> Response {
     render_with(
-        error.map(|e| e.status).unwrap_or(StatusCode::OK),
+        error.map(OpError::status).unwrap_or(StatusCode::OK),
         &PreflightPage {
             l: Layout::new(web, user, "stacks"),
             name,
@@ -477,10 +466,8 @@ pub async fn preflight(
     let req = MigrateRequest {
         target_host_id: form.target.trim().to_owned(),
     };
-    match crate::server::api::migrations::preflight(api(&web), Path(name.clone()), ApiJson(req))
-        .await
-    {
-        Ok(Json(report)) => preflight_page(&web, &user, name, form.target, &report, None),
+    match ops::migrations::preflight(&web.api, &name, &req).await {
+        Ok(report) => preflight_page(&web, &user, name, form.target, &report, None),
         Err(e) => migrate_page(&web, &user, name, form.target, Some(&e)).await,
     }
 }
@@ -496,14 +483,10 @@ pub async fn migrate(
     let req = MigrateRequest {
         target_host_id: form.target.trim().to_owned(),
     };
-    let by = Some(Extension(user.session.actor.clone()));
-    match crate::server::api::migrations::migrate(api(&web), Path(name.clone()), by, ApiJson(req))
-        .await
-    {
-        Ok((_, Json(m))) => Redirect::to(&format!("/migrations/{}", m.id)).into_response(),
+    match ops::migrations::migrate(&web.api, &name, &req, &user.session.actor.0).await {
+        Ok(m) => Redirect::to(&format!("/migrations/{}", m.id)).into_response(),
         Err(e) => {
             let report = e
-                .body
                 .details
                 .clone()
                 .and_then(|d| serde_json::from_value::<PreflightReport>(d).ok());
