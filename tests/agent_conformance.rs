@@ -2,7 +2,7 @@
 //! agent channel: a server's `RemoteHost` calling an agent (in this process, over mTLS on
 //! loopback) that serves the agent API over a `DockerRuntime`.
 
-use dockmesh_core::ports::HostRuntime;
+use dockmesh_core::ports::{HostReleases, HostRuntime};
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
 use dockmesh_core::testing::{RuntimeFixture, host_runtime_conformance};
 use dockmesh_docker::testsupport;

@@ -1,15 +1,12 @@
 //! A fixed set of hosts, for embedders and tools that reach every engine directly.
 
 use crate::ports::{Fleet, HostRuntime, RuntimeError, RuntimeErrorKind};
-use crate::rollout::UpgradeOrder;
-use crate::types::{AgentId, HostId};
+use crate::types::HostId;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A [`Fleet`] over runtimes known up front (for example two local Docker engines).
-///
-/// It has no agent channel: [`Fleet::dispatch_upgrade`] returns an error saying so.
 #[derive(Default, Clone)]
 pub struct StaticFleet {
     hosts: BTreeMap<HostId, Arc<dyn HostRuntime>>,
@@ -42,16 +39,5 @@ impl Fleet for StaticFleet {
                 format!("unknown host {id}: this fleet has no host of that id"),
             )
         })
-    }
-
-    async fn dispatch_upgrade(
-        &self,
-        agent: &AgentId,
-        _order: &UpgradeOrder,
-    ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Unreachable,
-            format!("cannot send an upgrade to agent {agent}: a static fleet has no agent channel"),
-        ))
     }
 }

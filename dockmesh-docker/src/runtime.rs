@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use bollard::Docker;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, Progress, ProjectInfo,
-    RuntimeError, RuntimeErrorKind, StackStatus, VolumeExport, VolumeTarget,
+    AdoptReport, ByteStream, DeployReport, ExportRequest, HealthReport, HostEvents, HostProjects,
+    HostReleases, HostRuntime, ImportRequest, Progress, ProjectInfo, RuntimeError,
+    RuntimeErrorKind, StackStatus, VolumeExport,
 };
 use dockmesh_core::snapshot::HostSnapshot;
 use dockmesh_core::types::{HostId, StackFiles};
@@ -384,8 +385,16 @@ impl HostRuntime for DockerRuntime {
         &self.host
     }
 
-    async fn events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
-        Ok(crate::events::stream(&self.docker))
+    fn events(&self) -> Option<&dyn HostEvents> {
+        Some(self)
+    }
+
+    fn projects(&self) -> Option<&dyn HostProjects> {
+        Some(self)
+    }
+
+    fn releases(&self) -> Option<&dyn HostReleases> {
+        Some(self)
     }
 
     async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
@@ -405,18 +414,6 @@ impl HostRuntime for DockerRuntime {
     async fn remove_stack_files(&self, stack: &str) -> Result<(), RuntimeError> {
         checked_stack(stack)?;
         crate::files::remove(&self.config.stacks_dir, stack).await
-    }
-
-    async fn resolve_release(
-        &self,
-        files: &StackFiles,
-    ) -> Result<Vec<dockmesh_core::release::ServiceShape>, RuntimeError> {
-        checked_stack(&files.name)?;
-        crate::deploy::resolve_release(self, files).await
-    }
-
-    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
-        crate::deploy::ensure_images(self, images).await
     }
 
     async fn deploy(&self, files: &StackFiles) -> Result<DeployReport, RuntimeError> {
@@ -453,19 +450,22 @@ impl HostRuntime for DockerRuntime {
         crate::health::wait_stack(self, stack).await
     }
 
-    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        crate::volume::export_volume_with(&self.docker, volume, self.volume_access()).await
+    async fn export_volume(&self, req: &ExportRequest) -> Result<VolumeExport, RuntimeError> {
+        // Whole and plain only: an agent resumes and codes the stream on the way.
+        req.whole_only(&self.host)?;
+        crate::volume::export_volume_with(&self.docker, &req.volume, self.volume_access()).await
     }
 
     async fn import_volume(
         &self,
-        volume: &VolumeTarget,
+        req: &ImportRequest,
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
+        req.check(&self.host, self.stream_codings(), false)?;
         crate::volume::import_volume_with(
             &self.docker,
-            volume,
+            &req.target,
             data,
             progress,
             self.volume_access(),
@@ -476,7 +476,32 @@ impl HostRuntime for DockerRuntime {
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         crate::volume::remove_volume(&self.docker, volume).await
     }
+}
 
+#[async_trait]
+impl HostEvents for DockerRuntime {
+    async fn follow_events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
+        Ok(crate::events::stream(&self.docker))
+    }
+}
+
+#[async_trait]
+impl HostReleases for DockerRuntime {
+    async fn resolve_release(
+        &self,
+        files: &StackFiles,
+    ) -> Result<Vec<dockmesh_core::release::ServiceShape>, RuntimeError> {
+        checked_stack(&files.name)?;
+        crate::deploy::resolve_release(self, files).await
+    }
+
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
+        crate::deploy::ensure_images(self, images).await
+    }
+}
+
+#[async_trait]
+impl HostProjects for DockerRuntime {
     async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
         Ok(crate::adopt::find_projects(&self.docker)
             .await?

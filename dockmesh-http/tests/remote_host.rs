@@ -1,7 +1,8 @@
 //! `RemoteHost` against agents serving the agent API over `FakeHost`s, in process on loopback.
 
 use dockmesh_core::ports::{
-    HostRuntime, RuntimeErrorKind, StreamCoding, VolumeTarget, no_progress,
+    ExportRequest, HostProjects, HostRuntime, ImportRequest, RuntimeErrorKind, StreamCoding,
+    VolumeTarget, no_progress,
 };
 use dockmesh_core::protocol::{Hello, PROTOCOL_VERSION};
 use dockmesh_core::testing::{FakeHost, FakeOp, RuntimeFixture, host_runtime_conformance};
@@ -172,16 +173,19 @@ async fn a_volume_moves_between_two_remote_hosts_byte_identical() {
     let source = RemoteHost::new("src", src_conn);
     let target = RemoteHost::new("dst", dst_conn);
 
-    let export = source.export_volume("web_data").await.unwrap();
+    let export = source
+        .export_volume(&ExportRequest::new("web_data"))
+        .await
+        .unwrap();
     let moved = Arc::new(AtomicU64::new(0));
     let seen = moved.clone();
     let imported = target
         .import_volume(
-            &VolumeTarget {
+            &ImportRequest::new(VolumeTarget {
                 name: "web_data".into(),
                 labels: [("com.docker.compose.project".into(), "web".into())].into(),
                 expected_bytes: Some(content.len() as u64),
-            },
+            }),
             export.stream,
             Arc::new(move |n| seen.store(n, Ordering::Relaxed)),
         )
@@ -210,7 +214,9 @@ async fn the_agents_errors_arrive_with_their_kind() {
         kind(remote.stop_stack("no-such-stack").await),
         RuntimeErrorKind::NotFound
     );
-    let missing = remote.export_volume("no such/volume").await;
+    let missing = remote
+        .export_volume(&ExportRequest::new("no such/volume"))
+        .await;
     assert_eq!(
         missing.err().map(|e| e.kind),
         Some(RuntimeErrorKind::NotFound)
@@ -243,11 +249,11 @@ async fn the_agents_errors_arrive_with_their_kind() {
     .boxed();
     let err = remote
         .import_volume(
-            &VolumeTarget {
+            &ImportRequest::new(VolumeTarget {
                 name: "v".into(),
                 labels: Default::default(),
                 expected_bytes: None,
-            },
+            }),
             broken,
             no_progress(),
         )
@@ -277,7 +283,11 @@ async fn an_agent_that_disconnects_makes_calls_unreachable() {
     for host in [&fixed, &registered] {
         let err = host.snapshot().await.unwrap_err();
         assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
-        let err = host.export_volume("v").await.err().unwrap();
+        let err = host
+            .export_volume(&ExportRequest::new("v"))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err.kind, RuntimeErrorKind::Unreachable, "{err}");
     }
 
@@ -359,7 +369,7 @@ impl HostRuntime for Endless {
     }
     async fn export_volume(
         &self,
-        _: &str,
+        _: &ExportRequest,
     ) -> Result<dockmesh_core::ports::VolumeExport, dockmesh_core::ports::RuntimeError> {
         let produced = self.produced.clone();
         let mut seed = 1;
@@ -374,7 +384,7 @@ impl HostRuntime for Endless {
     }
     async fn import_volume(
         &self,
-        _: &VolumeTarget,
+        _: &ImportRequest,
         mut data: dockmesh_core::ports::ByteStream,
         _: dockmesh_core::ports::Progress,
     ) -> Result<dockmesh_core::manifest::VolumeManifest, dockmesh_core::ports::RuntimeError> {
@@ -419,7 +429,10 @@ async fn flow_control_holds_back_an_export_nobody_reads() {
         )
         .await;
     let remote = RemoteHost::new("h1", conn);
-    let mut export = remote.export_volume("v").await.unwrap();
+    let mut export = remote
+        .export_volume(&ExportRequest::new("v"))
+        .await
+        .unwrap();
     assert!(export.stream.next().await.unwrap().is_ok());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held = produced.load(Ordering::Relaxed);
@@ -463,6 +476,7 @@ async fn flow_control_holds_back_an_import_the_agent_does_not_read() {
         labels: Default::default(),
         expected_bytes: None,
     };
+    let target = ImportRequest::new(target);
     let import = remote.import_volume(&target, endless, no_progress());
     assert!(
         tokio::time::timeout(Duration::from_secs(1), import)
@@ -532,7 +546,10 @@ async fn an_export_cut_off_by_a_lost_agent_ends_in_an_error_not_a_short_volume()
         )
         .await;
     let remote = RemoteHost::new("h1", conn);
-    let mut export = remote.export_volume("v").await.unwrap();
+    let mut export = remote
+        .export_volume(&ExportRequest::new("v"))
+        .await
+        .unwrap();
     assert!(export.stream.next().await.unwrap().is_ok());
     agent.abort();
     let last = tokio::time::timeout(Duration::from_secs(10), async {
@@ -622,8 +639,8 @@ async fn import_zstd(
         labels: Default::default(),
         expected_bytes: None,
     };
-    host.import_volume_coded(&into, None, data, StreamCoding::Zstd, progress)
-        .await
+    let into = ImportRequest::new(into).coded(StreamCoding::Zstd);
+    host.import_volume(&into, data, progress).await
 }
 
 /// A stream of the one chunk `bytes`.
@@ -650,7 +667,7 @@ async fn a_compressed_stream_goes_between_two_remote_hosts_without_being_decoded
     assert_eq!(target.stream_codings(), [StreamCoding::Zstd]);
     // Asked for plain, an export is plain.
     let plain = source
-        .export_volume_coded("web_data", None, StreamCoding::Plain)
+        .export_volume(&ExportRequest::new("web_data").coded(StreamCoding::Plain))
         .await
         .unwrap();
     assert_eq!(plain.coding, StreamCoding::Plain);
@@ -658,7 +675,7 @@ async fn a_compressed_stream_goes_between_two_remote_hosts_without_being_decoded
     assert_eq!(plain, content);
 
     let export = source
-        .export_volume_coded("web_data", None, StreamCoding::Zstd)
+        .export_volume(&ExportRequest::new("web_data").coded(StreamCoding::Zstd))
         .await
         .unwrap();
     assert_eq!(export.coding, StreamCoding::Zstd);
@@ -675,15 +692,14 @@ async fn a_compressed_stream_goes_between_two_remote_hosts_without_being_decoded
     let told = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let seen = told.clone();
     let imported = target
-        .import_volume_coded(
-            &VolumeTarget {
+        .import_volume(
+            &ImportRequest::new(VolumeTarget {
                 name: "web_data".into(),
                 labels: Default::default(),
                 expected_bytes: Some(content.len() as u64),
-            },
-            None,
+            })
+            .coded(export.coding),
             stream,
-            export.coding,
             Arc::new(move |n| seen.lock().unwrap().push(n)),
         )
         .await
@@ -820,11 +836,13 @@ async fn an_export_from_a_point_is_refused_when_the_agent_does_not_say_it_skippe
     );
     let (conn, _a) = server.agent_serving("old-agent", old).await;
     let host = RemoteHost::new("src", conn);
-    let err = host.export_volume_from("web_data", 5).await.err().unwrap();
+    let from = ExportRequest::new("web_data").from_byte(Some(5));
+    let err = host.export_volume(&from).await.err().unwrap();
     assert_eq!(err.kind, RuntimeErrorKind::Engine, "{err}");
     assert!(err.message.contains("predates resuming"), "{err}");
     // From the start, the same agent is fine.
-    assert!(host.export_volume("web_data").await.is_ok());
+    let whole = ExportRequest::new("web_data");
+    assert!(host.export_volume(&whole).await.is_ok());
 }
 
 #[tokio::test]

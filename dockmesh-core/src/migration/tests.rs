@@ -3,7 +3,8 @@
 use super::*;
 use crate::audit::{self, AuditQuery};
 use crate::ports::{
-    AuditLog, Clock, HostRuntime, Lease, MigrationLog, MigrationQuery, StackStore, StoreError,
+    AuditLog, Clock, HostResume, HostRuntime, ImportRequest, Lease, MigrationLog, MigrationQuery,
+    StackStore, Store, StoreError,
     StreamCoding, VolumeTarget, migration_lease,
 };
 use crate::records::StackRecord;
@@ -1117,11 +1118,11 @@ async fn a_resume_the_target_does_not_hold_is_refused_and_changes_nothing() {
     let w = World::new().await;
     let dst = w.dst();
     dst.fail(FakeOp::CutImport, 1);
-    let into = VolumeTarget {
+    let into = ImportRequest::new(VolumeTarget {
         name: "v".into(),
         labels: Default::default(),
         expected_bytes: None,
-    };
+    });
     let data = |b: &'static [u8]| {
         futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(b))]).boxed()
     };
@@ -1135,7 +1136,11 @@ async fn a_resume_the_target_does_not_hold_is_refused_and_changes_nothing() {
         Some(CUT_AFTER_BYTES)
     );
     let err = dst
-        .resume_import(&into, 5, data(&DB[5..]), crate::ports::no_progress())
+        .import_volume(
+            &into.clone().resume_at(Some(5)),
+            data(&DB[5..]),
+            crate::ports::no_progress(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, crate::ports::RuntimeErrorKind::Integrity);
@@ -1146,9 +1151,8 @@ async fn a_resume_the_target_does_not_hold_is_refused_and_changes_nothing() {
         "the waiting import is kept"
     );
     let m = dst
-        .resume_import(
-            &into,
-            CUT_AFTER_BYTES,
+        .import_volume(
+            &into.clone().resume_at(Some(CUT_AFTER_BYTES)),
             data(&DB[crate::testing::CUT_AFTER..]),
             crate::ports::no_progress(),
         )
@@ -1300,18 +1304,16 @@ async fn a_cut_coded_transfer_goes_on_coded_from_the_byte_the_target_took_in() {
 #[tokio::test]
 async fn a_coding_the_host_does_not_take_is_refused_and_changes_nothing() {
     let host = FakeHost::new("h");
-    let into = VolumeTarget {
+    let into = ImportRequest::new(VolumeTarget {
         name: "v".into(),
         labels: Default::default(),
         expected_bytes: None,
-    };
+    });
     let data = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(DB))]).boxed();
     let err = host
-        .import_volume_coded(
-            &into,
-            None,
+        .import_volume(
+            &into.coded(StreamCoding::Zstd),
             data,
-            StreamCoding::Zstd,
             crate::ports::no_progress(),
         )
         .await

@@ -273,7 +273,144 @@ pub struct HostEvent {
 /// A host's events as they happen; it ends when the host's engine or connection goes away.
 pub type EventStream = BoxStream<'static, Result<HostEvent, RuntimeError>>;
 
+/// A volume export to make: which volume, from which byte of its stream, in which coding.
+///
+/// Built with [`ExportRequest::new`] and its setters, so a transfer feature adds a field here,
+/// not methods to [`HostRuntime`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportRequest {
+    /// The named volume.
+    pub volume: String,
+    /// Leave out the first bytes of the plain stream: the stream starts at this byte. They are
+    /// still read, so the manifest covers the whole volume; the stream is the same bytes each
+    /// time while the volume does not change. `None`: the whole stream.
+    pub from: Option<u64>,
+    /// The coding asked for; a host that cannot code it so exports plain, and the export says
+    /// which coding it is in ([`VolumeExport::coding`]).
+    pub coding: StreamCoding,
+}
+
+impl ExportRequest {
+    /// The whole plain stream of `volume`.
+    pub fn new(volume: impl Into<String>) -> Self {
+        ExportRequest {
+            volume: volume.into(),
+            from: None,
+            coding: StreamCoding::Plain,
+        }
+    }
+
+    /// The stream from byte `offset` on (`None`: the whole stream).
+    pub fn from_byte(mut self, offset: Option<u64>) -> Self {
+        self.from = offset;
+        self
+    }
+
+    /// Coded as `coding` when the host can.
+    pub fn coded(mut self, coding: StreamCoding) -> Self {
+        self.coding = coding;
+        self
+    }
+
+    /// For a host that exports only whole streams: the error it answers a request from a
+    /// resume point with ([`RuntimeErrorKind::Engine`]). The coding asked for needs no check:
+    /// such a host exports plain and says so.
+    pub fn whole_only(&self, host: &HostId) -> Result<(), RuntimeError> {
+        match self.from {
+            None => Ok(()),
+            Some(_) => Err(RuntimeError::new(
+                RuntimeErrorKind::Engine,
+                format!(
+                    "host {host} cannot export volume {} from a resume point",
+                    self.volume
+                ),
+            )),
+        }
+    }
+}
+
+/// A volume import to make: into which volume, going on from which byte, from which coding.
+///
+/// Built with [`ImportRequest::new`] and its setters, so a transfer feature adds a field here,
+/// not methods to [`HostRuntime`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportRequest {
+    /// The volume to create (or empty, if it exists) and fill.
+    pub target: VolumeTarget,
+    /// Go on with the import of the volume that waits at this byte of the plain stream
+    /// ([`HostResume::import_resume_point`]): the stream given is the rest from that byte on.
+    /// Refused ([`RuntimeErrorKind::Integrity`]) when no import waits there at that offset;
+    /// nothing changes then. `None`: a fresh import, which drops an import waiting there.
+    pub resume_at: Option<u64>,
+    /// How the stream given is coded. A coding the host does not take
+    /// ([`HostRuntime::stream_codings`]) is refused ([`RuntimeErrorKind::Integrity`]) before
+    /// anything changes.
+    pub coding: StreamCoding,
+}
+
+impl ImportRequest {
+    /// A fresh import of a plain stream into `target`.
+    pub fn new(target: VolumeTarget) -> Self {
+        ImportRequest {
+            target,
+            resume_at: None,
+            coding: StreamCoding::Plain,
+        }
+    }
+
+    /// Going on with the import that waits at byte `offset` (`None`: a fresh import).
+    pub fn resume_at(mut self, offset: Option<u64>) -> Self {
+        self.resume_at = offset;
+        self
+    }
+
+    /// From a stream coded as `coding`.
+    pub fn coded(mut self, coding: StreamCoding) -> Self {
+        self.coding = coding;
+        self
+    }
+
+    /// The error a host answers a request beyond what it takes: a stream coded in something
+    /// other than plain or `codings`, or (unless it `resumes`) a resume point. Both are
+    /// [`RuntimeErrorKind::Integrity`]; the coding is checked first.
+    pub fn check(
+        &self,
+        host: &HostId,
+        codings: &[StreamCoding],
+        resumes: bool,
+    ) -> Result<(), RuntimeError> {
+        let coding = self.coding;
+        if coding != StreamCoding::Plain && !codings.contains(&coding) {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!(
+                    "host {host} cannot import volume {} from a stream coded as {coding}",
+                    self.target.name
+                ),
+            ));
+        }
+        if self.resume_at.is_some() && !resumes {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Integrity,
+                format!(
+                    "host {host} cannot resume the import of volume {}",
+                    self.target.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One Docker host, local or remote. Every method is idempotent unless it says otherwise.
+///
+/// What every host does is a method here; what only some hosts can do is a capability a caller
+/// asks for before it acts: [`HostRuntime::events`], [`HostRuntime::projects`],
+/// [`HostRuntime::releases`], [`HostRuntime::resume`] answer `None` on a host without that
+/// power (the defaults), and [`HostRuntime::stream_codings`] names the codings it takes. The
+/// errors a caller answers in place of a missing power are in [`cannot`].
 #[async_trait]
 pub trait HostRuntime: Send + Sync {
     /// The host's id.
@@ -304,157 +441,82 @@ pub trait HostRuntime: Send + Sync {
     /// service that failed and why.
     async fn wait_healthy(&self, stack: &str) -> Result<HealthReport, RuntimeError>;
 
-    /// Export a named volume as a tar stream; the manifest is computed while it streams.
-    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError>;
-    /// Create the volume (or empty it, if it exists) and fill it from a tar stream. Refuses a
-    /// hostile stream before writing anything outside the volume. Returns the manifest of what
-    /// the volume holds afterwards.
+    /// Export a named volume as a tar stream, as `request` says; the manifest is computed
+    /// while it streams. A host that cannot start at a resume point refuses one
+    /// ([`ExportRequest::whole_only`]).
+    async fn export_volume(&self, request: &ExportRequest) -> Result<VolumeExport, RuntimeError>;
+    /// Create the volume (or empty it, if it exists) and fill it from a tar stream, as
+    /// `request` says (refusing what it cannot take: [`ImportRequest::check`]). Refuses a
+    /// hostile stream before writing anything outside the volume. `progress` is told the bytes
+    /// of the plain stream taken in by this call. Returns the manifest of what the volume
+    /// holds afterwards.
     async fn import_volume(
         &self,
-        volume: &VolumeTarget,
+        request: &ImportRequest,
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError>;
     /// Remove a named volume. Removing a missing volume is not an error.
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError>;
 
-    /// Where an import of `volume` whose stream broke off can go on: how many bytes of the
-    /// stream it has taken in (they need not be sent again). `None` when no import waits
-    /// there; the volume is then sent whole. A fresh [`HostRuntime::import_volume`] of the
-    /// volume drops a waiting import. Hosts that cannot resume answer `None`.
-    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
-        let _ = volume;
-        Ok(None)
-    }
-
-    /// [`HostRuntime::export_volume`] whose stream leaves out its first `offset` bytes. They
-    /// are still read, so the manifest covers the whole volume; the export's stream is the
-    /// same bytes each time while the volume does not change. Hosts that cannot say so.
-    async fn export_volume_from(
-        &self,
-        volume: &str,
-        offset: u64,
-    ) -> Result<VolumeExport, RuntimeError> {
-        let _ = offset;
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Engine,
-            format!(
-                "host {} cannot export volume {volume} from a resume point",
-                self.host_id()
-            ),
-        ))
-    }
-
-    /// Go on with the import of `volume` that waits at `offset` ([`HostRuntime::import_resume_point`]):
-    /// `data` is the stream from that byte on. Returns what the whole import returns: the
-    /// manifest of what the volume holds. Refused ([`RuntimeErrorKind::Integrity`]) when no
-    /// import waits there at that offset; nothing changes then.
-    async fn resume_import(
-        &self,
-        volume: &VolumeTarget,
-        offset: u64,
-        data: ByteStream,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        let _ = (offset, data, progress);
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Integrity,
-            format!(
-                "host {} cannot resume the import of volume {}",
-                self.host_id(),
-                volume.name
-            ),
-        ))
-    }
-
     /// The codings besides [`StreamCoding::Plain`] this host can export a volume's stream in
-    /// and import one from ([`HostRuntime::export_volume_coded`],
-    /// [`HostRuntime::import_volume_coded`]), preferred first. Default: none.
+    /// and import one from ([`ExportRequest::coding`], [`ImportRequest::coding`]), preferred
+    /// first. Default: none.
     fn stream_codings(&self) -> &[StreamCoding] {
         &[]
     }
 
-    /// [`HostRuntime::export_volume`] (from byte `offset` of the plain stream when given, as
-    /// [`HostRuntime::export_volume_from`]), its stream coded as `coding` when this host can;
-    /// the export says which coding it is in, and may be plain whatever was asked.
-    async fn export_volume_coded(
-        &self,
-        volume: &str,
-        offset: Option<u64>,
-        coding: StreamCoding,
-    ) -> Result<VolumeExport, RuntimeError> {
-        let _ = coding;
-        match offset {
-            None => self.export_volume(volume).await,
-            Some(offset) => self.export_volume_from(volume, offset).await,
-        }
+    /// Imports whose stream broke off and that wait to be resumed, when this host keeps them.
+    /// Default: none (a volume is then always sent whole).
+    fn resume(&self) -> Option<&dyn HostResume> {
+        None
     }
 
-    /// [`HostRuntime::import_volume`] (or, with `resume`, [`HostRuntime::resume_import`] at
-    /// that byte of the plain stream) from a stream coded as `coding`. `progress` is told the
-    /// bytes of the plain stream taken in. A coding this host does not take is refused
-    /// ([`RuntimeErrorKind::Integrity`]) before anything changes.
-    async fn import_volume_coded(
-        &self,
-        volume: &VolumeTarget,
-        resume: Option<u64>,
-        data: ByteStream,
-        coding: StreamCoding,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        if coding != StreamCoding::Plain {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Integrity,
-                format!(
-                    "host {} cannot import volume {} from a stream coded as {coding}",
-                    self.host_id(),
-                    volume.name
-                ),
-            ));
-        }
-        match resume {
-            None => self.import_volume(volume, data, progress).await,
-            Some(offset) => self.resume_import(volume, offset, data, progress).await,
-        }
+    /// The host's events as they happen, when it reports them. Default: none
+    /// ([`cannot::events`]).
+    fn events(&self) -> Option<&dyn HostEvents> {
+        None
     }
 
-    /// Resolve a stack's files as this host would deploy them, changing nothing: each
-    /// service's shape (image, and its id when the host has it; environment, ports, mounts,
-    /// replicas; a digest of the whole definition), for a release diff. Invalid files are an
-    /// [`RuntimeErrorKind::InvalidStack`] error naming the problem. Hosts that cannot tell say so.
-    async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Engine,
-            format!(
-                "host {} cannot resolve the release of stack {}",
-                self.host_id(),
-                files.name
-            ),
-        ))
+    /// The Compose projects on the host (also those dockmesh did not start), when it can find
+    /// them. Default: none ([`cannot::list_projects`], [`cannot::adopt_project`]).
+    fn projects(&self) -> Option<&dyn HostProjects> {
+        None
     }
 
-    /// Make sure every image in `images` is on the host, pulling the missing ones when a
-    /// registry answers. The error ([`RuntimeErrorKind::NotFound`]) names every image still
-    /// missing; nothing else changes.
-    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError> {
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Engine,
-            format!(
-                "host {} cannot fetch images ({})",
-                self.host_id(),
-                images.join(", ")
-            ),
-        ))
+    /// Releases: resolving a stack's files without deploying them and fetching images, when
+    /// the host can. Default: none ([`cannot::resolve_release`], [`cannot::ensure_images`]).
+    fn releases(&self) -> Option<&dyn HostReleases> {
+        None
     }
+}
 
+/// A host that keeps an import whose stream broke off, to go on with it
+/// ([`ImportRequest::resume_at`]).
+#[async_trait]
+pub trait HostResume: Send + Sync {
+    /// Where an import of `volume` whose stream broke off can go on: how many bytes of the
+    /// stream it has taken in (they need not be sent again). `None` when no import waits
+    /// there; the volume is then sent whole. A fresh import of the volume drops a waiting
+    /// import.
+    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError>;
+}
+
+/// A host that reports what happens to its containers.
+#[async_trait]
+pub trait HostEvents: Send + Sync {
+    /// Follow what happens to the containers of Compose projects on the host from now on
+    /// (nothing from before). The stream ends, or yields an error, when the engine or the
+    /// connection to the host goes; a caller that keeps watching calls again.
+    async fn follow_events(&self) -> Result<EventStream, RuntimeError>;
+}
+
+/// A host that finds the Compose projects it runs and adopts them.
+#[async_trait]
+pub trait HostProjects: Send + Sync {
     /// The Compose projects on the host, found by their containers' labels (also those
-    /// dockmesh did not start). Hosts that cannot tell say so with an error.
-    async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Engine,
-            format!("host {} cannot list Compose projects", self.host_id()),
-        ))
-    }
+    /// dockmesh did not start).
+    async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError>;
 
     /// Adopt a Compose project that runs on the host: take its files (`given`, or read from
     /// where its labels record them), check that they describe what runs, and keep them as
@@ -463,22 +525,60 @@ pub trait HostRuntime: Send + Sync {
         &self,
         name: &str,
         given: Option<&StackFiles>,
-    ) -> Result<AdoptReport, RuntimeError> {
-        let _ = given;
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Engine,
-            format!("host {} cannot adopt project {name}", self.host_id()),
+    ) -> Result<AdoptReport, RuntimeError>;
+}
+
+/// A host that resolves releases and fetches images.
+#[async_trait]
+pub trait HostReleases: Send + Sync {
+    /// Resolve a stack's files as this host would deploy them, changing nothing: each
+    /// service's shape (image, and its id when the host has it; environment, ports, mounts,
+    /// replicas; a digest of the whole definition), for a release diff. Invalid files are an
+    /// [`RuntimeErrorKind::InvalidStack`] error naming the problem.
+    async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError>;
+
+    /// Make sure every image in `images` is on the host, pulling the missing ones when a
+    /// registry answers. The error ([`RuntimeErrorKind::NotFound`]) names every image still
+    /// missing; nothing else changes.
+    async fn ensure_images(&self, images: &[String]) -> Result<(), RuntimeError>;
+}
+
+/// The errors a caller answers when a host lacks the power it needed (its capability is
+/// `None`): [`RuntimeErrorKind::Engine`], naming the host and what it cannot do.
+pub mod cannot {
+    use super::{HostId, RuntimeError, RuntimeErrorKind};
+
+    fn engine(message: String) -> RuntimeError {
+        RuntimeError::new(RuntimeErrorKind::Engine, message)
+    }
+
+    /// The host does not report events ([`super::HostRuntime::events`]).
+    pub fn events(host: &HostId) -> RuntimeError {
+        engine(format!("host {host} does not report events"))
+    }
+
+    /// The host cannot list its Compose projects ([`super::HostRuntime::projects`]).
+    pub fn list_projects(host: &HostId) -> RuntimeError {
+        engine(format!("host {host} cannot list Compose projects"))
+    }
+
+    /// The host cannot adopt project `name` ([`super::HostRuntime::projects`]).
+    pub fn adopt_project(host: &HostId, name: &str) -> RuntimeError {
+        engine(format!("host {host} cannot adopt project {name}"))
+    }
+
+    /// The host cannot resolve a stack's release ([`super::HostRuntime::releases`]).
+    pub fn resolve_release(host: &HostId, stack: &str) -> RuntimeError {
+        engine(format!(
+            "host {host} cannot resolve the release of stack {stack}"
         ))
     }
 
-    /// Follow what happens to the containers of Compose projects on the host from now on
-    /// (nothing from before). The stream ends, or yields an error, when the engine or the
-    /// connection to the host goes; a caller that keeps watching calls again. Hosts that cannot
-    /// report events say so.
-    async fn events(&self) -> Result<EventStream, RuntimeError> {
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Engine,
-            format!("host {} does not report events", self.host_id()),
+    /// The host cannot fetch images ([`super::HostRuntime::releases`]).
+    pub fn ensure_images(host: &HostId, images: &[String]) -> RuntimeError {
+        engine(format!(
+            "host {host} cannot fetch images ({})",
+            images.join(", ")
         ))
     }
 }
@@ -526,8 +626,100 @@ mod tests {
         assert_eq!(shared_coding(&[Zstd, Plain], &[Plain, Zstd]), Zstd);
     }
 
-    /// A host with only the required methods (and resuming): every coded method is the
-    /// trait's default.
+    fn target(name: &str) -> VolumeTarget {
+        VolumeTarget {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            expected_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_host_that_exports_whole_streams_refuses_a_resume_point() {
+        let h = HostId::from("h");
+        let check = |req: ExportRequest, want: Option<&str>| {
+            let got = req.whole_only(&h).err();
+            if let Some(e) = &got {
+                assert_eq!(e.kind, RuntimeErrorKind::Engine);
+            }
+            assert_eq!(got.map(|e| e.message).as_deref(), want, "{req:?}");
+        };
+        check(ExportRequest::new("v"), None);
+        check(ExportRequest::new("v").coded(StreamCoding::Zstd), None);
+        check(ExportRequest::new("v").from_byte(None), None);
+        let from = Some("host h cannot export volume v from a resume point");
+        check(ExportRequest::new("v").from_byte(Some(0)), from);
+        check(ExportRequest::new("v").from_byte(Some(5)), from);
+    }
+
+    #[test]
+    fn an_import_beyond_what_a_host_takes_is_refused_coding_first() {
+        use StreamCoding::*;
+        let h = HostId::from("h");
+        let coded = Some("host h cannot import volume v from a stream coded as zstd");
+        let resume = Some("host h cannot resume the import of volume v");
+        let check = |coding, resume_at, codings: &[StreamCoding], resumes, want: Option<&str>| {
+            let req = ImportRequest::new(target("v"))
+                .coded(coding)
+                .resume_at(resume_at);
+            let got = req.check(&h, codings, resumes).err();
+            if let Some(e) = &got {
+                assert_eq!(e.kind, RuntimeErrorKind::Integrity);
+            }
+            assert_eq!(got.map(|e| e.message).as_deref(), want, "{req:?}");
+        };
+        check(Plain, None, &[], false, None);
+        check(Plain, None, &[Zstd], true, None);
+        check(Zstd, None, &[Zstd], false, None);
+        check(Zstd, None, &[], true, coded);
+        check(Zstd, Some(3), &[], false, coded);
+        check(Plain, Some(3), &[], false, resume);
+        check(Zstd, Some(3), &[Zstd], false, resume);
+        check(Plain, Some(0), &[Zstd], true, None);
+        check(Zstd, Some(3), &[Zstd], true, None);
+    }
+
+    #[test]
+    fn requests_start_whole_and_plain() {
+        let e = ExportRequest::new("v");
+        assert_eq!(
+            (e.volume.as_str(), e.from, e.coding),
+            ("v", None, StreamCoding::Plain)
+        );
+        let i = ImportRequest::new(target("v"));
+        assert_eq!((i.resume_at, i.coding), (None, StreamCoding::Plain));
+        assert_eq!(i.target, target("v"));
+    }
+
+    #[test]
+    fn the_errors_of_a_missing_power_name_the_host_and_what_it_cannot_do() {
+        let h = HostId::from("h");
+        let check = |e: RuntimeError, want: &str| {
+            assert_eq!(e.kind, RuntimeErrorKind::Engine);
+            assert_eq!(e.message, want);
+        };
+        check(cannot::events(&h), "host h does not report events");
+        check(
+            cannot::list_projects(&h),
+            "host h cannot list Compose projects",
+        );
+        check(
+            cannot::adopt_project(&h, "p"),
+            "host h cannot adopt project p",
+        );
+        check(
+            cannot::resolve_release(&h, "s"),
+            "host h cannot resolve the release of stack s",
+        );
+        check(
+            cannot::ensure_images(&h, &["a".into(), "b".into()]),
+            "host h cannot fetch images (a, b)",
+        );
+    }
+
+    /// A host with only the required methods: every power is the trait's default. It exports
+    /// plain whatever is asked, and refuses what it cannot take as [`ImportRequest::check`]
+    /// says (it resumes: the fake under it keeps cut imports).
     struct PlainHost(crate::testing::FakeHost);
 
     #[async_trait]
@@ -565,35 +757,22 @@ mod tests {
         async fn wait_healthy(&self, s: &str) -> Result<HealthReport, RuntimeError> {
             self.0.wait_healthy(s).await
         }
-        async fn export_volume(&self, v: &str) -> Result<VolumeExport, RuntimeError> {
-            self.0.export_volume(v).await
+        async fn export_volume(&self, r: &ExportRequest) -> Result<VolumeExport, RuntimeError> {
+            self.0
+                .export_volume(&r.clone().coded(StreamCoding::Plain))
+                .await
         }
         async fn import_volume(
             &self,
-            v: &VolumeTarget,
+            r: &ImportRequest,
             data: ByteStream,
             progress: Progress,
         ) -> Result<VolumeManifest, RuntimeError> {
-            self.0.import_volume(v, data, progress).await
+            r.check(self.host_id(), self.stream_codings(), true)?;
+            self.0.import_volume(r, data, progress).await
         }
         async fn remove_volume(&self, v: &str) -> Result<(), RuntimeError> {
             self.0.remove_volume(v).await
-        }
-        async fn export_volume_from(
-            &self,
-            v: &str,
-            offset: u64,
-        ) -> Result<VolumeExport, RuntimeError> {
-            self.0.export_volume_from(v, offset).await
-        }
-        async fn resume_import(
-            &self,
-            v: &VolumeTarget,
-            offset: u64,
-            data: ByteStream,
-            progress: Progress,
-        ) -> Result<VolumeManifest, RuntimeError> {
-            self.0.resume_import(v, offset, data, progress).await
         }
     }
 
@@ -618,12 +797,8 @@ mod tests {
         stream.map(|c| c.unwrap().to_vec()).concat().await
     }
 
-    fn into(name: &str) -> VolumeTarget {
-        VolumeTarget {
-            name: name.into(),
-            labels: BTreeMap::new(),
-            expected_bytes: None,
-        }
+    fn into(name: &str) -> ImportRequest {
+        ImportRequest::new(target(name))
     }
 
     fn one(data: &'static [u8]) -> ByteStream {
@@ -635,26 +810,28 @@ mod tests {
     async fn a_host_by_default_takes_and_gives_only_plain_streams() {
         let host = plain_host();
         assert!(host.stream_codings().is_empty());
+        assert!(host.resume().is_none());
+        assert!(host.events().is_none());
+        assert!(host.projects().is_none());
+        assert!(host.releases().is_none());
         // Asked for zstd, it exports plain and says so; from an offset, from there.
         let export = host
-            .export_volume_coded("s_data", None, StreamCoding::Zstd)
+            .export_volume(&ExportRequest::new("s_data").coded(StreamCoding::Zstd))
             .await
             .unwrap();
         assert_eq!(export.coding, StreamCoding::Plain);
         assert_eq!(bytes_of(export.stream).await, DATA);
         let export = host
-            .export_volume_coded("s_data", Some(4), StreamCoding::Plain)
+            .export_volume(&ExportRequest::new("s_data").from_byte(Some(4)))
             .await
             .unwrap();
         assert_eq!(bytes_of(export.stream).await, &DATA[4..]);
 
         // A coded stream is refused before anything changes; a plain one is imported.
         let err = host
-            .import_volume_coded(
-                &into("v"),
-                None,
+            .import_volume(
+                &into("v").coded(StreamCoding::Zstd),
                 one(DATA),
-                StreamCoding::Zstd,
                 no_progress(),
             )
             .await
@@ -665,11 +842,9 @@ mod tests {
         let told = Arc::new(Mutex::new(Vec::new()));
         let seen = told.clone();
         let m = host
-            .import_volume_coded(
+            .import_volume(
                 &into("v"),
-                None,
                 one(DATA),
-                StreamCoding::Plain,
                 Arc::new(move |n| seen.lock().unwrap().push(n)),
             )
             .await
@@ -683,22 +858,14 @@ mod tests {
         let long: &'static [u8] =
             Box::leak(vec![7u8; crate::testing::CUT_AFTER + 10].into_boxed_slice());
         let cut = host
-            .import_volume_coded(
-                &into("w"),
-                None,
-                one(long),
-                StreamCoding::Plain,
-                no_progress(),
-            )
+            .import_volume(&into("w"), one(long), no_progress())
             .await
             .unwrap_err();
         assert_eq!(cut.kind, RuntimeErrorKind::Unreachable);
         let at = crate::testing::CUT_AFTER as u64;
-        host.import_volume_coded(
-            &into("w"),
-            Some(at),
+        host.import_volume(
+            &into("w").resume_at(Some(at)),
             one(&long[crate::testing::CUT_AFTER..]),
-            StreamCoding::Plain,
             no_progress(),
         )
         .await

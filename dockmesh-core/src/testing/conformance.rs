@@ -8,7 +8,10 @@ pub use store::{
     stack_store_conformance, store_conformance, token_store_conformance,
 };
 
-use crate::ports::{HostRuntime, VolumeTarget, no_progress};
+use crate::ports::{
+    ExportRequest, HostRuntime, ImportRequest, RuntimeErrorKind, StreamCoding, VolumeTarget,
+    no_progress,
+};
 use crate::types::StackFiles;
 
 /// What [`host_runtime_conformance`] needs from the environment of the runtime under test.
@@ -91,7 +94,10 @@ pub async fn host_runtime_conformance(rt: &dyn HostRuntime, fx: &RuntimeFixture)
     );
 
     rt.stop_stack(name).await.unwrap();
-    let export = rt.export_volume(&fx.volume).await.expect("export");
+    let export = rt
+        .export_volume(&ExportRequest::new(&fx.volume))
+        .await
+        .expect("export");
     let source_labels = st
         .volumes
         .iter()
@@ -99,13 +105,35 @@ pub async fn host_runtime_conformance(rt: &dyn HostRuntime, fx: &RuntimeFixture)
         .unwrap()
         .labels
         .clone();
+    let scratch = VolumeTarget {
+        name: fx.scratch_volume.clone(),
+        labels: source_labels,
+        expected_bytes: None,
+    };
+    // What a host does not take is refused before anything changes.
+    let refused = |req: ImportRequest| async move {
+        let data = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"not a tar"))]);
+        let err = rt
+            .import_volume(&req, Box::pin(data), no_progress())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("refused: {req:?}"));
+        assert_eq!(err.kind, RuntimeErrorKind::Integrity, "{req:?}: {err}");
+        let snap = rt.snapshot().await.unwrap();
+        assert!(
+            !snap.volumes.contains(&req.target.name),
+            "a refused import creates no volume: {req:?}"
+        );
+    };
+    if !rt.stream_codings().contains(&StreamCoding::Zstd) {
+        refused(ImportRequest::new(scratch.clone()).coded(StreamCoding::Zstd)).await;
+    }
+    if rt.resume().is_none() {
+        refused(ImportRequest::new(scratch.clone()).resume_at(Some(0))).await;
+    }
     let imported = rt
         .import_volume(
-            &VolumeTarget {
-                name: fx.scratch_volume.clone(),
-                labels: source_labels,
-                expected_bytes: None,
-            },
+            &ImportRequest::new(scratch.clone()),
             export.stream,
             no_progress(),
         )
@@ -121,7 +149,9 @@ pub async fn host_runtime_conformance(rt: &dyn HostRuntime, fx: &RuntimeFixture)
         "an imported volume equals its source"
     );
     assert!(
-        rt.export_volume("dockmesh-no-such-volume").await.is_err(),
+        rt.export_volume(&ExportRequest::new("dockmesh-no-such-volume"))
+            .await
+            .is_err(),
         "exporting a missing volume is an error"
     );
     rt.remove_volume(&fx.scratch_volume)

@@ -2,13 +2,12 @@
 
 use crate::manifest::{EntryKind, ManifestEntry, VolumeManifest};
 use crate::ports::{
-    ByteStream, ContainerStatus, DeployReport, Fleet, HealthReport, HostRuntime, ManifestSlot,
-    Progress, RuntimeError, RuntimeErrorKind, ServiceHealth, StackStatus, StreamCoding,
-    VolumeExport, VolumeTarget,
+    ByteStream, ContainerStatus, DeployReport, ExportRequest, Fleet, HealthReport, HostEvents,
+    HostResume, HostRuntime, ImportRequest, ManifestSlot, Progress, RuntimeError, RuntimeErrorKind,
+    ServiceHealth, StackStatus, StreamCoding, VolumeExport, VolumeTarget,
 };
-use crate::rollout::UpgradeOrder;
 use crate::snapshot::{HostSnapshot, StackSnapshot, VolumeUsage};
-use crate::types::{AgentId, HostId, StackFiles};
+use crate::types::{HostId, StackFiles};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -53,7 +52,7 @@ pub enum FakeOp {
     CorruptImport,
     /// `remove_volume`
     RemoveVolume,
-    /// `import_volume` / `resume_import` lose their stream after [`CUT_AFTER`] more bytes: the
+    /// `import_volume` (fresh or resumed) loses its stream after [`CUT_AFTER`] more bytes: the
     /// call fails as unreachable and the import waits there to be resumed
     CutImport,
     /// `import_resume_point` fails (an engine error: the host cannot tell)
@@ -291,6 +290,28 @@ impl FakeHost {
         Ok(m)
     }
 
+    /// The whole plain stream of `volume`, in chunks of 7 bytes.
+    fn export_whole(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
+        let g = self.enter(FakeOp::Export, volume)?;
+        let Some((_, data)) = g.volumes.get(volume) else {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::NotFound,
+                format!("volume {volume} not found on {}", self.id),
+            ));
+        };
+        let data = data.clone();
+        let slot = ManifestSlot::default();
+        slot.fill(Ok(manifest_of(&data)));
+        let chunks: Vec<Result<Bytes, RuntimeError>> = data
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Ok(VolumeExport::plain(
+            futures_util::stream::iter(chunks).boxed(),
+            slot,
+        ))
+    }
+
     fn take_fault(g: &mut HostInner, op: FakeOp) -> bool {
         match g.faults.get_mut(&op) {
             Some(n) if *n > 0 => {
@@ -329,13 +350,16 @@ impl HostRuntime for FakeHost {
         &self.id
     }
 
-    async fn events(&self) -> Result<crate::ports::EventStream, RuntimeError> {
-        lock(&self.inner).event_streams.pop_front().ok_or_else(|| {
-            RuntimeError::new(
-                RuntimeErrorKind::Unreachable,
-                format!("host {} has no event stream scripted", self.id),
-            )
-        })
+    fn stream_codings(&self) -> &[StreamCoding] {
+        &self.codings
+    }
+
+    fn resume(&self) -> Option<&dyn HostResume> {
+        Some(self)
+    }
+
+    fn events(&self) -> Option<&dyn HostEvents> {
+        Some(self)
     }
 
     async fn snapshot(&self) -> Result<HostSnapshot, RuntimeError> {
@@ -492,79 +516,60 @@ impl HostRuntime for FakeHost {
         })
     }
 
-    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        let g = self.enter(FakeOp::Export, volume)?;
-        let Some((_, data)) = g.volumes.get(volume) else {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::NotFound,
-                format!("volume {volume} not found on {}", self.id),
-            ));
-        };
-        let data = data.clone();
-        let slot = ManifestSlot::default();
-        slot.fill(Ok(manifest_of(&data)));
-        let chunks: Vec<Result<Bytes, RuntimeError>> = data
-            .chunks(7)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Ok(VolumeExport::plain(
-            futures_util::stream::iter(chunks).boxed(),
-            slot,
-        ))
+    async fn export_volume(&self, req: &ExportRequest) -> Result<VolumeExport, RuntimeError> {
+        let volume = req.volume.as_str();
+        let mut export = self.export_whole(volume)?;
+        if let Some(offset) = req.from {
+            let mut skip = offset;
+            let mut chunks = Vec::new();
+            while let Some(chunk) = export.stream.next().await {
+                let chunk = chunk?;
+                let n = skip.min(chunk.len() as u64);
+                skip -= n;
+                if (n as usize) < chunk.len() {
+                    chunks.push(Ok(chunk.slice(n as usize..)));
+                }
+            }
+            if skip > 0 {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::Integrity,
+                    format!("volume {volume} is shorter than {offset} bytes"),
+                ));
+            }
+            export.stream = futures_util::stream::iter(chunks).boxed();
+        }
+        let coding = req.coding;
+        if coding != StreamCoding::Plain && self.codings.contains(&coding) {
+            lock(&self.inner)
+                .calls
+                .push(format!("coded export {coding} {volume}"));
+            export.stream = fake_code(export.stream);
+            export.coding = coding;
+        }
+        Ok(export)
     }
     async fn import_volume(
         &self,
-        volume: &VolumeTarget,
+        req: &ImportRequest,
         data: ByteStream,
         progress: Progress,
     ) -> Result<VolumeManifest, RuntimeError> {
-        self.enter(FakeOp::Import, &volume.name)?
-            .parked
-            .remove(&volume.name);
-        self.take_in(volume, Vec::new(), data, progress).await
-    }
-    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
-        let mut g = self.enter(FakeOp::ResumePoint, volume)?;
-        if Self::take_fault(&mut g, FakeOp::ResumePointGone) {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Unreachable,
-                format!("host {} is unreachable (injected)", self.id),
-            ));
-        }
-        Ok(g.parked.get(volume).map(|b| b.len() as u64))
-    }
-    async fn export_volume_from(
-        &self,
-        volume: &str,
-        offset: u64,
-    ) -> Result<VolumeExport, RuntimeError> {
-        let mut export = self.export_volume(volume).await?;
-        let mut skip = offset;
-        let mut chunks = Vec::new();
-        while let Some(chunk) = export.stream.next().await {
-            let chunk = chunk?;
-            let n = skip.min(chunk.len() as u64);
-            skip -= n;
-            if (n as usize) < chunk.len() {
-                chunks.push(Ok(chunk.slice(n as usize..)));
-            }
-        }
-        if skip > 0 {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Integrity,
-                format!("volume {volume} is shorter than {offset} bytes"),
-            ));
-        }
-        export.stream = futures_util::stream::iter(chunks).boxed();
-        Ok(export)
-    }
-    async fn resume_import(
-        &self,
-        volume: &VolumeTarget,
-        offset: u64,
-        data: ByteStream,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
+        req.check(&self.id, &self.codings, true)?;
+        let (volume, coding) = (&req.target, req.coding);
+        let data = if coding == StreamCoding::Plain {
+            data
+        } else {
+            lock(&self.inner)
+                .calls
+                .push(format!("coded import {coding} {}", volume.name));
+            fake_code(data)
+        };
+        let Some(offset) = req.resume_at else {
+            self.enter(FakeOp::Import, &volume.name)?
+                .parked
+                .remove(&volume.name);
+            return self.take_in(volume, Vec::new(), data, progress).await;
+        };
         let buf = {
             let mut g = self.enter(FakeOp::Import, &volume.name)?;
             match g.parked.get(&volume.name) {
@@ -588,57 +593,6 @@ impl HostRuntime for FakeHost {
         self.take_in(volume, buf.unwrap_or_default(), data, progress)
             .await
     }
-    fn stream_codings(&self) -> &[StreamCoding] {
-        &self.codings
-    }
-    async fn export_volume_coded(
-        &self,
-        volume: &str,
-        offset: Option<u64>,
-        coding: StreamCoding,
-    ) -> Result<VolumeExport, RuntimeError> {
-        let mut export = match offset {
-            None => self.export_volume(volume).await?,
-            Some(offset) => self.export_volume_from(volume, offset).await?,
-        };
-        if coding != StreamCoding::Plain && self.codings.contains(&coding) {
-            lock(&self.inner)
-                .calls
-                .push(format!("coded export {coding} {volume}"));
-            export.stream = fake_code(export.stream);
-            export.coding = coding;
-        }
-        Ok(export)
-    }
-    async fn import_volume_coded(
-        &self,
-        volume: &VolumeTarget,
-        resume: Option<u64>,
-        data: ByteStream,
-        coding: StreamCoding,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        let data = if coding == StreamCoding::Plain {
-            data
-        } else if self.codings.contains(&coding) {
-            lock(&self.inner)
-                .calls
-                .push(format!("coded import {coding} {}", volume.name));
-            fake_code(data)
-        } else {
-            return Err(RuntimeError::new(
-                RuntimeErrorKind::Integrity,
-                format!(
-                    "host {} cannot import volume {} from a stream coded as {coding}",
-                    self.id, volume.name
-                ),
-            ));
-        };
-        match resume {
-            None => self.import_volume(volume, data, progress).await,
-            Some(offset) => self.resume_import(volume, offset, data, progress).await,
-        }
-    }
     async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
         let mut g = self.enter(FakeOp::RemoveVolume, volume)?;
         g.parked.remove(volume);
@@ -647,11 +601,36 @@ impl HostRuntime for FakeHost {
     }
 }
 
+#[async_trait]
+impl HostResume for FakeHost {
+    async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
+        let mut g = self.enter(FakeOp::ResumePoint, volume)?;
+        if Self::take_fault(&mut g, FakeOp::ResumePointGone) {
+            return Err(RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("host {} is unreachable (injected)", self.id),
+            ));
+        }
+        Ok(g.parked.get(volume).map(|b| b.len() as u64))
+    }
+}
+
+#[async_trait]
+impl HostEvents for FakeHost {
+    async fn follow_events(&self) -> Result<crate::ports::EventStream, RuntimeError> {
+        lock(&self.inner).event_streams.pop_front().ok_or_else(|| {
+            RuntimeError::new(
+                RuntimeErrorKind::Unreachable,
+                format!("host {} has no event stream scripted", self.id),
+            )
+        })
+    }
+}
+
 /// A fleet of [`FakeHost`]s.
 #[derive(Default)]
 pub struct FakeFleet {
     hosts: Mutex<BTreeMap<HostId, Arc<FakeHost>>>,
-    upgrades: Mutex<Vec<(AgentId, UpgradeOrder)>>,
 }
 
 impl FakeFleet {
@@ -670,10 +649,6 @@ impl FakeFleet {
             .cloned()
             .expect("host is in the fake fleet")
     }
-    /// Upgrade orders dispatched so far.
-    pub fn upgrades(&self) -> Vec<(AgentId, UpgradeOrder)> {
-        lock(&self.upgrades).clone()
-    }
 }
 
 #[async_trait]
@@ -686,13 +661,5 @@ impl Fleet for FakeFleet {
             .ok_or_else(|| {
                 RuntimeError::new(RuntimeErrorKind::NotFound, format!("unknown host {id}"))
             })
-    }
-    async fn dispatch_upgrade(
-        &self,
-        agent: &AgentId,
-        order: &UpgradeOrder,
-    ) -> Result<(), RuntimeError> {
-        lock(&self.upgrades).push((agent.clone(), order.clone()));
-        Ok(())
     }
 }

@@ -53,8 +53,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, http};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    AdoptReport, DeployReport, HealthReport, HostRuntime, ManifestSlot, ProjectInfo, RuntimeError,
-    RuntimeErrorKind, StackStatus, VolumeTarget,
+    AdoptReport, DeployReport, ExportRequest, HealthReport, HostRuntime, ManifestSlot, ProjectInfo,
+    RuntimeError, RuntimeErrorKind, StackStatus, VolumeTarget, cannot,
 };
 use dockmesh_core::protocol::Hello;
 use dockmesh_core::release::ServiceShape;
@@ -254,7 +254,10 @@ async fn export(
                 .ok_or_else(|| invalid(format!("{EXPORT_FROM} is not a byte offset: {v:?}")))?,
         ),
     };
-    let export = api.runtime.export_volume(&volume).await?;
+    let export = api
+        .runtime
+        .export_volume(&ExportRequest::new(volume.clone()))
+        .await?;
     let id = api.keep(volume, export.manifest);
     let stream = match from {
         Some(offset) => wire::skip_bytes(export.stream, offset),
@@ -286,7 +289,9 @@ async fn export(
 
 /// The host's events, one JSON line each, for as long as the server holds the request open.
 async fn events(State(api): S) -> Result<Response, Failure> {
-    let events = api.runtime.events().await?;
+    let rt = &api.runtime;
+    let events = rt.events().ok_or_else(|| cannot::events(rt.host_id()))?;
+    let events = events.follow_events().await?;
     let mut resp =
         Body::from_stream(events.map(|r| r.map(|e| wire::event_line(&e)))).into_response();
     resp.headers_mut().insert(
@@ -482,11 +487,19 @@ async fn resolve_release(
             files.name
         )));
     }
-    Ok(Json(api.runtime.resolve_release(&files).await?))
+    let rt = &api.runtime;
+    let releases = rt
+        .releases()
+        .ok_or_else(|| cannot::resolve_release(rt.host_id(), &files.name))?;
+    Ok(Json(releases.resolve_release(&files).await?))
 }
 
 async fn ensure_images(State(api): S, Json(images): Json<Vec<String>>) -> Done {
-    api.runtime.ensure_images(&images).await?;
+    let rt = &api.runtime;
+    let releases = rt
+        .releases()
+        .ok_or_else(|| cannot::ensure_images(rt.host_id(), &images))?;
+    releases.ensure_images(&images).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -498,7 +511,11 @@ async fn remove_volume(State(api): S, Path(volume): Path<String>) -> Done {
 }
 
 async fn list_projects(State(api): S) -> Answer<Vec<ProjectInfo>> {
-    Ok(Json(api.runtime.list_projects().await?))
+    let rt = &api.runtime;
+    let projects = rt
+        .projects()
+        .ok_or_else(|| cannot::list_projects(rt.host_id()))?;
+    Ok(Json(projects.list_projects().await?))
 }
 
 async fn adopt(
@@ -506,7 +523,9 @@ async fn adopt(
     Path(name): Path<String>,
     Json(given): Json<Option<StackFiles>>,
 ) -> Answer<AdoptReport> {
-    Ok(Json(
-        api.runtime.adopt_project(&name, given.as_ref()).await?,
-    ))
+    let rt = &api.runtime;
+    let projects = rt
+        .projects()
+        .ok_or_else(|| cannot::adopt_project(rt.host_id(), &name))?;
+    Ok(Json(projects.adopt_project(&name, given.as_ref()).await?))
 }

@@ -18,7 +18,8 @@ use crate::channel::compress;
 use bytes::Bytes;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    ByteStream, HostRuntime, RuntimeError, RuntimeErrorKind, VolumeTarget, no_progress,
+    ByteStream, HostRuntime, ImportRequest, RuntimeError, RuntimeErrorKind, VolumeTarget,
+    no_progress,
 };
 use futures_util::StreamExt;
 use futures_util::TryStreamExt;
@@ -240,7 +241,7 @@ impl Imports {
         tokio::spawn(async move {
             let outcome = imports
                 .runtime
-                .import_volume(&target, stream, no_progress())
+                .import_volume(&ImportRequest::new(target), stream, no_progress())
                 .await;
             imports.forget(&finished);
             let spool = lock(&finished.spool).take();

@@ -14,10 +14,10 @@
 //! decodes nor encodes it, and the target's agent reports the bytes it has taken in
 //! ([`wire::ImportLine`]).
 //!
-//! [`HostRuntime::events`] reads the agent's `GET /v1/events` lines ([`wire::event_lines`]).
+//! [`HostEvents::follow_events`] reads the agent's `GET /v1/events` lines ([`wire::event_lines`]).
 //!
 //! A transfer cut by a dropped connection goes on from the byte the target's agent took in
-//! ([`HostRuntime::import_resume_point`]).
+//! ([`HostResume::import_resume_point`]).
 
 use super::compress;
 use super::connection::{AgentConnection, CallError, ConnectedAgents};
@@ -28,9 +28,9 @@ use super::wire::{
 use axum::body::Body;
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    AdoptReport, ByteStream, DeployReport, HealthReport, HostRuntime, ManifestSlot, Progress,
-    ProjectInfo, RuntimeError, RuntimeErrorKind, StackStatus, StreamCoding, VolumeExport,
-    VolumeTarget,
+    AdoptReport, ByteStream, DeployReport, ExportRequest, HealthReport, HostEvents, HostProjects,
+    HostReleases, HostResume, HostRuntime, ImportRequest, ManifestSlot, Progress, ProjectInfo,
+    RuntimeError, RuntimeErrorKind, StackStatus, StreamCoding, VolumeExport, VolumeTarget,
 };
 use dockmesh_core::release::ServiceShape;
 use dockmesh_core::snapshot::HostSnapshot;
@@ -538,16 +538,24 @@ impl HostRuntime for RemoteHost {
         self.client.call(Method::POST, &path, NONE).await
     }
 
-    async fn export_volume(&self, volume: &str) -> Result<VolumeExport, RuntimeError> {
-        self.export_from(volume, None, false).await
+    async fn export_volume(&self, req: &ExportRequest) -> Result<VolumeExport, RuntimeError> {
+        let coded = req.coding == StreamCoding::Zstd && self.client.zstd;
+        self.export_from(&req.volume, req.from, coded).await
     }
 
-    async fn export_volume_from(
+    async fn import_volume(
         &self,
-        volume: &str,
-        offset: u64,
-    ) -> Result<VolumeExport, RuntimeError> {
-        self.export_from(volume, Some(offset), false).await
+        req: &ImportRequest,
+        data: ByteStream,
+        progress: Progress,
+    ) -> Result<VolumeManifest, RuntimeError> {
+        self.import_at(&req.target, req.resume_at, data, req.coding, progress)
+            .await
+    }
+
+    async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
+        let path = volume_path(volume, "");
+        self.client.call_done(Method::DELETE, &path, NONE).await
     }
 
     fn stream_codings(&self) -> &[StreamCoding] {
@@ -558,27 +566,27 @@ impl HostRuntime for RemoteHost {
         }
     }
 
-    async fn export_volume_coded(
-        &self,
-        volume: &str,
-        offset: Option<u64>,
-        coding: StreamCoding,
-    ) -> Result<VolumeExport, RuntimeError> {
-        let coded = coding == StreamCoding::Zstd && self.client.zstd;
-        self.export_from(volume, offset, coded).await
+    fn resume(&self) -> Option<&dyn HostResume> {
+        Some(self)
     }
 
-    async fn import_volume_coded(
-        &self,
-        volume: &VolumeTarget,
-        resume: Option<u64>,
-        data: ByteStream,
-        coding: StreamCoding,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        self.import_at(volume, resume, data, coding, progress).await
+    fn events(&self) -> Option<&dyn HostEvents> {
+        Some(self)
     }
 
+    fn projects(&self) -> Option<&dyn HostProjects> {
+        Some(self)
+    }
+
+    fn releases(&self) -> Option<&dyn HostReleases> {
+        Some(self)
+    }
+}
+
+/// The agent keeps an import whose stream broke off; an agent that predates resuming answers
+/// that none waits.
+#[async_trait::async_trait]
+impl HostResume for RemoteHost {
     async fn import_resume_point(&self, volume: &str) -> Result<Option<u64>, RuntimeError> {
         let path = volume_path(volume, "/import");
         match self
@@ -596,27 +604,11 @@ impl HostRuntime for RemoteHost {
             Err(e) => Err(e),
         }
     }
+}
 
-    async fn import_volume(
-        &self,
-        volume: &VolumeTarget,
-        data: ByteStream,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        self.import_at(volume, None, data, StreamCoding::Plain, progress)
-            .await
-    }
-
-    async fn resume_import(
-        &self,
-        volume: &VolumeTarget,
-        offset: u64,
-        data: ByteStream,
-        progress: Progress,
-    ) -> Result<VolumeManifest, RuntimeError> {
-        self.import_at(volume, Some(offset), data, StreamCoding::Plain, progress)
-            .await
-    }
+/// The agent's releases; an agent whose runtime has none answers the error saying so.
+#[async_trait::async_trait]
+impl HostReleases for RemoteHost {
     async fn resolve_release(&self, files: &StackFiles) -> Result<Vec<ServiceShape>, RuntimeError> {
         let path = stack_path(&files.name, "/resolve");
         self.client.call(Method::POST, &path, Some(files)).await
@@ -627,13 +619,12 @@ impl HostRuntime for RemoteHost {
             .call_done(Method::POST, "/v1/images/ensure", Some(images))
             .await
     }
+}
 
-    async fn remove_volume(&self, volume: &str) -> Result<(), RuntimeError> {
-        let path = volume_path(volume, "");
-        self.client.call_done(Method::DELETE, &path, NONE).await
-    }
-
-    async fn events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
+/// The agent's events; an agent whose runtime reports none answers the error saying so.
+#[async_trait::async_trait]
+impl HostEvents for RemoteHost {
+    async fn follow_events(&self) -> Result<dockmesh_core::ports::EventStream, RuntimeError> {
         let resp = self
             .client
             .send(Client::request(Method::GET, wire::EVENTS_PATH, None))
@@ -643,7 +634,11 @@ impl HostRuntime for RemoteHost {
             Body::new(resp.into_body()).into_data_stream(),
         ))
     }
+}
 
+/// The agent's Compose projects; an agent whose runtime finds none answers the error saying so.
+#[async_trait::async_trait]
+impl HostProjects for RemoteHost {
     async fn list_projects(&self) -> Result<Vec<ProjectInfo>, RuntimeError> {
         self.client.call(Method::GET, "/v1/projects", NONE).await
     }

@@ -8,7 +8,7 @@
 //! 60 s while its engine does not answer.
 
 use dockmesh_core::HostId;
-use dockmesh_core::ports::{HostEvent, HostRuntime, RuntimeError};
+use dockmesh_core::ports::{HostEvent, HostRuntime, RuntimeError, cannot};
 use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -116,7 +116,11 @@ impl HostEvents {
     /// host sent that is not understood) is logged and skipped.
     pub async fn follow(&self, host: &dyn HostRuntime) -> Result<(), RuntimeError> {
         let id = host.host_id().clone();
-        let mut stream = match host.events().await {
+        let opened = match host.events() {
+            Some(events) => events.follow_events().await,
+            None => Err(cannot::events(&id)),
+        };
+        let mut stream = match opened {
             Ok(s) => s,
             Err(e) => {
                 self.with(&id, |log| log.note = Some(e.message.clone()));

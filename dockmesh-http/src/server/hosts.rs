@@ -9,8 +9,6 @@
 use async_trait::async_trait;
 use dockmesh_core::HostId;
 use dockmesh_core::ports::{Fleet, HostRuntime, RuntimeError, RuntimeErrorKind};
-use dockmesh_core::rollout::UpgradeOrder;
-use dockmesh_core::types::AgentId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -94,20 +92,6 @@ impl Fleet for Hosts {
                 format!("unknown host {id}: the server has no host of that id"),
             )
         })
-    }
-
-    async fn dispatch_upgrade(
-        &self,
-        agent: &AgentId,
-        _order: &UpgradeOrder,
-    ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::new(
-            RuntimeErrorKind::Unreachable,
-            format!(
-                "cannot send an upgrade to agent {agent} through the host map: orders go over \
-                 the agent's channel from the rollout evaluator (`rollout::evaluate`)"
-            ),
-        ))
     }
 }
 

@@ -25,7 +25,8 @@ use crate::server::state::ServerState;
 use dockmesh_core::audit::{self, AuditEvent};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    HostRuntime, RuntimeError, RuntimeErrorKind, VolumeTarget, no_progress,
+    ExportRequest, HostRuntime, ImportRequest, RuntimeError, RuntimeErrorKind, VolumeTarget,
+    cannot, no_progress,
 };
 use dockmesh_core::records::{DeployRecord, StackRecord};
 use dockmesh_core::release::{self, ReleaseDiff, ReleaseOutcome, ReleaseRecord, ServiceShape};
@@ -107,11 +108,15 @@ pub(crate) async fn run(
         compose: record.compose.clone(),
         env: record.env.clone(),
     };
-    let current = host
+    let releases = host.releases().ok_or_else(|| {
+        let e = cannot::resolve_release(&host_id, &previous.name);
+        context("the running release cannot be read", e)
+    })?;
+    let current = releases
         .resolve_release(&previous)
         .await
         .map_err(|e| context("the running release cannot be read", e))?;
-    let mut next = host.resolve_release(&up.files).await?;
+    let mut next = releases.resolve_release(&up.files).await?;
     let diff = release::diff(&current, &next);
     let mut view = UpgradeView {
         stack: name.to_owned(),
@@ -133,9 +138,10 @@ pub(crate) async fn run(
         .map(|s| s.image.clone())
         .collect();
     if !missing.is_empty() {
-        host.ensure_images(&missing.into_iter().collect::<Vec<_>>())
+        releases
+            .ensure_images(&missing.into_iter().collect::<Vec<_>>())
             .await?;
-        next = host.resolve_release(&up.files).await?;
+        next = releases.resolve_release(&up.files).await?;
     }
     let rev = release::next_rev(&state.store().list_releases(name).await?);
 
@@ -245,7 +251,11 @@ pub(crate) async fn record_deploy(
         env: record.env.clone(),
     };
     // A host that cannot resolve releases still deploys; its release has no image ids.
-    let images = match host.resolve_release(&files).await {
+    let resolved = match host.releases() {
+        Some(releases) => releases.resolve_release(&files).await,
+        None => Err(cannot::resolve_release(host_id, &files.name)),
+    };
+    let images = match resolved {
         Ok(shapes) => image_ids(&shapes),
         Err(e) => {
             tracing::warn!(stack = %record.name, error = %e, "the image ids of a release are unknown");
@@ -335,8 +345,11 @@ async fn copy_volume(
     from: &str,
     to: &VolumeTarget,
 ) -> Result<VolumeManifest, RuntimeError> {
-    let export = host.export_volume(from).await?;
-    let imported = host.import_volume(to, export.stream, no_progress()).await?;
+    let export = host.export_volume(&ExportRequest::new(from)).await?;
+    let into = ImportRequest::new(to.clone());
+    let imported = host
+        .import_volume(&into, export.stream, no_progress())
+        .await?;
     let exported = export.manifest.take()?;
     if let Some(diff) = exported.first_difference(&imported) {
         return Err(RuntimeError::new(

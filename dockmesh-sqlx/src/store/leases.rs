@@ -1,6 +1,5 @@
 //! [`LeaseStore`]: leases with fencing tokens, on the database's clock.
 
-use super::rows::*;
 use super::*;
 
 #[async_trait]

@@ -1,6 +1,5 @@
 //! [`RolloutStore`]: the agent upgrade policy and its evaluator state.
 
-use super::rows::*;
 use super::*;
 
 #[async_trait]

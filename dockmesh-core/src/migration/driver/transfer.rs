@@ -3,7 +3,10 @@
 
 use super::{Driver, ProgressEvent};
 use crate::migration::event::MigrationSpec;
-use crate::ports::{Progress, RuntimeError, RuntimeErrorKind, VolumeTarget, shared_coding};
+use crate::ports::{
+    ExportRequest, ImportRequest, Progress, RuntimeError, RuntimeErrorKind, VolumeTarget,
+    shared_coding,
+};
 use crate::snapshot::VolumeUsage;
 use std::sync::Arc;
 
@@ -21,7 +24,11 @@ impl Driver {
         v: &VolumeUsage,
     ) -> Result<(u64, String, Vec<String>), RuntimeError> {
         let target = self.host(&spec.target).await?;
-        match target.import_resume_point(&v.name).await {
+        let waiting = match target.resume() {
+            Some(r) => r.import_resume_point(&v.name).await,
+            None => Ok(None),
+        };
+        match waiting {
             Ok(Some(offset)) => match self.transfer_once(spec, v, Some(offset)).await {
                 Ok(done) => return Ok(done),
                 Err(e) if e.kind == RuntimeErrorKind::Unreachable => return Err(e),
@@ -58,7 +65,7 @@ impl Driver {
         // In a coding both hosts take, the stream goes from one to the other as it is.
         let coding = shared_coding(source.stream_codings(), target.stream_codings());
         let export = source
-            .export_volume_coded(&v.name, resume, coding)
+            .export_volume(&ExportRequest::new(&v.name).from_byte(resume).coded(coding))
             .await
             .map_err(|e| context("exporting", e))?;
         if let (Some(offset), Some(p)) = (resume, &self.progress) {
@@ -82,13 +89,15 @@ impl Driver {
                 }
             })
         };
-        let into = VolumeTarget {
+        let into = ImportRequest::new(VolumeTarget {
             name: v.name.clone(),
             labels: v.labels.clone(),
             expected_bytes: v.bytes,
-        };
+        })
+        .resume_at(resume)
+        .coded(export.coding);
         let imported = target
-            .import_volume_coded(&into, resume, export.stream, export.coding, progress)
+            .import_volume(&into, export.stream, progress)
             .await
             .map_err(|e| context("importing", e))?;
         let exported = export

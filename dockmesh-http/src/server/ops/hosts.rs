@@ -5,7 +5,7 @@ use super::OpError;
 use crate::server::state::ServerState;
 use dockmesh_core::HostId;
 use dockmesh_core::drain::{DrainOrder, DrainPlan};
-use dockmesh_core::ports::HostRuntime;
+use dockmesh_core::ports::{HostRuntime, cannot};
 use dockmesh_core::snapshot::HostSnapshot;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -237,7 +237,10 @@ pub async fn projects(
     id: &str,
 ) -> Result<Vec<dockmesh_core::ports::ProjectInfo>, OpError> {
     let (_, host) = known_runtime(state, id)?;
-    Ok(host.list_projects().await?)
+    let projects = host
+        .projects()
+        .ok_or_else(|| cannot::list_projects(host.host_id()))?;
+    Ok(projects.list_projects().await?)
 }
 
 /// Host `id`'s newest events (at most `p.limit`, 50 by default), as the server follows them.

@@ -5,7 +5,7 @@ use super::OpError;
 use super::hosts::known_runtime;
 use crate::server::state::ServerState;
 use dockmesh_core::audit::{self, AuditEvent};
-use dockmesh_core::ports::{MigrationQuery, StackStatus};
+use dockmesh_core::ports::{MigrationQuery, StackStatus, cannot};
 use dockmesh_core::records::{DeployRecord, StackRecord};
 use dockmesh_core::types::{StackFiles, validate_stack_name};
 use jiff::Timestamp;
@@ -365,7 +365,10 @@ pub async fn adopt(
         compose,
         env: req.env,
     });
-    let report = runtime.adopt_project(name, given.as_ref()).await?;
+    let projects = runtime
+        .projects()
+        .ok_or_else(|| cannot::adopt_project(runtime.host_id(), name))?;
+    let report = projects.adopt_project(name, given.as_ref()).await?;
     let now = state.clock().now();
     let record = StackRecord {
         name: name.to_owned(),
