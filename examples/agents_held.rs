@@ -12,7 +12,7 @@
 //! (default 10000 agents and `target/release/dockmesh`). Needs a file-descriptor limit above
 //! the number of agents (`ulimit -n`).
 
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::protocol::{self, Hello, PROTOCOL_VERSION};
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::types::AgentId;

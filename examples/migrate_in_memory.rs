@@ -4,7 +4,7 @@
 //! `cargo run --example migrate_in_memory`
 
 use dockmesh_core::migration::{DEFAULT_RETENTION, Driver, MigrationRequest, ProgressEvent};
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, prelude::*};
 use dockmesh_core::records::StackRecord;
 use dockmesh_core::testing::{FakeFleet, FakeHost, FixedClock, MemStore, SeqIds};
 use dockmesh_core::{HostId, StackFiles};

@@ -4,7 +4,7 @@
 #[path = "support/backups.rs"]
 mod backups;
 use backups::backup_entries;
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::records::StackRecord;
 use dockmesh_sqlx::{DbTarget, SqlStore};
 use std::path::Path;

@@ -5,7 +5,7 @@
 #[path = "support/backups.rs"]
 mod backups;
 use backups::backup_entries;
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::version::Version;
 use dockmesh_sqlx::{DbTarget, SqlStore};

@@ -12,7 +12,7 @@ use dockmesh_core::fleet::StaticFleet;
 use dockmesh_core::migration::{
     Command, DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, ProgressEvent, Step,
 };
-use dockmesh_core::ports::{Clock, HostRuntime, Store};
+use dockmesh_core::ports::{Clock, HostRuntime, prelude::*};
 use dockmesh_core::records::StackRecord;
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;

@@ -105,7 +105,7 @@ fn verify_fails_on_a_host_that_does_not_answer_and_passes_when_it_is_back() {
 
 #[test]
 fn host_ls_stale_lists_agents_not_seen_for_that_long() {
-    use dockmesh_core::ports::Store;
+    use dockmesh_core::ports::prelude::*;
     use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

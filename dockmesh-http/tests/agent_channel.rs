@@ -654,7 +654,7 @@ async fn a_silent_client_times_out() {
 
 mod enrollment {
     use super::*;
-    use dockmesh_core::ports::Store;
+    use dockmesh_core::ports::prelude::*;
     use dockmesh_core::records::TokenKind;
     use dockmesh_core::testing::MemStore;
     use dockmesh_http::channel::enroll::{

@@ -2,7 +2,7 @@
 //! agents, records an agent refused for its protocol as needing a manual upgrade, and keeps
 //! each record current with what the agent says and whether it is connected.
 
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::protocol::Hello;
 use dockmesh_core::rollout::{ConnectionState, UpgradeState};
 use dockmesh_core::testing::{FixedClock, MemStore, SeqIds};

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, prelude::*};
 use dockmesh_core::records::TokenKind;
 use dockmesh_core::testing::{FakeHost, FakeOp, MemStore, SeqIds};
 use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, prelude::*};
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_http::channel::agent_binaries::{

@@ -6,7 +6,7 @@
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, prelude::*};
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_http::channel::enroll::{EnrollRequest, new_enrollment_token};
 use dockmesh_http::channel::pki::{Ca, Issued};

@@ -6,7 +6,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use dockmesh_core::ports::{Clock, Store};
+use dockmesh_core::ports::{Clock, prelude::*};
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
 use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use crate::cli::db::{Location, fail, init_logging, runtime};
 use anyhow::Context;
 use clap::Args;
 use dockmesh_core::audit::{AuditEvent, SERVER_BACKUP};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_sqlx::{
     BackupReport, DbTarget, Manifest, OpenOptions, RestoreOptions, RestoreReport, SchemaStatus,
     SqlStore, SqlStoreError,

@@ -15,7 +15,7 @@ use super::upgrade::{
     read_releases, row, version_rule_check,
 };
 use anyhow::{Context, bail};
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::preflight::{CheckResult, CheckStatus};
 use dockmesh_core::protocol::{self, PROTOCOL_VERSION};
 use dockmesh_core::version::Version;

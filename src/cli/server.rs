@@ -410,7 +410,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         task.abort();
     }
     // The next server drives the rollout at once rather than after the lease runs out.
-    let _ = dockmesh_core::ports::Store::release_lease(
+    let _ = dockmesh_core::ports::LeaseStore::release_lease(
         store.as_ref(),
         dockmesh_http::server::rollout::ROLLOUT_LEASE,
         &rollout_owner,

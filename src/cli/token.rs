@@ -5,7 +5,7 @@
 use super::db::{Location, fail, runtime};
 use anyhow::Context;
 use clap::Subcommand;
-use dockmesh_core::ports::Store;
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::records::{Scope, TokenKind};
 use dockmesh_sqlx::{OpenOptions, SqlStore};
 use std::process::ExitCode;

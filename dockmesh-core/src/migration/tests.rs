@@ -4,8 +4,7 @@ use super::*;
 use crate::audit::{self, AuditQuery};
 use crate::ports::{
     AuditLog, Clock, HostResume, HostRuntime, ImportRequest, Lease, MigrationLog, MigrationQuery,
-    StackStore, Store, StoreError,
-    StreamCoding, VolumeTarget, migration_lease,
+    StackStore, StoreError, StreamCoding, VolumeTarget, migration_lease,
 };
 use crate::records::StackRecord;
 use crate::testing::{FakeFleet, FakeHost, FakeOp, FixedClock, MemStore, SeqIds};

@@ -12,3 +12,12 @@ pub use fleet::*;
 pub use host::*;
 pub use store::*;
 pub use time::*;
+
+/// Every store trait, for code that calls a concrete store's methods (`use
+/// dockmesh_core::ports::prelude::*;`): a method of a focused trait needs its trait in scope.
+pub mod prelude {
+    pub use super::{
+        AgentStore, AuditLog, DrainStore, LeaseStore, MigrationLog, RolloutStore, StackStore,
+        Store, TokenStore,
+    };
+}

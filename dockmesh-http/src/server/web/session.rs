@@ -485,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_view_ends_at_logout_and_when_the_token_is_revoked() {
-        use dockmesh_core::ports::Store;
+        use dockmesh_core::ports::prelude::*;
         let store = Arc::new(dockmesh_core::testing::MemStore::new());
         let clock = clock();
         let (token, record) = crate::server::auth::new_api_token("ops", clock.now()).unwrap();
