@@ -1,6 +1,7 @@
 //! Command-line interface: one module per command group.
 
 pub mod agent;
+mod agent_daemon;
 pub mod apply;
 mod apply_files;
 pub mod audit;

@@ -72,7 +72,7 @@ fn keygen(private: &Path, public: &Path) -> anyhow::Result<()> {
         }
     }
     let (private_pem, public_pem) = release::keygen()?;
-    super::agent::write_private(private, private_pem.as_bytes())?;
+    super::agent_daemon::write_private(private, private_pem.as_bytes())?;
     std::fs::write(public, public_pem.as_bytes())
         .with_context(|| format!("writing {}", public.display()))?;
     let key = release::parse_public(&public_pem, "the new key")?;

@@ -82,7 +82,7 @@ fn read_marker(dir: &Path) -> Option<Marker> {
 }
 
 fn write_marker(dir: &Path, m: &Marker) -> anyhow::Result<()> {
-    super::agent::write_private(
+    super::agent_daemon::write_private(
         &dir.join(MARKER),
         &serde_json::to_vec_pretty(m).expect("the upgrade marker serialises"),
     )
