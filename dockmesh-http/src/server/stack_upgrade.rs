@@ -1,9 +1,9 @@
 //! Stack release upgrades, over the ports: diff, images, optional volume backup, replace,
 //! health, and the previous release put back by itself when the new one fails.
 //!
-//! 1. Both releases are resolved by the stack's host ([`HostRuntime::resolve_release`]) and
+//! 1. Both releases are resolved by the stack's host ([`HostReleases::resolve_release`](dockmesh_core::ports::HostReleases::resolve_release)) and
 //!    compared ([`release::diff`]); a dry run stops here.
-//! 2. Every image the new release needs must be on the host ([`HostRuntime::ensure_images`]
+//! 2. Every image the new release needs must be on the host ([`HostReleases::ensure_images`](dockmesh_core::ports::HostReleases::ensure_images)
 //!    pulls when a registry answers); a missing one is named before anything stops.
 //! 3. With a backup, the stack is stopped and each named volume is copied through the volume
 //!    export path into a backup volume on the same host (`<volume>-backup-r<rev>`); the copy's

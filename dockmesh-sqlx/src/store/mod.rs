@@ -141,7 +141,7 @@ macro_rules! append_audit_in {
 const ANCHOR_UPSERT: &str = "INSERT INTO audit_anchor (id, seq, mac) VALUES (1, $1, $2) \
      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac";
 
-/// The dockmesh [`Store`] on SQLite or PostgreSQL.
+/// The dockmesh [`Store`](dockmesh_core::ports::Store) on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: Pool,
