@@ -2,8 +2,6 @@
 
 pub mod agent;
 mod agent_daemon;
-pub mod apply;
-mod apply_files;
 pub mod audit;
 pub mod backup;
 pub mod check;
@@ -15,14 +13,13 @@ pub mod host;
 pub mod host_policy;
 pub mod migration;
 pub mod policy;
-pub mod preflight;
 pub mod release;
 pub mod server;
+pub mod server_upgrade;
 pub mod stack;
 pub mod swap;
 pub mod tls;
 pub mod token;
-pub mod upgrade;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -54,7 +51,7 @@ enum Command {
     /// Version rules (check, plan), the checks before and after the server's own upgrade
     /// (preflight, verify), and the upgrade itself (apply).
     #[command(subcommand)]
-    Upgrade(upgrade::UpgradeCommand),
+    Upgrade(server_upgrade::UpgradeCommand),
     /// The database: schema status, apply pending migrations.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -139,7 +136,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Upgrade(cmd) => upgrade::run(cmd),
+        Command::Upgrade(cmd) => server_upgrade::run(cmd),
         Command::Db(cmd) => db::run(cmd),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),

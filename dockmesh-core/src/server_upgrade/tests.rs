@@ -304,6 +304,18 @@ fn releases_files() {
         parse_releases("1.2.3\nlatest\n"),
         Err(ReleasesError::Line(2, _))
     ));
+    // The line or entry, then the version's own words (its source).
+    let chain = |e: ReleasesError| {
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        format!("{e}: {}", source.unwrap_or_default())
+    };
+    let err = chain(parse_releases("1.2.3\nlatest\n").unwrap_err());
+    assert!(
+        err.starts_with("line 2: invalid version \"latest\""),
+        "{err}"
+    );
+    let err = chain(parse_releases(r#"["1.2.3", "x"]"#).unwrap_err());
+    assert!(err.starts_with("entry 2: invalid version \"x\""), "{err}");
     let err = parse_releases(r#"["1.2.3", 7]"#).unwrap_err().to_string();
     assert!(err.contains("not a JSON array of version strings"), "{err}");
     assert!(matches!(

@@ -2,7 +2,7 @@
 //! (`upgrade-run.json`, written atomically), the releases directory (`Catalog`: each release's
 //! signature, size and SHA-256), and the swap of the installed binary (`swap`).
 
-use super::apply::said_version;
+use super::binary::said_version;
 use anyhow::{Context, anyhow, bail};
 use dockmesh_core::version::{Hop, Version};
 use dockmesh_http::channel::agent_binaries::{
@@ -155,7 +155,7 @@ pub(super) fn swap(
                 meta.sha256
             );
         }
-        let said = said_version(&staged).map_err(|e| anyhow!("release: {e}"))?;
+        let said = said_version(&staged).map_err(|e| anyhow!("release: {e:#}"))?;
         if &said != to {
             bail!(
                 "release: {} says `dockmesh {said}`, not `dockmesh {to}`",

@@ -20,12 +20,12 @@
 //! Every database operation runs through the binary installed at that moment (backup and restore
 //! by the hop's FROM binary, migration and checks by its TO binary): each knows its own schema.
 
+use super::super::backup::{BACKUP_BY_ENV, BY_UPGRADE_APPLY};
+use super::super::db::{self, Location};
 use super::apply_files::{
     Catalog, RunRecord, Stage, load_run, new_run, previous_path, save_run, swap, sync_dir,
 };
-use super::backup::{BACKUP_BY_ENV, BY_UPGRADE_APPLY};
-use super::db::Location;
-use super::upgrade::{parse_target, plan_hops};
+use super::binary::{self, said_version};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use dockmesh_core::version::Version;
@@ -33,7 +33,7 @@ use dockmesh_http::channel::agent_binaries::{self as release, VerifyingKey};
 use dockmesh_sqlx::{DbTarget, SchemaReport, SchemaStatus, ServerLock, SqlStoreError};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 /// The file, in the data directory, that records a run's progress.
 pub const RUN_FILE: &str = "upgrade-run.json";
@@ -125,7 +125,7 @@ struct Ctx<'a> {
 }
 
 fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
-    let p = parse_target(&args.to, &args.rules)?;
+    let p = super::target(&args.to, &args.rules)?;
     let pem = std::fs::read_to_string(&args.release_key).with_context(|| {
         format!(
             "cannot read the release key {}; nothing was changed",
@@ -137,15 +137,7 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("finding this executable (give --binary)")?,
     };
-    if !binary.is_file() {
-        bail!(
-            "the binary to upgrade {} does not exist or is not a file",
-            binary.display()
-        );
-    }
-    let binary = binary
-        .canonicalize()
-        .with_context(|| format!("the binary to upgrade {}", binary.display()))?;
+    let binary = binary::existing(&binary, "the binary to upgrade")?;
     let target = args.location.target()?;
     let data_dir = args.location.data_dir.clone();
     if let DbTarget::Sqlite { path } = &target
@@ -157,10 +149,10 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
             path.display()
         );
     }
-    super::db::private_dir(&data_dir, "the data directory")?;
+    db::private_dir(&data_dir, "the data directory")?;
     let catalog = Catalog::read(&args.releases)?;
 
-    let rt = super::db::runtime()?;
+    let rt = db::runtime()?;
     let lock = match rt.block_on(ServerLock::acquire(&target, "dockmesh upgrade apply")) {
         Ok(lock) => lock,
         Err(e @ SqlStoreError::Locked { .. }) => bail!(
@@ -226,7 +218,7 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
                     p.from
                 );
             }
-            let plan = plan_hops(&p, &ctx.catalog.versions(), false).map_err(|e| {
+            let plan = p.plan(&ctx.catalog.versions(), false).map_err(|e| {
                 anyhow!(
                     "no plan from {} to {} through the releases in {} ({}): {e}; nothing was \
                      changed",
@@ -244,7 +236,7 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
                             "steps": out.steps }),
                 ));
             }
-            let said = said_version(&binary).map_err(|e| anyhow!("{e}; nothing was changed"))?;
+            let said = said_version(&binary).map_err(|e| anyhow!("{e:#}; nothing was changed"))?;
             if said != p.from {
                 bail!(
                     "{} says `dockmesh {said}`, but the plan starts from {} (this binary's \
@@ -361,7 +353,7 @@ fn run_hop(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, out: &mut Out) -> Resul
             Stage::Pending | Stage::Failed => {
                 // The installed binary must be the hop's FROM: anything else is not this hop
                 // to start (a failed undo, or a binary replaced by hand).
-                let said = said_version(&ctx.binary).map_err(|e| Stop::Refused(anyhow!(e)))?;
+                let said = said_version(&ctx.binary).map_err(Stop::Refused)?;
                 if said != from_v {
                     return Err(Stop::Refused(anyhow!(
                         "{name}: {} says `dockmesh {said}`, not `dockmesh {from}`; put the \
@@ -374,7 +366,7 @@ fn run_hop(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, out: &mut Out) -> Resul
                 hop.undone.clear();
                 hop.previous = None;
                 let bundle = ctx.backups.join(format!("pre-upgrade-{to}.tar.zst"));
-                take_backup(ctx, &bundle).map_err(|e| Stop::Failed(format!("backup: {e}")))?;
+                take_backup(ctx, &bundle).map_err(|e| Stop::Failed(format!("backup: {e:#}")))?;
                 hop.backup = Some(bundle.clone());
                 hop.stage = Stage::BackedUp;
                 out.say(format!("{name}: backup {} verified", bundle.display()));
@@ -403,14 +395,15 @@ fn run_hop(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, out: &mut Out) -> Resul
                 ));
             }
             Stage::Swapped => {
-                let said = run_binary(&ctx.binary, &["db", "migrate"], Some(ctx.location))
-                    .map_err(|e| Stop::Failed(format!("migrate: {e}")))?;
+                let said = binary::run(&ctx.binary, &["db", "migrate"], Some(ctx.location))
+                    .map_err(|e| Stop::Failed(format!("migrate: {e:#}")))?;
                 hop.stage = Stage::Migrated;
                 let first = said.lines().next().unwrap_or("migrated").trim().to_owned();
                 out.say(format!("{name}: migrated: {first}"));
             }
             Stage::Migrated => {
-                let detail = check(ctx, &to_v).map_err(|e| Stop::Failed(format!("check: {e}")))?;
+                let detail =
+                    check(ctx, &to_v).map_err(|e| Stop::Failed(format!("check: {e:#}")))?;
                 hop.stage = Stage::Checked;
                 out.say(format!("{name}: checked: {detail}"));
             }
@@ -468,13 +461,13 @@ fn undo(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, reason: &str, out: &mut Ou
                     "--from",
                     bundle.to_str().unwrap_or_default(),
                 ];
-                match run_binary(&ctx.binary, &args, Some(ctx.location)) {
+                match binary::run(&ctx.binary, &args, Some(ctx.location)) {
                     Ok(_) => undone.push(format!(
                         "restored the database (and stacks, CA) from {}",
                         bundle.display()
                     )),
                     Err(e) => undone.push(format!(
-                        "restoring {} FAILED: {e}; restore it by hand: `{} restore --force \
+                        "restoring {} FAILED: {e:#}; restore it by hand: `{} restore --force \
                          --from {}`",
                         bundle.display(),
                         ctx.binary.display(),
@@ -502,107 +495,49 @@ fn undo(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, reason: &str, out: &mut Ou
 }
 
 /// A bundle by the installed binary (`backup --out`), then verified by it (`restore --dry-run`).
-fn take_backup(ctx: &Ctx<'_>, bundle: &Path) -> Result<(), String> {
+fn take_backup(ctx: &Ctx<'_>, bundle: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&ctx.backups)
-        .map_err(|e| format!("creating {}: {e}", ctx.backups.display()))?;
-    let path = bundle.to_str().ok_or("the backups path is not UTF-8")?;
+        .with_context(|| format!("creating {}", ctx.backups.display()))?;
+    let path = bundle.to_str().context("the backups path is not UTF-8")?;
     // The bundle's `server.backup` audit entry names this command as the one that took it.
-    let mut backup = binary_command(&ctx.binary, &["backup", "--out", path], Some(ctx.location));
+    let args = ["backup", "--out", path];
+    let mut backup = binary::command(&ctx.binary, &args, Some(ctx.location));
     backup.env(BACKUP_BY_ENV, BY_UPGRADE_APPLY);
-    run_command(backup, &ctx.binary, &["backup", "--out", path])?;
-    run_binary(
+    binary::run_command(backup, &ctx.binary, &args)?;
+    binary::run(
         &ctx.binary,
         &["restore", "--dry-run", "--force", "--from", path],
         Some(ctx.location),
     )
-    .map_err(|e| format!("{} does not verify: {e}", bundle.display()))?;
+    .with_context(|| format!("{} does not verify", bundle.display()))?;
     Ok(())
 }
 
 /// `db status --json` up to date and `version --json` naming `to`.
-fn check(ctx: &Ctx<'_>, to: &Version) -> Result<String, String> {
-    let said = run_binary(&ctx.binary, &["db", "status", "--json"], Some(ctx.location))?;
+fn check(ctx: &Ctx<'_>, to: &Version) -> anyhow::Result<String> {
+    let said = binary::run(&ctx.binary, &["db", "status", "--json"], Some(ctx.location))?;
     let report: SchemaReport = serde_json::from_str(&said)
-        .map_err(|e| format!("`db status --json` printed no schema report ({e})"))?;
+        .map_err(|e| anyhow!("`db status --json` printed no schema report ({e})"))?;
     if report.status != SchemaStatus::UpToDate {
-        return Err(format!(
+        bail!(
             "the schema is not up to date after the migration: {}",
             report
                 .refusal
                 .clone()
                 .unwrap_or_else(|| format!("{:?}", report.status))
-        ));
+        );
     }
-    let said = run_binary(&ctx.binary, &["version", "--json"], None)?;
+    let said = binary::run(&ctx.binary, &["version", "--json"], None)?;
     let info: Value = serde_json::from_str(&said)
-        .map_err(|e| format!("`version --json` printed no JSON object ({e})"))?;
-    let version = info["version"].as_str().map(Version::parse);
-    match version {
+        .map_err(|e| anyhow!("`version --json` printed no JSON object ({e})"))?;
+    match info["version"].as_str().map(Version::parse) {
         Some(Ok(v)) if &v == to => Ok(format!(
             "schema up to date (version {}), `version --json` says {v}",
             report.database_version
         )),
-        _ => Err(format!(
+        _ => bail!(
             "`version --json` says {}, not version {to}",
             info["version"]
-        )),
+        ),
     }
-}
-
-/// Run `binary args…` (with the database options when `location` is given); its stdout, or
-/// why it failed.
-fn run_binary(binary: &Path, args: &[&str], location: Option<&Location>) -> Result<String, String> {
-    run_command(binary_command(binary, args, location), binary, args)
-}
-
-/// `binary args…`, with the database options when `location` is given.
-fn binary_command(binary: &Path, args: &[&str], location: Option<&Location>) -> Command {
-    let mut cmd = Command::new(binary);
-    cmd.args(args);
-    if let Some(location) = location {
-        cmd.arg("--data-dir").arg(&location.data_dir);
-        match &location.database_url {
-            Some(url) => {
-                cmd.args(["--database-url", url]);
-            }
-            None => {
-                cmd.env_remove("DOCKMESH_DATABASE_URL");
-            }
-        }
-    }
-    cmd
-}
-
-/// Run `cmd` (`binary args…`): its stdout, or why it failed.
-fn run_command(mut cmd: Command, binary: &Path, args: &[&str]) -> Result<String, String> {
-    let words = format!("`{} {}`", binary.display(), args.join(" "));
-    let o = cmd
-        .output()
-        .map_err(|e| format!("{words} could not be run: {e}"))?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let last = err
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        Err(format!("{words} exited with {}: {last}", o.status))
-    }
-}
-
-/// The version a binary says to `--version` (`dockmesh X`).
-pub(super) fn said_version(binary: &Path) -> Result<Version, String> {
-    let said = run_binary(binary, &["--version"], None)?;
-    let line = said.lines().next().unwrap_or_default().trim().to_owned();
-    line.strip_prefix("dockmesh ")
-        .and_then(|v| Version::parse(v).ok())
-        .ok_or_else(|| {
-            format!(
-                "{} says `{line}` to --version, not `dockmesh VERSION`",
-                binary.display()
-            )
-        })
 }
