@@ -7,6 +7,7 @@ use super::db::{Location, fail};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use dockmesh_core::ports::prelude::*;
+use dockmesh_http::agent::self_upgrade;
 use dockmesh_http::channel::enroll::{self};
 use dockmesh_http::channel::pki;
 use serde_json::Value;
@@ -106,7 +107,13 @@ pub fn run(args: AgentArgs) -> ExitCode {
         Some(AgentCommand::Upgrade { agent, conn }) => {
             client_run(&conn, move |c| Box::pin(upgrade(c, agent)))
         }
-        Some(AgentCommand::Watchdog { state_dir }) => super::swap::watchdog(&state_dir),
+        Some(AgentCommand::Watchdog { state_dir }) => {
+            match self_upgrade::watchdog(&state_dir, |m| eprintln!("dockmesh agent watchdog: {m}"))
+            {
+                self_upgrade::WatchdogEnd::Settled => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
+        }
         None => run_agent(args.run),
     }
 }

@@ -14,6 +14,7 @@ use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::agent::agent_upgrade::{on_hello, upgrade_routes};
 use dockmesh_http::agent::renew::{AgentCredentials, renewal_routes};
 use dockmesh_http::agent::resume::{Imports, RESUME_WAIT};
+use dockmesh_http::agent::self_upgrade;
 use dockmesh_http::agent::spool::SpoolOptions;
 use dockmesh_http::agent::{AgentConnector, ConnectError, agent_api_with};
 use dockmesh_http::channel::ChannelOptions;
@@ -235,14 +236,16 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", args.state_dir.join(CA_FILE).display()))?,
         pending: std::sync::Mutex::new(None),
     });
-    let startup = super::swap::startup(&args.state_dir);
+    let startup = self_upgrade::startup(&args.state_dir, super::VERSION);
     let swapper: Arc<dyn dockmesh_http::agent::agent_upgrade::AgentUpgrader> = Arc::new(
-        super::swap::Swapper::new(
+        self_upgrade::Swapper::new(
             &args.state_dir,
             &state.server,
+            super::VERSION,
             Duration::from_secs(args.upgrade_deadline.max(1)),
-        )?
-        .trusting(args.ca_file.as_deref())?,
+        )
+        .and_then(|s| s.trusting(args.ca_file.as_deref()))
+        .map_err(|e| anyhow::anyhow!("{}; {}", super::client::error_chain(&e), e.hint()))?,
     );
     let dial = args
         .endpoint
@@ -283,7 +286,7 @@ async fn agent_main(args: RunArgs) -> anyhow::Result<ExitCode> {
                 );
                 let hello = hello_for(
                     Some(runtime.as_ref()),
-                    super::swap::current_failure(&args.state_dir),
+                    self_upgrade::current_failure(&args.state_dir, super::VERSION),
                 )
                 .await;
                 let mut api = agent_api_with(hello, runtime.clone(), imports.clone())
@@ -535,7 +538,7 @@ fn save_state(dir: &Path, state: &AgentState, key_pem: &str, e: &Enrolled) -> an
     if let Some(pem) = &e.release_key_pem {
         let key =
             dockmesh_http::channel::agent_binaries::parse_public(pem, "the server's release key")?;
-        write_private(&dir.join(super::swap::PINNED_KEY), pem.as_bytes())?;
+        write_private(&dir.join(self_upgrade::PINNED_KEY), pem.as_bytes())?;
         tracing::info!(key = %dockmesh_http::channel::agent_binaries::fingerprint(&key), "release key pinned");
     }
     // Last: its presence means the enrollment is complete.
@@ -775,14 +778,14 @@ mod tests {
             &enrolled(Some(public.clone())),
         )
         .unwrap();
-        let pinned = dir.path().join(super::super::swap::PINNED_KEY);
+        let pinned = dir.path().join(super::self_upgrade::PINNED_KEY);
         assert_eq!(std::fs::read_to_string(&pinned).unwrap(), public);
         let mode = std::fs::metadata(&pinned).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let dir = tempfile::tempdir().unwrap();
         save_state(dir.path(), &state, &key_pem, &enrolled(None)).unwrap();
-        assert!(!dir.path().join(super::super::swap::PINNED_KEY).exists());
+        assert!(!dir.path().join(super::self_upgrade::PINNED_KEY).exists());
     }
 
     #[test]

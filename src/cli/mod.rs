@@ -17,7 +17,6 @@ pub mod release;
 pub mod server;
 pub mod server_upgrade;
 pub mod stack;
-pub mod swap;
 pub mod tls;
 pub mod token;
 pub mod verify;
