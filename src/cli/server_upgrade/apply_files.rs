@@ -1,130 +1,15 @@
-//! What `upgrade apply` keeps on disk and the files it checks and swaps: the run record
-//! (`upgrade-run.json`, written atomically), the releases directory (`Catalog`: each release's
-//! signature, size and SHA-256), and the swap of the installed binary (`swap`).
+//! What `upgrade apply` keeps on disk and the files it checks and swaps: the run record (core's
+//! `RunRecord`, `upgrade-run.json`, written atomically), the releases directory (`Catalog`: each
+//! release's signature, size and SHA-256), and the swap of the installed binary (`swap`).
 
 use super::binary::said_version;
 use anyhow::{Context, anyhow, bail};
-use dockmesh_core::version::{Hop, Version};
+use dockmesh_core::server_upgrade::RunRecord;
+use dockmesh_core::version::Version;
 use dockmesh_http::channel::agent_binaries::{
     self as release, ReleaseError, ReleaseMeta, VerifyingKey,
 };
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// How far a hop got. Each stage is recorded once it is complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// Not started.
-    Pending,
-    /// The bundle taken before it verifies.
-    BackedUp,
-    /// The new binary is in place; the previous one kept.
-    Swapped,
-    /// `db migrate` ran.
-    Migrated,
-    /// The schema is up to date and the binary says its version.
-    Checked,
-    /// Finished.
-    Done,
-    /// Failed and undone (as far as the record's `undone` says); a new run retries it.
-    Failed,
-}
-
-impl Stage {
-    pub(super) fn word(self) -> &'static str {
-        match self {
-            Stage::Pending => "pending",
-            Stage::BackedUp => "backed_up",
-            Stage::Swapped => "swapped",
-            Stage::Migrated => "migrated",
-            Stage::Checked => "checked",
-            Stage::Done => "done",
-            Stage::Failed => "failed",
-        }
-    }
-}
-
-/// One hop of a run, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HopRecord {
-    /// The version upgraded from.
-    pub from: String,
-    /// The version upgraded to.
-    pub to: String,
-    /// How far it got.
-    pub stage: Stage,
-    /// The bundle taken before it.
-    #[serde(default)]
-    pub backup: Option<PathBuf>,
-    /// Where the binary it replaced is kept.
-    #[serde(default)]
-    pub previous: Option<PathBuf>,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// What was undone after it failed.
-    #[serde(default)]
-    pub undone: Vec<String>,
-}
-
-/// `upgrade-run.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// The version upgraded to.
-    pub target: String,
-    /// The rules the plan follows.
-    pub rules: String,
-    /// The installed binary upgraded.
-    pub binary: PathBuf,
-    /// `running`, `done` or `failed`.
-    pub result: String,
-    /// The plan, with each hop's progress.
-    pub hops: Vec<HopRecord>,
-}
-
-impl RunRecord {
-    pub(super) fn finished(&self) -> bool {
-        self.result == "done"
-    }
-
-    pub(super) fn where_it_stands(&self) -> String {
-        let hops: Vec<String> = self
-            .hops
-            .iter()
-            .map(|h| format!("{} → {} {}", h.from, h.to, h.stage.word()))
-            .collect();
-        format!("the run to {} ({})", self.target, hops.join(", "))
-    }
-}
-
-pub(super) fn new_run(to: &Version, rules: &str, binary: &Path, hops: &[Hop]) -> RunRecord {
-    RunRecord {
-        target: to.to_string(),
-        rules: rules.to_owned(),
-        binary: binary.to_owned(),
-        result: "running".into(),
-        hops: hops
-            .iter()
-            .map(|h| HopRecord {
-                from: h.from.to_string(),
-                to: h.to.to_string(),
-                stage: Stage::Pending,
-                backup: None,
-                previous: None,
-                error: None,
-                undone: Vec::new(),
-            })
-            .collect(),
-    }
-}
-
-/// `<binary>.previous-<from>`.
-pub(super) fn previous_path(binary: &Path, from: &str) -> PathBuf {
-    let mut name = binary.as_os_str().to_owned();
-    name.push(format!(".previous-{from}"));
-    PathBuf::from(name)
-}
 
 /// Put the release `new` in place of `binary`, keeping `binary` as `previous`: the release is
 /// copied beside `binary` (fsync, 0755), that copy's size and SHA-256 checked against `meta` and
@@ -307,13 +192,13 @@ impl Catalog {
         &self,
         version: &Version,
         key: &VerifyingKey,
-    ) -> Result<(ReleaseMeta, PathBuf), String> {
+    ) -> anyhow::Result<(ReleaseMeta, PathBuf)> {
         let meta = self
             .metas
             .iter()
             .find(|m| Version::parse(&m.version).ok().as_ref() == Some(version))
             .ok_or_else(|| {
-                format!(
+                anyhow!(
                     "no release {version} for {}/{} in {} (found: {})",
                     std::env::consts::OS,
                     std::env::consts::ARCH,
@@ -326,13 +211,14 @@ impl Catalog {
             && meta.file != "."
             && meta.file != "..";
         if !plain {
-            return Err(format!(
+            bail!(
                 "the release {version} in {} names the file {:?}, not a file beside it",
                 self.dir.display(),
                 meta.file
-            ));
+            );
         }
-        let refused = |e: ReleaseError| format!("the release {version} is refused: {e}");
+        // The release's words once (its I/O error names its cause in the message).
+        let refused = |e: ReleaseError| anyhow!("the release {version} is refused: {e}");
         meta.verify(key).map_err(refused)?;
         let path = self.dir.join(&meta.file);
         let (size, sha256) = release::digest_file(&path).map_err(refused)?;
@@ -351,61 +237,5 @@ impl Catalog {
             }));
         }
         Ok((meta.clone(), path))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn stages_are_ordered_and_named_as_recorded() {
-        assert!(Stage::Pending < Stage::BackedUp);
-        assert!(Stage::BackedUp < Stage::Swapped);
-        assert!(Stage::Swapped < Stage::Migrated);
-        assert!(Stage::Migrated < Stage::Checked);
-        assert!(Stage::Checked < Stage::Done);
-        for s in [
-            Stage::Pending,
-            Stage::BackedUp,
-            Stage::Swapped,
-            Stage::Migrated,
-            Stage::Checked,
-            Stage::Done,
-            Stage::Failed,
-        ] {
-            assert_eq!(json!(s), json!(s.word()));
-        }
-    }
-
-    #[test]
-    fn the_previous_binary_sits_beside_it() {
-        assert_eq!(
-            previous_path(Path::new("/usr/local/bin/dockmesh"), "0.1.0"),
-            Path::new("/usr/local/bin/dockmesh.previous-0.1.0")
-        );
-    }
-
-    #[test]
-    fn a_run_record_round_trips_and_names_where_it_stands() {
-        let hops = [Hop {
-            from: Version::parse("0.1.0").unwrap(),
-            to: Version::parse("0.2.0").unwrap(),
-        }];
-        let mut run = new_run(
-            &Version::parse("0.2.0").unwrap(),
-            "dtr",
-            Path::new("/b"),
-            &hops,
-        );
-        run.hops[0].stage = Stage::Swapped;
-        let back: RunRecord = serde_json::from_value(json!(run)).unwrap();
-        assert_eq!(back.hops[0].stage, Stage::Swapped);
-        assert!(!back.finished());
-        assert_eq!(
-            back.where_it_stands(),
-            "the run to 0.2.0 (0.1.0 → 0.2.0 swapped)"
-        );
     }
 }
