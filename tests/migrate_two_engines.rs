@@ -12,8 +12,9 @@ use dockmesh_core::fleet::StaticFleet;
 use dockmesh_core::migration::{
     Command, DEFAULT_RETENTION, DriveError, Driver, MigrationRequest, Phase, ProgressEvent, Step,
 };
-use dockmesh_core::ports::{Clock, HostRuntime, prelude::*};
+use dockmesh_core::ports::{HostRuntime, prelude::*};
 use dockmesh_core::records::StackRecord;
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;
 use dockmesh_docker::{DockerConfig, DockerRuntime, Endpoint};
@@ -22,13 +23,6 @@ use std::time::Duration;
 use support::*;
 
 mod support;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 fn print_progress(e: ProgressEvent) {
     match e {

@@ -1,9 +1,11 @@
 //! The pure engine of dockmesh.
 //!
 //! **Architecture Invariant:** this crate performs no I/O. It depends on no adapter crate, no
-//! tokio (dev-dependency only), no bollard, sqlx or axum. Time comes in as a value (or through the
-//! [`ports::Clock`] port); ids through the [`ports::IdGen`] port. It never reads the system clock,
-//! the environment, files or the network. Its decisions are deterministic functions of their inputs.
+//! bollard, sqlx or axum. Time comes in as a value (or through the [`ports::Clock`] port); ids
+//! through the [`ports::IdGen`] port. It never reads the system clock, the environment, files or
+//! the network. Its decisions are deterministic functions of their inputs. The one exception is
+//! opt-in and outside every decision: the feature `system` adds `system`, the adapters of the time
+//! ports to the real clock, UUIDv7 and tokio's timer, so that no embedder writes them again.
 //!
 //! **Architecture Invariant:** every host, local or remote, is a [`ports::HostRuntime`]. Core does
 //! not know the difference.
@@ -26,6 +28,7 @@
 //! - [`audit`]: the audit event model and the hash chain rule.
 //! - [`ports`]: the traits adapters implement.
 //! - `testing` (feature `testing`): in-memory fakes and a conformance suite per port.
+//! - `system` (feature `system`): `SystemClock`, `UuidV7Ids` and `TokioTimer`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -49,6 +52,8 @@ pub mod types;
 pub mod verify;
 pub mod version;
 
+#[cfg(feature = "system")]
+pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -6,19 +6,13 @@ use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
 use dockmesh_core::ports::{Clock, prelude::*};
 use dockmesh_core::records::TokenKind;
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{FakeHost, FakeOp, MemStore, SeqIds};
 use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 struct World {
     state: ServerState,

@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use dockmesh_core::HostId;
 use dockmesh_core::host_policy::{self, BindSource, ComposeInspector, ServicePrivileges};
 use dockmesh_core::ports::{Clock, MigrationLog, StackStore, TokenStore};
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
 use dockmesh_core::types::StackFiles;
 use dockmesh_http::server::host_policy::HostPolicies;
@@ -17,13 +18,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 /// One service, `app`: `privileged: true` and `bind: /PATH` lines of the compose file.
 struct LineInspector;

@@ -4,8 +4,9 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use dockmesh_core::ports::{Clock, prelude::*};
+use dockmesh_core::ports::prelude::*;
 use dockmesh_core::rollout::{AgentRecord, ConnectionState, UpgradeState};
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_http::channel::agent_binaries::{
     AgentBinaries, keygen, parse_private, parse_public, sign_file,
@@ -14,13 +15,6 @@ use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 struct World {
     state: ServerState,

@@ -7,19 +7,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::ports::{Clock, DrainStore, StackStore, TokenStore};
 use dockmesh_core::records::Scope;
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
 use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 /// A ready server over two fake hosts `a` and `b`, with one token of each scope.
 struct World {

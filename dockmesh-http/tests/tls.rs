@@ -6,7 +6,8 @@
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
-use dockmesh_core::ports::{Clock, prelude::*};
+use dockmesh_core::ports::prelude::*;
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{MemStore, SeqIds};
 use dockmesh_http::channel::enroll::{EnrollRequest, new_enrollment_token};
 use dockmesh_http::channel::pki::{Ca, Issued};
@@ -14,13 +15,6 @@ use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, tls};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 fn server_cert(ca: &Ca) -> Issued {
     ca.issue_server(&tls::own_ca_names("127.0.0.1:0".parse().unwrap(), &[]))

@@ -7,18 +7,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockmesh_core::ports::{Clock, prelude::*};
+use dockmesh_core::system::SystemClock;
 use dockmesh_core::testing::{FakeHost, MemStore, SeqIds};
 use dockmesh_http::server::{Hosts, Lifecycle, ServerConfig, ServerState, api};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
 
 /// One answer: status, headers, body text.
 struct Answer {

@@ -6,7 +6,7 @@ use super::db::Location;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use dockmesh_core::HostId;
-use dockmesh_core::ports::{Clock, IdGen};
+use dockmesh_core::system::{SystemClock, UuidV7Ids};
 use dockmesh_docker::{DockerConfig, Endpoint};
 use dockmesh_http::server::{Hosts, ServerConfig, ServerState};
 use dockmesh_sqlx::{OpenOptions, ServerLock, SqlStore};
@@ -227,20 +227,6 @@ pub struct ServerArgs {
     log_format: LogFormat,
 }
 
-struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> jiff::Timestamp {
-        jiff::Timestamp::now()
-    }
-}
-
-struct UuidV7;
-impl IdGen for UuidV7 {
-    fn new_id(&self) -> uuid::Uuid {
-        uuid::Uuid::now_v7()
-    }
-}
-
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -339,7 +325,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         store.clone(),
         hosts,
         Arc::new(SystemClock),
-        Arc::new(UuidV7),
+        Arc::new(UuidV7Ids),
         config,
     );
     let ca_dir = data_dir.join("ca");

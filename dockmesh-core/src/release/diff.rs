@@ -184,7 +184,8 @@ impl fmt::Display for ReleaseDiff {
 /// The difference from the running release `current` to `next`.
 ///
 /// Services are matched by name. A service is changed when any field of its shape differs
-/// (its [`ServiceShape::digest`] included); each differing field is named, and a difference
+/// (its [`ServiceShape::digest`] included; ports and mounts compare as sets); each differing
+/// field is named, and a difference
 /// only in the digest is [`Change::Other`]. Every list is sorted by service name.
 pub fn diff(current: &[ServiceShape], next: &[ServiceShape]) -> ReleaseDiff {
     let old: BTreeMap<&str, &ServiceShape> = current.iter().map(|s| (s.name.as_str(), s)).collect();

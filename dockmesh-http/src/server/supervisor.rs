@@ -9,10 +9,10 @@
 use crate::server::hosts::Hosts;
 use crate::server::metrics::Metrics;
 use crate::server::state::ServerConfig;
-use async_trait::async_trait;
 use dockmesh_core::MigrationId;
 use dockmesh_core::migration::{DriveError, Driver, Phase, ProgressEvent, StoredMigration};
-use dockmesh_core::ports::{Clock, IdGen, MAX_PAGE, MigrationQuery, Store, StoreError, Timer};
+use dockmesh_core::ports::{Clock, IdGen, MAX_PAGE, MigrationQuery, Store, StoreError};
+use dockmesh_core::system::TokioTimer;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,16 +36,6 @@ pub struct VolumeProgress {
     pub resent: u64,
     /// The byte the last resumed attempt went on from.
     pub resumed_from: Option<u64>,
-}
-
-/// `tokio::time::sleep` as the core's [`Timer`].
-struct TokioTimer;
-
-#[async_trait]
-impl Timer for TokioTimer {
-    async fn sleep(&self, d: Duration) {
-        tokio::time::sleep(d).await
-    }
 }
 
 type ProgressMap = Mutex<HashMap<MigrationId, BTreeMap<String, VolumeProgress>>>;

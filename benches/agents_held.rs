@@ -8,7 +8,7 @@
 //! certificates from the CA before the server starts (enrolling 10,000 agents one token at a
 //! time measures the enrollment endpoint, not holding them). They share one key pair.
 //!
-//! `cargo build --release && cargo run --release --example agents_held -- [AGENTS] [BINARY]`
+//! `cargo build --release --bin dockmesh && cargo bench --bench agents_held -- [AGENTS] [BINARY]`
 //! (default 10000 agents and `target/release/dockmesh`). Needs a file-descriptor limit above
 //! the number of agents (`ulimit -n`).
 
@@ -84,7 +84,8 @@ async fn wait_for(connected: &AtomicUsize, n: usize, limit: Duration) -> Option<
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    // `cargo bench` adds `--bench`; the arguments are the ones that are not flags.
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let n: usize = args
         .next()
         .map(|a| a.parse())
