@@ -18,11 +18,11 @@ use dockmesh_http::agent::spool::SpoolOptions;
 use dockmesh_http::agent::{AgentConnector, ConnectError, agent_api_with};
 use dockmesh_http::channel::ChannelOptions;
 use dockmesh_http::channel::enroll::{self, EnrollRequest, Enrolled, EnrollmentToken};
+use dockmesh_http::channel::files;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -517,20 +517,8 @@ fn answer_is_authenticated(base: &str) -> bool {
     })
 }
 
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    Ok(files::write_atomic(path, bytes, files::FileMode::Private)?)
 }
 
 fn save_state(dir: &Path, state: &AgentState, key_pem: &str, e: &Enrolled) -> anyhow::Result<()> {

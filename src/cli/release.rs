@@ -72,7 +72,11 @@ fn keygen(private: &Path, public: &Path) -> anyhow::Result<()> {
         }
     }
     let (private_pem, public_pem) = release::keygen()?;
-    super::agent_daemon::write_private(private, private_pem.as_bytes())?;
+    dockmesh_http::channel::files::write_atomic(
+        private,
+        private_pem.as_bytes(),
+        dockmesh_http::channel::files::FileMode::Private,
+    )?;
     std::fs::write(public, public_pem.as_bytes())
         .with_context(|| format!("writing {}", public.display()))?;
     let key = release::parse_public(&public_pem, "the new key")?;

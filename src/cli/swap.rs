@@ -20,6 +20,7 @@ use dockmesh_core::protocol::UpgradeFailure;
 use dockmesh_core::rollout::{AgentReport, UpgradeOrder};
 use dockmesh_http::agent::agent_upgrade::AgentUpgrader;
 use dockmesh_http::channel::agent_binaries as release;
+use dockmesh_http::channel::files::{self, FileMode, ProbeError, StagedBinary};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -82,10 +83,11 @@ fn read_marker(dir: &Path) -> Option<Marker> {
 }
 
 fn write_marker(dir: &Path, m: &Marker) -> anyhow::Result<()> {
-    super::agent_daemon::write_private(
+    Ok(files::write_atomic(
         &dir.join(MARKER),
         &serde_json::to_vec_pretty(m).expect("the upgrade marker serialises"),
-    )
+        FileMode::Private,
+    )?)
 }
 
 fn now_ms() -> i64 {
@@ -375,17 +377,21 @@ impl Swapper {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("making the download executable: {e}"))?;
-        let out = tokio::time::timeout(
-            VERSION_CHECK,
-            tokio::process::Command::new(path)
-                .arg("--version")
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| "the new binary did not answer `--version` in time".to_owned())?
-        .map_err(|e| format!("the new binary cannot be run: {e}"))?;
-        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let probe = path.to_owned();
+        let said = tokio::task::spawn_blocking(move || files::probe_version(&probe, VERSION_CHECK))
+            .await
+            .map_err(|e| format!("running the new binary: {e}"))?;
+        let said = match said {
+            Ok(v) => v.line,
+            Err(ProbeError::NotAVersion { line, .. }) => line,
+            Err(ProbeError::Timeout { .. }) => {
+                return Err("the new binary did not answer `--version` in time".to_owned());
+            }
+            Err(ProbeError::Run { source, .. }) => {
+                return Err(format!("the new binary cannot be run: {source}"));
+            }
+            Err(e) => return Err(format!("the new binary failed: {e}")),
+        };
         if said != format!("dockmesh {version}") {
             return Err(format!(
                 "the new binary says {said:?} to `--version`, not \"dockmesh {version}\""
@@ -394,19 +400,16 @@ impl Swapper {
         Ok(())
     }
 
-    /// Keep the running binary as the previous one, start the watchdog, put the new one in
-    /// place.
+    /// Copy the new binary beside the running one, start the watchdog, then keep the running
+    /// binary as the previous one and put the new one in place.
     fn swap(&self, order: &UpgradeOrder, new: &Path) -> Result<(), AgentReport> {
         let previous = self.previous_path();
-        let _ = std::fs::remove_file(&previous);
-        if std::fs::hard_link(&self.exe, &previous).is_err() {
-            std::fs::copy(&self.exe, &previous).map_err(|e| {
-                failed(format!(
-                    "keeping the running binary as {}: {e}",
-                    previous.display()
-                ))
-            })?;
-        }
+        let staged = StagedBinary::beside(&self.exe, new).map_err(|e| {
+            failed(format!(
+                "{e}: {}; the agent keeps running {VERSION}",
+                source_of(&e)
+            ))
+        })?;
         let marker = Marker {
             stage: Stage::Trial,
             target_version: order.version.clone(),
@@ -420,7 +423,9 @@ impl Swapper {
             reason: None,
         };
         write_marker(&self.state_dir, &marker).map_err(|e| failed(format!("{e:#}")))?;
-        let watchdog = std::process::Command::new(&previous)
+        // Started from the running binary before it is replaced: the watchdog runs the
+        // binary that is kept as the previous one.
+        let watchdog = std::process::Command::new(&self.exe)
             .arg("agent")
             .arg("watchdog")
             .arg("--state-dir")
@@ -431,17 +436,23 @@ impl Swapper {
             let _ = std::fs::remove_file(self.state_dir.join(MARKER));
             return Err(failed(format!("starting the upgrade watchdog: {e}")));
         }
-        if let Err(e) = self_replace::self_replace(new) {
+        if let Err(e) = staged.install(&previous) {
             // The watchdog stops once the marker is gone.
             let _ = std::fs::remove_file(self.state_dir.join(MARKER));
             return Err(failed(format!(
-                "replacing {} failed: {e}; the agent keeps running {VERSION}",
-                self.exe.display()
+                "replacing {} failed: {e}: {}; the agent keeps running {VERSION}",
+                self.exe.display(),
+                source_of(&e)
             )));
         }
         let _ = std::fs::remove_file(new);
         Ok(())
     }
+}
+
+/// The cause of an error, for a report.
+fn source_of(e: &dyn std::error::Error) -> String {
+    e.source().map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// Re-execute the (new) binary at `exe` in place; on failure put the previous one back.

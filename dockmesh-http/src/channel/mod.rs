@@ -21,13 +21,15 @@
 //! - [`pki`]: the built-in CA; [`enroll`]: enrollment tokens and the enrollment exchange;
 //!   [`tls`]: how a client trusts the server.
 //! - [`agent_binaries`]: signed agent binaries (the server offers them, the agent checks them).
-//! - [`private`]: directories for secrets (0700), on both ends.
+//! - [`private`]: directories for secrets (0700), on both ends; [`files`]: the one atomic
+//!   write, binary swap and version probe.
 
 pub mod agent_binaries;
 pub mod compress;
 #[cfg(feature = "server")]
 pub mod connection;
 pub mod enroll;
+pub mod files;
 pub mod pki;
 pub mod private;
 #[cfg(feature = "server")]
