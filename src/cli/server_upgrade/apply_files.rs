@@ -2,20 +2,21 @@
 //! `RunRecord`, `upgrade-run.json`, written atomically), the releases directory (`Catalog`: each
 //! release's signature, size and SHA-256), and the swap of the installed binary (`swap`).
 
-use super::binary::said_version;
+use super::binary;
 use anyhow::{Context, anyhow, bail};
 use dockmesh_core::server_upgrade::RunRecord;
 use dockmesh_core::version::Version;
 use dockmesh_http::channel::agent_binaries::{
     self as release, ReleaseError, ReleaseMeta, VerifyingKey,
 };
+use dockmesh_http::channel::files::{self, FileMode, StagedBinary};
 use std::path::{Path, PathBuf};
 
 /// Put the release `new` in place of `binary`, keeping `binary` as `previous`: the release is
-/// copied beside `binary` (fsync, 0755), that copy's size and SHA-256 checked against `meta` and
-/// its `--version` against `to`, the installed binary copied to `previous`, then the copy renamed
-/// over `binary`. Done already (a run interrupted after the rename) when `binary` is the release
-/// and `previous` is there. Returns what the release said (for the step line).
+/// staged beside `binary`, that copy's size and SHA-256 checked against `meta` and its
+/// `--version` against `to`, then installed (`channel::files`). Done already (a run interrupted
+/// after the rename) when `binary` is the release and `previous` is there. Returns what the
+/// release said (for the step line).
 pub(super) fn swap(
     binary: &Path,
     new: &Path,
@@ -23,77 +24,41 @@ pub(super) fn swap(
     meta: &ReleaseMeta,
     to: &Version,
 ) -> anyhow::Result<String> {
-    let (_, current) = release::digest_file(binary)?;
-    if current == meta.sha256.to_ascii_lowercase() && previous.is_file() {
+    if in_place(binary, previous, meta)? {
         return Ok(", already in place".into());
     }
-    let staged = temp_beside(binary, &format!("new-{to}"))?;
-    let result = (|| {
-        copy_synced(new, &staged).context("release: staging it beside the binary")?;
-        let (size, sha256) = release::digest_file(&staged)?;
-        if size != meta.size || sha256 != meta.sha256.to_ascii_lowercase() {
-            bail!(
-                "release: the copy {} is {size} bytes with SHA-256 {sha256}, the release says \
-                 {} bytes, {}",
-                staged.display(),
-                meta.size,
-                meta.sha256
-            );
+    let staged = StagedBinary::beside(binary, new).context("release")?;
+    let (size, sha256) = release::digest_file(staged.path())?;
+    if size != meta.size || sha256 != meta.sha256.to_ascii_lowercase() {
+        bail!(
+            "release: the copy {} is {size} bytes with SHA-256 {sha256}, the release says {} \
+             bytes, {}",
+            staged.path().display(),
+            meta.size,
+            meta.sha256
+        );
+    }
+    let said = binary::said_version(staged.path()).context("release")?;
+    if &said != to {
+        bail!(
+            "release: {} says `dockmesh {said}`, not `dockmesh {to}`",
+            new.display()
+        );
+    }
+    if let Err(e) = staged.install(previous) {
+        // Past its rename, an install fails only when the directory cannot be fsynced: the
+        // release is in place then and the hop counts as swapped (an undo puts `previous` back).
+        if !in_place(binary, previous, meta)? {
+            return Err(anyhow::Error::new(e).context("swap"));
         }
-        let said = said_version(&staged).map_err(|e| anyhow!("release: {e:#}"))?;
-        if &said != to {
-            bail!(
-                "release: {} says `dockmesh {said}`, not `dockmesh {to}`",
-                new.display()
-            );
-        }
-        let kept = temp_beside(previous, "tmp")?;
-        copy_synced(binary, &kept)
-            .and_then(|()| std::fs::rename(&kept, previous))
-            .and_then(|()| sync_dir(previous))
-            .with_context(|| format!("swap: keeping the binary as {}", previous.display()))?;
-        std::fs::rename(&staged, binary)
-            .with_context(|| format!("swap: renaming the release over {}", binary.display()))?;
-        // The rename is done: from here on the hop counts as swapped (an undo puts `previous`
-        // back), so a failed directory fsync is not reported as a failed swap.
-        let _ = sync_dir(binary);
-        Ok(format!(", says dockmesh {said}"))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&staged);
     }
-    result
+    Ok(format!(", says dockmesh {said}"))
 }
 
-/// `.<name>.<what>-<pid>` beside `path`.
-pub(super) fn temp_beside(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".{what}-{}", std::process::id()));
-    Ok(path.with_file_name(tmp))
-}
-
-/// Copy `src` to `dst`, make it 0755 and fsync it.
-pub(super) fn copy_synced(src: &Path, dst: &Path) -> std::io::Result<()> {
-    std::fs::copy(src, dst)?;
-    let f = std::fs::File::open(dst)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
-    }
-    f.sync_all()
-}
-
-/// fsync the directory holding `path`, so a rename in it survives a crash.
-pub(super) fn sync_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
+/// `binary` is the release of `meta`, and the binary it replaced is kept at `previous`.
+fn in_place(binary: &Path, previous: &Path, meta: &ReleaseMeta) -> anyhow::Result<bool> {
+    let (_, current) = release::digest_file(binary)?;
+    Ok(current == meta.sha256.to_ascii_lowercase() && previous.is_file())
 }
 
 pub(super) fn load_run(path: &Path) -> anyhow::Result<Option<RunRecord>> {
@@ -109,20 +74,11 @@ pub(super) fn load_run(path: &Path) -> anyhow::Result<Option<RunRecord>> {
     }
 }
 
-/// Write the run record atomically (temp file, fsync, rename, fsync the directory).
+/// Write the run record atomically (`channel::files::write_atomic`).
 pub(super) fn save_run(path: &Path, run: &RunRecord) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(
-            &mut f,
-            &serde_json::to_vec_pretty(run).expect("a run record serializes"),
-        )?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(path)
-    };
-    write().with_context(|| format!("recording the upgrade's progress in {}", path.display()))
+    let bytes = serde_json::to_vec_pretty(run).expect("a run record serializes");
+    files::write_atomic(path, &bytes, FileMode::Shared)
+        .with_context(|| format!("recording the upgrade's progress in {}", path.display()))
 }
 
 /// The releases of a directory for this machine's platform, as their metadata says.

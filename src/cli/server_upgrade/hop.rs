@@ -5,7 +5,7 @@
 
 use super::super::backup::{BACKUP_BY_ENV, BY_UPGRADE_APPLY};
 use super::apply::{Ctx, Out};
-use super::apply_files::{save_run, swap, sync_dir};
+use super::apply_files::{save_run, swap};
 use super::binary::{self, said_version};
 use anyhow::{Context, anyhow, bail};
 use dockmesh_core::server_upgrade::{
@@ -13,6 +13,7 @@ use dockmesh_core::server_upgrade::{
 };
 use dockmesh_core::version::Version;
 use dockmesh_http::channel::agent_binaries as release;
+use dockmesh_http::channel::files;
 use dockmesh_sqlx::{SchemaReport, SchemaStatus};
 use serde_json::Value;
 use std::path::Path;
@@ -163,14 +164,14 @@ pub(super) fn undo(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, failure: Failur
     match undo {
         Undo::Restore { previous, backup } => {
             if previous.is_file() {
-                match std::fs::rename(&previous, &ctx.binary).and_then(|()| sync_dir(&ctx.binary)) {
+                match put_back(&previous, &ctx.binary) {
                     Ok(()) => undone.push(format!(
                         "put the previous binary back: {} → {}",
                         previous.display(),
                         ctx.binary.display()
                     )),
                     Err(e) => undone.push(format!(
-                        "putting the previous binary {} back FAILED: {e}",
+                        "putting the previous binary {} back FAILED: {e:#}",
                         previous.display()
                     )),
                 }
@@ -212,6 +213,13 @@ pub(super) fn undo(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, failure: Failur
     if let Err(e) = save_run(&ctx.run_path, run) {
         out.say(format!("recording the failure FAILED: {e:#}"));
     }
+}
+
+/// Rename `previous` over `binary` and fsync the directory.
+fn put_back(previous: &Path, binary: &Path) -> anyhow::Result<()> {
+    std::fs::rename(previous, binary)?;
+    files::sync_dir(binary.parent().unwrap_or(Path::new("/")))?;
+    Ok(())
 }
 
 /// A bundle by the installed binary (`backup --out`), then verified by it (`restore --dry-run`).
