@@ -195,3 +195,85 @@ impl Catalog {
         Ok((meta.clone(), path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(path: &Path, version: &str) {
+        std::fs::write(path, format!("#!/bin/sh\necho 'dockmesh {version}'\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn meta_of(path: &Path, version: &str) -> ReleaseMeta {
+        let (size, sha256) = release::digest_file(path).unwrap();
+        ReleaseMeta {
+            file: path.file_name().unwrap().to_str().unwrap().into(),
+            version: version.into(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            size,
+            sha256,
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_swap_keeps_the_binary_it_replaces_and_is_done_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (binary, new) = (tmp.path().join("dockmesh"), tmp.path().join("release"));
+        let previous = tmp.path().join("dockmesh.previous-0.1.0");
+        script(&binary, "0.1.0");
+        script(&new, "0.2.0");
+        let (old, meta) = (std::fs::read(&binary).unwrap(), meta_of(&new, "0.2.0"));
+        let to = Version::parse("0.2.0").unwrap();
+
+        let said = swap(&binary, &new, &previous, &meta, &to).unwrap();
+        assert_eq!(said, ", says dockmesh 0.2.0");
+        assert_eq!(
+            std::fs::read(&binary).unwrap(),
+            std::fs::read(&new).unwrap()
+        );
+        assert_eq!(std::fs::read(&previous).unwrap(), old);
+        // Run again (a run interrupted after the rename): nothing is done twice.
+        let said = swap(&binary, &new, &previous, &meta, &to).unwrap();
+        assert_eq!(said, ", already in place");
+        assert_eq!(std::fs::read(&previous).unwrap(), old);
+    }
+
+    #[test]
+    fn a_release_that_is_not_what_was_signed_or_says_another_version_is_not_installed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (binary, new) = (tmp.path().join("dockmesh"), tmp.path().join("release"));
+        let previous = tmp.path().join("dockmesh.previous-0.1.0");
+        script(&binary, "0.1.0");
+        script(&new, "0.3.0");
+        let old = std::fs::read(&binary).unwrap();
+        let to = Version::parse("0.2.0").unwrap();
+
+        let mut meta = meta_of(&new, "0.2.0");
+        let err = swap(&binary, &new, &previous, &meta, &to).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with("release: ")
+                && err.contains("says `dockmesh 0.3.0`, not `dockmesh 0.2.0`"),
+            "{err}"
+        );
+        meta.sha256 = "00".repeat(32);
+        let err = format!(
+            "{:#}",
+            swap(&binary, &new, &previous, &meta, &to).unwrap_err()
+        );
+        assert!(err.starts_with("release: the copy "), "{err}");
+        // Nothing changed: the binary is as it was, nothing kept, no copy left beside it.
+        assert_eq!(std::fs::read(&binary).unwrap(), old);
+        assert!(!previous.exists());
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dockmesh", "release"]);
+    }
+}
