@@ -219,15 +219,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_swap_keeps_the_binary_it_replaces_and_is_done_once() {
+    /// An installed 0.1.0 and a release saying `says`: (dir, binary, release, previous, the
+    /// installed bytes, the version to swap to).
+    fn case(
+        says: &str,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        PathBuf,
+        PathBuf,
+        Vec<u8>,
+        Version,
+    ) {
         let tmp = tempfile::tempdir().unwrap();
         let (binary, new) = (tmp.path().join("dockmesh"), tmp.path().join("release"));
         let previous = tmp.path().join("dockmesh.previous-0.1.0");
         script(&binary, "0.1.0");
-        script(&new, "0.2.0");
-        let (old, meta) = (std::fs::read(&binary).unwrap(), meta_of(&new, "0.2.0"));
-        let to = Version::parse("0.2.0").unwrap();
+        script(&new, says);
+        let old = std::fs::read(&binary).unwrap();
+        (
+            tmp,
+            binary,
+            new,
+            previous,
+            old,
+            Version::parse("0.2.0").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_swap_keeps_the_binary_it_replaces_and_is_done_once() {
+        let (_tmp, binary, new, previous, old, to) = case("0.2.0");
+        let meta = meta_of(&new, "0.2.0");
 
         let said = swap(&binary, &new, &previous, &meta, &to).unwrap();
         assert_eq!(said, ", says dockmesh 0.2.0");
@@ -244,13 +267,7 @@ mod tests {
 
     #[test]
     fn a_release_that_is_not_what_was_signed_or_says_another_version_is_not_installed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (binary, new) = (tmp.path().join("dockmesh"), tmp.path().join("release"));
-        let previous = tmp.path().join("dockmesh.previous-0.1.0");
-        script(&binary, "0.1.0");
-        script(&new, "0.3.0");
-        let old = std::fs::read(&binary).unwrap();
-        let to = Version::parse("0.2.0").unwrap();
+        let (tmp, binary, new, previous, old, to) = case("0.3.0");
 
         let mut meta = meta_of(&new, "0.2.0");
         let err = swap(&binary, &new, &previous, &meta, &to).unwrap_err();
