@@ -19,20 +19,24 @@
 //!
 //! Every database operation runs through the binary installed at that moment (backup and restore
 //! by the hop's FROM binary, migration and checks by its TO binary): each knows its own schema.
+//!
+//! Core's `server_upgrade` decides: whether a recorded run is continued (`resume`), the plan of a
+//! new one (`run_plan`), each hop's next step and what to undo (`HopState`, driven in `hop.rs`).
 
-use super::super::backup::{BACKUP_BY_ENV, BY_UPGRADE_APPLY};
 use super::super::db::{self, Location};
-use super::apply_files::{
-    Catalog, RunRecord, Stage, load_run, new_run, previous_path, save_run, swap, sync_dir,
-};
+use super::apply_files::{Catalog, load_run, save_run};
 use super::binary::{self, said_version};
+use super::hop::{self, Stop};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use dockmesh_core::server_upgrade::{
+    HopState, Resume, RunPlanError, RunRecord, RunResult, Stage, Target, resume, run_plan,
+};
 use dockmesh_core::version::Version;
 use dockmesh_http::channel::agent_binaries::{self as release, VerifyingKey};
-use dockmesh_sqlx::{DbTarget, SchemaReport, SchemaStatus, ServerLock, SqlStoreError};
+use dockmesh_sqlx::{DbTarget, ServerLock, SqlStoreError};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The file, in the data directory, that records a run's progress.
@@ -66,25 +70,18 @@ pub struct ApplyArgs {
 }
 
 /// Lines printed as they happen (unless `--json`), kept for the JSON object.
-struct Out {
+pub(super) struct Out {
     json: bool,
     steps: Vec<String>,
 }
 
 impl Out {
-    fn say(&mut self, line: String) {
+    pub(super) fn say(&mut self, line: String) {
         if !self.json {
             println!("{line}");
         }
         self.steps.push(line);
     }
-}
-
-/// Why a hop stopped: refused before its stage changed anything (exit 2), or failed (undone,
-/// exit 1).
-enum Stop {
-    Refused(anyhow::Error),
-    Failed(String),
 }
 
 /// Run `dockmesh upgrade apply`.
@@ -115,17 +112,17 @@ pub fn run(args: ApplyArgs) -> ExitCode {
 }
 
 /// Everything one run needs.
-struct Ctx<'a> {
-    binary: PathBuf,
-    location: &'a Location,
-    catalog: Catalog,
-    key: VerifyingKey,
-    run_path: PathBuf,
-    backups: PathBuf,
+pub(super) struct Ctx<'a> {
+    pub(super) binary: PathBuf,
+    pub(super) location: &'a Location,
+    pub(super) catalog: Catalog,
+    pub(super) key: VerifyingKey,
+    pub(super) run_path: PathBuf,
+    pub(super) backups: PathBuf,
 }
 
 fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
-    let p = super::target(&args.to, &args.rules)?;
+    let t = super::target(&args.to, &args.rules)?;
     let pem = std::fs::read_to_string(&args.release_key).with_context(|| {
         format!(
             "cannot read the release key {}; nothing was changed",
@@ -163,99 +160,25 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
     };
 
     let ctx = Ctx {
-        binary: binary.clone(),
+        binary,
         location: &args.location,
         catalog,
         key,
         run_path: data_dir.join(RUN_FILE),
         backups: data_dir.join("backups"),
     };
-    let existing = load_run(&ctx.run_path)?;
-    let mut run = match existing {
-        Some(run) if !run.finished() => {
-            let recorded = Version::parse(&run.target)
-                .with_context(|| format!("{}: the target", ctx.run_path.display()))?;
-            if recorded != p.to {
-                bail!(
-                    "{} is unfinished ({}): finish it by running `dockmesh upgrade apply --to {}` \
-                     again, or move it aside; nothing was changed",
-                    run.where_it_stands(),
-                    ctx.run_path.display(),
-                    run.target
-                );
-            }
-            if run.binary != binary {
-                bail!(
-                    "{} upgrades {}, not {}: give --binary {}; nothing was changed",
-                    run.where_it_stands(),
-                    run.binary.display(),
-                    binary.display(),
-                    run.binary.display()
-                );
-            }
-            out.say(format!(
-                "resuming {} from {}",
-                run.where_it_stands(),
-                ctx.run_path.display()
-            ));
-            run
-        }
-        Some(run) if Version::parse(&run.target).ok().as_ref() == Some(&p.to) => {
-            out.say(format!(
-                "nothing to do: {} is done ({})",
-                run.where_it_stands(),
-                ctx.run_path.display()
-            ));
-            return Ok((0, summary_json("nothing_to_do", &run, &ctx, out)));
-        }
-        _ => {
-            if p.to < p.from {
-                bail!(
-                    "{} is older than this binary's {}: `upgrade apply` only upgrades; to go \
-                     back, restore a backup taken before the upgrade with the older binary \
-                     (`restore --force --from BUNDLE`); nothing was changed",
-                    p.to,
-                    p.from
-                );
-            }
-            let plan = p.plan(&ctx.catalog.versions(), false).map_err(|e| {
-                anyhow!(
-                    "no plan from {} to {} through the releases in {} ({}): {e}; nothing was \
-                     changed",
-                    p.from,
-                    p.to,
-                    ctx.catalog.dir.display(),
-                    ctx.catalog.listing()
-                )
-            })?;
-            if plan.is_empty() {
-                out.say(format!("nothing to do: {} is already {}", p.from, p.to));
-                return Ok((
-                    0,
-                    json!({ "result": "nothing_to_do", "from": p.from, "to": p.to, "hops": [],
-                            "steps": out.steps }),
-                ));
-            }
-            let said = said_version(&binary).map_err(|e| anyhow!("{e:#}; nothing was changed"))?;
-            if said != p.from {
-                bail!(
-                    "{} says `dockmesh {said}`, but the plan starts from {} (this binary's \
-                     version): give the installed server binary with --binary; nothing was \
-                     changed",
-                    binary.display(),
-                    p.from
-                );
-            }
-            new_run(&p.to, &p.rules_name, &binary, &plan.hops)
-        }
+    let mut run = match begin(&ctx, &t, out)? {
+        Begin::Run(run) => run,
+        Begin::Finished(outcome) => return Ok(outcome),
     };
 
     // Every release still to be installed is checked before anything changes.
     for hop in run.hops.iter().filter(|h| h.stage != Stage::Done) {
+        HopState::from_record(hop)?;
         let to = Version::parse(&hop.to).context("a hop of the recorded run")?;
         ctx.catalog
             .verify(&to, &ctx.key)
-            .map_err(|e| anyhow!("{e}; nothing was changed"))?;
+            .map_err(|e| anyhow!("{e:#}; nothing was changed"))?;
     }
     let plan_words: Vec<String> = run
         .hops
@@ -269,7 +192,7 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
         run.rules,
         ctx.run_path.display()
     ));
-    run.result = "running".into();
+    run.result = RunResult::Running;
     save_run(&ctx.run_path, &run)?;
 
     let mut lock = Some(lock);
@@ -281,14 +204,16 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
             ));
             continue;
         }
-        match run_hop(&ctx, &mut run, i, out) {
+        match hop::run_hop(&ctx, &mut run, i, out) {
             Ok(()) => {}
             Err(Stop::Refused(e)) => return Err(e),
-            Err(Stop::Failed(reason)) => {
+            Err(Stop::Failed(failure)) => {
+                // The undo's restore takes the database's lock itself.
                 if let Some(l) = lock.take() {
                     rt.block_on(l.release());
                 }
-                undo(&ctx, &mut run, i, &reason, out);
+                let reason = failure.reason.clone();
+                hop::undo(&ctx, &mut run, i, *failure, out);
                 let hop = &run.hops[i];
                 let state = if hop.undone.iter().any(|u| u.contains("FAILED")) {
                     "undoing it did not complete (see above): finish it by hand before running \
@@ -309,7 +234,7 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
             }
         }
     }
-    run.result = "done".into();
+    run.result = RunResult::Done;
     save_run(&ctx.run_path, &run)?;
     if let Some(l) = lock.take() {
         rt.block_on(l.release());
@@ -325,6 +250,68 @@ fn apply(args: &ApplyArgs, out: &mut Out) -> anyhow::Result<(u8, Value)> {
     Ok((0, summary_json("done", &run, &ctx, out)))
 }
 
+/// What a run starts from: a run to drive, or nothing to do.
+enum Begin {
+    Run(RunRecord),
+    Finished((u8, Value)),
+}
+
+/// The recorded run continued, or a new one planned (core's `resume` and `run_plan`).
+fn begin(ctx: &Ctx<'_>, t: &Target, out: &mut Out) -> anyhow::Result<Begin> {
+    let existing = load_run(&ctx.run_path)?;
+    match resume(existing, &t.to, &ctx.binary, &ctx.run_path)? {
+        Resume::Continue(run) => {
+            out.say(format!(
+                "resuming {} from {}",
+                run.where_it_stands(),
+                ctx.run_path.display()
+            ));
+            return Ok(Begin::Run(run));
+        }
+        Resume::NothingToDo(run) => {
+            out.say(format!(
+                "nothing to do: {} is done ({})",
+                run.where_it_stands(),
+                ctx.run_path.display()
+            ));
+            let object = summary_json("nothing_to_do", &run, ctx, out);
+            return Ok(Begin::Finished((0, object)));
+        }
+        Resume::Fresh => {}
+    }
+    let hops = run_plan(t, &ctx.catalog.versions()).map_err(|e| match e {
+        RunPlanError::NoPlan(e) => anyhow!(
+            "no plan from {} to {} through the releases in {} ({}): {e}; nothing was changed",
+            t.from,
+            t.to,
+            ctx.catalog.dir.display(),
+            ctx.catalog.listing()
+        ),
+        other => other.into(),
+    })?;
+    if hops.is_empty() {
+        out.say(format!("nothing to do: {} is already {}", t.from, t.to));
+        let object = json!({ "result": "nothing_to_do", "from": t.from, "to": t.to, "hops": [],
+                             "steps": out.steps });
+        return Ok(Begin::Finished((0, object)));
+    }
+    let said = said_version(&ctx.binary).map_err(|e| anyhow!("{e:#}; nothing was changed"))?;
+    if said != t.from {
+        bail!(
+            "{} says `dockmesh {said}`, but the plan starts from {} (this binary's version): \
+             give the installed server binary with --binary; nothing was changed",
+            ctx.binary.display(),
+            t.from
+        );
+    }
+    Ok(Begin::Run(RunRecord::new(
+        &t.to,
+        &t.rules_name,
+        &ctx.binary,
+        &hops,
+    )))
+}
+
 fn summary_json(result: &str, run: &RunRecord, ctx: &Ctx<'_>, out: &Out) -> Value {
     json!({
         "result": result,
@@ -335,209 +322,4 @@ fn summary_json(result: &str, run: &RunRecord, ctx: &Ctx<'_>, out: &Out) -> Valu
         "hops": run.hops,
         "steps": out.steps,
     })
-}
-
-/// Take hop `i` from its recorded stage to `done`, recording each stage.
-fn run_hop(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, out: &mut Out) -> Result<(), Stop> {
-    let (from, to) = (run.hops[i].from.clone(), run.hops[i].to.clone());
-    let name = format!("hop {from} → {to}");
-    let to_v = Version::parse(&to).map_err(|e| Stop::Refused(e.into()))?;
-    let from_v = Version::parse(&from).map_err(|e| Stop::Refused(e.into()))?;
-    match run.hops[i].stage {
-        Stage::Pending | Stage::Failed => {}
-        stage => out.say(format!("{name}: resuming after {}", stage.word())),
-    }
-    loop {
-        let hop = &mut run.hops[i];
-        match hop.stage {
-            Stage::Pending | Stage::Failed => {
-                // The installed binary must be the hop's FROM: anything else is not this hop
-                // to start (a failed undo, or a binary replaced by hand).
-                let said = said_version(&ctx.binary).map_err(Stop::Refused)?;
-                if said != from_v {
-                    return Err(Stop::Refused(anyhow!(
-                        "{name}: {} says `dockmesh {said}`, not `dockmesh {from}`; put the \
-                         {from} binary back (see {}) and run the command again",
-                        ctx.binary.display(),
-                        ctx.run_path.display()
-                    )));
-                }
-                hop.error = None;
-                hop.undone.clear();
-                hop.previous = None;
-                let bundle = ctx.backups.join(format!("pre-upgrade-{to}.tar.zst"));
-                take_backup(ctx, &bundle).map_err(|e| Stop::Failed(format!("backup: {e:#}")))?;
-                hop.backup = Some(bundle.clone());
-                hop.stage = Stage::BackedUp;
-                out.say(format!("{name}: backup {} verified", bundle.display()));
-            }
-            Stage::BackedUp => {
-                let (meta, path) = ctx
-                    .catalog
-                    .verify(&to_v, &ctx.key)
-                    .map_err(|e| Stop::Failed(format!("release: {e}")))?;
-                let previous = previous_path(&ctx.binary, &from);
-                let said = swap(&ctx.binary, &path, &previous, &meta, &to_v)
-                    .map_err(|e| Stop::Failed(format!("{e:#}")))?;
-                out.say(format!(
-                    "{name}: release {} verified ({} bytes, sha256 {}, signed by {}{said})",
-                    path.display(),
-                    meta.size,
-                    &meta.sha256[..16.min(meta.sha256.len())],
-                    release::fingerprint(&ctx.key)
-                ));
-                hop.previous = Some(previous.clone());
-                hop.stage = Stage::Swapped;
-                out.say(format!(
-                    "{name}: swapped {} (previous kept as {})",
-                    ctx.binary.display(),
-                    previous.display()
-                ));
-            }
-            Stage::Swapped => {
-                let said = binary::run(&ctx.binary, &["db", "migrate"], Some(ctx.location))
-                    .map_err(|e| Stop::Failed(format!("migrate: {e:#}")))?;
-                hop.stage = Stage::Migrated;
-                let first = said.lines().next().unwrap_or("migrated").trim().to_owned();
-                out.say(format!("{name}: migrated: {first}"));
-            }
-            Stage::Migrated => {
-                let detail =
-                    check(ctx, &to_v).map_err(|e| Stop::Failed(format!("check: {e:#}")))?;
-                hop.stage = Stage::Checked;
-                out.say(format!("{name}: checked: {detail}"));
-            }
-            Stage::Checked => {
-                hop.stage = Stage::Done;
-                save_run(&ctx.run_path, run).map_err(Stop::Refused)?;
-                out.say(format!("{name}: done"));
-                return Ok(());
-            }
-            Stage::Done => return Ok(()),
-        }
-        save_run(&ctx.run_path, run).map_err(Stop::Refused)?;
-    }
-}
-
-/// After hop `i` failed: put the previous binary back and, once the binary was swapped,
-/// restore the bundle taken before the hop; record `failed`.
-fn undo(ctx: &Ctx<'_>, run: &mut RunRecord, i: usize, reason: &str, out: &mut Out) {
-    let hop = &mut run.hops[i];
-    let name = format!("hop {} → {}", hop.from, hop.to);
-    out.say(format!(
-        "{name}: FAILED after {}: {reason}",
-        hop.stage.word()
-    ));
-    let mut undone = Vec::new();
-    if hop.stage >= Stage::Swapped {
-        match &hop.previous {
-            Some(previous) if previous.is_file() => {
-                match std::fs::rename(previous, &ctx.binary).and_then(|()| sync_dir(&ctx.binary)) {
-                    Ok(()) => undone.push(format!(
-                        "put the previous binary back: {} → {}",
-                        previous.display(),
-                        ctx.binary.display()
-                    )),
-                    Err(e) => undone.push(format!(
-                        "putting the previous binary {} back FAILED: {e}",
-                        previous.display()
-                    )),
-                }
-            }
-            _ => undone.push(format!(
-                "the previous binary was not found ({}): {} was left as it is",
-                hop.previous
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "not recorded".into()),
-                ctx.binary.display()
-            )),
-        }
-        match &hop.backup {
-            Some(bundle) => {
-                let args = [
-                    "restore",
-                    "--force",
-                    "--from",
-                    bundle.to_str().unwrap_or_default(),
-                ];
-                match binary::run(&ctx.binary, &args, Some(ctx.location)) {
-                    Ok(_) => undone.push(format!(
-                        "restored the database (and stacks, CA) from {}",
-                        bundle.display()
-                    )),
-                    Err(e) => undone.push(format!(
-                        "restoring {} FAILED: {e:#}; restore it by hand: `{} restore --force \
-                         --from {}`",
-                        bundle.display(),
-                        ctx.binary.display(),
-                        bundle.display()
-                    )),
-                }
-            }
-            None => undone.push("no backup was recorded: the database was left as it is".into()),
-        }
-    } else {
-        undone.push(
-            "nothing was swapped or migrated: the binary and the database are as before".into(),
-        );
-    }
-    for line in &undone {
-        out.say(format!("{name}: {line}"));
-    }
-    hop.error = Some(reason.to_owned());
-    hop.undone = undone;
-    hop.stage = Stage::Failed;
-    run.result = "failed".into();
-    if let Err(e) = save_run(&ctx.run_path, run) {
-        out.say(format!("recording the failure FAILED: {e:#}"));
-    }
-}
-
-/// A bundle by the installed binary (`backup --out`), then verified by it (`restore --dry-run`).
-fn take_backup(ctx: &Ctx<'_>, bundle: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&ctx.backups)
-        .with_context(|| format!("creating {}", ctx.backups.display()))?;
-    let path = bundle.to_str().context("the backups path is not UTF-8")?;
-    // The bundle's `server.backup` audit entry names this command as the one that took it.
-    let args = ["backup", "--out", path];
-    let mut backup = binary::command(&ctx.binary, &args, Some(ctx.location));
-    backup.env(BACKUP_BY_ENV, BY_UPGRADE_APPLY);
-    binary::run_command(backup, &ctx.binary, &args)?;
-    binary::run(
-        &ctx.binary,
-        &["restore", "--dry-run", "--force", "--from", path],
-        Some(ctx.location),
-    )
-    .with_context(|| format!("{} does not verify", bundle.display()))?;
-    Ok(())
-}
-
-/// `db status --json` up to date and `version --json` naming `to`.
-fn check(ctx: &Ctx<'_>, to: &Version) -> anyhow::Result<String> {
-    let said = binary::run(&ctx.binary, &["db", "status", "--json"], Some(ctx.location))?;
-    let report: SchemaReport = serde_json::from_str(&said)
-        .map_err(|e| anyhow!("`db status --json` printed no schema report ({e})"))?;
-    if report.status != SchemaStatus::UpToDate {
-        bail!(
-            "the schema is not up to date after the migration: {}",
-            report
-                .refusal
-                .clone()
-                .unwrap_or_else(|| format!("{:?}", report.status))
-        );
-    }
-    let said = binary::run(&ctx.binary, &["version", "--json"], None)?;
-    let info: Value = serde_json::from_str(&said)
-        .map_err(|e| anyhow!("`version --json` printed no JSON object ({e})"))?;
-    match info["version"].as_str().map(Version::parse) {
-        Some(Ok(v)) if &v == to => Ok(format!(
-            "schema up to date (version {}), `version --json` says {v}",
-            report.database_version
-        )),
-        _ => bail!(
-            "`version --json` says {}, not version {to}",
-            info["version"]
-        ),
-    }
 }

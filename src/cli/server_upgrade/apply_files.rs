@@ -1,136 +1,22 @@
-//! What `upgrade apply` keeps on disk and the files it checks and swaps: the run record
-//! (`upgrade-run.json`, written atomically), the releases directory (`Catalog`: each release's
-//! signature, size and SHA-256), and the swap of the installed binary (`swap`).
+//! What `upgrade apply` keeps on disk and the files it checks and swaps: the run record (core's
+//! `RunRecord`, `upgrade-run.json`, written atomically), the releases directory (`Catalog`: each
+//! release's signature, size and SHA-256), and the swap of the installed binary (`swap`).
 
-use super::binary::said_version;
+use super::binary;
 use anyhow::{Context, anyhow, bail};
-use dockmesh_core::version::{Hop, Version};
+use dockmesh_core::server_upgrade::RunRecord;
+use dockmesh_core::version::Version;
 use dockmesh_http::channel::agent_binaries::{
     self as release, ReleaseError, ReleaseMeta, VerifyingKey,
 };
-use serde::{Deserialize, Serialize};
+use dockmesh_http::channel::files::{self, FileMode, StagedBinary};
 use std::path::{Path, PathBuf};
 
-/// How far a hop got. Each stage is recorded once it is complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// Not started.
-    Pending,
-    /// The bundle taken before it verifies.
-    BackedUp,
-    /// The new binary is in place; the previous one kept.
-    Swapped,
-    /// `db migrate` ran.
-    Migrated,
-    /// The schema is up to date and the binary says its version.
-    Checked,
-    /// Finished.
-    Done,
-    /// Failed and undone (as far as the record's `undone` says); a new run retries it.
-    Failed,
-}
-
-impl Stage {
-    pub(super) fn word(self) -> &'static str {
-        match self {
-            Stage::Pending => "pending",
-            Stage::BackedUp => "backed_up",
-            Stage::Swapped => "swapped",
-            Stage::Migrated => "migrated",
-            Stage::Checked => "checked",
-            Stage::Done => "done",
-            Stage::Failed => "failed",
-        }
-    }
-}
-
-/// One hop of a run, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HopRecord {
-    /// The version upgraded from.
-    pub from: String,
-    /// The version upgraded to.
-    pub to: String,
-    /// How far it got.
-    pub stage: Stage,
-    /// The bundle taken before it.
-    #[serde(default)]
-    pub backup: Option<PathBuf>,
-    /// Where the binary it replaced is kept.
-    #[serde(default)]
-    pub previous: Option<PathBuf>,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// What was undone after it failed.
-    #[serde(default)]
-    pub undone: Vec<String>,
-}
-
-/// `upgrade-run.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// The version upgraded to.
-    pub target: String,
-    /// The rules the plan follows.
-    pub rules: String,
-    /// The installed binary upgraded.
-    pub binary: PathBuf,
-    /// `running`, `done` or `failed`.
-    pub result: String,
-    /// The plan, with each hop's progress.
-    pub hops: Vec<HopRecord>,
-}
-
-impl RunRecord {
-    pub(super) fn finished(&self) -> bool {
-        self.result == "done"
-    }
-
-    pub(super) fn where_it_stands(&self) -> String {
-        let hops: Vec<String> = self
-            .hops
-            .iter()
-            .map(|h| format!("{} → {} {}", h.from, h.to, h.stage.word()))
-            .collect();
-        format!("the run to {} ({})", self.target, hops.join(", "))
-    }
-}
-
-pub(super) fn new_run(to: &Version, rules: &str, binary: &Path, hops: &[Hop]) -> RunRecord {
-    RunRecord {
-        target: to.to_string(),
-        rules: rules.to_owned(),
-        binary: binary.to_owned(),
-        result: "running".into(),
-        hops: hops
-            .iter()
-            .map(|h| HopRecord {
-                from: h.from.to_string(),
-                to: h.to.to_string(),
-                stage: Stage::Pending,
-                backup: None,
-                previous: None,
-                error: None,
-                undone: Vec::new(),
-            })
-            .collect(),
-    }
-}
-
-/// `<binary>.previous-<from>`.
-pub(super) fn previous_path(binary: &Path, from: &str) -> PathBuf {
-    let mut name = binary.as_os_str().to_owned();
-    name.push(format!(".previous-{from}"));
-    PathBuf::from(name)
-}
-
 /// Put the release `new` in place of `binary`, keeping `binary` as `previous`: the release is
-/// copied beside `binary` (fsync, 0755), that copy's size and SHA-256 checked against `meta` and
-/// its `--version` against `to`, the installed binary copied to `previous`, then the copy renamed
-/// over `binary`. Done already (a run interrupted after the rename) when `binary` is the release
-/// and `previous` is there. Returns what the release said (for the step line).
+/// staged beside `binary`, that copy's size and SHA-256 checked against `meta` and its
+/// `--version` against `to`, then installed (`channel::files`). Done already (a run interrupted
+/// after the rename) when `binary` is the release and `previous` is there. Returns what the
+/// release said (for the step line).
 pub(super) fn swap(
     binary: &Path,
     new: &Path,
@@ -138,77 +24,41 @@ pub(super) fn swap(
     meta: &ReleaseMeta,
     to: &Version,
 ) -> anyhow::Result<String> {
-    let (_, current) = release::digest_file(binary)?;
-    if current == meta.sha256.to_ascii_lowercase() && previous.is_file() {
+    if in_place(binary, previous, meta)? {
         return Ok(", already in place".into());
     }
-    let staged = temp_beside(binary, &format!("new-{to}"))?;
-    let result = (|| {
-        copy_synced(new, &staged).context("release: staging it beside the binary")?;
-        let (size, sha256) = release::digest_file(&staged)?;
-        if size != meta.size || sha256 != meta.sha256.to_ascii_lowercase() {
-            bail!(
-                "release: the copy {} is {size} bytes with SHA-256 {sha256}, the release says \
-                 {} bytes, {}",
-                staged.display(),
-                meta.size,
-                meta.sha256
-            );
+    let staged = StagedBinary::beside(binary, new).context("release")?;
+    let (size, sha256) = release::digest_file(staged.path())?;
+    if size != meta.size || sha256 != meta.sha256.to_ascii_lowercase() {
+        bail!(
+            "release: the copy {} is {size} bytes with SHA-256 {sha256}, the release says {} \
+             bytes, {}",
+            staged.path().display(),
+            meta.size,
+            meta.sha256
+        );
+    }
+    let said = binary::said_version(staged.path()).context("release")?;
+    if &said != to {
+        bail!(
+            "release: {} says `dockmesh {said}`, not `dockmesh {to}`",
+            new.display()
+        );
+    }
+    if let Err(e) = staged.install(previous) {
+        // Past its rename, an install fails only when the directory cannot be fsynced: the
+        // release is in place then and the hop counts as swapped (an undo puts `previous` back).
+        if !in_place(binary, previous, meta)? {
+            return Err(anyhow::Error::new(e).context("swap"));
         }
-        let said = said_version(&staged).map_err(|e| anyhow!("release: {e:#}"))?;
-        if &said != to {
-            bail!(
-                "release: {} says `dockmesh {said}`, not `dockmesh {to}`",
-                new.display()
-            );
-        }
-        let kept = temp_beside(previous, "tmp")?;
-        copy_synced(binary, &kept)
-            .and_then(|()| std::fs::rename(&kept, previous))
-            .and_then(|()| sync_dir(previous))
-            .with_context(|| format!("swap: keeping the binary as {}", previous.display()))?;
-        std::fs::rename(&staged, binary)
-            .with_context(|| format!("swap: renaming the release over {}", binary.display()))?;
-        // The rename is done: from here on the hop counts as swapped (an undo puts `previous`
-        // back), so a failed directory fsync is not reported as a failed swap.
-        let _ = sync_dir(binary);
-        Ok(format!(", says dockmesh {said}"))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&staged);
     }
-    result
+    Ok(format!(", says dockmesh {said}"))
 }
 
-/// `.<name>.<what>-<pid>` beside `path`.
-pub(super) fn temp_beside(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(format!(".{what}-{}", std::process::id()));
-    Ok(path.with_file_name(tmp))
-}
-
-/// Copy `src` to `dst`, make it 0755 and fsync it.
-pub(super) fn copy_synced(src: &Path, dst: &Path) -> std::io::Result<()> {
-    std::fs::copy(src, dst)?;
-    let f = std::fs::File::open(dst)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
-    }
-    f.sync_all()
-}
-
-/// fsync the directory holding `path`, so a rename in it survives a crash.
-pub(super) fn sync_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
+/// `binary` is the release of `meta`, and the binary it replaced is kept at `previous`.
+fn in_place(binary: &Path, previous: &Path, meta: &ReleaseMeta) -> anyhow::Result<bool> {
+    let (_, current) = release::digest_file(binary)?;
+    Ok(current == meta.sha256.to_ascii_lowercase() && previous.is_file())
 }
 
 pub(super) fn load_run(path: &Path) -> anyhow::Result<Option<RunRecord>> {
@@ -224,20 +74,11 @@ pub(super) fn load_run(path: &Path) -> anyhow::Result<Option<RunRecord>> {
     }
 }
 
-/// Write the run record atomically (temp file, fsync, rename, fsync the directory).
+/// Write the run record atomically (`channel::files::write_atomic`).
 pub(super) fn save_run(path: &Path, run: &RunRecord) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(
-            &mut f,
-            &serde_json::to_vec_pretty(run).expect("a run record serializes"),
-        )?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(path)
-    };
-    write().with_context(|| format!("recording the upgrade's progress in {}", path.display()))
+    let bytes = serde_json::to_vec_pretty(run).expect("a run record serializes");
+    files::write_atomic(path, &bytes, FileMode::Shared)
+        .with_context(|| format!("recording the upgrade's progress in {}", path.display()))
 }
 
 /// The releases of a directory for this machine's platform, as their metadata says.
@@ -307,13 +148,13 @@ impl Catalog {
         &self,
         version: &Version,
         key: &VerifyingKey,
-    ) -> Result<(ReleaseMeta, PathBuf), String> {
+    ) -> anyhow::Result<(ReleaseMeta, PathBuf)> {
         let meta = self
             .metas
             .iter()
             .find(|m| Version::parse(&m.version).ok().as_ref() == Some(version))
             .ok_or_else(|| {
-                format!(
+                anyhow!(
                     "no release {version} for {}/{} in {} (found: {})",
                     std::env::consts::OS,
                     std::env::consts::ARCH,
@@ -326,13 +167,14 @@ impl Catalog {
             && meta.file != "."
             && meta.file != "..";
         if !plain {
-            return Err(format!(
+            bail!(
                 "the release {version} in {} names the file {:?}, not a file beside it",
                 self.dir.display(),
                 meta.file
-            ));
+            );
         }
-        let refused = |e: ReleaseError| format!("the release {version} is refused: {e}");
+        // The release's words once (its I/O error names its cause in the message).
+        let refused = |e: ReleaseError| anyhow!("the release {version} is refused: {e}");
         meta.verify(key).map_err(refused)?;
         let path = self.dir.join(&meta.file);
         let (size, sha256) = release::digest_file(&path).map_err(refused)?;
@@ -357,55 +199,98 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn stages_are_ordered_and_named_as_recorded() {
-        assert!(Stage::Pending < Stage::BackedUp);
-        assert!(Stage::BackedUp < Stage::Swapped);
-        assert!(Stage::Swapped < Stage::Migrated);
-        assert!(Stage::Migrated < Stage::Checked);
-        assert!(Stage::Checked < Stage::Done);
-        for s in [
-            Stage::Pending,
-            Stage::BackedUp,
-            Stage::Swapped,
-            Stage::Migrated,
-            Stage::Checked,
-            Stage::Done,
-            Stage::Failed,
-        ] {
-            assert_eq!(json!(s), json!(s.word()));
+    fn script(path: &Path, version: &str) {
+        std::fs::write(path, format!("#!/bin/sh\necho 'dockmesh {version}'\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn meta_of(path: &Path, version: &str) -> ReleaseMeta {
+        let (size, sha256) = release::digest_file(path).unwrap();
+        ReleaseMeta {
+            file: path.file_name().unwrap().to_str().unwrap().into(),
+            version: version.into(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            size,
+            sha256,
+            signature: String::new(),
         }
     }
 
-    #[test]
-    fn the_previous_binary_sits_beside_it() {
-        assert_eq!(
-            previous_path(Path::new("/usr/local/bin/dockmesh"), "0.1.0"),
-            Path::new("/usr/local/bin/dockmesh.previous-0.1.0")
-        );
+    /// An installed 0.1.0 and a release saying `says`: (dir, binary, release, previous, the
+    /// installed bytes, the version to swap to).
+    fn case(
+        says: &str,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        PathBuf,
+        PathBuf,
+        Vec<u8>,
+        Version,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (binary, new) = (tmp.path().join("dockmesh"), tmp.path().join("release"));
+        let previous = tmp.path().join("dockmesh.previous-0.1.0");
+        script(&binary, "0.1.0");
+        script(&new, says);
+        let old = std::fs::read(&binary).unwrap();
+        (
+            tmp,
+            binary,
+            new,
+            previous,
+            old,
+            Version::parse("0.2.0").unwrap(),
+        )
     }
 
     #[test]
-    fn a_run_record_round_trips_and_names_where_it_stands() {
-        let hops = [Hop {
-            from: Version::parse("0.1.0").unwrap(),
-            to: Version::parse("0.2.0").unwrap(),
-        }];
-        let mut run = new_run(
-            &Version::parse("0.2.0").unwrap(),
-            "dtr",
-            Path::new("/b"),
-            &hops,
-        );
-        run.hops[0].stage = Stage::Swapped;
-        let back: RunRecord = serde_json::from_value(json!(run)).unwrap();
-        assert_eq!(back.hops[0].stage, Stage::Swapped);
-        assert!(!back.finished());
+    fn a_swap_keeps_the_binary_it_replaces_and_is_done_once() {
+        let (_tmp, binary, new, previous, old, to) = case("0.2.0");
+        let meta = meta_of(&new, "0.2.0");
+
+        let said = swap(&binary, &new, &previous, &meta, &to).unwrap();
+        assert_eq!(said, ", says dockmesh 0.2.0");
         assert_eq!(
-            back.where_it_stands(),
-            "the run to 0.2.0 (0.1.0 → 0.2.0 swapped)"
+            std::fs::read(&binary).unwrap(),
+            std::fs::read(&new).unwrap()
         );
+        assert_eq!(std::fs::read(&previous).unwrap(), old);
+        // Run again (a run interrupted after the rename): nothing is done twice.
+        let said = swap(&binary, &new, &previous, &meta, &to).unwrap();
+        assert_eq!(said, ", already in place");
+        assert_eq!(std::fs::read(&previous).unwrap(), old);
+    }
+
+    #[test]
+    fn a_release_that_is_not_what_was_signed_or_says_another_version_is_not_installed() {
+        let (tmp, binary, new, previous, old, to) = case("0.3.0");
+
+        let mut meta = meta_of(&new, "0.2.0");
+        let err = swap(&binary, &new, &previous, &meta, &to).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with("release: ")
+                && err.contains("says `dockmesh 0.3.0`, not `dockmesh 0.2.0`"),
+            "{err}"
+        );
+        meta.sha256 = "00".repeat(32);
+        let err = format!(
+            "{:#}",
+            swap(&binary, &new, &previous, &meta, &to).unwrap_err()
+        );
+        assert!(err.starts_with("release: the copy "), "{err}");
+        // Nothing changed: the binary is as it was, nothing kept, no copy left beside it.
+        assert_eq!(std::fs::read(&binary).unwrap(), old);
+        assert!(!previous.exists());
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dockmesh", "release"]);
     }
 }

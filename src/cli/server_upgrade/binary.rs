@@ -2,10 +2,12 @@
 //! or a new one, with the database options of the command line.
 
 use super::super::db::Location;
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use dockmesh_core::version::Version;
+use dockmesh_http::channel::files::{self, BinaryVersion, ProbeError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// `path`, made absolute: `what` (`the target binary`) must be a file that exists.
 pub(super) fn existing(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
@@ -60,18 +62,17 @@ pub(super) fn run_command(
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-/// The version a binary says to `--version` (`dockmesh X`).
+/// How long a binary has to answer `--version`.
+const VERSION_CHECK: Duration = Duration::from_secs(10);
+
+/// What a binary says to `--version` (`dockmesh X`).
+pub(super) fn probe(binary: &Path) -> Result<BinaryVersion, ProbeError> {
+    files::probe_version(binary, VERSION_CHECK)
+}
+
+/// The version a binary says to `--version`.
 pub(super) fn said_version(binary: &Path) -> anyhow::Result<Version> {
-    let said = run(binary, &["--version"], None)?;
-    let line = said.lines().next().unwrap_or_default().trim().to_owned();
-    line.strip_prefix("dockmesh ")
-        .and_then(|v| Version::parse(v).ok())
-        .ok_or_else(|| {
-            anyhow!(
-                "{} says `{line}` to --version, not `dockmesh VERSION`",
-                binary.display()
-            )
-        })
+    Ok(probe(binary)?.version)
 }
 
 /// The last line of a command's output that is not blank.

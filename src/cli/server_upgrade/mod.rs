@@ -1,6 +1,6 @@
 //! `dockmesh upgrade …`: the version rules from the command line (`check`, `plan`, in
 //! `check.rs`); `preflight` (`preflight/`) checks before the server's own upgrade; `apply`
-//! (`apply.rs`) performs it, hop by hop, resumable; `verify` (`../verify.rs`) checks a server
+//! (`apply.rs`, each hop in `hop.rs`) performs it, hop by hop, resumable; `verify` (`../verify.rs`) checks a server
 //! after it. The decisions are core's `server_upgrade`; these
 //! modules parse arguments, run binaries, take backups, move files and print.
 //!
@@ -24,6 +24,7 @@ mod apply;
 mod apply_files;
 mod binary;
 mod check;
+mod hop;
 mod preflight;
 
 use anyhow::Context;

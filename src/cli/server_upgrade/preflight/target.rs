@@ -3,12 +3,13 @@
 
 use super::super::super::db::Location;
 use super::super::binary::{self, last_line};
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use dockmesh_core::ports::prelude::*;
 use dockmesh_core::preflight::{CheckResult, CheckStatus};
 use dockmesh_core::protocol::{self, PROTOCOL_VERSION};
 use dockmesh_core::server_upgrade::row;
 use dockmesh_core::version::Version;
+use dockmesh_http::channel::files::{BinaryVersion, ProbeError};
 use dockmesh_sqlx::{DbTarget, SchemaReport, SchemaStatus, SqlStore};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +17,8 @@ use std::process::Command;
 /// What the new binary says of itself.
 pub(super) struct TargetBinary {
     path: PathBuf,
-    /// `--version`'s first line, or why it could not be had.
-    version_line: anyhow::Result<String>,
+    /// What it says to `--version`, or why it could not be had.
+    said: Result<BinaryVersion, ProbeError>,
     /// `version --json`, or why it could not be had.
     info: anyhow::Result<serde_json::Value>,
 }
@@ -26,19 +27,11 @@ pub(super) struct TargetBinary {
 /// be started is bad input.
 pub(super) fn probe(path: &Path) -> anyhow::Result<TargetBinary> {
     let path = binary::existing(path, "the target binary")?;
-    let out = Command::new(&path)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("the target binary {} cannot be run", path.display()))?;
-    let version_line = if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned())
-    } else {
-        Err(anyhow!("`--version` exited with {}", out.status))
+    let said = match binary::probe(&path) {
+        Err(e @ ProbeError::Run { .. }) => {
+            return Err(anyhow::Error::new(e).context("the target binary"));
+        }
+        said => said,
     };
     let info = match Command::new(&path).args(["version", "--json"]).output() {
         Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout)
@@ -50,11 +43,7 @@ pub(super) fn probe(path: &Path) -> anyhow::Result<TargetBinary> {
         )),
         Err(e) => Err(anyhow!("`version --json` could not be run: {e}")),
     };
-    Ok(TargetBinary {
-        path,
-        version_line,
-        info,
-    })
+    Ok(TargetBinary { path, said, info })
 }
 
 /// `schema`: the new binary says it is `--to`, and its `db status` over the same database tells
@@ -83,15 +72,17 @@ pub(super) fn schema_check(
             ),
         },
     };
-    let wrong_version = match &binary.version_line {
-        Ok(line) => match line.strip_prefix("dockmesh ").map(Version::parse) {
-            Some(Ok(v)) if &v == to => None,
-            _ => Some(format!(
-                "{} --version says `{line}`, not `dockmesh {to}`",
-                binary.path.display()
-            )),
-        },
-        Err(e) => Some(format!("{}: {e:#}", binary.path.display())),
+    let says = |line: &str| {
+        format!(
+            "{} --version says `{line}`, not `dockmesh {to}`",
+            binary.path.display()
+        )
+    };
+    let wrong_version = match &binary.said {
+        Ok(said) if &said.version == to => None,
+        Ok(said) => Some(says(&said.line)),
+        Err(ProbeError::NotAVersion { line, .. }) => Some(says(line)),
+        Err(e) => Some(format!("{e}")),
     };
     match wrong_version {
         None => row(name, status, detail),
