@@ -25,6 +25,7 @@
 //! - [`verify`]: the checks after a server upgrade.
 //! - [`agent_upgrade`]: the agent's self-upgrade: order checks, resumed download, trial, watchdog.
 //! - [`server_upgrade`]: the server's self-upgrade: the judgement, hop by hop with undo, the run record.
+//! - [`stack_upgrade`]: a stack's release upgrade as a persisted run: backup, deploy, put back, settle.
 //! - [`audit`]: the audit event model and the hash chain rule.
 //! - [`ports`]: the traits adapters implement.
 //! - `testing` (feature `testing`): in-memory fakes and a conformance suite per port.
@@ -48,6 +49,7 @@ pub mod rollout;
 pub mod schema;
 pub mod server_upgrade;
 pub mod snapshot;
+pub mod stack_upgrade;
 pub mod types;
 pub mod verify;
 pub mod version;

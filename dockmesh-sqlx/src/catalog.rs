@@ -202,6 +202,13 @@ pub(crate) const TABLES: &[Table] = &[
         seeded: false,
     },
     Table {
+        name: "stack_upgrades",
+        since: 9,
+        order_by: "stack",
+        columns: &[("stack", Text), ("rev", Int), ("run", Json)],
+        seeded: false,
+    },
+    Table {
         name: "audit_log",
         since: 3,
         order_by: "seq",

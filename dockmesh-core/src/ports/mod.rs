@@ -18,6 +18,6 @@ pub use time::*;
 pub mod prelude {
     pub use super::{
         AgentStore, AuditLog, DrainStore, LeaseStore, MigrationLog, RolloutStore, StackStore,
-        Store, TokenStore,
+        StackUpgradeLog, Store, TokenStore,
     };
 }

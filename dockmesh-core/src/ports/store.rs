@@ -1,6 +1,7 @@
 //! The persistent state of a dockmesh server: the focused store traits ([`AgentStore`],
 //! [`TokenStore`], [`StackStore`], [`MigrationLog`], [`DrainStore`], [`RolloutStore`],
-//! [`AuditLog`], [`LeaseStore`]), [`Store`] that is all of them, and the types their methods take.
+//! [`AuditLog`], [`LeaseStore`], [`StackUpgradeLog`]), [`Store`] that is all of them, and the
+//! types their methods take.
 
 use crate::audit::{AuditEntry, AuditEvent, AuditQuery, ChainVerification};
 use crate::drain::DrainRecord;
@@ -8,6 +9,7 @@ use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
 use crate::release::ReleaseRecord;
 use crate::rollout::{AgentRecord, RolloutRecord};
+use crate::stack_upgrade::{Settled, StackUpgradeRun};
 use crate::types::{AgentId, HostId, MigrationId};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -229,6 +231,28 @@ pub trait LeaseStore: Send + Sync {
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 }
 
+/// The stack upgrades that are running: each stored before the host changes and at each
+/// stage, so a restarted server finishes it ([`crate::stack_upgrade`]).
+#[async_trait]
+pub trait StackUpgradeLog: Send + Sync {
+    /// Store a new run. A [`StoreError::Conflict`] when its stack has an unfinished run;
+    /// nothing is written then.
+    async fn begin_stack_upgrade(&self, run: &StackUpgradeRun) -> Result<(), StoreError>;
+    /// Replace the stored run of `run.stack` (its new stage). [`StoreError::NotFound`] when the
+    /// stack has no unfinished run, or when it is another revision's.
+    async fn save_stack_upgrade(&self, run: &StackUpgradeRun) -> Result<(), StoreError>;
+    /// Every unfinished run, by stack name.
+    async fn unfinished_stack_upgrades(&self) -> Result<Vec<StackUpgradeRun>, StoreError>;
+    /// Forget the run of `stack` without recording a release: it changed nothing (its backup
+    /// failed and was undone). A no-op when there is none.
+    async fn drop_stack_upgrade(&self, stack: &str) -> Result<(), StoreError>;
+    /// End the run of `settled.release.stack`: forget it, store the release, the stack's
+    /// record and its deploy entry ([`StackStore::put_release`]'s rules) and append the audit
+    /// event, in one transaction: all are written or none. [`StoreError::NotFound`] when the
+    /// stack has no unfinished run of that revision.
+    async fn settle_stack_upgrade(&self, settled: &Settled) -> Result<AuditEntry, StoreError>;
+}
+
 /// The persistent state of a dockmesh server: every focused store trait at once, for whoever
 /// needs all of them (`Arc<dyn Store>`). Implemented for every type that implements them all;
 /// a caller that needs less asks for less (`&dyn MigrationLog`, `&dyn LeaseStore`).
@@ -241,6 +265,7 @@ pub trait Store:
     + RolloutStore
     + AuditLog
     + LeaseStore
+    + StackUpgradeLog
 {
 }
 
@@ -253,6 +278,7 @@ impl<T> Store for T where
         + RolloutStore
         + AuditLog
         + LeaseStore
+        + StackUpgradeLog
         + ?Sized
 {
 }

@@ -11,7 +11,8 @@ mod fakes;
 pub use conformance::{
     RuntimeFixture, agent_store_conformance, audit_log_conformance, drain_store_conformance,
     host_runtime_conformance, lease_store_conformance, migration_log_conformance,
-    rollout_store_conformance, stack_store_conformance, store_conformance, token_store_conformance,
+    rollout_store_conformance, stack_store_conformance, stack_upgrade_log_conformance,
+    store_conformance, token_store_conformance,
 };
 pub use fakes::{
     CUT_AFTER, FakeFleet, FakeHost, FakeOp, FakeStack, FixedClock, MemStore, SeqIds, fake_snapshot,

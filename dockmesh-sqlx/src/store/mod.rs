@@ -76,6 +76,89 @@ macro_rules! on {
 #[allow(unused_imports)]
 pub(crate) use on;
 
+/// Store a release, its stack's record and its deploy entry through the transaction `$tx`:
+/// the release's revision must be the stack's next ([`StackStore::put_release`]'s rules).
+/// Returns from the enclosing function with the error when it is not.
+macro_rules! put_release_in {
+    ($tx:ident, $release:expr, $stack:expr, $deploy:expr) => {{
+        let release: &ReleaseRecord = $release;
+        let stack: &StackRecord = $stack;
+        let deploy: Option<&DeployRecord> = $deploy;
+        if stack.name != release.stack {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "release of stack {} written with the record of stack {}",
+                    release.stack, stack.name
+                ),
+            });
+        }
+        let rev = to_i64(release.rev, "release revision")?;
+        let from_rev = release
+            .from_rev
+            .map(|r| to_i64(r, "release revision"))
+            .transpose()?;
+        let newest: (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(rev) FROM releases WHERE stack = $1")
+                .bind(&release.stack)
+                .fetch_one(&mut *$tx)
+                .await
+                .map_err(se("read a stack's releases"))?;
+        let next = newest.0.unwrap_or(0) + 1;
+        if rev != next {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "release {rev} of stack {}: the next revision is {next}",
+                    release.stack
+                ),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO releases (stack, rev, at, host, compose, env, images, outcome, detail, from_rev, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&release.stack)
+        .bind(rev)
+        .bind(Ts::new(release.at))
+        .bind(release.host.as_str())
+        .bind(&release.compose)
+        .bind(release.env.as_deref())
+        .bind(Json(&release.images))
+        .bind(outcome_name(release.outcome))
+        .bind(release.detail.as_deref())
+        .bind(from_rev)
+        .bind(&release.actor)
+        .execute(&mut *$tx)
+        .await
+        .map_err(se("store a release"))?;
+        sqlx::query(
+            "INSERT INTO stacks (name, compose, env, host, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET compose = excluded.compose, env = excluded.env, \
+             host = excluded.host, updated_at = excluded.updated_at",
+        )
+        .bind(&stack.name)
+        .bind(&stack.compose)
+        .bind(stack.env.as_deref())
+        .bind(stack.host.as_ref().map(|h| h.as_str()))
+        .bind(Ts::new(stack.updated_at))
+        .execute(&mut *$tx)
+        .await
+        .map_err(se("store a stack"))?;
+        if let Some(record) = deploy {
+            sqlx::query(
+                "INSERT INTO deploys (stack, at, host, action, actor) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&record.stack)
+            .bind(Ts::new(record.at))
+            .bind(record.host.as_str())
+            .bind(&record.action)
+            .bind(&record.actor)
+            .execute(&mut *$tx)
+            .await
+            .map_err(se("append to a stack's deploy history"))?;
+        }
+    }};
+}
+
 /// Insert one chained entry into `audit_log` through `$exec`.
 macro_rules! insert_audit {
     ($exec:expr, $entry:expr) => {{
@@ -168,6 +251,7 @@ mod migrations;
 mod open;
 mod rollout;
 mod rows;
+mod stack_upgrades;
 mod stacks;
 mod tokens;
 

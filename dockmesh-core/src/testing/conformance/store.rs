@@ -31,6 +31,7 @@ pub async fn store_conformance(store: &dyn Store) {
     rollout_store_conformance(store).await;
     audit_log_conformance(store).await;
     lease_store_conformance(store).await;
+    super::stack_upgrade_log_conformance(store).await;
 }
 
 /// Check every promise of [`AgentStore`]. `store` must hold no agent.

@@ -6,12 +6,13 @@ use crate::drain::DrainRecord;
 use crate::migration::{MigrationEvent, MigrationSpec, StoredMigration};
 use crate::ports::{
     AgentStore, AuditLog, Clock, DeployEntry, DrainStore, Fence, Lease, LeaseClaim, LeaseStore,
-    MigrationLog, MigrationQuery, PageQuery, RolloutStore, StackStore, StoreError, TokenStore,
-    page_size,
+    MigrationLog, MigrationQuery, PageQuery, RolloutStore, StackStore, StackUpgradeLog, StoreError,
+    TokenStore, page_size,
 };
 use crate::records::{CordonRecord, DeployRecord, StackRecord, TokenRecord, TokenUse};
 use crate::release::ReleaseRecord;
 use crate::rollout::{AgentRecord, RolloutRecord};
+use crate::stack_upgrade::{Settled, StackUpgradeRun};
 use crate::types::{AgentId, HostId, MigrationId};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -31,6 +32,7 @@ struct MemInner {
     rollout: Option<RolloutRecord>,
     audit: Vec<AuditEntry>,
     leases: HashMap<String, Lease>,
+    stack_upgrades: BTreeMap<String, StackUpgradeRun>,
 }
 
 /// An in-memory [`Store`](crate::ports::Store). Its leases expire on its own clock, as a database's do on the
@@ -77,6 +79,41 @@ fn mem_append_audit(g: &mut MemInner, event: &AuditEvent) -> AuditEntry {
     let entry = AuditEntry::chain(prev, event.clone());
     g.audit.push(entry.clone());
     entry
+}
+
+fn mem_put_release(
+    g: &mut MemInner,
+    release: &ReleaseRecord,
+    stack: &StackRecord,
+    deploy: Option<&DeployRecord>,
+) -> Result<(), StoreError> {
+    let newest = g
+        .releases
+        .iter()
+        .filter(|r| r.stack == release.stack)
+        .map(|r| r.rev)
+        .max()
+        .unwrap_or(0);
+    if release.rev != newest + 1 || stack.name != release.stack {
+        return Err(StoreError::Conflict {
+            what: format!(
+                "release {} of stack {}: the next revision is {}",
+                release.rev,
+                release.stack,
+                newest + 1
+            ),
+        });
+    }
+    g.releases.push(release.clone());
+    g.stacks.insert(stack.name.clone(), stack.clone());
+    if let Some(d) = deploy {
+        let seq = g.deploys.last().map_or(1, |e| e.seq + 1);
+        g.deploys.push(DeployEntry {
+            seq,
+            record: d.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -204,34 +241,7 @@ impl StackStore for MemStore {
         stack: &StackRecord,
         deploy: Option<&DeployRecord>,
     ) -> Result<(), StoreError> {
-        let mut g = lock(&self.inner);
-        let newest = g
-            .releases
-            .iter()
-            .filter(|r| r.stack == release.stack)
-            .map(|r| r.rev)
-            .max()
-            .unwrap_or(0);
-        if release.rev != newest + 1 || stack.name != release.stack {
-            return Err(StoreError::Conflict {
-                what: format!(
-                    "release {} of stack {}: the next revision is {}",
-                    release.rev,
-                    release.stack,
-                    newest + 1
-                ),
-            });
-        }
-        g.releases.push(release.clone());
-        g.stacks.insert(stack.name.clone(), stack.clone());
-        if let Some(d) = deploy {
-            let seq = g.deploys.last().map_or(1, |e| e.seq + 1);
-            g.deploys.push(DeployEntry {
-                seq,
-                record: d.clone(),
-            });
-        }
-        Ok(())
+        mem_put_release(&mut lock(&self.inner), release, stack, deploy)
     }
 
     async fn list_releases(&self, stack: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
@@ -487,5 +497,66 @@ impl LeaseStore for MemStore {
             l.expires_at = l.expires_at.min(now);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl StackUpgradeLog for MemStore {
+    async fn begin_stack_upgrade(&self, run: &StackUpgradeRun) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        if let Some(other) = g.stack_upgrades.get(&run.stack) {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "stack {} has an unfinished upgrade to release {}",
+                    run.stack, other.rev
+                ),
+            });
+        }
+        g.stack_upgrades.insert(run.stack.clone(), run.clone());
+        Ok(())
+    }
+
+    async fn save_stack_upgrade(&self, run: &StackUpgradeRun) -> Result<(), StoreError> {
+        let mut g = lock(&self.inner);
+        match g.stack_upgrades.get_mut(&run.stack) {
+            Some(stored) if stored.rev == run.rev => {
+                *stored = run.clone();
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound {
+                what: format!("upgrade of stack {} to release {}", run.stack, run.rev),
+            }),
+        }
+    }
+
+    async fn unfinished_stack_upgrades(&self) -> Result<Vec<StackUpgradeRun>, StoreError> {
+        Ok(lock(&self.inner).stack_upgrades.values().cloned().collect())
+    }
+
+    async fn drop_stack_upgrade(&self, stack: &str) -> Result<(), StoreError> {
+        lock(&self.inner).stack_upgrades.remove(stack);
+        Ok(())
+    }
+
+    async fn settle_stack_upgrade(&self, settled: &Settled) -> Result<AuditEntry, StoreError> {
+        let mut g = lock(&self.inner);
+        let stack = &settled.release.stack;
+        if g.stack_upgrades.get(stack).map(|r| r.rev) != Some(settled.release.rev) {
+            return Err(StoreError::NotFound {
+                what: format!(
+                    "upgrade of stack {stack} to release {}",
+                    settled.release.rev
+                ),
+            });
+        }
+        // Checked before anything is written: the release's rule.
+        mem_put_release(
+            &mut g,
+            &settled.release,
+            &settled.stack,
+            Some(&settled.deploy),
+        )?;
+        g.stack_upgrades.remove(stack);
+        Ok(mem_append_audit(&mut g, &settled.audit))
     }
 }
