@@ -65,10 +65,14 @@ pub async fn serve_with(
         .resume_all(&state)
         .await
         .map_err(ServeError::Resume)?;
+    let upgrades = crate::server::stack_upgrade::resume_all(&state)
+        .await
+        .map_err(ServeError::Resume)?;
     tracing::info!(
         drains,
+        upgrades,
         cordons = cordons.len(),
-        "drains resumed, cordons loaded"
+        "drains and stack upgrades resumed, cordons loaded"
     );
     let reminders = tokio::spawn(remind_loop(state.clone()));
     let mut followers = follow_socket_hosts(&state).await;

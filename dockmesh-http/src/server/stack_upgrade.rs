@@ -16,21 +16,24 @@
 //!    same way); the previous files are deployed and must become healthy. The release is recorded as rolled back (or failed, when putting the
 //!    previous one back failed too, with what failed).
 //!
-//! Every outcome is recorded as a [`ReleaseRecord`] with the stack's record and a deploy
-//! history entry in one store transaction.
+//! The upgrade is a persisted run ([`dockmesh_core::stack_upgrade`]): stored before step 3 and
+//! again after each step, so a server killed mid-upgrade finishes it on its next start
+//! ([`resume_all`]: once the stack's host answers, from the stored stage). Every outcome is
+//! recorded as a [`ReleaseRecord`] with the stack's record, a deploy history entry and the audit
+//! entry in one store transaction, which also ends the run.
 
 use crate::server::api::stacks::{load_stack, no_active_migration};
 use crate::server::error::ApiError;
 use crate::server::state::ServerState;
-use dockmesh_core::audit::{self, AuditEvent};
 use dockmesh_core::manifest::VolumeManifest;
 use dockmesh_core::ports::{
-    ExportRequest, HostRuntime, ImportRequest, RuntimeError, RuntimeErrorKind, VolumeTarget,
-    cannot, no_progress,
+    ExportRequest, HostRuntime, ImportRequest, RuntimeError, RuntimeErrorKind, StoreError,
+    VolumeTarget, cannot, no_progress,
 };
 use dockmesh_core::records::{DeployRecord, StackRecord};
 use dockmesh_core::release::{self, ReleaseDiff, ReleaseOutcome, ReleaseRecord, ServiceShape};
 use dockmesh_core::snapshot::VolumeUsage;
+use dockmesh_core::stack_upgrade::{BackupCopy, Settled, StackUpgradeRun, StageError, UpgradeStep};
 use dockmesh_core::types::{HostId, StackFiles};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,98 +147,152 @@ pub(crate) async fn run(
         next = releases.resolve_release(&up.files).await?;
     }
     let rev = release::next_rev(&state.store().list_releases(name).await?);
-
     let volumes = if up.backup {
         stack_volumes(host.as_ref(), name).await?
     } else {
         Vec::new()
     };
-    let backups = if up.backup {
-        back_up(host.as_ref(), name, rev, &volumes).await?
-    } else {
-        Vec::new()
-    };
-    view.backups = backups
+    let run = StackUpgradeRun::start(
+        name,
+        rev,
+        host_id,
+        previous,
+        up.files,
+        image_ids(&next),
+        volumes,
+        &up.actor,
+        up.action,
+        up.from_rev,
+        state.clock().now(),
+    );
+    state
+        .store()
+        .begin_stack_upgrade(&run)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::conflict(format!(
+                "stack {name} has an upgrade that has not finished; nothing was changed"
+            ))
+            .with_hint("the server finishes it (after a restart, once the stack's host answers): try again then"),
+            e => e.into(),
+        })?;
+    let (run, settled) = drive(state, host.as_ref(), run).await?;
+    view.backups = run
+        .backups()
         .iter()
         .map(|b| (b.volume.name.clone(), b.copy.clone()))
         .collect();
-
-    let failure = apply(host.as_ref(), &up.files).await.err();
-    let now = state.clock().now();
-    let (outcome, stack_record, images) = match failure {
-        None => {
-            let updated = StackRecord {
-                compose: up.files.compose.clone(),
-                env: up.files.env.clone(),
-                updated_at: now,
-                ..record.clone()
-            };
-            (ReleaseOutcome::Deployed, updated, image_ids(&next))
-        }
-        Some(why) => {
-            let (restored, problems) = put_back(host.as_ref(), name, &previous, &backups).await;
-            view.restored = restored;
-            let outcome = if problems.is_empty() {
-                ReleaseOutcome::RolledBack
-            } else {
-                ReleaseOutcome::Failed
-            };
-            view.detail = Some(if problems.is_empty() {
-                format!("{why}; the previous release was put back and is healthy")
-            } else {
-                format!(
-                    "{why}; putting the previous release back failed too: {}",
-                    problems.join("; ")
-                )
-            });
-            (outcome, record.clone(), image_ids(&next))
-        }
-    };
-    let release = ReleaseRecord {
-        stack: name.to_owned(),
-        rev,
-        at: now,
-        host: host_id.clone(),
-        compose: up.files.compose.clone(),
-        env: up.files.env.clone(),
-        images,
-        outcome,
-        detail: view.detail.clone(),
-        from_rev: up.from_rev,
-        actor: up.actor.clone(),
-    };
-    let action = match outcome {
-        ReleaseOutcome::Deployed => up.action.to_owned(),
-        _ => format!("{}-rolled-back", up.action),
-    };
-    state
-        .store()
-        .put_release(
-            &release,
-            &stack_record,
-            Some(&DeployRecord {
-                stack: name.to_owned(),
-                at: now,
-                host: host_id.clone(),
-                action: action.clone(),
-                actor: up.actor.clone(),
-            }),
-        )
-        .await?;
-    let _ = state
-        .store()
-        .append_audit(
-            &AuditEvent::new(now, &up.actor, audit::STACK_DEPLOY, name)
-                .with("action", up.action)
-                .with("host", host_id.to_string())
-                .with("rev", rev.to_string())
-                .with("outcome", outcome.to_string()),
-        )
-        .await;
-    view.rev = Some(rev);
-    view.outcome = Some(outcome);
+    view.restored = run.restored().to_vec();
+    view.detail = settled.release.detail.clone();
+    view.rev = Some(run.rev);
+    view.outcome = Some(settled.release.outcome);
     Ok(view)
 }
+
+/// Take the steps of `run` from its stored stage to the end, storing each stage before the next
+/// step, then settle it. A backup that fails is undone and the run dropped: the error says so.
+async fn drive(
+    state: &ServerState,
+    host: &dyn HostRuntime,
+    mut run: StackUpgradeRun,
+) -> Result<(StackUpgradeRun, Settled), ApiError> {
+    // The copies' manifests, for a detailed difference when a restore reads back otherwise
+    // (after a restart only their digests are known).
+    let mut manifests: BTreeMap<String, VolumeManifest> = BTreeMap::new();
+    loop {
+        run = match run.next() {
+            UpgradeStep::BackUp => match back_up(host, &run.stack, run.rev, &run.backup).await {
+                Ok(done) => {
+                    let copies = done
+                        .into_iter()
+                        .map(|(copy, manifest)| {
+                            manifests.insert(copy.copy.clone(), manifest);
+                            copy
+                        })
+                        .collect();
+                    run.backed_up(copies).map_err(stage_error)?
+                }
+                Err(e) => {
+                    state.store().drop_stack_upgrade(&run.stack).await?;
+                    return Err(e);
+                }
+            },
+            UpgradeStep::Deploy => {
+                let result = apply(host, &run.next).await;
+                run.deploy_ended(result).map_err(stage_error)?
+            }
+            UpgradeStep::PutBack { .. } => {
+                let (restored, problems) =
+                    put_back(host, &run.stack, &run.previous, run.backups(), &manifests).await;
+                run.put_back_ended(restored, problems)
+                    .map_err(stage_error)?
+            }
+            UpgradeStep::Settle { .. } => {
+                let current = load_stack(state, &run.stack).await?;
+                let settled = run.settled(&current, state.clock().now()).ok_or_else(|| {
+                    ApiError::internal("a settled stack upgrade has nothing to store")
+                })?;
+                state.store().settle_stack_upgrade(&settled).await?;
+                return Ok((run, settled));
+            }
+        };
+        state.store().save_stack_upgrade(&run).await?;
+        tracing::info!(stack = %run.stack, rev = run.rev, stage = run.stage.word(), "stack upgrade");
+    }
+}
+
+fn stage_error(e: StageError) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+/// Finish every stack upgrade a stopped server left unfinished. Each stack is locked now,
+/// before requests are answered; each run goes on in the background once its host answers.
+pub async fn resume_all(state: &ServerState) -> Result<usize, StoreError> {
+    let runs = state.store().unfinished_stack_upgrades().await?;
+    let n = runs.len();
+    for run in runs {
+        let guard = state.lock_stack(&run.stack).await;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (stack, rev, stage) = (run.stack.clone(), run.rev, run.stage.word());
+            tracing::info!(%stack, rev, stage, "resuming a stack upgrade");
+            let host = wait_for_host(&state, &run.host, &stack).await;
+            match drive(&state, host.as_ref(), run).await {
+                Ok((_, settled)) => tracing::info!(
+                    %stack,
+                    rev,
+                    outcome = %settled.release.outcome,
+                    "a resumed stack upgrade ended"
+                ),
+                Err(e) => {
+                    tracing::error!(%stack, rev, error = %e.body.error, "a resumed stack upgrade failed; it is tried again on the next start")
+                }
+            }
+        });
+    }
+    Ok(n)
+}
+
+/// The host `id` once it is known and answers (an agent connects after the server starts).
+async fn wait_for_host(state: &ServerState, id: &HostId, stack: &str) -> Arc<dyn HostRuntime> {
+    let mut warned = false;
+    loop {
+        if let Some(host) = state.hosts().get(id)
+            && host.snapshot().await.is_ok()
+        {
+            return host;
+        }
+        if !warned {
+            tracing::warn!(%stack, host = %id, "the stack upgrade waits for its host to answer");
+            warned = true;
+        }
+        tokio::time::sleep(HOST_WAIT).await;
+    }
+}
+
+/// How often a resumed stack upgrade asks again for its host.
+const HOST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Record a first deploy (or a deploy again of the same files) as a release.
 pub(crate) async fn record_deploy(
@@ -319,13 +376,6 @@ async fn stack_volumes(host: &dyn HostRuntime, name: &str) -> Result<Vec<VolumeU
         .unwrap_or_default())
 }
 
-/// A verified copy of one volume.
-struct Backup {
-    volume: VolumeUsage,
-    copy: String,
-    manifest: VolumeManifest,
-}
-
 /// Label of a backup volume: the volume it copies.
 pub const BACKUP_OF: &str = "com.dockmesh.backup.of";
 /// Label of a backup volume: the stack.
@@ -360,20 +410,23 @@ async fn copy_volume(
     Ok(exported)
 }
 
-/// Stop the stack and copy each volume; on failure remove the copies made, start the stack
-/// again, and return the error.
+/// Stop the stack and copy each volume (a copy of the same name left by an interrupted backup
+/// is removed first), with each copy's manifest; on failure remove the copies made, start the
+/// stack again, and return the error.
 async fn back_up(
     host: &dyn HostRuntime,
     name: &str,
     rev: u64,
     volumes: &[VolumeUsage],
-) -> Result<Vec<Backup>, ApiError> {
+) -> Result<Vec<(BackupCopy, VolumeManifest)>, ApiError> {
     host.stop_stack(name)
         .await
         .map_err(|e| context("stopping the stack for its backup", e))?;
-    let mut done: Vec<Backup> = Vec::new();
+    let mut done: Vec<(BackupCopy, VolumeManifest)> = Vec::new();
     for v in volumes {
         let copy = backup_name(&v.name, rev);
+        // Absent unless a backup of this very release was cut short: that copy is redone.
+        let _ = host.remove_volume(&copy).await;
         // Not Compose's labels: a copy belongs to no project, so it is neither part of the
         // stack's volumes nor moved or removed with them.
         let target = VolumeTarget {
@@ -386,14 +439,17 @@ async fn back_up(
             expected_bytes: v.bytes,
         };
         match copy_volume(host, &v.name, &target).await {
-            Ok(manifest) => done.push(Backup {
-                volume: v.clone(),
-                copy,
+            Ok(manifest) => done.push((
+                BackupCopy {
+                    volume: v.clone(),
+                    copy,
+                    digest: manifest.digest(),
+                },
                 manifest,
-            }),
+            )),
             Err(e) => {
                 let _ = host.remove_volume(&copy).await;
-                for b in &done {
+                for (b, _) in &done {
                     let _ = host.remove_volume(&b.copy).await;
                 }
                 let restarted = host.start_stack(name).await;
@@ -414,12 +470,14 @@ async fn back_up(
 }
 
 /// Put the previous release back: volumes from their copies (verified against the backup's
-/// manifest), then the previous files, healthy. Returns the restored volumes and what failed.
+/// manifest: `manifests` by copy name when known, else its digest), then the previous files,
+/// healthy. Returns the restored volumes and what failed.
 async fn put_back(
     host: &dyn HostRuntime,
     name: &str,
     previous: &StackFiles,
-    backups: &[Backup],
+    backups: &[BackupCopy],
+    manifests: &BTreeMap<String, VolumeManifest>,
 ) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let mut restored = Vec::new();
@@ -438,15 +496,13 @@ async fn put_back(
                     expected_bytes: None,
                 };
                 match copy_volume(host, &b.copy, &target).await {
-                    Ok(m) if m.first_difference(&b.manifest).is_none() => {
-                        restored.push(b.volume.name.clone())
-                    }
-                    Ok(m) => problems.push(format!(
-                        "volume {} restored from {} differs from the backup: {}",
-                        b.volume.name,
-                        b.copy,
-                        m.first_difference(&b.manifest).unwrap_or_default()
-                    )),
+                    Ok(m) => match difference(&m, b, manifests.get(&b.copy)) {
+                        None => restored.push(b.volume.name.clone()),
+                        Some(diff) => problems.push(format!(
+                            "volume {} restored from {} differs from the backup: {diff}",
+                            b.volume.name, b.copy
+                        )),
+                    },
                     Err(e) => problems.push(format!(
                         "restoring volume {} from {}: {e}",
                         b.volume.name, b.copy
@@ -459,6 +515,26 @@ async fn put_back(
         problems.push(format!("deploying the previous release: {why}"));
     }
     (restored, problems)
+}
+
+/// How a restored volume's manifest differs from its backup's, if it does.
+fn difference(
+    restored: &VolumeManifest,
+    backup: &BackupCopy,
+    manifest: Option<&VolumeManifest>,
+) -> Option<String> {
+    match manifest {
+        Some(m) => restored.first_difference(m),
+        None => {
+            let digest = restored.digest();
+            (digest != backup.digest).then(|| {
+                format!(
+                    "its manifest digest is {digest}, the backup's {}",
+                    backup.digest
+                )
+            })
+        }
+    }
 }
 
 /// A release as listed.
