@@ -12,7 +12,9 @@
 //! - [`agent`]: what runs on a host: the agent API over an injected `HostRuntime`
 //!   ([`agent::api`]), resumable imports kept on disk ([`agent::resume`], [`agent::spool`]),
 //!   the agent's end of the channel ([`agent::connector`]), its half of certificate renewal,
-//!   and the hand-over of upgrade orders ([`agent::agent_upgrade`]).
+//!   the hand-over of upgrade orders ([`agent::agent_upgrade`]) and the agent's own upgrade
+//!   ([`agent::self_upgrade`]); [`agent::daemon::Agent`] runs it all (enroll, then serve and
+//!   reconnect).
 //! - [`channel`]: what both ends agree on: the wire types and streams, compression, the
 //!   built-in CA ([`channel::pki`]), enrollment, signed agent binaries
 //!   ([`channel::agent_binaries`]), TLS client trust, and the server's client end of the

@@ -14,11 +14,13 @@
 //! - the agent streams its host's events (`GET /v1/events`, JSON lines,
 //!   [`crate::channel::wire::event_lines`]) while the server holds the request open.
 //!
-//! The agent's reconnect loop lives in the binary (`dockmesh agent`).
+//! - [`daemon`]: the agent as a whole: [`daemon::Agent`] enrolls (or loads its state
+//!   directory), then serves an injected `HostRuntime` to the server, reconnecting.
 
 pub mod agent_upgrade;
 pub mod api;
 pub mod connector;
+pub mod daemon;
 pub mod renew;
 pub mod resume;
 pub mod self_upgrade;
