@@ -156,14 +156,19 @@ impl StagedBinary {
     /// Keep the installed binary as `previous` (a hard link, or a copy when that cannot be;
     /// put in place by rename), then rename the copy over the installed binary and fsync the
     /// directories. Once this returns `Ok` the new binary is installed; on `Err` the installed
-    /// binary is unchanged (`previous` may already hold it).
+    /// binary is unchanged (`previous` may already hold it). A failed fsync of the directory
+    /// after the rename is logged, not returned: the swap has happened (it may not survive a
+    /// power cut), and a caller told otherwise would believe the old binary is still in place.
     pub fn install(self, previous: &Path) -> Result<(), FilesError> {
         keep(&self.installed, previous)?;
         let installed = self.installed;
         self.copy
             .persist(&installed)
             .map_err(|e| FilesError::io("renaming the new binary over", &installed)(e.error))?;
-        sync_dir(dir_of(&installed))
+        if let Err(e) = sync_dir(dir_of(&installed)) {
+            tracing::warn!(binary = %installed.display(), error = %e, "the new binary is installed, but its directory could not be synced");
+        }
+        Ok(())
     }
 }
 
