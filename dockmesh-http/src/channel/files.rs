@@ -104,6 +104,27 @@ pub fn sync_dir(dir: &Path) -> Result<(), FilesError> {
         .map_err(FilesError::io("syncing the directory", dir))
 }
 
+/// How often, and how long apart, [`spawn_fresh`] tries a binary that is busy.
+const BUSY_TRIES: u32 = 20;
+const BUSY_WAIT: Duration = Duration::from_millis(25);
+
+/// Spawn `cmd` whose binary was just written. While another thread of this process forks, the
+/// child briefly holds every file descriptor open at that moment, a write descriptor of the
+/// new binary included, and running it fails with `ETXTBSY` until that child has exec'd: such
+/// a failure is tried again, a bounded number of times.
+pub fn spawn_fresh(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 1;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < BUSY_TRIES => {
+                tries += 1;
+                std::thread::sleep(BUSY_WAIT);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Write `bytes` to `path` atomically: a new file beside it (created with `mode`), fsynced,
 /// renamed over `path`, and the directory fsynced. On failure `path` is as it was and the
 /// temporary file is removed.
@@ -277,16 +298,17 @@ const PROBE_POLL: Duration = Duration::from_millis(10);
 /// Run `binary --version` (killed after `timeout`) and read `dockmesh VERSION` from the first
 /// line of what it prints. Blocking: from async code, call it in `spawn_blocking`.
 pub fn probe_version(binary: &Path, timeout: Duration) -> Result<BinaryVersion, ProbeError> {
-    let mut child = Command::new(binary)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ProbeError::Run {
-            binary: binary.to_owned(),
-            source,
-        })?;
+    let mut child = spawn_fresh(
+        Command::new(binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|source| ProbeError::Run {
+        binary: binary.to_owned(),
+        source,
+    })?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
