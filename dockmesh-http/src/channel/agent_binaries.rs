@@ -274,13 +274,13 @@ pub fn sign_file(
         signature: hex::encode(sig.to_bytes()),
     };
     let path = meta_path(binary);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&meta).expect("release metadata serialises"),
-    )
-    .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    let bytes = serde_json::to_vec_pretty(&meta).expect("release metadata serialises");
+    crate::channel::files::write_atomic(&path, &bytes, crate::channel::files::FileMode::Shared)
+        .map_err(|e| match e {
+            crate::channel::files::FilesError::Io { path, source, .. } => {
+                ReleaseError::Io { path, source }
+            }
+        })?;
     Ok(meta)
 }
 
