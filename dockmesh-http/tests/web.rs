@@ -478,6 +478,34 @@ async fn a_stack_is_deployed_moved_and_rolled_back_through_the_pages() {
         "its audit entries are shown"
     );
     assert!(page.body.contains("id=\"rollback\""));
+    // Its timeline: an inline picture labelled by its facts in words, drawn with classes only.
+    assert!(
+        page.body
+            .contains(r#"role="img" aria-labelledby="timeline-words""#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(r#"<figcaption id="timeline-words">Down for "#),
+        "{}",
+        page.body
+    );
+    for step in ["preflight", "stop_source", "target_health", "commit"] {
+        assert!(page.body.contains(&format!("tl-bar step-{step}")), "{step}");
+    }
+    assert!(page.body.contains(r#"<rect class="tl-down""#));
+    assert!(
+        !page.body.contains("style="),
+        "no inline style under the CSP"
+    );
+    let list = w.get("/migrations", Some(&cookie)).await;
+    assert!(
+        list.body.contains(r#"class="chart downbar""#)
+            && list.body.contains("aria-label=\"down for "),
+        "{}",
+        list.body
+    );
 
     // The live view of a settled migration ends with `settled`.
     let live = w.get(&format!("{location}/live"), Some(&cookie)).await;

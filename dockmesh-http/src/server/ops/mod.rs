@@ -23,5 +23,6 @@ pub mod hosts;
 pub mod migrations;
 pub mod releases;
 pub mod stacks;
+pub mod timeline;
 
 pub use error::{OpError, OpErrorKind};
