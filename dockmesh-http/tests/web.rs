@@ -1317,6 +1317,17 @@ async fn the_hosts_page_lists_the_hosts_recent_events_newest_first() {
     let (cookie, _) = w.session().await;
     let page = w.get("/hosts", Some(&cookie)).await;
     assert!(page.body.contains("id=\"no-events\""), "{}", page.body);
+    // Each host's use over time, from the snapshots taken so far: labelled sparklines.
+    for host in ["a", "b"] {
+        let row = host_row(&page.body, host);
+        for what in ["memory", "disk", "running-containers"] {
+            assert!(
+                row.contains(&format!(r#"class="chart spark {what}" "#)),
+                "{host} {what}: {row}"
+            );
+        }
+        assert!(row.contains(r#"role="img" aria-label="memory: "#), "{row}");
+    }
     let event = |s: i64, action: &str, exit_code: Option<i64>| dockmesh_core::ports::HostEvent {
         at: jiff::Timestamp::from_second(1_800_000_000 + s).unwrap(),
         stack: "shop".into(),

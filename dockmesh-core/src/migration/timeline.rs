@@ -393,8 +393,14 @@ pub fn duration_words(d: SignedDuration) -> String {
     match ms {
         0..1_000 => format!("{ms} ms"),
         1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        60_000..3_600_000 => match (ms / 60_000, ms % 60_000 / 1000) {
+            (m, 0) => format!("{m} min"),
+            (m, s) => format!("{m} min {s} s"),
+        },
+        _ => match (ms / 3_600_000, ms % 3_600_000 / 60_000) {
+            (h, 0) => format!("{h} h"),
+            (h, m) => format!("{h} h {m} min"),
+        },
     }
 }
 

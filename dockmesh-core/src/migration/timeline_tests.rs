@@ -246,6 +246,8 @@ fn durations_read_in_the_right_unit() {
     assert_eq!(w(8_349), "8.3 s");
     assert_eq!(w(252_000), "4 min 12 s");
     assert_eq!(w(7_500_000), "2 h 5 min");
+    assert_eq!(w(720_000), "12 min");
+    assert_eq!(w(7_200_000), "2 h");
 }
 
 /// Any event, at any time (out of order, equal, before the request).

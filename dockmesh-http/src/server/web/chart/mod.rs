@@ -1,6 +1,7 @@
 //! Pictures for the dashboard, drawn by the server as inline SVG: a migration's timeline
-//! ([`timeline`]), small line charts for a series over time ([`spark`]: a host's memory, a
-//! volume's transfer rate) and the small downtime bar of the migrations list ([`bar`]).
+//! ([`timeline`]), small line charts for a series over time ([`spark`]: a host's memory, disk
+//! and containers in [`host`], each volume's transfer rate in [`rates`]) and the small
+//! downtime bar of the migrations list ([`bar`]).
 //!
 //! Each picture is laid out first by a pure function (data in, a layout of plain numbers out,
 //! checked by tests) and then written as SVG. The SVG carries `role="img"` and is labelled by
@@ -9,6 +10,7 @@
 //! loaded, so the dashboard's Content-Security-Policy stays as it is. Every text is escaped.
 
 pub mod bar;
+pub mod host;
 pub mod rates;
 pub mod spark;
 pub mod timeline;
@@ -69,6 +71,15 @@ impl Scale {
         }
         let f = ((v - self.v0) / span).clamp(0.0, 1.0);
         self.x0 + f * (self.x1 - self.x0)
+    }
+}
+
+/// `part` of `whole` in per cent, within `[0, 100]`; 0 of nothing.
+pub fn percent_of(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64 * 100.0).clamp(0.0, 100.0)
     }
 }
 
