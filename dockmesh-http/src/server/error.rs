@@ -15,10 +15,14 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// What went wrong, in one sentence.
     pub error: String,
-    /// A stable, machine-readable code (`bad_request`, `unauthorized`, `not_found`,
-    /// `conflict`, `preflight_failed`, `payload_too_large`, `unavailable`, `host_error`,
-    /// `forbidden` (a token of too little scope), `host_policy` (refused by a host's policy),
-    /// `internal`).
+    /// A stable, machine-readable code: `bad_request` (400: the request is not what the
+    /// schema allows), `unauthorized`, `enrollment_refused`, `forbidden` (a token of too
+    /// little scope), `host_policy` (refused by a host's policy), `not_found`,
+    /// `method_not_allowed`, `timeout`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `unprocessable` (422: allowed by the schema, but what it
+    /// names does not exist), `invalid_stack` (422: a compose file that cannot be deployed),
+    /// `preflight_failed` (422), `too_many_requests`, `host_unreachable`, `host_error`,
+    /// `unavailable`, `internal`.
     pub code: String,
     /// What to do next, when there is advice.
     #[serde(skip_serializing_if = "Option::is_none")]
