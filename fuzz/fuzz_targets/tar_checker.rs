@@ -10,37 +10,9 @@
 //! `cargo fuzz run -s none tar_checker` (stable toolchain).
 #![no_main]
 
-use bytes::Bytes;
-use dockmesh_core::manifest::VolumeManifest;
-use dockmesh_docker::volume::{Layout, Limits, StreamError, TarTransform};
+use dockmesh_docker::volume::Layout;
+use dockmesh_fuzz::check_tar as run;
 use libfuzzer_sys::fuzz_target;
-
-struct Outcome {
-    result: Result<Option<VolumeManifest>, StreamError>,
-    output: Vec<u8>,
-}
-
-fn run(input: &[u8], from: Layout, to: Option<Layout>, chunk: usize) -> Outcome {
-    let mut t = TarTransform::new(from, to, Limits::default()).with_manifest();
-    let mut output = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
-        let pushed = t.push(Bytes::copy_from_slice(piece));
-        while let Some(b) = t.pop() {
-            output.extend_from_slice(&b);
-        }
-        if let Err(e) = pushed {
-            return Outcome {
-                result: Err(e),
-                output,
-            };
-        }
-    }
-    let result = t.finish();
-    while let Some(b) = t.pop() {
-        output.extend_from_slice(&b);
-    }
-    Outcome { result, output }
-}
 
 fn check_output_is_safe(output: &[u8]) {
     let mut archive = tar::Archive::new(output);

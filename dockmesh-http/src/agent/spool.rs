@@ -530,6 +530,56 @@ async fn read_spool(dir: &Path) -> Result<(Record, u64), String> {
     Ok((record, end))
 }
 
+/// What a spool directory gives back: the import's target, how many bytes of its plain
+/// stream the segments hold without a gap from byte 0, and those bytes.
+pub struct ReadBack {
+    /// The import the spool was kept for.
+    pub target: VolumeTarget,
+    /// The bytes of the plain stream it gives back (0: nothing usable).
+    pub bytes: u64,
+    /// Those bytes: each segment up to where the next one starts, the last up to
+    /// [`ReadBack::bytes`].
+    pub prefix: ByteStream,
+}
+
+/// Read the spool in `dir` as the agent does after a restart, without changing it: its record,
+/// its segments cut to what their files hold and chained from byte 0, and the prefix of the
+/// plain stream they give back. An `Err` says why the spool cannot be used (a record that is
+/// not one, a directory named for another volume, a segment that cannot be read).
+///
+/// Everything in the directory is read as untrusted: the prefix yields exactly
+/// [`ReadBack::bytes`] bytes or an error, whatever the files hold.
+pub async fn read_back(dir: &Path) -> Result<ReadBack, String> {
+    let (record, bytes, prefix) = read_back_record(dir).await?;
+    Ok(ReadBack {
+        target: record.target,
+        bytes,
+        prefix,
+    })
+}
+
+async fn read_back_record(dir: &Path) -> Result<(Record, u64, ByteStream), String> {
+    let (record, end) = read_spool(dir).await?;
+    // The prefix: each segment up to where the next one starts, the last up to `end`.
+    let mut parts = Vec::new();
+    for (index, segment) in record.segments.iter().enumerate() {
+        let until = record.segments.get(index + 1).map_or(end, |n| n.start);
+        let plain = segment_plain(dir.to_owned(), index, segment.clone());
+        let len = until - segment.start;
+        parts.push(
+            futures_util::stream::once(plain)
+                .map(move |p| match p {
+                    Ok(p) => limit(p, len),
+                    Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
+                })
+                .flatten()
+                .boxed(),
+        );
+    }
+    let prefix = futures_util::stream::iter(parts).flatten().boxed();
+    Ok((record, end, prefix))
+}
+
 /// The imports whose streams were kept in `options.dir` before this process started. A spool
 /// that cannot be read, or gives nothing back, is removed (and logged).
 pub(crate) async fn recovered(options: &SpoolOptions) -> Vec<Recovered> {
@@ -539,8 +589,8 @@ pub(crate) async fn recovered(options: &SpoolOptions) -> Vec<Recovered> {
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let dir = entry.path();
-        let (record, end) = match read_spool(&dir).await {
-            Ok((record, end)) if end > 0 => (record, end),
+        let (record, end, prefix) = match read_back_record(&dir).await {
+            Ok((record, end, prefix)) if end > 0 => (record, end, prefix),
             Ok(_) => {
                 tracing::info!(spool = %dir.display(), "an import's spool gives nothing back; removed");
                 let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -552,23 +602,6 @@ pub(crate) async fn recovered(options: &SpoolOptions) -> Vec<Recovered> {
                 continue;
             }
         };
-        // The prefix: each segment up to where the next one starts, the last up to `end`.
-        let mut parts = Vec::new();
-        for (index, segment) in record.segments.iter().enumerate() {
-            let until = record.segments.get(index + 1).map_or(end, |n| n.start);
-            let plain = segment_plain(dir.clone(), index, segment.clone());
-            let len = until - segment.start;
-            parts.push(
-                futures_util::stream::once(plain)
-                    .map(move |p| match p {
-                        Ok(p) => limit(p, len),
-                        Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
-                    })
-                    .flatten()
-                    .boxed(),
-            );
-        }
-        let prefix = futures_util::stream::iter(parts).flatten().boxed();
         let rewritten = {
             let (dir, record) = (dir.clone(), record.clone());
             tokio::task::spawn_blocking(move || write_record(&dir, &record)).await
@@ -780,6 +813,29 @@ mod tests {
     }
 
     /// The record of the spool of `v` under `root`.
+    #[tokio::test]
+    async fn read_back_reads_a_spool_without_changing_it() {
+        let root = tempfile::tempdir().unwrap();
+        let text = record("chain", &[(0, "plain", 10), (6, "plain", 10)]);
+        let dir = spool_dir(root.path(), "chain", &text, &[b"0123456789", b"6789abcdef"]);
+        let back = read_back(&dir).await.unwrap();
+        assert_eq!(back.target.name, "chain");
+        assert_eq!(back.bytes, 16);
+        assert_eq!(read_all(back.prefix).await, b"0123456789abcdef");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("import.json")).unwrap(),
+            text,
+            "the record is left as it was"
+        );
+        let garbled = spool_dir(root.path(), "garbled", "{not json", &[]);
+        let e = read_back(&garbled)
+            .await
+            .err()
+            .expect("a record that is not JSON");
+        assert!(e.contains("key must be a string"), "{e}");
+        assert!(garbled.join("import.json").exists(), "nothing is removed");
+    }
+
     fn record_of(root: &Path) -> Record {
         let raw = std::fs::read(root.join(hex::encode("v")).join("import.json")).unwrap();
         serde_json::from_slice(&raw).unwrap()

@@ -77,6 +77,15 @@ pub enum ReleaseError {
         /// Signed.
         expected: String,
     },
+    /// A version, platform or SHA-256 that no release of dockmesh has: signed, it would make
+    /// a statement whose lines do not read back to its fields.
+    #[error("{what}: {problem}")]
+    Field {
+        /// What was checked.
+        what: String,
+        /// Which field and what is wrong with it.
+        problem: String,
+    },
     /// A metadata file is not understood.
     #[error("{path}: not a release metadata file: {problem}")]
     Meta {
@@ -128,8 +137,10 @@ impl ReleaseMeta {
         statement(&self.version, &self.os, &self.arch, self.size, &self.sha256)
     }
 
-    /// Check its signature with `key`.
+    /// Check its fields ([`check_fields`]) and its signature with `key`.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), ReleaseError> {
+        let what = format!("{} ({})", self.file, self.version.escape_debug());
+        check_fields(&self.version, &self.os, &self.arch, &self.sha256, &what)?;
         verify(
             key,
             &self.statement(),
@@ -159,6 +170,41 @@ pub fn statement(version: &str, os: &str, arch: &str, size: u64, sha256: &str) -
         sha256.to_ascii_lowercase()
     )
     .into_bytes()
+}
+
+/// Check the fields a [`statement`] is made of, so that its lines read back to them: a version,
+/// an operating system and an architecture of printable ASCII without spaces (at most 64
+/// characters, as an agent accepts in an order), and a SHA-256 of 64 hex digits. `what` names
+/// the binary in the error.
+pub fn check_fields(
+    version: &str,
+    os: &str,
+    arch: &str,
+    sha256: &str,
+    what: &str,
+) -> Result<(), ReleaseError> {
+    let refuse = |problem: String| ReleaseError::Field {
+        what: what.to_owned(),
+        problem,
+    };
+    for (name, value) in [
+        ("version", version),
+        ("operating system", os),
+        ("architecture", arch),
+    ] {
+        if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(refuse(format!(
+                "the {name} {value:?} is not 1 to 64 printable ASCII characters without spaces"
+            )));
+        }
+    }
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(refuse(format!(
+            "the SHA-256 {:?} is not 64 hex digits",
+            sha256.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 /// Check `signature_hex` over `statement` with `key`; `what` names the binary in the error.
@@ -263,6 +309,7 @@ pub fn sign_file(
         })?
         .to_owned();
     let (size, sha256) = digest_file(binary)?;
+    check_fields(version, os, arch, &sha256, &binary.display().to_string())?;
     let sig = key.sign(&statement(version, os, arch, size, &sha256));
     let meta = ReleaseMeta {
         file,
@@ -513,6 +560,62 @@ mod tests {
         }
         let (_, _, other) = setup();
         assert!(meta.verify(&other).is_err(), "another key refuses it");
+    }
+
+    #[test]
+    fn fields_that_would_shift_the_statements_lines_are_neither_signed_nor_served() {
+        let (dir, key, public) = setup();
+        let sha = "ab".repeat(32);
+        // A line break moves a field's end: two different releases, one statement.
+        let one = statement("1.2.3\nlinux", "x86_64", "x86_64", 5, &sha);
+        let two = statement("1.2.3", "linux\nx86_64", "x86_64", 5, &sha);
+        assert_eq!(one, two, "why the fields are checked");
+        let meta = ReleaseMeta {
+            file: "shifted".into(),
+            version: "1.2.3\nlinux".into(),
+            os: "x86_64".into(),
+            arch: "x86_64".into(),
+            size: 5,
+            sha256: sha.clone(),
+            signature: hex::encode(key.sign(&one).to_bytes()),
+        };
+        let err = meta.verify(&public).unwrap_err();
+        assert!(matches!(err, ReleaseError::Field { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "shifted (1.2.3\\nlinux): the version \"1.2.3\\nlinux\" is not 1 to 64 printable \
+             ASCII characters without spaces"
+        );
+        std::fs::write(dir.path().join("shifted"), b"small").unwrap();
+        std::fs::write(
+            dir.path().join(format!("shifted{META_SUFFIX}")),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        let scan = AgentBinaries::new(dir.path().to_owned(), public).scan();
+        assert!(scan.served.is_empty(), "{:?}", scan.served);
+        assert_eq!(scan.refused.len(), 1);
+        assert!(
+            scan.refused[0].contains("the version"),
+            "{:?}",
+            scan.refused
+        );
+
+        let bin = dir.path().join("b");
+        std::fs::write(&bin, b"binary").unwrap();
+        for (version, os, arch) in [
+            ("1.0.0\nlinux", "linux", "x86_64"),
+            ("1.0.0", "", "x86_64"),
+            ("1.0.0", "linux", "x86 64"),
+        ] {
+            let err = sign_file(&key, &bin, version, os, arch).unwrap_err();
+            assert!(matches!(err, ReleaseError::Field { .. }), "{err}");
+        }
+        assert!(!meta_path(&bin).exists(), "nothing was signed");
+        let mut upper = sign_file(&key, &bin, "1.0.0", "linux", "x86_64").unwrap();
+        upper.sha256 = "zz".repeat(32);
+        let err = upper.verify(&public).unwrap_err();
+        assert!(err.to_string().contains("is not 64 hex digits"), "{err}");
     }
 
     #[test]
