@@ -538,3 +538,48 @@ fn restore_is_refused_while_a_server_holds_the_database() {
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(stacks(&dst), vec!["shop"]);
 }
+
+/// The server migrates the database when it starts and says so as the upgrade guide shows:
+/// `Database migration from A -> B complete`, then serves (the start log names the agent
+/// listener as `Agent listener on ADDR (mTLS)`).
+#[test]
+fn the_server_migrates_at_start_and_says_so() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dockmesh"))
+        .args(["server", "--data-dir", "data", "--no-local-host"])
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("DOCKMESH_DATA_DIR")
+        .env_remove("DOCKMESH_DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let serving = line.contains("HTTP listening on");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = seen.join("\n");
+    let migrated = format!("Database migration from 0 -> {} complete", latest());
+    let at = log
+        .find(&migrated)
+        .unwrap_or_else(|| panic!("{migrated:?} in:\n{log}"));
+    let listener = log
+        .find("Agent listener on 127.0.0.1:")
+        .unwrap_or_else(|| panic!("the agent listener in:\n{log}"));
+    assert!(
+        at < listener,
+        "the database is migrated before anything listens:\n{log}"
+    );
+    assert!(log.contains(" (mTLS)"), "{log}");
+}

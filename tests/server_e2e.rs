@@ -401,7 +401,7 @@ fn preflight_refusals_and_bad_requests_change_nothing() {
         &format!("/api/v1/stacks/{name}/migrate"),
         Some(r#"{"target_host_id":"nowhere"}"#),
     );
-    assert_eq!(s, 404, "{e}");
+    assert_eq!(s, 422, "{e}");
 
     // A second migration of the same stack while the first runs: 409.
     let (s, m) = server.api(

@@ -477,7 +477,7 @@ async fn refusals_change_nothing() {
     w.deployed("shop").await;
     // Unknown target, unknown stack, the stack's own host, a cordoned host.
     for (stack, target, status) in [
-        ("shop", "zz", StatusCode::NOT_FOUND),
+        ("shop", "zz", StatusCode::UNPROCESSABLE_ENTITY),
         ("nope", "b", StatusCode::NOT_FOUND),
         ("shop", "a", StatusCode::CONFLICT),
         ("shop", "", StatusCode::BAD_REQUEST),

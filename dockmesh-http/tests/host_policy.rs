@@ -287,7 +287,7 @@ async fn a_policy_that_cannot_be_checked_refuses() {
     let w = world(policies()).await;
     w.register("odd", "services: {}\n# unreadable\n").await;
     let (s, v) = w.deploy("odd", "a").await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(
         v["code"], "invalid_stack",
         "answered as a deploy answers one: {v}"

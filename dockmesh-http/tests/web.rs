@@ -385,7 +385,7 @@ async fn bad_deploy_input_is_named_beside_its_field_and_changes_nothing() {
                 ("host", "nowhere"),
                 ("compose", "services: {}"),
             ],
-            StatusCode::NOT_FOUND,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "host-error",
             "host nowhere is not known",
         ),

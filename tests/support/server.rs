@@ -79,7 +79,7 @@ impl Server {
                 if let Some(addr) = line.split("HTTP listening on ").nth(1) {
                     let _ = tx.send(("http", addr.trim().to_owned()));
                 }
-                if let Some(rest) = line.split("agent listener on ").nth(1) {
+                if let Some(rest) = line.split("Agent listener on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                     let _ = tx.send(("agent", addr));
                 }
@@ -87,9 +87,9 @@ impl Server {
         });
         let (mut http, mut agent) = (None, None);
         while http.is_none() || agent.is_none() {
-            let (kind, addr) = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the server logs `agent listener on ADDR` and `HTTP listening on ADDR`");
+            let (kind, addr) = rx.recv_timeout(Duration::from_secs(60)).expect(
+                "the server logs `Agent listener on ADDR (mTLS)` and `HTTP listening on ADDR`",
+            );
             match kind {
                 "http" => http = Some(addr),
                 _ => agent = Some(addr),

@@ -176,18 +176,66 @@ pub fn new_enrollment_token(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
-    /// The enrollment token.
+    /// The enrollment token (`dme_<64 hex>_<64 hex>`).
+    #[cfg_attr(
+        feature = "server",
+        schema(pattern = r"^dme_[0-9a-f]{64}_[0-9a-f]{64}$")
+    )]
     pub token: String,
     /// The name of the agent's host on this server (a stack-name-like id, unique among hosts).
+    #[cfg_attr(feature = "server", schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
     pub name: String,
     /// What the agent says about itself.
     #[serde(default)]
-    #[cfg_attr(feature = "server", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "server", schema(value_type = Option<HelloSchema>))]
     pub hello: Option<Hello>,
     /// A PKCS#10 certificate signing request (PEM) for the agent's own key; without one the
     /// server makes the key and returns it.
     #[serde(default)]
     pub csr_pem: Option<String>,
+}
+
+/// The shape of [`Hello`] in the API's document (the type is the core's, which knows nothing
+/// of OpenAPI); a test keeps the two alike.
+#[cfg(feature = "server")]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Hello)]
+#[allow(dead_code)]
+pub(crate) struct HelloSchema {
+    /// The agent's version (`0.1.0`).
+    version: String,
+    /// The build commit, when known.
+    #[schema(required = false)]
+    commit: Option<String>,
+    /// The protocol it speaks.
+    protocol_version: u32,
+    /// Operating system (`linux`).
+    #[schema(required = false)]
+    os: String,
+    /// CPU architecture (`x86_64`).
+    #[schema(required = false)]
+    arch: String,
+    /// The host's name.
+    #[schema(required = false)]
+    hostname: String,
+    /// The Docker engine's version.
+    #[schema(required = false)]
+    docker_version: String,
+    /// The last upgrade this agent was sent failed, and why.
+    #[schema(required = false)]
+    upgrade_failure: Option<UpgradeFailureSchema>,
+}
+
+/// The shape of [`dockmesh_core::protocol::UpgradeFailure`] in the API's document.
+#[cfg(feature = "server")]
+#[derive(utoipa::ToSchema)]
+#[schema(as = UpgradeFailure)]
+#[allow(dead_code)]
+pub(crate) struct UpgradeFailureSchema {
+    /// The version the agent was sent.
+    target_version: String,
+    /// What went wrong (the new binary exited, or did not connect before the deadline).
+    reason: String,
 }
 
 /// What an enrolled agent receives.

@@ -15,10 +15,14 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// What went wrong, in one sentence.
     pub error: String,
-    /// A stable, machine-readable code (`bad_request`, `unauthorized`, `not_found`,
-    /// `conflict`, `preflight_failed`, `payload_too_large`, `unavailable`, `host_error`,
-    /// `forbidden` (a token of too little scope), `host_policy` (refused by a host's policy),
-    /// `internal`).
+    /// A stable, machine-readable code: `bad_request` (400: the request is not what the
+    /// schema allows), `unauthorized`, `enrollment_refused`, `forbidden` (a token of too
+    /// little scope), `host_policy` (refused by a host's policy), `not_found`,
+    /// `method_not_allowed`, `timeout`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `unprocessable` (422: allowed by the schema, but what it
+    /// names does not exist), `invalid_stack` (422: a compose file that cannot be deployed),
+    /// `preflight_failed` (422), `too_many_requests`, `host_unreachable`, `host_error`,
+    /// `unavailable`, `internal`.
     pub code: String,
     /// What to do next, when there is advice.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,36 +119,66 @@ impl From<DriveError> for ApiError {
 }
 
 /// A JSON body whose rejections are [`ApiError`]s: 400 naming what is wrong (a missing field,
-/// a wrong type, malformed JSON), 415 without a JSON content type, 413 over the body limit.
+/// a wrong type, malformed JSON, a body that is not a JSON object), 415 without a JSON
+/// content type, 413 over the body limit.
+///
+/// Every request body of the API is an object: an array is refused here, where serde alone
+/// would read `[]` as a struct whose fields all have defaults.
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(rejection_error(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "the body must be a JSON object, not {}",
+                json_kind(&value)
+            )));
+        }
+        // Read again as the request, so that a wrong field is named with its path.
+        let bytes = serde_json::to_vec(&value).expect("a JSON value serializes");
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let code = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-                    _ => "bad_request",
-                };
-                let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-                    // A body that parses as JSON but not as this request: still a bad request.
-                    StatusCode::BAD_REQUEST
-                } else {
-                    status
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
-            }
+            Err(rejection) => Err(rejection_error(rejection)),
         }
     }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The API's error for a rejected JSON body.
+fn rejection_error(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "bad_request",
+    };
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        // A body that parses as JSON but not as this request: still a bad request.
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    ApiError::new(status, code, rejection.body_text())
 }
 
 #[cfg(test)]
@@ -167,7 +201,10 @@ mod tests {
     #[test]
     fn host_errors_map_by_kind() {
         for (kind, status) in [
-            (RuntimeErrorKind::InvalidStack, StatusCode::BAD_REQUEST),
+            (
+                RuntimeErrorKind::InvalidStack,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
             (RuntimeErrorKind::NotFound, StatusCode::NOT_FOUND),
             (RuntimeErrorKind::Conflict, StatusCode::CONFLICT),
             (RuntimeErrorKind::Unreachable, StatusCode::BAD_GATEWAY),

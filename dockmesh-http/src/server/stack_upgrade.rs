@@ -590,8 +590,12 @@ pub(crate) fn rollback_target(
 ) -> Result<ReleaseRecord, ApiError> {
     let found = match to {
         Some(rev) => releases.iter().find(|r| r.rev == rev).ok_or_else(|| {
-            ApiError::not_found(format!("stack {name} has no release {rev}"))
-                .with_hint("list its releases with `dockmesh stack history NAME`")
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                format!("stack {name} has no release {rev}"),
+            )
+            .with_hint("list its releases with `dockmesh stack history NAME`")
         })?,
         None => release::previous(releases).ok_or_else(|| {
             ApiError::conflict(format!(

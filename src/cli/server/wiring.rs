@@ -103,7 +103,7 @@ pub(super) async fn start_agent_listener(
         %addr,
         ca_fingerprint = %ca.fingerprint(),
         agents = registered,
-        "agent listener on {addr}"
+        "Agent listener on {addr} (mTLS)"
     );
     state.set_agent_ca(ca.clone());
     Ok(tokio::spawn(AgentListener::new(tcp, acceptor).run()))

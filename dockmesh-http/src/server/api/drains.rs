@@ -39,7 +39,7 @@ pub async fn list_drains(
 
 /// One drain, with each stack's status.
 #[utoipa::path(get, path = "/api/v1/drains/{id}", tag = "hosts",
-    params(("id" = String, Path, description = "Drain id")),
+    params(("id" = uuid::Uuid, Path, description = "Drain id")),
     responses((status = 200, body = DrainView), (status = 404, body = crate::server::error::ErrorBody)))]
 pub async fn get_drain(
     State(state): State<ServerState>,
@@ -50,7 +50,7 @@ pub async fn get_drain(
 
 /// Pause a running drain: the stack moving now finishes, no next one starts.
 #[utoipa::path(post, path = "/api/v1/drains/{id}/pause", tag = "hosts",
-    params(("id" = String, Path, description = "Drain id")),
+    params(("id" = uuid::Uuid, Path, description = "Drain id")),
     responses((status = 200, body = DrainView), (status = 409, body = crate::server::error::ErrorBody)))]
 pub async fn pause_drain(
     State(state): State<ServerState>,
@@ -62,7 +62,7 @@ pub async fn pause_drain(
 
 /// Resume a paused drain; the stacks whose migrations failed are tried again.
 #[utoipa::path(post, path = "/api/v1/drains/{id}/resume", tag = "hosts",
-    params(("id" = String, Path, description = "Drain id")),
+    params(("id" = uuid::Uuid, Path, description = "Drain id")),
     responses((status = 200, body = DrainView), (status = 409, body = crate::server::error::ErrorBody)))]
 pub async fn resume_drain(
     State(state): State<ServerState>,
@@ -74,7 +74,7 @@ pub async fn resume_drain(
 /// Abort a drain for good; the stacks moved so far stay where they are, and the stack moving
 /// now finishes its migration.
 #[utoipa::path(post, path = "/api/v1/drains/{id}/abort", tag = "hosts",
-    params(("id" = String, Path, description = "Drain id")),
+    params(("id" = uuid::Uuid, Path, description = "Drain id")),
     responses((status = 200, body = DrainView), (status = 409, body = crate::server::error::ErrorBody)))]
 pub async fn abort_drain(
     State(state): State<ServerState>,

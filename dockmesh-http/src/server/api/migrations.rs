@@ -18,8 +18,9 @@ pub use crate::server::ops::migrations::{
 /// Run the pre-flight checks of moving a stack to a host, changing nothing.
 #[utoipa::path(post, path = "/api/v1/stacks/{name}/migrate/preflight", tag = "migrations",
     request_body = MigrateRequest,
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, description = "The report (pass, warn or fail per check)", body = Object),
+        (status = 422, description = "`target_host_id` names no host", body = crate::server::error::ErrorBody),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, body = crate::server::error::ErrorBody)))]
 pub async fn preflight(
@@ -35,11 +36,11 @@ pub async fn preflight(
 /// driven in the background (202); follow it with `GET /api/v1/migrations/{id}`.
 #[utoipa::path(post, path = "/api/v1/stacks/{name}/migrate", tag = "migrations",
     request_body = MigrateRequest,
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 202, body = MigrationView),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, description = "Another migration of the stack is in progress", body = crate::server::error::ErrorBody),
-        (status = 422, description = "Pre-flight refused; `details` holds the report", body = crate::server::error::ErrorBody)))]
+        (status = 422, description = "Pre-flight refused (`details` holds the report), or `target_host_id` names no host", body = crate::server::error::ErrorBody)))]
 pub async fn migrate(
     State(state): State<ServerState>,
     Path(name): Path<String>,
@@ -52,7 +53,8 @@ pub async fn migrate(
 
 /// Migrations, newest first.
 #[utoipa::path(get, path = "/api/v1/migrations", tag = "migrations", params(ListQuery),
-    responses((status = 200, body = Vec<MigrationView>), (status = 400, body = crate::server::error::ErrorBody)))]
+    responses((status = 200, body = Vec<MigrationView>), (status = 400, body = crate::server::error::ErrorBody),
+        (status = 404, description = "`after` names no migration", body = crate::server::error::ErrorBody)))]
 pub async fn list_migrations(
     State(state): State<ServerState>,
     Query(q): Query<ListQuery>,
@@ -63,7 +65,7 @@ pub async fn list_migrations(
 /// One migration: state, step, per-volume progress, timestamps, error, retention deadline and
 /// its event log.
 #[utoipa::path(get, path = "/api/v1/migrations/{id}", tag = "migrations",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = uuid::Uuid, Path, description = "Migration id")),
     responses((status = 200, body = MigrationView),
         (status = 400, body = crate::server::error::ErrorBody),
         (status = 404, body = crate::server::error::ErrorBody)))]
@@ -78,7 +80,7 @@ pub async fn get_migration(
 /// when it left. Only inside the retention window and before a purge; refused (409) when a
 /// later migration moved the stack on.
 #[utoipa::path(post, path = "/api/v1/migrations/{id}/rollback", tag = "migrations",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = uuid::Uuid, Path, description = "Migration id")),
     responses((status = 202, body = MigrationView),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, body = crate::server::error::ErrorBody)))]
@@ -94,8 +96,8 @@ pub async fn rollback(
 /// Delete the source a committed migration retained: its containers, volumes and files on the
 /// source host. Audited; rollback is impossible afterwards.
 #[utoipa::path(delete, path = "/api/v1/stacks/{name}/migrate/{id}/source", tag = "migrations",
-    params(("name" = String, Path, description = "Stack name"),
-        ("id" = String, Path, description = "Migration id")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"),
+        ("id" = uuid::Uuid, Path, description = "Migration id")),
     responses((status = 202, body = MigrationView),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, body = crate::server::error::ErrorBody)))]
@@ -113,7 +115,7 @@ pub async fn purge_source(
 /// migration is rolled back, no migration of the stack is in progress, and the stack does not
 /// run on that host. Audited (`migration.purge_target`) before anything is deleted.
 #[utoipa::path(delete, path = "/api/v1/migrations/{id}/target", tag = "migrations",
-    params(("id" = String, Path, description = "Migration id")),
+    params(("id" = uuid::Uuid, Path, description = "Migration id")),
     responses((status = 200, body = MigrationView),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, body = crate::server::error::ErrorBody)))]

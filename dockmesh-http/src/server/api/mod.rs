@@ -11,6 +11,7 @@
 
 pub mod agents;
 pub mod audit;
+pub(crate) mod contract;
 pub mod drains;
 pub mod health;
 pub mod hosts;
@@ -129,9 +130,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(protected())
         .split_for_parts();
     crate::server::scope::describe(&mut doc);
-    let (_, public_doc) = public().split_for_parts();
+    contract::complete(&mut doc, contract::Access::Token);
+    let (_, mut public_doc) = public().split_for_parts();
+    contract::complete(&mut public_doc, contract::Access::Public);
     doc.merge(public_doc);
+    short_health_path(&mut doc);
+    contract::add_links(&mut doc);
     doc
+}
+
+/// `GET /health` answers as `GET /api/v1/health` does (probes and scripts use the short path);
+/// the document lists it as an operation of its own.
+fn short_health_path(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(mut item) = doc.paths.paths.get("/api/v1/health").cloned() else {
+        return;
+    };
+    if let Some(op) = item.get.as_mut() {
+        op.operation_id = Some("health_short".to_owned());
+        op.summary =
+            Some("The server's version and whether its database answers (short path)".to_owned());
+    }
+    doc.paths.paths.insert("/health".to_owned(), item);
 }
 
 /// The largest body the unauthenticated routes read (enrollment, the dashboard's login), in
@@ -153,6 +172,7 @@ pub fn router(state: ServerState) -> Router {
     Router::new()
         .merge(protected)
         .merge(public)
+        .route("/health", axum::routing::get(health::api_health))
         .route("/healthz/live", axum::routing::get(health::live))
         .route("/healthz/ready", axum::routing::get(health::ready))
         .route(
@@ -188,6 +208,7 @@ pub fn router(state: ServerState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(middleware::from_fn(contract::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

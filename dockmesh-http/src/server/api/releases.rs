@@ -21,9 +21,9 @@ pub use crate::server::ops::releases::{RollbackRequest, UpgradeRequest};
 /// `backup`): the answer is still 200, with `outcome` `rolled_back` (or `failed` when putting
 /// it back failed too) and the reason in `detail`.
 #[utoipa::path(put, path = "/api/v1/stacks/{name}", tag = "stacks", request_body = UpgradeRequest,
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = UpgradeView),
-        (status = 400, description = "The new files are invalid", body = crate::server::error::ErrorBody),
+        (status = 422, description = "The new files do not load, or the host's policy refuses them", body = crate::server::error::ErrorBody),
         (status = 404, description = "Unknown stack, or an image that cannot be found", body = crate::server::error::ErrorBody),
         (status = 409, description = "Not deployed, or a migration is in progress", body = crate::server::error::ErrorBody)))]
 pub async fn upgrade_stack(
@@ -39,7 +39,7 @@ pub async fn upgrade_stack(
 
 /// Every release of a stack, newest first; `current` marks the one that runs.
 #[utoipa::path(get, path = "/api/v1/stacks/{name}/releases", tag = "stacks",
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = Vec<ReleaseView>), (status = 404, body = crate::server::error::ErrorBody)))]
 pub async fn list_releases(
     State(state): State<ServerState>,
@@ -52,9 +52,10 @@ pub async fn list_releases(
 /// upgrade: diff, images, optional backup, replace, health, and the running release put back
 /// if it fails. Recorded as a new revision naming the one it went back to.
 #[utoipa::path(post, path = "/api/v1/stacks/{name}/rollback", tag = "stacks", request_body = RollbackRequest,
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = UpgradeView),
-        (status = 404, description = "Unknown stack or revision", body = crate::server::error::ErrorBody),
+        (status = 404, description = "Unknown stack", body = crate::server::error::ErrorBody),
+        (status = 422, description = "`to` names a revision the stack does not have", body = crate::server::error::ErrorBody),
         (status = 409, description = "No earlier release, not deployed, or a migration is in progress", body = crate::server::error::ErrorBody)))]
 pub async fn rollback_stack(
     State(state): State<ServerState>,

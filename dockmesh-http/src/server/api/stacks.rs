@@ -32,7 +32,7 @@ pub(crate) async fn load_stack(state: &ServerState, name: &str) -> Result<StackR
 
 /// One stack with its files.
 #[utoipa::path(get, path = "/api/v1/stacks/{name}", tag = "stacks",
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = StackDetail), (status = 404, body = crate::server::error::ErrorBody)))]
 pub async fn get_stack(
     State(state): State<ServerState>,
@@ -63,9 +63,9 @@ pub(crate) async fn no_active_migration(state: &ServerState, name: &str) -> Resu
 /// Deploy a registered stack on a host (or deploy it again where it runs). A stack deployed
 /// elsewhere moves with `migrate`, not here.
 #[utoipa::path(post, path = "/api/v1/stacks/{name}/deploy", tag = "stacks", request_body = DeployRequest,
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = StatusView),
-        (status = 400, description = "The compose file is invalid", body = crate::server::error::ErrorBody),
+        (status = 422, description = "The compose file does not load, or the host's policy refuses it", body = crate::server::error::ErrorBody),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, body = crate::server::error::ErrorBody)))]
 pub async fn deploy_stack(
@@ -81,7 +81,7 @@ pub async fn deploy_stack(
 
 /// The status of a deployed stack's containers on its host.
 #[utoipa::path(get, path = "/api/v1/stacks/{name}/status", tag = "stacks",
-    params(("name" = String, Path, description = "Stack name")),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = StatusView),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, description = "The stack is not deployed", body = crate::server::error::ErrorBody)))]
@@ -95,7 +95,7 @@ pub async fn stack_status(
 /// Remove a stack: its containers and files on its host, and the server's record. Its named
 /// volumes are kept unless `volumes=true`. Refused while a migration of it is in progress.
 #[utoipa::path(delete, path = "/api/v1/stacks/{name}", tag = "stacks",
-    params(("name" = String, Path, description = "Stack name"), DeleteQuery),
+    params(("name" = String, Path, description = "Stack name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"), DeleteQuery),
     responses((status = 204, description = "Removed"),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, body = crate::server::error::ErrorBody)))]
@@ -115,9 +115,9 @@ pub async fn delete_stack(
 /// stack can then be migrated like any other.
 #[utoipa::path(post, path = "/api/v1/hosts/{id}/projects/{name}/adopt", tag = "stacks",
     request_body = AdoptRequest,
-    params(("id" = String, Path, description = "Host id"), ("name" = String, Path, description = "Project name")),
+    params(("id" = String, Path, description = "Host id"), ("name" = String, Path, description = "Project name", pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 201, body = AdoptView),
-        (status = 400, description = "The files do not describe what runs, or cannot be deployed", body = crate::server::error::ErrorBody),
+        (status = 422, description = "The files do not describe what runs, or cannot be deployed", body = crate::server::error::ErrorBody),
         (status = 404, body = crate::server::error::ErrorBody),
         (status = 409, description = "A stack of that name is managed already", body = crate::server::error::ErrorBody)))]
 pub async fn adopt_stack(

@@ -15,13 +15,17 @@ pub struct AuditParams {
     /// Only this target (a stack name, an agent id, …).
     pub target: Option<String>,
     /// Only entries at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only entries before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// The cursor: entries with a sequence number below this (`next_before` of the last page).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub before: Option<u64>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100; 0 means the default; above 1000 is refused).
     #[serde(default)]
+    #[param(maximum = 1000)]
     pub limit: u32,
 }
 
@@ -47,6 +51,15 @@ fn time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, OpError> {
 
 /// Audit entries, newest first, filtered by action, target and time.
 pub async fn list(state: &ServerState, p: &AuditParams) -> Result<AuditPage, OpError> {
+    super::check_limit(p.limit)?;
+    if let Some(b) = p.before
+        && i64::try_from(b).is_err()
+    {
+        return Err(OpError::bad_request(format!(
+            "before: {b} is not a sequence number (at most {})",
+            i64::MAX
+        )));
+    }
     let query = AuditQuery {
         action: p.action.clone(),
         target: p.target.clone(),

@@ -23,7 +23,8 @@ pub enum OpErrorKind {
     Unavailable,
     /// A fault of the server (500 `internal`).
     Internal,
-    /// The compose file cannot be deployed (400 `invalid_stack`).
+    /// The request is well formed but its compose file cannot be deployed: it does not load,
+    /// or the host refuses what it asks for (422 `invalid_stack`).
     InvalidStack,
     /// A host did not answer (502 `host_unreachable`).
     HostUnreachable,
@@ -35,10 +36,14 @@ pub enum OpErrorKind {
     HostPolicy,
     /// An enrollment token was refused (401 `enrollment_refused`).
     EnrollmentRefused,
+    /// The request has the shape its schema gives, but what it says cannot be done: a value
+    /// that names nothing (a release number the stack does not have), a certificate request
+    /// that is not one (422 `unprocessable`).
+    Unprocessable,
 }
 
 impl OpErrorKind {
-    const ALL: [OpErrorKind; 11] = [
+    const ALL: [OpErrorKind; 12] = [
         OpErrorKind::BadRequest,
         OpErrorKind::NotFound,
         OpErrorKind::Conflict,
@@ -50,18 +55,22 @@ impl OpErrorKind {
         OpErrorKind::PreflightFailed,
         OpErrorKind::HostPolicy,
         OpErrorKind::EnrollmentRefused,
+        OpErrorKind::Unprocessable,
     ];
 
     /// The HTTP status the API answers it with.
     pub fn status(self) -> StatusCode {
         match self {
-            OpErrorKind::BadRequest | OpErrorKind::InvalidStack => StatusCode::BAD_REQUEST,
+            OpErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            OpErrorKind::InvalidStack => StatusCode::UNPROCESSABLE_ENTITY,
             OpErrorKind::NotFound => StatusCode::NOT_FOUND,
             OpErrorKind::Conflict => StatusCode::CONFLICT,
             OpErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             OpErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             OpErrorKind::HostUnreachable | OpErrorKind::HostError => StatusCode::BAD_GATEWAY,
-            OpErrorKind::PreflightFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            OpErrorKind::PreflightFailed | OpErrorKind::Unprocessable => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             OpErrorKind::HostPolicy => StatusCode::FORBIDDEN,
             OpErrorKind::EnrollmentRefused => StatusCode::UNAUTHORIZED,
         }
@@ -81,6 +90,7 @@ impl OpErrorKind {
             OpErrorKind::PreflightFailed => "preflight_failed",
             OpErrorKind::HostPolicy => "host_policy",
             OpErrorKind::EnrollmentRefused => "enrollment_refused",
+            OpErrorKind::Unprocessable => "unprocessable",
         }
     }
 }
@@ -278,11 +288,16 @@ impl From<crate::channel::enroll::EnrollError> for OpError {
         use crate::channel::enroll::EnrollError;
         let hint = e.hint();
         let op = match &e {
-            EnrollError::Malformed | EnrollError::Csr(_) | EnrollError::BadName { .. } => {
+            EnrollError::Malformed | EnrollError::BadName { .. } => {
                 OpError::bad_request(format!("{e}")).with_details(serde_json::json!({
                     "cause": std::error::Error::source(&e).map(|s| s.to_string()),
                 }))
             }
+            // A string where a CSR goes, that is not a usable CSR.
+            EnrollError::Csr(_) => OpError::new(OpErrorKind::Unprocessable, format!("{e}"))
+                .with_details(serde_json::json!({
+                    "cause": std::error::Error::source(&e).map(|s| s.to_string()),
+                })),
             EnrollError::NameTaken(_) => OpError::conflict(e.to_string()),
             EnrollError::WrongCa
             | EnrollError::Unknown

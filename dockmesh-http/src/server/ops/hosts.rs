@@ -1,7 +1,7 @@
 //! Hosts: the list (from the snapshot cache, or asked now), cordon and uncordon, drain
 //! plans, the Compose projects on a host, its recent events.
 
-use super::OpError;
+use super::{OpError, OpErrorKind};
 use crate::server::state::ServerState;
 use dockmesh_core::HostId;
 use dockmesh_core::drain::{DrainOrder, DrainPlan};
@@ -134,6 +134,24 @@ pub async fn list(state: &ServerState, q: HostsQuery) -> Vec<HostView> {
 /// The host named in a path, or 404.
 pub(crate) fn known_host(state: &ServerState, id: &str) -> Result<HostId, OpError> {
     known_runtime(state, id).map(|(id, _)| id)
+}
+
+/// The host a request's body names and its runtime, or 422 naming the hosts there are (the
+/// request is well formed; what it names does not exist).
+pub(crate) fn named_runtime(
+    state: &ServerState,
+    id: &str,
+) -> Result<(HostId, Arc<dyn HostRuntime>), OpError> {
+    known_runtime(state, id).map_err(|e| {
+        if e.kind == OpErrorKind::NotFound {
+            OpError {
+                kind: OpErrorKind::Unprocessable,
+                ..e
+            }
+        } else {
+            e
+        }
+    })
 }
 
 /// The host named in a path and its runtime, or 404 naming the hosts there are.

@@ -2,7 +2,7 @@
 //! a rolled-back copy on the target.
 
 use super::OpError;
-use super::hosts::known_host;
+use super::hosts::named_runtime;
 use super::stacks::{load as load_stack, no_active_migration};
 use super::timeline::{TimelineView, millis};
 use crate::server::api::health::wire_name;
@@ -19,8 +19,10 @@ use utoipa::{IntoParams, ToSchema};
 
 /// Where to move a stack.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
     /// The target host's id.
+    #[schema(min_length = 1)]
     pub target_host_id: String,
 }
 
@@ -234,12 +236,12 @@ async fn target_of(
     name: &str,
     req: &MigrateRequest,
 ) -> Result<dockmesh_core::HostId, OpError> {
-    if req.target_host_id.trim().is_empty() {
+    if req.target_host_id.is_empty() {
         return Err(OpError::bad_request(
             "target_host_id: the target host is empty",
         ));
     }
-    let target = known_host(state, &req.target_host_id)?;
+    let (target, _) = named_runtime(state, &req.target_host_id)?;
     load_stack(state, name).await?;
     if state.hosts().is_cordoned(&target) {
         return Err(
@@ -320,14 +322,17 @@ pub struct ListQuery {
     /// Only this stack's.
     pub stack: Option<String>,
     /// The page after this migration id (newest first).
+    #[param(format = Uuid)]
     pub after: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100; 0 means the default; above 1000 is refused).
     #[serde(default)]
+    #[param(maximum = 1000)]
     pub limit: u32,
 }
 
 /// Migrations, newest first, filtered by `q`.
 pub async fn list(state: &ServerState, q: ListQuery) -> Result<Vec<MigrationView>, OpError> {
+    super::check_limit(q.limit)?;
     let after = q.after.as_deref().map(parse_id).transpose()?;
     let list = state
         .store()

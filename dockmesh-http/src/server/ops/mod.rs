@@ -26,3 +26,15 @@ pub mod stacks;
 pub mod timeline;
 
 pub use error::{OpError, OpErrorKind};
+
+/// Refuse a page size above [`dockmesh_core::ports::MAX_PAGE`] (0 means the default).
+pub(crate) fn check_limit(limit: u32) -> Result<(), OpError> {
+    let max = dockmesh_core::ports::MAX_PAGE;
+    if limit > max {
+        return Err(OpError::bad_request(format!(
+            "limit: {limit} is above the largest page, {max}"
+        ))
+        .with_hint("page through with the cursor of the last page"));
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! it, adopt a Compose project that already runs.
 
 use super::OpError;
-use super::hosts::known_runtime;
+use super::hosts::{known_runtime, named_runtime};
 use crate::server::state::ServerState;
 use dockmesh_core::audit::{self, AuditEvent};
 use dockmesh_core::ports::{MigrationQuery, StackStatus, cannot};
@@ -62,10 +62,14 @@ impl From<StackRecord> for StackDetail {
 
 /// A stack to register, or new files for one that is not deployed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateStack {
     /// The stack name: lowercase letters, digits, `-` and `_`.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$", example = "web")]
     pub name: String,
-    /// The content of `compose.yaml`.
+    /// The content of `compose.yaml` (checked when the stack is deployed: a file that does
+    /// not load is refused then, 422).
+    #[schema(min_length = 1)]
     pub compose: String,
     /// The content of `.env`.
     #[serde(default)]
@@ -74,8 +78,10 @@ pub struct CreateStack {
 
 /// Where to deploy.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The host's id.
+    #[schema(min_length = 1, example = "local")]
     pub host: String,
 }
 
@@ -103,6 +109,7 @@ pub struct DeleteQuery {
 
 /// Files for an adoption, when the project's recorded ones should not be read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AdoptRequest {
     /// The content of `compose.yaml` (default: the file the project's labels record).
     #[serde(default)]
@@ -200,7 +207,7 @@ pub async fn deploy(
     req: DeployRequest,
     by: &str,
 ) -> Result<StatusView, OpError> {
-    let (host_id, host) = known_runtime(state, &req.host)?;
+    let (host_id, host) = named_runtime(state, &req.host)?;
     let _guard = state.lock_stack(name).await;
     let record = load(state, name).await?;
     no_active_migration(state, name).await?;

@@ -220,7 +220,7 @@ pub async fn deploy(
                 // The registration above was only for this deploy: take it back.
                 ops::stacks::forget_undeployed(&web.api, &name).await;
             }
-            if e.message.starts_with("host ") && e.kind == OpErrorKind::NotFound {
+            if e.message.starts_with("host ") && e.kind == OpErrorKind::Unprocessable {
                 errors.host = Some(e.message.clone());
             } else {
                 errors.place(&e);
