@@ -30,6 +30,11 @@ start=$(date +%s)
 if [ "$build" = 1 ]; then
   cargo +nightly fuzz build "${profile[@]}"
   echo "fuzz build: $(($(date +%s) - start)) s"
+  if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- fuzz/Cargo.lock; then
+    echo "fuzz/Cargo.lock was out of date (a dependency of the crates changed): the build updated it;"
+    echo "commit the update"
+    exit 1
+  fi
 fi
 host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 bin_dir="fuzz/target/$host/debug"
