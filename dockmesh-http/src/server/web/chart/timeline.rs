@@ -27,7 +27,8 @@ const MIN_BAR: f64 = 2.0;
 /// One bar.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bar {
-    /// The row's label (`transfer shop_db`).
+    /// The row's label (`transfer shop_db`), its start cut to fit beside the bars (the whole
+    /// label is in the title).
     pub label: String,
     /// Left edge, top edge, width, height.
     pub x: f64,
@@ -124,11 +125,11 @@ impl Layout {
                 }
                 let label = label(&s.step, s.volume.as_deref());
                 Bar {
+                    label: fitted(&label),
                     title: format!(
                         "{label}: {}{state}",
                         duration_words(jiff::SignedDuration::from_millis(s.duration_ms as i64))
                     ),
-                    label,
                     x,
                     y: TOP + i as f64 * ROW + (ROW - BAR) / 2.0,
                     w: (x1 - x0).max(MIN_BAR),
@@ -275,6 +276,21 @@ pub fn figure(tl: &TimelineView) -> String {
         Layout::of(tl).svg(alt),
         escape(&capitalised(&tl.summary))
     )
+}
+
+/// The longest row label drawn whole beside the bars.
+const LABEL_CHARS: usize = 24;
+
+/// `label` as it fits beside the bars: whole, or its end after `…` (volume names differ at
+/// their end: `…_db`, `…_files`).
+fn fitted(label: &str) -> String {
+    let n = label.chars().count();
+    if n <= LABEL_CHARS {
+        label.to_owned()
+    } else {
+        let tail: String = label.chars().skip(n - (LABEL_CHARS - 1)).collect();
+        format!("…{}", tail.trim_start())
+    }
 }
 
 fn capitalised(s: &str) -> String {

@@ -80,6 +80,22 @@ fn the_bars_follow_the_steps_and_the_band_covers_the_downtime_exactly() {
 }
 
 #[test]
+fn a_long_row_label_keeps_its_end_and_the_title_keeps_it_whole() {
+    let long = "dash19449x245467317_db";
+    let log = vec![event(0, 100, ""), event(1, 200, ""), event(2, 300, long)];
+    let l = Layout::of(&view(&log, 1_000));
+    let bar = &l.bars[2];
+    assert_eq!(bar.label, "…dash19449x245467317_db");
+    assert!(bar.label.chars().count() <= LABEL_CHARS);
+    assert!(
+        bar.title.starts_with(&format!("transfer {long}: ")),
+        "{}",
+        bar.title
+    );
+    assert_eq!(l.bars[0].label, "pre-flight");
+}
+
+#[test]
 fn a_failure_and_its_compensation_have_their_own_classes() {
     let log: Vec<_> = [
         (0, 100),
