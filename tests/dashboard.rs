@@ -235,6 +235,29 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
         let row = text(&c, &format!("tr[data-host=\"{host}\"]")).await;
         assert!(row.contains("online"), "{host}: {row}");
         assert!(row.contains("Docker"), "{host}: {row}");
+        // Its use over time: sparklines, each an image labelled by its words.
+        let row = c
+            .find(Locator::Css(&format!("tr[data-host=\"{host}\"]")))
+            .await
+            .unwrap();
+        let spark = row
+            .find(Locator::Css("td.trends svg.spark.memory[role=\"img\"]"))
+            .await
+            .expect("the memory sparkline");
+        let label = spark.attr("aria-label").await.unwrap().unwrap_or_default();
+        assert!(label.starts_with("memory: "), "{host}: {label}");
+        let words = row
+            .find(Locator::Css("td.trends"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            words.contains(&label),
+            "{host}: the words beside it: {words}"
+        );
+        assert!(words.contains("running containers: "), "{host}: {words}");
     }
     shot(&c, "03-hosts").await;
 
@@ -410,6 +433,26 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
         audit.contains("migration.start") && audit.contains("migration.complete"),
         "{audit}"
     );
+    // Its timeline: an inline SVG image labelled by the same facts in words, the downtime
+    // window written on the picture.
+    let words = text(&c, "#timeline-words").await;
+    assert!(words.starts_with("Down for "), "{words}");
+    c.find(Locator::Css(
+        "#timeline svg[role=\"img\"][aria-labelledby=\"timeline-words\"]",
+    ))
+    .await
+    .expect("the timeline's picture");
+    let down = text(&c, "#timeline .tl-down-label").await;
+    assert!(down.starts_with("down "), "{down}");
+    c.find(Locator::Css("#timeline rect.tl-bar.step-transfer"))
+        .await
+        .expect("a bar for the volume's transfer");
+    c.find(Locator::Css("#timeline"))
+        .await
+        .unwrap()
+        .find(Locator::Css("rect.tl-down"))
+        .await
+        .expect("the downtime window");
     shot(&c, "10-migration-committed").await;
     assert!(running_on(&b, &name), "the stack runs on b");
     assert!(!running_on(&a, &name), "and no longer on local");
@@ -545,6 +588,12 @@ async fn the_dashboard_deploys_moves_and_rolls_back_a_stack_in_a_browser() {
     // The migrations list.
     c.goto(&format!("{url}/migrations")).await.unwrap();
     assert!(text(&c, "#migrations").await.contains(&name));
+    let bar = c
+        .find(Locator::Css("#migrations svg.downbar[role=\"img\"]"))
+        .await
+        .expect("each committed migration's downtime as a bar");
+    let label = bar.attr("aria-label").await.unwrap().unwrap_or_default();
+    assert!(label.starts_with("down for "), "{label}");
     shot(&c, "14-migrations").await;
 
     // The audit log has the entries, and the chain holds.

@@ -147,6 +147,9 @@ pub struct HostSnapshot {
     /// Names of every container on the host.
     #[serde(default)]
     pub container_names: BTreeSet<String>,
+    /// How many containers run on the host, when the host says (an older agent does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers_running: Option<u64>,
 }
 
 impl HostSnapshot {
@@ -168,6 +171,7 @@ impl HostSnapshot {
             stacks: BTreeMap::new(),
             volumes: BTreeSet::new(),
             container_names: BTreeSet::new(),
+            containers_running: None,
         }
     }
 

@@ -297,6 +297,7 @@ pub(crate) async fn host_snapshot(rt: &DockerRuntime) -> Result<HostSnapshot, Ru
         stacks,
         volumes: volumes.iter().map(|v| v.name.clone()).collect(),
         container_names: containers.iter().map(labels::summary_name).collect(),
+        containers_running: Some(running.len() as u64),
     })
 }
 

@@ -284,6 +284,7 @@ async fn a_stack_moves_rolls_back_and_its_source_is_purged_through_the_api() {
     assert_eq!(m["retention_expired"], false);
     assert_eq!(m["volumes"][0]["verified"], true);
     assert!(m["events"].as_array().unwrap().len() >= 7);
+    timeline_numbers_agree_with_the_log(&w, &m).await;
     assert!(w.b.stack("shop").unwrap().running);
     assert!(!w.a.stack("shop").unwrap().running);
     let (_, st) = w.call("GET", "/api/v1/stacks/shop", None).await;
@@ -373,6 +374,100 @@ async fn a_stack_moves_rolls_back_and_its_source_is_purged_through_the_api() {
     assert!(
         metrics.contains("dockmesh_migrations{phase=\"rolled_back\"} 1"),
         "{metrics}"
+    );
+}
+
+/// A committed migration's timeline in the API: its steps in order with their durations, and
+/// the downtime exactly from `source_stopped` to `target_healthy`, the same in the list and in
+/// the OpenAPI document.
+async fn timeline_numbers_agree_with_the_log(w: &World, m: &Value) {
+    let at = |kind: &str| -> jiff::Timestamp {
+        let e = m["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind);
+        e.unwrap_or_else(|| panic!("no {kind} in {m}"))["at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let down = at("target_healthy")
+        .duration_since(at("source_stopped"))
+        .as_millis() as u64;
+    assert_eq!(m["downtime_ms"], down, "{m}");
+    let tl = &m["timeline"];
+    assert_eq!(tl["downtime"]["duration_ms"], down, "{tl}");
+    assert_eq!(tl["downtime"]["open"], false);
+    assert_eq!(
+        tl["downtime"]["from"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap(),
+        at("source_stopped")
+    );
+    let steps = tl["steps"].as_array().unwrap();
+    let mut names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    names.dedup();
+    assert_eq!(
+        names,
+        [
+            "preflight",
+            "stop_source",
+            "transfer",
+            "ship_files",
+            "start_target",
+            "target_health",
+            "commit"
+        ],
+        "{tl}"
+    );
+    let volumes = m["volumes"].as_array().unwrap().len();
+    assert_eq!(
+        steps.iter().filter(|s| s["step"] == "transfer").count(),
+        volumes
+    );
+    for s in steps {
+        let start: jiff::Timestamp = s["started_at"].as_str().unwrap().parse().unwrap();
+        let end: jiff::Timestamp = s["ended_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            s["duration_ms"],
+            end.duration_since(start).as_millis() as u64,
+            "{s}"
+        );
+        assert_eq!(s["failed"], false);
+    }
+    assert!(
+        tl["summary"].as_str().unwrap().starts_with("down for "),
+        "{tl}"
+    );
+    let (_, list) = w.call("GET", "/api/v1/migrations", None).await;
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == m["id"])
+        .unwrap();
+    assert_eq!(row["downtime_ms"], down);
+    assert!(
+        row.get("timeline").is_none(),
+        "the list leaves the timeline out"
+    );
+    let (_, doc) = w.raw("GET", "/api/v1/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["MigrationView"]["properties"]["downtime_ms"].is_object(),
+        "{schemas}"
+    );
+    assert!(
+        schemas["TimelineView"]["properties"]["steps"].is_object(),
+        "{schemas}"
+    );
+    assert!(
+        schemas["StepView"]["properties"]["duration_ms"].is_object(),
+        "{schemas}"
     );
 }
 

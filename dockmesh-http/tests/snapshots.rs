@@ -263,3 +263,42 @@ async fn preflight_and_drain_plans_ask_the_engine_even_when_the_cache_is_fresh()
         (before.0 + 1, before.1 + 1)
     );
 }
+
+#[tokio::test]
+async fn each_host_keeps_a_bounded_history_sampled_at_most_every_half_refresh() {
+    use dockmesh_http::server::snapshots::HISTORY;
+    let w = world().await;
+    let cache = w.state.snapshots();
+    let a = HostId::from("a");
+    assert!(
+        cache.history(&a).is_empty(),
+        "nothing before the first answer"
+    );
+    let start = w.clock.now();
+    cache.fresh(&a).await;
+    // Calls closer together than half the refresh interval (5 s) add nothing.
+    w.clock.advance(jiff::SignedDuration::from_secs(2));
+    cache.fresh(&a).await;
+    let h = cache.history(&a);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].at, start);
+    assert_eq!(
+        (h[0].memory_used, h[0].memory_total, h[0].containers_running),
+        (1 << 30, 8 << 30, Some(0))
+    );
+    // A host that does not answer adds nothing either.
+    w.clock.advance(jiff::SignedDuration::from_secs(10));
+    w.a.set_online(false);
+    cache.fresh(&a).await;
+    assert_eq!(cache.history(&a).len(), 1);
+    w.a.set_online(true);
+    for _ in 0..HISTORY + 10 {
+        w.clock.advance(jiff::SignedDuration::from_secs(10));
+        cache.fresh(&a).await;
+    }
+    let h = cache.history(&a);
+    assert_eq!(h.len(), HISTORY, "bounded");
+    assert!(h.windows(2).all(|p| p[0].at < p[1].at), "oldest first");
+    assert_eq!(h.last().unwrap().at, w.clock.now(), "the newest kept");
+    assert!(cache.history(&HostId::from("b")).is_empty());
+}

@@ -478,6 +478,34 @@ async fn a_stack_is_deployed_moved_and_rolled_back_through_the_pages() {
         "its audit entries are shown"
     );
     assert!(page.body.contains("id=\"rollback\""));
+    // Its timeline: an inline picture labelled by its facts in words, drawn with classes only.
+    assert!(
+        page.body
+            .contains(r#"role="img" aria-labelledby="timeline-words""#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(r#"<figcaption id="timeline-words">Down for "#),
+        "{}",
+        page.body
+    );
+    for step in ["preflight", "stop_source", "target_health", "commit"] {
+        assert!(page.body.contains(&format!("tl-bar step-{step}")), "{step}");
+    }
+    assert!(page.body.contains(r#"<rect class="tl-down""#));
+    assert!(
+        !page.body.contains("style="),
+        "no inline style under the CSP"
+    );
+    let list = w.get("/migrations", Some(&cookie)).await;
+    assert!(
+        list.body.contains(r#"class="chart downbar""#)
+            && list.body.contains("aria-label=\"down for "),
+        "{}",
+        list.body
+    );
 
     // The live view of a settled migration ends with `settled`.
     let live = w.get(&format!("{location}/live"), Some(&cookie)).await;
@@ -1289,6 +1317,17 @@ async fn the_hosts_page_lists_the_hosts_recent_events_newest_first() {
     let (cookie, _) = w.session().await;
     let page = w.get("/hosts", Some(&cookie)).await;
     assert!(page.body.contains("id=\"no-events\""), "{}", page.body);
+    // Each host's use over time, from the snapshots taken so far: labelled sparklines.
+    for host in ["a", "b"] {
+        let row = host_row(&page.body, host);
+        for what in ["memory", "disk", "running-containers"] {
+            assert!(
+                row.contains(&format!(r#"class="chart spark {what}" "#)),
+                "{host} {what}: {row}"
+            );
+        }
+        assert!(row.contains(r#"role="img" aria-label="memory: "#), "{row}");
+    }
     let event = |s: i64, action: &str, exit_code: Option<i64>| dockmesh_core::ports::HostEvent {
         at: jiff::Timestamp::from_second(1_800_000_000 + s).unwrap(),
         stack: "shop".into(),

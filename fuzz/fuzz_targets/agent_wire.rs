@@ -7,7 +7,7 @@
 //! body, an import's answer at its first error; every message that decodes encodes and decodes
 //! again to itself.
 //!
-//! `cargo +nightly fuzz run agent_wire`
+//! `cargo +nightly fuzz run -s none -a agent_wire`
 #![no_main]
 
 use bytes::Bytes;

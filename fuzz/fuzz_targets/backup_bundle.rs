@@ -7,7 +7,7 @@
 //! manifest lists; whatever it refuses is a bundle error or a refusal, never an I/O error of the
 //! database it was not allowed to touch.
 //!
-//! `cargo +nightly fuzz run backup_bundle`
+//! `cargo +nightly fuzz run -s none -a backup_bundle`
 #![no_main]
 
 use dockmesh_fuzz::{runtime, scratch};

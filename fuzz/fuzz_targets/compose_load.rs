@@ -3,7 +3,7 @@
 //! overflows the stack (interpolation nesting and `extends` chains are bounded), and either
 //! resolves a stack or returns an error; an error of several problems lists at least two.
 //!
-//! `cargo fuzz run -s none compose_load` (stable toolchain).
+//! `cargo +nightly fuzz run -s none -a compose_load`
 #![no_main]
 
 use dockmesh_core::StackFiles;

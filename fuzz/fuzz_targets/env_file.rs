@@ -6,7 +6,7 @@
 //! (`${KEY}` gives the value) and through a single-quoted line (`KEY='value'` gives the value
 //! again, when the value holds no quote or line break).
 //!
-//! `cargo +nightly fuzz run env_file`
+//! `cargo +nightly fuzz run -s none -a env_file`
 #![no_main]
 
 use dockmesh_docker::compose::interpolate::{Vars, interpolate, parse_env_file};

@@ -8,7 +8,7 @@
 //! back to the version, platform, size and SHA-256 it was made of (so a signature cannot be
 //! moved to other values); a public key that parses prints as PEM that parses to the same key.
 //!
-//! `cargo +nightly fuzz run release_statement`
+//! `cargo +nightly fuzz run -s none -a release_statement`
 #![no_main]
 
 use dockmesh_http::channel::agent_binaries::{

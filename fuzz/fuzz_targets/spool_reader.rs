@@ -7,7 +7,7 @@
 //! without an error; when every segment's plain bytes are known, those bytes are each segment's
 //! from its start up to where the next one takes over.
 //!
-//! `cargo +nightly fuzz run spool_reader`
+//! `cargo +nightly fuzz run -s none -a spool_reader`
 #![no_main]
 
 use arbitrary::Arbitrary;

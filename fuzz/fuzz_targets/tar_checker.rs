@@ -7,7 +7,7 @@
 //! earlier (never under a link: symbolic links are data and may point anywhere), and hard links
 //! only to paths under `v/`.
 //!
-//! `cargo fuzz run -s none tar_checker` (stable toolchain).
+//! `cargo +nightly fuzz run -s none -a tar_checker`
 #![no_main]
 
 use dockmesh_docker::volume::Layout;

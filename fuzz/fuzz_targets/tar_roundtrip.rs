@@ -8,7 +8,7 @@
 //! output it writes is accepted again with the same manifest; a tree of ordinary names, ids and
 //! times is always accepted.
 //!
-//! `cargo +nightly fuzz run tar_roundtrip`
+//! `cargo +nightly fuzz run -s none -a tar_roundtrip`
 #![no_main]
 
 use arbitrary::Arbitrary;

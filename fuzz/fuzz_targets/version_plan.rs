@@ -8,7 +8,7 @@
 //! recommended chain is never shorter than the shortest; `upgrade preflight`'s plan row agrees
 //! with the recommended plan.
 //!
-//! `cargo +nightly fuzz run version_plan`
+//! `cargo +nightly fuzz run -s none -a version_plan`
 #![no_main]
 
 use dockmesh_core::preflight::CheckStatus;

@@ -8,7 +8,7 @@
 //! prefix of the input, without an error, and as a whole stream (as an import reads it) to an
 //! error unless it is the whole.
 //!
-//! `cargo +nightly fuzz run zstd_stream`
+//! `cargo +nightly fuzz run -s none -a zstd_stream`
 #![no_main]
 
 use bytes::Bytes;

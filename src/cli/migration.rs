@@ -214,6 +214,21 @@ pub fn print_migration(m: &MigrationView) {
     if let Some(e) = &m.error {
         println!("  error:      {} failed: {}", e.step, e.reason);
     }
+    if let Some(t) = &m.timeline {
+        println!("  timeline:   {}", t.summary);
+        for s in &t.steps {
+            println!(
+                "    {:<14} {:>9} ms{}{}",
+                s.step,
+                s.duration_ms,
+                s.volume
+                    .as_deref()
+                    .map(|v| format!("  {v}"))
+                    .unwrap_or_default(),
+                if s.failed { "  failed" } else { "" }
+            );
+        }
+    }
     if let Some(t) = m.retain_until {
         println!(
             "  source kept until {t}{}",

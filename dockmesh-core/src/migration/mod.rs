@@ -15,6 +15,7 @@
 mod driver;
 mod event;
 mod machine;
+mod timeline;
 
 pub use driver::{
     DEFAULT_LEASE_TTL, DriveError, Driver, MigrationRequest, ProgressEvent, command_words,
@@ -24,6 +25,7 @@ pub use machine::{
     Command, Decision, Failure, Migration, Phase, RequestError, State, TRANSFER_RESUME_DEADLINE,
     TransitionError,
 };
+pub use timeline::{Cut, Span, Stage, Timeline, Window, duration_words};
 
 #[cfg(test)]
 mod fleet_model;
@@ -31,3 +33,5 @@ mod fleet_model;
 mod model;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeline_tests;

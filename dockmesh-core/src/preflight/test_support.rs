@@ -29,6 +29,7 @@ pub(crate) fn host(id: &str) -> HostSnapshot {
         stacks: BTreeMap::new(),
         volumes: BTreeSet::new(),
         container_names: BTreeSet::new(),
+        containers_running: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`crate::ports::HostRuntime`]. The suites panic with a message naming the broken promise.
 
 mod conformance;
+mod events;
 mod fakes;
 
 pub use conformance::{
@@ -14,6 +15,7 @@ pub use conformance::{
     rollout_store_conformance, stack_store_conformance, stack_upgrade_log_conformance,
     store_conformance, token_store_conformance,
 };
+pub use events::{MIGRATION_EVENT_KINDS, migration_event};
 pub use fakes::{
     CUT_AFTER, FakeFleet, FakeHost, FakeOp, FakeStack, FixedClock, MemStore, SeqIds, fake_snapshot,
 };

@@ -24,6 +24,7 @@ pub mod hosts;
 pub mod limit;
 pub mod metrics;
 pub mod ops;
+pub mod rates;
 pub mod renew;
 pub mod rollout;
 pub mod scope;

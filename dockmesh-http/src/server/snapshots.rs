@@ -70,8 +70,31 @@ struct Attempt {
     events: u64,
 }
 
+/// Samples of a host's use kept for its history: at one sample per half refresh interval
+/// at most, an hour at the default 10 s.
+pub const HISTORY: usize = 360;
+
+/// One sample of a host's use, from a snapshot it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSample {
+    /// When the host answered (the server's clock).
+    pub at: Timestamp,
+    /// Used memory in bytes.
+    pub memory_used: u64,
+    /// Total memory in bytes.
+    pub memory_total: u64,
+    /// Used disk in bytes.
+    pub disk_used: u64,
+    /// Disk size in bytes.
+    pub disk_total: u64,
+    /// Running containers, when the host says.
+    pub containers_running: Option<u64>,
+}
+
 struct Entry {
     last: Mutex<Option<Attempt>>,
+    /// The host's use over time, oldest first, at most [`HISTORY`] samples.
+    history: Mutex<std::collections::VecDeque<HostSample>>,
     /// Held while a call of the cache runs: the single flight.
     flight: tokio::sync::Mutex<()>,
     /// Bounds every call to the host (cached and fresh).
@@ -126,6 +149,7 @@ impl SnapshotCache {
             .or_insert_with(|| {
                 Arc::new(Entry {
                     last: Mutex::new(None),
+                    history: Mutex::default(),
                     flight: tokio::sync::Mutex::new(()),
                     permits: Semaphore::new(self.settings.calls_per_host.max(1)),
                 })
@@ -212,6 +236,40 @@ impl SnapshotCache {
             .retain(|id, _| ids.contains(id));
     }
 
+    /// `id`'s use over time (memory, disk, running containers), oldest first: a bounded
+    /// history sampled from the snapshots this cache took since the server started.
+    pub fn history(&self, id: &HostId) -> Vec<HostSample> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(id).map_or_else(Vec::new, |e| {
+            let h = e.history.lock().unwrap_or_else(|p| p.into_inner());
+            h.iter().copied().collect()
+        })
+    }
+
+    /// Keep a sample of `s` in the entry's history, unless one was kept less than half a
+    /// refresh interval ago (reads after events ask more often than the refresh).
+    fn sample(&self, entry: &Entry, now: Timestamp, s: &HostSnapshot) {
+        let mut h = entry.history.lock().unwrap_or_else(|p| p.into_inner());
+        let min_gap = self.settings.refresh / 2;
+        if h.back().is_some_and(|last| {
+            let gap = now.duration_since(last.at);
+            !gap.is_negative() && gap.unsigned_abs() < min_gap
+        }) {
+            return;
+        }
+        if h.len() >= HISTORY {
+            h.pop_front();
+        }
+        h.push_back(HostSample {
+            at: now,
+            memory_used: s.memory_used,
+            memory_total: s.memory_total,
+            disk_used: s.disk_used,
+            disk_total: s.disk_total,
+            containers_running: s.containers_running,
+        });
+    }
+
     /// One bounded call to the host, its outcome kept.
     async fn call(&self, id: &HostId, entry: &Entry) -> Observed {
         let events = self.events.recorded(id);
@@ -228,6 +286,9 @@ impl SnapshotCache {
         };
         let now = self.clock.now();
         let mut last = entry.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(s) = &answer {
+            self.sample(entry, now, s);
+        }
         let observed = match answer {
             Ok(snapshot) => Observed {
                 snapshot,

@@ -1,13 +1,15 @@
 //! The migration supervisor: one background task per migration being driven, each a loop over
 //! the core [`Driver`] that retries with backoff (1 s doubling to a ceiling) while a step waits
 //! on an unreachable host, resumes every unsettled migration at start-up, stops at a checkpoint
-//! on shutdown, and keeps per-volume byte progress for the API.
+//! on shutdown, and keeps per-volume byte progress for the API and its rate history for the
+//! dashboard ([`crate::server::rates`]).
 //!
 //! Nothing here is the source of truth: the store is. A task that dies with the process is
 //! replaced by [`Supervisor::resume_all`] on the next start.
 
 use crate::server::hosts::Hosts;
 use crate::server::metrics::Metrics;
+use crate::server::rates::{RateHistory, Rates};
 use crate::server::state::ServerConfig;
 use dockmesh_core::MigrationId;
 use dockmesh_core::migration::{DriveError, Driver, Phase, ProgressEvent, StoredMigration};
@@ -49,6 +51,7 @@ pub struct Supervisor {
     stop_tx: watch::Sender<bool>,
     tasks: Mutex<HashMap<MigrationId, JoinHandle<()>>>,
     progress: Arc<ProgressMap>,
+    rates: Arc<Rates>,
     reminded: Mutex<BTreeSet<MigrationId>>,
     max_retry_delay: Duration,
 }
@@ -66,6 +69,9 @@ impl Supervisor {
         let stop = Arc::new(AtomicBool::new(false));
         let progress: Arc<ProgressMap> = Arc::default();
         let sink = progress.clone();
+        let rates: Arc<Rates> = Arc::default();
+        let rate_sink = rates.clone();
+        let rate_clock = clock.clone();
         let crash = config.crash_at.clone().map(CrashPoint::parse);
         let on_progress = Arc::new(move |e: ProgressEvent| {
             if let Some(c) = &crash {
@@ -78,6 +84,7 @@ impl Supervisor {
                     bytes,
                     total,
                 } => {
+                    rate_sink.record(id, volume.clone(), rate_clock.now(), bytes);
                     let mut map = sink.lock().expect("progress poisoned");
                     let v = map.entry(id).or_default().entry(volume).or_default();
                     // A retried transfer starts again from zero: count only what is new.
@@ -91,6 +98,7 @@ impl Supervisor {
                     v.total = total;
                 }
                 ProgressEvent::VolumeResumed { id, volume, offset } => {
+                    rate_sink.resumed(id, volume.clone(), rate_clock.now(), offset);
                     let mut map = sink.lock().expect("progress poisoned");
                     let v = map.entry(id).or_default().entry(volume).or_default();
                     v.resent += v.bytes.saturating_sub(offset);
@@ -118,6 +126,7 @@ impl Supervisor {
             stop_tx,
             tasks: Mutex::default(),
             progress,
+            rates,
             reminded: Mutex::default(),
             max_retry_delay: config.max_retry_delay,
         }
@@ -141,6 +150,11 @@ impl Supervisor {
             .get(&id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The transfer rate history of each volume of `id` seen by this process.
+    pub fn rates(&self, id: MigrationId) -> BTreeMap<String, RateHistory> {
+        self.rates.of(id)
     }
 
     /// Whether a task drives `id` now.

@@ -390,6 +390,8 @@ impl HostRuntime for FakeHost {
             );
         }
         s.volumes = g.volumes.keys().cloned().collect::<BTreeSet<_>>();
+        // One container (`app`) per running stack.
+        s.containers_running = Some(s.stacks.values().filter(|st| st.running).count() as u64);
         Ok(s)
     }
 

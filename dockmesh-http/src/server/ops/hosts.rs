@@ -261,6 +261,12 @@ pub async fn projects(
     Ok(projects.list_projects().await?)
 }
 
+/// Host `id`'s use over time (memory, disk, running containers), oldest first: the bounded
+/// history the server sampled from its snapshots since it started.
+pub fn history(state: &ServerState, id: &str) -> Vec<crate::server::snapshots::HostSample> {
+    state.snapshots().history(&dockmesh_core::HostId::from(id))
+}
+
 /// Host `id`'s newest events (at most `p.limit`, 50 by default), as the server follows them.
 pub fn events(state: &ServerState, id: &str, p: EventsParams) -> Result<HostEventsView, OpError> {
     let (id, _) = known_runtime(state, id)?;

@@ -4,11 +4,12 @@
 use super::OpError;
 use super::hosts::named_runtime;
 use super::stacks::{load as load_stack, no_active_migration};
+use super::timeline::{TimelineView, millis};
 use crate::server::api::health::wire_name;
 use crate::server::state::ServerState;
 use dockmesh_core::MigrationId;
 use dockmesh_core::migration::{
-    Migration, MigrationEvent, MigrationRequest, StoredMigration, command_words,
+    Migration, MigrationEvent, MigrationRequest, StoredMigration, Timeline, command_words,
 };
 use dockmesh_core::ports::MigrationQuery;
 use dockmesh_core::preflight::PreflightReport;
@@ -102,6 +103,15 @@ pub struct MigrationView {
     /// The pre-flight report, once pre-flight passed.
     #[schema(value_type = Option<Object>)]
     pub preflight: Option<PreflightReport>,
+    /// How long the stack ran nowhere, in milliseconds: from `source_stopped` to
+    /// `target_healthy` (or to `source_restarted` after a failure); `null` before the source
+    /// stopped and while the stack is still down.
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
+    /// Its steps with their durations and its downtime window (in `GET
+    /// /api/v1/migrations/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineView>,
     /// The event log, oldest first (in `GET /api/v1/migrations/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
@@ -173,6 +183,7 @@ fn view(state: &ServerState, stored: StoredMigration, with_events: bool) -> Migr
         ),
     };
     let settled_committed = state_name == "committed";
+    let timeline = Timeline::of(spec.requested_at, &events, now);
     MigrationView {
         id: spec.id.to_string(),
         stack: spec.stack,
@@ -189,6 +200,8 @@ fn view(state: &ServerState, stored: StoredMigration, with_events: bool) -> Migr
         retain_until,
         outside_links,
         preflight,
+        downtime_ms: timeline.downtime().map(millis),
+        timeline: with_events.then(|| TimelineView::from(&timeline)),
         events: with_events.then(|| {
             events
                 .iter()

@@ -23,6 +23,7 @@ pub mod hosts;
 pub mod migrations;
 pub mod releases;
 pub mod stacks;
+pub mod timeline;
 
 pub use error::{OpError, OpErrorKind};
 

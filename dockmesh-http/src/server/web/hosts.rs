@@ -36,6 +36,8 @@ pub struct HostRow {
     pub agent: Option<AgentView>,
     /// How old the figures are (`as of 3 s ago`), or that the host never answered.
     pub observed: String,
+    /// Memory, disk and running containers over time (sparklines with their words).
+    pub trends: String,
 }
 
 /// How long ago a host's snapshot was observed, for its row.
@@ -67,8 +69,11 @@ impl HostRow {
         managed: &BTreeMap<String, Option<String>>,
         agents: &mut BTreeMap<String, AgentView>,
         now: jiff::Timestamp,
+        history: &[crate::server::snapshots::HostSample],
+        events: &[super::chart::host::EventMark],
     ) -> Self {
         HostRow {
+            trends: super::chart::host::html(&super::chart::host::trends(history, events)),
             observed: as_of(h.observed_at, now),
             agent: agents.remove(&h.id),
             stacks: h
@@ -161,13 +166,25 @@ pub async fn list(State(web): State<WebState>, user: User) -> Response {
     };
     let events = recent_events(&web, &hosts).await;
     let now = web.api.clock().now();
+    let rows = hosts
+        .into_iter()
+        .map(|h| {
+            let history = ops::hosts::history(&web.api, &h.id);
+            let marks: Vec<_> = events
+                .iter()
+                .filter(|e| e.host == h.id)
+                .map(|e| {
+                    let what = format!("{} {} {} {}", e.at, e.e.stack, e.e.container, e.e.action);
+                    (e.e.at, what)
+                })
+                .collect();
+            HostRow::new(h, &managed, &mut agents, now, &history, &marks)
+        })
+        .collect();
     render(&HostsPage {
         l: Layout::new(&web, &user, "hosts"),
         events,
-        hosts: hosts
-            .into_iter()
-            .map(|h| HostRow::new(h, &managed, &mut agents, now))
-            .collect(),
+        hosts: rows,
         drains,
         server_version: web.api.config().version.clone(),
     })

@@ -23,13 +23,17 @@ pub struct Row {
     pub requested: String,
     /// When it last changed.
     pub updated: String,
+    /// Its downtime as a small bar, its length the share of the longest on the page.
+    pub downtime: String,
 }
 
-impl From<MigrationView> for Row {
-    fn from(m: MigrationView) -> Self {
+impl Row {
+    /// The row of `m` on a page whose longest downtime is `longest_ms`.
+    fn new(m: MigrationView, longest_ms: u64) -> Self {
         Row {
             requested: when(&m.requested_at),
             updated: when(&m.updated_at),
+            downtime: super::chart::bar::downtime(m.downtime_ms, longest_ms),
             m,
         }
     }
@@ -72,9 +76,10 @@ pub async fn list(
             let next = (list.len() as u32 >= PAGE)
                 .then(|| list.last().map(|m| m.id.clone()))
                 .flatten();
+            let longest = list.iter().filter_map(|m| m.downtime_ms).max().unwrap_or(0);
             render(&ListPage {
                 l: Layout::new(&web, &user, "migrations"),
-                rows: list.into_iter().map(Row::from).collect(),
+                rows: list.into_iter().map(|m| Row::new(m, longest)).collect(),
                 active: p.active,
                 next,
             })
@@ -106,11 +111,33 @@ pub struct Progress {
     m: MigrationView,
     volumes: Vec<VolumeRow>,
     steps: Vec<StepRow>,
+    /// The timeline's figure (inline SVG and its words), once the view carries it.
+    timeline: Option<String>,
+    /// The transfer rate of each volume, when this server saw the transfer.
+    rates: Option<String>,
+}
+
+impl Progress {
+    /// The progress of `m` with the transfer rates this server saw.
+    fn of(web: &WebState, m: &MigrationView) -> Self {
+        let rates = ops::timeline::transfer_rates(&web.api, m);
+        let cuts = m
+            .timeline
+            .as_ref()
+            .map(|t| t.cuts.as_slice())
+            .unwrap_or(&[]);
+        Progress {
+            rates: super::chart::rates::figure(&rates, cuts),
+            ..Progress::from(m)
+        }
+    }
 }
 
 impl From<&MigrationView> for Progress {
     fn from(m: &MigrationView) -> Self {
         Progress {
+            timeline: m.timeline.as_ref().map(super::chart::timeline::figure),
+            rates: None,
             volumes: m
                 .volumes
                 .iter()
@@ -292,7 +319,7 @@ pub async fn detail(State(web): State<WebState>, user: User, Path(id): Path<Stri
         }),
         can_purge_target: m.state == "rolled_back"
             && !audit.iter().any(|a| a.action == "migration.purge_target"),
-        progress: super::fragment(&Progress::from(&m)),
+        progress: super::fragment(&Progress::of(&web, &m)),
         live: !m.settled,
         can_rollback: can_rollback(&m),
         can_purge: m.state == "committed",
@@ -324,7 +351,7 @@ pub async fn live(
         let id = id.clone();
         async move {
             match ops::migrations::get(&web.api, &id).await {
-                Ok(m) => (super::fragment(&Progress::from(&m)), m.settled),
+                Ok(m) => (super::fragment(&Progress::of(&web, &m)), m.settled),
                 Err(e) => (super::error_fragment(&e), true),
             }
         }

@@ -14,6 +14,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod chart;
 pub mod hosts;
 pub mod migrations;
 pub mod server;
