@@ -277,7 +277,7 @@ async fn schema_valid_requests_naming_nothing_are_422() {
         &a,
         StatusCode::BAD_REQUEST,
         "bad_request",
-        "9.5 is not a revision",
+        "to: invalid type: floating point `9.5`",
     );
 }
 

@@ -138,6 +138,8 @@ where
             Ok(axum::Json(v)) => v,
             Err(rejection) => return Err(rejection_error(rejection)),
         };
+        let mut value = value;
+        whole_numbers(&mut value);
         if !value.is_object() {
             return Err(ApiError::bad_request(format!(
                 "the body must be a JSON object, not {}",
@@ -150,6 +152,28 @@ where
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(rejection_error(rejection)),
         }
+    }
+}
+
+/// JSON Schema's `integer` is any number without a fraction, so `3.0` is the integer 3; serde
+/// reads `3.0` only into a float. Whole numbers written with a fraction become integers before
+/// the body is read as its request (a float field still reads an integer).
+fn whole_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) else {
+                return;
+            };
+            if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *n = (f as u64).into();
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                *n = (f as i64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 

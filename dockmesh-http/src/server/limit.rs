@@ -200,10 +200,11 @@ pub struct AuthLimits {
 }
 
 impl AuthLimits {
-    /// The limits, on `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> AuthLimits {
+    /// The limits, on `clock`; an address may present `failed_tokens_per_minute` failed API
+    /// tokens a minute ([`BEARER_FAILURES_PER_MINUTE`] unless the operator says otherwise).
+    pub fn new(clock: Arc<dyn Clock>, failed_tokens_per_minute: u32) -> AuthLimits {
         AuthLimits {
-            bearer: Limit::per_minute(clock.clone(), BEARER_FAILURES_PER_MINUTE),
+            bearer: Limit::per_minute(clock.clone(), failed_tokens_per_minute),
             login: Limit::per_minute(clock.clone(), LOGIN_FAILURES_PER_MINUTE),
             enroll: Limit::per_minute(clock, ENROLL_ATTEMPTS_PER_MINUTE),
         }

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub host_policies: crate::server::host_policy::HostPolicies,
     /// How the hosts' snapshots are cached for the views that list them.
     pub snapshots: crate::server::snapshots::SnapshotSettings,
+    /// Failed API tokens an address may present per minute before it is answered 429.
+    pub failed_tokens_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             agent_binaries: None,
             host_policies: Default::default(),
             snapshots: Default::default(),
+            failed_tokens_per_minute: crate::server::limit::BEARER_FAILURES_PER_MINUTE,
         }
     }
 }
@@ -144,7 +147,8 @@ impl ServerState {
         config: ServerConfig,
     ) -> Self {
         let hosts = Arc::new(hosts);
-        let limits = crate::server::limit::AuthLimits::new(clock.clone());
+        let limits =
+            crate::server::limit::AuthLimits::new(clock.clone(), config.failed_tokens_per_minute);
         let metrics = Arc::new(Metrics::default());
         let supervisor = Arc::new(Supervisor::new(
             store.clone(),

@@ -207,6 +207,17 @@ pub struct ServerArgs {
         default_value_t = 60
     )]
     pub(super) max_retry_delay: u64,
+    /// Failed API tokens one address may present per minute (and at once) before its requests
+    /// are answered 429 without a look at their token. Raise it when many clients share one
+    /// address (a proxy that does not pass the client's address on).
+    #[arg(
+        long,
+        value_name = "PER_MINUTE",
+        env = "DOCKMESH_FAILED_TOKEN_LIMIT",
+        default_value_t = dockmesh_http::server::limit::BEARER_FAILURES_PER_MINUTE,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub(super) failed_token_limit: u32,
     /// For crash tests only: kill the server just before this migration command
     /// (`StopSource`, `TransferVolume`, …) or after `bytes:N` bytes of a transfer.
     #[arg(long, hide = true, env = "DOCKMESH_TEST_CRASH_AT")]

@@ -101,6 +101,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         retention: jiff::SignedDuration::from_hours(i64::from(args.retention_hours)),
         lease_ttl: jiff::SignedDuration::from_secs(i64::from(args.lease_ttl.max(1))),
         max_retry_delay: Duration::from_secs(args.max_retry_delay.max(1)),
+        failed_tokens_per_minute: args.failed_token_limit,
         crash_at: args.test_crash_at.clone(),
         host_policies: super::host_policy::build(
             &args.host_policies,

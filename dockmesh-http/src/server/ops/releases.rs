@@ -34,7 +34,7 @@ pub struct UpgradeRequest {
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The revision (default: the deployed release before the one that runs).
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default)]
     pub to: Option<u64>,
     /// Only compute the diff; change nothing.
     #[serde(default)]
@@ -42,26 +42,6 @@ pub struct RollbackRequest {
     /// Copy the stack's named volumes first, as for an upgrade.
     #[serde(default)]
     pub backup: bool,
-}
-
-/// A revision as JSON may carry it: an integer, or a number without a fraction (`3.0`), as
-/// JSON Schema's `integer` allows.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    use serde::de::Error;
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
-    if let Some(u) = n.as_u64() {
-        return Ok(Some(u));
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
-            Ok(Some(f as u64))
-        }
-        _ => Err(D::Error::custom(format!(
-            "{n} is not a revision (a whole number from 0)"
-        ))),
-    }
 }
 
 /// Upgrade deployed stack `name` to new files, as `by`: the diff against what runs (a dry run
