@@ -541,3 +541,64 @@ pub(crate) fn add_links(doc: &mut OpenApi) {
             .insert(row.name.to_owned(), RefOr::T(link.build()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_status_a_layer_answers_has_its_own_code() {
+        let expected = [
+            (400, "bad_request"),
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "not_found"),
+            (405, "method_not_allowed"),
+            (408, "timeout"),
+            (409, "conflict"),
+            (413, "payload_too_large"),
+            (415, "unsupported_media_type"),
+            (422, "unprocessable"),
+            (429, "too_many_requests"),
+            (503, "unavailable"),
+            (500, "internal"),
+            (502, "internal"),
+            (418, "error"),
+        ];
+        for (status, code) in expected {
+            let s = StatusCode::from_u16(status).unwrap();
+            assert_eq!(code_for(s), code, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_response_left_without_words_gets_words_for_its_status() {
+        let all = [
+            "200", "201", "202", "204", "400", "401", "403", "404", "409", "413", "415", "422",
+            "429", "503",
+        ];
+        let words: std::collections::BTreeSet<&str> =
+            all.iter().map(|s| default_description(s)).collect();
+        assert_eq!(words.len(), all.len(), "each status has words of its own");
+        assert!(!words.contains(default_description("599")));
+        assert!(all.iter().all(|s| !default_description(s).is_empty()));
+    }
+
+    #[test]
+    fn only_the_api_health_and_metrics_answer_errors_in_json() {
+        for p in ["/api/v1/stacks", "/api/", "/health", "/metrics"] {
+            assert!(json_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/stacks",
+            "/login",
+            "/healthz/live",
+            "/healthy",
+            "/metrics/x",
+            "/apis",
+        ] {
+            assert!(!json_path(p), "{p}");
+        }
+    }
+}
