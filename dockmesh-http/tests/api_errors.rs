@@ -349,6 +349,18 @@ fn the_document_describes_every_answer_and_links_real_operations() {
                 assert!(has(s), "{method} {path} takes a body but does not say {s}");
             }
         }
+        let params = op["parameters"].as_array().map_or(0, Vec::len);
+        if params > 0 {
+            assert!(
+                has("400"),
+                "{method} {path} parses parameters but does not say 400"
+            );
+        } else if op.get("requestBody").is_none() {
+            assert!(
+                !has("400"),
+                "{method} {path} reads nothing that could be malformed"
+            );
+        }
         if path.contains('{') {
             assert!(
                 has("404"),
