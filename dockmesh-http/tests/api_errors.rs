@@ -237,48 +237,31 @@ async fn schema_valid_requests_naming_nothing_are_422() {
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    let a = send(
-        &s,
-        &t,
-        "POST",
-        "/api/v1/stacks/web/rollback",
-        json_body(json!({"to": 9})),
-    )
-    .await;
-    is_error(
-        &a,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unprocessable",
-        "has no release 9",
-    );
-    let a = send(
-        &s,
-        &t,
-        "POST",
-        "/api/v1/stacks/web/rollback",
-        json_body(json!({"to": 9.0})),
-    )
-    .await;
-    is_error(
-        &a,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unprocessable",
-        "has no release 9",
-    );
-    let a = send(
-        &s,
-        &t,
-        "POST",
-        "/api/v1/stacks/web/rollback",
-        json_body(json!({"to": 9.5})),
-    )
-    .await;
-    is_error(
-        &a,
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        "to: invalid type: floating point `9.5`",
-    );
+    let cases = [
+        (
+            json!(9),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            "has no release 9",
+        ),
+        (
+            json!(9.0),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            "has no release 9",
+        ),
+        (
+            json!(9.5),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "to: invalid type: floating point `9.5`",
+        ),
+    ];
+    for (to, status, code, says) in cases {
+        let body = json_body(json!({ "to": to }));
+        let a = send(&s, &t, "POST", "/api/v1/stacks/web/rollback", body).await;
+        is_error(&a, status, code, says);
+    }
 }
 
 #[tokio::test]

@@ -256,34 +256,17 @@ fn is_json(resp: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-/// One link of the document: from a success answer of an operation to another operation that
-/// takes a value of that answer (OpenAPI links: what a client, or a stateful test, chains).
-struct LinkRow {
-    path: &'static str,
-    method: &'static str,
-    status: &'static str,
-    name: &'static str,
-    to: &'static str,
-    params: &'static [(&'static str, &'static str)],
-}
-
-const fn link(
-    path: &'static str,
-    method: &'static str,
-    status: &'static str,
-    name: &'static str,
-    to: &'static str,
-    params: &'static [(&'static str, &'static str)],
-) -> LinkRow {
-    LinkRow {
-        path,
-        method,
-        status,
-        name,
-        to,
-        params,
-    }
-}
+/// One link of the document: from a success answer of an operation (path, method, status) to
+/// another operation that takes a value of that answer (link name, operation id, its
+/// parameters) — OpenAPI links, what a client or a stateful test chains.
+type LinkRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const STACK_FROM_BODY: &[(&str, &str)] = &[("name", "$response.body#/name")];
 const STACK_FROM_PATH: &[(&str, &str)] = &[("name", "$request.path.name")];
@@ -298,247 +281,62 @@ const FIRST_AGENT: &[(&str, &str)] = &[("agent", "$response.body#/0/id")];
 /// Register → read, deploy, upgrade, roll back, remove; deploy → status, pre-flight, migrate;
 /// migrate → follow, roll back, purge; hosts → cordon, drain, projects; drains → follow,
 /// pause, resume, abort; agents → upgrade, remove.
+#[rustfmt::skip]
 const LINKS: &[LinkRow] = &[
-    link(
-        "/api/v1/stacks",
-        "post",
-        "201",
-        "GetStack",
-        "get_stack",
-        STACK_FROM_BODY,
-    ),
-    link(
-        "/api/v1/stacks",
-        "post",
-        "201",
-        "DeployStack",
-        "deploy_stack",
-        STACK_FROM_BODY,
-    ),
-    link(
-        "/api/v1/stacks",
-        "post",
-        "201",
-        "StackReleases",
-        "list_releases",
-        STACK_FROM_BODY,
-    ),
-    link(
-        "/api/v1/stacks",
-        "post",
-        "201",
-        "DeleteStack",
-        "delete_stack",
-        STACK_FROM_BODY,
-    ),
-    link(
-        "/api/v1/stacks/{name}/deploy",
-        "post",
-        "200",
-        "StackStatus",
-        "stack_status",
-        STACK_FROM_PATH,
-    ),
-    link(
-        "/api/v1/stacks/{name}/deploy",
-        "post",
-        "200",
-        "UpgradeStack",
-        "upgrade_stack",
-        STACK_FROM_PATH,
-    ),
-    link(
-        "/api/v1/stacks/{name}/deploy",
-        "post",
-        "200",
-        "RollbackStack",
-        "rollback_stack",
-        STACK_FROM_PATH,
-    ),
-    link(
-        "/api/v1/stacks/{name}/deploy",
-        "post",
-        "200",
-        "Preflight",
-        "preflight",
-        STACK_FROM_PATH,
-    ),
-    link(
-        "/api/v1/stacks/{name}/deploy",
-        "post",
-        "200",
-        "Migrate",
-        "migrate",
-        STACK_FROM_PATH,
-    ),
-    link(
-        "/api/v1/stacks/{name}/migrate",
-        "post",
-        "202",
-        "GetMigration",
-        "get_migration",
-        MIGRATION,
-    ),
-    link(
-        "/api/v1/stacks/{name}/migrate",
-        "post",
-        "202",
-        "RollbackMigration",
-        "rollback",
-        MIGRATION,
-    ),
-    link(
-        "/api/v1/stacks/{name}/migrate",
-        "post",
-        "202",
-        "PurgeSource",
-        "purge_source",
-        MIGRATION_SOURCE,
-    ),
-    link(
-        "/api/v1/migrations/{id}/rollback",
-        "post",
-        "202",
-        "PurgeTarget",
-        "purge_target",
-        MIGRATION,
-    ),
-    link(
-        "/api/v1/hosts",
-        "get",
-        "200",
-        "Cordon",
-        "cordon",
-        FIRST_HOST,
-    ),
-    link(
-        "/api/v1/hosts",
-        "get",
-        "200",
-        "Uncordon",
-        "uncordon",
-        FIRST_HOST,
-    ),
-    link(
-        "/api/v1/hosts",
-        "get",
-        "200",
-        "DrainPlan",
-        "drain_plan",
-        FIRST_HOST,
-    ),
-    link(
-        "/api/v1/hosts",
-        "get",
-        "200",
-        "Projects",
-        "list_projects",
-        FIRST_HOST,
-    ),
-    link(
-        "/api/v1/hosts",
-        "get",
-        "200",
-        "Events",
-        "host_events",
-        FIRST_HOST,
-    ),
-    link(
-        "/api/v1/hosts/{id}/drain",
-        "post",
-        "202",
-        "GetDrain",
-        "get_drain",
-        DRAIN,
-    ),
-    link(
-        "/api/v1/hosts/{id}/drain",
-        "post",
-        "202",
-        "PauseDrain",
-        "pause_drain",
-        DRAIN,
-    ),
-    link(
-        "/api/v1/drains",
-        "get",
-        "200",
-        "GetDrain",
-        "get_drain",
-        FIRST_DRAIN,
-    ),
-    link(
-        "/api/v1/drains",
-        "get",
-        "200",
-        "PauseDrain",
-        "pause_drain",
-        FIRST_DRAIN,
-    ),
-    link(
-        "/api/v1/drains",
-        "get",
-        "200",
-        "ResumeDrain",
-        "resume_drain",
-        FIRST_DRAIN,
-    ),
-    link(
-        "/api/v1/drains",
-        "get",
-        "200",
-        "AbortDrain",
-        "abort_drain",
-        FIRST_DRAIN,
-    ),
-    link(
-        "/api/v1/agents",
-        "get",
-        "200",
-        "UpgradeAgent",
-        "upgrade_agent",
-        FIRST_AGENT,
-    ),
-    link(
-        "/api/v1/agents",
-        "get",
-        "200",
-        "RemoveAgent",
-        "remove_agent",
-        FIRST_AGENT,
-    ),
+    ("/api/v1/stacks", "post", "201", "GetStack", "get_stack", STACK_FROM_BODY),
+    ("/api/v1/stacks", "post", "201", "DeployStack", "deploy_stack", STACK_FROM_BODY),
+    ("/api/v1/stacks", "post", "201", "StackReleases", "list_releases", STACK_FROM_BODY),
+    ("/api/v1/stacks", "post", "201", "DeleteStack", "delete_stack", STACK_FROM_BODY),
+    ("/api/v1/stacks/{name}/deploy", "post", "200", "StackStatus", "stack_status", STACK_FROM_PATH),
+    ("/api/v1/stacks/{name}/deploy", "post", "200", "UpgradeStack", "upgrade_stack", STACK_FROM_PATH),
+    ("/api/v1/stacks/{name}/deploy", "post", "200", "RollbackStack", "rollback_stack", STACK_FROM_PATH),
+    ("/api/v1/stacks/{name}/deploy", "post", "200", "Preflight", "preflight", STACK_FROM_PATH),
+    ("/api/v1/stacks/{name}/deploy", "post", "200", "Migrate", "migrate", STACK_FROM_PATH),
+    ("/api/v1/stacks/{name}/migrate", "post", "202", "GetMigration", "get_migration", MIGRATION),
+    ("/api/v1/stacks/{name}/migrate", "post", "202", "RollbackMigration", "rollback", MIGRATION),
+    ("/api/v1/stacks/{name}/migrate", "post", "202", "PurgeSource", "purge_source", MIGRATION_SOURCE),
+    ("/api/v1/migrations/{id}/rollback", "post", "202", "PurgeTarget", "purge_target", MIGRATION),
+    ("/api/v1/hosts", "get", "200", "Cordon", "cordon", FIRST_HOST),
+    ("/api/v1/hosts", "get", "200", "Uncordon", "uncordon", FIRST_HOST),
+    ("/api/v1/hosts", "get", "200", "DrainPlan", "drain_plan", FIRST_HOST),
+    ("/api/v1/hosts", "get", "200", "Projects", "list_projects", FIRST_HOST),
+    ("/api/v1/hosts", "get", "200", "Events", "host_events", FIRST_HOST),
+    ("/api/v1/hosts/{id}/drain", "post", "202", "GetDrain", "get_drain", DRAIN),
+    ("/api/v1/hosts/{id}/drain", "post", "202", "PauseDrain", "pause_drain", DRAIN),
+    ("/api/v1/drains", "get", "200", "GetDrain", "get_drain", FIRST_DRAIN),
+    ("/api/v1/drains", "get", "200", "PauseDrain", "pause_drain", FIRST_DRAIN),
+    ("/api/v1/drains", "get", "200", "ResumeDrain", "resume_drain", FIRST_DRAIN),
+    ("/api/v1/drains", "get", "200", "AbortDrain", "abort_drain", FIRST_DRAIN),
+    ("/api/v1/agents", "get", "200", "UpgradeAgent", "upgrade_agent", FIRST_AGENT),
+    ("/api/v1/agents", "get", "200", "RemoveAgent", "remove_agent", FIRST_AGENT),
 ];
 
 /// Add [`LINKS`] to the document. A row whose operation or answer is missing is a mistake
 /// of this table: it panics, and the document's test finds it.
 pub(crate) fn add_links(doc: &mut OpenApi) {
     use utoipa::openapi::link::LinkBuilder;
-    for row in LINKS {
+    for &(path, method, status, name, to, params) in LINKS {
         let item = doc
             .paths
             .paths
-            .get_mut(row.path)
-            .unwrap_or_else(|| panic!("link from {}: no such path", row.path));
-        let op = match row.method {
+            .get_mut(path)
+            .unwrap_or_else(|| panic!("link from {}: no such path", path));
+        let op = match method {
             "get" => item.get.as_mut(),
             "post" => item.post.as_mut(),
             "put" => item.put.as_mut(),
             "delete" => item.delete.as_mut(),
-            m => panic!("link from {}: method {m}", row.path),
+            m => panic!("link from {}: method {m}", path),
         }
-        .unwrap_or_else(|| panic!("link from {} {}: no such operation", row.method, row.path));
-        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(row.status) else {
-            panic!(
-                "link from {} {}: no answer {}",
-                row.method, row.path, row.status
-            );
+        .unwrap_or_else(|| panic!("link from {} {}: no such operation", method, path));
+        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(status) else {
+            panic!("link from {} {}: no answer {}", method, path, status);
         };
-        let mut link = LinkBuilder::new().operation_id(row.to);
-        for (name, value) in row.params {
+        let mut link = LinkBuilder::new().operation_id(to);
+        for (name, value) in params {
             link = link.parameter(*name, serde_json::Value::String((*value).to_owned()));
         }
-        resp.links
-            .insert(row.name.to_owned(), RefOr::T(link.build()));
+        resp.links.insert(name.to_owned(), RefOr::T(link.build()));
     }
 }
 
